@@ -1,0 +1,206 @@
+//! The embedded SQLite store.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+use turnpike_l402::{Msat, PaymentHash, TokenId};
+
+use crate::{Consumption, InvoiceRecord, Store, StoreError, TokenUsage, to_i64, to_u64};
+
+/// Schema migrations, applied in order; each runs once per database.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// A [`Store`] in one SQLite file (WAL mode), shared safely by several connections and processes.
+///
+/// Durability: `synchronous=NORMAL` in WAL mode, so a crash of the process (even SIGKILL) loses
+/// no committed write; only a power loss may drop the last few commits.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://PATH` or `sqlite::memory:`)
+    /// and applies pending migrations.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS turnpike_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        for &(version, sql) in MIGRATIONS {
+            // BEGIN IMMEDIATE takes the write lock first, so two processes starting together
+            // cannot both apply the same migration.
+            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM turnpike_migrations WHERE version = ?1")
+                    .bind(version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if applied.is_some() {
+                sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+                continue;
+            }
+            let result = async {
+                sqlx::raw_sql(sql).execute(&mut *conn).await?;
+                sqlx::query("INSERT INTO turnpike_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))")
+                    .bind(version)
+                    .execute(&mut *conn)
+                    .await
+            }
+            .await;
+            match result {
+                Ok(_) => {
+                    sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+                    tracing::info!(version, "applied store migration");
+                }
+                Err(source) => {
+                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                    return Err(StoreError::Migration { version, source });
+                }
+            }
+        }
+        conn.ping().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn consume_call(
+        &self,
+        token: &TokenId,
+        service: &str,
+        calls_total: u64,
+        now_unix: u64,
+    ) -> Result<Consumption, StoreError> {
+        if calls_total == 0 {
+            return Ok(Consumption::Exhausted);
+        }
+        // One statement: insert on first use, else count one more call, but only while calls
+        // remain. No row back means nothing was consumed.
+        let row = sqlx::query(
+            "INSERT INTO token_usage (token_id, service, calls_total, used, first_used_at, last_used_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?4)
+             ON CONFLICT (token_id) DO UPDATE
+                SET used = token_usage.used + 1,
+                    calls_total = MIN(token_usage.calls_total, excluded.calls_total),
+                    last_used_at = excluded.last_used_at
+              WHERE token_usage.used < MIN(token_usage.calls_total, excluded.calls_total)
+             RETURNING used, calls_total",
+        )
+        .bind(&token.0[..])
+        .bind(service)
+        .bind(to_i64(calls_total))
+        .bind(to_i64(now_unix))
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(Consumption::Exhausted),
+            Some(row) => {
+                let used = to_u64(row.try_get(0)?, "token_usage.used")?;
+                let total = to_u64(row.try_get(1)?, "token_usage.calls_total")?;
+                Ok(Consumption::Granted {
+                    remaining: total.saturating_sub(used),
+                })
+            }
+        }
+    }
+
+    async fn refund_call(&self, token: &TokenId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE token_usage SET used = used - 1 WHERE token_id = ?1 AND used > 0")
+            .bind(&token.0[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn token_usage(&self, token: &TokenId) -> Result<Option<TokenUsage>, StoreError> {
+        let row = sqlx::query("SELECT calls_total, used FROM token_usage WHERE token_id = ?1")
+            .bind(&token.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(TokenUsage {
+                calls_total: to_u64(row.try_get(0)?, "token_usage.calls_total")?,
+                used: to_u64(row.try_get(1)?, "token_usage.used")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn record_invoice(&self, inv: &InvoiceRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO invoices (payment_hash, token_id, service, amount_msat, calls, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(&inv.payment_hash.0[..])
+        .bind(&inv.token_id.0[..])
+        .bind(&inv.service)
+        .bind(to_i64(inv.amount.0))
+        .bind(inv.calls.map(to_i64))
+        .bind(to_i64(inv.created_at))
+        .bind(to_i64(inv.expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn invoice(&self, hash: &PaymentHash) -> Result<Option<InvoiceRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT token_id, service, amount_msat, calls, created_at, expires_at FROM invoices WHERE payment_hash = ?1",
+        )
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let token: Vec<u8> = row.try_get(0)?;
+        let token: [u8; 32] = token
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("invoices.token_id"))?;
+        let calls: Option<i64> = row.try_get(3)?;
+        Ok(Some(InvoiceRecord {
+            payment_hash: *hash,
+            token_id: TokenId(token),
+            service: row.try_get(1)?,
+            amount: Msat(to_u64(row.try_get(2)?, "invoices.amount_msat")?),
+            calls: calls.map(|c| to_u64(c, "invoices.calls")).transpose()?,
+            created_at: to_u64(row.try_get(4)?, "invoices.created_at")?,
+            expires_at: to_u64(row.try_get(5)?, "invoices.expires_at")?,
+        }))
+    }
+
+    async fn prune_expired_invoices(&self, now_unix: u64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM invoices WHERE expires_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM token_usage u WHERE u.token_id = invoices.token_id)",
+        )
+        .bind(to_i64(now_unix))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
