@@ -1,1 +1,188 @@
-//! placeholder
+//! # turnpike-gateway
+//!
+//! A streaming reverse proxy that charges per call over Lightning with L402. Each request to a
+//! priced service goes through one pipeline:
+//!
+//! 1. **match** the request to a configured service (host and path),
+//! 2. **authenticate** its L402 credential (no I/O: root keys are derived from a master secret),
+//! 3. **charge** one call in the store (one atomic statement),
+//! 4. **forward** it to the upstream, streaming both ways,
+//! 5. **account**: a call the upstream never answered is given back.
+//!
+//! A request without a credential gets `402 Payment Required` with a fresh invoice and macaroon.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod challenge;
+pub mod config;
+pub mod dev_pay;
+pub mod error;
+pub mod keys;
+pub mod pipeline;
+pub mod proxy;
+pub mod routing;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use turnpike_l402::root_key::MasterKey;
+use turnpike_l402::token::Minter;
+use turnpike_lightning::InvoiceBackend;
+use turnpike_lightning::dev::DevBackend;
+use turnpike_store::Store;
+
+pub use config::GatewayConfig;
+
+/// Errors while starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A secret file in the data directory could not be read or created.
+    #[error("cannot read or create {path}: {source}")]
+    Secret {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] turnpike_store::StoreError),
+}
+
+/// Everything the pipeline needs, shared by all requests.
+pub struct AppState {
+    router: routing::Router,
+    minter: Minter,
+    store: Arc<dyn Store>,
+    backend: Arc<dyn InvoiceBackend>,
+    dev: Option<Arc<DevBackend>>,
+    forwarder: proxy::Forwarder,
+    invoice_expiry_secs: u32,
+}
+
+type SharedState = Arc<AppState>;
+
+/// A configured gateway, ready to serve.
+#[derive(Clone)]
+pub struct Gateway {
+    state: SharedState,
+}
+
+/// The parts a gateway is built from, for callers (and tests) that assemble them directly.
+pub struct GatewayParts {
+    /// Validated configuration (services, invoice expiry).
+    pub config: GatewayConfig,
+    /// The master secret from which every token's root key is derived.
+    pub master_key: MasterKey,
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Issues invoices.
+    pub backend: Arc<dyn InvoiceBackend>,
+    /// The dev backend, when it is the backend: mounts the dev pay endpoint.
+    pub dev: Option<Arc<DevBackend>>,
+}
+
+impl Gateway {
+    /// Opens the data directory (creating the master secret on first start), the store and the
+    /// backend named in `config`.
+    pub async fn from_config(config: GatewayConfig) -> Result<Gateway, StartError> {
+        config.validate()?;
+        let secret = |name: &str| {
+            let path = config.data_dir.join(name);
+            keys::load_or_create_secret(&path).map_err(|source| StartError::Secret { path, source })
+        };
+        let master_key = MasterKey::from_bytes(secret("master.key")?);
+        let store = turnpike_store::open(&config.store_url()).await?;
+        let (backend, dev): (Arc<dyn InvoiceBackend>, _) = match &config.backend {
+            config::BackendConfig::Dev(_) => {
+                let dev = Arc::new(DevBackend::new(secret("dev-node.key")?));
+                (dev.clone(), Some(dev))
+            }
+        };
+        Ok(Gateway::new(GatewayParts {
+            config,
+            master_key,
+            store,
+            backend,
+            dev,
+        }))
+    }
+
+    /// Builds a gateway from its parts.
+    pub fn new(parts: GatewayParts) -> Gateway {
+        let services = parts
+            .config
+            .services
+            .iter()
+            .map(|s| routing::Service::from_config(s).expect("validated config builds services"))
+            .collect();
+        Gateway {
+            state: Arc::new(AppState {
+                router: routing::Router::new(services),
+                minter: Minter::new(parts.master_key),
+                store: parts.store,
+                backend: parts.backend,
+                dev: parts.dev,
+                forwarder: proxy::Forwarder::new(),
+                invoice_expiry_secs: parts.config.invoice_expiry_secs,
+            }),
+        }
+    }
+
+    /// The HTTP application: internal endpoints under `/_turnpike/`, every other request
+    /// through the pipeline.
+    pub fn app(&self) -> axum::Router {
+        let mut app = axum::Router::new().route("/_turnpike/health", get(health));
+        if self.state.dev.is_some() {
+            app = app.route(dev_pay::PATH, post(dev_pay::pay));
+        }
+        app.fallback(pipeline::handle)
+            .with_state(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then finishes in-flight requests.
+    /// Also prunes expired unpaid invoices from the store every minute.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let store = self.state.store.clone();
+        let pruner = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                match store.prune_expired_invoices(unix_now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(pruned = n, "pruned expired unpaid invoices"),
+                    Err(e) => tracing::warn!(error = %e, "could not prune expired invoices"),
+                }
+            }
+        });
+        let app = self
+            .app()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        pruner.abort();
+        result
+    }
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

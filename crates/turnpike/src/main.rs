@@ -1,1 +1,132 @@
-fn main() {}
+//! `turnpike`: charge for any HTTP API per call over Lightning (L402).
+
+mod demo;
+mod fetch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Charge for any HTTP API per call, in sats, over Lightning (L402).
+#[derive(Parser)]
+#[command(name = "turnpike", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: a reverse proxy that answers 402 with an invoice and forwards paid calls.
+    Serve {
+        /// The TOML configuration file.
+        #[arg(long, short, default_value = "turnpike.toml")]
+        config: PathBuf,
+    },
+    /// Fetch a URL like curl, paying L402 challenges within a limit.
+    Fetch(fetch::FetchArgs),
+    /// Run a demo: the gateway with the dev Lightning backend in front of a built-in API.
+    Demo {
+        /// Address for the demo gateway.
+        #[arg(long, default_value = "127.0.0.1:8402")]
+        listen: SocketAddr,
+        /// Data directory (default: turnpike-demo in the system's temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
+    let config = turnpike_gateway::GatewayConfig::load(&config_path)
+        .with_context(|| format!("loading {}", config_path.display()))?;
+    let listen = config.listen;
+    let services = config.services.len();
+    let gateway = turnpike_gateway::Gateway::from_config(config)
+        .await
+        .context("starting the gateway")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(%listen, services, "turnpike gateway listening");
+    gateway
+        .serve(listener, shutdown_signal())
+        .await
+        .context("serving")?;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    turnpike_client::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("turnpike: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => {
+                init_logging("info");
+                serve(config)
+                    .await
+                    .map(|()| std::process::ExitCode::SUCCESS)
+            }
+            Command::Demo { listen, data_dir } => {
+                init_logging("info");
+                demo::run(listen, data_dir)
+                    .await
+                    .map(|()| std::process::ExitCode::SUCCESS)
+            }
+            Command::Fetch(args) => {
+                init_logging(if args.verbose { "warn" } else { "error" });
+                fetch::run(args).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("turnpike: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Issuing a 402 challenge: an invoice from the Lightning backend, a macaroon committing to its
+//! payment hash, both headers Aperture sends, and a JSON body for humans and simple clients.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use turnpike_l402::challenge::Challenge;
+use turnpike_l402::token::MintRequest;
+use turnpike_lightning::CreateInvoice;
+use turnpike_store::InvoiceRecord;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::routing::Service;
+
+/// Why a challenge is being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeReason {
+    /// The request carried no credential.
+    NoCredential,
+    /// The credential's token has no calls left.
+    TokenUsedUp,
+    /// The credential's token expired.
+    TokenExpired,
+    /// The credential's token does not grant this service.
+    OtherService,
+}
+
+impl ChallengeReason {
+    fn lead(self) -> &'static str {
+        match self {
+            ChallengeReason::NoCredential => "Payment required.",
+            ChallengeReason::TokenUsedUp => "This token has no calls left.",
+            ChallengeReason::TokenExpired => "This token has expired.",
+            ChallengeReason::OtherService => "This token does not grant this service.",
+        }
+    }
+}
+
+/// Mints a fresh challenge for `service` and answers 402, or an error if the backend or the
+/// store cannot issue one.
+pub async fn issue(
+    state: &AppState,
+    service: &Service,
+    reason: ChallengeReason,
+    now: u64,
+) -> Response {
+    match try_issue(state, service, reason, now).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn try_issue(
+    state: &AppState,
+    service: &Service,
+    reason: ChallengeReason,
+    now: u64,
+) -> Result<Response, ApiError> {
+    let calls = service.calls_per_payment;
+    let memo = if calls == 1 {
+        format!("{}: 1 call", service.name)
+    } else {
+        format!("{}: {calls} calls", service.name)
+    };
+    let invoice = state
+        .backend
+        .create_invoice(CreateInvoice { amount: service.price, memo, expiry_secs: state.invoice_expiry_secs })
+        .await
+        .map_err(|e| {
+            tracing::warn!(service = %service.name, backend = state.backend.name(), error = %e, "cannot create invoice");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend_unavailable",
+                "The Lightning backend cannot issue an invoice right now; paid credentials keep working. Retry later.",
+            )
+            .retry_after(5)
+        })?;
+    if invoice.amount != service.price {
+        tracing::error!(service = %service.name, asked = %service.price, got = %invoice.amount, "backend issued an invoice for another amount");
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "backend_error",
+            "The Lightning backend issued an invoice for the wrong amount.",
+        ));
+    }
+    let valid_until = service.token_lifetime_secs.map(|t| now.saturating_add(t));
+    let (macaroon, token_id) = state.minter.mint(&MintRequest {
+        payment_hash: invoice.payment_hash,
+        service: &service.name,
+        calls: Some(calls),
+        valid_until,
+        capabilities: &[],
+    });
+    state
+        .store
+        .record_invoice(&InvoiceRecord {
+            payment_hash: invoice.payment_hash,
+            token_id,
+            service: service.name.clone(),
+            amount: invoice.amount,
+            calls: Some(calls),
+            created_at: now,
+            expires_at: invoice.expires_at,
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot record invoice");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "The gateway's store is unavailable.",
+            )
+            .retry_after(5)
+        })?;
+
+    let challenge = Challenge {
+        macaroon,
+        invoice: invoice.bolt11,
+    };
+    let macaroon_b64 = challenge.macaroon.to_base64();
+    let calls_text = if calls == 1 {
+        "1 call".to_owned()
+    } else {
+        format!("{calls} calls")
+    };
+    let message = format!(
+        "{} Pay the Lightning invoice ({} sats for {calls_text} to {}), then retry with the header `Authorization: L402 <macaroon>:<preimage hex>`.",
+        reason.lead(),
+        service.price_sats,
+        service.name,
+    );
+    let body = serde_json::json!({
+        "error": { "code": "payment_required", "message": message },
+        "service": service.name,
+        "price_sats": service.price_sats,
+        "price_msat": service.price.0,
+        "calls": calls,
+        "valid_until": valid_until,
+        "invoice": challenge.invoice,
+        "macaroon": macaroon_b64,
+        "payment_hash": invoice.payment_hash.to_hex(),
+        "expires_at": invoice.expires_at,
+    });
+    tracing::debug!(service = %service.name, token = %token_id, ?reason, "issued challenge");
+    let mut resp = (StatusCode::PAYMENT_REQUIRED, axum::Json(body)).into_response();
+    let headers = resp.headers_mut();
+    for value in challenge.header_values() {
+        let value = HeaderValue::from_str(&value).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "backend_error",
+                "The backend issued an invoice that cannot be sent in a header.",
+            )
+        })?;
+        headers.append(header::WWW_AUTHENTICATE, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}

@@ -1,0 +1,357 @@
+//! The gateway's TOML configuration: parsed strictly (unknown keys fail) and validated, with
+//! errors that name the offending key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use http::Uri;
+use serde::Deserialize;
+use turnpike_l402::Sats;
+
+/// Default address the gateway listens on.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8402";
+/// Default lifetime of an invoice in a 402 challenge.
+pub const DEFAULT_INVOICE_EXPIRY_SECS: u32 = 600;
+/// Default time allowed for an upstream to send its response headers.
+pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 60;
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: {key}: {message}")]
+    Invalid {
+        /// The key, for example `services[0].price_sats`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole gateway configuration (`turnpike.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address to listen on (default `127.0.0.1:8402`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory for the master secret, keys and the default SQLite file (default
+    /// `./turnpike-data`). A relative path is resolved against the config file's directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Lifetime of the invoice in each 402 challenge, in seconds (default 600).
+    #[serde(default = "default_invoice_expiry")]
+    pub invoice_expiry_secs: u32,
+    /// Where state is kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The Lightning backend that issues invoices.
+    pub backend: BackendConfig,
+    /// The priced services, matched in order.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[store]`: where state is kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Store URL: `sqlite://PATH`. Default: `sqlite://<data_dir>/turnpike.db`.
+    pub url: Option<String>,
+}
+
+/// `[backend]`: the Lightning backend, selected by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum BackendConfig {
+    /// The embedded dev backend: real BOLT11 invoices on regtest, settled through the gateway's
+    /// dev pay endpoint. Moves no real money.
+    Dev(DevBackendConfig),
+}
+
+/// Options of the dev backend (none yet).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevBackendConfig {}
+
+/// `[[services]]`: one priced API behind the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Service name, used in token caveats: letters, digits, `_`, `-`, `.` (1 to 64).
+    pub name: String,
+    /// Match requests for this host only (exact, case-insensitive, or `*.example.com`).
+    pub host: Option<String>,
+    /// Match requests whose path is this prefix or below it (`/api` matches `/api` and
+    /// `/api/x`, not `/apix`).
+    pub path: Option<String>,
+    /// Where to forward paid requests: `http://` or `https://` URL; a path in it is prepended.
+    pub upstream: String,
+    /// Price of one payment in satoshis. `0` makes the service free (no payment asked).
+    pub price_sats: u64,
+    /// How many calls one payment buys (default 1).
+    #[serde(default = "default_calls")]
+    pub calls_per_payment: u64,
+    /// If set, tokens expire this many seconds after they are issued.
+    pub token_lifetime_secs: Option<u64>,
+    /// Time allowed for the upstream to send response headers, in seconds (default 60).
+    #[serde(default = "default_upstream_timeout")]
+    pub upstream_timeout_secs: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("constant address parses")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("turnpike-data")
+}
+fn default_invoice_expiry() -> u32 {
+    DEFAULT_INVOICE_EXPIRY_SECS
+}
+fn default_calls() -> u64 {
+    1
+}
+fn default_upstream_timeout() -> u64 {
+    DEFAULT_UPSTREAM_TIMEOUT_SECS
+}
+
+impl GatewayConfig {
+    /// Reads, parses and validates a config file. Relative `data_dir` is resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = GatewayConfig::parse(&text)?;
+        if config.data_dir.is_relative() {
+            let base = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            config.data_dir = base.join(&config.data_dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<GatewayConfig, ConfigError> {
+        let config: GatewayConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; the error names the first key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.invoice_expiry_secs < 10 || self.invoice_expiry_secs > 7 * 24 * 3600 {
+            return Err(invalid(
+                "invoice_expiry_secs",
+                "must be between 10 and 604800 seconds",
+            ));
+        }
+        if let Some(url) = &self.store.url {
+            if !url.starts_with("sqlite:") {
+                return Err(invalid(
+                    "store.url",
+                    format!("unsupported store {url:?}: expected sqlite://PATH"),
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let key = |field: &str| format!("services[{i}].{field}");
+            if !turnpike_l402::caveat::is_valid_service_name(&s.name) {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "{:?} must be 1 to 64 letters, digits, '_', '-' or '.'",
+                        s.name
+                    ),
+                ));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("duplicate service name {:?}", s.name),
+                ));
+            }
+            if let Some(host) = &s.host {
+                let bare = host.strip_prefix("*.").unwrap_or(host);
+                if bare.is_empty() || bare.contains(['/', ' ', '*']) {
+                    return Err(invalid(
+                        key("host"),
+                        format!("{host:?} is not a host name or *.domain pattern"),
+                    ));
+                }
+            }
+            if let Some(path) = &s.path {
+                if !path.starts_with('/') {
+                    return Err(invalid(
+                        key("path"),
+                        format!("{path:?} must start with '/'"),
+                    ));
+                }
+            }
+            UpstreamUrl::parse(&s.upstream).map_err(|m| invalid(key("upstream"), m))?;
+            if Sats(s.price_sats).to_msat().is_none() || s.price_sats > 2_100_000_000_000_000 {
+                return Err(invalid(key("price_sats"), "is larger than all bitcoin"));
+            }
+            if s.calls_per_payment == 0 {
+                return Err(invalid(key("calls_per_payment"), "must be at least 1"));
+            }
+            if s.token_lifetime_secs == Some(0) {
+                return Err(invalid(
+                    key("token_lifetime_secs"),
+                    "must be at least 1 second",
+                ));
+            }
+            if s.upstream_timeout_secs == 0 {
+                return Err(invalid(
+                    key("upstream_timeout_secs"),
+                    "must be at least 1 second",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The store URL in effect.
+    pub fn store_url(&self) -> String {
+        match &self.store.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("turnpike.db").display()),
+        }
+    }
+}
+
+/// A validated upstream base URL.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// Host and port.
+    pub authority: http::uri::Authority,
+    /// Path prefix with no trailing `/` (empty for none).
+    pub base_path: String,
+}
+
+impl UpstreamUrl {
+    /// Parses an `http://` or `https://` URL with no query.
+    pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
+        let uri: Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("{s:?} needs http:// or https://"))?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(format!("{s:?}: scheme must be http or https"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{s:?} has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("{s:?} must not have a query string"));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        Ok(UpstreamUrl {
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        listen = "127.0.0.1:9999"
+        [backend]
+        kind = "dev"
+        [[services]]
+        name = "weather"
+        path = "/weather"
+        upstream = "http://127.0.0.1:9000/base/"
+        price_sats = 5
+        calls_per_payment = 3
+    "#;
+
+    #[test]
+    fn parses_a_good_config_with_defaults() {
+        let c = GatewayConfig::parse(GOOD).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.invoice_expiry_secs, 600);
+        assert_eq!(c.services[0].calls_per_payment, 3);
+        assert_eq!(c.services[0].upstream_timeout_secs, 60);
+        assert!(c.store_url().ends_with("turnpike-data/turnpike.db"));
+        let up = UpstreamUrl::parse(&c.services[0].upstream).unwrap();
+        assert_eq!(up.base_path, "/base");
+    }
+
+    fn err(text: &str) -> String {
+        GatewayConfig::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        assert!(err(&format!("{GOOD}\nbogus_key = 1")).contains("bogus_key"));
+        let e = err(&GOOD.replace("price_sats = 5", "price_sats = 5\nprise = 1"));
+        assert!(e.contains("prise"), "{e}");
+        let e = err(&GOOD.replace("kind = \"dev\"", "kind = \"dev\"\nurl = \"x\""));
+        assert!(e.contains("url"), "{e}");
+        let e = err(&GOOD.replace("kind = \"dev\"", "kind = \"nope\""));
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        assert!(err(&GOOD.replace("price_sats = 5", "price_sats = -5")).contains("price_sats"));
+        assert!(
+            err(&GOOD.replace("calls_per_payment = 3", "calls_per_payment = 0"))
+                .contains("services[0].calls_per_payment")
+        );
+        assert!(
+            err(&GOOD.replace("name = \"weather\"", "name = \"we ather\""))
+                .contains("services[0].name")
+        );
+        assert!(
+            err(&GOOD.replace("http://127.0.0.1:9000/base/", "ftp://x"))
+                .contains("services[0].upstream")
+        );
+        assert!(err(&GOOD.replace("/weather", "weather")).contains("services[0].path"));
+        assert!(
+            err(&GOOD.replace("listen = \"127.0.0.1:9999\"", "listen = \"nowhere\""))
+                .contains("listen")
+        );
+        assert!(err(&format!("invoice_expiry_secs = 1\n{GOOD}")).contains("invoice_expiry_secs"));
+        let dup = format!(
+            "{GOOD}\n[[services]]\nname = \"weather\"\nupstream = \"http://x\"\nprice_sats = 1\n"
+        );
+        assert!(err(&dup).contains("duplicate"));
+        assert!(
+            err("[[services]]\nname=\"a\"\nupstream=\"http://x\"\nprice_sats=1")
+                .contains("backend")
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! The request pipeline for priced services: match, authenticate, charge, forward, account.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, Request, StatusCode};
+use turnpike_l402::caveat::CaveatError;
+use turnpike_l402::credential::Credential;
+use turnpike_l402::token::VerifyError;
+use turnpike_store::Consumption;
+
+use crate::challenge::{self, ChallengeReason};
+use crate::error::ApiError;
+use crate::proxy::ForwardError;
+use crate::routing::request_host;
+use crate::{SharedState, unix_now};
+
+/// Response header telling the client how many calls its token has left.
+pub const CALLS_REMAINING: HeaderName = HeaderName::from_static("turnpike-calls-remaining");
+
+/// Handles one request to a service (the router's fallback).
+pub async fn handle(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
+    // 1. Match.
+    let Some(service) = state
+        .router
+        .route(request_host(&req), req.uri().path())
+        .cloned()
+    else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_service",
+            "No service is configured for this host and path.",
+        )
+        .into_response();
+    };
+    if service.is_free() {
+        return forward(&state, &service, req, peer, None).await;
+    }
+
+    // 2. Authenticate: no I/O, the root key is derived.
+    let now = unix_now();
+    let credential = match Credential::from_headers(req.headers()) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return challenge::issue(&state, &service, ChallengeReason::NoCredential, now).await;
+        }
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credential",
+                format!("Malformed L402 credential: {e}."),
+            )
+            .into_response();
+        }
+    };
+    let token = match state.minter.verify(&credential, &service.name, now) {
+        Ok(t) => t,
+        Err(VerifyError::Caveat(CaveatError::Expired { .. })) => {
+            return challenge::issue(&state, &service, ChallengeReason::TokenExpired, now).await;
+        }
+        Err(VerifyError::Caveat(CaveatError::ServiceNotGranted)) => {
+            return challenge::issue(&state, &service, ChallengeReason::OtherService, now).await;
+        }
+        Err(e) => {
+            tracing::debug!(service = %service.name, error = %e, "rejected credential");
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credential",
+                format!("Invalid L402 credential: {e}."),
+            )
+            .into_response();
+        }
+    };
+
+    // 3. Charge: one atomic statement in the store, only for tokens that count calls.
+    let mut remaining = None;
+    if let Some(calls) = token.grant.calls {
+        match state
+            .store
+            .consume_call(&token.token_id, &service.name, calls, now)
+            .await
+        {
+            Ok(Consumption::Granted { remaining: r }) => remaining = Some(r),
+            Ok(Consumption::Exhausted) => {
+                return challenge::issue(&state, &service, ChallengeReason::TokenUsedUp, now).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store failed while consuming a call");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "The gateway's store is unavailable.",
+                )
+                .retry_after(5)
+                .into_response();
+            }
+        }
+    }
+
+    // 4. Forward, and 5. account: a call the upstream never answered is given back.
+    let charged = remaining.map(|r| (token.token_id, r));
+    forward(&state, &service, req, peer, charged).await
+}
+
+async fn forward(
+    state: &SharedState,
+    service: &crate::routing::Service,
+    req: Request<Body>,
+    peer: SocketAddr,
+    charged: Option<(turnpike_l402::TokenId, u64)>,
+) -> Response {
+    match state.forwarder.forward(service, req, peer.ip()).await {
+        Ok(mut resp) => {
+            if let Some((_, remaining)) = charged {
+                resp.headers_mut()
+                    .insert(CALLS_REMAINING, HeaderValue::from(remaining));
+            }
+            resp
+        }
+        Err(e) => {
+            let refunded = match charged {
+                Some((token_id, _)) => match state.store.refund_call(&token_id).await {
+                    Ok(()) => true,
+                    Err(store_err) => {
+                        tracing::error!(token = %token_id, error = %store_err, "could not give back the call of a failed request");
+                        false
+                    }
+                },
+                None => false,
+            };
+            tracing::warn!(service = %service.name, error = %e, refunded, "upstream failed");
+            let note = if charged.is_some() && refunded {
+                " The call was not charged."
+            } else {
+                ""
+            };
+            match e {
+                ForwardError::Timeout(_) => ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    format!("The upstream service did not answer in time.{note}"),
+                ),
+                ForwardError::Unreachable(_) => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    format!("The upstream service could not be reached.{note}"),
+                ),
+                ForwardError::BadRequest(m) => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("{m}.{note}"),
+                ),
+            }
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,690 @@
+//! End-to-end: the gateway on real loopback HTTP, a real upstream, a real SQLite file, the dev
+//! Lightning backend, and the paying client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::routing::{any, get};
+use http::{HeaderMap, StatusCode};
+use turnpike_client::{FetchRequest, L402Client};
+use turnpike_gateway::config::{
+    BackendConfig, DevBackendConfig, GatewayConfig, ServiceConfig, StoreConfig,
+};
+use turnpike_gateway::{Gateway, GatewayParts};
+use turnpike_l402::caveat::Caveat;
+use turnpike_l402::credential::Credential;
+use turnpike_l402::identifier::Identifier;
+use turnpike_l402::macaroon::Macaroon;
+use turnpike_l402::root_key::MasterKey;
+use turnpike_l402::token::{MintRequest, Minter};
+use turnpike_l402::{Msat, Preimage, Sats};
+use turnpike_lightning::{CreateInvoice, DevBackend, DevPayWallet, InvoiceBackend, PaymentBackend};
+use turnpike_store::Store;
+
+/// The test upstream: `/echo` reflects what it received; `/sse` sends one event, then waits
+/// for the test's go-ahead before the second.
+fn upstream(release: Arc<tokio::sync::Notify>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/echo/{*rest}",
+            any(|req: http::Request<Body>| async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                let headers: Vec<(String, String)> = parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                axum::Json(serde_json::json!({
+                    "method": parts.method.as_str(),
+                    "uri": parts.uri.to_string(),
+                    "headers": headers,
+                    "body": String::from_utf8_lossy(&body),
+                }))
+            }),
+        )
+        .route(
+            "/sse",
+            get(move || {
+                let release = release.clone();
+                async move {
+                    let events = futures_util::stream::unfold(0u8, move |i| {
+                        let release = release.clone();
+                        async move {
+                            match i {
+                                0 => Some((
+                                    Ok::<_, std::convert::Infallible>(Bytes::from(
+                                        "data: first\n\n",
+                                    )),
+                                    1,
+                                )),
+                                1 => {
+                                    release.notified().await;
+                                    Some((Ok(Bytes::from("data: second\n\n")), 2))
+                                }
+                                _ => None,
+                            }
+                        }
+                    });
+                    (
+                        [(http::header::CONTENT_TYPE, "text/event-stream")],
+                        Body::from_stream(events),
+                    )
+                }
+            }),
+        )
+}
+
+struct Harness {
+    base: String,
+    store: Arc<dyn Store>,
+    dev: Arc<DevBackend>,
+    master: [u8; 32],
+    release: Arc<tokio::sync::Notify>,
+    _dir: tempfile::TempDir,
+}
+
+fn service(
+    name: &str,
+    path: &str,
+    upstream: SocketAddr,
+    price_sats: u64,
+    calls: u64,
+) -> ServiceConfig {
+    ServiceConfig {
+        name: name.into(),
+        host: None,
+        path: Some(path.into()),
+        upstream: format!("http://{upstream}"),
+        price_sats,
+        calls_per_payment: calls,
+        token_lifetime_secs: None,
+        upstream_timeout_secs: 5,
+    }
+}
+
+async fn start_with(extra: impl FnOnce(SocketAddr) -> Vec<ServiceConfig>) -> Harness {
+    turnpike_client::install_crypto_provider();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = up.local_addr().unwrap();
+    tokio::spawn(axum::serve(up, upstream(release.clone())).into_future());
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut services = vec![
+        service("echo", "/echo", up_addr, 2, 1),
+        service("bundle", "/echo/bundle", up_addr, 5, 3),
+        service("sse", "/sse", up_addr, 1, 1),
+        service("free", "/echo/free", up_addr, 0, 1),
+    ];
+    services.extend(extra(up_addr));
+    // The first match wins, so more specific paths go first.
+    services.sort_by_key(|s| std::cmp::Reverse(s.path.as_ref().map_or(0, |p| p.len())));
+    let config = GatewayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        invoice_expiry_secs: 600,
+        store: StoreConfig {
+            url: Some(format!("sqlite://{}", dir.path().join("t.db").display())),
+        },
+        backend: BackendConfig::Dev(DevBackendConfig::default()),
+        services,
+    };
+    config.validate().unwrap();
+    let store = turnpike_store::open(&config.store_url()).await.unwrap();
+    let dev = Arc::new(DevBackend::random());
+    let master: [u8; 32] = rand::random();
+    let gateway = Gateway::new(GatewayParts {
+        config,
+        master_key: MasterKey::from_bytes(master),
+        store: store.clone(),
+        backend: dev.clone(),
+        dev: Some(dev.clone()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gateway.serve(listener, std::future::pending()));
+    Harness {
+        base: format!("http://{addr}"),
+        store,
+        dev,
+        master,
+        release,
+        _dir: dir,
+    }
+}
+
+async fn start() -> Harness {
+    start_with(|_| Vec::new()).await
+}
+
+impl Harness {
+    fn url(&self, path: &str) -> reqwest::Url {
+        format!("{}{path}", self.base).parse().unwrap()
+    }
+
+    fn client(&self, max_sats: u64) -> L402Client {
+        let wallet = DevPayWallet::for_origin(&self.url("/")).unwrap();
+        L402Client::new(Arc::new(wallet), Sats(max_sats)).unwrap()
+    }
+
+    /// Gets a 402 challenge and pays it through the dev backend, returning the credential.
+    async fn paid_credential(&self, path: &str) -> Credential {
+        let resp = reqwest::get(self.url(path)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap();
+        let challenge = turnpike_client::read_challenge(&headers, &body).unwrap();
+        let payment = self
+            .dev
+            .pay_invoice(&challenge.invoice, Msat::ZERO)
+            .await
+            .unwrap();
+        Credential {
+            macaroon: challenge.macaroon,
+            preimage: payment.preimage,
+        }
+    }
+
+    async fn get_with(&self, path: &str, headers: &[(&str, String)]) -> reqwest::Response {
+        let mut req = reqwest::Client::new().get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        req.send().await.unwrap()
+    }
+}
+
+async fn json(resp: reqwest::Response) -> serde_json::Value {
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn unpaid_request_gets_both_challenges_and_a_json_body() {
+    let h = start().await;
+    let resp = reqwest::get(h.url("/echo/x")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    let challenges: Vec<String> = resp
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(challenges.len(), 2);
+    assert!(
+        challenges[0].starts_with("LSAT macaroon=\""),
+        "{}",
+        challenges[0]
+    );
+    assert!(
+        challenges[1].starts_with("L402 macaroon=\""),
+        "{}",
+        challenges[1]
+    );
+    assert_eq!(challenges[0]["LSAT".len()..], challenges[1]["L402".len()..]);
+    assert!(challenges[1].contains("\", invoice=\"lnbcrt"));
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body = json(resp).await;
+    assert_eq!(body["price_sats"], 2);
+    assert_eq!(body["error"]["code"], "payment_required");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 sats")
+    );
+    let invoice = turnpike_l402::bolt11::Invoice::parse(body["invoice"].as_str().unwrap()).unwrap();
+    assert_eq!(invoice.amount(), Some(Msat(2_000)));
+    assert_eq!(body["payment_hash"], invoice.payment_hash().to_hex());
+    let mac = Macaroon::from_base64(body["macaroon"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        Identifier::decode(mac.identifier()).unwrap().payment_hash,
+        invoice.payment_hash()
+    );
+    assert!(body["expires_at"].as_u64().unwrap() > turnpike_gateway::unix_now());
+    // The invoice was recorded.
+    assert!(
+        h.store
+            .invoice(&invoice.payment_hash())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn pay_then_200_then_a_used_token_gets_a_fresh_402() {
+    let h = start().await;
+    let client = h.client(10);
+    let fetched = client
+        .fetch(FetchRequest::get(h.url("/echo/a?q=1")))
+        .await
+        .unwrap();
+    assert_eq!(fetched.response.status(), StatusCode::OK);
+    assert_eq!(fetched.response.headers()["turnpike-calls-remaining"], "0");
+    let receipt = fetched.receipt.expect("paid");
+    assert_eq!(receipt.amount, Msat(2_000));
+    let echoed = json(fetched.response).await;
+    assert_eq!(echoed["uri"], "/echo/a?q=1");
+    // The credential never reaches the upstream; forwarding headers do.
+    let headers = echoed["headers"].as_array().unwrap();
+    let has = |name: &str| headers.iter().any(|h| h[0] == name);
+    assert!(!has("authorization"));
+    assert_eq!(
+        headers.iter().find(|h| h[0] == "x-forwarded-for").unwrap()[1],
+        "127.0.0.1"
+    );
+    assert!(has("x-forwarded-host") && has("x-forwarded-proto"));
+
+    // Same single-call credential again: a fresh challenge, not a 401.
+    let again = h
+        .get_with(
+            "/echo/a",
+            &[("authorization", receipt.authorization.clone())],
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(
+        again.headers().get_all("www-authenticate").iter().count(),
+        2
+    );
+    let body = json(again).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no calls left")
+    );
+    assert_eq!(h.dev.balance().await.unwrap(), Msat(2_000));
+}
+
+#[tokio::test]
+async fn a_bundle_serves_exactly_its_calls() {
+    let h = start().await;
+    let cred = h.paid_credential("/echo/bundle/x").await;
+    let auth = cred.authorization_value();
+    for remaining in ["2", "1", "0"] {
+        let resp = h
+            .get_with("/echo/bundle/x", &[("authorization", auth.clone())])
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["turnpike-calls-remaining"], remaining);
+    }
+    let resp = h
+        .get_with("/echo/bundle/x", &[("authorization", auth)])
+        .await;
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+}
+
+#[tokio::test]
+async fn every_credential_form_is_accepted() {
+    let h = start().await;
+    let forms = |cred: &Credential| {
+        let b64 = cred.macaroon.to_base64();
+        let unpadded = b64.trim_end_matches('=').to_owned();
+        let pre = cred.preimage.to_hex();
+        vec![
+            vec![("authorization", format!("L402 {b64}:{pre}"))],
+            vec![("authorization", format!("LSAT {b64}:{pre}"))],
+            vec![(
+                "authorization",
+                format!("l402 {unpadded}:{}", pre.to_uppercase()),
+            )],
+            vec![
+                ("authorization", "Bearer something-else".to_owned()),
+                ("authorization", format!("L402 {b64}:{pre}")),
+            ],
+        ]
+    };
+    for i in 0..4 {
+        let cred = h.paid_credential("/echo/forms").await;
+        let headers = forms(&cred).swap_remove(i);
+        let resp = h.get_with("/echo/forms", &headers).await;
+        assert_eq!(resp.status(), StatusCode::OK, "form {i}: {headers:?}");
+        if i == 3 {
+            // The non-L402 Authorization value is passed on to the upstream.
+            let body = json(resp).await;
+            let auth: Vec<_> = body["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| h[0] == "authorization")
+                .collect();
+            assert_eq!(auth.len(), 1);
+            assert_eq!(auth[0][1], "Bearer something-else");
+        }
+    }
+    // Macaroon header with the preimage as a caveat (Aperture's gRPC form).
+    for header in ["macaroon", "grpc-metadata-macaroon"] {
+        let cred = h.paid_credential("/echo/forms").await;
+        let mut mac = cred.macaroon.clone();
+        mac.add_first_party_caveat(Caveat::preimage(&cred.preimage).to_string());
+        let resp = h.get_with("/echo/forms", &[(header, mac.to_hex())]).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{header}");
+    }
+}
+
+#[tokio::test]
+async fn forged_tampered_and_unpaid_credentials_get_401() {
+    let h = start().await;
+    let cred = h.paid_credential("/echo/t").await;
+    let b64 = cred.macaroon.to_base64();
+
+    // Wrong preimage.
+    let wrong = Preimage::random();
+    let resp = h
+        .get_with(
+            "/echo/t",
+            &[("authorization", format!("L402 {b64}:{wrong}"))],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json(resp).await["error"]["code"], "invalid_credential");
+
+    // The payment hash offered as if it were the preimage.
+    let id = Identifier::decode(cred.macaroon.identifier()).unwrap();
+    let resp = h
+        .get_with(
+            "/echo/t",
+            &[("authorization", format!("L402 {b64}:{}", id.payment_hash))],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // Tampered: a caveat appended without the key breaks the chain; editing one breaks it too.
+    let mut bytes = cred.macaroon.to_binary();
+    let pos = bytes.windows(8).position(|w| w == b"services").unwrap();
+    bytes[pos + 9] ^= 0x01;
+    let tampered = Macaroon::from_binary(&bytes).unwrap();
+    let resp = h
+        .get_with(
+            "/echo/t",
+            &[(
+                "authorization",
+                format!("L402 {}:{}", tampered.to_base64(), cred.preimage),
+            )],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // Foreign: minted with another master key for a payment we really made.
+    let other = Minter::new(MasterKey::random());
+    let (foreign, _) = other.mint(&MintRequest {
+        payment_hash: id.payment_hash,
+        service: "echo",
+        calls: Some(1000),
+        valid_until: None,
+        capabilities: &[],
+    });
+    let resp = h
+        .get_with(
+            "/echo/t",
+            &[(
+                "authorization",
+                format!("L402 {}:{}", foreign.to_base64(), cred.preimage),
+            )],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // Garbage.
+    let resp = h
+        .get_with("/echo/t", &[("authorization", "L402 !!!:zz".to_owned())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        json(resp).await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Malformed")
+    );
+
+    // None of this consumed the real token's call.
+    let resp = h
+        .get_with("/echo/t", &[("authorization", cred.authorization_value())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_expired_token_gets_a_fresh_402() {
+    let h = start().await;
+    // A paid invoice, and a token for it that expired a second ago (minted with the gateway's key).
+    let invoice = h
+        .dev
+        .create_invoice(CreateInvoice {
+            amount: Msat(2_000),
+            memo: "t".into(),
+            expiry_secs: 600,
+        })
+        .await
+        .unwrap();
+    let payment = h
+        .dev
+        .pay_invoice(&invoice.bolt11, Msat::ZERO)
+        .await
+        .unwrap();
+    let minter = Minter::new(MasterKey::from_bytes(h.master));
+    let mint = |valid_until| {
+        minter
+            .mint(&MintRequest {
+                payment_hash: invoice.payment_hash,
+                service: "echo",
+                calls: Some(1),
+                valid_until: Some(valid_until),
+                capabilities: &[],
+            })
+            .0
+    };
+    let now = turnpike_gateway::unix_now();
+    let expired = Credential {
+        macaroon: mint(now - 1),
+        preimage: payment.preimage,
+    };
+    let resp = h
+        .get_with(
+            "/echo/e",
+            &[("authorization", expired.authorization_value())],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    assert!(
+        json(resp).await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+    // The same payment with a live token works: expiry, not the payment, was the problem.
+    let live = Credential {
+        macaroon: mint(now + 3600),
+        preimage: payment.preimage,
+    };
+    let resp = h
+        .get_with("/echo/e", &[("authorization", live.authorization_value())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_token_for_another_service_gets_a_402_for_this_one() {
+    let h = start().await;
+    let cred = h.paid_credential("/sse").await;
+    let resp = h
+        .get_with("/echo/x", &[("authorization", cred.authorization_value())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+}
+
+#[tokio::test]
+async fn upstream_down_gives_502_and_keeps_the_call() {
+    // Reserve a port, then close it: nothing listens there.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let h = start_with(|_| vec![service("down", "/down", dead_addr, 3, 1)]).await;
+    let cred = h.paid_credential("/down/x").await;
+    let auth = cred.authorization_value();
+    let resp = h
+        .get_with("/down/x", &[("authorization", auth.clone())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let body = json(resp).await;
+    assert_eq!(body["error"]["code"], "upstream_unreachable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not charged")
+    );
+    let token = Identifier::decode(cred.macaroon.identifier())
+        .unwrap()
+        .token_id;
+    assert_eq!(h.store.token_usage(&token).await.unwrap().unwrap().used, 0);
+
+    // Bring the upstream up on that port: the same credential is served once.
+    let up = tokio::net::TcpListener::bind(dead_addr).await.unwrap();
+    tokio::spawn(axum::serve(up, upstream(Arc::new(tokio::sync::Notify::new()))).into_future());
+    let h2 = &h;
+    let resp = h2
+        .get_with("/down/x", &[("authorization", auth.clone())])
+        .await;
+    // The upstream has no /down route: its 404 is passed through, and the call is charged.
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = h.get_with("/down/x", &[("authorization", auth)]).await;
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+}
+
+#[tokio::test]
+async fn server_sent_events_are_streamed_event_by_event() {
+    let h = start().await;
+    let client = h.client(5);
+    let fetched = client
+        .fetch(FetchRequest::get(h.url("/sse")))
+        .await
+        .unwrap();
+    let mut resp = fetched.response;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    // The upstream sends the second event only after we have seen the first: a buffering
+    // proxy would deadlock here and the timeout would fail the test.
+    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("first event streamed");
+    assert_eq!(first.unwrap().unwrap(), Bytes::from("data: first\n\n"));
+    h.release.notify_one();
+    let second = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(second, Bytes::from("data: second\n\n"));
+}
+
+#[tokio::test]
+async fn free_routes_and_unknown_paths() {
+    let h = start().await;
+    let resp = reqwest::get(h.url("/echo/free/x")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = reqwest::get(h.url("/nothing-here")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json(resp).await["error"]["code"], "no_such_service");
+    let resp = reqwest::get(h.url("/_turnpike/health")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn request_bodies_and_methods_are_forwarded() {
+    let h = start().await;
+    let client = h.client(10);
+    let mut headers = HeaderMap::new();
+    headers.insert("x-custom", "yes".parse().unwrap());
+    let fetched = client
+        .fetch(FetchRequest {
+            method: http::Method::PUT,
+            url: h.url("/echo/put"),
+            headers,
+            body: Some(Bytes::from_static(b"{\"a\":1}")),
+        })
+        .await
+        .unwrap();
+    assert_eq!(fetched.response.status(), StatusCode::OK);
+    let body = json(fetched.response).await;
+    assert_eq!(body["method"], "PUT");
+    assert_eq!(body["body"], "{\"a\":1}");
+    assert!(
+        body["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "x-custom" && h[1] == "yes")
+    );
+}
+
+#[tokio::test]
+async fn the_client_refuses_prices_above_its_limit_and_pays_nothing() {
+    let h = start().await;
+    let client = h.client(4);
+    let err = client
+        .fetch(FetchRequest::get(h.url("/echo/bundle/x")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            turnpike_client::ClientError::OverLimit {
+                price: Sats(5),
+                limit: Sats(4)
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(h.dev.balance().await.unwrap(), Msat::ZERO);
+}
+
+#[tokio::test]
+async fn the_dev_pay_endpoint_pays_once_and_answers_errors_in_json() {
+    let h = start().await;
+    let resp = reqwest::get(h.url("/echo/x")).await.unwrap();
+    let invoice = json(resp).await["invoice"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let pay = |body: String| {
+        http.post(h.url("/_turnpike/dev/pay"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let ok = pay(serde_json::json!({ "invoice": invoice }).to_string())
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let preimage: Preimage = json(ok).await["preimage"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let parsed = turnpike_l402::bolt11::Invoice::parse(&invoice).unwrap();
+    assert!(preimage.matches(&parsed.payment_hash()));
+    let twice = pay(serde_json::json!({ "invoice": invoice }).to_string())
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), StatusCode::CONFLICT);
+    assert_eq!(json(twice).await["error"]["code"], "already_paid");
+    let bad = pay("not json".into()).await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json(bad).await["error"]["code"], "bad_request");
+    let junk = pay(serde_json::json!({ "invoice": "lnbc1junk" }).to_string())
+        .await
+        .unwrap();
+    assert_eq!(junk.status(), StatusCode::BAD_REQUEST);
+    assert!(json(junk).await["error"]["message"].is_string());
+    assert_eq!(h.dev.balance().await.unwrap(), Msat(2_000));
+}
