@@ -164,18 +164,13 @@ impl std::fmt::Debug for L402Client {
     }
 }
 
-/// Installs the process-wide TLS crypto provider (ring) if none is installed yet.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 impl L402Client {
     /// A client paying with `wallet`, refusing any single payment above `max_price`.
     pub fn new(
         wallet: Arc<dyn PaymentBackend>,
         max_price: Sats,
     ) -> Result<L402Client, ClientError> {
-        install_crypto_provider();
+        turnpike_lightning::ensure_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("turnpike/", env!("CARGO_PKG_VERSION")))

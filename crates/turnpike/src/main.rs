@@ -91,7 +91,7 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    turnpike_client::install_crypto_provider();
+    turnpike_lightning::ensure_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

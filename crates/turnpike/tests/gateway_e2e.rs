@@ -113,7 +113,7 @@ fn service(
 }
 
 async fn start_with(extra: impl FnOnce(SocketAddr) -> Vec<ServiceConfig>) -> Harness {
-    turnpike_client::install_crypto_provider();
+    turnpike_lightning::ensure_crypto_provider();
     let release = Arc::new(tokio::sync::Notify::new());
     let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_addr = up.local_addr().unwrap();
