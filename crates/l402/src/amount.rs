@@ -5,12 +5,16 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// An amount in millisatoshis (1 sat = 1000 msat).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Msat(pub u64);
 
 /// An amount in whole satoshis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Sats(pub u64);
 
@@ -35,7 +39,7 @@ impl Msat {
 
     /// Whole satoshis, only if this amount has no sub-satoshi part.
     pub fn to_sats_exact(self) -> Option<Sats> {
-        (self.0 % 1000 == 0).then_some(Sats(self.0 / 1000))
+        self.0.is_multiple_of(1000).then_some(Sats(self.0 / 1000))
     }
 
     /// Satoshis rounded up: what a payer must be ready to spend for this amount.

@@ -130,8 +130,12 @@ mod tests {
 
     #[test]
     fn preimage_hashes_and_matches() {
-        let p: Preimage = "49349dfea4abed3cd14f6d356afa83de9787b609f088c8df09bacc7b4bd21b39".parse().unwrap();
-        let h: PaymentHash = "60aae3f3299441b06b61b5aaa4db89c4b5c8627de0cc2e5535882d8f42175265".parse().unwrap();
+        let p: Preimage = "49349dfea4abed3cd14f6d356afa83de9787b609f088c8df09bacc7b4bd21b39"
+            .parse()
+            .unwrap();
+        let h: PaymentHash = "60aae3f3299441b06b61b5aaa4db89c4b5c8627de0cc2e5535882d8f42175265"
+            .parse()
+            .unwrap();
         assert_eq!(p.payment_hash(), h);
         assert!(p.matches(&h));
         // A hash offered in place of the preimage never matches.

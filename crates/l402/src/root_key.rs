@@ -1,0 +1,101 @@
+//! The master key and the per-token root keys derived from it.
+//!
+//! `root_key = HMAC-SHA256(key = master, msg = "turnpike-l402-root-key-v1" || token_id)`.
+//! Root keys are derived rather than stored, so verifying a token needs no database read.
+
+use std::fmt;
+
+use crate::hash::{HexError, TokenId};
+use crate::macaroon::hmac_sha256;
+
+/// Domain separation prefix of the root-key derivation.
+const ROOT_KEY_DOMAIN: &[u8] = b"turnpike-l402-root-key-v1";
+
+/// The gateway's 32-byte master secret. Its `Debug` output is redacted and it has no
+/// `Display`.
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    /// A fresh random master key from the operating system's CSPRNG.
+    pub fn random() -> MasterKey {
+        use rand::RngCore as _;
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        MasterKey(key)
+    }
+
+    /// A master key from its bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> MasterKey {
+        MasterKey(bytes)
+    }
+
+    /// A master key from 64 hex characters (either case). The error does not echo the input.
+    pub fn from_hex(s: &str) -> Result<MasterKey, HexError> {
+        let mut out = [0u8; 32];
+        let s = s.trim();
+        if s.len() != 64 {
+            return Err(HexError);
+        }
+        hex::decode_to_slice(s, &mut out).map_err(|_| HexError)?;
+        Ok(MasterKey(out))
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The root key of the token `token_id`:
+    /// `HMAC-SHA256(key = master, msg = "turnpike-l402-root-key-v1" || token_id)`.
+    pub fn root_key(&self, token_id: &TokenId) -> [u8; 32] {
+        hmac_sha256(&self.0, &[ROOT_KEY_DOMAIN, &token_id.0])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    #[test]
+    fn derivation_matches_definition() {
+        let master = MasterKey::from_bytes([7; 32]);
+        let tid = TokenId([9; 32]);
+        let mut mac = Hmac::<Sha256>::new_from_slice(&[7; 32]).unwrap();
+        mac.update(b"turnpike-l402-root-key-v1");
+        mac.update(&[9; 32]);
+        let expected: [u8; 32] = mac.finalize().into_bytes().into();
+        assert_eq!(master.root_key(&tid), expected);
+        assert_ne!(master.root_key(&TokenId([8; 32])), expected);
+        assert_ne!(
+            MasterKey::from_bytes([6; 32]).root_key(&tid),
+            master.root_key(&tid)
+        );
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let k = MasterKey::from_bytes([0xab; 32]);
+        assert_eq!(format!("{k:?}"), "MasterKey(<redacted>)");
+        assert_eq!(format!("{:#?}", k), "MasterKey(<redacted>)");
+    }
+
+    #[test]
+    fn random_and_hex() {
+        assert_ne!(
+            MasterKey::random().as_bytes(),
+            MasterKey::random().as_bytes()
+        );
+        let k = MasterKey::from_hex(&"AB".repeat(32)).unwrap();
+        assert_eq!(k.as_bytes(), &[0xab; 32]);
+        assert!(MasterKey::from_hex("abcd").is_err());
+    }
+}
