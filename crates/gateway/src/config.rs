@@ -168,13 +168,13 @@ impl GatewayConfig {
                 "must be between 10 and 604800 seconds",
             ));
         }
-        if let Some(url) = &self.store.url {
-            if !url.starts_with("sqlite:") {
-                return Err(invalid(
-                    "store.url",
-                    format!("unsupported store {url:?}: expected sqlite://PATH"),
-                ));
-            }
+        if let Some(url) = &self.store.url
+            && !url.starts_with("sqlite:")
+        {
+            return Err(invalid(
+                "store.url",
+                format!("unsupported store {url:?}: expected sqlite://PATH"),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
@@ -203,13 +203,13 @@ impl GatewayConfig {
                     ));
                 }
             }
-            if let Some(path) = &s.path {
-                if !path.starts_with('/') {
-                    return Err(invalid(
-                        key("path"),
-                        format!("{path:?} must start with '/'"),
-                    ));
-                }
+            if let Some(path) = &s.path
+                && !path.starts_with('/')
+            {
+                return Err(invalid(
+                    key("path"),
+                    format!("{path:?} must start with '/'"),
+                ));
             }
             UpstreamUrl::parse(&s.upstream).map_err(|m| invalid(key("upstream"), m))?;
             if Sats(s.price_sats).to_msat().is_none() || s.price_sats > 2_100_000_000_000_000 {

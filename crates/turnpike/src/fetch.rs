@@ -167,13 +167,13 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
     }
     drop(out);
-    if let Some(receipt) = fetched.receipt {
-        if args.verbose {
-            eprintln!(
-                "* paid {} sats in all; credential reusable while the token has calls left",
-                receipt.amount.to_sats_ceil().0
-            );
-        }
+    if let Some(receipt) = fetched.receipt
+        && args.verbose
+    {
+        eprintln!(
+            "* paid {} sats in all; credential reusable while the token has calls left",
+            receipt.amount.to_sats_ceil().0
+        );
     }
     if status.is_client_error() || status.is_server_error() {
         eprintln!("turnpike: HTTP {status}");

@@ -27,7 +27,9 @@ fn wait_healthy(addr: SocketAddr) {
     while Instant::now() < deadline {
         if let Ok(mut s) = std::net::TcpStream::connect(addr) {
             use std::io::{Read, Write};
-            let _ = s.write_all(b"GET /_turnpike/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(
+                b"GET /_turnpike/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
             if buf.starts_with("HTTP/1.1 200") {
@@ -56,15 +58,25 @@ fn spawn_upstream() -> SocketAddr {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(l.local_addr().unwrap()).unwrap();
             let app = axum::Router::new()
-                .route("/api/hello", axum::routing::get(|| async { "hello, paid world\n" }))
-                .route("/api/post", axum::routing::post(|body: String| async move { format!("got {body}") }));
+                .route(
+                    "/api/hello",
+                    axum::routing::get(|| async { "hello, paid world\n" }),
+                )
+                .route(
+                    "/api/post",
+                    axum::routing::post(|body: String| async move { format!("got {body}") }),
+                );
             axum::serve(l, app).await.unwrap();
         });
     });
     rx.recv().unwrap()
 }
 
-fn write_config(dir: &std::path::Path, listen: SocketAddr, upstream: SocketAddr) -> std::path::PathBuf {
+fn write_config(
+    dir: &std::path::Path,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+) -> std::path::PathBuf {
     let path = dir.join("turnpike.toml");
     std::fs::write(
         &path,
@@ -111,22 +123,46 @@ fn serve_fetch_pay_and_shut_down_gracefully() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     let secret = std::fs::read_to_string(&key).unwrap();
 
     // No wallet: the 402 is reported and the exit code says it failed.
     let out = fetch(&[&format!("{base}/api/hello")]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--wallet"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--wallet"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Over the limit: refused, nothing paid.
-    let out = fetch(&["--wallet", "dev", "--max-sats", "2", &format!("{base}/api/hello")]);
+    let out = fetch(&[
+        "--wallet",
+        "dev",
+        "--max-sats",
+        "2",
+        &format!("{base}/api/hello"),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("above the limit"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("above the limit"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Paid.
-    let out = fetch(&["--wallet", "dev", "--max-sats", "3", "-v", &format!("{base}/api/hello")]);
+    let out = fetch(&[
+        "--wallet",
+        "dev",
+        "--max-sats",
+        "3",
+        "-v",
+        &format!("{base}/api/hello"),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello, paid world\n");
     let err = text(&out.stderr);
@@ -148,7 +184,13 @@ fn serve_fetch_pay_and_shut_down_gracefully() {
     #[cfg(unix)]
     {
         let pid = gw.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             if let Some(s) = gw.0.try_wait().unwrap() {
@@ -161,7 +203,10 @@ fn serve_fetch_pay_and_shut_down_gracefully() {
         let mut logs = String::new();
         std::io::Read::read_to_string(gw.0.stderr.as_mut().unwrap(), &mut logs).unwrap();
         assert!(logs.contains("listening"), "{logs}");
-        assert!(!logs.contains(secret.trim()), "the master secret leaked into the logs");
+        assert!(
+            !logs.contains(secret.trim()),
+            "the master secret leaked into the logs"
+        );
     }
 }
 
@@ -171,16 +216,36 @@ fn a_bad_config_fails_at_start_naming_the_key() {
     let path = write_config(dir.path(), free_port(), "127.0.0.1:1".parse().unwrap());
     let good = std::fs::read_to_string(&path).unwrap();
     for (bad, key) in [
-        (good.replace("price_sats = 3", "price_sats = 3\npricee = 1"), "pricee"),
-        (good.replace("price_sats = 3", "price_sats = \"three\""), "price_sats"),
-        (good.replace("name = \"api\"", "name = \"a:b\""), "services[0].name"),
+        (
+            good.replace("price_sats = 3", "price_sats = 3\npricee = 1"),
+            "pricee",
+        ),
+        (
+            good.replace("price_sats = 3", "price_sats = \"three\""),
+            "price_sats",
+        ),
+        (
+            good.replace("name = \"api\"", "name = \"a:b\""),
+            "services[0].name",
+        ),
     ] {
         std::fs::write(&path, bad).unwrap();
-        let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+        let out = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(!out.status.success());
-        assert!(text(&out.stderr).contains(key), "{key}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(key),
+            "{key}: {}",
+            text(&out.stderr)
+        );
     }
-    let out = Command::new(BIN).args(["serve", "--config", "/nonexistent/turnpike.toml"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", "/nonexistent/turnpike.toml"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("/nonexistent/turnpike.toml"));
 }
@@ -202,11 +267,17 @@ fn the_demo_prints_commands_that_work() {
     let mut printed = String::new();
     while !printed.contains("Ctrl-C") {
         let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "demo exited early: {printed}");
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "demo exited early: {printed}"
+        );
         printed.push_str(&line);
     }
     wait_healthy(listen);
-    let curl = printed.lines().find(|l| l.trim_start().starts_with("curl -i")).expect("a curl command");
+    let curl = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("curl -i"))
+        .expect("a curl command");
     let fetch_line = printed
         .lines()
         .find(|l| l.contains(" fetch --wallet dev") && l.contains("/joke"))
@@ -228,7 +299,13 @@ fn the_demo_prints_commands_that_work() {
     assert!(text(&out.stdout).contains("joke"));
 
     // The streaming endpoint delivers all its events.
-    let out = fetch(&["--wallet", "dev", "--max-sats", "10", &format!("http://{listen}/stream")]);
+    let out = fetch(&[
+        "--wallet",
+        "dev",
+        "--max-sats",
+        "10",
+        &format!("http://{listen}/stream"),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).matches("event: tick").count(), 5);
 }
