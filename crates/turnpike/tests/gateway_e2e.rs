@@ -688,3 +688,68 @@ async fn the_dev_pay_endpoint_pays_once_and_answers_errors_in_json() {
     assert!(json(junk).await["error"]["message"].is_string());
     assert_eq!(h.dev.balance().await.unwrap(), Msat(2_000));
 }
+
+/// An HTTPS upstream whose certificate no trusted authority signed. It would answer 200 if the
+/// gateway skipped certificate verification (as Aperture does): it must answer 502 instead.
+#[tokio::test]
+async fn untrusted_upstream_certificates_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (h_count, s_count) = (handshakes.clone(), served.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            h_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if let Ok(mut stream) = acceptor.accept(tcp).await {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                s_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                let _ = stream.shutdown().await;
+            }
+        }
+    });
+    let h = start_with(|_| {
+        vec![ServiceConfig {
+            upstream: format!("https://localhost:{port}"),
+            ..service("tls", "/tls", ([127, 0, 0, 1], port).into(), 1, 1)
+        }]
+    })
+    .await;
+    let cred = h.paid_credential("/tls/x").await;
+    let resp = h
+        .get_with("/tls/x", &[("authorization", cred.authorization_value())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert!(
+        handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the gateway did connect"
+    );
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no request crossed an untrusted TLS session"
+    );
+    let token = Identifier::decode(cred.macaroon.identifier())
+        .unwrap()
+        .token_id;
+    assert_eq!(h.store.token_usage(&token).await.unwrap().unwrap().used, 0);
+}
