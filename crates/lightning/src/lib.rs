@@ -22,10 +22,12 @@ pub use turnpike_l402::{Msat, PaymentHash, Preimage};
 pub mod dev;
 pub mod dev_wallet;
 mod http;
+pub mod secret;
 
 pub use dev::DevBackend;
 pub use dev_wallet::DevPayWallet;
 pub use http::ensure_crypto_provider;
+pub use secret::{Secret, SecretError, SecretSource};
 
 /// A request to create an invoice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +166,29 @@ impl BackendError {
             BackendError::Unsupported(_) => "unsupported",
         }
     }
+}
+
+/// What a backend reports about itself, for `turnpike backend check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Backend kind, e.g. `"lnbits"`.
+    pub backend: &'static str,
+    /// Node alias or wallet name, when known.
+    pub alias: Option<String>,
+    /// Node public key (hex), when known.
+    pub node_id: Option<String>,
+    /// Network (`bitcoin`, `testnet`, `signet`, `regtest`), when known.
+    pub network: Option<String>,
+    /// Spendable balance, when the credentials allow reading it.
+    pub balance: Option<Msat>,
+}
+
+/// Backends that can describe themselves: reaching the backend, checking the credentials and
+/// reading what it reports. Errors are precise (unreachable, unauthorized, TLS, wrong network).
+#[async_trait]
+pub trait Diagnose: Send + Sync + 'static {
+    /// Connects and reports what the backend says about itself.
+    async fn info(&self) -> Result<NodeInfo, BackendError>;
 }
 
 /// The payee side of a Lightning node, used by the gateway.
