@@ -17,6 +17,27 @@ export TURNPIKE_TEST_PYTHON="$venv/bin/python"
 # Tests that need an outside peer fail, rather than skip, when it is missing.
 export TURNPIKE_STRICT_TESTS=1
 
+# PostgreSQL: the store and replica tests need a real server. On CI it is mandatory (started
+# here if it is installed but stopped); elsewhere its tests are skipped, and this says so.
+pg_url="${TURNPIKE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
+if ! pg_up && [ "${CI:-}" = "true" ] && command -v pg_ctlcluster >/dev/null; then
+    echo "==> starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+    for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+fi
+if pg_up; then
+    export TURNPIKE_TEST_POSTGRES_URL="$pg_url"
+elif [ "${CI:-}" = "true" ]; then
+    echo "PostgreSQL is required on CI but no server answers on 127.0.0.1:5432" >&2
+    exit 1
+else
+    echo "==> SKIPPING the PostgreSQL tests: no server on 127.0.0.1:5432 (set TURNPIKE_TEST_POSTGRES_URL)"
+fi
+if [ "${CI:-}" = "true" ]; then
+    export TURNPIKE_REQUIRE_POSTGRES=1
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

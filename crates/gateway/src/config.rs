@@ -74,7 +74,8 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Store URL: `sqlite://PATH`. Default: `sqlite://<data_dir>/turnpike.db`.
+    /// Store URL: `sqlite://PATH` or `postgres://…` (several gateways may share one PostgreSQL
+    /// database). Default: `sqlite://<data_dir>/turnpike.db`.
     pub url: Option<String>,
 }
 
@@ -169,11 +170,14 @@ impl GatewayConfig {
             ));
         }
         if let Some(url) = &self.store.url
-            && !url.starts_with("sqlite:")
+            && !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|p| url.starts_with(p))
         {
+            // The URL may hold a password: it is not repeated in the message.
             return Err(invalid(
                 "store.url",
-                format!("unsupported store {url:?}: expected sqlite://PATH"),
+                "unsupported store: expected sqlite://PATH or postgres://USER@HOST/DB",
             ));
         }
         let mut names = std::collections::HashSet::new();

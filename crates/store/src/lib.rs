@@ -9,18 +9,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use turnpike_l402::{Msat, PaymentHash, TokenId};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store URL is not one this build understands.
-    #[error("unsupported store URL {0:?}: expected sqlite://PATH")]
+    #[error("unsupported store URL {0:?}: expected sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     /// The database failed or could not be reached.
     #[error("database error: {0}")]
@@ -111,11 +113,13 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_expired_invoices(&self, now_unix: u64) -> Result<u64, StoreError>;
 }
 
-/// Opens the store named by `url` (`sqlite://PATH`, created if missing) and brings its schema
-/// up to date.
+/// Opens the store named by `url` — `sqlite://PATH` (created if missing) or
+/// `postgres://…` / `postgresql://…` — and brings its schema up to date.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }
@@ -127,4 +131,32 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 
 pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(what))
+}
+
+/// Reads an invoice row of `SELECT token_id, service, amount_msat, calls, created_at, expires_at`.
+pub(crate) fn invoice_from_row<'r, R>(
+    hash: PaymentHash,
+    row: &'r R,
+) -> Result<InvoiceRecord, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let token: Vec<u8> = row.try_get(0)?;
+    let token: [u8; 32] = token
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("invoices.token_id"))?;
+    let calls: Option<i64> = row.try_get(3)?;
+    Ok(InvoiceRecord {
+        payment_hash: hash,
+        token_id: TokenId(token),
+        service: row.try_get(1)?,
+        amount: Msat(to_u64(row.try_get(2)?, "invoices.amount_msat")?),
+        calls: calls.map(|c| to_u64(c, "invoices.calls")).transpose()?,
+        created_at: to_u64(row.try_get(4)?, "invoices.created_at")?,
+        expires_at: to_u64(row.try_get(5)?, "invoices.expires_at")?,
+    })
 }

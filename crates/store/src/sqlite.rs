@@ -8,7 +8,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, Row};
-use turnpike_l402::{Msat, PaymentHash, TokenId};
+use turnpike_l402::{PaymentHash, TokenId};
 
 use crate::{Consumption, InvoiceRecord, Store, StoreError, TokenUsage, to_i64, to_u64};
 
@@ -177,20 +177,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let token: Vec<u8> = row.try_get(0)?;
-        let token: [u8; 32] = token
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("invoices.token_id"))?;
-        let calls: Option<i64> = row.try_get(3)?;
-        Ok(Some(InvoiceRecord {
-            payment_hash: *hash,
-            token_id: TokenId(token),
-            service: row.try_get(1)?,
-            amount: Msat(to_u64(row.try_get(2)?, "invoices.amount_msat")?),
-            calls: calls.map(|c| to_u64(c, "invoices.calls")).transpose()?,
-            created_at: to_u64(row.try_get(4)?, "invoices.created_at")?,
-            expires_at: to_u64(row.try_get(5)?, "invoices.expires_at")?,
-        }))
+        crate::invoice_from_row(*hash, &row).map(Some)
     }
 
     async fn prune_expired_invoices(&self, now_unix: u64) -> Result<u64, StoreError> {

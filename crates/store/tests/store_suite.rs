@@ -1,19 +1,115 @@
-//! The SQLite store against real database files.
+//! The store's contract, run against a real SQLite file and the real PostgreSQL server.
+//!
+//! PostgreSQL tests use `TURNPIKE_TEST_POSTGRES_URL` (each test in a schema of its own). Without
+//! it they are skipped with a message, unless `TURNPIKE_REQUIRE_POSTGRES=1`, when they fail.
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use turnpike_l402::{Msat, PaymentHash, TokenId};
-use turnpike_store::{Consumption, InvoiceRecord, SqliteStore, Store};
+use turnpike_store::{Consumption, InvoiceRecord, PgStore, SqliteStore, Store};
 
-fn url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("turnpike.db").display())
+/// A fresh, empty database of one kind; `open` may be called several times (like several
+/// gateway processes sharing it).
+enum TestDb {
+    Sqlite(tempfile::TempDir),
+    Postgres { url: String, schema: String },
 }
 
-#[tokio::test]
-async fn a_bundle_serves_exactly_its_calls_and_refunds_give_calls_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&url(&dir)).await.unwrap();
+impl TestDb {
+    async fn sqlite() -> Option<TestDb> {
+        Some(TestDb::Sqlite(tempfile::tempdir().unwrap()))
+    }
+
+    async fn postgres() -> Option<TestDb> {
+        let Ok(url) = std::env::var("TURNPIKE_TEST_POSTGRES_URL") else {
+            if std::env::var("TURNPIKE_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("TURNPIKE_REQUIRE_POSTGRES=1 but TURNPIKE_TEST_POSTGRES_URL is not set");
+            }
+            eprintln!("SKIPPED: PostgreSQL store test (set TURNPIKE_TEST_POSTGRES_URL to run it)");
+            return None;
+        };
+        let schema = format!("turnpike_test_{}", &TokenId::random().to_hex()[..16]);
+        let admin = sqlx::PgPool::connect(&url)
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        Some(TestDb::Postgres { url, schema })
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            TestDb::Sqlite(dir) => {
+                let url = format!("sqlite://{}", dir.path().join("turnpike.db").display());
+                Arc::new(SqliteStore::open(&url).await.unwrap())
+            }
+            TestDb::Postgres { url, schema } => {
+                let options = sqlx::postgres::PgConnectOptions::from_str(url)
+                    .unwrap()
+                    .options([("search_path", schema.as_str())]);
+                Arc::new(PgStore::open_with(options).await.unwrap())
+            }
+        }
+    }
+
+    async fn cleanup(self) {
+        if let TestDb::Postgres { url, schema } = self {
+            let admin = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Runs one async test body against SQLite and PostgreSQL.
+macro_rules! store_test {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let db = TestDb::sqlite().await.unwrap();
+                $body(&db).await;
+                db.cleanup().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let Some(db) = TestDb::postgres().await else {
+                    return;
+                };
+                $body(&db).await;
+                db.cleanup().await;
+            }
+        }
+    };
+}
+
+store_test!(
+    bundle_and_refunds,
+    a_bundle_serves_exactly_its_calls_and_refunds_give_calls_back
+);
+store_test!(
+    narrowing,
+    a_token_narrowed_after_first_use_keeps_the_smaller_total
+);
+store_test!(reopen, state_survives_reopening);
+store_test!(
+    concurrency,
+    concurrent_consumers_on_two_pools_never_oversubscribe
+);
+store_test!(
+    invoices,
+    invoices_are_recorded_and_expired_unpaid_ones_pruned
+);
+
+async fn a_bundle_serves_exactly_its_calls_and_refunds_give_calls_back(db: &TestDb) {
+    let store = db.open().await;
     let token = TokenId::random();
     for expected_remaining in (0..3).rev() {
         assert_eq!(
@@ -40,10 +136,8 @@ async fn a_bundle_serves_exactly_its_calls_and_refunds_give_calls_back() {
     assert_eq!(store.token_usage(&fresh).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_token_narrowed_after_first_use_keeps_the_smaller_total() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&url(&dir)).await.unwrap();
+async fn a_token_narrowed_after_first_use_keeps_the_smaller_total(db: &TestDb) {
+    let store = db.open().await;
     let token = TokenId::random();
     assert_eq!(
         store.consume_call(&token, "svc", 5, 1).await.unwrap(),
@@ -72,15 +166,13 @@ async fn a_token_narrowed_after_first_use_keeps_the_smaller_total() {
     );
 }
 
-#[tokio::test]
-async fn state_survives_reopening_the_file() {
-    let dir = tempfile::tempdir().unwrap();
+async fn state_survives_reopening(db: &TestDb) {
     let token = TokenId::random();
     {
-        let store = SqliteStore::open(&url(&dir)).await.unwrap();
+        let store = db.open().await;
         store.consume_call(&token, "svc", 2, 1).await.unwrap();
     }
-    let store = SqliteStore::open(&url(&dir)).await.unwrap();
+    let store = db.open().await;
     assert_eq!(
         store.consume_call(&token, "svc", 2, 2).await.unwrap(),
         Consumption::Granted { remaining: 0 }
@@ -91,12 +183,10 @@ async fn state_survives_reopening_the_file() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_consumers_on_two_pools_never_oversubscribe() {
-    let dir = tempfile::tempdir().unwrap();
-    // Two independent pools on one file behave like two gateway processes.
-    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&url(&dir)).await.unwrap());
-    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&url(&dir)).await.unwrap());
+async fn concurrent_consumers_on_two_pools_never_oversubscribe(db: &TestDb) {
+    // Two independent pools on one database behave like two gateway processes.
+    let a = db.open().await;
+    let b = db.open().await;
     for calls in [1u64, 10] {
         let token = TokenId::random();
         let mut tasks = Vec::new();
@@ -119,10 +209,8 @@ async fn concurrent_consumers_on_two_pools_never_oversubscribe() {
     }
 }
 
-#[tokio::test]
-async fn invoices_are_recorded_and_expired_unpaid_ones_pruned() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&url(&dir)).await.unwrap();
+async fn invoices_are_recorded_and_expired_unpaid_ones_pruned(db: &TestDb) {
+    let store = db.open().await;
     let record = |expires_at: u64| InvoiceRecord {
         payment_hash: PaymentHash(rand_bytes()),
         token_id: TokenId::random(),
@@ -185,7 +273,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
-            let store = SqliteStore::open(&url(&dir)).await.unwrap();
+            let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
             let tokens: Vec<TokenId> = totals.iter().map(|_| TokenId::random()).collect();
             let mut used = vec![0u64; totals.len()];
             for op in &ops {
