@@ -56,12 +56,9 @@ async fn try_issue(
     reason: ChallengeReason,
     now: u64,
 ) -> Result<Response, ApiError> {
-    let calls = service.calls_per_payment;
-    let memo = if calls == 1 {
-        format!("{}: 1 call", service.name)
-    } else {
-        format!("{}: {calls} calls", service.name)
-    };
+    let calls = service.calls;
+    let grant = service.grant_text();
+    let memo = format!("{}: {grant}", service.name);
     let invoice = state
         .backend
         .create_invoice(CreateInvoice { amount: service.price, memo, expiry_secs: state.invoice_expiry_secs })
@@ -83,11 +80,11 @@ async fn try_issue(
             "The Lightning backend issued an invoice for the wrong amount.",
         ));
     }
-    let valid_until = service.token_lifetime_secs.map(|t| now.saturating_add(t));
+    let valid_until = service.lifetime_secs.map(|t| now.saturating_add(t));
     let (macaroon, token_id) = state.minter.mint(&MintRequest {
         payment_hash: invoice.payment_hash,
         service: &service.name,
-        calls: Some(calls),
+        calls,
         valid_until,
         capabilities: &[],
     });
@@ -98,7 +95,7 @@ async fn try_issue(
             token_id,
             service: service.name.clone(),
             amount: invoice.amount,
-            calls: Some(calls),
+            calls,
             created_at: now,
             expires_at: invoice.expires_at,
         })
@@ -118,13 +115,8 @@ async fn try_issue(
         invoice: invoice.bolt11,
     };
     let macaroon_b64 = challenge.macaroon.to_base64();
-    let calls_text = if calls == 1 {
-        "1 call".to_owned()
-    } else {
-        format!("{calls} calls")
-    };
     let message = format!(
-        "{} Pay the Lightning invoice ({} sats for {calls_text} to {}), then retry with the header `Authorization: L402 <macaroon>:<preimage hex>`.",
+        "{} Pay the Lightning invoice ({} sats for {grant} to {}), then retry with the header `Authorization: L402 <macaroon>:<preimage hex>`.",
         reason.lead(),
         service.price_sats,
         service.name,

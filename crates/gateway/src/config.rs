@@ -60,6 +60,10 @@ pub struct GatewayConfig {
     /// Lifetime of the invoice in each 402 challenge, in seconds (default 600).
     #[serde(default = "default_invoice_expiry")]
     pub invoice_expiry_secs: u32,
+    /// The master secret (64 hex characters) from which every token's root key is derived.
+    /// Replicas sharing a database must share it: `{ env = "VAR" }` or `{ file = "PATH" }`.
+    /// Default: `<data_dir>/master.key`, created on first start.
+    pub master_key: Option<turnpike_lightning::SecretSource>,
     /// Where state is kept.
     #[serde(default)]
     pub store: StoreConfig,
@@ -94,6 +98,11 @@ pub enum BackendConfig {
 pub struct DevBackendConfig {}
 
 /// `[[services]]`: one priced API behind the gateway.
+///
+/// Pricing modes: per call (`calls_per_payment = 1`, the default), bundles
+/// (`calls_per_payment = N`, optionally expiring after `token_lifetime_secs`), and time passes
+/// (`time_pass_secs = T`: one payment buys unlimited calls for T seconds). `routes` give parts
+/// of the service prices of their own.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
@@ -108,16 +117,71 @@ pub struct ServiceConfig {
     pub upstream: String,
     /// Price of one payment in satoshis. `0` makes the service free (no payment asked).
     pub price_sats: u64,
-    /// How many calls one payment buys (default 1).
-    #[serde(default = "default_calls")]
-    pub calls_per_payment: u64,
-    /// If set, tokens expire this many seconds after they are issued.
+    /// How many calls one payment buys (default 1; not with `time_pass_secs`).
+    pub calls_per_payment: Option<u64>,
+    /// A payment buys unlimited calls for this many seconds from the challenge (a time pass).
+    pub time_pass_secs: Option<u64>,
+    /// If set, counted tokens also expire this many seconds after they are issued.
     pub token_lifetime_secs: Option<u64>,
+    /// Give the call back when the upstream answers 5xx (default true). Unreachable upstreams
+    /// and timeouts are never charged.
+    #[serde(default = "default_true")]
+    pub refund_on_5xx: bool,
     /// Time allowed for the upstream to send response headers, in seconds (default 60).
     #[serde(default = "default_upstream_timeout")]
     pub upstream_timeout_secs: u64,
+    /// Parts of this service with prices of their own, matched before the service itself.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
 }
 
+impl ServiceConfig {
+    /// A per-call service with every option at its default.
+    pub fn new(
+        name: impl Into<String>,
+        upstream: impl Into<String>,
+        price_sats: u64,
+    ) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            host: None,
+            path: None,
+            upstream: upstream.into(),
+            price_sats,
+            calls_per_payment: None,
+            time_pass_secs: None,
+            token_lifetime_secs: None,
+            refund_on_5xx: true,
+            upstream_timeout_secs: DEFAULT_UPSTREAM_TIMEOUT_SECS,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// `[[services.routes]]`: a path (and optionally a method) of a service with its own price.
+/// Its tokens are minted for `<service>.<route>` and are valid on this route only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Route name; the token's service name is `<service>.<name>`.
+    pub name: String,
+    /// Path prefix this route covers.
+    pub path: String,
+    /// Only this HTTP method (default: any).
+    pub method: Option<String>,
+    /// Price of one payment in satoshis (`0`: free).
+    pub price_sats: u64,
+    /// How many calls one payment buys (default 1; not with `time_pass_secs`).
+    pub calls_per_payment: Option<u64>,
+    /// A payment buys unlimited calls on this route for this many seconds.
+    pub time_pass_secs: Option<u64>,
+    /// If set, counted tokens also expire this many seconds after they are issued.
+    pub token_lifetime_secs: Option<u64>,
+}
+
+fn default_true() -> bool {
+    true
+}
 fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN.parse().expect("constant address parses")
 }
@@ -126,9 +190,6 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_invoice_expiry() -> u32 {
     DEFAULT_INVOICE_EXPIRY_SECS
-}
-fn default_calls() -> u64 {
-    1
 }
 fn default_upstream_timeout() -> u64 {
     DEFAULT_UPSTREAM_TIMEOUT_SECS
@@ -180,7 +241,7 @@ impl GatewayConfig {
                 "unsupported store: expected sqlite://PATH or postgres://USER@HOST/DB",
             ));
         }
-        let mut names = std::collections::HashSet::new();
+        let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let key = |field: &str| format!("services[{i}].{field}");
             if !turnpike_l402::caveat::is_valid_service_name(&s.name) {
@@ -192,7 +253,7 @@ impl GatewayConfig {
                     ),
                 ));
             }
-            if !names.insert(s.name.as_str()) {
+            if !names.insert(s.name.clone()) {
                 return Err(invalid(
                     key("name"),
                     format!("duplicate service name {:?}", s.name),
@@ -216,17 +277,49 @@ impl GatewayConfig {
                 ));
             }
             UpstreamUrl::parse(&s.upstream).map_err(|m| invalid(key("upstream"), m))?;
-            if Sats(s.price_sats).to_msat().is_none() || s.price_sats > 2_100_000_000_000_000 {
-                return Err(invalid(key("price_sats"), "is larger than all bitcoin"));
-            }
-            if s.calls_per_payment == 0 {
-                return Err(invalid(key("calls_per_payment"), "must be at least 1"));
-            }
-            if s.token_lifetime_secs == Some(0) {
-                return Err(invalid(
-                    key("token_lifetime_secs"),
-                    "must be at least 1 second",
-                ));
+            validate_pricing(
+                &key,
+                s.price_sats,
+                s.calls_per_payment,
+                s.time_pass_secs,
+                s.token_lifetime_secs,
+            )?;
+            for (j, r) in s.routes.iter().enumerate() {
+                let rkey = |field: &str| format!("services[{i}].routes[{j}].{field}");
+                let full = format!("{}.{}", s.name, r.name);
+                if !turnpike_l402::caveat::is_valid_service_name(&full) {
+                    return Err(invalid(
+                        rkey("name"),
+                        format!("{full:?} must be 1 to 64 letters, digits, '_', '-' or '.'"),
+                    ));
+                }
+                if !names.insert(full) {
+                    return Err(invalid(
+                        rkey("name"),
+                        format!("duplicate route name {:?}", r.name),
+                    ));
+                }
+                if !r.path.starts_with('/') {
+                    return Err(invalid(
+                        rkey("path"),
+                        format!("{:?} must start with '/'", r.path),
+                    ));
+                }
+                if let Some(m) = &r.method
+                    && http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err()
+                {
+                    return Err(invalid(
+                        rkey("method"),
+                        format!("{m:?} is not an HTTP method"),
+                    ));
+                }
+                validate_pricing(
+                    &rkey,
+                    r.price_sats,
+                    r.calls_per_payment,
+                    r.time_pass_secs,
+                    r.token_lifetime_secs,
+                )?;
             }
             if s.upstream_timeout_secs == 0 {
                 return Err(invalid(
@@ -244,6 +337,39 @@ impl GatewayConfig {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("turnpike.db").display()),
         }
+    }
+}
+
+fn validate_pricing(
+    key: &dyn Fn(&str) -> String,
+    price_sats: u64,
+    calls: Option<u64>,
+    pass: Option<u64>,
+    lifetime: Option<u64>,
+) -> Result<(), ConfigError> {
+    if Sats(price_sats).to_msat().is_none() || price_sats > 2_100_000_000_000_000 {
+        return Err(invalid(key("price_sats"), "is larger than all bitcoin"));
+    }
+    if calls == Some(0) {
+        return Err(invalid(key("calls_per_payment"), "must be at least 1"));
+    }
+    if lifetime == Some(0) {
+        return Err(invalid(
+            key("token_lifetime_secs"),
+            "must be at least 1 second",
+        ));
+    }
+    match pass {
+        Some(0) => Err(invalid(key("time_pass_secs"), "must be at least 1 second")),
+        Some(_) if calls.is_some() => Err(invalid(
+            key("time_pass_secs"),
+            "a time pass buys unlimited calls: remove calls_per_payment (or use calls_per_payment with token_lifetime_secs)",
+        )),
+        Some(_) if lifetime.is_some() => Err(invalid(
+            key("time_pass_secs"),
+            "a time pass already expires: remove token_lifetime_secs",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -306,7 +432,8 @@ mod tests {
         let c = GatewayConfig::parse(GOOD).unwrap();
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.invoice_expiry_secs, 600);
-        assert_eq!(c.services[0].calls_per_payment, 3);
+        assert_eq!(c.services[0].calls_per_payment, Some(3));
+        assert!(c.services[0].refund_on_5xx);
         assert_eq!(c.services[0].upstream_timeout_secs, 60);
         assert!(c.store_url().ends_with("turnpike-data/turnpike.db"));
         let up = UpstreamUrl::parse(&c.services[0].upstream).unwrap();

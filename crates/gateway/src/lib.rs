@@ -14,12 +14,14 @@
 #![warn(missing_docs)]
 
 pub mod challenge;
+pub mod client_ip;
 pub mod config;
 pub mod dev_pay;
 pub mod error;
 pub mod keys;
 pub mod pipeline;
 pub mod proxy;
+pub mod rate_limit;
 pub mod routing;
 
 use std::net::SocketAddr;
@@ -96,7 +98,21 @@ impl Gateway {
             let path = config.data_dir.join(name);
             keys::load_or_create_secret(&path).map_err(|source| StartError::Secret { path, source })
         };
-        let master_key = MasterKey::from_bytes(secret("master.key")?);
+        let master_key = match &config.master_key {
+            Some(source) => {
+                let secret = source.resolve().map_err(|e| config::ConfigError::Invalid {
+                    key: "master_key".into(),
+                    message: e.to_string(),
+                })?;
+                MasterKey::from_hex(secret.expose().trim()).map_err(|_| {
+                    config::ConfigError::Invalid {
+                        key: "master_key".into(),
+                        message: "must be 64 hex characters".into(),
+                    }
+                })?
+            }
+            None => MasterKey::from_bytes(secret("master.key")?),
+        };
         let store = turnpike_store::open(&config.store_url()).await?;
         let (backend, dev): (Arc<dyn InvoiceBackend>, _) = match &config.backend {
             config::BackendConfig::Dev(_) => {
@@ -115,15 +131,11 @@ impl Gateway {
 
     /// Builds a gateway from its parts.
     pub fn new(parts: GatewayParts) -> Gateway {
-        let services = parts
-            .config
-            .services
-            .iter()
-            .map(|s| routing::Service::from_config(s).expect("validated config builds services"))
-            .collect();
+        let router = routing::Router::from_configs(&parts.config.services)
+            .expect("a validated config builds its routes");
         Gateway {
             state: Arc::new(AppState {
-                router: routing::Router::new(services),
+                router,
                 minter: Minter::new(parts.master_key),
                 store: parts.store,
                 backend: parts.backend,

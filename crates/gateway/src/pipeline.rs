@@ -29,7 +29,7 @@ pub async fn handle(
     // 1. Match.
     let Some(service) = state
         .router
-        .route(request_host(&req), req.uri().path())
+        .route(req.method(), request_host(&req), req.uri().path())
         .cloned()
     else {
         return ApiError::new(
@@ -117,7 +117,15 @@ async fn forward(
 ) -> Response {
     match state.forwarder.forward(service, req, peer.ip()).await {
         Ok(mut resp) => {
-            if let Some((_, remaining)) = charged {
+            if let Some((token_id, mut remaining)) = charged {
+                if service.refund_on_5xx && resp.status().is_server_error() {
+                    match state.store.refund_call(&token_id).await {
+                        Ok(()) => remaining += 1,
+                        Err(e) => tracing::error!(
+                            token = %token_id, error = %e, "could not give back the call of a 5xx"
+                        ),
+                    }
+                }
                 resp.headers_mut()
                     .insert(CALLS_REMAINING, HeaderValue::from(remaining));
             }

@@ -5,28 +5,31 @@ use std::sync::Arc;
 use crate::config::{ServiceConfig, UpstreamUrl};
 use turnpike_l402::Msat;
 
-/// A service ready to serve: its config, pre-parsed.
+/// A priced route ready to serve: a service, or one of its routes, pre-parsed.
 #[derive(Debug)]
 pub struct Service {
-    /// Name used in caveats.
+    /// Name used in caveats (`<service>` or `<service>.<route>`).
     pub name: String,
     host: Option<HostMatch>,
     path: Option<String>,
+    method: Option<http::Method>,
     /// Upstream to forward to.
     pub upstream: UpstreamUrl,
     /// Price of one payment (zero: free).
     pub price: Msat,
     /// Price in satoshis, as configured.
     pub price_sats: u64,
-    /// Calls one payment buys.
-    pub calls_per_payment: u64,
-    /// Token lifetime in seconds, if tokens expire.
-    pub token_lifetime_secs: Option<u64>,
+    /// Calls one payment buys; `None` for a time pass (unlimited calls until it expires).
+    pub calls: Option<u64>,
+    /// Seconds from issue until the token expires, if it does.
+    pub lifetime_secs: Option<u64>,
+    /// Whether an upstream 5xx gives the call back.
+    pub refund_on_5xx: bool,
     /// Time allowed for upstream response headers.
     pub upstream_timeout: std::time::Duration,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum HostMatch {
     Exact(String),
     /// `*.example.com`, stored as `.example.com`.
@@ -34,8 +37,8 @@ enum HostMatch {
 }
 
 impl Service {
-    /// Builds a service from its validated config.
-    pub fn from_config(c: &ServiceConfig) -> Result<Service, String> {
+    /// Builds the routes of a validated service config: its own routes first, then itself.
+    pub fn all_from_config(c: &ServiceConfig) -> Result<Vec<Service>, String> {
         let host = c.host.as_ref().map(|h| {
             let h = h.to_ascii_lowercase();
             match h.strip_prefix('*') {
@@ -43,18 +46,54 @@ impl Service {
                 None => HostMatch::Exact(h),
             }
         });
-        let path = c.path.as_ref().map(|p| p.trim_end_matches('/').to_owned());
-        Ok(Service {
+        let upstream = UpstreamUrl::parse(&c.upstream)?;
+        let timeout = std::time::Duration::from_secs(c.upstream_timeout_secs);
+        let mut out = Vec::with_capacity(c.routes.len() + 1);
+        for r in &c.routes {
+            let method = r
+                .method
+                .as_ref()
+                .map(|m| http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            out.push(Service {
+                name: format!("{}.{}", c.name, r.name),
+                host: host.clone(),
+                path: Some(r.path.trim_end_matches('/').to_owned()),
+                method,
+                upstream: upstream.clone(),
+                price: Msat(r.price_sats.saturating_mul(1000)),
+                price_sats: r.price_sats,
+                calls: calls(r.calls_per_payment, r.time_pass_secs),
+                lifetime_secs: r.time_pass_secs.or(r.token_lifetime_secs),
+                refund_on_5xx: c.refund_on_5xx,
+                upstream_timeout: timeout,
+            });
+        }
+        out.push(Service {
             name: c.name.clone(),
             host,
-            path,
-            upstream: UpstreamUrl::parse(&c.upstream)?,
+            path: c.path.as_ref().map(|p| p.trim_end_matches('/').to_owned()),
+            method: None,
+            upstream,
             price: Msat(c.price_sats.saturating_mul(1000)),
             price_sats: c.price_sats,
-            calls_per_payment: c.calls_per_payment,
-            token_lifetime_secs: c.token_lifetime_secs,
-            upstream_timeout: std::time::Duration::from_secs(c.upstream_timeout_secs),
-        })
+            calls: calls(c.calls_per_payment, c.time_pass_secs),
+            lifetime_secs: c.time_pass_secs.or(c.token_lifetime_secs),
+            refund_on_5xx: c.refund_on_5xx,
+            upstream_timeout: timeout,
+        });
+        Ok(out)
+    }
+
+    /// How one payment is described to people: "1 call", "3 calls", "unlimited calls for 1 h".
+    pub fn grant_text(&self) -> String {
+        match (self.calls, self.lifetime_secs) {
+            (Some(1), _) => "1 call".to_owned(),
+            (Some(n), _) => format!("{n} calls"),
+            (None, Some(secs)) => format!("unlimited calls for {}", human_duration(secs)),
+            (None, None) => "unlimited calls".to_owned(),
+        }
     }
 
     /// Whether this service is free (no payment asked).
@@ -62,7 +101,10 @@ impl Service {
         self.price == Msat::ZERO
     }
 
-    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+    fn matches(&self, method: &http::Method, host: Option<&str>, path: &str) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
         if let Some(m) = &self.host {
             let Some(host) = host else { return false };
             let ok = match m {
@@ -100,14 +142,44 @@ impl Router {
         }
     }
 
-    /// The first service matching the host (without port) and path.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Service>> {
-        self.services.iter().find(|s| s.matches(host, path))
+    /// Builds the table from validated service configs, routes before their service.
+    pub fn from_configs(configs: &[ServiceConfig]) -> Result<Router, String> {
+        let mut all = Vec::new();
+        for c in configs {
+            all.extend(Service::all_from_config(c)?);
+        }
+        Ok(Router::new(all))
+    }
+
+    /// The first service matching the method, host (without port) and path.
+    pub fn route(
+        &self,
+        method: &http::Method,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<&Arc<Service>> {
+        self.services.iter().find(|s| s.matches(method, host, path))
     }
 
     /// All services.
     pub fn services(&self) -> &[Arc<Service>] {
         &self.services
+    }
+}
+
+fn calls(calls_per_payment: Option<u64>, time_pass_secs: Option<u64>) -> Option<u64> {
+    match time_pass_secs {
+        Some(_) => calls_per_payment,
+        None => Some(calls_per_payment.unwrap_or(1)),
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{} d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{} h", s / 3_600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
     }
 }
 
@@ -129,34 +201,69 @@ pub fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
 mod tests {
     use super::*;
 
-    fn svc(name: &str, host: Option<&str>, path: Option<&str>) -> Service {
-        Service::from_config(&ServiceConfig {
-            name: name.into(),
+    fn svc(name: &str, host: Option<&str>, path: Option<&str>) -> ServiceConfig {
+        ServiceConfig {
             host: host.map(Into::into),
             path: path.map(Into::into),
-            upstream: "http://127.0.0.1:1".into(),
-            price_sats: 1,
-            calls_per_payment: 1,
-            token_lifetime_secs: None,
-            upstream_timeout_secs: 1,
-        })
-        .unwrap()
+            ..ServiceConfig::new(name, "http://127.0.0.1:1", 1)
+        }
     }
 
     #[test]
     fn first_match_wins_and_prefixes_respect_segments() {
-        let r = Router::new(vec![
+        let r = Router::from_configs(&[
             svc("a", Some("api.example.com"), Some("/v1")),
             svc("b", Some("*.example.com"), None),
             svc("c", None, Some("/free/")),
-        ]);
-        let name = |h: Option<&str>, p: &str| r.route(h, p).map(|s| s.name.clone());
+        ])
+        .unwrap();
+        let get = http::Method::GET;
+        let name = |h: Option<&str>, p: &str| r.route(&get, h, p).map(|s| s.name.clone());
         assert_eq!(name(Some("API.example.com"), "/v1/x").as_deref(), Some("a"));
         assert_eq!(name(Some("api.example.com"), "/v1").as_deref(), Some("a"));
         assert_eq!(name(Some("api.example.com"), "/v1x").as_deref(), Some("b"));
         assert_eq!(name(Some("example.com"), "/free/x").as_deref(), Some("c"));
         assert_eq!(name(None, "/free").as_deref(), Some("c"));
         assert_eq!(name(None, "/other"), None);
+    }
+
+    #[test]
+    fn routes_match_before_their_service_and_carry_their_own_pricing() {
+        let mut c = svc("llm", None, Some("/v1"));
+        c.routes = vec![
+            crate::config::RouteConfig {
+                name: "big".into(),
+                path: "/v1/big".into(),
+                method: Some("post".into()),
+                price_sats: 50,
+                calls_per_payment: None,
+                time_pass_secs: None,
+                token_lifetime_secs: None,
+            },
+            crate::config::RouteConfig {
+                name: "pass".into(),
+                path: "/v1/pass".into(),
+                method: None,
+                price_sats: 500,
+                calls_per_payment: None,
+                time_pass_secs: Some(3600),
+                token_lifetime_secs: None,
+            },
+        ];
+        let r = Router::from_configs(&[c]).unwrap();
+        let post = http::Method::POST;
+        let get = http::Method::GET;
+        let big = r.route(&post, None, "/v1/big/x").unwrap();
+        assert_eq!(
+            (big.name.as_str(), big.price_sats, big.calls),
+            ("llm.big", 50, Some(1))
+        );
+        // The method restriction: a GET to /v1/big is the service's own price.
+        assert_eq!(r.route(&get, None, "/v1/big").unwrap().name, "llm");
+        let pass = r.route(&get, None, "/v1/pass").unwrap();
+        assert_eq!((pass.calls, pass.lifetime_secs), (None, Some(3600)));
+        assert_eq!(pass.grant_text(), "unlimited calls for 1 h");
+        assert_eq!(big.grant_text(), "1 call");
     }
 
     #[test]

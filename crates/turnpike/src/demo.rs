@@ -83,19 +83,16 @@ async fn stream() -> Response {
 /// The gateway configuration of the demo, with the demo API at `upstream`.
 pub fn demo_config(listen: SocketAddr, data_dir: PathBuf, upstream: SocketAddr) -> GatewayConfig {
     let service = |name: &str, path: &str, price_sats: u64, calls: u64| ServiceConfig {
-        name: name.into(),
-        host: None,
         path: Some(path.into()),
-        upstream: format!("http://{upstream}"),
-        price_sats,
-        calls_per_payment: calls,
-        token_lifetime_secs: None,
+        calls_per_payment: Some(calls),
         upstream_timeout_secs: 30,
+        ..ServiceConfig::new(name, format!("http://{upstream}"), price_sats)
     };
     GatewayConfig {
         listen,
         data_dir,
         invoice_expiry_secs: 600,
+        master_key: None,
         store: StoreConfig::default(),
         backend: BackendConfig::Dev(DevBackendConfig::default()),
         services: vec![

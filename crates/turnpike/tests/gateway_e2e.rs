@@ -53,6 +53,24 @@ fn upstream(release: Arc<tokio::sync::Notify>) -> axum::Router {
             }),
         )
         .route(
+            "/status/{code}",
+            get(
+                |axum::extract::Path(code): axum::extract::Path<u16>| async move {
+                    (
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT),
+                        "status as asked",
+                    )
+                },
+            ),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "too late"
+            }),
+        )
+        .route(
             "/sse",
             get(move || {
                 let release = release.clone();
@@ -101,14 +119,10 @@ fn service(
     calls: u64,
 ) -> ServiceConfig {
     ServiceConfig {
-        name: name.into(),
-        host: None,
         path: Some(path.into()),
-        upstream: format!("http://{upstream}"),
-        price_sats,
-        calls_per_payment: calls,
-        token_lifetime_secs: None,
+        calls_per_payment: Some(calls),
         upstream_timeout_secs: 5,
+        ..ServiceConfig::new(name, format!("http://{upstream}"), price_sats)
     }
 }
 
@@ -133,6 +147,7 @@ async fn start_with(extra: impl FnOnce(SocketAddr) -> Vec<ServiceConfig>) -> Har
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_owned(),
         invoice_expiry_secs: 600,
+        master_key: None,
         store: StoreConfig {
             url: Some(format!("sqlite://{}", dir.path().join("t.db").display())),
         },
@@ -752,4 +767,160 @@ async fn untrusted_upstream_certificates_are_refused() {
         .unwrap()
         .token_id;
     assert_eq!(h.store.token_usage(&token).await.unwrap().unwrap().used, 0);
+}
+
+#[tokio::test]
+async fn upstream_5xx_and_timeouts_are_not_charged_but_4xx_are() {
+    let h = start_with(|up| {
+        vec![
+            service("status", "/status", up, 2, 2),
+            ServiceConfig {
+                upstream_timeout_secs: 1,
+                ..service("slow", "/slow", up, 2, 1)
+            },
+            ServiceConfig {
+                refund_on_5xx: false,
+                ..service("strict", "/status/599", up, 2, 1)
+            },
+        ]
+    })
+    .await;
+    let cred = h.paid_credential("/status/500").await;
+    let auth = cred.authorization_value();
+    let token = Identifier::decode(cred.macaroon.identifier())
+        .unwrap()
+        .token_id;
+    // 5xx: passed through to the client, call given back.
+    for _ in 0..3 {
+        let resp = h
+            .get_with("/status/503", &[("authorization", auth.clone())])
+            .await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()["turnpike-calls-remaining"], "2");
+    }
+    assert_eq!(h.store.token_usage(&token).await.unwrap().unwrap().used, 0);
+    // 4xx: the upstream answered; the call is charged.
+    let resp = h
+        .get_with("/status/404", &[("authorization", auth.clone())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.headers()["turnpike-calls-remaining"], "1");
+
+    // Timeout: 504, not charged.
+    let cred = h.paid_credential("/slow").await;
+    let resp = h
+        .get_with("/slow", &[("authorization", cred.authorization_value())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    let token = Identifier::decode(cred.macaroon.identifier())
+        .unwrap()
+        .token_id;
+    assert_eq!(h.store.token_usage(&token).await.unwrap().unwrap().used, 0);
+
+    // A service that opted out of 5xx refunds charges them.
+    let cred = h.paid_credential("/status/599").await;
+    let resp = h
+        .get_with(
+            "/status/599",
+            &[("authorization", cred.authorization_value())],
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 599);
+    assert_eq!(resp.headers()["turnpike-calls-remaining"], "0");
+}
+
+#[tokio::test]
+async fn a_time_pass_serves_unlimited_calls_until_it_expires() {
+    let h = start_with(|up| {
+        vec![ServiceConfig {
+            calls_per_payment: None,
+            time_pass_secs: Some(3600),
+            ..service("pass", "/echo/pass", up, 20, 1)
+        }]
+    })
+    .await;
+    let resp = reqwest::get(h.url("/echo/pass")).await.unwrap();
+    let body = json(resp).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unlimited calls for 1 h")
+    );
+    let valid_until = body["valid_until"].as_u64().unwrap();
+    assert!(valid_until >= turnpike_gateway::unix_now() + 3590);
+    let mac = Macaroon::from_base64(body["macaroon"].as_str().unwrap()).unwrap();
+    let caveats: Vec<String> = mac
+        .first_party_caveats()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    assert_eq!(
+        caveats,
+        vec![
+            "services=pass:0".to_owned(),
+            format!("pass_valid_until={valid_until}")
+        ]
+    );
+    let payment = h
+        .dev
+        .pay_invoice(body["invoice"].as_str().unwrap(), Msat::ZERO)
+        .await
+        .unwrap();
+    let auth = Credential {
+        macaroon: mac,
+        preimage: payment.preimage,
+    }
+    .authorization_value();
+    for _ in 0..25 {
+        let resp = h
+            .get_with("/echo/pass", &[("authorization", auth.clone())])
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers().get("turnpike-calls-remaining").is_none());
+    }
+}
+
+#[tokio::test]
+async fn routes_have_their_own_price_and_tokens() {
+    let h = start_with(|up| {
+        vec![ServiceConfig {
+            routes: vec![turnpike_gateway::config::RouteConfig {
+                name: "big".into(),
+                path: "/echo/llm/big".into(),
+                method: Some("GET".into()),
+                price_sats: 7,
+                calls_per_payment: None,
+                time_pass_secs: None,
+                token_lifetime_secs: None,
+            }],
+            ..service("llm", "/echo/llm", up, 1, 1)
+        }]
+    })
+    .await;
+    let small = json(reqwest::get(h.url("/echo/llm/small")).await.unwrap()).await;
+    let big = json(reqwest::get(h.url("/echo/llm/big")).await.unwrap()).await;
+    assert_eq!(
+        (small["price_sats"].as_u64(), small["service"].as_str()),
+        (Some(1), Some("llm"))
+    );
+    assert_eq!(
+        (big["price_sats"].as_u64(), big["service"].as_str()),
+        (Some(7), Some("llm.big"))
+    );
+    // A cheap token does not buy the expensive route: a fresh 402, not a free ride.
+    let cheap = h.paid_credential("/echo/llm/small").await;
+    let resp = h
+        .get_with(
+            "/echo/llm/big",
+            &[("authorization", cheap.authorization_value())],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    let resp = h
+        .get_with(
+            "/echo/llm/small",
+            &[("authorization", cheap.authorization_value())],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
 }
