@@ -8,6 +8,8 @@ use http::Uri;
 use serde::Deserialize;
 use turnpike_l402::Sats;
 
+use crate::rate_limit::Limit;
+
 /// Default address the gateway listens on.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8402";
 /// Default lifetime of an invoice in a 402 challenge.
@@ -64,6 +66,18 @@ pub struct GatewayConfig {
     /// Replicas sharing a database must share it: `{ env = "VAR" }` or `{ file = "PATH" }`.
     /// Default: `<data_dir>/master.key`, created on first start.
     pub master_key: Option<turnpike_lightning::SecretSource>,
+    /// Proxies (addresses or CIDR blocks) whose forwarding headers are believed when finding
+    /// the client's IP for rate limits and the free tier. Default: none (the TCP peer is the
+    /// client).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Which header trusted proxies maintain: `x-forwarded-for` (default), `forwarded`
+    /// (RFC 7239), or `auto` (`Forwarded` when present, else `X-Forwarded-For`).
+    #[serde(default = "default_forwarded_header")]
+    pub forwarded_header: crate::client_ip::ForwardedHeader,
+    /// Rate limits.
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
     /// Where state is kept.
     #[serde(default)]
     pub store: StoreConfig,
@@ -72,6 +86,43 @@ pub struct GatewayConfig {
     /// The priced services, matched in order.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+}
+
+/// `[rate_limits]`: token buckets answering `429 Too Many Requests` with `Retry-After`. Each is
+/// `{ requests = N, per_secs = S, burst = B }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Every request to a service, per client IP (IPv6 per /64). Default: no limit.
+    pub per_ip: Option<Limit>,
+    /// Requests per paid token, counted after the credential is verified. Default: no limit.
+    pub per_token: Option<Limit>,
+    /// 402 challenges (each mints an invoice) per client IP. Default: 120 per minute, bursts
+    /// of 60. Set `requests = 0` to turn it off.
+    #[serde(default = "default_challenge_limit")]
+    pub challenges_per_ip: Limit,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            per_ip: None,
+            per_token: None,
+            challenges_per_ip: default_challenge_limit(),
+        }
+    }
+}
+
+fn default_challenge_limit() -> Limit {
+    Limit {
+        requests: 120,
+        per_secs: 60,
+        burst: 60,
+    }
+}
+
+fn default_forwarded_header() -> crate::client_ip::ForwardedHeader {
+    crate::client_ip::ForwardedHeader::XForwardedFor
 }
 
 /// `[store]`: where state is kept.
@@ -196,6 +247,22 @@ fn default_upstream_timeout() -> u64 {
 }
 
 impl GatewayConfig {
+    /// A configuration with every option at its default, no services, and `backend`.
+    pub fn new(backend: BackendConfig) -> GatewayConfig {
+        GatewayConfig {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            invoice_expiry_secs: DEFAULT_INVOICE_EXPIRY_SECS,
+            master_key: None,
+            trusted_proxies: Vec::new(),
+            forwarded_header: default_forwarded_header(),
+            rate_limits: RateLimitsConfig::default(),
+            store: StoreConfig::default(),
+            backend,
+            services: Vec::new(),
+        }
+    }
+
     /// Reads, parses and validates a config file. Relative `data_dir` is resolved against the
     /// file's directory.
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
@@ -240,6 +307,23 @@ impl GatewayConfig {
                 "store.url",
                 "unsupported store: expected sqlite://PATH or postgres://USER@HOST/DB",
             ));
+        }
+        crate::client_ip::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|m| invalid("trusted_proxies", m))?;
+        let limits = [
+            ("rate_limits.per_ip", self.rate_limits.per_ip),
+            ("rate_limits.per_token", self.rate_limits.per_token),
+        ];
+        for (key, limit) in limits {
+            if let Some(l) = limit {
+                l.validate().map_err(|m| invalid(key, m))?;
+            }
+        }
+        if self.rate_limits.challenges_per_ip.requests != 0 {
+            self.rate_limits
+                .challenges_per_ip
+                .validate()
+                .map_err(|m| invalid("rate_limits.challenges_per_ip", m))?;
         }
         let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {

@@ -65,7 +65,19 @@ pub struct AppState {
     dev: Option<Arc<DevBackend>>,
     forwarder: proxy::Forwarder,
     invoice_expiry_secs: u32,
+    trusted_proxies: client_ip::TrustedProxies,
+    limits: Limiters,
 }
+
+/// The rate limiters in force (bounded memory each).
+struct Limiters {
+    per_ip: Option<rate_limit::RateLimiter<String>>,
+    per_token: Option<rate_limit::RateLimiter<turnpike_l402::TokenId>>,
+    challenges_per_ip: Option<rate_limit::RateLimiter<String>>,
+}
+
+/// Most keys a rate limiter remembers.
+const RATE_LIMIT_KEYS: usize = 100_000;
 
 type SharedState = Arc<AppState>;
 
@@ -142,6 +154,24 @@ impl Gateway {
                 dev: parts.dev,
                 forwarder: proxy::Forwarder::new(),
                 invoice_expiry_secs: parts.config.invoice_expiry_secs,
+                trusted_proxies: client_ip::TrustedProxies::parse(&parts.config.trusted_proxies)
+                    .expect("validated config has valid trusted proxies")
+                    .with_header(parts.config.forwarded_header),
+                limits: Limiters {
+                    per_ip: parts
+                        .config
+                        .rate_limits
+                        .per_ip
+                        .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
+                    per_token: parts
+                        .config
+                        .rate_limits
+                        .per_token
+                        .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
+                    challenges_per_ip: Some(parts.config.rate_limits.challenges_per_ip)
+                        .filter(|l| l.requests != 0)
+                        .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
+                },
             }),
         }
     }

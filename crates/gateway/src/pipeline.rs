@@ -1,6 +1,7 @@
 //! The request pipeline for priced services: match, authenticate, charge, forward, account.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -39,6 +40,13 @@ pub async fn handle(
         )
         .into_response();
     };
+    let client = state.trusted_proxies.client_ip(peer.ip(), req.headers());
+    let limits = &state.limits;
+    if let Some(limiter) = &limits.per_ip
+        && let Err(wait) = limiter.check(&crate::client_ip::client_key(client), Instant::now())
+    {
+        return too_many(wait, "Too many requests from this address.");
+    }
     if service.is_free() {
         return forward(&state, &service, req, peer, None).await;
     }
@@ -48,7 +56,8 @@ pub async fn handle(
     let credential = match Credential::from_headers(req.headers()) {
         Ok(Some(c)) => c,
         Ok(None) => {
-            return challenge::issue(&state, &service, ChallengeReason::NoCredential, now).await;
+            return issue_challenge(&state, &service, ChallengeReason::NoCredential, now, client)
+                .await;
         }
         Err(e) => {
             return ApiError::new(
@@ -62,10 +71,12 @@ pub async fn handle(
     let token = match state.minter.verify(&credential, &service.name, now) {
         Ok(t) => t,
         Err(VerifyError::Caveat(CaveatError::Expired { .. })) => {
-            return challenge::issue(&state, &service, ChallengeReason::TokenExpired, now).await;
+            return issue_challenge(&state, &service, ChallengeReason::TokenExpired, now, client)
+                .await;
         }
         Err(VerifyError::Caveat(CaveatError::ServiceNotGranted)) => {
-            return challenge::issue(&state, &service, ChallengeReason::OtherService, now).await;
+            return issue_challenge(&state, &service, ChallengeReason::OtherService, now, client)
+                .await;
         }
         Err(e) => {
             tracing::debug!(service = %service.name, error = %e, "rejected credential");
@@ -78,6 +89,12 @@ pub async fn handle(
         }
     };
 
+    if let Some(limiter) = &limits.per_token
+        && let Err(wait) = limiter.check(&token.token_id, Instant::now())
+    {
+        return too_many(wait, "Too many requests with this token.");
+    }
+
     // 3. Charge: one atomic statement in the store, only for tokens that count calls.
     let mut remaining = None;
     if let Some(calls) = token.grant.calls {
@@ -88,7 +105,14 @@ pub async fn handle(
         {
             Ok(Consumption::Granted { remaining: r }) => remaining = Some(r),
             Ok(Consumption::Exhausted) => {
-                return challenge::issue(&state, &service, ChallengeReason::TokenUsedUp, now).await;
+                return issue_challenge(
+                    &state,
+                    &service,
+                    ChallengeReason::TokenUsedUp,
+                    now,
+                    client,
+                )
+                .await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "store failed while consuming a call");
@@ -106,6 +130,36 @@ pub async fn handle(
     // 4. Forward, and 5. account: a call the upstream never answered is given back.
     let charged = remaining.map(|r| (token.token_id, r));
     forward(&state, &service, req, peer, charged).await
+}
+
+/// Issues a 402 challenge, unless this client has minted too many lately (invoice spam).
+async fn issue_challenge(
+    state: &SharedState,
+    service: &crate::routing::Service,
+    reason: ChallengeReason,
+    now: u64,
+    client: std::net::IpAddr,
+) -> Response {
+    if let Some(limiter) = &state.limits.challenges_per_ip
+        && let Err(wait) = limiter.check(&crate::client_ip::client_key(client), Instant::now())
+    {
+        return too_many(
+            wait,
+            "Too many payment challenges for this address: pay one of them or wait.",
+        );
+    }
+    challenge::issue(state, service, reason, now).await
+}
+
+fn too_many(wait: crate::rate_limit::RetryAfter, message: &str) -> Response {
+    let secs = wait.secs_rounded_up();
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("{message} Retry in {secs} s."),
+    )
+    .retry_after(secs)
+    .into_response()
 }
 
 async fn forward(

@@ -12,9 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::header;
 use serde::Deserialize;
-use turnpike_gateway::config::{
-    BackendConfig, DevBackendConfig, GatewayConfig, ServiceConfig, StoreConfig,
-};
+use turnpike_gateway::config::{BackendConfig, DevBackendConfig, GatewayConfig, ServiceConfig};
 
 /// The demo API: a few endpoints the gateway prices.
 pub fn demo_api() -> axum::Router {
@@ -91,16 +89,13 @@ pub fn demo_config(listen: SocketAddr, data_dir: PathBuf, upstream: SocketAddr) 
     GatewayConfig {
         listen,
         data_dir,
-        invoice_expiry_secs: 600,
-        master_key: None,
-        store: StoreConfig::default(),
-        backend: BackendConfig::Dev(DevBackendConfig::default()),
         services: vec![
             service("hello", "/hello", 0, 1),
             service("joke", "/joke", 1, 1),
             service("weather", "/weather", 5, 3),
             service("stream", "/stream", 10, 1),
         ],
+        ..GatewayConfig::new(BackendConfig::Dev(DevBackendConfig::default()))
     }
 }
 

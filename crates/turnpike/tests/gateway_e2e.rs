@@ -127,6 +127,13 @@ fn service(
 }
 
 async fn start_with(extra: impl FnOnce(SocketAddr) -> Vec<ServiceConfig>) -> Harness {
+    start_full(extra, |_| {}).await
+}
+
+async fn start_full(
+    extra: impl FnOnce(SocketAddr) -> Vec<ServiceConfig>,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> Harness {
     turnpike_lightning::ensure_crypto_provider();
     let release = Arc::new(tokio::sync::Notify::new());
     let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,17 +150,16 @@ async fn start_with(extra: impl FnOnce(SocketAddr) -> Vec<ServiceConfig>) -> Har
     services.extend(extra(up_addr));
     // The first match wins, so more specific paths go first.
     services.sort_by_key(|s| std::cmp::Reverse(s.path.as_ref().map_or(0, |p| p.len())));
-    let config = GatewayConfig {
+    let mut config = GatewayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_owned(),
-        invoice_expiry_secs: 600,
-        master_key: None,
         store: StoreConfig {
             url: Some(format!("sqlite://{}", dir.path().join("t.db").display())),
         },
-        backend: BackendConfig::Dev(DevBackendConfig::default()),
         services,
+        ..GatewayConfig::new(BackendConfig::Dev(DevBackendConfig::default()))
     };
+    tweak(&mut config);
     config.validate().unwrap();
     let store = turnpike_store::open(&config.store_url()).await.unwrap();
     let dev = Arc::new(DevBackend::random());
@@ -923,4 +929,132 @@ async fn routes_have_their_own_price_and_tokens() {
         )
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+fn limit(requests: u32, per_secs: u32, burst: u32) -> turnpike_gateway::rate_limit::Limit {
+    turnpike_gateway::rate_limit::Limit {
+        requests,
+        per_secs,
+        burst,
+    }
+}
+
+async fn assert_429(resp: reqwest::Response) {
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "retry-after {retry}");
+    assert_eq!(json(resp).await["error"]["code"], "rate_limited");
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let h = start_full(
+        |_| Vec::new(),
+        |c| {
+            c.rate_limits.per_ip = Some(limit(1, 60, 3));
+            c.rate_limits.per_token = Some(limit(1, 60, 1));
+        },
+    )
+    .await;
+    // Per token: the second call within the minute is refused before it is charged.
+    let cred = h.paid_credential("/echo/bundle/x").await;
+    let auth = cred.authorization_value();
+    assert_eq!(
+        h.get_with("/echo/bundle/x", &[("authorization", auth.clone())])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_429(
+        h.get_with("/echo/bundle/x", &[("authorization", auth)])
+            .await,
+    )
+    .await;
+    let token = Identifier::decode(cred.macaroon.identifier())
+        .unwrap()
+        .token_id;
+    assert_eq!(h.store.token_usage(&token).await.unwrap().unwrap().used, 1);
+    // Per IP: 3 requests so far (challenge, paid, limited) used the burst of 3.
+    assert_429(reqwest::get(h.url("/echo/free/x")).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn challenge_minting_is_limited_per_client_ip() {
+    let h = start_full(
+        |_| Vec::new(),
+        |c| c.rate_limits.challenges_per_ip = limit(1, 60, 2),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            reqwest::get(h.url("/echo/x")).await.unwrap().status(),
+            StatusCode::PAYMENT_REQUIRED
+        );
+    }
+    assert_429(reqwest::get(h.url("/echo/x")).await.unwrap()).await;
+    // Free routes and paid calls are not challenge minting.
+    assert_eq!(
+        reqwest::get(h.url("/echo/free/x")).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn forwarded_client_ips_count_only_behind_trusted_proxies() {
+    // Behind a trusted proxy (the test itself, on loopback), X-Forwarded-For names the client.
+    let trusted = start_full(
+        |_| Vec::new(),
+        |c| {
+            c.trusted_proxies = vec!["127.0.0.1".into()];
+            c.rate_limits.per_ip = Some(limit(1, 60, 1));
+        },
+    )
+    .await;
+    let xff = |ip: &str| vec![("x-forwarded-for", ip.to_owned())];
+    assert_eq!(
+        trusted
+            .get_with("/echo/free/x", &xff("198.51.100.1"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        trusted
+            .get_with("/echo/free/x", &xff("198.51.100.2"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_429(trusted.get_with("/echo/free/x", &xff("198.51.100.1")).await).await;
+    // A client cannot pick its own address by prepending to the chain.
+    assert_429(
+        trusted
+            .get_with("/echo/free/x", &xff("203.0.113.9, 198.51.100.2"))
+            .await,
+    )
+    .await;
+
+    // From an untrusted peer a forged X-Forwarded-For is ignored: every request is 127.0.0.1.
+    let untrusted = start_full(
+        |_| Vec::new(),
+        |c| c.rate_limits.per_ip = Some(limit(1, 60, 1)),
+    )
+    .await;
+    assert_eq!(
+        untrusted
+            .get_with("/echo/free/x", &xff("198.51.100.1"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_429(
+        untrusted
+            .get_with("/echo/free/x", &xff("198.51.100.2"))
+            .await,
+    )
+    .await;
 }
