@@ -2,10 +2,15 @@
 //!
 //! Turnpike's durable state behind one narrow trait, [`Store`]:
 //! - how many calls each paid token has used (consumed with one atomic statement), and
-//! - the invoices issued with 402 challenges (pruned once they expire unpaid).
+//! - the invoices issued with 402 challenges (pruned once they expire unpaid),
+//! - free-tier calls taken per (service, client) in fixed windows, and
+//! - idempotency entries, so a retried request carrying an `Idempotency-Key` is executed and
+//!   charged once (created together with the charge, in one transaction).
 //!
 //! Credentials themselves are verified without the store (root keys are derived), so the store
-//! is touched only to count calls. [`SqliteStore`] is the embedded default.
+//! is touched only to count calls. [`SqliteStore`] is the embedded default, [`PgStore`] lets
+//! several gateway replicas share one database. Every operation is atomic across processes
+//! sharing the database.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -38,6 +43,13 @@ pub enum StoreError {
     /// A value read back from the database is out of range.
     #[error("corrupt value in store: {0}")]
     Corrupt(&'static str),
+    /// An argument is outside what the operation accepts (for example a zero-length window).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// An idempotency entry kept changing under concurrent begins and aborts; nothing was
+    /// recorded or consumed. Retrying is safe.
+    #[error("too much contention on idempotency key; nothing was charged, retry")]
+    Contention,
 }
 
 /// The result of trying to consume one call of a token.
@@ -80,9 +92,47 @@ pub struct TokenUsage {
     pub used: u64,
 }
 
-/// Turnpike's durable state. Implementations must make [`Store::consume_call`] atomic: under any
-/// concurrency, across processes sharing the database, a token never serves more calls than it
-/// grants.
+/// A response recorded for an idempotency key, replayed byte for byte to a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The response headers, in order (names as given, values as raw bytes).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The complete response body.
+    pub body: Vec<u8>,
+}
+
+/// The outcome of [`Store::idempotency_begin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// A new entry was created in state in-flight and, in the same transaction, one call was
+    /// consumed exactly as [`Store::consume_call`] would (`remaining` calls left after it; `None`
+    /// when the token counts no calls and nothing was consumed). Forward the request, then call
+    /// [`Store::idempotency_complete`] or [`Store::idempotency_abort`].
+    Charged {
+        /// Calls left after this one (`None`: the token is not counted).
+        remaining: Option<u64>,
+    },
+    /// The token has no call left: nothing was recorded and nothing consumed.
+    Exhausted,
+    /// The request was completed earlier with the same fingerprint: answer this response,
+    /// nothing was consumed.
+    Replay(StoredResponse),
+    /// The key was used under this token for a different request (another fingerprint): `422`.
+    /// Nothing was consumed.
+    Mismatch,
+    /// The same request is being executed right now: `409`. Nothing was consumed.
+    InFlight,
+    /// The entry was in flight for longer than `stale_after_secs` (its gateway presumably died):
+    /// the caller now owns it and must forward, then complete or abort it. The call was already
+    /// charged by the first attempt, so nothing was consumed again.
+    TakenOver,
+}
+
+/// Turnpike's durable state. Every operation is atomic across processes sharing the database:
+/// under any concurrency a token never serves more calls than it grants, a paid call is never
+/// charged twice nor lost, and a free tier never grants more than its limit per window.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Consumes one call of `token`, which grants `calls_total` calls for `service`. When the
@@ -111,6 +161,71 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes invoices that expired before `now_unix` and whose token was never used.
     /// Returns how many were deleted.
     async fn prune_expired_invoices(&self, now_unix: u64) -> Result<u64, StoreError>;
+
+    /// Takes one free call of `service` for `client` if fewer than `limit` were taken in the
+    /// current window, and returns whether it was granted. Windows are fixed, `window_secs`
+    /// long, aligned to `now_unix - now_unix % window_secs`; a refused call changes nothing.
+    /// One atomic statement. `window_secs == 0` is [`StoreError::InvalidArgument`].
+    async fn take_free_call(
+        &self,
+        service: &str,
+        client: &str,
+        limit: u64,
+        window_secs: u64,
+        now_unix: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the free-tier counters whose window ended at or before `now_unix` (a new window
+    /// starts from zero anyway), so the table stays bounded. Returns how many were deleted.
+    async fn prune_free_tier(&self, now_unix: u64) -> Result<u64, StoreError>;
+
+    /// Begins executing the request identified by `key` under `token`, whose content hashes to
+    /// `fingerprint`. For a new key the entry is created in-flight and one call is consumed in
+    /// ONE transaction, with the rule of [`Store::consume_call`] (`calls_total` `None`: the token
+    /// counts no calls, nothing is consumed); if the token is exhausted nothing is recorded.
+    /// An existing entry gives [`IdempotencyBegin::Mismatch`] (other fingerprint),
+    /// [`IdempotencyBegin::Replay`] (completed), [`IdempotencyBegin::InFlight`], or, when it has
+    /// been in flight for more than `stale_after_secs`, [`IdempotencyBegin::TakenOver`]
+    /// (its lease restarts at `now_unix`). Keys are at most 255 bytes.
+    ///
+    /// Of any number of concurrent begins with one (token, key), at most one is `Charged`.
+    #[allow(clippy::too_many_arguments)]
+    async fn idempotency_begin(
+        &self,
+        token: &TokenId,
+        key: &str,
+        fingerprint: &[u8; 32],
+        service: &str,
+        calls_total: Option<u64>,
+        now_unix: u64,
+        stale_after_secs: u64,
+    ) -> Result<IdempotencyBegin, StoreError>;
+
+    /// Records `response` for an in-flight entry, which becomes done: later begins with the
+    /// same fingerprint replay it. Does nothing when the entry is not in flight (already
+    /// completed by an owner that took it over, aborted, or pruned): the first completion wins.
+    async fn idempotency_complete(
+        &self,
+        token: &TokenId,
+        key: &str,
+        response: &StoredResponse,
+        now_unix: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes an in-flight entry (the upstream failed) and, when `refund` is set and its begin
+    /// consumed a call, gives that call back — in ONE transaction, so a retry executes afresh
+    /// and is charged afresh. Does nothing for a done or missing entry.
+    async fn idempotency_abort(
+        &self,
+        token: &TokenId,
+        key: &str,
+        refund: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes done entries created before `older_than_unix` (their retry window has passed;
+    /// a later request with such a key is executed and charged afresh). In-flight entries are
+    /// kept. Returns how many were deleted.
+    async fn prune_idempotency(&self, older_than_unix: u64) -> Result<u64, StoreError>;
 }
 
 /// Opens the store named by `url` — `sqlite://PATH` (created if missing) or
@@ -123,6 +238,143 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }
+}
+
+/// `(window_start, window_end)` of the fixed window holding `now_unix`.
+pub(crate) fn free_window(now_unix: u64, window_secs: u64) -> Result<(i64, i64), StoreError> {
+    if window_secs == 0 {
+        return Err(StoreError::InvalidArgument(
+            "window_secs must be at least 1",
+        ));
+    }
+    let start = now_unix - now_unix % window_secs;
+    Ok((to_i64(start), to_i64(start.saturating_add(window_secs))))
+}
+
+/// An idempotency entry as read inside a begin's transaction.
+pub(crate) struct ExistingEntry {
+    pub fingerprint: Vec<u8>,
+    pub done: bool,
+    pub started_at: u64,
+    pub response: Option<StoredResponse>,
+}
+
+/// What a begin does with an existing entry.
+pub(crate) enum Verdict {
+    /// Answer this without changing anything.
+    Answer(IdempotencyBegin),
+    /// Restart the stale entry's lease at now and answer [`IdempotencyBegin::TakenOver`].
+    TakeOver,
+}
+
+/// The one rule for an existing entry, shared by both databases.
+pub(crate) fn judge(
+    entry: ExistingEntry,
+    fingerprint: &[u8; 32],
+    now_unix: u64,
+    stale_after_secs: u64,
+) -> Result<Verdict, StoreError> {
+    if entry.fingerprint.as_slice() != fingerprint.as_slice() {
+        return Ok(Verdict::Answer(IdempotencyBegin::Mismatch));
+    }
+    if entry.done {
+        let response = entry.response.ok_or(StoreError::Corrupt(
+            "idempotency: done entry without a response",
+        ))?;
+        return Ok(Verdict::Answer(IdempotencyBegin::Replay(response)));
+    }
+    if now_unix.saturating_sub(entry.started_at) > stale_after_secs {
+        Ok(Verdict::TakeOver)
+    } else {
+        Ok(Verdict::Answer(IdempotencyBegin::InFlight))
+    }
+}
+
+/// Reads an idempotency row of
+/// `SELECT fingerprint, state, started_at, status, headers, body`.
+pub(crate) fn entry_from_row<'r, R>(row: &'r R) -> Result<ExistingEntry, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let state: String = row.try_get(1)?;
+    let done = match state.as_str() {
+        "done" => true,
+        "in_flight" => false,
+        _ => return Err(StoreError::Corrupt("idempotency.state")),
+    };
+    let status: Option<i64> = row.try_get(3)?;
+    let headers: Option<Vec<u8>> = row.try_get(4)?;
+    let body: Option<Vec<u8>> = row.try_get(5)?;
+    let response = match (status, headers, body) {
+        (Some(status), Some(headers), Some(body)) => Some(stored_response(status, &headers, body)?),
+        _ => None,
+    };
+    Ok(ExistingEntry {
+        fingerprint: row.try_get(0)?,
+        done,
+        started_at: to_u64(row.try_get(2)?, "idempotency.started_at")?,
+        response,
+    })
+}
+
+/// Serialises headers as `(u32 BE name length, name, u32 BE value length, value)*`.
+pub(crate) fn encode_headers(headers: &[(String, Vec<u8>)]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(
+        headers
+            .iter()
+            .map(|(n, v)| 8 + n.len() + v.len())
+            .sum::<usize>(),
+    );
+    for (name, value) in headers {
+        for part in [name.as_bytes(), value.as_slice()] {
+            let len = u32::try_from(part.len())
+                .map_err(|_| StoreError::InvalidArgument("header longer than 4 GiB"))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    Ok(out)
+}
+
+/// The inverse of [`encode_headers`].
+pub(crate) fn decode_headers(mut bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    const CORRUPT: StoreError = StoreError::Corrupt("idempotency.headers");
+    fn take<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], StoreError> {
+        let (len, rest) = bytes.split_first_chunk::<4>().ok_or(CORRUPT)?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| CORRUPT)?;
+        if rest.len() < len {
+            return Err(CORRUPT);
+        }
+        let (part, rest) = rest.split_at(len);
+        *bytes = rest;
+        Ok(part)
+    }
+    let mut headers = Vec::new();
+    while !bytes.is_empty() {
+        let name = String::from_utf8(take(&mut bytes)?.to_vec()).map_err(|_| CORRUPT)?;
+        let value = take(&mut bytes)?.to_vec();
+        headers.push((name, value));
+    }
+    Ok(headers)
+}
+
+/// Builds a stored response from its columns.
+pub(crate) fn stored_response(
+    status: i64,
+    headers: &[u8],
+    body: Vec<u8>,
+) -> Result<StoredResponse, StoreError> {
+    Ok(StoredResponse {
+        status: u16::try_from(status).map_err(|_| StoreError::Corrupt("idempotency.status"))?,
+        headers: decode_headers(headers)?,
+        body,
+    })
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {

@@ -8,16 +8,87 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use turnpike_l402::{PaymentHash, TokenId};
 
-use crate::{Consumption, InvoiceRecord, Store, StoreError, TokenUsage, to_i64, to_u64};
+use crate::{
+    Consumption, IdempotencyBegin, InvoiceRecord, Store, StoreError, StoredResponse, TokenUsage,
+    Verdict, to_i64, to_u64,
+};
 
 /// Schema migrations, applied in order; each runs once per database.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_free_tier_idempotency.sql"),
+    ),
+];
+
+/// How often [`Store::idempotency_begin`] retries when the entry it conflicted with vanished
+/// (aborted or pruned) before it could read it. Each retry needs another begin and abort of the
+/// same key to interleave exactly, so this bound is never reached in practice.
+const BEGIN_ATTEMPTS: usize = 16;
+
+/// Consumes one call of `token` — the one statement behind [`Store::consume_call`], also run
+/// inside [`Store::idempotency_begin`]'s transaction.
+async fn consume<'e, E>(
+    executor: E,
+    token: &TokenId,
+    service: &str,
+    calls_total: u64,
+    now_unix: u64,
+) -> Result<Consumption, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    if calls_total == 0 {
+        return Ok(Consumption::Exhausted);
+    }
+    // One statement; ON CONFLICT locks the row, and the WHERE sees the latest version.
+    let row = sqlx::query(
+        "INSERT INTO token_usage (token_id, service, calls_total, used, first_used_at, last_used_at)
+         VALUES ($1, $2, $3, 1, $4, $4)
+         ON CONFLICT (token_id) DO UPDATE
+            SET used = token_usage.used + 1,
+                calls_total = LEAST(token_usage.calls_total, EXCLUDED.calls_total),
+                last_used_at = EXCLUDED.last_used_at
+          WHERE token_usage.used < LEAST(token_usage.calls_total, EXCLUDED.calls_total)
+         RETURNING used, calls_total",
+    )
+    .bind(&token.0[..])
+    .bind(service)
+    .bind(to_i64(calls_total))
+    .bind(to_i64(now_unix))
+    .fetch_optional(executor)
+    .await?;
+    match row {
+        None => Ok(Consumption::Exhausted),
+        Some(row) => {
+            let used = to_u64(row.try_get(0)?, "token_usage.used")?;
+            let total = to_u64(row.try_get(1)?, "token_usage.calls_total")?;
+            Ok(Consumption::Granted {
+                remaining: total.saturating_sub(used),
+            })
+        }
+    }
+}
+
+/// Gives back one call of `token` — the statement behind [`Store::refund_call`], also run inside
+/// [`Store::idempotency_abort`]'s transaction.
+async fn refund<'e, E>(executor: E, token: &TokenId) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    sqlx::query("UPDATE token_usage SET used = used - 1 WHERE token_id = $1 AND used > 0")
+        .bind(&token.0[..])
+        .execute(executor)
+        .await?;
+    Ok(())
+}
 
 /// Advisory lock key taken while migrating, so replicas starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x7475_726e_7069_6b65; // "turnpike"
 
-/// A [`Store`] in PostgreSQL. Every statement is atomic on its own, so any number of gateway
-/// processes can share one database.
+/// A [`Store`] in PostgreSQL. Every operation is one atomic statement or one transaction with
+/// row locks, so any number of gateway processes can share one database.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -88,44 +159,11 @@ impl Store for PgStore {
         calls_total: u64,
         now_unix: u64,
     ) -> Result<Consumption, StoreError> {
-        if calls_total == 0 {
-            return Ok(Consumption::Exhausted);
-        }
-        // One statement; ON CONFLICT locks the row, and the WHERE sees the latest version.
-        let row = sqlx::query(
-            "INSERT INTO token_usage (token_id, service, calls_total, used, first_used_at, last_used_at)
-             VALUES ($1, $2, $3, 1, $4, $4)
-             ON CONFLICT (token_id) DO UPDATE
-                SET used = token_usage.used + 1,
-                    calls_total = LEAST(token_usage.calls_total, EXCLUDED.calls_total),
-                    last_used_at = EXCLUDED.last_used_at
-              WHERE token_usage.used < LEAST(token_usage.calls_total, EXCLUDED.calls_total)
-             RETURNING used, calls_total",
-        )
-        .bind(&token.0[..])
-        .bind(service)
-        .bind(to_i64(calls_total))
-        .bind(to_i64(now_unix))
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            None => Ok(Consumption::Exhausted),
-            Some(row) => {
-                let used = to_u64(row.try_get(0)?, "token_usage.used")?;
-                let total = to_u64(row.try_get(1)?, "token_usage.calls_total")?;
-                Ok(Consumption::Granted {
-                    remaining: total.saturating_sub(used),
-                })
-            }
-        }
+        consume(&self.pool, token, service, calls_total, now_unix).await
     }
 
     async fn refund_call(&self, token: &TokenId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE token_usage SET used = used - 1 WHERE token_id = $1 AND used > 0")
-            .bind(&token.0[..])
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        refund(&self.pool, token).await
     }
 
     async fn token_usage(&self, token: &TokenId) -> Result<Option<TokenUsage>, StoreError> {
@@ -178,6 +216,188 @@ impl Store for PgStore {
         .bind(to_i64(now_unix))
         .execute(&self.pool)
         .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn take_free_call(
+        &self,
+        service: &str,
+        client: &str,
+        limit: u64,
+        window_secs: u64,
+        now_unix: u64,
+    ) -> Result<bool, StoreError> {
+        let (window_start, window_end) = crate::free_window(now_unix, window_secs)?;
+        if limit == 0 {
+            return Ok(false);
+        }
+        // One statement (see the SQLite store); ON CONFLICT locks the row and the WHERE sees its
+        // latest version, so concurrent takes never exceed the limit.
+        let row = sqlx::query(
+            "INSERT INTO free_tier (service, client, window_start, window_end, used)
+             VALUES ($1, $2, $3, $4, 1)
+             ON CONFLICT (service, client) DO UPDATE
+                SET used = CASE WHEN free_tier.window_start < EXCLUDED.window_start
+                                THEN 1 ELSE free_tier.used + 1 END,
+                    window_end = CASE WHEN free_tier.window_start < EXCLUDED.window_start
+                                      THEN EXCLUDED.window_end ELSE free_tier.window_end END,
+                    window_start = GREATEST(free_tier.window_start, EXCLUDED.window_start)
+              WHERE free_tier.window_start < EXCLUDED.window_start OR free_tier.used < $5
+             RETURNING used",
+        )
+        .bind(service)
+        .bind(client)
+        .bind(window_start)
+        .bind(window_end)
+        .bind(to_i64(limit))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn prune_free_tier(&self, now_unix: u64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM free_tier WHERE window_end <= $1")
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn idempotency_begin(
+        &self,
+        token: &TokenId,
+        key: &str,
+        fingerprint: &[u8; 32],
+        service: &str,
+        calls_total: Option<u64>,
+        now_unix: u64,
+        stale_after_secs: u64,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        // One transaction (READ COMMITTED). Claiming the key with INSERT … ON CONFLICT DO NOTHING
+        // first means a concurrent begin of the same key waits for ours to commit or roll back,
+        // then reads the committed entry FOR UPDATE. Locks are always taken entry first, then
+        // token_usage, so begins and aborts cannot deadlock. Dropping `tx` rolls back.
+        let mut tx = self.pool.begin().await?;
+        for _ in 0..BEGIN_ATTEMPTS {
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency
+                    (token_id, idem_key, fingerprint, service, state, charged, created_at, started_at)
+                 VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, $6)
+                 ON CONFLICT (token_id, idem_key) DO NOTHING",
+            )
+            .bind(&token.0[..])
+            .bind(key.as_bytes())
+            .bind(&fingerprint[..])
+            .bind(service)
+            .bind(calls_total.is_some())
+            .bind(to_i64(now_unix))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if claimed {
+                let remaining = match calls_total {
+                    None => None,
+                    Some(total) => {
+                        match consume(&mut *tx, token, service, total, now_unix).await? {
+                            Consumption::Granted { remaining } => Some(remaining),
+                            Consumption::Exhausted => {
+                                tx.rollback().await?;
+                                return Ok(IdempotencyBegin::Exhausted);
+                            }
+                        }
+                    }
+                };
+                tx.commit().await?;
+                return Ok(IdempotencyBegin::Charged { remaining });
+            }
+            let row = sqlx::query(
+                "SELECT fingerprint, state, started_at, status, headers, body
+                   FROM idempotency WHERE token_id = $1 AND idem_key = $2
+                    FOR UPDATE",
+            )
+            .bind(&token.0[..])
+            .bind(key.as_bytes())
+            .fetch_optional(&mut *tx)
+            .await?;
+            // The entry we conflicted with was deleted since: claim the key again.
+            let Some(row) = row else { continue };
+            let entry = crate::entry_from_row(&row)?;
+            return match crate::judge(entry, fingerprint, now_unix, stale_after_secs)? {
+                Verdict::Answer(answer) => {
+                    tx.rollback().await?;
+                    Ok(answer)
+                }
+                Verdict::TakeOver => {
+                    sqlx::query(
+                        "UPDATE idempotency SET started_at = $3 WHERE token_id = $1 AND idem_key = $2",
+                    )
+                    .bind(&token.0[..])
+                    .bind(key.as_bytes())
+                    .bind(to_i64(now_unix))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(IdempotencyBegin::TakenOver)
+                }
+            };
+        }
+        tx.rollback().await?;
+        Err(StoreError::Contention)
+    }
+
+    async fn idempotency_complete(
+        &self,
+        token: &TokenId,
+        key: &str,
+        response: &StoredResponse,
+        now_unix: u64,
+    ) -> Result<(), StoreError> {
+        let headers = crate::encode_headers(&response.headers)?;
+        sqlx::query(
+            "UPDATE idempotency
+                SET state = 'done', status = $3, headers = $4, body = $5, completed_at = $6
+              WHERE token_id = $1 AND idem_key = $2 AND state = 'in_flight'",
+        )
+        .bind(&token.0[..])
+        .bind(key.as_bytes())
+        .bind(i64::from(response.status))
+        .bind(headers)
+        .bind(&response.body[..])
+        .bind(to_i64(now_unix))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn idempotency_abort(
+        &self,
+        token: &TokenId,
+        key: &str,
+        refund_call: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let charged: Option<bool> = sqlx::query_scalar(
+            "DELETE FROM idempotency
+              WHERE token_id = $1 AND idem_key = $2 AND state = 'in_flight'
+             RETURNING charged",
+        )
+        .bind(&token.0[..])
+        .bind(key.as_bytes())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if refund_call && charged == Some(true) {
+            refund(&mut *tx, token).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prune_idempotency(&self, older_than_unix: u64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency WHERE state = 'done' AND created_at < $1")
+            .bind(to_i64(older_than_unix))
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 }

@@ -10,12 +10,82 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 use turnpike_l402::{PaymentHash, TokenId};
 
-use crate::{Consumption, InvoiceRecord, Store, StoreError, TokenUsage, to_i64, to_u64};
+use crate::{
+    Consumption, IdempotencyBegin, InvoiceRecord, Store, StoreError, StoredResponse, TokenUsage,
+    Verdict, to_i64, to_u64,
+};
 
 /// Schema migrations, applied in order; each runs once per database.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_free_tier_idempotency.sql"),
+    ),
+];
+
+/// Consumes one call of `token` — the one statement behind [`Store::consume_call`], also run
+/// inside [`Store::idempotency_begin`]'s transaction.
+async fn consume<'e, E>(
+    executor: E,
+    token: &TokenId,
+    service: &str,
+    calls_total: u64,
+    now_unix: u64,
+) -> Result<Consumption, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    if calls_total == 0 {
+        return Ok(Consumption::Exhausted);
+    }
+    // One statement: insert on first use, else count one more call, but only while calls
+    // remain. No row back means nothing was consumed.
+    let row = sqlx::query(
+        "INSERT INTO token_usage (token_id, service, calls_total, used, first_used_at, last_used_at)
+         VALUES (?1, ?2, ?3, 1, ?4, ?4)
+         ON CONFLICT (token_id) DO UPDATE
+            SET used = token_usage.used + 1,
+                calls_total = MIN(token_usage.calls_total, excluded.calls_total),
+                last_used_at = excluded.last_used_at
+          WHERE token_usage.used < MIN(token_usage.calls_total, excluded.calls_total)
+         RETURNING used, calls_total",
+    )
+    .bind(&token.0[..])
+    .bind(service)
+    .bind(to_i64(calls_total))
+    .bind(to_i64(now_unix))
+    .fetch_optional(executor)
+    .await?;
+    match row {
+        None => Ok(Consumption::Exhausted),
+        Some(row) => {
+            let used = to_u64(row.try_get(0)?, "token_usage.used")?;
+            let total = to_u64(row.try_get(1)?, "token_usage.calls_total")?;
+            Ok(Consumption::Granted {
+                remaining: total.saturating_sub(used),
+            })
+        }
+    }
+}
+
+/// Gives back one call of `token` — the statement behind [`Store::refund_call`], also run inside
+/// [`Store::idempotency_abort`]'s transaction.
+async fn refund<'e, E>(executor: E, token: &TokenId) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    sqlx::query("UPDATE token_usage SET used = used - 1 WHERE token_id = ?1 AND used > 0")
+        .bind(&token.0[..])
+        .execute(executor)
+        .await?;
+    Ok(())
+}
 
 /// A [`Store`] in one SQLite file (WAL mode), shared safely by several connections and processes.
+/// Single-statement operations are atomic on their own; multi-step ones (idempotency begin and
+/// abort) run in a `BEGIN IMMEDIATE` transaction, which takes the database's write lock first.
+///
 ///
 /// Durability: `synchronous=NORMAL` in WAL mode, so a crash of the process (even SIGKILL) loses
 /// no committed write; only a power loss may drop the last few commits.
@@ -97,45 +167,11 @@ impl Store for SqliteStore {
         calls_total: u64,
         now_unix: u64,
     ) -> Result<Consumption, StoreError> {
-        if calls_total == 0 {
-            return Ok(Consumption::Exhausted);
-        }
-        // One statement: insert on first use, else count one more call, but only while calls
-        // remain. No row back means nothing was consumed.
-        let row = sqlx::query(
-            "INSERT INTO token_usage (token_id, service, calls_total, used, first_used_at, last_used_at)
-             VALUES (?1, ?2, ?3, 1, ?4, ?4)
-             ON CONFLICT (token_id) DO UPDATE
-                SET used = token_usage.used + 1,
-                    calls_total = MIN(token_usage.calls_total, excluded.calls_total),
-                    last_used_at = excluded.last_used_at
-              WHERE token_usage.used < MIN(token_usage.calls_total, excluded.calls_total)
-             RETURNING used, calls_total",
-        )
-        .bind(&token.0[..])
-        .bind(service)
-        .bind(to_i64(calls_total))
-        .bind(to_i64(now_unix))
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            None => Ok(Consumption::Exhausted),
-            Some(row) => {
-                let used = to_u64(row.try_get(0)?, "token_usage.used")?;
-                let total = to_u64(row.try_get(1)?, "token_usage.calls_total")?;
-                Ok(Consumption::Granted {
-                    remaining: total.saturating_sub(used),
-                })
-            }
-        }
+        consume(&self.pool, token, service, calls_total, now_unix).await
     }
 
     async fn refund_call(&self, token: &TokenId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE token_usage SET used = used - 1 WHERE token_id = ?1 AND used > 0")
-            .bind(&token.0[..])
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        refund(&self.pool, token).await
     }
 
     async fn token_usage(&self, token: &TokenId) -> Result<Option<TokenUsage>, StoreError> {
@@ -188,6 +224,176 @@ impl Store for SqliteStore {
         .bind(to_i64(now_unix))
         .execute(&self.pool)
         .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn take_free_call(
+        &self,
+        service: &str,
+        client: &str,
+        limit: u64,
+        window_secs: u64,
+        now_unix: u64,
+    ) -> Result<bool, StoreError> {
+        let (window_start, window_end) = crate::free_window(now_unix, window_secs)?;
+        if limit == 0 {
+            return Ok(false);
+        }
+        // One statement: a row from an earlier window restarts at 1; otherwise count one more
+        // while under the limit. No row back means refused, nothing changed. A row from a later
+        // window (another replica's clock ahead) is counted against, never reset.
+        let row = sqlx::query(
+            "INSERT INTO free_tier (service, client, window_start, window_end, used)
+             VALUES (?1, ?2, ?3, ?4, 1)
+             ON CONFLICT (service, client) DO UPDATE
+                SET used = CASE WHEN free_tier.window_start < excluded.window_start
+                                THEN 1 ELSE free_tier.used + 1 END,
+                    window_end = CASE WHEN free_tier.window_start < excluded.window_start
+                                      THEN excluded.window_end ELSE free_tier.window_end END,
+                    window_start = MAX(free_tier.window_start, excluded.window_start)
+              WHERE free_tier.window_start < excluded.window_start OR free_tier.used < ?5
+             RETURNING used",
+        )
+        .bind(service)
+        .bind(client)
+        .bind(window_start)
+        .bind(window_end)
+        .bind(to_i64(limit))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn prune_free_tier(&self, now_unix: u64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM free_tier WHERE window_end <= ?1")
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn idempotency_begin(
+        &self,
+        token: &TokenId,
+        key: &str,
+        fingerprint: &[u8; 32],
+        service: &str,
+        calls_total: Option<u64>,
+        now_unix: u64,
+        stale_after_secs: u64,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        // BEGIN IMMEDIATE takes the database's write lock first: begins, completes and aborts
+        // of every process run one after another, and the entry and the charge commit together.
+        // Dropping `tx` before commit (error, cancellation) rolls everything back.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
+            "SELECT fingerprint, state, started_at, status, headers, body
+               FROM idempotency WHERE token_id = ?1 AND idem_key = ?2",
+        )
+        .bind(&token.0[..])
+        .bind(key.as_bytes())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let entry = crate::entry_from_row(&row)?;
+            return match crate::judge(entry, fingerprint, now_unix, stale_after_secs)? {
+                Verdict::Answer(answer) => {
+                    tx.rollback().await?;
+                    Ok(answer)
+                }
+                Verdict::TakeOver => {
+                    sqlx::query(
+                        "UPDATE idempotency SET started_at = ?3 WHERE token_id = ?1 AND idem_key = ?2",
+                    )
+                    .bind(&token.0[..])
+                    .bind(key.as_bytes())
+                    .bind(to_i64(now_unix))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(IdempotencyBegin::TakenOver)
+                }
+            };
+        }
+        let remaining = match calls_total {
+            None => None,
+            Some(total) => match consume(&mut *tx, token, service, total, now_unix).await? {
+                Consumption::Granted { remaining } => Some(remaining),
+                Consumption::Exhausted => {
+                    tx.rollback().await?;
+                    return Ok(IdempotencyBegin::Exhausted);
+                }
+            },
+        };
+        sqlx::query(
+            "INSERT INTO idempotency
+                (token_id, idem_key, fingerprint, service, state, charged, created_at, started_at)
+             VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5, ?6, ?6)",
+        )
+        .bind(&token.0[..])
+        .bind(key.as_bytes())
+        .bind(&fingerprint[..])
+        .bind(service)
+        .bind(i64::from(calls_total.is_some()))
+        .bind(to_i64(now_unix))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(IdempotencyBegin::Charged { remaining })
+    }
+
+    async fn idempotency_complete(
+        &self,
+        token: &TokenId,
+        key: &str,
+        response: &StoredResponse,
+        now_unix: u64,
+    ) -> Result<(), StoreError> {
+        let headers = crate::encode_headers(&response.headers)?;
+        sqlx::query(
+            "UPDATE idempotency
+                SET state = 'done', status = ?3, headers = ?4, body = ?5, completed_at = ?6
+              WHERE token_id = ?1 AND idem_key = ?2 AND state = 'in_flight'",
+        )
+        .bind(&token.0[..])
+        .bind(key.as_bytes())
+        .bind(i64::from(response.status))
+        .bind(headers)
+        .bind(&response.body[..])
+        .bind(to_i64(now_unix))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn idempotency_abort(
+        &self,
+        token: &TokenId,
+        key: &str,
+        refund_call: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let charged: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM idempotency
+              WHERE token_id = ?1 AND idem_key = ?2 AND state = 'in_flight'
+             RETURNING charged",
+        )
+        .bind(&token.0[..])
+        .bind(key.as_bytes())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if refund_call && charged == Some(1) {
+            refund(&mut *tx, token).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prune_idempotency(&self, older_than_unix: u64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency WHERE state = 'done' AND created_at < ?1")
+            .bind(to_i64(older_than_unix))
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 }
