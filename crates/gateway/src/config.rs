@@ -78,6 +78,9 @@ pub struct GatewayConfig {
     /// Rate limits.
     #[serde(default)]
     pub rate_limits: RateLimitsConfig,
+    /// Idempotent retries (`Idempotency-Key`).
+    #[serde(default)]
+    pub idempotency: IdempotencyConfig,
     /// Where state is kept.
     #[serde(default)]
     pub store: StoreConfig,
@@ -123,6 +126,59 @@ fn default_challenge_limit() -> Limit {
 
 fn default_forwarded_header() -> crate::client_ip::ForwardedHeader {
     crate::client_ip::ForwardedHeader::XForwardedFor
+}
+
+/// `[idempotency]`: how retries with an `Idempotency-Key` are answered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    /// How long a completed response is kept for retries, in seconds (default 86400).
+    #[serde(default = "default_idem_window")]
+    pub window_secs: u64,
+    /// Largest response body stored for replay (default 1 MiB); a larger response is not
+    /// stored, and a retry runs (and is charged) again.
+    #[serde(default = "default_idem_bytes")]
+    pub max_response_bytes: usize,
+    /// Largest request body accepted with an `Idempotency-Key` (default 1 MiB): it is buffered
+    /// to fingerprint the request.
+    #[serde(default = "default_idem_bytes")]
+    pub max_request_bytes: usize,
+    /// After this many seconds an unfinished first attempt counts as dead (its gateway
+    /// stopped), and a retry runs it again without a new charge (default 300).
+    #[serde(default = "default_idem_stale")]
+    pub stale_after_secs: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            window_secs: default_idem_window(),
+            max_response_bytes: default_idem_bytes(),
+            max_request_bytes: default_idem_bytes(),
+            stale_after_secs: default_idem_stale(),
+        }
+    }
+}
+
+fn default_idem_window() -> u64 {
+    86_400
+}
+fn default_idem_bytes() -> usize {
+    1 << 20
+}
+fn default_idem_stale() -> u64 {
+    300
+}
+
+/// `free_tier = { calls = N, window_secs = S }`: N free calls per client IP per window,
+/// counted in the store (so they hold across replicas and restarts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreeTierConfig {
+    /// Free calls per client per window.
+    pub calls: u64,
+    /// Window length in seconds (windows are aligned to multiples of it).
+    pub window_secs: u64,
 }
 
 /// `[store]`: where state is kept.
@@ -181,6 +237,8 @@ pub struct ServiceConfig {
     /// Time allowed for the upstream to send response headers, in seconds (default 60).
     #[serde(default = "default_upstream_timeout")]
     pub upstream_timeout_secs: u64,
+    /// Free calls per client IP per window before payment is asked (default: none).
+    pub free_tier: Option<FreeTierConfig>,
     /// Parts of this service with prices of their own, matched before the service itself.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -204,6 +262,7 @@ impl ServiceConfig {
             token_lifetime_secs: None,
             refund_on_5xx: true,
             upstream_timeout_secs: DEFAULT_UPSTREAM_TIMEOUT_SECS,
+            free_tier: None,
             routes: Vec::new(),
         }
     }
@@ -257,6 +316,7 @@ impl GatewayConfig {
             trusted_proxies: Vec::new(),
             forwarded_header: default_forwarded_header(),
             rate_limits: RateLimitsConfig::default(),
+            idempotency: IdempotencyConfig::default(),
             store: StoreConfig::default(),
             backend,
             services: Vec::new(),
@@ -319,6 +379,13 @@ impl GatewayConfig {
                 l.validate().map_err(|m| invalid(key, m))?;
             }
         }
+        let idem = &self.idempotency;
+        if idem.window_secs == 0 || idem.stale_after_secs == 0 {
+            return Err(invalid(
+                "idempotency",
+                "window_secs and stale_after_secs must be at least 1",
+            ));
+        }
         if self.rate_limits.challenges_per_ip.requests != 0 {
             self.rate_limits
                 .challenges_per_ip
@@ -361,6 +428,14 @@ impl GatewayConfig {
                 ));
             }
             UpstreamUrl::parse(&s.upstream).map_err(|m| invalid(key("upstream"), m))?;
+            if let Some(f) = s.free_tier
+                && (f.calls == 0 || f.window_secs == 0)
+            {
+                return Err(invalid(
+                    key("free_tier"),
+                    "calls and window_secs must be at least 1",
+                ));
+            }
             validate_pricing(
                 &key,
                 s.price_sats,

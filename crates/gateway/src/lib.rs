@@ -18,6 +18,7 @@ pub mod client_ip;
 pub mod config;
 pub mod dev_pay;
 pub mod error;
+pub mod idempotency;
 pub mod keys;
 pub mod pipeline;
 pub mod proxy;
@@ -67,6 +68,7 @@ pub struct AppState {
     invoice_expiry_secs: u32,
     trusted_proxies: client_ip::TrustedProxies,
     limits: Limiters,
+    idempotency: config::IdempotencyConfig,
 }
 
 /// The rate limiters in force (bounded memory each).
@@ -154,6 +156,7 @@ impl Gateway {
                 dev: parts.dev,
                 forwarder: proxy::Forwarder::new(),
                 invoice_expiry_secs: parts.config.invoice_expiry_secs,
+                idempotency: parts.config.idempotency.clone(),
                 trusted_proxies: client_ip::TrustedProxies::parse(&parts.config.trusted_proxies)
                     .expect("validated config has valid trusted proxies")
                     .with_header(parts.config.forwarded_header),
@@ -188,21 +191,39 @@ impl Gateway {
     }
 
     /// Serves on `listener` until `shutdown` completes, then finishes in-flight requests.
-    /// Also prunes expired unpaid invoices from the store every minute.
+    /// Every minute it prunes expired unpaid invoices, ended free-tier windows and idempotent
+    /// responses older than the retry window.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let store = self.state.store.clone();
+        let idem_window = self.state.idempotency.window_secs;
         let pruner = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                match store.prune_expired_invoices(unix_now()).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(pruned = n, "pruned expired unpaid invoices"),
-                    Err(e) => tracing::warn!(error = %e, "could not prune expired invoices"),
+                let now = unix_now();
+                let results = [
+                    (
+                        "expired unpaid invoices",
+                        store.prune_expired_invoices(now).await,
+                    ),
+                    ("ended free-tier windows", store.prune_free_tier(now).await),
+                    (
+                        "old idempotent responses",
+                        store
+                            .prune_idempotency(now.saturating_sub(idem_window))
+                            .await,
+                    ),
+                ];
+                for (what, result) in results {
+                    match result {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(pruned = n, "pruned {what}"),
+                        Err(e) => tracing::warn!(error = %e, "could not prune {what}"),
+                    }
                 }
             }
         });

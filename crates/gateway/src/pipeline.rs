@@ -10,16 +10,20 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 use turnpike_l402::caveat::CaveatError;
 use turnpike_l402::credential::Credential;
 use turnpike_l402::token::VerifyError;
-use turnpike_store::Consumption;
+use turnpike_store::{Consumption, IdempotencyBegin};
 
 use crate::challenge::{self, ChallengeReason};
 use crate::error::ApiError;
+use crate::idempotency;
 use crate::proxy::ForwardError;
 use crate::routing::request_host;
 use crate::{SharedState, unix_now};
 
 /// Response header telling the client how many calls its token has left.
 pub const CALLS_REMAINING: HeaderName = HeaderName::from_static("turnpike-calls-remaining");
+
+/// Set on a response served from the free tier.
+pub const FREE_CALL: HeaderName = HeaderName::from_static("turnpike-free-call");
 
 /// Handles one request to a service (the router's fallback).
 pub async fn handle(
@@ -56,6 +60,23 @@ pub async fn handle(
     let credential = match Credential::from_headers(req.headers()) {
         Ok(Some(c)) => c,
         Ok(None) => {
+            if let Some(free) = service.free_tier {
+                let who = crate::client_ip::client_key(client);
+                match state
+                    .store
+                    .take_free_call(&service.name, &who, free.calls, free.window_secs, now)
+                    .await
+                {
+                    Ok(true) => {
+                        let mut resp = forward(&state, &service, req, peer, None).await;
+                        resp.headers_mut()
+                            .insert(FREE_CALL, HeaderValue::from_static("true"));
+                        return resp;
+                    }
+                    Ok(false) => {}
+                    Err(e) => return store_unavailable(&e),
+                }
+            }
             return issue_challenge(&state, &service, ChallengeReason::NoCredential, now, client)
                 .await;
         }
@@ -95,7 +116,51 @@ pub async fn handle(
         return too_many(wait, "Too many requests with this token.");
     }
 
-    // 3. Charge: one atomic statement in the store, only for tokens that count calls.
+    // 3. Charge: one atomic statement in the store, only for tokens that count calls. With an
+    // Idempotency-Key, the entry and the charge are one transaction.
+    let idempotency_key = match idempotency::key(req.headers()) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(key) = idempotency_key {
+        let (req, fingerprint) =
+            match idempotency::fingerprint(req, state.idempotency.max_request_bytes).await {
+                Ok(x) => x,
+                Err(e) => return e.into_response(),
+            };
+        let begin = state
+            .store
+            .idempotency_begin(
+                &token.token_id,
+                &key,
+                &fingerprint,
+                &service.name,
+                token.grant.calls,
+                now,
+                state.idempotency.stale_after_secs,
+            )
+            .await;
+        let remaining = match begin {
+            Ok(IdempotencyBegin::Charged { remaining }) => remaining,
+            Ok(IdempotencyBegin::TakenOver) => None,
+            Ok(IdempotencyBegin::Exhausted) => {
+                return issue_challenge(
+                    &state,
+                    &service,
+                    ChallengeReason::TokenUsedUp,
+                    now,
+                    client,
+                )
+                .await;
+            }
+            Ok(IdempotencyBegin::Replay(stored)) => return idempotency::replay(stored),
+            Ok(IdempotencyBegin::Mismatch) => return idempotency::mismatch(),
+            Ok(IdempotencyBegin::InFlight) => return idempotency::in_flight(),
+            Err(e) => return store_unavailable(&e),
+        };
+        return forward_idempotent(&state, &service, req, peer, token.token_id, key, remaining)
+            .await;
+    }
     let mut remaining = None;
     if let Some(calls) = token.grant.calls {
         match state
@@ -114,22 +179,76 @@ pub async fn handle(
                 )
                 .await;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "store failed while consuming a call");
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "The gateway's store is unavailable.",
-                )
-                .retry_after(5)
-                .into_response();
-            }
+            Err(e) => return store_unavailable(&e),
         }
     }
 
     // 4. Forward, and 5. account: a call the upstream never answered is given back.
     let charged = remaining.map(|r| (token.token_id, r));
     forward(&state, &service, req, peer, charged).await
+}
+
+fn store_unavailable(e: &turnpike_store::StoreError) -> Response {
+    tracing::error!(error = %e, "store failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "The gateway's store is unavailable.",
+    )
+    .retry_after(5)
+    .into_response()
+}
+
+/// Forwards a request that holds an idempotency entry: a success is recorded for retries; a
+/// failure (no answer, or a 5xx the service does not charge) forgets the key and gives the call
+/// back, so a retry runs afresh.
+async fn forward_idempotent(
+    state: &SharedState,
+    service: &crate::routing::Service,
+    req: Request<Body>,
+    peer: SocketAddr,
+    token: turnpike_l402::TokenId,
+    key: String,
+    remaining: Option<u64>,
+) -> Response {
+    let abort = |refund: bool| {
+        let (store, key) = (state.store.clone(), key.clone());
+        async move {
+            let done = store.idempotency_abort(&token, &key, refund).await;
+            if let Err(e) = &done {
+                tracing::error!(token = %token, error = %e, "could not release an idempotency key");
+            }
+            done.is_ok()
+        }
+    };
+    match state.forwarder.forward(service, req, peer.ip()).await {
+        Ok(mut resp) => {
+            if service.refund_on_5xx && resp.status().is_server_error() {
+                let refunded = abort(true).await;
+                if let Some(r) = remaining {
+                    let r = if refunded { r + 1 } else { r };
+                    resp.headers_mut()
+                        .insert(CALLS_REMAINING, HeaderValue::from(r));
+                }
+                return resp;
+            }
+            if let Some(r) = remaining {
+                resp.headers_mut()
+                    .insert(CALLS_REMAINING, HeaderValue::from(r));
+            }
+            idempotency::Recorder {
+                store: state.store.clone(),
+                token,
+                key,
+                max_bytes: state.idempotency.max_response_bytes,
+            }
+            .record(resp)
+        }
+        Err(e) => {
+            let refunded = abort(true).await;
+            forward_error(service, e, remaining.is_some() && refunded)
+        }
+    }
 }
 
 /// Issues a 402 challenge, unless this client has minted too many lately (invoice spam).
@@ -196,30 +315,34 @@ async fn forward(
                 },
                 None => false,
             };
-            tracing::warn!(service = %service.name, error = %e, refunded, "upstream failed");
-            let note = if charged.is_some() && refunded {
-                " The call was not charged."
-            } else {
-                ""
-            };
-            match e {
-                ForwardError::Timeout(_) => ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    format!("The upstream service did not answer in time.{note}"),
-                ),
-                ForwardError::Unreachable(_) => ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
-                    format!("The upstream service could not be reached.{note}"),
-                ),
-                ForwardError::BadRequest(m) => ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("{m}.{note}"),
-                ),
-            }
-            .into_response()
+            forward_error(service, e, charged.is_some() && refunded)
         }
     }
+}
+
+fn forward_error(service: &crate::routing::Service, e: ForwardError, refunded: bool) -> Response {
+    tracing::warn!(service = %service.name, error = %e, refunded, "upstream failed");
+    let note = if refunded {
+        " The call was not charged."
+    } else {
+        ""
+    };
+    match e {
+        ForwardError::Timeout(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("The upstream service did not answer in time.{note}"),
+        ),
+        ForwardError::Unreachable(_) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            format!("The upstream service could not be reached.{note}"),
+        ),
+        ForwardError::BadRequest(m) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{m}.{note}"),
+        ),
+    }
+    .into_response()
 }

@@ -42,7 +42,7 @@ impl std::fmt::Debug for Forwarder {
 }
 
 /// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -50,6 +50,7 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authorization",
     "te",
     "trailer",
+    "transfer-encoding",
     "upgrade",
 ];
 

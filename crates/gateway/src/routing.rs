@@ -27,6 +27,8 @@ pub struct Service {
     pub refund_on_5xx: bool,
     /// Time allowed for upstream response headers.
     pub upstream_timeout: std::time::Duration,
+    /// Free calls per client per window, if any.
+    pub free_tier: Option<crate::config::FreeTierConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +70,7 @@ impl Service {
                 lifetime_secs: r.time_pass_secs.or(r.token_lifetime_secs),
                 refund_on_5xx: c.refund_on_5xx,
                 upstream_timeout: timeout,
+                free_tier: None,
             });
         }
         out.push(Service {
@@ -82,6 +85,7 @@ impl Service {
             lifetime_secs: c.time_pass_secs.or(c.token_lifetime_secs),
             refund_on_5xx: c.refund_on_5xx,
             upstream_timeout: timeout,
+            free_tier: c.free_tier,
         });
         Ok(out)
     }

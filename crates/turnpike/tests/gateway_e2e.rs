@@ -1058,3 +1058,226 @@ async fn forwarded_client_ips_count_only_behind_trusted_proxies() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_free_tier_counts_per_client_ip() {
+    let free = turnpike_gateway::config::FreeTierConfig {
+        calls: 2,
+        window_secs: 86_400,
+    };
+    let h = start_full(
+        |up| {
+            vec![ServiceConfig {
+                free_tier: Some(free),
+                ..service("trial", "/echo/trial", up, 3, 1)
+            }]
+        },
+        |c| c.trusted_proxies = vec!["127.0.0.1".into()],
+    )
+    .await;
+    let from = |ip: &str| vec![("x-forwarded-for", ip.to_owned())];
+    for _ in 0..2 {
+        let resp = h.get_with("/echo/trial", &from("198.51.100.7")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["turnpike-free-call"], "true");
+    }
+    // The (N+1)th call from that client must be paid.
+    let resp = h.get_with("/echo/trial", &from("198.51.100.7")).await;
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    // Another client behind the same proxy has its own free calls.
+    assert_eq!(
+        h.get_with("/echo/trial", &from("198.51.100.8"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // Paying still works for the client whose free calls are spent.
+    let client = h.client(5);
+    let mut headers = HeaderMap::new();
+    headers.insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
+    let fetched = client
+        .fetch(FetchRequest {
+            method: http::Method::GET,
+            url: h.url("/echo/trial"),
+            headers,
+            body: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(fetched.response.status(), StatusCode::OK);
+    assert!(fetched.receipt.is_some());
+}
+
+#[tokio::test]
+async fn a_forged_forwarded_for_from_an_untrusted_peer_gets_no_extra_free_calls() {
+    let free = turnpike_gateway::config::FreeTierConfig {
+        calls: 1,
+        window_secs: 86_400,
+    };
+    let h = start_with(|up| {
+        vec![ServiceConfig {
+            free_tier: Some(free),
+            ..service("trial", "/echo/trial", up, 3, 1)
+        }]
+    })
+    .await;
+    let from = |ip: &str| vec![("x-forwarded-for", ip.to_owned())];
+    assert_eq!(
+        h.get_with("/echo/trial", &from("198.51.100.1"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.get_with("/echo/trial", &from("198.51.100.2"))
+            .await
+            .status(),
+        StatusCode::PAYMENT_REQUIRED
+    );
+}
+
+async fn post_with_key(
+    h: &Harness,
+    path: &str,
+    auth: &str,
+    key: &str,
+    body: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(h.url(path))
+        .header("authorization", auth)
+        .header("idempotency-key", key)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_is_charged_once_and_gets_the_same_response() {
+    let h = start().await;
+    let cred = h.paid_credential("/echo/bundle/x").await;
+    let auth = cred.authorization_value();
+    let token = Identifier::decode(cred.macaroon.identifier())
+        .unwrap()
+        .token_id;
+    let used = || async {
+        h.store
+            .token_usage(&token)
+            .await
+            .unwrap()
+            .map_or(0, |u| u.used)
+    };
+
+    let first = post_with_key(&h, "/echo/bundle/x", &auth, "order-1", "buy 1").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["turnpike-calls-remaining"], "2");
+    assert!(first.headers().get("turnpike-idempotent-replay").is_none());
+    let first_body = first.bytes().await.unwrap();
+    // Give the recorder a moment to store the completed response.
+    let mut retry = post_with_key(&h, "/echo/bundle/x", &auth, "order-1", "buy 1").await;
+    for _ in 0..50 {
+        if retry.status() != StatusCode::CONFLICT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        retry = post_with_key(&h, "/echo/bundle/x", &auth, "order-1", "buy 1").await;
+    }
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.headers()["turnpike-idempotent-replay"], "true");
+    assert_eq!(retry.bytes().await.unwrap(), first_body);
+    assert_eq!(used().await, 1, "the retry was not charged");
+
+    // The same key for a different request: 422, nothing charged.
+    let other = post_with_key(&h, "/echo/bundle/x", &auth, "order-1", "buy 2").await;
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json(other).await["error"]["code"], "idempotency_key_reused");
+    assert_eq!(used().await, 1);
+
+    // A new key is a new call.
+    assert_eq!(
+        post_with_key(&h, "/echo/bundle/x", &auth, "order-2", "buy 2")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(used().await, 2);
+
+    // Bad keys are refused before anything is charged.
+    let long = "k".repeat(300);
+    assert_eq!(
+        post_with_key(&h, "/echo/bundle/x", &auth, &long, "x")
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(used().await, 2);
+}
+
+#[tokio::test]
+async fn an_idempotent_call_that_fails_upstream_is_given_back_and_runs_again() {
+    let h = start_with(|up| vec![service("status", "/status", up, 2, 2)]).await;
+    let cred = h.paid_credential("/status/500").await;
+    let auth = cred.authorization_value();
+    let token = Identifier::decode(cred.macaroon.identifier())
+        .unwrap()
+        .token_id;
+    for _ in 0..2 {
+        let resp = reqwest::Client::new()
+            .get(h.url("/status/502"))
+            .header("authorization", &auth)
+            .header("idempotency-key", "same")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert!(
+            resp.headers().get("turnpike-idempotent-replay").is_none(),
+            "failures are not replayed"
+        );
+    }
+    assert_eq!(h.store.token_usage(&token).await.unwrap().unwrap().used, 0);
+}
+
+#[tokio::test]
+async fn a_concurrent_duplicate_gets_409_then_the_whole_stream_is_replayed() {
+    let h = start().await;
+    let cred = h.paid_credential("/sse").await;
+    let auth = cred.authorization_value();
+    let get = || {
+        reqwest::Client::new()
+            .get(h.url("/sse"))
+            .header("authorization", &auth)
+            .header("idempotency-key", "s1")
+            .send()
+    };
+    let mut first = get().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(
+        first.chunk().await.unwrap().unwrap(),
+        Bytes::from("data: first\n\n")
+    );
+    // While the first is still streaming, a duplicate is told to wait.
+    let dup = get().await.unwrap();
+    assert_eq!(dup.status(), StatusCode::CONFLICT);
+    assert_eq!(dup.headers()["retry-after"], "1");
+    h.release.notify_one();
+    while first.chunk().await.unwrap().is_some() {}
+    let mut replay = get().await.unwrap();
+    for _ in 0..50 {
+        if replay.status() != StatusCode::CONFLICT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        replay = get().await.unwrap();
+    }
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(replay.headers()["turnpike-idempotent-replay"], "true");
+    assert_eq!(
+        replay.bytes().await.unwrap(),
+        Bytes::from("data: first\n\ndata: second\n\n")
+    );
+    // One call, one charge: the single-call token is now used up for new requests.
+    let again = h.get_with("/sse", &[("authorization", auth.clone())]).await;
+    assert_eq!(again.status(), StatusCode::PAYMENT_REQUIRED);
+}

@@ -96,6 +96,9 @@ async fn counting_upstream() -> (SocketAddr, Arc<Mutex<HashMap<String, u64>>>) {
 fn config(data_dir: &std::path::Path, store_url: &str, upstream: SocketAddr, calls: u64) -> String {
     format!(
         r#"data_dir = "{}"
+[rate_limits]
+# Every refused request here mints a fresh challenge: do not limit that in these tests.
+challenges_per_ip = {{ requests = 0, per_secs = 1, burst = 1 }}
 [store]
 url = "{store_url}"
 [backend]
