@@ -140,7 +140,7 @@ impl Recorder {
     /// Wraps `resp` so that its body is stored under the key once it has been fully sent.
     pub fn record(self, resp: Response) -> Response {
         let (parts, body) = resp.into_parts();
-        let headers: Vec<(String, Vec<u8>)> = parts
+        let headers: Headers = parts
             .headers
             .iter()
             // The body is replayed whole: its framing is decided again then.
@@ -160,7 +160,7 @@ impl Recorder {
         Response::from_parts(parts, Body::new(body))
     }
 
-    fn finish(self, status: u16, headers: Vec<(String, Vec<u8>)>, body: Option<Vec<u8>>) {
+    fn finish(self, status: u16, headers: Headers, body: Option<Vec<u8>>) {
         tokio::spawn(async move {
             let now = crate::unix_now();
             let result = match body {
@@ -188,12 +188,15 @@ impl Recorder {
     }
 }
 
+/// Stored response headers: names and raw values.
+type Headers = Vec<(String, Vec<u8>)>;
+
 /// A response body that passes every frame through and keeps a copy (up to a limit); when the
 /// body ends, the copy is stored.
 struct RecordingBody {
     inner: Body,
     buf: Option<Vec<u8>>,
-    recorder: Option<(Recorder, u16, Vec<(String, Vec<u8>)>)>,
+    recorder: Option<(Recorder, u16, Headers)>,
 }
 
 impl http_body::Body for RecordingBody {
