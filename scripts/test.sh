@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Turnpike's whole test suite: formatting, lints, and every test, including the interop
-# test against pymacaroons (an independent macaroon implementation, installed here in a venv).
+# test against pymacaroons (an independent macaroon implementation, installed here in a venv)
+# and the LNbits backend's tests against a real LNbits (scripts/lnbits.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,16 @@ fi
 if [ "${CI:-}" = "true" ]; then
     export TURNPIKE_REQUIRE_POSTGRES=1
 fi
+
+# LNbits: the LNbits backend's tests run against a real one (FakeWallet funding source, no real
+# money), installed in its own venv and started here; stopped at exit unless it already ran.
+echo "==> LNbits"
+export TURNPIKE_LNBITS_INFO="${TURNPIKE_LNBITS_INFO:-$PWD/target/lnbits/info.json}"
+bash scripts/lnbits.sh install
+if ! bash scripts/lnbits.sh status >/dev/null 2>&1; then
+    trap 'bash scripts/lnbits.sh stop || true' EXIT
+fi
+bash scripts/lnbits.sh start >/dev/null
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -34,6 +34,20 @@ pub(crate) fn client(
         .build()
 }
 
+/// Like [`client`], but never following redirects: for APIs authenticated by a custom header
+/// (an API key), which reqwest would otherwise forward to wherever a redirect points.
+pub(crate) fn api_client(
+    connect: Duration,
+    total: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    ensure_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(total)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// Maps a transport error to a [`BackendError`]: timeouts to `Timeout`, body decoding problems to
 /// `InvalidResponse`, everything else (connect, TLS, reset...) to `Unreachable`.
 pub(crate) fn map_transport_error(e: &reqwest::Error) -> BackendError {
@@ -83,4 +97,511 @@ pub(crate) fn snippet(body: &[u8]) -> String {
         out.push('…');
     }
     out
+}
+
+/// Whether a request may be sent again after a failure, decided by what repeating it would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Idempotency {
+    /// Repeating it is harmless (reads; creating an invoice, which at worst leaves an unused
+    /// one): retried after any transient failure — connection errors, timeouts, resets, and
+    /// `502`/`503`/`504` answers.
+    Idempotent,
+    /// Repeating it may act twice (paying): retried only when no connection was established, so
+    /// the request cannot have reached the server.
+    ConnectOnly,
+}
+
+/// How often and how fast to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetryPolicy {
+    /// Retries after the first attempt (0: a single attempt).
+    pub(crate) retries: u32,
+    /// Pause before the first retry; it doubles for each further one, up to [`MAX_BACKOFF`].
+    pub(crate) backoff: Duration,
+}
+
+/// Longest pause between two attempts.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Default pause before the first retry.
+pub(crate) const DEFAULT_BACKOFF: Duration = Duration::from_millis(100);
+
+impl RetryPolicy {
+    /// `retries` retries with the default backoff.
+    pub(crate) fn new(retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            retries,
+            backoff: DEFAULT_BACKOFF,
+        }
+    }
+
+    /// The pause before retry number `retry` (0-based).
+    fn delay(&self, retry: u32) -> Duration {
+        let factor = 1u32.checked_shl(retry.min(16)).unwrap_or(u32::MAX);
+        self.backoff.saturating_mul(factor).min(MAX_BACKOFF)
+    }
+}
+
+/// One failed attempt: the error, and whether another attempt is safe and may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AttemptError {
+    /// What went wrong.
+    pub(crate) error: BackendError,
+    /// Whether to try again (when retries are left).
+    pub(crate) retryable: bool,
+}
+
+impl AttemptError {
+    /// A failure that another attempt cannot fix.
+    pub(crate) fn fatal(error: BackendError) -> AttemptError {
+        AttemptError {
+            error,
+            retryable: false,
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails with a non-retryable error, or `policy.retries`
+/// retries are spent, pausing between attempts. `what` names the call in debug logs (it must
+/// not contain secrets). Returns the last error.
+pub(crate) async fn retry<T, F, Fut>(
+    policy: RetryPolicy,
+    what: &str,
+    mut attempt: F,
+) -> Result<T, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AttemptError>>,
+{
+    let mut retry_number = 0;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(AttemptError { error, retryable }) => {
+                if !retryable || retry_number >= policy.retries {
+                    return Err(error);
+                }
+                let delay = policy.delay(retry_number);
+                tracing::debug!(
+                    "{what}: attempt {} failed ({error}); retrying in {delay:?}",
+                    retry_number + 1
+                );
+                tokio::time::sleep(delay).await;
+                retry_number += 1;
+            }
+        }
+    }
+}
+
+/// Sends the request that `build` makes and reads its body (at most [`MAX_RESPONSE_BYTES`]),
+/// retrying as `idempotency` allows. `build` is called once per attempt.
+///
+/// Returns the status and body of the answer, whatever the status, except that `502`, `503` and
+/// `504` (a proxy or the server saying it cannot serve now) become
+/// [`BackendError::Unreachable`] / [`BackendError::Timeout`] once retries are spent (at once for
+/// [`Idempotency::ConnectOnly`]).
+pub(crate) async fn send_with_retries<F>(
+    policy: RetryPolicy,
+    idempotency: Idempotency,
+    what: &str,
+    build: F,
+) -> Result<(reqwest::StatusCode, Vec<u8>), BackendError>
+where
+    F: Fn() -> reqwest::RequestBuilder,
+{
+    let idempotent = idempotency == Idempotency::Idempotent;
+    let build = &build;
+    retry(policy, what, || async move {
+        let resp = build().send().await.map_err(|e| {
+            let error = map_transport_error(&e);
+            // A connect error means nothing was sent. Anything else may have reached the server.
+            let retryable = e.is_connect() || (idempotent && error.is_transient());
+            AttemptError { error, retryable }
+        })?;
+        let status = resp.status();
+        let body = read_body_limited(resp)
+            .await
+            .map_err(|error| AttemptError {
+                retryable: idempotent && error.is_transient(),
+                error,
+            })?;
+        match status {
+            reqwest::StatusCode::GATEWAY_TIMEOUT => Err(AttemptError {
+                error: BackendError::Timeout,
+                retryable: idempotent,
+            }),
+            reqwest::StatusCode::BAD_GATEWAY | reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                Err(AttemptError {
+                    error: BackendError::Unreachable(format!("HTTP {status}: {}", snippet(&body))),
+                    retryable: idempotent,
+                })
+            }
+            _ => Ok((status, body)),
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy {
+            retries: 40,
+            backoff: Duration::from_millis(100),
+        };
+        assert_eq!(p.delay(0), Duration::from_millis(100));
+        assert_eq!(p.delay(1), Duration::from_millis(200));
+        assert_eq!(p.delay(3), Duration::from_millis(800));
+        assert_eq!(p.delay(5), MAX_BACKOFF);
+        assert_eq!(p.delay(39), MAX_BACKOFF);
+    }
+
+    fn fast(retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            retries,
+            backoff: Duration::from_millis(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_only_retryable_errors_and_at_most_the_budget() {
+        let calls = &AtomicU32::new(0);
+        let r: Result<(), _> = retry(fast(2), "t", || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(AttemptError {
+                error: BackendError::Timeout,
+                retryable: true,
+            })
+        })
+        .await;
+        assert_eq!(r, Err(BackendError::Timeout));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        calls.store(0, Ordering::SeqCst);
+        let r: Result<(), _> = retry(fast(5), "t", || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(AttemptError::fatal(BackendError::AlreadyPaid))
+        })
+        .await;
+        assert_eq!(r, Err(BackendError::AlreadyPaid));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        calls.store(0, Ordering::SeqCst);
+        let r = retry(fast(5), "t", || async move {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(AttemptError {
+                    error: BackendError::Unreachable("x".into()),
+                    retryable: true,
+                })
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(7));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// A server that answers `503` to every request and counts them.
+    async fn unavailable_server() -> (String, Arc<AtomicU32>) {
+        let hits = Arc::new(AtomicU32::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy")
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/"), hits)
+    }
+
+    #[tokio::test]
+    async fn unsafe_requests_are_not_repeated_once_sent() {
+        let (url, hits) = unavailable_server().await;
+        let c = client(Duration::from_secs(2), Duration::from_secs(5)).unwrap();
+
+        let r = send_with_retries(fast(3), Idempotency::ConnectOnly, "pay", || c.post(&url)).await;
+        assert!(matches!(r, Err(BackendError::Unreachable(ref m)) if m.contains("busy")));
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "a sent payment must not be repeated"
+        );
+
+        hits.store(0, Ordering::SeqCst);
+        let r = send_with_retries(fast(3), Idempotency::Idempotent, "get", || c.get(&url)).await;
+        assert!(matches!(r, Err(BackendError::Unreachable(_))));
+        assert_eq!(hits.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn connect_errors_are_retried_even_for_unsafe_requests() {
+        // A port with nothing listening: bind, note the port, close.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        drop(listener);
+        let c = client(Duration::from_secs(2), Duration::from_secs(5)).unwrap();
+        let builds = AtomicU32::new(0);
+        let r = send_with_retries(fast(2), Idempotency::ConnectOnly, "pay", || {
+            builds.fetch_add(1, Ordering::SeqCst);
+            c.post(&url)
+        })
+        .await;
+        assert!(matches!(r, Err(BackendError::Unreachable(_))), "{r:?}");
+        assert_eq!(builds.load(Ordering::SeqCst), 3);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deadlines, error classification and base URLs for the node backends (LND, Core Lightning,
+// phoenixd); they retry with [`retry`] above.
+
+/// Runs `call` (typically a [`retry`] loop) within `deadline`: past it, the call in flight is
+/// dropped and the result is [`BackendError::Timeout`].
+pub(crate) async fn within<T>(
+    deadline: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::debug!("{what}: no answer within {deadline:?}");
+            Err(BackendError::Timeout)
+        }
+    }
+}
+
+/// Classifies a transport error (no HTTP answer) like [`send_with_retries`] does, except that a
+/// server certificate that does not match a pinned one gives a precise, final
+/// [`BackendError::Unreachable`] (`TLS: the server's certificate ... does not match the pinned
+/// certificate ...`).
+pub(crate) fn attempt_error(e: &reqwest::Error, idempotency: Idempotency) -> AttemptError {
+    if let Some(mismatch) = pin_mismatch_in(e) {
+        return AttemptError::fatal(BackendError::Unreachable(format!("TLS: {mismatch}")));
+    }
+    let error = map_transport_error(e);
+    // A connect error means nothing was sent. Anything else may have reached the server.
+    let retryable =
+        e.is_connect() || (idempotency == Idempotency::Idempotent && error.is_transient());
+    AttemptError { error, retryable }
+}
+
+/// Whether an HTTP status means "the service is not available right now" (a proxy in front of
+/// it, or the service starting): worth retrying for calls that are safe to repeat.
+pub(crate) fn is_unavailable_status(status: reqwest::StatusCode) -> bool {
+    matches!(
+        status,
+        reqwest::StatusCode::BAD_GATEWAY
+            | reqwest::StatusCode::SERVICE_UNAVAILABLE
+            | reqwest::StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// Normalises a base URL so that relative paths join below it: checks the scheme (`http` or
+/// `https`) and the host, and makes the path end with `/`.
+pub(crate) fn base_url(url: &str) -> Result<reqwest::Url, String> {
+    let mut parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
+        return Err(format!("{url:?} is not an http(s) URL with a host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // Never echo it: it holds a credential.
+        return Err("credentials in the URL are not supported (use the secret settings)".into());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{url:?}: a query or fragment is not allowed"));
+    }
+    if !parsed.path().ends_with('/') {
+        let path = format!("{}/", parsed.path());
+        parsed.set_path(&path);
+    }
+    Ok(parsed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificate pinning (LND's tls.cert, Core Lightning clnrest's server.pem).
+
+/// A [`ServerCertVerifier`](rustls::client::danger::ServerCertVerifier) that accepts exactly the
+/// pinned certificate(s): the server's end-entity certificate must be byte-for-byte (DER) one of
+/// them. Nothing else is checked about it (issuer, names, validity period, CA flag): the pin is
+/// the trust. This is what LND needs: its self-signed `tls.cert` has `CA:TRUE`, which the
+/// standard WebPKI verifier rejects as an end-entity certificate (`CaUsedAsEndEntity`).
+/// Handshake signatures are verified normally, with ring's algorithms, so only the holder of the
+/// pinned certificate's key can complete the handshake.
+#[derive(Debug)]
+pub(crate) struct PinnedCertVerifier {
+    pinned: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pinned_from: String,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+/// The error a [`PinnedCertVerifier`] raises for a certificate that is not the pinned one.
+#[derive(Clone)]
+pub(crate) struct PinMismatch {
+    presented_sha256: String,
+    pinned_from: String,
+}
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the server's certificate (sha256 {}) does not match the pinned certificate {}",
+            self.presented_sha256, self.pinned_from
+        )
+    }
+}
+
+/// Same as `Display`: rustls prints this error with `{:?}`.
+impl std::fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
+/// Finds a [`PinMismatch`] in the sources of a reqwest error.
+fn pin_mismatch_in(e: &reqwest::Error) -> Option<PinMismatch> {
+    fn from_rustls(err: &rustls::Error) -> Option<PinMismatch> {
+        match err {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                other.0.downcast_ref::<PinMismatch>().cloned()
+            }
+            _ => None,
+        }
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(found) = err.downcast_ref::<rustls::Error>().and_then(from_rustls) {
+            return Some(found);
+        }
+        // The connector nests io::Errors around the rustls error (`Other(InvalidData(...))`).
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(|io| io.get_ref()) {
+            if let Some(found) = inner.downcast_ref::<rustls::Error>().and_then(from_rustls) {
+                return Some(found);
+            }
+            io = inner.downcast_ref::<std::io::Error>();
+        }
+        source = err.source();
+    }
+    None
+}
+
+impl PinnedCertVerifier {
+    /// A verifier pinning every certificate in `pem` (read from `pinned_from`, named in errors).
+    pub(crate) fn from_pem(pem: &[u8], pinned_from: &str) -> Result<Self, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let pinned = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{pinned_from}: not a PEM certificate file: {e}"))?;
+        if pinned.is_empty() {
+            return Err(format!("{pinned_from}: no PEM certificate in the file"));
+        }
+        Ok(PinnedCertVerifier {
+            pinned,
+            pinned_from: pinned_from.to_owned(),
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        })
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCertVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|pinned| pinned.as_ref() == end_entity.as_ref())
+        {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        use bitcoin::hashes::{Hash as _, sha256};
+        let mismatch = PinMismatch {
+            presented_sha256: sha256::Hash::hash(end_entity.as_ref()).to_string(),
+            pinned_from: self.pinned_from.clone(),
+        };
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Other(rustls::OtherError(std::sync::Arc::new(mismatch))),
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A reqwest client for a node backend: connect timeout `connect`, no overall timeout (callers
+/// bound each call with [`with_retries`]), and, when `pinned_cert` (a PEM file's bytes and its
+/// path) is given, TLS that trusts only that certificate ([`PinnedCertVerifier`]).
+pub(crate) fn node_client(
+    connect: Duration,
+    pinned_cert: Option<(&[u8], &str)>,
+) -> Result<reqwest::Client, String> {
+    ensure_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(connect)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some((pem, path)) = pinned_cert {
+        let verifier = PinnedCertVerifier::from_pem(pem, path)?;
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    builder.build().map_err(|e| error_chain(&e))
+}
+
+/// Whether a URL's host is the loopback interface (`localhost`, `127.0.0.0/8`, `::1`).
+pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare.eq_ignore_ascii_case("localhost"),
+    }
 }

@@ -19,9 +19,13 @@ use async_trait::async_trait;
 use turnpike_l402::bolt11::Invoice;
 pub use turnpike_l402::{Msat, PaymentHash, Preimage};
 
+pub mod cln;
 pub mod dev;
 pub mod dev_wallet;
 mod http;
+pub mod lnbits;
+pub mod lnd;
+pub mod phoenixd;
 pub mod secret;
 
 pub use dev::DevBackend;

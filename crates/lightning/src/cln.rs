@@ -1,0 +1,757 @@
+//! Core Lightning, through its REST plugin `clnrest` (shipped with CLN since v23.08; rewritten in
+//! Rust in v24.11).
+//!
+//! clnrest maps `POST /v1/<method>` with a JSON object of parameters to the JSON-RPC command of
+//! that name, authorised by a rune in the `Rune` header; it answers `201` with the command's
+//! result, or an error status with `{"code": <JSON-RPC error code>, "message": "...", "data":
+//! ...}` (`401`/`403` for runes, `500` for command failures). Calls used (fields as in CLN's JSON
+//! schemas):
+//!
+//! | what | command |
+//! | --- | --- |
+//! | create an invoice | `invoice {amount_msat, label, description, expiry}` → `bolt11`, `payment_hash`, `expires_at` |
+//! | look one up | `listinvoices {payment_hash}` → `invoices[].status` (`unpaid`/`paid`/`expired`), `payment_preimage`, `amount_received_msat` |
+//! | pay | `pay {bolt11, maxfee, retry_for}` → `payment_preimage`, `amount_msat`, `amount_sent_msat`, `status` |
+//! | balance | `listfunds` → `channels[].our_amount_msat` (channels in `CHANNELD_NORMAL`) |
+//! | describe | `getinfo` → `id`, `alias`, `network` |
+//!
+//! Amounts are integer millisatoshis, hashes and preimages hex. Every invoice gets a fresh label
+//! `turnpike-<32 hex>`.
+//!
+//! Paying an invoice this node has already paid: CLN's `pay` does not pay again but answers
+//! with the earlier successful result (same preimage, status `complete`); this backend returns
+//! that result as a [`Payment`] (checked like any other), so the proof of payment is not lost.
+//! The errors `201` ("Already succeeded ...") and `219` ("Already paid this invoice
+//! successfully", from `xpay`) map to [`BackendError::AlreadyPaid`].
+//!
+//! What comes back is checked: the invoice CLN returns must parse and carry the requested amount
+//! and the hash CLN reports; a paid invoice's preimage must hash to its payment hash and the
+//! amount received must cover the amount requested; a payment's preimage is checked with
+//! [`check_payment`] and the amount delivered must be the invoice's.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::HeaderValue;
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
+use crate::lnd::{check_create_request, check_limits, check_payable, read_limited, verify_issued};
+use crate::{
+    BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
+    IssuedInvoice, Msat, NodeInfo, Payment, PaymentBackend, PaymentHash, Preimage, SecretSource,
+    check_payment,
+};
+use turnpike_l402::bolt11::Invoice;
+
+/// The header carrying the rune.
+pub const RUNE_HEADER: &str = "Rune";
+
+/// Default for [`ClnConfig::timeout_secs`].
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// Default for [`ClnConfig::retries`].
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Default for [`ClnConfig::payment_timeout_secs`].
+pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+
+/// Prefix of the labels of the invoices this backend creates.
+pub const LABEL_PREFIX: &str = "turnpike-";
+
+/// The channel state in which a channel's balance can be spent.
+const CHANNEL_NORMAL: &str = "CHANNELD_NORMAL";
+/// Largest `pay` answer read, in bytes (failures list every attempt).
+const MAX_PAY_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Time allowed to establish a connection (also bounded by the call's timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+// JSON-RPC error codes of Core Lightning (common/jsonrpc_errors.h) this backend maps.
+const METHOD_NOT_FOUND: i64 = -32601;
+const PAY_IN_PROGRESS: i64 = 200;
+const PAY_RHASH_ALREADY_USED: i64 = 201;
+const PAY_DESTINATION_PERM_FAIL: i64 = 203;
+const PAY_ROUTE_NOT_FOUND: i64 = 205;
+const PAY_ROUTE_TOO_EXPENSIVE: i64 = 206;
+const PAY_INVOICE_EXPIRED: i64 = 207;
+const PAY_STOPPED_RETRYING: i64 = 210;
+const PAY_INSUFFICIENT_FUNDS: i64 = 215;
+const PAY_UNREACHABLE: i64 = 216;
+const PAY_INJECTPAYMENTONION_ALREADY_PAID: i64 = 219;
+const RUNE_NOT_AUTHORIZED: i64 = 1501;
+const RUNE_BLACKLISTED: i64 = 1503;
+
+fn default_timeout_secs() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+fn default_payment_timeout_secs() -> u64 {
+    DEFAULT_PAYMENT_TIMEOUT_SECS
+}
+
+/// Configuration of the Core Lightning backend (`[backend] kind = "cln"`).
+///
+/// ```toml
+/// url = "https://127.0.0.1:3010"                      # clnrest (clnrest-port, clnrest-host)
+/// rune = { env = "CLN_RUNE" }                         # a rune allowing the methods used
+/// tls_cert_path = "/home/cln/.lightning/bitcoin/server.pem"  # pin clnrest's certificate
+/// timeout_secs = 10                                   # each call, retries included
+/// retries = 2                                         # for calls that are safe to repeat
+/// payment_timeout_secs = 60                           # a payment, from request to result
+/// ```
+///
+/// A rune for the gateway only needs `invoice`, `listinvoices` and `getinfo`, e.g.
+/// `lightning-cli createrune restrictions='[["method=invoice","method=listinvoices","method=getinfo"]]'`;
+/// a payer needs `pay`, `listfunds` and `getinfo`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClnConfig {
+    /// Base URL of clnrest, e.g. `https://127.0.0.1:3010`.
+    pub url: String,
+    /// The rune (`lightning-cli createrune`), sent in the `Rune` header.
+    pub rune: SecretSource,
+    /// clnrest's server certificate (PEM; by default `server.pem` in the node's network
+    /// directory, signed by clnrest's own CA `ca.pem`). When set, the server must present
+    /// exactly this certificate (pin the server certificate, not `ca.pem`). When not set, an
+    /// `https` URL is verified against the usual trusted authorities.
+    #[serde(default)]
+    pub tls_cert_path: Option<PathBuf>,
+    /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
+    /// seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// How many times a call that is safe to repeat is retried after a transient failure. A
+    /// payment is retried only when the connection could not be established.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Time allowed for a payment, in seconds (CLN's `retry_for` is set a little below it). A
+    /// payment still unresolved when it expires gives [`BackendError::Timeout`]; its outcome is
+    /// then unknown (look at `lightning-cli listpays`).
+    #[serde(default = "default_payment_timeout_secs")]
+    pub payment_timeout_secs: u64,
+}
+
+impl fmt::Debug for ClnConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClnConfig")
+            .field("url", &self.url)
+            .field("rune", &self.rune)
+            .field("tls_cert_path", &self.tls_cert_path)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retries", &self.retries)
+            .field("payment_timeout_secs", &self.payment_timeout_secs)
+            .finish()
+    }
+}
+
+/// Why a [`ClnBackend`] could not be set up from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClnConfigError {
+    /// The URL is not a usable `http(s)` URL.
+    #[error("cln: invalid url: {0}")]
+    InvalidUrl(String),
+    /// The rune cannot be read.
+    #[error("cln: rune: {0}")]
+    Rune(String),
+    /// The TLS certificate file cannot be read or holds no certificate.
+    #[error("cln: tls_cert_path: {0}")]
+    TlsCert(String),
+    /// Another setting is out of range.
+    #[error("cln: {0}")]
+    Invalid(String),
+    /// The HTTP client could not be built.
+    #[error("cln: cannot build the HTTP client: {0}")]
+    HttpClient(String),
+}
+
+/// A Core Lightning node over clnrest: an [`InvoiceBackend`] for the gateway and a
+/// [`PaymentBackend`] for payers. `Debug` never prints the rune.
+pub struct ClnBackend {
+    client: reqwest::Client,
+    base: Url,
+    rune: HeaderValue,
+    timeout: Duration,
+    payment_timeout: Duration,
+    retries: u32,
+    pinned: bool,
+}
+
+impl fmt::Debug for ClnBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClnBackend")
+            .field("url", &self.base.as_str())
+            .field("rune", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("payment_timeout", &self.payment_timeout)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+impl ClnBackend {
+    /// Builds the backend: resolves the rune, reads the pinned certificate and prepares the
+    /// HTTP client. No network I/O (use [`Diagnose::info`] to check the connection).
+    pub fn new(config: &ClnConfig) -> Result<Self, ClnConfigError> {
+        let base = http::base_url(&config.url).map_err(ClnConfigError::InvalidUrl)?;
+        check_limits(
+            config.timeout_secs,
+            config.retries,
+            config.payment_timeout_secs,
+        )
+        .map_err(ClnConfigError::Invalid)?;
+        let rune = config
+            .rune
+            .resolve()
+            .map_err(|e| ClnConfigError::Rune(e.to_string()))?;
+        let mut rune = HeaderValue::from_str(rune.expose().trim()).map_err(|_| {
+            ClnConfigError::Rune("not a valid header value (a rune is base64url text)".into())
+        })?;
+        rune.set_sensitive(true);
+        let pem = match &config.tls_cert_path {
+            Some(path) => {
+                if base.scheme() != "https" {
+                    return Err(ClnConfigError::TlsCert(
+                        "a certificate to pin is given but the url is not https".into(),
+                    ));
+                }
+                let pem = std::fs::read(path).map_err(|e| {
+                    ClnConfigError::TlsCert(format!("cannot read {}: {e}", path.display()))
+                })?;
+                Some((pem, path.display().to_string()))
+            }
+            None => None,
+        };
+        let client = http::node_client(
+            CONNECT_TIMEOUT,
+            pem.as_ref()
+                .map(|(pem, path)| (pem.as_slice(), path.as_str())),
+        )
+        .map_err(|e| {
+            if config.tls_cert_path.is_some() && e.contains("PEM") {
+                ClnConfigError::TlsCert(e)
+            } else {
+                ClnConfigError::HttpClient(e)
+            }
+        })?;
+        if base.scheme() == "http" && !http::is_loopback(&base) {
+            tracing::warn!(
+                url = %base,
+                "clnrest over plain http to a non-loopback host: the rune travels unencrypted"
+            );
+        }
+        Ok(ClnBackend {
+            client,
+            base,
+            rune,
+            timeout: Duration::from_secs(config.timeout_secs),
+            payment_timeout: Duration::from_secs(config.payment_timeout_secs),
+            retries: config.retries,
+            pinned: config.tls_cert_path.is_some(),
+        })
+    }
+
+    /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
+    /// For tests and embedding; the configuration has whole seconds.
+    pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
+        self.timeout = call;
+        self.payment_timeout = payment;
+        self
+    }
+
+    /// Calls `method` with the parameters `params` makes (called once per attempt, so each
+    /// attempt may differ, e.g. by invoice label).
+    async fn rpc<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        idempotency: Idempotency,
+        deadline: Duration,
+        params: impl Fn() -> serde_json::Value,
+    ) -> Result<T, BackendError> {
+        let url = self
+            .base
+            .join(&format!("v1/{method}"))
+            .map_err(|e| BackendError::Rejected(format!("cannot build the URL: {e}")))?;
+        let idempotent = idempotency == Idempotency::Idempotent;
+        let params = &params;
+        let attempts = http::retry(RetryPolicy::new(self.retries), method, || {
+            let req = self
+                .client
+                .post(url.clone())
+                .header(RUNE_HEADER, self.rune.clone())
+                .json(&params());
+            async move {
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| http::attempt_error(&e, idempotency))?;
+                let status = resp.status();
+                let bytes = read_limited(resp, MAX_PAY_RESPONSE_BYTES)
+                    .await
+                    .map_err(|error| AttemptError {
+                        retryable: idempotent && error.is_transient(),
+                        error,
+                    })?;
+                if !status.is_success() {
+                    return Err(AttemptError {
+                        error: map_error(status, &bytes),
+                        retryable: idempotent && http::is_unavailable_status(status),
+                    });
+                }
+                serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                    AttemptError::fatal(BackendError::InvalidResponse(format!(
+                        "cln {method}: {e}: {}",
+                        http::snippet(&bytes)
+                    )))
+                })
+            }
+        });
+        http::within(deadline, method, attempts)
+            .await
+            .map_err(|e| match e {
+                BackendError::Unreachable(m)
+                    if !self.pinned && m.contains("invalid peer certificate") =>
+                {
+                    BackendError::Unreachable(format!(
+                        "{m} (clnrest's certificate is signed by its own CA: set tls_cert_path \
+                         to clnrest's server.pem to pin it)"
+                    ))
+                }
+                other => other,
+            })
+    }
+
+    async fn spendable(&self) -> Result<Msat, BackendError> {
+        let funds: ListFunds = self
+            .rpc("listfunds", Idempotency::Idempotent, self.timeout, || {
+                serde_json::json!({})
+            })
+            .await?;
+        funds
+            .channels
+            .iter()
+            .filter(|c| c.state == CHANNEL_NORMAL)
+            .try_fold(0u64, |sum, c| sum.checked_add(c.our_amount_msat))
+            .map(Msat)
+            .ok_or_else(|| BackendError::InvalidResponse("cln channel balances overflow".into()))
+    }
+}
+
+#[async_trait]
+impl InvoiceBackend for ClnBackend {
+    fn name(&self) -> &'static str {
+        "cln"
+    }
+
+    async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
+        check_create_request(&req)?;
+        // A fresh label per attempt: a retry after a lost answer must not hit "Duplicate label".
+        let resp: ClnInvoice = self
+            .rpc("invoice", Idempotency::Idempotent, self.timeout, || {
+                serde_json::json!({
+                    "amount_msat": req.amount.0,
+                    "label": format!("{LABEL_PREFIX}{}", hex::encode(rand::random::<[u8; 16]>())),
+                    "description": req.memo,
+                    "expiry": req.expiry_secs,
+                })
+            })
+            .await?;
+        let hash = parse_hex32(&resp.payment_hash, "payment_hash").map(PaymentHash)?;
+        let invoice = Invoice::parse(&resp.bolt11).map_err(|e| {
+            BackendError::InvalidResponse(format!("cln returned an invalid invoice: {e}"))
+        })?;
+        let issued = verify_issued(&invoice, &req, Some(hash))?;
+        tracing::debug!(payment_hash = %issued.payment_hash, amount = %issued.amount, "cln invoice created");
+        Ok(issued)
+    }
+
+    async fn lookup_invoice(&self, hash: &PaymentHash) -> Result<InvoiceStatus, BackendError> {
+        let list: ListInvoices = self
+            .rpc(
+                "listinvoices",
+                Idempotency::Idempotent,
+                self.timeout,
+                || serde_json::json!({ "payment_hash": hash.to_hex() }),
+            )
+            .await?;
+        let wanted = hash.to_hex();
+        let Some(inv) = list
+            .invoices
+            .into_iter()
+            .find(|i| i.payment_hash.eq_ignore_ascii_case(&wanted))
+        else {
+            return Err(BackendError::UnknownInvoice);
+        };
+        let amount = match (inv.amount_msat, &inv.bolt11) {
+            (Some(amount), _) => Msat(amount),
+            (None, Some(bolt11)) => Invoice::parse(bolt11)
+                .ok()
+                .and_then(|i| i.amount())
+                .ok_or_else(|| {
+                    BackendError::InvalidResponse(format!(
+                        "cln reports no amount for invoice {hash}"
+                    ))
+                })?,
+            (None, None) => {
+                return Err(BackendError::InvalidResponse(format!(
+                    "cln reports no amount for invoice {hash}"
+                )));
+            }
+        };
+        let state = match inv.status.as_str() {
+            "paid" => {
+                let preimage = inv
+                    .payment_preimage
+                    .as_deref()
+                    .ok_or_else(|| {
+                        BackendError::InvalidResponse(format!(
+                            "cln reports invoice {hash} paid without a preimage"
+                        ))
+                    })
+                    .and_then(|p| parse_hex32(p, "payment_preimage"))
+                    .map(Preimage)?;
+                if !preimage.matches(hash) {
+                    return Err(BackendError::InvalidResponse(format!(
+                        "cln reports invoice {hash} paid with a preimage that does not hash to it"
+                    )));
+                }
+                let received = inv.amount_received_msat.unwrap_or(0);
+                if received < amount.0 {
+                    return Err(BackendError::InvalidResponse(format!(
+                        "cln reports invoice {hash} paid with {received} msat received, less \
+                         than the {} msat requested",
+                        amount.0
+                    )));
+                }
+                InvoiceState::Settled {
+                    preimage,
+                    settled_at: inv.paid_at.unwrap_or(0),
+                }
+            }
+            "unpaid" if crate::now_unix() >= inv.expires_at => InvoiceState::Expired,
+            "unpaid" => InvoiceState::Pending,
+            "expired" => InvoiceState::Expired,
+            other => {
+                return Err(BackendError::InvalidResponse(format!(
+                    "cln reports an unknown invoice status {other:?}"
+                )));
+            }
+        };
+        Ok(InvoiceStatus {
+            payment_hash: *hash,
+            amount,
+            state,
+        })
+    }
+}
+
+#[async_trait]
+impl PaymentBackend for ClnBackend {
+    fn name(&self) -> &'static str {
+        "cln"
+    }
+
+    /// Pays with `pay`, limiting routing fees to `max_fee` (`maxfee`).
+    async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
+        let (invoice, amount) = check_payable(bolt11)?;
+        let retry_for = (self.payment_timeout.as_secs() * 4 / 5).clamp(1, u64::from(u16::MAX));
+        let resp: ClnPay = self
+            .rpc(
+                "pay",
+                Idempotency::ConnectOnly,
+                self.payment_timeout,
+                || {
+                    serde_json::json!({
+                        "bolt11": invoice.as_str(),
+                        "maxfee": max_fee.0,
+                        "retry_for": retry_for,
+                    })
+                },
+            )
+            .await?;
+        match resp.status.as_str() {
+            "complete" => {}
+            "pending" => {
+                return Err(BackendError::Rejected(
+                    "cln reports the payment still pending; its outcome is not known yet \
+                     (see `lightning-cli listpays`)"
+                        .into(),
+                ));
+            }
+            other => {
+                return Err(BackendError::Rejected(format!(
+                    "cln: payment {other} (status {other:?})"
+                )));
+            }
+        }
+        let payment = Payment {
+            payment_hash: parse_hex32(&resp.payment_hash, "payment_hash").map(PaymentHash)?,
+            preimage: parse_hex32(&resp.payment_preimage, "payment_preimage").map(Preimage)?,
+            amount: Msat(resp.amount_msat),
+            fee: resp
+                .amount_sent_msat
+                .checked_sub(resp.amount_msat)
+                .map(Msat)
+                .ok_or_else(|| {
+                    BackendError::InvalidResponse(format!(
+                        "cln reports {} msat sent for {} msat delivered",
+                        resp.amount_sent_msat, resp.amount_msat
+                    ))
+                })?,
+        };
+        check_payment(&invoice, &payment)?;
+        if payment.amount != amount {
+            return Err(BackendError::InvalidResponse(format!(
+                "cln reports {} delivered for an invoice of {amount}",
+                payment.amount
+            )));
+        }
+        if payment.fee > max_fee {
+            tracing::warn!(fee = %payment.fee, max_fee = %max_fee, "cln paid more fees than allowed");
+        }
+        Ok(payment)
+    }
+
+    /// The sum of `our_amount_msat` over channels in `CHANNELD_NORMAL` (channel reserves
+    /// included: CLN's `listfunds` does not report them).
+    async fn balance(&self) -> Result<Msat, BackendError> {
+        self.spendable().await
+    }
+}
+
+#[async_trait]
+impl Diagnose for ClnBackend {
+    /// `getinfo`, then `listfunds` (balance left out when the rune does not allow it).
+    async fn info(&self) -> Result<NodeInfo, BackendError> {
+        let info: GetInfo = self
+            .rpc("getinfo", Idempotency::Idempotent, self.timeout, || {
+                serde_json::json!({})
+            })
+            .await?;
+        let balance = match self.spendable().await {
+            Ok(balance) => Some(balance),
+            Err(BackendError::Unauthorized(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(NodeInfo {
+            backend: "cln",
+            alias: Some(info.alias).filter(|a| !a.is_empty()),
+            node_id: Some(info.id).filter(|id| !id.is_empty()),
+            network: Some(info.network.to_ascii_lowercase()).filter(|n| !n.is_empty()),
+            balance,
+        })
+    }
+}
+
+/// Maps a clnrest error answer `{code, message, data}`.
+fn map_error(status: StatusCode, body: &[u8]) -> BackendError {
+    let (code, message) = match serde_json::from_slice::<RpcError>(body) {
+        Ok(e) => (e.code, e.message),
+        Err(_) => (None, format!("HTTP {status}: {}", http::snippet(body))),
+    };
+    let text = match code {
+        Some(code) => format!("cln error {code}: {message}"),
+        None => format!("cln: {message}"),
+    };
+    if status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+        || code.is_some_and(|c| (RUNE_NOT_AUTHORIZED..=RUNE_BLACKLISTED).contains(&c))
+    {
+        return BackendError::Unauthorized(text);
+    }
+    match code {
+        Some(PAY_RHASH_ALREADY_USED) if message.contains("Already succeeded") => {
+            BackendError::AlreadyPaid
+        }
+        Some(PAY_INJECTPAYMENTONION_ALREADY_PAID) => BackendError::AlreadyPaid,
+        Some(PAY_INVOICE_EXPIRED) => BackendError::InvoiceExpired,
+        Some(PAY_INSUFFICIENT_FUNDS) => BackendError::InsufficientBalance,
+        Some(PAY_ROUTE_NOT_FOUND) => {
+            BackendError::Rejected(format!("no route to the payee ({text})"))
+        }
+        Some(PAY_ROUTE_TOO_EXPENSIVE) => BackendError::Rejected(format!(
+            "every route costs more than the fee limit ({text})"
+        )),
+        Some(PAY_STOPPED_RETRYING) => BackendError::Rejected(format!("payment failed ({text})")),
+        Some(PAY_DESTINATION_PERM_FAIL) => {
+            BackendError::Rejected(format!("the payee rejected the payment ({text})"))
+        }
+        Some(PAY_UNREACHABLE) => {
+            BackendError::Rejected(format!("the payee cannot be reached ({text})"))
+        }
+        Some(PAY_IN_PROGRESS) | Some(PAY_RHASH_ALREADY_USED) => BackendError::Rejected(format!(
+            "a payment of this invoice is already in progress ({text})"
+        )),
+        Some(METHOD_NOT_FOUND) => BackendError::Rejected(format!(
+            "clnrest does not know this method; is the plugin providing it enabled? ({text})"
+        )),
+        _ if http::is_unavailable_status(status) => BackendError::Unreachable(text),
+        _ => BackendError::Rejected(text),
+    }
+}
+
+fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).map_err(|_| {
+        BackendError::InvalidResponse(format!("cln: {field} is not 32 bytes of hex"))
+    })?;
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct RpcError {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct ClnInvoice {
+    bolt11: String,
+    payment_hash: String,
+}
+
+#[derive(Deserialize)]
+struct ListInvoices {
+    invoices: Vec<ListedInvoice>,
+}
+
+#[derive(Deserialize)]
+struct ListedInvoice {
+    payment_hash: String,
+    status: String,
+    #[serde(default)]
+    expires_at: u64,
+    #[serde(default)]
+    amount_msat: Option<u64>,
+    #[serde(default)]
+    bolt11: Option<String>,
+    #[serde(default)]
+    amount_received_msat: Option<u64>,
+    #[serde(default)]
+    paid_at: Option<u64>,
+    #[serde(default)]
+    payment_preimage: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ClnPay {
+    payment_preimage: String,
+    payment_hash: String,
+    amount_msat: u64,
+    amount_sent_msat: u64,
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct FundsChannel {
+    our_amount_msat: u64,
+    #[serde(default)]
+    state: String,
+}
+
+#[derive(Deserialize)]
+struct ListFunds {
+    #[serde(default)]
+    channels: Vec<FundsChannel>,
+}
+
+#[derive(Deserialize)]
+struct GetInfo {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    alias: String,
+    #[serde(default)]
+    network: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_redaction_and_unknown_fields() {
+        let c: ClnConfig =
+            serde_json::from_str(r#"{"url": "http://127.0.0.1:3010", "rune": "s3cretrune"}"#)
+                .unwrap();
+        assert_eq!(
+            (c.timeout_secs, c.retries, c.payment_timeout_secs),
+            (10, 2, 60)
+        );
+        let b = ClnBackend::new(&c).unwrap();
+        let dbg = format!("{b:?} {c:?}");
+        assert!(!dbg.contains("s3cretrune"), "{dbg}");
+        assert!(
+            serde_json::from_str::<ClnConfig>(
+                r#"{"url": "http://x", "rune": "r", "macaroon": "m"}"#
+            )
+            .is_err()
+        );
+        let pinned_http: ClnConfig = serde_json::from_str(
+            r#"{"url": "http://127.0.0.1:3010", "rune": "r", "tls_cert_path": "/x.pem"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            ClnBackend::new(&pinned_http),
+            Err(ClnConfigError::TlsCert(_))
+        ));
+    }
+
+    #[test]
+    fn error_mapping() {
+        let m = |status: u16, body: &str| {
+            map_error(StatusCode::from_u16(status).unwrap(), body.as_bytes())
+        };
+        assert!(matches!(
+            m(
+                403,
+                r#"{"code":1501,"message":"Not authorized: Missing rune","data":null}"#
+            ),
+            BackendError::Unauthorized(_)
+        ));
+        assert!(matches!(
+            m(
+                401,
+                r#"{"code":1502,"message":"Not permitted: method is not equal to invoice","data":null}"#
+            ),
+            BackendError::Unauthorized(_)
+        ));
+        assert_eq!(
+            m(
+                500,
+                r#"{"code":207,"message":"Invoice expired","data":null}"#
+            ),
+            BackendError::InvoiceExpired
+        );
+        assert_eq!(
+            m(
+                500,
+                r#"{"code":219,"message":"Already paid this invoice successfully","data":null}"#
+            ),
+            BackendError::AlreadyPaid
+        );
+        assert_eq!(
+            m(
+                500,
+                r#"{"code":201,"message":"Already succeeded with amount 1000msat (not 2000msat)","data":null}"#
+            ),
+            BackendError::AlreadyPaid
+        );
+        assert_eq!(
+            m(
+                500,
+                r#"{"code":215,"message":"Insufficient funds to perform the payment: spendable=0msat < payment=1000msat","data":null}"#
+            ),
+            BackendError::InsufficientBalance
+        );
+        assert!(
+            matches!(m(500, r#"{"code":205,"message":"Could not find a route","data":null}"#), BackendError::Rejected(ref s) if s.contains("no route"))
+        );
+        assert!(matches!(m(503, "busy"), BackendError::Unreachable(_)));
+    }
+}

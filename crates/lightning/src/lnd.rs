@@ -1,0 +1,1026 @@
+//! LND, through its REST API (the grpc-gateway in front of lnd's gRPC services).
+//!
+//! Calls (paths and JSON fields as in lnd's API reference, lightning.engineering/api-docs):
+//!
+//! | what | call |
+//! | --- | --- |
+//! | create an invoice | `POST /v1/invoices` `{value_msat, memo, expiry}` → `r_hash` (base64), `payment_request` |
+//! | look one up | `GET /v1/invoice/{r_hash hex}` → `state`, `r_preimage` (base64), `amt_paid_msat`, ... |
+//! | pay | `POST /v2/router/send` (`SendPaymentV2`, a stream of JSON lines) |
+//! | balance | `GET /v1/balance/channels` → `local_balance.msat` |
+//! | describe | `GET /v1/getinfo` → `alias`, `identity_pubkey`, `chains[].network` |
+//!
+//! Paying uses `SendPaymentV2` (`/v2/router/send`) rather than the older
+//! `SendPaymentSync` (`/v1/channels/transactions`): lnd deprecated the latter in 0.20 and removed
+//! it (with its REST route) in 0.21, while `/v2/router/send` exists since lnd 0.10. The request
+//! sets `no_inflight_updates`, so lnd streams one final `{"result": Payment}` line (or an
+//! `{"error": ...}` line); hashes and preimages in `Payment` are hex strings.
+//!
+//! Every call sends the macaroon (hex) in the `Grpc-Metadata-macaroon` header. lnd's REST port
+//! serves its self-signed `tls.cert`, which has `CA:TRUE` and is therefore rejected by standard
+//! certificate verification; with `tls_cert_path` the backend pins that exact certificate
+//! instead (see [`LndConfig::tls_cert_path`]).
+//!
+//! What comes back is checked: the invoice lnd returns must parse, carry the requested amount and
+//! the hash lnd reports; a settled invoice's preimage must hash to its payment hash and the
+//! amount paid must cover the amount requested; a payment's preimage is checked with
+//! [`check_payment`], and the amount delivered must be the invoice's. Anything else is
+//! [`BackendError::InvalidResponse`].
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use reqwest::header::HeaderValue;
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use turnpike_l402::bolt11::Invoice;
+
+use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
+use crate::{
+    BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
+    IssuedInvoice, Msat, NodeInfo, Payment, PaymentBackend, PaymentHash, Preimage, SecretSource,
+    check_payment,
+};
+
+/// The header carrying the macaroon (hex) on every REST call.
+pub const MACAROON_HEADER: &str = "Grpc-Metadata-macaroon";
+
+/// Default for [`LndConfig::timeout_secs`].
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// Default for [`LndConfig::retries`].
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Default for [`LndConfig::payment_timeout_secs`].
+pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+
+/// Most retries accepted in the configuration.
+pub const MAX_RETRIES: u32 = 10;
+/// Longest `timeout_secs` accepted.
+pub const MAX_TIMEOUT_SECS: u64 = 600;
+/// Longest `payment_timeout_secs` accepted.
+pub const MAX_PAYMENT_TIMEOUT_SECS: u64 = 3600;
+
+/// Longest memo BOLT11 can carry, in bytes.
+const MAX_MEMO_BYTES: usize = 639;
+/// Largest payment stream read, in bytes (a final `Payment` lists every HTLC attempt).
+const MAX_PAYMENT_STREAM_BYTES: usize = 1024 * 1024;
+/// Time allowed to establish a connection (also bounded by the call's timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn default_timeout_secs() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+fn default_payment_timeout_secs() -> u64 {
+    DEFAULT_PAYMENT_TIMEOUT_SECS
+}
+
+/// Configuration of the LND backend (`[backend] kind = "lnd"`).
+///
+/// ```toml
+/// url = "https://127.0.0.1:8080"                  # lnd's REST listener (restlisten)
+/// macaroon = { env = "LND_MACAROON_HEX" }         # hex of a macaroon...
+/// # macaroon_file = "/home/lnd/.lnd/data/chain/bitcoin/mainnet/invoice.macaroon"  # ...or the file
+/// tls_cert_path = "/home/lnd/.lnd/tls.cert"        # pin lnd's self-signed certificate
+/// timeout_secs = 10                               # each call, retries included
+/// retries = 2                                     # for calls that are safe to repeat
+/// payment_timeout_secs = 60                       # a payment, from request to final state
+/// ```
+///
+/// Exactly one of `macaroon` and `macaroon_file` must be given. The gateway needs the invoice
+/// macaroon (`invoice.macaroon`: create and look up invoices); a payer needs a macaroon that may
+/// send payments (`admin.macaroon`, or one baked with `offchain:read offchain:write info:read`).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LndConfig {
+    /// Base URL of lnd's REST API, e.g. `https://127.0.0.1:8080`.
+    pub url: String,
+    /// The macaroon as hex text (as printed by `xxd -p -c 1000 admin.macaroon`): inline, from an
+    /// environment variable or from a text file holding the hex.
+    #[serde(default)]
+    pub macaroon: Option<SecretSource>,
+    /// Path to lnd's binary macaroon file (e.g. `invoice.macaroon`); read and hex-encoded at
+    /// start.
+    #[serde(default)]
+    pub macaroon_file: Option<PathBuf>,
+    /// Path to lnd's `tls.cert` (PEM). When set, the server must present exactly this
+    /// certificate (nothing else is trusted, and no host name or CA check applies). When not
+    /// set, an `https` URL is verified against the usual trusted authorities (for nodes behind
+    /// a proxy with a public certificate).
+    #[serde(default)]
+    pub tls_cert_path: Option<PathBuf>,
+    /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
+    /// seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// How many times a call that is safe to repeat is retried after a transient failure. A
+    /// payment is retried only when the connection could not be established.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Time allowed for a payment, in seconds. lnd is told to stop looking for a route before
+    /// then; a payment still unresolved when it expires gives [`BackendError::Timeout`] (its
+    /// outcome is then unknown: look at lnd).
+    #[serde(default = "default_payment_timeout_secs")]
+    pub payment_timeout_secs: u64,
+}
+
+impl fmt::Debug for LndConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LndConfig")
+            .field("url", &self.url)
+            .field("macaroon", &self.macaroon)
+            .field("macaroon_file", &self.macaroon_file)
+            .field("tls_cert_path", &self.tls_cert_path)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retries", &self.retries)
+            .field("payment_timeout_secs", &self.payment_timeout_secs)
+            .finish()
+    }
+}
+
+/// Why an [`LndBackend`] could not be set up from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LndConfigError {
+    /// The URL is not a usable `http(s)` URL.
+    #[error("lnd: invalid url: {0}")]
+    InvalidUrl(String),
+    /// The macaroon is missing, given twice, unreadable or not hex.
+    #[error("lnd: macaroon: {0}")]
+    Macaroon(String),
+    /// The TLS certificate file cannot be read or holds no certificate.
+    #[error("lnd: tls_cert_path: {0}")]
+    TlsCert(String),
+    /// Another setting is out of range.
+    #[error("lnd: {0}")]
+    Invalid(String),
+    /// The HTTP client could not be built.
+    #[error("lnd: cannot build the HTTP client: {0}")]
+    HttpClient(String),
+}
+
+/// An LND node over REST: an [`InvoiceBackend`] for the gateway and a [`PaymentBackend`] for
+/// payers. Cheap to share (`Arc`); `Debug` never prints the macaroon.
+pub struct LndBackend {
+    client: reqwest::Client,
+    base: Url,
+    macaroon: HeaderValue,
+    timeout: Duration,
+    payment_timeout: Duration,
+    retries: u32,
+    pinned: bool,
+}
+
+impl fmt::Debug for LndBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LndBackend")
+            .field("url", &self.base.as_str())
+            .field("macaroon", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("payment_timeout", &self.payment_timeout)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+impl LndBackend {
+    /// Builds the backend: resolves the macaroon, reads the pinned certificate and prepares the
+    /// HTTP client. No network I/O (use [`Diagnose::info`] to check the connection).
+    pub fn new(config: &LndConfig) -> Result<Self, LndConfigError> {
+        let base = http::base_url(&config.url).map_err(LndConfigError::InvalidUrl)?;
+        check_limits(
+            config.timeout_secs,
+            config.retries,
+            config.payment_timeout_secs,
+        )
+        .map_err(LndConfigError::Invalid)?;
+        let macaroon_hex = match (&config.macaroon, &config.macaroon_file) {
+            (Some(source), None) => {
+                let secret = source
+                    .resolve()
+                    .map_err(|e| LndConfigError::Macaroon(e.to_string()))?;
+                let text = secret.expose().trim();
+                if hex::decode(text).is_err() {
+                    return Err(LndConfigError::Macaroon(
+                        "`macaroon` must be the macaroon as hex (use `macaroon_file` for the \
+                         binary file)"
+                            .into(),
+                    ));
+                }
+                text.to_ascii_lowercase()
+            }
+            (None, Some(path)) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    LndConfigError::Macaroon(format!("cannot read {}: {e}", path.display()))
+                })?;
+                if bytes.is_empty() {
+                    return Err(LndConfigError::Macaroon(format!(
+                        "{} is empty",
+                        path.display()
+                    )));
+                }
+                hex::encode(bytes)
+            }
+            (Some(_), Some(_)) => {
+                return Err(LndConfigError::Macaroon(
+                    "give either `macaroon` or `macaroon_file`, not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(LndConfigError::Macaroon(
+                    "`macaroon` (hex) or `macaroon_file` is required".into(),
+                ));
+            }
+        };
+        let mut macaroon = HeaderValue::from_str(&macaroon_hex)
+            .map_err(|_| LndConfigError::Macaroon("not a valid header value".into()))?;
+        macaroon.set_sensitive(true);
+
+        let pem = match &config.tls_cert_path {
+            Some(path) => {
+                if base.scheme() != "https" {
+                    return Err(LndConfigError::TlsCert(
+                        "a certificate to pin is given but the url is not https".into(),
+                    ));
+                }
+                let pem = std::fs::read(path).map_err(|e| {
+                    LndConfigError::TlsCert(format!("cannot read {}: {e}", path.display()))
+                })?;
+                Some((pem, path.display().to_string()))
+            }
+            None => None,
+        };
+        let client = http::node_client(
+            CONNECT_TIMEOUT,
+            pem.as_ref()
+                .map(|(pem, path)| (pem.as_slice(), path.as_str())),
+        )
+        .map_err(|e| {
+            if config.tls_cert_path.is_some() && e.contains("PEM") {
+                LndConfigError::TlsCert(e)
+            } else {
+                LndConfigError::HttpClient(e)
+            }
+        })?;
+        if base.scheme() == "http" && !http::is_loopback(&base) {
+            tracing::warn!(
+                url = %base,
+                "lnd REST over plain http to a non-loopback host: the macaroon travels unencrypted"
+            );
+        }
+        Ok(LndBackend {
+            client,
+            base,
+            macaroon,
+            timeout: Duration::from_secs(config.timeout_secs),
+            payment_timeout: Duration::from_secs(config.payment_timeout_secs),
+            retries: config.retries,
+            pinned: config.tls_cert_path.is_some(),
+        })
+    }
+
+    /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
+    /// For tests and embedding; the configuration has whole seconds.
+    pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
+        self.timeout = call;
+        self.payment_timeout = payment;
+        self
+    }
+
+    fn url(&self, path: &str) -> Result<Url, BackendError> {
+        self.base
+            .join(path)
+            .map_err(|e| BackendError::Rejected(format!("cannot build the URL for {path}: {e}")))
+    }
+
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, url)
+            .header(MACAROON_HEADER, self.macaroon.clone())
+    }
+
+    /// A unary call: JSON answer on success, lnd's `{code, message}` error otherwise.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, BackendError> {
+        let url = self.url(path)?;
+        let attempts = http::retry(RetryPolicy::new(self.retries), what, || {
+            let mut req = self.request(method.clone(), url.clone());
+            if let Some(body) = &body {
+                req = req.json(body);
+            }
+            async move {
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| http::attempt_error(&e, Idempotency::Idempotent))?;
+                let status = resp.status();
+                let bytes = http::read_body_limited(resp)
+                    .await
+                    .map_err(|error| AttemptError {
+                        retryable: error.is_transient(),
+                        error,
+                    })?;
+                if !status.is_success() {
+                    return Err(AttemptError {
+                        error: map_error(status, &bytes),
+                        retryable: http::is_unavailable_status(status),
+                    });
+                }
+                serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                    AttemptError::fatal(BackendError::InvalidResponse(format!(
+                        "lnd {what}: {e}: {}",
+                        http::snippet(&bytes)
+                    )))
+                })
+            }
+        });
+        http::within(self.timeout, what, attempts)
+            .await
+            .map_err(|e| self.tls_hint(e))
+    }
+
+    /// Without a pinned certificate, lnd's own certificate fails standard verification
+    /// (`CaUsedAsEndEntity`, `UnknownIssuer`): say how to fix it.
+    fn tls_hint(&self, error: BackendError) -> BackendError {
+        match error {
+            BackendError::Unreachable(m)
+                if !self.pinned && m.contains("invalid peer certificate") =>
+            {
+                BackendError::Unreachable(format!(
+                    "{m} (lnd serves a self-signed certificate: set tls_cert_path to lnd's \
+                     tls.cert to pin it)"
+                ))
+            }
+            other => other,
+        }
+    }
+
+    async fn channel_balance(&self) -> Result<Msat, BackendError> {
+        let resp: ChannelBalanceResponse = self
+            .call("channel balance", Method::GET, "v1/balance/channels", None)
+            .await?;
+        match resp.local_balance {
+            Some(amount) => Ok(Msat(amount.msat)),
+            // lnd before 0.13 only had the deprecated `balance`, in satoshis.
+            None => resp.balance.checked_mul(1000).map(Msat).ok_or_else(|| {
+                BackendError::InvalidResponse("lnd channel balance overflows".into())
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl InvoiceBackend for LndBackend {
+    fn name(&self) -> &'static str {
+        "lnd"
+    }
+
+    async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
+        check_create_request(&req)?;
+        let body = serde_json::json!({
+            "memo": req.memo,
+            "value_msat": req.amount.0.to_string(),
+            "expiry": req.expiry_secs.to_string(),
+        });
+        let resp: AddInvoiceResponse = self
+            .call("add invoice", Method::POST, "v1/invoices", Some(body))
+            .await?;
+        let r_hash = decode_bytes32(&resp.r_hash, "r_hash")?;
+        let invoice = Invoice::parse(&resp.payment_request).map_err(|e| {
+            BackendError::InvalidResponse(format!("lnd returned an invalid invoice: {e}"))
+        })?;
+        let issued = verify_issued(&invoice, &req, Some(PaymentHash(r_hash)))?;
+        tracing::debug!(payment_hash = %issued.payment_hash, amount = %issued.amount, "lnd invoice created");
+        Ok(issued)
+    }
+
+    async fn lookup_invoice(&self, hash: &PaymentHash) -> Result<InvoiceStatus, BackendError> {
+        let path = format!("v1/invoice/{}", hash.to_hex());
+        let inv: LndInvoice = self
+            .call("lookup invoice", Method::GET, &path, None)
+            .await?;
+        if !inv.r_hash.is_empty() && decode_bytes32(&inv.r_hash, "r_hash")? != hash.0 {
+            return Err(BackendError::InvalidResponse(format!(
+                "lnd answered the lookup of {hash} with another invoice"
+            )));
+        }
+        let amount = Msat(inv.value_msat);
+        let expired = crate::now_unix() >= inv.creation_date.saturating_add(inv.expiry);
+        let state = match inv.state.as_str() {
+            "SETTLED" => {
+                let preimage = Preimage(decode_bytes32(&inv.r_preimage, "r_preimage")?);
+                if !preimage.matches(hash) {
+                    return Err(BackendError::InvalidResponse(format!(
+                        "lnd reports invoice {hash} settled with a preimage that does not hash \
+                         to it"
+                    )));
+                }
+                if inv.amt_paid_msat < inv.value_msat {
+                    return Err(BackendError::InvalidResponse(format!(
+                        "lnd reports invoice {hash} settled with {} msat paid, less than the \
+                         {} msat requested",
+                        inv.amt_paid_msat, inv.value_msat
+                    )));
+                }
+                InvoiceState::Settled {
+                    preimage,
+                    settled_at: inv.settle_date,
+                }
+            }
+            // An HTLC is held (hold invoices): not paid yet.
+            "ACCEPTED" => InvoiceState::Pending,
+            "OPEN" if expired => InvoiceState::Expired,
+            "OPEN" => InvoiceState::Pending,
+            // lnd cancels invoices when they expire: report why it was canceled.
+            "CANCELED" if expired => InvoiceState::Expired,
+            "CANCELED" => InvoiceState::Canceled,
+            other => {
+                return Err(BackendError::InvalidResponse(format!(
+                    "lnd reports an unknown invoice state {other:?}"
+                )));
+            }
+        };
+        Ok(InvoiceStatus {
+            payment_hash: *hash,
+            amount,
+            state,
+        })
+    }
+}
+
+#[async_trait]
+impl PaymentBackend for LndBackend {
+    fn name(&self) -> &'static str {
+        "lnd"
+    }
+
+    /// Pays with `SendPaymentV2`, limiting routing fees to `max_fee` (`fee_limit_msat`).
+    async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
+        let (invoice, amount) = check_payable(bolt11)?;
+        let url = self.url("v2/router/send")?;
+        // Ask lnd to give up looking for routes a little before we give up waiting.
+        let lnd_timeout = (self.payment_timeout.as_secs() * 4 / 5).clamp(1, i32::MAX as u64);
+        let body = serde_json::json!({
+            "payment_request": invoice.as_str(),
+            "fee_limit_msat": max_fee.0.min(i64::MAX as u64).to_string(),
+            "timeout_seconds": lnd_timeout,
+            "no_inflight_updates": true,
+        });
+        let attempts = http::retry(RetryPolicy::new(self.retries), "lnd pay", || {
+            let req = self.request(Method::POST, url.clone()).json(&body);
+            async move {
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| http::attempt_error(&e, Idempotency::ConnectOnly))?;
+                let status = resp.status();
+                let bytes = read_limited(resp, MAX_PAYMENT_STREAM_BYTES)
+                    .await
+                    .map_err(AttemptError::fatal)?;
+                if !status.is_success() {
+                    return Err(AttemptError::fatal(map_error(status, &bytes)));
+                }
+                Ok(bytes)
+            }
+        });
+        let bytes = http::within(self.payment_timeout, "lnd pay", attempts)
+            .await
+            .map_err(|e| self.tls_hint(e))?;
+        let final_update = last_payment_update(&bytes)?;
+        let payment = payment_outcome(&invoice, amount, final_update)?;
+        if payment.fee > max_fee {
+            tracing::warn!(fee = %payment.fee, max_fee = %max_fee, "lnd paid more fees than allowed");
+        }
+        Ok(payment)
+    }
+
+    async fn balance(&self) -> Result<Msat, BackendError> {
+        self.channel_balance().await
+    }
+}
+
+#[async_trait]
+impl Diagnose for LndBackend {
+    /// `GetInfo`, then the channel balance (left out when the macaroon may not read it).
+    async fn info(&self) -> Result<NodeInfo, BackendError> {
+        let info: GetInfoResponse = self
+            .call("get info", Method::GET, "v1/getinfo", None)
+            .await?;
+        let balance = match self.channel_balance().await {
+            Ok(balance) => Some(balance),
+            Err(BackendError::Unauthorized(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(NodeInfo {
+            backend: "lnd",
+            alias: Some(info.alias).filter(|a| !a.is_empty()),
+            node_id: Some(info.identity_pubkey).filter(|id| !id.is_empty()),
+            network: info
+                .chains
+                .first()
+                .map(|c| normalize_network(&c.network))
+                .filter(|n| !n.is_empty()),
+            balance,
+        })
+    }
+}
+
+/// lnd says `mainnet`; Turnpike says `bitcoin`.
+fn normalize_network(network: &str) -> String {
+    match network.to_ascii_lowercase().as_str() {
+        "mainnet" => "bitcoin".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// Checks the timeouts and retries of a node backend's configuration (shared by the LND, Core
+/// Lightning and phoenixd backends).
+pub(crate) fn check_limits(
+    timeout_secs: u64,
+    retries: u32,
+    payment_timeout_secs: u64,
+) -> Result<(), String> {
+    if !(1..=MAX_TIMEOUT_SECS).contains(&timeout_secs) {
+        return Err(format!(
+            "timeout_secs must be between 1 and {MAX_TIMEOUT_SECS}"
+        ));
+    }
+    if retries > MAX_RETRIES {
+        return Err(format!("retries must be at most {MAX_RETRIES}"));
+    }
+    if !(1..=MAX_PAYMENT_TIMEOUT_SECS).contains(&payment_timeout_secs) {
+        return Err(format!(
+            "payment_timeout_secs must be between 1 and {MAX_PAYMENT_TIMEOUT_SECS}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a [`CreateInvoice`] before sending it (same rules as every backend).
+pub(crate) fn check_create_request(req: &CreateInvoice) -> Result<(), BackendError> {
+    if req.amount == Msat::ZERO {
+        return Err(BackendError::Rejected(
+            "the amount must be at least 1 msat".into(),
+        ));
+    }
+    if req.expiry_secs == 0 {
+        return Err(BackendError::Rejected(
+            "the expiry must be at least 1 second".into(),
+        ));
+    }
+    if req.memo.len() > MAX_MEMO_BYTES {
+        return Err(BackendError::Rejected(format!(
+            "the memo is longer than {MAX_MEMO_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the invoice a node returned for `req`: the hash it reported (if any) and the amount.
+pub(crate) fn verify_issued(
+    invoice: &Invoice,
+    req: &CreateInvoice,
+    reported_hash: Option<PaymentHash>,
+) -> Result<IssuedInvoice, BackendError> {
+    let payment_hash = invoice.payment_hash();
+    if let Some(reported) = reported_hash
+        && reported != payment_hash
+    {
+        return Err(BackendError::InvalidResponse(format!(
+            "the node reported payment hash {reported} for an invoice whose hash is \
+             {payment_hash}"
+        )));
+    }
+    if invoice.amount() != Some(req.amount) {
+        return Err(BackendError::InvalidResponse(format!(
+            "the node returned an invoice for {} instead of {}",
+            invoice
+                .amount()
+                .map_or_else(|| "any amount".to_owned(), |a| a.to_string()),
+            req.amount
+        )));
+    }
+    Ok(IssuedInvoice {
+        bolt11: invoice.as_str().to_owned(),
+        payment_hash,
+        amount: req.amount,
+        expires_at: invoice.expires_at(),
+    })
+}
+
+/// Parses an invoice to pay and checks it locally: it states an amount and has not expired.
+pub(crate) fn check_payable(bolt11: &str) -> Result<(Invoice, Msat), BackendError> {
+    let invoice = Invoice::parse(bolt11)
+        .map_err(|e| BackendError::Rejected(format!("invalid invoice: {e}")))?;
+    let amount = invoice.amount().ok_or_else(|| {
+        BackendError::Rejected("cannot pay an invoice that does not state an amount".into())
+    })?;
+    if invoice.is_expired(crate::now_unix()) {
+        return Err(BackendError::InvoiceExpired);
+    }
+    Ok((invoice, amount))
+}
+
+/// Reads a body of at most `limit` bytes (for answers that may exceed
+/// [`http::MAX_RESPONSE_BYTES`], such as payment results listing every attempt).
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BackendError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| http::map_transport_error(&e))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(BackendError::InvalidResponse(format!(
+                "response body larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The last `Payment` of a `SendPaymentV2` stream; an `{"error": ...}` line is mapped.
+fn last_payment_update(stream: &[u8]) -> Result<LndPayment, BackendError> {
+    let mut last = None;
+    for line in stream.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let chunk: StreamChunk = serde_json::from_slice(line).map_err(|e| {
+            BackendError::InvalidResponse(format!(
+                "lnd payment stream: {e}: {}",
+                http::snippet(line)
+            ))
+        })?;
+        if let Some(error) = chunk.error {
+            return Err(map_rpc_error(StatusCode::OK, error.code, &error.message));
+        }
+        if let Some(result) = chunk.result {
+            last = Some(result);
+        }
+    }
+    last.ok_or_else(|| BackendError::InvalidResponse("lnd sent no payment update".into()))
+}
+
+/// Turns lnd's final `Payment` into a checked [`Payment`] or the precise failure.
+fn payment_outcome(
+    invoice: &Invoice,
+    amount: Msat,
+    update: LndPayment,
+) -> Result<Payment, BackendError> {
+    match update.status.as_str() {
+        "SUCCEEDED" => {
+            let payment = Payment {
+                payment_hash: parse_hex32(&update.payment_hash, "payment_hash").map(PaymentHash)?,
+                preimage: parse_hex32(&update.payment_preimage, "payment_preimage")
+                    .map(Preimage)?,
+                amount: Msat(update.value_msat),
+                fee: Msat(update.fee_msat),
+            };
+            check_payment(invoice, &payment)?;
+            if payment.amount != amount {
+                return Err(BackendError::InvalidResponse(format!(
+                    "lnd reports {} delivered for an invoice of {amount}",
+                    payment.amount
+                )));
+            }
+            Ok(payment)
+        }
+        "FAILED" => Err(match update.failure_reason.as_str() {
+            "FAILURE_REASON_INSUFFICIENT_BALANCE" => BackendError::InsufficientBalance,
+            "FAILURE_REASON_NO_ROUTE" => BackendError::Rejected(
+                "no route to the payee within the fee limit (lnd: FAILURE_REASON_NO_ROUTE)".into(),
+            ),
+            "FAILURE_REASON_TIMEOUT" => BackendError::Rejected(
+                "lnd gave up finding a route in time (FAILURE_REASON_TIMEOUT)".into(),
+            ),
+            "FAILURE_REASON_INCORRECT_PAYMENT_DETAILS" => BackendError::Rejected(
+                "the payee rejected the payment: unknown payment hash, wrong amount or already \
+                 paid (lnd: FAILURE_REASON_INCORRECT_PAYMENT_DETAILS)"
+                    .into(),
+            ),
+            "FAILURE_REASON_CANCELED" => {
+                BackendError::Rejected("the payment was canceled (lnd)".into())
+            }
+            other => BackendError::Rejected(format!("lnd: payment failed: {other}")),
+        }),
+        other => Err(BackendError::Rejected(format!(
+            "lnd ended the payment stream with the payment in state {other:?}; its outcome is \
+             not known yet"
+        ))),
+    }
+}
+
+/// Maps an lnd error answer (`{code, message, details}`, or a stream's `{"error": {...}}`).
+fn map_error(status: StatusCode, body: &[u8]) -> BackendError {
+    if let Ok(StreamError { error }) = serde_json::from_slice::<StreamError>(body) {
+        return map_rpc_error(status, error.code, &error.message);
+    }
+    match serde_json::from_slice::<RpcStatus>(body) {
+        Ok(rpc) if !rpc.message.is_empty() || rpc.code != 0 => {
+            map_rpc_error(status, rpc.code, &rpc.message)
+        }
+        _ => map_rpc_error(
+            status,
+            0,
+            &format!("HTTP {status}: {}", http::snippet(body)),
+        ),
+    }
+}
+
+/// gRPC status codes lnd uses.
+const GRPC_DEADLINE_EXCEEDED: i64 = 4;
+const GRPC_NOT_FOUND: i64 = 5;
+const GRPC_PERMISSION_DENIED: i64 = 7;
+const GRPC_UNAVAILABLE: i64 = 14;
+const GRPC_UNAUTHENTICATED: i64 = 16;
+
+fn map_rpc_error(status: StatusCode, code: i64, message: &str) -> BackendError {
+    let lower = message.to_ascii_lowercase();
+    let text = if message.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        message.to_owned()
+    };
+    if lower.contains("invoice is already paid") {
+        BackendError::AlreadyPaid
+    } else if lower.contains("invoice expired") {
+        BackendError::InvoiceExpired
+    } else if lower.contains("unable to locate invoice") || lower.contains("no existing invoices") {
+        BackendError::UnknownInvoice
+    } else if lower.contains("payment is in transition") {
+        BackendError::Rejected(
+            "a payment of this invoice is already in flight (lnd: payment is in transition)".into(),
+        )
+    } else if status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+        || code == GRPC_UNAUTHENTICATED
+        || code == GRPC_PERMISSION_DENIED
+        || lower.contains("verification failed")
+        || lower.contains("macaroon")
+        || lower.contains("permission denied")
+    {
+        BackendError::Unauthorized(format!("lnd: {text}"))
+    } else if lower.contains("wallet locked")
+        || lower.contains("wallet not created")
+        || lower.contains("waiting to start")
+        || lower.contains("in the process of starting")
+    {
+        BackendError::Unreachable(format!("lnd is not ready: {text}"))
+    } else if code == GRPC_DEADLINE_EXCEEDED {
+        BackendError::Timeout
+    } else if code == GRPC_UNAVAILABLE || http::is_unavailable_status(status) {
+        BackendError::Unreachable(format!("lnd: {text}"))
+    } else if code == GRPC_NOT_FOUND || status == StatusCode::NOT_FOUND {
+        BackendError::Rejected(format!("lnd: not found: {text}"))
+    } else {
+        BackendError::Rejected(format!("lnd: {text}"))
+    }
+}
+
+fn decode_bytes32(b64: &str, field: &str) -> Result<[u8; 32], BackendError> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let bytes = [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(b64).ok())
+        .ok_or_else(|| BackendError::InvalidResponse(format!("lnd: {field} is not base64")))?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        BackendError::InvalidResponse(format!("lnd: {field} is {} bytes, not 32", bytes.len()))
+    })
+}
+
+fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).map_err(|_| {
+        BackendError::InvalidResponse(format!("lnd: {field} is not 32 bytes of hex"))
+    })?;
+    Ok(out)
+}
+
+/// An int64/uint64 in lnd's JSON: a string (as protojson writes them) or a number.
+fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Int {
+        Text(String),
+        Number(u64),
+    }
+    match Int::deserialize(d)? {
+        Int::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        Int::Number(n) => Ok(n),
+    }
+}
+
+fn default_open() -> String {
+    "OPEN".to_owned()
+}
+
+#[derive(Deserialize)]
+struct AddInvoiceResponse {
+    r_hash: String,
+    payment_request: String,
+}
+
+#[derive(Deserialize)]
+struct LndInvoice {
+    #[serde(default)]
+    r_hash: String,
+    #[serde(default)]
+    r_preimage: String,
+    #[serde(default, deserialize_with = "de_u64")]
+    value_msat: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    creation_date: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    settle_date: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    expiry: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    amt_paid_msat: u64,
+    #[serde(default = "default_open")]
+    state: String,
+}
+
+#[derive(Deserialize)]
+struct LndAmount {
+    #[serde(default, deserialize_with = "de_u64")]
+    msat: u64,
+}
+
+#[derive(Deserialize)]
+struct ChannelBalanceResponse {
+    #[serde(default, deserialize_with = "de_u64")]
+    balance: u64,
+    #[serde(default)]
+    local_balance: Option<LndAmount>,
+}
+
+#[derive(Deserialize)]
+struct LndChain {
+    #[serde(default)]
+    network: String,
+}
+
+#[derive(Deserialize)]
+struct GetInfoResponse {
+    #[serde(default)]
+    alias: String,
+    #[serde(default)]
+    identity_pubkey: String,
+    #[serde(default)]
+    chains: Vec<LndChain>,
+}
+
+#[derive(Deserialize)]
+struct LndPayment {
+    #[serde(default)]
+    payment_hash: String,
+    #[serde(default)]
+    payment_preimage: String,
+    #[serde(default, deserialize_with = "de_u64")]
+    value_msat: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    fee_msat: u64,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    failure_reason: String,
+}
+
+#[derive(Deserialize)]
+struct RpcStatus {
+    #[serde(default)]
+    code: i64,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct StreamError {
+    error: RpcStatus,
+}
+
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    result: Option<LndPayment>,
+    #[serde(default)]
+    error: Option<RpcStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> Result<LndConfig, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn config_defaults_and_unknown_fields() {
+        let c = config(r#"{"url": "https://127.0.0.1:8080", "macaroon": "0201"}"#).unwrap();
+        assert_eq!(c.timeout_secs, 10);
+        assert_eq!(c.retries, 2);
+        assert_eq!(c.payment_timeout_secs, 60);
+        assert!(config(r#"{"url": "https://x", "macaroon": "01", "macaron": "01"}"#).is_err());
+        let backend = LndBackend::new(&c).unwrap();
+        let dbg = format!("{backend:?} {c:?}");
+        assert!(!dbg.contains("0201"), "{dbg}");
+    }
+
+    #[test]
+    fn macaroon_rules() {
+        let both = config(r#"{"url": "https://x:1", "macaroon": "01", "macaroon_file": "/nope"}"#)
+            .unwrap();
+        assert!(matches!(
+            LndBackend::new(&both),
+            Err(LndConfigError::Macaroon(_))
+        ));
+        let none = config(r#"{"url": "https://x:1"}"#).unwrap();
+        assert!(matches!(
+            LndBackend::new(&none),
+            Err(LndConfigError::Macaroon(_))
+        ));
+        let not_hex = config(r#"{"url": "https://x:1", "macaroon": "not hex"}"#).unwrap();
+        let err = LndBackend::new(&not_hex).unwrap_err();
+        assert!(!err.to_string().contains("not hex"), "{err}");
+        let bad_url = config(r#"{"url": "ftp://x", "macaroon": "01"}"#).unwrap();
+        assert!(matches!(
+            LndBackend::new(&bad_url),
+            Err(LndConfigError::InvalidUrl(_))
+        ));
+    }
+
+    #[test]
+    fn error_mapping() {
+        let m = |status: u16, body: &str| {
+            map_error(StatusCode::from_u16(status).unwrap(), body.as_bytes())
+        };
+        assert_eq!(
+            m(
+                409,
+                r#"{"error":{"code":6,"message":"invoice is already paid","details":[]}}"#
+            ),
+            BackendError::AlreadyPaid
+        );
+        assert_eq!(
+            m(
+                500,
+                r#"{"code":2,"message":"invoice expired. Valid until 2026-01-01 00:00:00 +0000 UTC","details":[]}"#
+            ),
+            BackendError::InvoiceExpired
+        );
+        assert_eq!(
+            m(
+                404,
+                r#"{"code":5,"message":"unable to locate invoice","details":[]}"#
+            ),
+            BackendError::UnknownInvoice
+        );
+        assert!(matches!(
+            m(
+                500,
+                r#"{"code":2,"message":"verification failed: signature mismatch after caveat verification","details":[]}"#
+            ),
+            BackendError::Unauthorized(_)
+        ));
+        assert!(matches!(
+            m(
+                500,
+                r#"{"code":2,"message":"expected 1 macaroon, got 0","details":[]}"#
+            ),
+            BackendError::Unauthorized(_)
+        ));
+        assert!(matches!(
+            m(
+                500,
+                r#"{"code":2,"message":"wallet locked, unlock it to enable full RPC access","details":[]}"#
+            ),
+            BackendError::Unreachable(_)
+        ));
+        assert!(matches!(m(502, "<html>"), BackendError::Unreachable(_)));
+        assert!(matches!(m(500, "oops"), BackendError::Rejected(_)));
+    }
+
+    #[test]
+    fn int64_fields_as_strings_or_numbers() {
+        let inv: LndInvoice =
+            serde_json::from_str(r#"{"value_msat": "1000", "expiry": 60, "state": "SETTLED"}"#)
+                .unwrap();
+        assert_eq!((inv.value_msat, inv.expiry), (1000, 60));
+        assert!(serde_json::from_str::<LndInvoice>(r#"{"value_msat": "-5"}"#).is_err());
+    }
+}

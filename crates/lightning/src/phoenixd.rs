@@ -1,0 +1,623 @@
+//! [phoenixd](https://phoenix.acinq.co/server), ACINQ's Lightning server, through its HTTP API.
+//!
+//! Authentication is HTTP basic auth with an empty user name and the password from
+//! `phoenix.conf`: `http-password` (full access) or `http-password-limited-access` (everything
+//! but paying). Requests are form-encoded; answers are JSON, errors plain text. Calls used:
+//!
+//! | what | call |
+//! | --- | --- |
+//! | create an invoice | `POST /createinvoice` (`amountSat`, `description`, `expirySeconds`) → `paymentHash`, `serialized` |
+//! | look one up | `GET /payments/incoming/{paymentHash}` → `isPaid`, `isExpired`, `preimage`, `receivedSat`, `requestedSat`, `completedAt` |
+//! | pay | `POST /payinvoice` (`invoice`) → `paymentPreimage`, `paymentHash`, `routingFeeSat`, `recipientAmountSat`, or `reason` |
+//! | balance | `GET /getbalance` → `balanceSat`, `feeCreditSat` |
+//! | describe | `GET /getinfo` → `nodeId`, `chain` |
+//!
+//! phoenixd counts in whole satoshis: an invoice for an amount with a sub-satoshi part is
+//! refused (never rounded), and descriptions are limited to 128 characters. phoenixd has no
+//! routing-fee limit parameter: `max_fee` cannot be enforced before paying (a fee above it is
+//! logged as a warning afterwards). phoenixd answers a failed payment with `200` and
+//! `{"paymentHash": ..., "reason": "..."}`; paying an invoice it already paid fails with the
+//! reason `this invoice has already been paid` ([`BackendError::AlreadyPaid`]).
+//!
+//! What comes back is checked: the invoice phoenixd returns must parse and carry the requested
+//! amount and the hash it reports; a paid invoice's preimage must hash to its payment hash (an
+//! unpaid one's `preimage` is ignored: phoenixd reports it before payment too) and the amount
+//! received must cover the amount requested; a payment's preimage is checked with
+//! [`check_payment`] and the amount delivered must be the invoice's.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use turnpike_l402::bolt11::Invoice;
+
+use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
+use crate::lnd::{check_create_request, check_limits, check_payable, verify_issued};
+use crate::{
+    BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
+    IssuedInvoice, Msat, NodeInfo, Payment, PaymentBackend, PaymentHash, Preimage, Secret,
+    SecretSource, check_payment,
+};
+
+/// Default for [`PhoenixdConfig::timeout_secs`].
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// Default for [`PhoenixdConfig::retries`].
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Default for [`PhoenixdConfig::payment_timeout_secs`].
+pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+/// Longest invoice description phoenixd accepts, in characters (UTF-16 code units).
+pub const MAX_DESCRIPTION_CHARS: usize = 128;
+
+/// Time allowed to establish a connection (also bounded by the call's timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn default_timeout_secs() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+fn default_payment_timeout_secs() -> u64 {
+    DEFAULT_PAYMENT_TIMEOUT_SECS
+}
+
+/// Configuration of the phoenixd backend (`[backend] kind = "phoenixd"`).
+///
+/// ```toml
+/// url = "http://127.0.0.1:9740"             # phoenixd's HTTP API (http-bind-ip, http-bind-port)
+/// password = { env = "PHOENIXD_PASSWORD" }  # http-password from ~/.phoenix/phoenix.conf
+/// timeout_secs = 10                         # each call, retries included
+/// retries = 2                               # for calls that are safe to repeat
+/// payment_timeout_secs = 60                 # a payment, from request to result
+/// ```
+///
+/// The gateway can use the limited-access password (`http-password-limited-access`); paying
+/// needs the full-access one.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoenixdConfig {
+    /// Base URL of phoenixd's HTTP API, e.g. `http://127.0.0.1:9740`.
+    pub url: String,
+    /// The API password (basic auth, empty user name).
+    pub password: SecretSource,
+    /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
+    /// seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// How many times a call that is safe to repeat is retried after a transient failure. A
+    /// payment is retried only when the connection could not be established.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Time allowed for a payment, in seconds. A payment still unresolved when it expires gives
+    /// [`BackendError::Timeout`]; its outcome is then unknown (see `GET /payments/outgoing`).
+    #[serde(default = "default_payment_timeout_secs")]
+    pub payment_timeout_secs: u64,
+}
+
+impl fmt::Debug for PhoenixdConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhoenixdConfig")
+            .field("url", &self.url)
+            .field("password", &self.password)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retries", &self.retries)
+            .field("payment_timeout_secs", &self.payment_timeout_secs)
+            .finish()
+    }
+}
+
+/// Why a [`PhoenixdBackend`] could not be set up from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoenixdConfigError {
+    /// The URL is not a usable `http(s)` URL.
+    #[error("phoenixd: invalid url: {0}")]
+    InvalidUrl(String),
+    /// The password cannot be read.
+    #[error("phoenixd: password: {0}")]
+    Password(String),
+    /// Another setting is out of range.
+    #[error("phoenixd: {0}")]
+    Invalid(String),
+    /// The HTTP client could not be built.
+    #[error("phoenixd: cannot build the HTTP client: {0}")]
+    HttpClient(String),
+}
+
+/// A phoenixd node: an [`InvoiceBackend`] for the gateway and a [`PaymentBackend`] for payers.
+/// `Debug` never prints the password.
+pub struct PhoenixdBackend {
+    client: reqwest::Client,
+    base: Url,
+    password: Secret,
+    timeout: Duration,
+    payment_timeout: Duration,
+    retries: u32,
+}
+
+impl fmt::Debug for PhoenixdBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhoenixdBackend")
+            .field("url", &self.base.as_str())
+            .field("password", &self.password)
+            .field("timeout", &self.timeout)
+            .field("payment_timeout", &self.payment_timeout)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+impl PhoenixdBackend {
+    /// Builds the backend: resolves the password and prepares the HTTP client. No network I/O
+    /// (use [`Diagnose::info`] to check the connection).
+    pub fn new(config: &PhoenixdConfig) -> Result<Self, PhoenixdConfigError> {
+        let base = http::base_url(&config.url).map_err(PhoenixdConfigError::InvalidUrl)?;
+        check_limits(
+            config.timeout_secs,
+            config.retries,
+            config.payment_timeout_secs,
+        )
+        .map_err(PhoenixdConfigError::Invalid)?;
+        let password = config
+            .password
+            .resolve()
+            .map_err(|e| PhoenixdConfigError::Password(e.to_string()))?;
+        let client =
+            http::node_client(CONNECT_TIMEOUT, None).map_err(PhoenixdConfigError::HttpClient)?;
+        if base.scheme() == "http" && !http::is_loopback(&base) {
+            tracing::warn!(
+                url = %base,
+                "phoenixd over plain http to a non-loopback host: the password travels unencrypted"
+            );
+        }
+        Ok(PhoenixdBackend {
+            client,
+            base,
+            password,
+            timeout: Duration::from_secs(config.timeout_secs),
+            payment_timeout: Duration::from_secs(config.payment_timeout_secs),
+            retries: config.retries,
+        })
+    }
+
+    /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
+    /// For tests and embedding; the configuration has whole seconds.
+    pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
+        self.timeout = call;
+        self.payment_timeout = payment;
+        self
+    }
+
+    /// One API call. `form` is sent form-encoded (POST); `None` makes a GET. `not_found` is the
+    /// error for a `404` (phoenixd's answer to a lookup of an unknown payment).
+    async fn call<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        path: &str,
+        form: Option<&[(&str, String)]>,
+        idempotency: Idempotency,
+        not_found: Option<BackendError>,
+    ) -> Result<T, BackendError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| BackendError::Rejected(format!("cannot build the URL: {e}")))?;
+        let (method, deadline) = match (form, idempotency) {
+            (None, _) => (Method::GET, self.timeout),
+            (Some(_), Idempotency::Idempotent) => (Method::POST, self.timeout),
+            (Some(_), Idempotency::ConnectOnly) => (Method::POST, self.payment_timeout),
+        };
+        let idempotent = idempotency == Idempotency::Idempotent;
+        let not_found = &not_found;
+        let attempts = http::retry(RetryPolicy::new(self.retries), what, || {
+            let mut req = self
+                .client
+                .request(method.clone(), url.clone())
+                .basic_auth("", Some(self.password.expose()));
+            if let Some(form) = form {
+                req = req.form(form);
+            }
+            async move {
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| http::attempt_error(&e, idempotency))?;
+                let status = resp.status();
+                let bytes = http::read_body_limited(resp)
+                    .await
+                    .map_err(|error| AttemptError {
+                        retryable: idempotent && error.is_transient(),
+                        error,
+                    })?;
+                if !status.is_success() {
+                    let error = match (status, not_found) {
+                        (StatusCode::NOT_FOUND, Some(e)) => e.clone(),
+                        _ => map_error(status, &bytes),
+                    };
+                    return Err(AttemptError {
+                        error,
+                        retryable: idempotent && http::is_unavailable_status(status),
+                    });
+                }
+                serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                    AttemptError::fatal(BackendError::InvalidResponse(format!(
+                        "phoenixd {what}: {e}: {}",
+                        http::snippet(&bytes)
+                    )))
+                })
+            }
+        });
+        http::within(deadline, what, attempts).await
+    }
+
+    async fn spendable(&self) -> Result<Msat, BackendError> {
+        let balance: GetBalance = self
+            .call(
+                "get balance",
+                "getbalance",
+                None,
+                Idempotency::Idempotent,
+                None,
+            )
+            .await?;
+        sats_to_msat(balance.balance_sat, "balanceSat")
+    }
+}
+
+fn sats_to_msat(sats: u64, field: &str) -> Result<Msat, BackendError> {
+    sats.checked_mul(1000)
+        .map(Msat)
+        .ok_or_else(|| BackendError::InvalidResponse(format!("phoenixd: {field} overflows")))
+}
+
+#[async_trait]
+impl InvoiceBackend for PhoenixdBackend {
+    fn name(&self) -> &'static str {
+        "phoenixd"
+    }
+
+    async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
+        check_create_request(&req)?;
+        let sats = req.amount.to_sats_exact().ok_or_else(|| {
+            BackendError::Rejected(format!(
+                "phoenixd invoices are in whole satoshis: {} is not",
+                req.amount
+            ))
+        })?;
+        if req.memo.encode_utf16().count() > MAX_DESCRIPTION_CHARS {
+            return Err(BackendError::Rejected(format!(
+                "phoenixd accepts descriptions of at most {MAX_DESCRIPTION_CHARS} characters"
+            )));
+        }
+        let form = [
+            ("amountSat", sats.0.to_string()),
+            ("description", req.memo.clone()),
+            ("expirySeconds", req.expiry_secs.to_string()),
+        ];
+        let resp: GeneratedInvoice = self
+            .call(
+                "create invoice",
+                "createinvoice",
+                Some(&form),
+                Idempotency::Idempotent,
+                None,
+            )
+            .await?;
+        let hash = parse_hex32(&resp.payment_hash, "paymentHash").map(PaymentHash)?;
+        let invoice = Invoice::parse(&resp.serialized).map_err(|e| {
+            BackendError::InvalidResponse(format!("phoenixd returned an invalid invoice: {e}"))
+        })?;
+        let issued = verify_issued(&invoice, &req, Some(hash))?;
+        tracing::debug!(payment_hash = %issued.payment_hash, amount = %issued.amount, "phoenixd invoice created");
+        Ok(issued)
+    }
+
+    async fn lookup_invoice(&self, hash: &PaymentHash) -> Result<InvoiceStatus, BackendError> {
+        let path = format!("payments/incoming/{}", hash.to_hex());
+        let inc: IncomingPayment = self
+            .call(
+                "lookup invoice",
+                &path,
+                None,
+                Idempotency::Idempotent,
+                Some(BackendError::UnknownInvoice),
+            )
+            .await?;
+        if parse_hex32(&inc.payment_hash, "paymentHash")? != hash.0 {
+            return Err(BackendError::InvalidResponse(format!(
+                "phoenixd answered the lookup of {hash} with another payment"
+            )));
+        }
+        let requested_sat = match (inc.requested_sat, &inc.invoice) {
+            (Some(sats), _) => sats,
+            (None, Some(bolt11)) => Invoice::parse(bolt11)
+                .ok()
+                .and_then(|i| i.amount())
+                .map(|a| a.0 / 1000)
+                .ok_or_else(|| {
+                    BackendError::InvalidResponse(format!(
+                        "phoenixd reports no amount for invoice {hash}"
+                    ))
+                })?,
+            (None, None) => {
+                return Err(BackendError::InvalidResponse(format!(
+                    "phoenixd reports no amount for invoice {hash}"
+                )));
+            }
+        };
+        let amount = sats_to_msat(requested_sat, "requestedSat")?;
+        let state = if inc.is_paid {
+            let preimage = parse_hex32(&inc.preimage, "preimage").map(Preimage)?;
+            if !preimage.matches(hash) {
+                return Err(BackendError::InvalidResponse(format!(
+                    "phoenixd reports invoice {hash} paid with a preimage that does not hash to it"
+                )));
+            }
+            if inc.received_sat < requested_sat {
+                return Err(BackendError::InvalidResponse(format!(
+                    "phoenixd reports invoice {hash} paid with {} sat received, less than the {} \
+                     sat requested",
+                    inc.received_sat, requested_sat
+                )));
+            }
+            InvoiceState::Settled {
+                preimage,
+                settled_at: inc.completed_at.map_or(0, |ms| ms / 1000),
+            }
+        } else if inc.is_expired {
+            InvoiceState::Expired
+        } else {
+            InvoiceState::Pending
+        };
+        Ok(InvoiceStatus {
+            payment_hash: *hash,
+            amount,
+            state,
+        })
+    }
+}
+
+#[async_trait]
+impl PaymentBackend for PhoenixdBackend {
+    fn name(&self) -> &'static str {
+        "phoenixd"
+    }
+
+    /// Pays with `/payinvoice`. phoenixd takes no fee limit: `max_fee` is only checked after
+    /// the fact (a warning is logged when the fee exceeded it).
+    async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
+        let (invoice, amount) = check_payable(bolt11)?;
+        let form = [("invoice", invoice.as_str().to_owned())];
+        let resp: PayResult = self
+            .call(
+                "pay invoice",
+                "payinvoice",
+                Some(&form),
+                Idempotency::ConnectOnly,
+                None,
+            )
+            .await?;
+        let (sent, reason) = (resp.sent(), resp.reason);
+        let Some((hash, preimage, recipient_sat, fee_sat)) = sent else {
+            let reason = reason.unwrap_or_default();
+            return Err(map_payment_failure(&reason));
+        };
+        let payment = Payment {
+            payment_hash: parse_hex32(&hash, "paymentHash").map(PaymentHash)?,
+            preimage: parse_hex32(&preimage, "paymentPreimage").map(Preimage)?,
+            amount,
+            fee: sats_to_msat(fee_sat, "routingFeeSat")?,
+        };
+        check_payment(&invoice, &payment)?;
+        // phoenixd reports whole satoshis, rounded down.
+        if recipient_sat != amount.0 / 1000 {
+            return Err(BackendError::InvalidResponse(format!(
+                "phoenixd reports {recipient_sat} sat delivered for an invoice of {amount}"
+            )));
+        }
+        if payment.fee > max_fee {
+            tracing::warn!(fee = %payment.fee, max_fee = %max_fee, "phoenixd paid more fees than the limit (phoenixd takes no fee limit)");
+        }
+        Ok(payment)
+    }
+
+    /// `balanceSat` (what channels can send; the fee credit cannot be spent).
+    async fn balance(&self) -> Result<Msat, BackendError> {
+        self.spendable().await
+    }
+}
+
+#[async_trait]
+impl Diagnose for PhoenixdBackend {
+    /// `getinfo`, then `getbalance`.
+    async fn info(&self) -> Result<NodeInfo, BackendError> {
+        let info: GetInfo = self
+            .call("get info", "getinfo", None, Idempotency::Idempotent, None)
+            .await?;
+        let balance = match self.spendable().await {
+            Ok(balance) => Some(balance),
+            Err(BackendError::Unauthorized(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(NodeInfo {
+            backend: "phoenixd",
+            alias: None,
+            node_id: Some(info.node_id).filter(|id| !id.is_empty()),
+            network: Some(normalize_chain(&info.chain)).filter(|n| !n.is_empty()),
+            balance,
+        })
+    }
+}
+
+/// phoenixd says `mainnet`, `testnet`, `testnet3`, `testnet4`...; Turnpike says `bitcoin`,
+/// `testnet`.
+fn normalize_chain(chain: &str) -> String {
+    let chain = chain.to_ascii_lowercase();
+    match chain.as_str() {
+        "mainnet" => "bitcoin".to_owned(),
+        c if c.starts_with("testnet") => "testnet".to_owned(),
+        _ => chain,
+    }
+}
+
+/// Maps the `reason` of a failed payment (lightning-kmp's failure texts).
+fn map_payment_failure(reason: &str) -> BackendError {
+    let lower = reason.to_ascii_lowercase();
+    if lower.contains("already been paid") {
+        BackendError::AlreadyPaid
+    } else if lower.contains("not enough funds") || lower.contains("insufficient") {
+        BackendError::InsufficientBalance
+    } else if lower.contains("expired") {
+        BackendError::InvoiceExpired
+    } else if reason.is_empty() {
+        BackendError::InvalidResponse(
+            "phoenixd answered neither a payment nor a failure reason".into(),
+        )
+    } else {
+        BackendError::Rejected(format!("phoenixd: payment failed: {reason}"))
+    }
+}
+
+/// Maps a phoenixd error answer (plain text).
+fn map_error(status: StatusCode, body: &[u8]) -> BackendError {
+    let text = format!("phoenixd: HTTP {status}: {}", http::snippet(body));
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => BackendError::Unauthorized(text),
+        s if http::is_unavailable_status(s) => BackendError::Unreachable(text),
+        _ => BackendError::Rejected(text),
+    }
+}
+
+fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).map_err(|_| {
+        BackendError::InvalidResponse(format!("phoenixd: {field} is not 32 bytes of hex"))
+    })?;
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeneratedInvoice {
+    payment_hash: String,
+    serialized: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IncomingPayment {
+    payment_hash: String,
+    #[serde(default)]
+    preimage: String,
+    #[serde(default)]
+    invoice: Option<String>,
+    is_paid: bool,
+    #[serde(default)]
+    is_expired: bool,
+    #[serde(default)]
+    requested_sat: Option<u64>,
+    #[serde(default)]
+    received_sat: u64,
+    #[serde(default)]
+    completed_at: Option<u64>,
+}
+
+/// `PaymentSent` or `PaymentFailed`, told apart by their fields.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PayResult {
+    #[serde(default)]
+    payment_hash: Option<String>,
+    #[serde(default)]
+    payment_preimage: Option<String>,
+    #[serde(default)]
+    recipient_amount_sat: Option<u64>,
+    #[serde(default)]
+    routing_fee_sat: Option<u64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl PayResult {
+    /// `(paymentHash, paymentPreimage, recipientAmountSat, routingFeeSat)` of a `PaymentSent`.
+    fn sent(&self) -> Option<(String, String, u64, u64)> {
+        Some((
+            self.payment_hash.clone()?,
+            self.payment_preimage.clone()?,
+            self.recipient_amount_sat?,
+            self.routing_fee_sat?,
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetBalance {
+    balance_sat: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetInfo {
+    #[serde(default)]
+    node_id: String,
+    #[serde(default)]
+    chain: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_redaction_and_unknown_fields() {
+        let c: PhoenixdConfig = serde_json::from_str(
+            r#"{"url": "http://127.0.0.1:9740", "password": "hunter2hunter2"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.timeout_secs, c.retries, c.payment_timeout_secs),
+            (10, 2, 60)
+        );
+        let b = PhoenixdBackend::new(&c).unwrap();
+        let dbg = format!("{b:?} {c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(
+            serde_json::from_str::<PhoenixdConfig>(
+                r#"{"url": "http://x", "password": "p", "rune": "r"}"#
+            )
+            .is_err()
+        );
+        let bad = PhoenixdConfig {
+            retries: 11,
+            ..c.clone()
+        };
+        assert!(matches!(
+            PhoenixdBackend::new(&bad),
+            Err(PhoenixdConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn failure_reasons() {
+        assert_eq!(
+            map_payment_failure("this invoice has already been paid"),
+            BackendError::AlreadyPaid
+        );
+        assert_eq!(
+            map_payment_failure("not enough funds in wallet to afford payment"),
+            BackendError::InsufficientBalance
+        );
+        assert!(matches!(
+            map_payment_failure(
+                "the recipient was offline or did not have enough liquidity to receive the payment"
+            ),
+            BackendError::Rejected(_)
+        ));
+        assert_eq!(normalize_chain("mainnet"), "bitcoin");
+        assert_eq!(normalize_chain("testnet3"), "testnet");
+        assert_eq!(normalize_chain("regtest"), "regtest");
+    }
+}
