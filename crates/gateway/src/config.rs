@@ -86,6 +86,11 @@ pub struct GatewayConfig {
     pub store: StoreConfig,
     /// The Lightning backend that issues invoices.
     pub backend: BackendConfig,
+    /// Before a token's first paid call, ask the backend whether its invoice is settled
+    /// (once per token and process). Default: on for every backend but `dev`. It guards
+    /// against a backend that could leak a preimage of an unpaid invoice; turning it off makes
+    /// verification need no backend call at all.
+    pub check_settlement: Option<bool>,
     /// The priced services, matched in order.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
@@ -190,19 +195,11 @@ pub struct StoreConfig {
     pub url: Option<String>,
 }
 
-/// `[backend]`: the Lightning backend, selected by `kind`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum BackendConfig {
-    /// The embedded dev backend: real BOLT11 invoices on regtest, settled through the gateway's
-    /// dev pay endpoint. Moves no real money.
-    Dev(DevBackendConfig),
-}
-
-/// Options of the dev backend (none yet).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DevBackendConfig {}
+/// `[backend]`: the Lightning backend, selected by `kind` (`dev`, `lnbits`, `lnd`, `cln`,
+/// `phoenixd`), with that backend's keys.
+pub use turnpike_lightning::config::BackendConfig;
+/// Options of the dev backend (none).
+pub use turnpike_lightning::config::DevConfig as DevBackendConfig;
 
 /// `[[services]]`: one priced API behind the gateway.
 ///
@@ -319,6 +316,7 @@ impl GatewayConfig {
             idempotency: IdempotencyConfig::default(),
             store: StoreConfig::default(),
             backend,
+            check_settlement: None,
             services: Vec::new(),
         }
     }
@@ -488,6 +486,12 @@ impl GatewayConfig {
             }
         }
         Ok(())
+    }
+
+    /// Whether first uses of tokens are checked with the backend.
+    pub fn checks_settlement(&self) -> bool {
+        self.check_settlement
+            .unwrap_or(!matches!(self.backend, BackendConfig::Dev(_)))
     }
 
     /// The store URL in effect.

@@ -24,6 +24,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod rate_limit;
 pub mod routing;
+pub mod settlement;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +53,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The Lightning backend could not be set up.
+    #[error(transparent)]
+    Backend(#[from] turnpike_lightning::config::ConnectError),
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] turnpike_store::StoreError),
@@ -69,6 +73,7 @@ pub struct AppState {
     trusted_proxies: client_ip::TrustedProxies,
     limits: Limiters,
     idempotency: config::IdempotencyConfig,
+    settlement: Option<settlement::SettledTokens>,
 }
 
 /// The rate limiters in force (bounded memory each).
@@ -133,6 +138,11 @@ impl Gateway {
                 let dev = Arc::new(DevBackend::new(secret("dev-node.key")?));
                 (dev.clone(), Some(dev))
             }
+            other => {
+                let backend = other.connect()?;
+                let backend: Arc<dyn InvoiceBackend> = backend;
+                (backend, None)
+            }
         };
         Ok(Gateway::new(GatewayParts {
             config,
@@ -157,6 +167,10 @@ impl Gateway {
                 forwarder: proxy::Forwarder::new(),
                 invoice_expiry_secs: parts.config.invoice_expiry_secs,
                 idempotency: parts.config.idempotency.clone(),
+                settlement: parts
+                    .config
+                    .checks_settlement()
+                    .then(settlement::SettledTokens::default),
                 trusted_proxies: client_ip::TrustedProxies::parse(&parts.config.trusted_proxies)
                     .expect("validated config has valid trusted proxies")
                     .with_header(parts.config.forwarded_header),

@@ -10,6 +10,7 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 use turnpike_l402::caveat::CaveatError;
 use turnpike_l402::credential::Credential;
 use turnpike_l402::token::VerifyError;
+use turnpike_lightning::BackendError;
 use turnpike_store::{Consumption, IdempotencyBegin};
 
 use crate::challenge::{self, ChallengeReason};
@@ -114,6 +115,32 @@ pub async fn handle(
         && let Err(wait) = limiter.check(&token.token_id, Instant::now())
     {
         return too_many(wait, "Too many requests with this token.");
+    }
+
+    if let Some(settled) = &state.settlement
+        && !settled.contains(&token.token_id)
+    {
+        match state.backend.lookup_invoice(&token.payment_hash).await {
+            Ok(status) if status.state.is_settled() => settled.insert(token.token_id),
+            Ok(_) | Err(BackendError::UnknownInvoice) => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "payment_not_settled",
+                    "The Lightning backend does not report this token's invoice as paid.",
+                )
+                .into_response();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a token's invoice with the backend");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backend_unavailable",
+                    "The Lightning backend cannot confirm this payment right now. Retry later.",
+                )
+                .retry_after(5)
+                .into_response();
+            }
+        }
     }
 
     // 3. Charge: one atomic statement in the store, only for tokens that count calls. With an

@@ -20,6 +20,7 @@ use turnpike_l402::bolt11::Invoice;
 pub use turnpike_l402::{Msat, PaymentHash, Preimage};
 
 pub mod cln;
+pub mod config;
 pub mod dev;
 pub mod dev_wallet;
 mod http;

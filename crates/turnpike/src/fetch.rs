@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use http::Method;
 use turnpike_client::{Event, FetchRequest, L402Client};
@@ -30,9 +30,13 @@ pub struct FetchArgs {
     /// Most this command may pay for one call, in sats.
     #[arg(long, default_value_t = 100)]
     max_sats: u64,
-    /// Wallet that pays: 'dev' pays through the gateway's dev endpoint (no real money).
+    /// Wallet that pays: 'dev' pays through the gateway's dev endpoint (no real money); any
+    /// other name is looked up in the wallet file.
     #[arg(long)]
     wallet: Option<String>,
+    /// The wallet file (default: $TURNPIKE_WALLETS, else ~/.config/turnpike/wallets.toml).
+    #[arg(long)]
+    wallet_config: Option<std::path::PathBuf>,
     /// Print the handshake (challenge, payment, retry) to standard error.
     #[arg(short, long)]
     pub verbose: bool,
@@ -40,13 +44,18 @@ pub struct FetchArgs {
     url: String,
 }
 
-fn wallet_named(name: &str, url: &reqwest::Url) -> anyhow::Result<Arc<dyn PaymentBackend>> {
-    match name {
-        "dev" => Ok(Arc::new(
+fn wallet_named(
+    name: &str,
+    url: &reqwest::Url,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Arc<dyn PaymentBackend>> {
+    if name == "dev" {
+        return Ok(Arc::new(
             DevPayWallet::for_origin(url).context("building the dev wallet")?,
-        )),
-        other => bail!("unknown wallet {other:?}: the available wallet is 'dev'"),
+        ));
     }
+    let backend = crate::wallets::connect(name, file)?;
+    Ok(backend)
 }
 
 /// A wallet that refuses to pay: used when no `--wallet` is given.
@@ -104,7 +113,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let headers = turnpike_client::parse_header_lines(args.headers.iter().map(String::as_str))
         .map_err(anyhow::Error::msg)?;
     let wallet: Arc<dyn PaymentBackend> = match &args.wallet {
-        Some(name) => wallet_named(name, &url)?,
+        Some(name) => wallet_named(name, &url, args.wallet_config.as_deref())?,
         None => Arc::new(NoWallet),
     };
     let mut client = L402Client::new(wallet, Sats(args.max_sats))?;

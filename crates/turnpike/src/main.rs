@@ -1,7 +1,9 @@
 //! `turnpike`: charge for any HTTP API per call over Lightning (L402).
 
+mod backend_check;
 mod demo;
 mod fetch;
+mod wallets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +29,11 @@ enum Command {
     },
     /// Fetch a URL like curl, paying L402 challenges within a limit.
     Fetch(fetch::FetchArgs),
+    /// Lightning backends and wallets.
+    Backend {
+        #[command(subcommand)]
+        command: BackendCommand,
+    },
     /// Run a demo: the gateway with the dev Lightning backend in front of a built-in API.
     Demo {
         /// Address for the demo gateway.
@@ -35,6 +42,27 @@ enum Command {
         /// Data directory (default: turnpike-demo in the system's temporary directory).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackendCommand {
+    /// Connect to the gateway's backend (or a wallet) and print what it reports.
+    Check {
+        /// The gateway configuration whose [backend] to check.
+        #[arg(
+            long,
+            short,
+            default_value = "turnpike.toml",
+            conflicts_with = "wallet"
+        )]
+        config: std::path::PathBuf,
+        /// Check this wallet of the wallet file instead.
+        #[arg(long)]
+        wallet: Option<String>,
+        /// The wallet file (default: $TURNPIKE_WALLETS, else ~/.config/turnpike/wallets.toml).
+        #[arg(long)]
+        wallet_config: Option<std::path::PathBuf>,
     },
 }
 
@@ -115,6 +143,17 @@ fn main() -> std::process::ExitCode {
                 demo::run(listen, data_dir)
                     .await
                     .map(|()| std::process::ExitCode::SUCCESS)
+            }
+            Command::Backend {
+                command:
+                    BackendCommand::Check {
+                        config,
+                        wallet,
+                        wallet_config,
+                    },
+            } => {
+                init_logging("warn");
+                backend_check::run(&config, wallet.as_deref(), wallet_config.as_deref()).await
             }
             Command::Fetch(args) => {
                 init_logging(if args.verbose { "warn" } else { "error" });

@@ -1281,3 +1281,32 @@ async fn a_concurrent_duplicate_gets_409_then_the_whole_stream_is_replayed() {
     let again = h.get_with("/sse", &[("authorization", auth.clone())]).await;
     assert_eq!(again.status(), StatusCode::PAYMENT_REQUIRED);
 }
+
+/// A credential whose preimage leaked without the invoice being paid (some backends can hand
+/// one out) is refused when the settlement check is on; a paid one is served.
+#[tokio::test]
+async fn the_settlement_check_refuses_unsettled_invoices() {
+    let h = start_full(|_| Vec::new(), |c| c.check_settlement = Some(true)).await;
+    let minter = Minter::new(MasterKey::from_bytes(h.master));
+    let leaked = Preimage::random();
+    let (mac, _) = minter.mint(&MintRequest {
+        payment_hash: leaked.payment_hash(),
+        service: "echo",
+        calls: Some(1),
+        valid_until: None,
+        capabilities: &[],
+    });
+    let auth = Credential {
+        macaroon: mac,
+        preimage: leaked,
+    }
+    .authorization_value();
+    let resp = h.get_with("/echo/x", &[("authorization", auth)]).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json(resp).await["error"]["code"], "payment_not_settled");
+    let paid = h.paid_credential("/echo/x").await;
+    let resp = h
+        .get_with("/echo/x", &[("authorization", paid.authorization_value())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
