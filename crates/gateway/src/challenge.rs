@@ -23,6 +23,8 @@ pub enum ChallengeReason {
     TokenExpired,
     /// The credential's token does not grant this service.
     OtherService,
+    /// The dynamic price of this request is above what the token was bought for.
+    PriceAboveToken,
 }
 
 impl ChallengeReason {
@@ -32,19 +34,24 @@ impl ChallengeReason {
             ChallengeReason::TokenUsedUp => "This token has no calls left.",
             ChallengeReason::TokenExpired => "This token has expired.",
             ChallengeReason::OtherService => "This token does not grant this service.",
+            ChallengeReason::PriceAboveToken => "This request costs more than this token covers.",
         }
     }
 }
 
 /// Mints a fresh challenge for `service` and answers 402, or an error if the backend or the
 /// store cannot issue one.
+///
+/// `dynamic_price` (sats) is the price a dynamic pricer set for this request; the token then
+/// also carries `<service>_max_price_msat`, so it pays only for requests priced that much or less.
 pub async fn issue(
     state: &AppState,
     service: &Service,
     reason: ChallengeReason,
     now: u64,
+    dynamic_price: Option<u64>,
 ) -> Response {
-    match try_issue(state, service, reason, now).await {
+    match try_issue(state, service, reason, now, dynamic_price).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
@@ -55,13 +62,16 @@ async fn try_issue(
     service: &Service,
     reason: ChallengeReason,
     now: u64,
+    dynamic_price: Option<u64>,
 ) -> Result<Response, ApiError> {
+    let price_sats = dynamic_price.unwrap_or(service.price_sats);
+    let price = turnpike_l402::Msat(price_sats.saturating_mul(1000));
     let calls = service.calls;
     let grant = service.grant_text();
     let memo = format!("{}: {grant}", service.name);
     let invoice = state
         .backend
-        .create_invoice(CreateInvoice { amount: service.price, memo, expiry_secs: state.invoice_expiry_secs })
+        .create_invoice(CreateInvoice { amount: price, memo, expiry_secs: state.invoice_expiry_secs })
         .await
         .map_err(|e| {
             tracing::warn!(service = %service.name, backend = state.backend.name(), error = %e, "cannot create invoice");
@@ -72,8 +82,8 @@ async fn try_issue(
             )
             .retry_after(5)
         })?;
-    if invoice.amount != service.price {
-        tracing::error!(service = %service.name, asked = %service.price, got = %invoice.amount, "backend issued an invoice for another amount");
+    if invoice.amount != price {
+        tracing::error!(service = %service.name, asked = %price, got = %invoice.amount, "backend issued an invoice for another amount");
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "backend_error",
@@ -81,13 +91,18 @@ async fn try_issue(
         ));
     }
     let valid_until = service.lifetime_secs.map(|t| now.saturating_add(t));
-    let (macaroon, token_id) = state.minter.mint(&MintRequest {
+    let (mut macaroon, token_id) = state.minter.mint(&MintRequest {
         payment_hash: invoice.payment_hash,
         service: &service.name,
         calls,
         valid_until,
         capabilities: &[],
     });
+    if dynamic_price.is_some() {
+        macaroon.add_first_party_caveat(
+            turnpike_l402::caveat::Caveat::max_price_msat(&service.name, price.0).to_bytes(),
+        );
+    }
     state
         .store
         .record_invoice(&InvoiceRecord {
@@ -118,14 +133,14 @@ async fn try_issue(
     let message = format!(
         "{} Pay the Lightning invoice ({} sats for {grant} to {}), then retry with the header `Authorization: L402 <macaroon>:<preimage hex>`.",
         reason.lead(),
-        service.price_sats,
+        price_sats,
         service.name,
     );
     let body = serde_json::json!({
         "error": { "code": "payment_required", "message": message },
         "service": service.name,
-        "price_sats": service.price_sats,
-        "price_msat": service.price.0,
+        "price_sats": price_sats,
+        "price_msat": price.0,
         "calls": calls,
         "valid_until": valid_until,
         "invoice": challenge.invoice,

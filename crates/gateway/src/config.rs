@@ -236,6 +236,9 @@ pub struct ServiceConfig {
     pub upstream_timeout_secs: u64,
     /// Free calls per client IP per window before payment is asked (default: none).
     pub free_tier: Option<FreeTierConfig>,
+    /// Ask this HTTP pricer for the price of each request; `price_sats` is then the most it
+    /// may ask (a higher answer fails closed).
+    pub pricer: Option<crate::pricer::PricerConfig>,
     /// Parts of this service with prices of their own, matched before the service itself.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -260,6 +263,7 @@ impl ServiceConfig {
             refund_on_5xx: true,
             upstream_timeout_secs: DEFAULT_UPSTREAM_TIMEOUT_SECS,
             free_tier: None,
+            pricer: None,
             routes: Vec::new(),
         }
     }
@@ -433,6 +437,9 @@ impl GatewayConfig {
                     key("free_tier"),
                     "calls and window_secs must be at least 1",
                 ));
+            }
+            if let Some(p) = &s.pricer {
+                p.validate().map_err(|m| invalid(key("pricer"), m))?;
             }
             validate_pricing(
                 &key,

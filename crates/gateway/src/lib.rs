@@ -21,6 +21,7 @@ pub mod error;
 pub mod idempotency;
 pub mod keys;
 pub mod pipeline;
+pub mod pricer;
 pub mod proxy;
 pub mod rate_limit;
 pub mod routing;

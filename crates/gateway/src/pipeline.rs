@@ -55,6 +55,17 @@ pub async fn handle(
     if service.is_free() {
         return forward(&state, &service, req, peer, None).await;
     }
+    // A dynamic price for this very request, when the service has a pricer (fails closed).
+    let (req, dynamic_price) = match &service.pricer {
+        None => (req, None),
+        Some(config) => match ask_pricer(&state, &service, config, req).await {
+            Ok((req, price)) => (req, Some(price)),
+            Err(resp) => return resp,
+        },
+    };
+    if dynamic_price == Some(0) {
+        return forward(&state, &service, req, peer, None).await;
+    }
 
     // 2. Authenticate: no I/O, the root key is derived.
     let now = unix_now();
@@ -78,8 +89,15 @@ pub async fn handle(
                     Err(e) => return store_unavailable(&e),
                 }
             }
-            return issue_challenge(&state, &service, ChallengeReason::NoCredential, now, client)
-                .await;
+            return issue_challenge(
+                &state,
+                &service,
+                ChallengeReason::NoCredential,
+                now,
+                client,
+                dynamic_price,
+            )
+            .await;
         }
         Err(e) => {
             return ApiError::new(
@@ -93,12 +111,26 @@ pub async fn handle(
     let token = match state.minter.verify(&credential, &service.name, now) {
         Ok(t) => t,
         Err(VerifyError::Caveat(CaveatError::Expired { .. })) => {
-            return issue_challenge(&state, &service, ChallengeReason::TokenExpired, now, client)
-                .await;
+            return issue_challenge(
+                &state,
+                &service,
+                ChallengeReason::TokenExpired,
+                now,
+                client,
+                dynamic_price,
+            )
+            .await;
         }
         Err(VerifyError::Caveat(CaveatError::ServiceNotGranted)) => {
-            return issue_challenge(&state, &service, ChallengeReason::OtherService, now, client)
-                .await;
+            return issue_challenge(
+                &state,
+                &service,
+                ChallengeReason::OtherService,
+                now,
+                client,
+                dynamic_price,
+            )
+            .await;
         }
         Err(e) => {
             tracing::debug!(service = %service.name, error = %e, "rejected credential");
@@ -110,6 +142,23 @@ pub async fn handle(
             .into_response();
         }
     };
+
+    if let Some(price) = dynamic_price
+        && token
+            .grant
+            .max_price_msat
+            .is_none_or(|max| max < price.saturating_mul(1000))
+    {
+        return issue_challenge(
+            &state,
+            &service,
+            ChallengeReason::PriceAboveToken,
+            now,
+            client,
+            dynamic_price,
+        )
+        .await;
+    }
 
     if let Some(limiter) = &limits.per_token
         && let Err(wait) = limiter.check(&token.token_id, Instant::now())
@@ -177,6 +226,7 @@ pub async fn handle(
                     ChallengeReason::TokenUsedUp,
                     now,
                     client,
+                    dynamic_price,
                 )
                 .await;
             }
@@ -203,6 +253,7 @@ pub async fn handle(
                     ChallengeReason::TokenUsedUp,
                     now,
                     client,
+                    dynamic_price,
                 )
                 .await;
             }
@@ -213,6 +264,46 @@ pub async fn handle(
     // 4. Forward, and 5. account: a call the upstream never answered is given back.
     let charged = remaining.map(|r| (token.token_id, r));
     forward(&state, &service, req, peer, charged).await
+}
+
+/// Asks the service's pricer for this request's price (sats), keeping the body intact.
+async fn ask_pricer(
+    state: &SharedState,
+    service: &crate::routing::Service,
+    config: &crate::pricer::PricerConfig,
+    req: Request<Body>,
+) -> Result<(Request<Body>, u64), Response> {
+    let (req, prefix, truncated) = crate::pricer::peek_body(req, config.body_bytes)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let (parts, body) = req.into_parts();
+    let fail = |why: String| {
+        tracing::warn!(service = %service.name, error = %why, "pricer failed: refusing the request");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pricer_unavailable",
+            "The price of this request cannot be determined right now. Retry later.",
+        )
+        .retry_after(5)
+        .into_response()
+    };
+    let price = crate::pricer::price(
+        &state.forwarder,
+        config,
+        &service.name,
+        &parts,
+        &prefix,
+        truncated,
+    )
+    .await
+    .map_err(fail)?;
+    if price > service.price_sats {
+        return Err(fail(format!(
+            "the pricer asked {price} sats, above the service's cap of {} sats",
+            service.price_sats
+        )));
+    }
+    Ok((Request::from_parts(parts, body), price))
 }
 
 fn store_unavailable(e: &turnpike_store::StoreError) -> Response {
@@ -285,6 +376,7 @@ async fn issue_challenge(
     reason: ChallengeReason,
     now: u64,
     client: std::net::IpAddr,
+    dynamic_price: Option<u64>,
 ) -> Response {
     if let Some(limiter) = &state.limits.challenges_per_ip
         && let Err(wait) = limiter.check(&crate::client_ip::client_key(client), Instant::now())
@@ -294,7 +386,7 @@ async fn issue_challenge(
             "Too many payment challenges for this address: pay one of them or wait.",
         );
     }
-    challenge::issue(state, service, reason, now).await
+    challenge::issue(state, service, reason, now, dynamic_price).await
 }
 
 fn too_many(wait: crate::rate_limit::RetryAfter, message: &str) -> Response {

@@ -141,6 +141,41 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// POSTs a small JSON document (to a pricer) and reads the answer, at most 64 KiB, all
+    /// within `timeout`.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(http::StatusCode, bytes::Bytes), ForwardError> {
+        use http_body_util::BodyExt;
+        let req = Request::post(url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .map_err(|e| ForwardError::BadRequest(e.to_string()))?;
+        let call = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| ForwardError::Unreachable(error_chain(&e)))?;
+            let status = resp.status();
+            let limited = http_body_util::Limited::new(resp.into_body(), 64 * 1024);
+            let bytes = limited
+                .collect()
+                .await
+                .map_err(|e| ForwardError::Unreachable(format!("reading the answer: {e}")))?
+                .to_bytes();
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| ForwardError::Timeout(timeout))?
+    }
+}
+
 impl Default for Forwarder {
     fn default() -> Self {
         Forwarder::new()

@@ -29,6 +29,8 @@ pub struct Service {
     pub upstream_timeout: std::time::Duration,
     /// Free calls per client per window, if any.
     pub free_tier: Option<crate::config::FreeTierConfig>,
+    /// The dynamic pricer, if any.
+    pub pricer: Option<crate::pricer::PricerConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +73,7 @@ impl Service {
                 refund_on_5xx: c.refund_on_5xx,
                 upstream_timeout: timeout,
                 free_tier: None,
+                pricer: None,
             });
         }
         out.push(Service {
@@ -86,6 +89,7 @@ impl Service {
             refund_on_5xx: c.refund_on_5xx,
             upstream_timeout: timeout,
             free_tier: c.free_tier,
+            pricer: c.pricer.clone(),
         });
         Ok(out)
     }

@@ -29,6 +29,9 @@ pub const VALID_UNTIL_SUFFIX: &str = "_valid_until";
 pub const CAPABILITIES_SUFFIX: &str = "_capabilities";
 /// Suffix of the per-service call-count condition (Turnpike's own).
 pub const CALLS_SUFFIX: &str = "_calls";
+/// Suffix of Turnpike's `<service>_max_price_msat` caveat: the dearest request (as priced by a
+/// dynamic pricer) the token may pay for.
+pub const MAX_PRICE_SUFFIX: &str = "_max_price_msat";
 /// The condition of the client-appended preimage caveat.
 pub const PREIMAGE_CONDITION: &str = "preimage";
 
@@ -89,6 +92,11 @@ impl Caveat {
         Caveat::new(format!("{service}{CALLS_SUFFIX}"), n.to_string())
     }
 
+    /// `<service>_max_price_msat=<n>`.
+    pub fn max_price_msat(service: &str, n: u64) -> Caveat {
+        Caveat::new(format!("{service}{MAX_PRICE_SUFFIX}"), n.to_string())
+    }
+
     /// `preimage=<lowercase hex>`.
     pub fn preimage(p: &Preimage) -> Caveat {
         Caveat::new(PREIMAGE_CONDITION, p.to_hex())
@@ -118,6 +126,8 @@ pub struct Grant {
     pub calls: Option<u64>,
     /// The capabilities granted; `None`: not restricted by a capabilities caveat.
     pub capabilities: Option<Vec<String>>,
+    /// The dearest request (msat) the token pays for; `None`: no price bound.
+    pub max_price_msat: Option<u64>,
 }
 
 /// Why caveats do not grant access to a service.
@@ -181,6 +191,7 @@ pub fn evaluate<'a>(
     let valid_until_cond = format!("{service}{VALID_UNTIL_SUFFIX}");
     let calls_cond = format!("{service}{CALLS_SUFFIX}");
     let caps_cond = format!("{service}{CAPABILITIES_SUFFIX}");
+    let price_cond = format!("{service}{MAX_PRICE_SUFFIX}");
 
     let mut saw_services = false;
     let mut granted = true;
@@ -205,6 +216,9 @@ pub fn evaluate<'a>(
         } else if condition == calls_cond {
             let n = parse_u64(value).ok_or_else(malformed)?;
             grant.calls = Some(grant.calls.map_or(n, |old| old.min(n)));
+        } else if condition == price_cond {
+            let n = parse_u64(value).ok_or_else(malformed)?;
+            grant.max_price_msat = Some(grant.max_price_msat.map_or(n, |old| old.min(n)));
         } else if condition == caps_cond {
             let mut caps: Vec<String> = Vec::new();
             for cap in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
@@ -303,6 +317,7 @@ mod tests {
                 valid_until: Some(200),
                 calls: Some(10),
                 capabilities: Some(vec!["read".into(), "write".into()]),
+                max_price_msat: None,
             }
         );
         assert_eq!(eval(&["services=svc:0"], "svc", 0), Ok(Grant::default()));
@@ -398,6 +413,26 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn max_prices_take_the_minimum() {
+        let g = eval(
+            &[
+                "services=svc:0",
+                "svc_max_price_msat=5000",
+                "svc_max_price_msat=9000",
+            ],
+            "svc",
+            0,
+        )
+        .unwrap();
+        assert_eq!(g.max_price_msat, Some(5000));
+        assert_eq!(
+            Caveat::max_price_msat("svc", 7).to_string(),
+            "svc_max_price_msat=7"
+        );
+        assert!(eval(&["services=svc:0", "svc_max_price_msat=x"], "svc", 0).is_err());
     }
 
     #[test]

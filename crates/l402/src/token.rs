@@ -270,7 +270,8 @@ mod tests {
             Grant {
                 valid_until: Some(1000),
                 calls: Some(5),
-                capabilities: Some(vec!["read".into(), "write".into()])
+                capabilities: Some(vec!["read".into(), "write".into()]),
+                max_price_msat: None,
             }
         );
     }

@@ -78,6 +78,7 @@ fn vector_3_aperture_token() {
             valid_until: Some(1_700_000_000),
             calls: None,
             capabilities: Some(vec!["loop_out".into(), "loop_in".into()]),
+            max_price_msat: None,
         })
     );
     assert_eq!(

@@ -1310,3 +1310,123 @@ async fn the_settlement_check_refuses_unsettled_invoices() {
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+/// A dynamic pricer in the test: the price is the number of `$` in the body prefix it is shown;
+/// a body "fail" makes it answer 500, and "slow" makes it too slow.
+async fn spawn_pricer() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use base64::Engine;
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = asked.clone();
+    let app = axum::Router::new().route(
+        "/price",
+        axum::routing::post(move |axum::Json(q): axum::Json<serde_json::Value>| {
+            let a = a.clone();
+            async move {
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = base64::engine::general_purpose::STANDARD
+                    .decode(q["body"].as_str().unwrap_or_default())
+                    .unwrap();
+                assert!(
+                    q["headers"].get("authorization").is_none(),
+                    "credentials never reach the pricer"
+                );
+                match &body[..] {
+                    b"fail" => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::Json(serde_json::json!({})),
+                    ),
+                    b"slow" => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        (
+                            StatusCode::OK,
+                            axum::Json(serde_json::json!({ "price_sats": 1 })),
+                        )
+                    }
+                    _ => {
+                        let price = body.iter().filter(|b| **b == b'$').count();
+                        (
+                            StatusCode::OK,
+                            axum::Json(serde_json::json!({ "price_sats": price })),
+                        )
+                    }
+                }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(axum::serve(l, app).into_future());
+    (addr, asked)
+}
+
+#[tokio::test]
+async fn a_dynamic_pricer_sets_each_price_and_fails_closed() {
+    let (pricer, asked) = spawn_pricer().await;
+    let h = start_with(|up| {
+        vec![ServiceConfig {
+            pricer: Some(turnpike_gateway::pricer::PricerConfig {
+                url: format!("http://{pricer}/price"),
+                timeout_ms: 500,
+                body_bytes: 16,
+            }),
+            // With a pricer, price_sats caps what the pricer may ask.
+            ..service("llm", "/echo/llm", up, 12, 1)
+        }]
+    })
+    .await;
+    let post = |body: String, auth: Option<String>| {
+        let mut req = reqwest::Client::new().post(h.url("/echo/llm")).body(body);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    let dev = h.dev.clone();
+    let buy = |body: serde_json::Value| async move {
+        let mac = Macaroon::from_base64(body["macaroon"].as_str().unwrap()).unwrap();
+        let payment = dev
+            .pay_invoice(body["invoice"].as_str().unwrap(), Msat::ZERO)
+            .await
+            .unwrap();
+        (
+            mac.clone(),
+            Credential {
+                macaroon: mac,
+                preimage: payment.preimage,
+            }
+            .authorization_value(),
+        )
+    };
+    // The price follows the request, and the token records it.
+    let resp = post("$$$$$".into(), None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    let body = json(resp).await;
+    assert_eq!(body["price_sats"], 5);
+    let (mac, auth) = buy(body).await;
+    assert!(
+        mac.first_party_caveats()
+            .any(|c| c == b"llm_max_price_msat=5000")
+    );
+    // A dearer request is not covered by the cheaper token: a fresh challenge at its price.
+    let resp = post("$".repeat(12), Some(auth.clone())).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(json(resp).await["price_sats"], 12);
+    // The pricer failing, too slow, or asking above the cap: 503, never a free call.
+    for body in ["fail".to_owned(), "slow".to_owned(), "$".repeat(13)] {
+        let resp = post(body.clone(), Some(auth.clone())).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(json(resp).await["error"]["code"], "pricer_unavailable");
+    }
+    // A request within the price is served, with its whole body (longer than the pricer saw).
+    let long = format!("$$${}", "y".repeat(40));
+    let resp = post(long.clone(), Some(auth.clone())).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json(resp).await["body"], long);
+    // Single call: the token is now used up.
+    let resp = post("$".into(), Some(auth)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    // An explicit price of zero is free.
+    let resp = post("no dollars".into(), None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 8);
+}

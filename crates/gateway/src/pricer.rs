@@ -1,0 +1,172 @@
+//! Dynamic pricing: an HTTP service the gateway asks for the price of each request.
+//!
+//! The gateway POSTs JSON to the pricer:
+//! `{"service", "method", "path", "query", "headers": {name: value}, "body": "<base64 of the
+//! first body_bytes>", "body_truncated": bool}` and expects `200 {"price_sats": N}`. Anything
+//! else — unreachable, slow, non-200, malformed, or a price above the service's `price_sats` cap
+//! — fails closed: the request is refused with `503`, never served free by accident. An explicit
+//! `0` makes that request free.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use base64::Engine;
+use futures_util::StreamExt;
+use http::request::Parts;
+use http::{Request, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::proxy::Forwarder;
+
+/// `pricer = { url = "...", timeout_ms = 1000, body_bytes = 4096 }` on a service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricerConfig {
+    /// Where to POST price requests (`http://` or `https://`).
+    pub url: String,
+    /// Time allowed for an answer, in milliseconds (default 1000).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How many leading bytes of the request body the pricer sees (default 4096, at most 1 MiB).
+    #[serde(default = "default_body_bytes")]
+    pub body_bytes: usize,
+}
+
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_body_bytes() -> usize {
+    4096
+}
+
+/// Largest `body_bytes` allowed.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+impl PricerConfig {
+    /// Checks the values; the message suits a config error.
+    pub fn validate(&self) -> Result<(), String> {
+        let uri: Uri = self
+            .url
+            .parse()
+            .map_err(|e| format!("url {:?} is not a URL: {e}", self.url))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(format!(
+                "url {:?} must be an http:// or https:// URL",
+                self.url
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
+            return Err("timeout_ms must be between 1 and 60000".into());
+        }
+        if self.body_bytes > MAX_BODY_BYTES {
+            return Err(format!("body_bytes must be at most {MAX_BODY_BYTES}"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct PriceAnswer {
+    price_sats: u64,
+}
+
+/// Reads up to `n` bytes of the request body without losing any of it: returns the request
+/// with its whole body still to be read, the bytes read, and whether the body goes on.
+pub async fn peek_body(
+    req: Request<Body>,
+    n: usize,
+) -> Result<(Request<Body>, Bytes, bool), ApiError> {
+    let (parts, mut body) = req.into_parts();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut seen = 0usize;
+    let mut ended = false;
+    while seen < n {
+        match body.frame().await {
+            None => {
+                ended = true;
+                break;
+            }
+            Some(Err(e)) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("Cannot read the request body: {e}."),
+                ));
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    seen += data.len();
+                    chunks.push(data);
+                }
+            }
+        }
+    }
+    let mut prefix = Vec::with_capacity(seen.min(n));
+    for c in &chunks {
+        prefix.extend_from_slice(c);
+    }
+    let truncated = !ended && (seen > n || !body.is_end_stream());
+    prefix.truncate(n);
+    let head = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, axum::Error>));
+    let rebuilt = if ended {
+        Body::from_stream(head)
+    } else {
+        Body::from_stream(head.chain(body.into_data_stream()))
+    };
+    Ok((
+        Request::from_parts(parts, rebuilt),
+        Bytes::from(prefix),
+        truncated,
+    ))
+}
+
+/// Asks the pricer for the price of a request, in sats. Errors are final for this request
+/// (fail closed) and say why.
+pub async fn price(
+    forwarder: &Forwarder,
+    config: &PricerConfig,
+    service: &str,
+    parts: &Parts,
+    body_prefix: &[u8],
+    truncated: bool,
+) -> Result<u64, String> {
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "authorization" | "macaroon" | "grpc-metadata-macaroon" | "cookie"
+            )
+        })
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+            )
+        })
+        .collect();
+    let question = serde_json::json!({
+        "service": service,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body": base64::engine::general_purpose::STANDARD.encode(body_prefix),
+        "body_truncated": truncated,
+    });
+    let body = serde_json::to_vec(&question).map_err(|e| e.to_string())?;
+    let (status, answer) = forwarder
+        .post_json(&config.url, body, Duration::from_millis(config.timeout_ms))
+        .await
+        .map_err(|e| e.to_string())?;
+    if status != StatusCode::OK {
+        return Err(format!("the pricer answered {status}"));
+    }
+    serde_json::from_slice::<PriceAnswer>(&answer)
+        .map(|a| a.price_sats)
+        .map_err(|e| format!("the pricer's answer is not {{\"price_sats\": N}}: {e}"))
+}
