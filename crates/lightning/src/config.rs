@@ -1,4 +1,5 @@
-//! Choosing a backend in configuration: `kind = "lnbits" | "lnd" | "cln" | "phoenixd" | "dev"`
+//! Choosing a backend in configuration: `kind = "lnbits" | "lnd" | "cln" | "phoenixd" | "nwc" |
+//! "dev"`
 //! plus that backend's keys, in the gateway's `[backend]` and in a client's wallet file.
 
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use crate::cln::{ClnBackend, ClnConfig};
 use crate::lnbits::{LnbitsBackend, LnbitsConfig};
 use crate::lnd::{LndBackend, LndConfig};
+use crate::nwc::{NwcBackend, NwcConfig};
 use crate::phoenixd::{PhoenixdBackend, PhoenixdConfig};
 use crate::{Diagnose, InvoiceBackend, NodeInfo, PaymentBackend};
 
@@ -32,6 +34,8 @@ pub enum BackendConfig {
     Cln(ClnConfig),
     /// A phoenixd wallet (HTTP basic auth).
     Phoenixd(PhoenixdConfig),
+    /// A wallet reached with Nostr Wallet Connect (NIP-47), from a `nostr+walletconnect://` URI.
+    Nwc(NwcConfig),
 }
 
 /// Options of the dev backend (none).
@@ -58,6 +62,7 @@ impl BackendConfig {
             BackendConfig::Lnd(_) => "lnd",
             BackendConfig::Cln(_) => "cln",
             BackendConfig::Phoenixd(_) => "phoenixd",
+            BackendConfig::Nwc(_) => "nwc",
         }
     }
 
@@ -81,6 +86,7 @@ impl BackendConfig {
             BackendConfig::Phoenixd(c) => {
                 Arc::new(PhoenixdBackend::new(c).map_err(|e| err(e.to_string()))?)
             }
+            BackendConfig::Nwc(c) => Arc::new(NwcBackend::new(c).map_err(|e| err(e.to_string()))?),
         })
     }
 }

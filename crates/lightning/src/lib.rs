@@ -26,6 +26,7 @@ pub mod dev_wallet;
 mod http;
 pub mod lnbits;
 pub mod lnd;
+pub mod nwc;
 pub mod phoenixd;
 pub mod secret;
 
