@@ -54,6 +54,14 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The Lightning backend could not be set up.
     #[error(transparent)]
     Backend(#[from] turnpike_lightning::config::ConnectError),
@@ -114,6 +122,10 @@ impl Gateway {
     /// backend named in `config`.
     pub async fn from_config(config: GatewayConfig) -> Result<Gateway, StartError> {
         config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let secret = |name: &str| {
             let path = config.data_dir.join(name);
             keys::load_or_create_secret(&path).map_err(|source| StartError::Secret { path, source })

@@ -339,7 +339,10 @@ async fn forward_idempotent(
             done.is_ok()
         }
     };
-    match state.forwarder.forward(service, req, peer.ip()).await {
+    let guard = ChargeGuard::new(state, token, Some(key.clone()));
+    let result = state.forwarder.forward(service, req, peer.ip()).await;
+    guard.disarm();
+    match result {
         Ok(mut resp) => {
             if service.refund_on_5xx && resp.status().is_server_error() {
                 let refunded = abort(true).await;
@@ -407,7 +410,10 @@ async fn forward(
     peer: SocketAddr,
     charged: Option<(turnpike_l402::TokenId, u64)>,
 ) -> Response {
-    match state.forwarder.forward(service, req, peer.ip()).await {
+    let guard = charged.map(|(token, _)| ChargeGuard::new(state, token, None));
+    let result = state.forwarder.forward(service, req, peer.ip()).await;
+    guard.into_iter().for_each(ChargeGuard::disarm);
+    match result {
         Ok(mut resp) => {
             if let Some((token_id, mut remaining)) = charged {
                 if service.refund_on_5xx && resp.status().is_server_error() {
@@ -436,6 +442,57 @@ async fn forward(
             };
             forward_error(service, e, charged.is_some() && refunded)
         }
+    }
+}
+
+/// Gives a charged call back when the request is dropped (its client hung up) before the
+/// upstream answered, the same rule as for an upstream that never answers. Once the upstream has
+/// answered, or the forward failed (handled by its caller), it is disarmed.
+struct ChargeGuard {
+    store: std::sync::Arc<dyn turnpike_store::Store>,
+    token: turnpike_l402::TokenId,
+    idempotency_key: Option<String>,
+    armed: bool,
+}
+
+impl ChargeGuard {
+    fn new(
+        state: &SharedState,
+        token: turnpike_l402::TokenId,
+        idempotency_key: Option<String>,
+    ) -> ChargeGuard {
+        ChargeGuard {
+            store: state.store.clone(),
+            token,
+            idempotency_key,
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ChargeGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, token, key) = (self.store.clone(), self.token, self.idempotency_key.take());
+        runtime.spawn(async move {
+            let done = match &key {
+                Some(key) => store.idempotency_abort(&token, key, true).await,
+                None => store.refund_call(&token).await,
+            };
+            match done {
+                Ok(()) => tracing::debug!(token = %token, "client left before the upstream answered: call given back"),
+                Err(e) => tracing::error!(token = %token, error = %e, "could not give back the call of an abandoned request"),
+            }
+        });
     }
 }
 

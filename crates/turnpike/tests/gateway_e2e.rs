@@ -1430,3 +1430,51 @@ async fn a_dynamic_pricer_sets_each_price_and_fails_closed() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 8);
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_before_the_upstream_answers_is_not_charged() {
+    let h = start_with(|up| {
+        vec![ServiceConfig {
+            upstream_timeout_secs: 30,
+            ..service("slow", "/slow", up, 2, 2)
+        }]
+    })
+    .await;
+    let cred = h.paid_credential("/slow").await;
+    let token = Identifier::decode(cred.macaroon.identifier())
+        .unwrap()
+        .token_id;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for key in [None, Some("retry-1")] {
+        let mut req = impatient
+            .get(h.url("/slow"))
+            .header("authorization", cred.authorization_value());
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        let err = req.send().await.unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        // The gateway notices the hang-up, drops the upstream call and gives the call back.
+        let mut used = u64::MAX;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            used = h.store.token_usage(&token).await.unwrap().unwrap().used;
+            if used == 0 {
+                break;
+            }
+        }
+        assert_eq!(used, 0, "abandoned call given back (key {key:?})");
+    }
+    // The idempotency key was released too: the same key runs afresh (here: 409 would mean it
+    // is still held as in flight).
+    let resp = impatient
+        .get(h.url("/slow"))
+        .header("authorization", cred.authorization_value())
+        .header("idempotency-key", "retry-1")
+        .send()
+        .await;
+    assert!(resp.unwrap_err().is_timeout());
+}

@@ -1,0 +1,2 @@
+-- Fixed requests (headers from -H); only the report.
+dofile("bench/wrk/report.lua")
