@@ -59,6 +59,10 @@ pub struct GatewayConfig {
     /// `./turnpike-data`). A relative path is resolved against the config file's directory.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Worker threads serving requests, each with its own single-threaded runtime (default:
+    /// one per CPU core; 0 means the default).
+    #[serde(default)]
+    pub workers: usize,
     /// Lifetime of the invoice in each 402 challenge, in seconds (default 600).
     #[serde(default = "default_invoice_expiry")]
     pub invoice_expiry_secs: u32,
@@ -312,6 +316,7 @@ impl GatewayConfig {
         GatewayConfig {
             listen: default_listen(),
             data_dir: default_data_dir(),
+            workers: 0,
             invoice_expiry_secs: DEFAULT_INVOICE_EXPIRY_SECS,
             master_key: None,
             trusted_proxies: Vec::new(),
@@ -322,6 +327,14 @@ impl GatewayConfig {
             backend,
             check_settlement: None,
             services: Vec::new(),
+        }
+    }
+
+    /// The number of worker threads to serve with: `workers`, or one per CPU core.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 

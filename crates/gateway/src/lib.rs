@@ -26,12 +26,14 @@ pub mod proxy;
 pub mod rate_limit;
 pub mod routing;
 pub mod settlement;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use turnpike_l402::root_key::MasterKey;
 use turnpike_l402::token::Minter;
 use turnpike_lightning::InvoiceBackend;
@@ -70,14 +72,28 @@ pub enum StartError {
     Store(#[from] turnpike_store::StoreError),
 }
 
-/// Everything the pipeline needs, shared by all requests.
+/// Everything the pipeline needs: the state shared by all requests, plus the upstream client of
+/// the worker serving them (each worker thread keeps its own pool of upstream connections).
 pub struct AppState {
+    shared: Arc<Shared>,
+    forwarder: proxy::Forwarder,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// The state every worker shares: routes, keys, store, backend, limits.
+pub struct Shared {
     router: routing::Router,
     minter: Minter,
     store: Arc<dyn Store>,
     backend: Arc<dyn InvoiceBackend>,
     dev: Option<Arc<DevBackend>>,
-    forwarder: proxy::Forwarder,
     invoice_expiry_secs: u32,
     trusted_proxies: client_ip::TrustedProxies,
     limits: Limiters,
@@ -172,36 +188,40 @@ impl Gateway {
             .expect("a validated config builds its routes");
         Gateway {
             state: Arc::new(AppState {
-                router,
-                minter: Minter::new(parts.master_key),
-                store: parts.store,
-                backend: parts.backend,
-                dev: parts.dev,
                 forwarder: proxy::Forwarder::new(),
-                invoice_expiry_secs: parts.config.invoice_expiry_secs,
-                idempotency: parts.config.idempotency.clone(),
-                settlement: parts
-                    .config
-                    .checks_settlement()
-                    .then(settlement::SettledTokens::default),
-                trusted_proxies: client_ip::TrustedProxies::parse(&parts.config.trusted_proxies)
+                shared: Arc::new(Shared {
+                    router,
+                    minter: Minter::new(parts.master_key),
+                    store: parts.store,
+                    backend: parts.backend,
+                    dev: parts.dev,
+                    invoice_expiry_secs: parts.config.invoice_expiry_secs,
+                    idempotency: parts.config.idempotency.clone(),
+                    settlement: parts
+                        .config
+                        .checks_settlement()
+                        .then(settlement::SettledTokens::default),
+                    trusted_proxies: client_ip::TrustedProxies::parse(
+                        &parts.config.trusted_proxies,
+                    )
                     .expect("validated config has valid trusted proxies")
                     .with_header(parts.config.forwarded_header),
-                limits: Limiters {
-                    per_ip: parts
-                        .config
-                        .rate_limits
-                        .per_ip
-                        .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
-                    per_token: parts
-                        .config
-                        .rate_limits
-                        .per_token
-                        .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
-                    challenges_per_ip: Some(parts.config.rate_limits.challenges_per_ip)
-                        .filter(|l| l.requests != 0)
-                        .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
-                },
+                    limits: Limiters {
+                        per_ip: parts
+                            .config
+                            .rate_limits
+                            .per_ip
+                            .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
+                        per_token: parts
+                            .config
+                            .rate_limits
+                            .per_token
+                            .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
+                        challenges_per_ip: Some(parts.config.rate_limits.challenges_per_ip)
+                            .filter(|l| l.requests != 0)
+                            .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
+                    },
+                }),
             }),
         }
     }
@@ -209,25 +229,50 @@ impl Gateway {
     /// The HTTP application: internal endpoints under `/_turnpike/`, every other request
     /// through the pipeline.
     pub fn app(&self) -> axum::Router {
-        let mut app = axum::Router::new().route("/_turnpike/health", get(health));
-        if self.state.dev.is_some() {
-            app = app.route(dev_pay::PATH, post(dev_pay::pay));
-        }
-        app.fallback(pipeline::handle)
-            .with_state(self.state.clone())
+        app_with(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes, then finishes in-flight requests.
-    /// Every minute it prunes expired unpaid invoices, ended free-tier windows and idempotent
-    /// responses older than the retry window.
+    /// Serves on `listener` until `shutdown` completes, then finishes in-flight requests, all on
+    /// the current Tokio runtime. Every minute it prunes expired unpaid invoices, ended free-tier
+    /// windows and idempotent responses older than the retry window.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let pruner = self.spawn_pruner();
+        let app = self
+            .app()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener.tap_io(set_nodelay), app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        pruner.abort();
+        result
+    }
+
+    /// Serves like [`Gateway::serve`], but on `workers` threads, each running its own
+    /// single-threaded runtime with its own upstream connections (no work stealing, no
+    /// cross-thread wake-ups on the request path). This task accepts connections and deals them
+    /// out round-robin; the store, the backend and the pruner stay on the current runtime.
+    pub async fn serve_on_workers(
+        self,
+        listener: tokio::net::TcpListener,
+        workers: usize,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let pruner = self.spawn_pruner();
+        let result = workers::serve(&self.state, listener, workers.max(1), shutdown).await;
+        pruner.abort();
+        result
+    }
+
+    /// Every minute: prunes expired unpaid invoices, ended free-tier windows and idempotent
+    /// responses older than the retry window.
+    fn spawn_pruner(&self) -> tokio::task::JoinHandle<()> {
         let store = self.state.store.clone();
         let idem_window = self.state.idempotency.window_secs;
-        let pruner = tokio::spawn(async move {
+        tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
@@ -253,16 +298,21 @@ impl Gateway {
                     }
                 }
             }
-        });
-        let app = self
-            .app()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        pruner.abort();
-        result
+        })
     }
+}
+
+/// Small requests and answers go out at once (no Nagle delay), as nginx does.
+fn set_nodelay(stream: &mut tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+}
+
+fn app_with(state: SharedState) -> axum::Router {
+    let mut app = axum::Router::new().route("/_turnpike/health", get(health));
+    if state.dev.is_some() {
+        app = app.route(dev_pay::PATH, post(dev_pay::pay));
+    }
+    app.fallback(pipeline::handle).with_state(state)
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

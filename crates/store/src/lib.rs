@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod batch;
 mod postgres;
 mod sqlite;
 
@@ -50,6 +51,12 @@ pub enum StoreError {
     /// recorded or consumed. Retrying is safe.
     #[error("too much contention on idempotency key; nothing was charged, retry")]
     Contention,
+    /// The batch holding this call failed; nothing in it was consumed.
+    #[error("database error (batched write): {0}")]
+    Batch(String),
+    /// The store's writer has stopped (the runtime is shutting down); nothing was consumed.
+    #[error("the store is closed")]
+    Closed,
 }
 
 /// The result of trying to consume one call of a token.
@@ -237,6 +244,56 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
         Ok(std::sync::Arc::new(PgStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// Maps the rows a batched consume returned (`token_id, used, calls_total`) back to the batch's
+/// requests: a request without a row consumed nothing.
+pub(crate) fn batch_outcomes(
+    batch: &[batch::ConsumeRequest],
+    rows: Vec<(Vec<u8>, i64, i64)>,
+) -> Result<Vec<Consumption>, StoreError> {
+    let mut granted = std::collections::HashMap::with_capacity(rows.len());
+    for (token, used, total) in rows {
+        let used = to_u64(used, "token_usage.used")?;
+        let total = to_u64(total, "token_usage.calls_total")?;
+        granted.insert(token, total.saturating_sub(used));
+    }
+    Ok(batch
+        .iter()
+        .map(|r| match granted.get(&r.token.0[..]) {
+            Some(&remaining) => Consumption::Granted { remaining },
+            None => Consumption::Exhausted,
+        })
+        .collect())
+}
+
+/// Which invoices of a batch were new, from the payment hashes the insert returned (a hash
+/// repeated within the batch counts once, for its first occurrence).
+pub(crate) fn recorded_outcomes(invoices: &[InvoiceRecord], returned: Vec<Vec<u8>>) -> Vec<bool> {
+    let mut new: std::collections::HashSet<Vec<u8>> = returned.into_iter().collect();
+    invoices
+        .iter()
+        .map(|i| new.remove(&i.payment_hash.0[..]))
+        .collect()
+}
+
+/// The answer to recording an invoice whose payment hash was recorded before.
+pub(crate) fn invoice_outcome(written: batch::Written) -> Result<(), StoreError> {
+    match written {
+        batch::Written::Recorded(true) => Ok(()),
+        batch::Written::Recorded(false) => Err(StoreError::InvalidArgument(
+            "an invoice with this payment hash is already recorded",
+        )),
+        batch::Written::Consumed(_) => Err(StoreError::Corrupt("batch answered the wrong kind")),
+    }
+}
+
+/// The answer to a consume.
+pub(crate) fn consume_outcome(written: batch::Written) -> Result<Consumption, StoreError> {
+    match written {
+        batch::Written::Consumed(c) => Ok(c),
+        batch::Written::Recorded(_) => Err(StoreError::Corrupt("batch answered the wrong kind")),
     }
 }
 

@@ -92,6 +92,98 @@ const MIGRATION_LOCK: i64 = 0x7475_726e_7069_6b65; // "turnpike"
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Group commit of consumed calls.
+    batcher: crate::batch::Batcher,
+}
+
+/// Concurrent batch writers per gateway (each holds one connection while it writes).
+const BATCH_WRITERS: usize = 4;
+
+/// The statements a batch is written with: consumed calls as in [`consume`], invoices as in
+/// [`Store::record_invoice`]; one prepared statement each whatever the batch size, rows in
+/// token order (no deadlock between replicas).
+struct PgBatch(PgPool);
+
+async fn consume_rows<'e, E>(
+    executor: E,
+    batch: &[crate::batch::ConsumeRequest],
+) -> Result<Vec<Consumption>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let tokens: Vec<Vec<u8>> = batch.iter().map(|r| r.token.0.to_vec()).collect();
+    let services: Vec<&str> = batch.iter().map(|r| r.service.as_str()).collect();
+    let totals: Vec<i64> = batch.iter().map(|r| to_i64(r.calls_total)).collect();
+    let nows: Vec<i64> = batch.iter().map(|r| to_i64(r.now_unix)).collect();
+    let rows = sqlx::query_as::<_, (Vec<u8>, i64, i64)>(
+        "INSERT INTO token_usage (token_id, service, calls_total, used, first_used_at, last_used_at)
+         SELECT t, s, c, 1, n, n
+           FROM UNNEST($1::bytea[], $2::text[], $3::int8[], $4::int8[]) WITH ORDINALITY AS u(t, s, c, n, o)
+          ORDER BY o
+         ON CONFLICT (token_id) DO UPDATE
+            SET used = token_usage.used + 1,
+                calls_total = LEAST(token_usage.calls_total, EXCLUDED.calls_total),
+                last_used_at = EXCLUDED.last_used_at
+          WHERE token_usage.used < LEAST(token_usage.calls_total, EXCLUDED.calls_total)
+         RETURNING token_id, used, calls_total",
+    )
+    .bind(tokens)
+    .bind(services)
+    .bind(totals)
+    .bind(nows)
+    .fetch_all(executor)
+    .await?;
+    crate::batch_outcomes(batch, rows)
+}
+
+async fn invoice_rows<'e, E>(executor: E, batch: &[InvoiceRecord]) -> Result<Vec<bool>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let hashes: Vec<Vec<u8>> = batch.iter().map(|i| i.payment_hash.0.to_vec()).collect();
+    let tokens: Vec<Vec<u8>> = batch.iter().map(|i| i.token_id.0.to_vec()).collect();
+    let services: Vec<&str> = batch.iter().map(|i| i.service.as_str()).collect();
+    let amounts: Vec<i64> = batch.iter().map(|i| to_i64(i.amount.0)).collect();
+    let calls: Vec<Option<i64>> = batch.iter().map(|i| i.calls.map(to_i64)).collect();
+    let created: Vec<i64> = batch.iter().map(|i| to_i64(i.created_at)).collect();
+    let expires: Vec<i64> = batch.iter().map(|i| to_i64(i.expires_at)).collect();
+    let rows = sqlx::query_scalar::<_, Vec<u8>>(
+        "INSERT INTO invoices (payment_hash, token_id, service, amount_msat, calls, created_at, expires_at)
+         SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])
+         ON CONFLICT (payment_hash) DO NOTHING
+         RETURNING payment_hash",
+    )
+    .bind(hashes)
+    .bind(tokens)
+    .bind(services)
+    .bind(amounts)
+    .bind(calls)
+    .bind(created)
+    .bind(expires)
+    .fetch_all(executor)
+    .await?;
+    Ok(crate::recorded_outcomes(batch, rows))
+}
+
+#[async_trait]
+impl crate::batch::BatchWriter for PgBatch {
+    async fn write_batch(
+        &self,
+        consumes: &[crate::batch::ConsumeRequest],
+        invoices: &[InvoiceRecord],
+    ) -> Result<(Vec<Consumption>, Vec<bool>), StoreError> {
+        match (consumes.is_empty(), invoices.is_empty()) {
+            (_, true) => Ok((consume_rows(&self.0, consumes).await?, Vec::new())),
+            (true, false) => Ok((Vec::new(), invoice_rows(&self.0, invoices).await?)),
+            (false, false) => {
+                let mut tx = self.0.begin().await?;
+                let consumed = consume_rows(&mut *tx, consumes).await?;
+                let recorded = invoice_rows(&mut *tx, invoices).await?;
+                tx.commit().await?;
+                Ok((consumed, recorded))
+            }
+        }
+    }
 }
 
 impl PgStore {
@@ -108,7 +200,9 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        let store = PgStore { pool };
+        let batcher =
+            crate::batch::Batcher::start(std::sync::Arc::new(PgBatch(pool.clone())), BATCH_WRITERS);
+        let store = PgStore { pool, batcher };
         store.migrate().await?;
         Ok(store)
     }
@@ -159,7 +253,19 @@ impl Store for PgStore {
         calls_total: u64,
         now_unix: u64,
     ) -> Result<Consumption, StoreError> {
-        consume(&self.pool, token, service, calls_total, now_unix).await
+        if calls_total == 0 {
+            return Ok(Consumption::Exhausted);
+        }
+        let written = self
+            .batcher
+            .write(crate::batch::Write::Consume(crate::batch::ConsumeRequest {
+                token: *token,
+                service: service.to_owned(),
+                calls_total,
+                now_unix,
+            }))
+            .await?;
+        crate::consume_outcome(written)
     }
 
     async fn refund_call(&self, token: &TokenId) -> Result<(), StoreError> {
@@ -181,20 +287,11 @@ impl Store for PgStore {
     }
 
     async fn record_invoice(&self, inv: &InvoiceRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO invoices (payment_hash, token_id, service, amount_msat, calls, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&inv.payment_hash.0[..])
-        .bind(&inv.token_id.0[..])
-        .bind(&inv.service)
-        .bind(to_i64(inv.amount.0))
-        .bind(inv.calls.map(to_i64))
-        .bind(to_i64(inv.created_at))
-        .bind(to_i64(inv.expires_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let written = self
+            .batcher
+            .write(crate::batch::Write::Invoice(inv.clone()))
+            .await?;
+        crate::invoice_outcome(written)
     }
 
     async fn invoice(&self, hash: &PaymentHash) -> Result<Option<InvoiceRecord>, StoreError> {

@@ -92,6 +92,90 @@ where
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Group commit of consumed calls: one writer, as SQLite has one write lock.
+    batcher: crate::batch::Batcher,
+}
+
+/// The statements a batch is written with: consumed calls as in [`consume`], invoices as in
+/// [`Store::record_invoice`], one multi-row statement each.
+struct SqliteBatch(SqlitePool);
+
+async fn consume_rows<'e, E>(
+    executor: E,
+    batch: &[crate::batch::ConsumeRequest],
+) -> Result<Vec<Consumption>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO token_usage (token_id, service, calls_total, used, first_used_at, last_used_at) ",
+    );
+    query.push_values(batch, |mut row, r| {
+        row.push_bind(r.token.0.to_vec())
+            .push_bind(r.service.clone())
+            .push_bind(to_i64(r.calls_total))
+            .push("1")
+            .push_bind(to_i64(r.now_unix))
+            .push_bind(to_i64(r.now_unix));
+    });
+    query.push(
+        " ON CONFLICT (token_id) DO UPDATE
+            SET used = token_usage.used + 1,
+                calls_total = MIN(token_usage.calls_total, excluded.calls_total),
+                last_used_at = excluded.last_used_at
+          WHERE token_usage.used < MIN(token_usage.calls_total, excluded.calls_total)
+         RETURNING token_id, used, calls_total",
+    );
+    let rows = query
+        .build_query_as::<(Vec<u8>, i64, i64)>()
+        .fetch_all(executor)
+        .await?;
+    crate::batch_outcomes(batch, rows)
+}
+
+async fn invoice_rows<'e, E>(executor: E, batch: &[InvoiceRecord]) -> Result<Vec<bool>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO invoices (payment_hash, token_id, service, amount_msat, calls, created_at, expires_at) ",
+    );
+    query.push_values(batch, |mut row, inv| {
+        row.push_bind(inv.payment_hash.0.to_vec())
+            .push_bind(inv.token_id.0.to_vec())
+            .push_bind(inv.service.clone())
+            .push_bind(to_i64(inv.amount.0))
+            .push_bind(inv.calls.map(to_i64))
+            .push_bind(to_i64(inv.created_at))
+            .push_bind(to_i64(inv.expires_at));
+    });
+    query.push(" ON CONFLICT (payment_hash) DO NOTHING RETURNING payment_hash");
+    let rows = query
+        .build_query_scalar::<Vec<u8>>()
+        .fetch_all(executor)
+        .await?;
+    Ok(crate::recorded_outcomes(batch, rows))
+}
+
+#[async_trait]
+impl crate::batch::BatchWriter for SqliteBatch {
+    async fn write_batch(
+        &self,
+        consumes: &[crate::batch::ConsumeRequest],
+        invoices: &[InvoiceRecord],
+    ) -> Result<(Vec<Consumption>, Vec<bool>), StoreError> {
+        match (consumes.is_empty(), invoices.is_empty()) {
+            (_, true) => Ok((consume_rows(&self.0, consumes).await?, Vec::new())),
+            (true, false) => Ok((Vec::new(), invoice_rows(&self.0, invoices).await?)),
+            (false, false) => {
+                let mut tx = self.0.begin().await?;
+                let consumed = consume_rows(&mut *tx, consumes).await?;
+                let recorded = invoice_rows(&mut *tx, invoices).await?;
+                tx.commit().await?;
+                Ok((consumed, recorded))
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -109,7 +193,9 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options)
             .await?;
-        let store = SqliteStore { pool };
+        let batcher =
+            crate::batch::Batcher::start(std::sync::Arc::new(SqliteBatch(pool.clone())), 1);
+        let store = SqliteStore { pool, batcher };
         store.migrate().await?;
         Ok(store)
     }
@@ -167,7 +253,19 @@ impl Store for SqliteStore {
         calls_total: u64,
         now_unix: u64,
     ) -> Result<Consumption, StoreError> {
-        consume(&self.pool, token, service, calls_total, now_unix).await
+        if calls_total == 0 {
+            return Ok(Consumption::Exhausted);
+        }
+        let written = self
+            .batcher
+            .write(crate::batch::Write::Consume(crate::batch::ConsumeRequest {
+                token: *token,
+                service: service.to_owned(),
+                calls_total,
+                now_unix,
+            }))
+            .await?;
+        crate::consume_outcome(written)
     }
 
     async fn refund_call(&self, token: &TokenId) -> Result<(), StoreError> {
@@ -189,20 +287,11 @@ impl Store for SqliteStore {
     }
 
     async fn record_invoice(&self, inv: &InvoiceRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO invoices (payment_hash, token_id, service, amount_msat, calls, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(&inv.payment_hash.0[..])
-        .bind(&inv.token_id.0[..])
-        .bind(&inv.service)
-        .bind(to_i64(inv.amount.0))
-        .bind(inv.calls.map(to_i64))
-        .bind(to_i64(inv.created_at))
-        .bind(to_i64(inv.expires_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let written = self
+            .batcher
+            .write(crate::batch::Write::Invoice(inv.clone()))
+            .await?;
+        crate::invoice_outcome(written)
     }
 
     async fn invoice(&self, hash: &PaymentHash) -> Result<Option<InvoiceRecord>, StoreError> {

@@ -109,6 +109,10 @@ store_test!(
     concurrent_consumers_on_two_pools_never_oversubscribe
 );
 store_test!(
+    batches,
+    many_tokens_consumed_at_once_each_serve_exactly_their_calls
+);
+store_test!(
     invoices,
     invoices_are_recorded_and_expired_unpaid_ones_pruned
 );
@@ -176,6 +180,73 @@ async fn a_bundle_serves_exactly_its_calls_and_refunds_give_calls_back(db: &Test
     let fresh = TokenId::random();
     store.refund_call(&fresh).await.unwrap();
     assert_eq!(store.token_usage(&fresh).await.unwrap(), None);
+}
+
+/// Hundreds of concurrent calls over many tokens at once (so the store writes them in batches
+/// mixing fresh tokens, bundles, repeated tokens and exhausted ones): every token serves exactly
+/// its calls, each answer's `remaining` is distinct, and the store's counts agree.
+async fn many_tokens_consumed_at_once_each_serve_exactly_their_calls(db: &TestDb) {
+    let store = db.open().await;
+    let tokens: Vec<(TokenId, u64)> = (0..60).map(|i| (TokenId::random(), 1 + i % 4)).collect();
+    let mut tasks = Vec::new();
+    for round in 0..6 {
+        for (token, calls) in &tokens {
+            let (store, token, calls) = (store.clone(), *token, *calls);
+            tasks.push(tokio::spawn(async move {
+                let outcome = store
+                    .consume_call(&token, "svc", calls, round)
+                    .await
+                    .unwrap();
+                (token, outcome)
+            }));
+        }
+    }
+    // Invoices recorded at the same time land in the same batches; a payment hash recorded twice
+    // fails for one of the two callers only.
+    let invoices: Vec<InvoiceRecord> = (0..40)
+        .map(|i| InvoiceRecord {
+            payment_hash: PaymentHash(rand_bytes()),
+            token_id: TokenId::random(),
+            service: "svc".into(),
+            amount: Msat(1000 * (i + 1)),
+            calls: (i % 2 == 0).then_some(i),
+            created_at: 1,
+            expires_at: 1000,
+        })
+        .collect();
+    let mut recorders = Vec::new();
+    for inv in invoices.iter().chain(std::iter::once(&invoices[0])) {
+        let (store, inv) = (store.clone(), inv.clone());
+        recorders.push(tokio::spawn(async move {
+            store.record_invoice(&inv).await.is_ok()
+        }));
+    }
+    let mut granted: std::collections::HashMap<TokenId, Vec<u64>> = Default::default();
+    for t in tasks {
+        let (token, outcome) = t.await.unwrap();
+        if let Consumption::Granted { remaining } = outcome {
+            granted.entry(token).or_default().push(remaining);
+        }
+    }
+    for (token, calls) in &tokens {
+        let mut remaining = granted.remove(token).unwrap_or_default();
+        remaining.sort_unstable();
+        let expected: Vec<u64> = (0..*calls).collect();
+        assert_eq!(remaining, expected, "token with {calls} calls");
+        let usage = store.token_usage(token).await.unwrap().unwrap();
+        assert_eq!((usage.calls_total, usage.used), (*calls, *calls));
+    }
+    let mut ok = 0;
+    for r in recorders {
+        ok += usize::from(r.await.unwrap());
+    }
+    assert_eq!(ok, invoices.len(), "each distinct invoice recorded once");
+    for inv in &invoices {
+        assert_eq!(
+            store.invoice(&inv.payment_hash).await.unwrap().as_ref(),
+            Some(inv)
+        );
+    }
 }
 
 async fn a_token_narrowed_after_first_use_keeps_the_smaller_total(db: &TestDb) {

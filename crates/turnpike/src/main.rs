@@ -103,15 +103,16 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("loading {}", config_path.display()))?;
     let listen = config.listen;
     let services = config.services.len();
+    let workers = config.worker_threads();
     let gateway = turnpike_gateway::Gateway::from_config(config)
         .await
         .context("starting the gateway")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, services, "turnpike gateway listening");
+    tracing::info!(%listen, services, workers, "turnpike gateway listening");
     gateway
-        .serve(listener, shutdown_signal())
+        .serve_on_workers(listener, workers, shutdown_signal())
         .await
         .context("serving")?;
     Ok(())

@@ -1,0 +1,140 @@
+//! Thread-per-core serving: `N` worker threads, each with a single-threaded Tokio runtime, its
+//! own copy of the pipeline state's upstream client (so a request and its upstream connection
+//! are always polled on the same thread) and the connections the acceptor deals it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::{AppState, SharedState};
+
+/// Connections handed to one worker.
+struct WorkerListener {
+    incoming: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for WorkerListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some((stream, peer)) = self.incoming.recv().await else {
+                // The acceptor stopped: no more connections; graceful shutdown ends the worker.
+                std::future::pending::<()>().await;
+                unreachable!("pending never completes");
+            };
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => return (stream, peer),
+                Err(e) => tracing::warn!(error = %e, "cannot register an accepted connection"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// Runs the workers until `shutdown`, then lets each finish its requests in flight.
+pub(crate) async fn serve(
+    state: &SharedState,
+    listener: tokio::net::TcpListener,
+    workers: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut queues = Vec::with_capacity(workers);
+    let mut done = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let (tx, rx) = mpsc::channel(1024);
+        queues.push(tx);
+        let worker_state: SharedState = Arc::new(AppState {
+            shared: state.shared.clone(),
+            forwarder: crate::proxy::Forwarder::new(),
+        });
+        let mut stop = stop_rx.clone();
+        let (finished_tx, finished_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        done.push(finished_rx);
+        std::thread::Builder::new()
+            .name(format!("turnpike-worker-{i}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(async move {
+                            let listener = WorkerListener {
+                                incoming: rx,
+                                local,
+                            }
+                            .tap_io(crate::set_nodelay);
+                            let app = crate::app_with(worker_state)
+                                .into_make_service_with_connect_info::<SocketAddr>();
+                            axum::serve(listener, app)
+                                .with_graceful_shutdown(async move {
+                                    let _ = stop.wait_for(|stopped| *stopped).await;
+                                })
+                                .await
+                        })
+                    });
+                let _ = finished_tx.send(result);
+            })?;
+    }
+
+    let accept = async {
+        let mut next = 0usize;
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, as axum does.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand over an accepted connection");
+                    continue;
+                }
+            };
+            // Round-robin; a worker whose queue is full is skipped for this connection.
+            let mut item = (stream, peer);
+            for _ in 0..queues.len() {
+                let queue = &queues[next % queues.len()];
+                next = next.wrapping_add(1);
+                match queue.try_send(item) {
+                    Ok(()) => break,
+                    Err(mpsc::error::TrySendError::Full(back))
+                    | Err(mpsc::error::TrySendError::Closed(back)) => item = back,
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = accept => {}
+        () = shutdown => {}
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let mut result = Ok(());
+    for finished in done {
+        match finished.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => {
+                result = Err(std::io::Error::other(
+                    "a worker thread stopped unexpectedly",
+                ));
+            }
+        }
+    }
+    result
+}

@@ -1,0 +1,215 @@
+//! Group commit for the two writes on the request path, [`Store::consume_call`] and
+//! [`Store::record_invoice`]: writes that arrive while a batch is being written queue up and are
+//! written together, one multi-row statement per kind (in one transaction when both kinds are
+//! present), so under load the store commits once per batch instead of once per request.
+//!
+//! Each write is still answered only after the batch holding it committed, and a batch is atomic,
+//! so the semantics are exactly those of one statement per write: a failed batch wrote nothing
+//! and every caller in it gets the error.
+//!
+//! [`Store::consume_call`]: crate::Store::consume_call
+//! [`Store::record_invoice`]: crate::Store::record_invoice A token appears at most once per
+//! batch (a second call of the same token waits for the next batch), and rows are written in
+//! token order, so concurrent batches of several gateway replicas cannot deadlock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use turnpike_l402::TokenId;
+
+use crate::{Consumption, InvoiceRecord, StoreError};
+
+/// Most calls written in one batch.
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// One call to consume.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumeRequest {
+    pub token: TokenId,
+    pub service: String,
+    pub calls_total: u64,
+    pub now_unix: u64,
+}
+
+/// One write on the request path.
+#[derive(Debug, Clone)]
+pub(crate) enum Write {
+    Consume(ConsumeRequest),
+    Invoice(InvoiceRecord),
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    Consumed(Consumption),
+    /// The invoice was recorded (`false`: its payment hash was already recorded).
+    Recorded(bool),
+}
+
+/// Writes a batch of distinct tokens (sorted by token) and invoices: for each consume its
+/// outcome, and for each invoice whether it was new, in order.
+#[async_trait]
+pub(crate) trait BatchWriter: Send + Sync + 'static {
+    async fn write_batch(
+        &self,
+        consumes: &[ConsumeRequest],
+        invoices: &[InvoiceRecord],
+    ) -> Result<(Vec<Consumption>, Vec<bool>), StoreError>;
+}
+
+struct Pending {
+    write: Write,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+impl Pending {
+    fn token(&self) -> Option<TokenId> {
+        match &self.write {
+            Write::Consume(r) => Some(r.token),
+            Write::Invoice(_) => None,
+        }
+    }
+}
+
+/// The queue in front of a store's writers.
+#[derive(Debug, Clone)]
+pub(crate) struct Batcher {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("token", &self.token())
+            .finish()
+    }
+}
+
+impl Batcher {
+    /// Starts `writers` tasks writing batches with `store` (on the current Tokio runtime). They
+    /// stop when every handle to this batcher is dropped.
+    pub(crate) fn start(store: Arc<dyn BatchWriter>, writers: usize) -> Batcher {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(tokio::sync::Mutex::new(Receiver {
+            rx,
+            deferred: VecDeque::new(),
+        }));
+        for _ in 0..writers.max(1) {
+            let (rx, store) = (rx.clone(), store.clone());
+            tokio::spawn(async move {
+                loop {
+                    let batch = {
+                        let mut rx = rx.lock().await;
+                        match rx.next_batch().await {
+                            Some(b) => b,
+                            None => return,
+                        }
+                    };
+                    write(&*store, batch).await;
+                }
+            });
+        }
+        Batcher { queue }
+    }
+
+    /// Writes `write` in the next batch.
+    pub(crate) async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { write, reply })
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+struct Receiver {
+    rx: mpsc::UnboundedReceiver<Pending>,
+    /// Calls of tokens already in the batch being assembled, kept for the next one.
+    deferred: VecDeque<Pending>,
+}
+
+impl Receiver {
+    /// Waits for at least one call, then takes whatever else is queued (up to [`MAX_BATCH`]),
+    /// one call per token.
+    async fn next_batch(&mut self) -> Option<Vec<Pending>> {
+        let mut batch: Vec<Pending> = Vec::new();
+        let mut tokens: HashMap<TokenId, ()> = HashMap::new();
+        let mut later = VecDeque::new();
+        let mut fresh = |p: &Pending| p.token().is_none_or(|t| tokens.insert(t, ()).is_none());
+        while let Some(p) = self.deferred.pop_front() {
+            if batch.len() < MAX_BATCH && fresh(&p) {
+                batch.push(p);
+            } else {
+                later.push_back(p);
+            }
+        }
+        self.deferred = later;
+        if batch.is_empty() {
+            let first = self.rx.recv().await?;
+            fresh(&first);
+            batch.push(first);
+        }
+        while batch.len() < MAX_BATCH {
+            let Ok(p) = self.rx.try_recv() else { break };
+            if fresh(&p) {
+                batch.push(p);
+            } else {
+                self.deferred.push_back(p);
+            }
+        }
+        Some(batch)
+    }
+}
+
+async fn write(store: &dyn BatchWriter, mut batch: Vec<Pending>) {
+    // Callers that gave up need no write.
+    batch.retain(|p| !p.reply.is_closed());
+    if batch.is_empty() {
+        return;
+    }
+    let (mut consumes, invoices): (Vec<Pending>, Vec<Pending>) = batch
+        .into_iter()
+        .partition(|p| matches!(p.write, Write::Consume(_)));
+    consumes.sort_unstable_by_key(|p| p.token().map(|t| t.0));
+    let consume_requests: Vec<ConsumeRequest> = consumes
+        .iter()
+        .filter_map(|p| match &p.write {
+            Write::Consume(r) => Some(r.clone()),
+            Write::Invoice(_) => None,
+        })
+        .collect();
+    let invoice_records: Vec<InvoiceRecord> = invoices
+        .iter()
+        .filter_map(|p| match &p.write {
+            Write::Invoice(r) => Some(r.clone()),
+            Write::Consume(_) => None,
+        })
+        .collect();
+    match store.write_batch(&consume_requests, &invoice_records).await {
+        Ok((consumed, recorded))
+            if consumed.len() == consumes.len() && recorded.len() == invoices.len() =>
+        {
+            for (p, outcome) in consumes.into_iter().zip(consumed) {
+                let _ = p.reply.send(Ok(Written::Consumed(outcome)));
+            }
+            for (p, new) in invoices.into_iter().zip(recorded) {
+                let _ = p.reply.send(Ok(Written::Recorded(new)));
+            }
+        }
+        Ok(_) => {
+            for p in consumes.into_iter().chain(invoices) {
+                let _ = p.reply.send(Err(StoreError::Corrupt(
+                    "batch answered a wrong number of rows",
+                )));
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for p in consumes.into_iter().chain(invoices) {
+                let _ = p.reply.send(Err(StoreError::Batch(message.clone())));
+            }
+        }
+    }
+}
