@@ -69,13 +69,13 @@ else
     cargo build --quiet -p turnpike -p turnpike-bench
     bin=target/debug
 fi
-tp="$PWD/$bin/turnpike"
+tp="${BENCH_TURNPIKE:-$PWD/$bin/turnpike}"   # BENCH_TURNPIKE: measure another build
 tb="$PWD/$bin/turnpike-bench"
 
 run="$PWD/target/bench/run"
 results="$run/results"
 rm -rf "$run"
-mkdir -p "$results" "$run/nginx-tmp"
+mkdir -p "$results" "$run/nginx-tmp" "$run/data-sqlite" "$run/data-pg"
 chmod 777 "$run/nginx-tmp"
 
 failed=0

@@ -55,3 +55,7 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --no-fail-fast
+echo "==> micro-benchmarks (test mode: each runs once)"
+cargo test --quiet --benches -p turnpike-l402 -p turnpike-lightning -p turnpike-store
+echo "==> benchmark suite, smoke run (no timing asserted)"
+bash bench/run.sh --smoke

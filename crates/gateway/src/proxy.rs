@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -94,15 +95,22 @@ impl Forwarder {
         client_ip: IpAddr,
     ) -> Result<Response<Body>, ForwardError> {
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+        let path_and_query = match (
+            service.upstream.base_path.is_empty(),
+            parts.uri.path_and_query(),
+        ) {
+            // The common case, without copying the path.
+            (true, Some(pq)) => pq.clone(),
+            (_, pq) => {
+                let pq = pq.map_or("/", |p| p.as_str());
+                PathAndQuery::try_from(format!("{}{pq}", service.upstream.base_path))
+                    .map_err(|e| ForwardError::BadRequest(e.to_string()))?
+            }
+        };
         let uri = Uri::builder()
             .scheme(service.upstream.scheme.clone())
             .authority(service.upstream.authority.clone())
-            .path_and_query(format!("{}{}", service.upstream.base_path, path_and_query))
+            .path_and_query(path_and_query)
             .build()
             .map_err(|e| ForwardError::BadRequest(e.to_string()))?;
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -240,16 +248,25 @@ fn is_l402_authorization(value: &[u8]) -> bool {
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     let name = HeaderName::from_static("x-forwarded-for");
+    use std::io::Write as _;
+    if !headers.contains_key(&name) {
+        // The common case: the address alone, formatted on the stack.
+        let mut buf = [0u8; 48];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        if write!(cursor, "{ip}").is_ok() {
+            let len = usize::try_from(cursor.position()).unwrap_or(0);
+            if let Ok(v) = HeaderValue::from_bytes(&buf[..len]) {
+                headers.insert(name, v);
+            }
+        }
+        return;
+    }
     let prior: Vec<&str> = headers
         .get_all(&name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let value = if prior.is_empty() {
-        ip.to_string()
-    } else {
-        format!("{}, {ip}", prior.join(", "))
-    };
+    let value = format!("{}, {ip}", prior.join(", "));
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(name, v);
     }

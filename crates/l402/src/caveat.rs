@@ -151,18 +151,21 @@ pub enum CaveatError {
 }
 
 /// Parses a `services` value; `None` if malformed.
-fn parse_services(value: &str) -> Option<Vec<&str>> {
-    value
-        .split(',')
-        .map(|entry| {
-            let (name, tier) = entry.trim().split_once(':')?;
-            let ok = is_valid_service_name(name)
-                && !tier.is_empty()
-                && tier.bytes().all(|b| b.is_ascii_digit())
-                && tier.parse::<u8>().is_ok();
-            ok.then_some(name)
-        })
-        .collect()
+/// Whether a well-formed `services` list names `service`; `None` if any entry is malformed.
+fn services_list_contains(value: &str, service: &str) -> Option<bool> {
+    let mut found = false;
+    for entry in value.split(',') {
+        let (name, tier) = entry.trim().split_once(':')?;
+        let ok = is_valid_service_name(name)
+            && !tier.is_empty()
+            && tier.bytes().all(|b| b.is_ascii_digit())
+            && tier.parse::<u8>().is_ok();
+        if !ok {
+            return None;
+        }
+        found |= name == service;
+    }
+    Some(found)
 }
 
 /// Parses a decimal `u64` made of ASCII digits only.
@@ -188,38 +191,44 @@ pub fn evaluate<'a>(
     service: &str,
     now_unix: u64,
 ) -> Result<Grant, CaveatError> {
-    let valid_until_cond = format!("{service}{VALID_UNTIL_SUFFIX}");
-    let calls_cond = format!("{service}{CALLS_SUFFIX}");
-    let caps_cond = format!("{service}{CAPABILITIES_SUFFIX}");
-    let price_cond = format!("{service}{MAX_PRICE_SUFFIX}");
+    // No allocation on this path: caveats are split in place and conditions compared as
+    // `<service><suffix>` without building the strings.
+    let is = |condition: &str, suffix: &str| {
+        condition
+            .strip_prefix(service)
+            .is_some_and(|rest| rest == suffix)
+    };
 
     let mut saw_services = false;
     let mut granted = true;
     let mut grant = Grant::default();
 
     for raw in caveats {
-        let Some(caveat) = Caveat::parse(raw) else {
+        let Some((condition, value)) = std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.split_once('='))
+        else {
             continue;
         };
-        let condition = caveat.condition.trim();
-        let value = caveat.value.trim();
+        let condition = condition.trim();
+        let value = value.trim();
         let malformed = || CaveatError::Malformed {
             condition: condition.to_string(),
         };
         if condition == SERVICES_CONDITION {
-            let names = parse_services(value).ok_or_else(malformed)?;
+            let listed = services_list_contains(value, service).ok_or_else(malformed)?;
             saw_services = true;
-            granted &= names.contains(&service);
-        } else if condition == valid_until_cond {
+            granted &= listed;
+        } else if is(condition, VALID_UNTIL_SUFFIX) {
             let t = parse_u64(value).ok_or_else(malformed)?;
             grant.valid_until = Some(grant.valid_until.map_or(t, |old| old.min(t)));
-        } else if condition == calls_cond {
+        } else if is(condition, CALLS_SUFFIX) {
             let n = parse_u64(value).ok_or_else(malformed)?;
             grant.calls = Some(grant.calls.map_or(n, |old| old.min(n)));
-        } else if condition == price_cond {
+        } else if is(condition, MAX_PRICE_SUFFIX) {
             let n = parse_u64(value).ok_or_else(malformed)?;
             grant.max_price_msat = Some(grant.max_price_msat.map_or(n, |old| old.min(n)));
-        } else if condition == caps_cond {
+        } else if is(condition, CAPABILITIES_SUFFIX) {
             let mut caps: Vec<String> = Vec::new();
             for cap in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
                 if !caps.iter().any(|c| c == cap) {
