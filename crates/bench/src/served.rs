@@ -12,9 +12,9 @@ pub struct Args {
     /// The gateway's store (`sqlite://…` or `postgres://…`).
     #[arg(long)]
     store: String,
-    /// The upstream's counter (`http://…/_bench/count`), read directly.
+    /// The upstream's address (`host:port`); its `/_bench/count` is read directly.
     #[arg(long)]
-    upstream: SocketAddrArg,
+    upstream: std::net::SocketAddr,
     /// The load generator's JSON result for the run (for its count of 2xx answers).
     #[arg(long)]
     wrk: PathBuf,
@@ -25,9 +25,6 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
 }
-
-/// `host:port` of the upstream.
-type SocketAddrArg = std::net::SocketAddr;
 
 fn upstream_count(addr: std::net::SocketAddr) -> anyhow::Result<u64> {
     use std::io::{Read, Write};

@@ -12,7 +12,7 @@
 //! batch (a second call of the same token waits for the next batch), and rows are written in
 //! token order, so concurrent batches of several gateway replicas cannot deadlock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -135,9 +135,9 @@ impl Receiver {
     /// one call per token.
     async fn next_batch(&mut self) -> Option<Vec<Pending>> {
         let mut batch: Vec<Pending> = Vec::new();
-        let mut tokens: HashMap<TokenId, ()> = HashMap::new();
+        let mut tokens: HashSet<TokenId> = HashSet::new();
         let mut later = VecDeque::new();
-        let mut fresh = |p: &Pending| p.token().is_none_or(|t| tokens.insert(t, ()).is_none());
+        let mut fresh = |p: &Pending| p.token().is_none_or(|t| tokens.insert(t));
         while let Some(p) = self.deferred.pop_front() {
             if batch.len() < MAX_BATCH && fresh(&p) {
                 batch.push(p);

@@ -39,34 +39,19 @@ where
     if calls_total == 0 {
         return Ok(Consumption::Exhausted);
     }
-    // One statement: insert on first use, else count one more call, but only while calls
-    // remain. No row back means nothing was consumed.
-    let row = sqlx::query(
-        "INSERT INTO token_usage (token_id, service, calls_total, used, first_used_at, last_used_at)
-         VALUES (?1, ?2, ?3, 1, ?4, ?4)
-         ON CONFLICT (token_id) DO UPDATE
-            SET used = token_usage.used + 1,
-                calls_total = MIN(token_usage.calls_total, excluded.calls_total),
-                last_used_at = excluded.last_used_at
-          WHERE token_usage.used < MIN(token_usage.calls_total, excluded.calls_total)
-         RETURNING used, calls_total",
-    )
-    .bind(&token.0[..])
-    .bind(service)
-    .bind(to_i64(calls_total))
-    .bind(to_i64(now_unix))
-    .fetch_optional(executor)
-    .await?;
-    match row {
-        None => Ok(Consumption::Exhausted),
-        Some(row) => {
-            let used = to_u64(row.try_get(0)?, "token_usage.used")?;
-            let total = to_u64(row.try_get(1)?, "token_usage.calls_total")?;
-            Ok(Consumption::Granted {
-                remaining: total.saturating_sub(used),
-            })
-        }
-    }
+    // The batch statement with one row: insert on first use, else count one more call, but
+    // only while calls remain. No row back means nothing was consumed.
+    let request = crate::batch::ConsumeRequest {
+        token: *token,
+        service: service.to_owned(),
+        calls_total,
+        now_unix,
+    };
+    let outcome = consume_rows(executor, std::slice::from_ref(&request)).await?;
+    outcome
+        .first()
+        .copied()
+        .ok_or(StoreError::Corrupt("consume answered no row"))
 }
 
 /// Gives back one call of `token` — the statement behind [`Store::refund_call`], also run inside
