@@ -57,6 +57,9 @@ pub(crate) trait BatchWriter: Send + Sync + 'static {
         consumes: &[ConsumeRequest],
         invoices: &[InvoiceRecord],
     ) -> Result<(Vec<Consumption>, Vec<bool>), StoreError>;
+
+    /// Gives back one call of `token` (its caller left before learning it was charged).
+    async fn refund(&self, token: &TokenId) -> Result<(), StoreError>;
 }
 
 struct Pending {
@@ -191,8 +194,20 @@ async fn write(store: &dyn BatchWriter, mut batch: Vec<Pending>) {
         Ok((consumed, recorded))
             if consumed.len() == consumes.len() && recorded.len() == invoices.len() =>
         {
+            let mut abandoned = Vec::new();
             for (p, outcome) in consumes.into_iter().zip(consumed) {
-                let _ = p.reply.send(Ok(Written::Consumed(outcome)));
+                let token = p.token();
+                let sent = p.reply.send(Ok(Written::Consumed(outcome)));
+                // The caller went away while its batch was written (its client hung up): it
+                // never learns of the charge and serves nothing, so the call is given back.
+                if let (Err(_), Consumption::Granted { .. }, Some(token)) = (sent, outcome, token) {
+                    abandoned.push(token);
+                }
+            }
+            for token in abandoned {
+                if let Err(e) = store.refund(&token).await {
+                    tracing::error!(token = %token, error = %e, "could not give back an abandoned call");
+                }
             }
             for (p, new) in invoices.into_iter().zip(recorded) {
                 let _ = p.reply.send(Ok(Written::Recorded(new)));

@@ -170,6 +170,10 @@ impl crate::batch::BatchWriter for PgBatch {
             }
         }
     }
+
+    async fn refund(&self, token: &TokenId) -> Result<(), StoreError> {
+        refund(&self.0, token).await
+    }
 }
 
 impl PgStore {

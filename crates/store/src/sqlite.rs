@@ -161,6 +161,10 @@ impl crate::batch::BatchWriter for SqliteBatch {
             }
         }
     }
+
+    async fn refund(&self, token: &TokenId) -> Result<(), StoreError> {
+        refund(&self.0, token).await
+    }
 }
 
 impl SqliteStore {
