@@ -229,7 +229,7 @@ load d_pass "http://127.0.0.1:$tp_port/pass/x" -s bench/wrk/plain.lua -H "Author
 
 curl -s "$up/_bench/reset" >/dev/null
 load_tokens e_sqlite "http://127.0.0.1:$tp_port/call/x" "$run/tokens-sqlite"
-sleep 0.5
+sleep 1
 "$tb" served-check --store "sqlite://$run/data-sqlite/turnpike.db" --upstream "127.0.0.1:$upstream_port" \
     --wrk "$results/e_sqlite.json" --connections "$connections" --out "$results/served_sqlite.json" >/dev/null || failed=1
 
@@ -257,7 +257,7 @@ if command -v psql >/dev/null && psql "$pg_admin" -qAtc 'SELECT 1' >/dev/null 2>
     start_gateway "$run/postgres.toml"
     curl -s "$up/_bench/reset" >/dev/null
     load_tokens e_postgres "http://127.0.0.1:$tp_port/call/x" "$run/tokens-pg"
-    sleep 0.5
+    sleep 1
     "$tb" served-check --store "$pg_url" --upstream "127.0.0.1:$upstream_port" \
         --wrk "$results/e_postgres.json" --connections "$connections" --out "$results/served_postgres.json" >/dev/null || failed=1
     stop_gateway

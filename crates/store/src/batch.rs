@@ -38,6 +38,8 @@ pub(crate) struct ConsumeRequest {
 pub(crate) enum Write {
     Consume(ConsumeRequest),
     Invoice(InvoiceRecord),
+    /// Gives back a call granted to a caller that left before reading the answer.
+    Refund(TokenId),
 }
 
 /// What a write did.
@@ -68,10 +70,11 @@ struct Pending {
 }
 
 impl Pending {
+    /// The token a consume charges (one consume per token and batch).
     fn token(&self) -> Option<TokenId> {
         match &self.write {
             Write::Consume(r) => Some(r.token),
-            Write::Invoice(_) => None,
+            Write::Invoice(_) | Write::Refund(_) => None,
         }
     }
 }
@@ -117,13 +120,54 @@ impl Batcher {
         Batcher { queue }
     }
 
-    /// Writes `write` in the next batch.
+    /// Writes `write` in the next batch. If the caller goes away before reading a granted
+    /// consume (its client hung up), the call is given back: nothing is charged unseen.
     pub(crate) async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let token = match &write {
+            Write::Consume(r) => Some(r.token),
+            _ => None,
+        };
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { write, reply })
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let mut answer = Answer {
+            rx: answer,
+            token,
+            queue: self.queue.clone(),
+            read: false,
+        };
+        let result = (&mut answer.rx).await;
+        answer.read = true;
+        result.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// The caller's side of a pending write; see [`Batcher::write`].
+struct Answer {
+    rx: oneshot::Receiver<Result<Written, StoreError>>,
+    token: Option<TokenId>,
+    queue: mpsc::UnboundedSender<Pending>,
+    read: bool,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if self.read {
+            return;
+        }
+        // Either the writer has not answered yet (closing makes its send fail, and it gives the
+        // call back itself), or it has: then the granted call is given back here.
+        self.rx.close();
+        if let (Ok(Ok(Written::Consumed(Consumption::Granted { .. }))), Some(token)) =
+            (self.rx.try_recv(), self.token)
+        {
+            let (reply, _) = oneshot::channel();
+            let _ = self.queue.send(Pending {
+                write: Write::Refund(token),
+                reply,
+            });
+        }
     }
 }
 
@@ -166,8 +210,18 @@ impl Receiver {
     }
 }
 
-async fn write(store: &dyn BatchWriter, mut batch: Vec<Pending>) {
-    // Callers that gave up need no write.
+async fn write(store: &dyn BatchWriter, batch: Vec<Pending>) {
+    // Refunds are owed whoever waits; other callers that gave up need no write.
+    let (refunds, mut batch): (Vec<Pending>, Vec<Pending>) = batch
+        .into_iter()
+        .partition(|p| matches!(p.write, Write::Refund(_)));
+    for p in refunds {
+        if let Write::Refund(token) = p.write
+            && let Err(e) = store.refund(&token).await
+        {
+            tracing::error!(token = %token, error = %e, "could not give back an abandoned call");
+        }
+    }
     batch.retain(|p| !p.reply.is_closed());
     if batch.is_empty() {
         return;
@@ -180,14 +234,14 @@ async fn write(store: &dyn BatchWriter, mut batch: Vec<Pending>) {
         .iter()
         .filter_map(|p| match &p.write {
             Write::Consume(r) => Some(r.clone()),
-            Write::Invoice(_) => None,
+            Write::Invoice(_) | Write::Refund(_) => None,
         })
         .collect();
     let invoice_records: Vec<InvoiceRecord> = invoices
         .iter()
         .filter_map(|p| match &p.write {
             Write::Invoice(r) => Some(r.clone()),
-            Write::Consume(_) => None,
+            Write::Consume(_) | Write::Refund(_) => None,
         })
         .collect();
     match store.write_batch(&consume_requests, &invoice_records).await {
@@ -226,5 +280,107 @@ async fn write(store: &dyn BatchWriter, mut batch: Vec<Pending>) {
                 let _ = p.reply.send(Err(StoreError::Batch(message.clone())));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A writer that grants every consume once `release` is notified, and records refunds.
+    #[derive(Default)]
+    struct Gate {
+        release: tokio::sync::Notify,
+        entered: tokio::sync::Notify,
+        refunds: Mutex<Vec<TokenId>>,
+    }
+
+    #[async_trait]
+    impl BatchWriter for Gate {
+        async fn write_batch(
+            &self,
+            consumes: &[ConsumeRequest],
+            invoices: &[InvoiceRecord],
+        ) -> Result<(Vec<Consumption>, Vec<bool>), StoreError> {
+            self.entered.notify_one();
+            self.release.notified().await;
+            let granted = Consumption::Granted { remaining: 0 };
+            Ok((vec![granted; consumes.len()], vec![true; invoices.len()]))
+        }
+
+        async fn refund(&self, token: &TokenId) -> Result<(), StoreError> {
+            self.refunds.lock().unwrap().push(*token);
+            Ok(())
+        }
+    }
+
+    fn consume(token: TokenId) -> Write {
+        Write::Consume(ConsumeRequest {
+            token,
+            service: "svc".into(),
+            calls_total: 1,
+            now_unix: 1,
+        })
+    }
+
+    async fn refunded(gate: &Gate) -> Vec<TokenId> {
+        for _ in 0..100 {
+            let r = gate.refunds.lock().unwrap().clone();
+            if !r.is_empty() {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Vec::new()
+    }
+
+    #[tokio::test]
+    async fn a_caller_gone_before_its_batch_is_answered_is_given_the_call_back() {
+        let gate = Arc::new(Gate::default());
+        let batcher = Batcher::start(gate.clone(), 1);
+        let token = TokenId::random();
+        let caller = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.write(consume(token)).await }
+        });
+        gate.entered.notified().await;
+        caller.abort();
+        let _ = caller.await;
+        gate.release.notify_one();
+        assert_eq!(refunded(&gate).await, vec![token]);
+    }
+
+    #[tokio::test]
+    async fn a_caller_gone_after_the_answer_but_before_reading_it_is_given_the_call_back() {
+        let gate = Arc::new(Gate::default());
+        let batcher = Batcher::start(gate.clone(), 1);
+        let token = TokenId::random();
+        let mut pending = Box::pin(batcher.write(consume(token)));
+        assert!(futures_util::FutureExt::now_or_never(&mut pending).is_none());
+        gate.entered.notified().await;
+        gate.release.notify_one();
+        // Let the writer send its answer, then drop the caller without reading it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(pending);
+        assert_eq!(refunded(&gate).await, vec![token]);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_reads_its_answer_keeps_the_charge() {
+        let gate = Arc::new(Gate::default());
+        let batcher = Batcher::start(gate.clone(), 1);
+        let release = async {
+            gate.entered.notified().await;
+            gate.release.notify_one();
+        };
+        let (written, ()) = tokio::join!(batcher.write(consume(TokenId::random())), release);
+        assert_eq!(
+            written.unwrap(),
+            Written::Consumed(Consumption::Granted { remaining: 0 })
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(gate.refunds.lock().unwrap().is_empty());
     }
 }
