@@ -25,15 +25,15 @@ pub mod pricer;
 pub mod proxy;
 pub mod rate_limit;
 pub mod routing;
+mod serving;
 pub mod settlement;
+pub mod upstream;
 mod workers;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use turnpike_l402::root_key::MasterKey;
 use turnpike_l402::token::Minter;
 use turnpike_lightning::InvoiceBackend;
@@ -241,14 +241,27 @@ impl Gateway {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let pruner = self.spawn_pruner();
-        let app = self
-            .app()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener.tap_io(set_nodelay), app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let server = serving::ConnectionServer::new(self.state.clone());
+        let accept = async {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => server.serve(stream, peer),
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little, as axum does.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = accept => {}
+            () = shutdown => {}
+        }
+        drop(listener);
+        server.shutdown().await;
         pruner.abort();
-        result
+        Ok(())
     }
 
     /// Serves like [`Gateway::serve`], but on `workers` threads, each running its own
@@ -300,11 +313,6 @@ impl Gateway {
             }
         })
     }
-}
-
-/// Small requests and answers go out at once (no Nagle delay), as nginx does.
-fn set_nodelay(stream: &mut tokio::net::TcpStream) {
-    let _ = stream.set_nodelay(true);
 }
 
 fn app_with(state: SharedState) -> axum::Router {

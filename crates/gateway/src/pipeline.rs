@@ -32,6 +32,11 @@ pub async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response {
+    serve(state, peer, req).await
+}
+
+/// Runs one request from `peer` through the pipeline.
+pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Body>) -> Response {
     // 1. Match.
     let Some(service) = state
         .router

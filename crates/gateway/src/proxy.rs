@@ -30,10 +30,13 @@ pub enum ForwardError {
     BadRequest(String),
 }
 
-/// The upstream HTTP client (HTTP/1.1 and HTTP/2, TLS with verified certificates).
+/// The upstream HTTP client: plain-HTTP upstreams through this worker's own keep-alive
+/// connections ([`crate::upstream`]); TLS upstreams (HTTP/1.1 and HTTP/2, verified
+/// certificates) and pricers through hyper's pooled client.
 #[derive(Clone)]
 pub struct Forwarder {
     client: Client<HttpsConnector<HttpConnector>, Body>,
+    plain: std::sync::Arc<crate::upstream::Upstreams>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -41,19 +44,6 @@ impl std::fmt::Debug for Forwarder {
         f.write_str("Forwarder")
     }
 }
-
-/// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 impl Forwarder {
     /// A client trusting the system's root certificates (or, if none can be loaded, the
@@ -83,7 +73,10 @@ impl Forwarder {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(https);
-        Forwarder { client }
+        Forwarder {
+            client,
+            plain: crate::upstream::Upstreams::new(),
+        }
     }
 
     /// Sends `req` to the service's upstream and returns its response head with a streaming
@@ -94,7 +87,7 @@ impl Forwarder {
         req: Request<Body>,
         client_ip: IpAddr,
     ) -> Result<Response<Body>, ForwardError> {
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         let path_and_query = match (
             service.upstream.base_path.is_empty(),
             parts.uri.path_and_query(),
@@ -107,37 +100,69 @@ impl Forwarder {
                     .map_err(|e| ForwardError::BadRequest(e.to_string()))?
             }
         };
+        let named = connection_named(&parts.headers);
+        let keep = |name: &HeaderName, value: &HeaderValue| forwarded(name, value, &named);
+        let original_host = parts
+            .headers
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes)
+            .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+        let forwarded_for = ForwardedFor::new(&parts.headers, client_ip);
+        let mut added: [(&str, &[u8]); 4] = [
+            ("host", service.upstream.authority.as_str().as_bytes()),
+            ("x-forwarded-for", forwarded_for.as_bytes()),
+            ("x-forwarded-proto", b"http"),
+            ("x-forwarded-host", b""),
+        ];
+        let added: &[(&str, &[u8])] = match original_host {
+            Some(host) => {
+                added[3].1 = host;
+                &added
+            }
+            None => &added[..3],
+        };
+
+        if service.upstream.scheme == http::uri::Scheme::HTTP {
+            let send = self.plain.send(
+                &service.upstream.authority,
+                &parts.method,
+                &path_and_query,
+                crate::upstream::RequestFields {
+                    headers: &parts.headers,
+                    keep: &keep,
+                    added,
+                },
+                body,
+            );
+            let resp = tokio::time::timeout(service.upstream_timeout, send)
+                .await
+                .map_err(|_| ForwardError::Timeout(service.upstream_timeout))?
+                .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+            return Ok(resp.map(Body::new));
+        }
+
+        let mut headers = HeaderMap::with_capacity(parts.headers.len() + added.len());
+        for (name, value) in &parts.headers {
+            if keep(name, value) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        for (name, value) in added {
+            let value = HeaderValue::from_bytes(value)
+                .map_err(|e| ForwardError::BadRequest(e.to_string()))?;
+            headers.insert(HeaderName::from_static(name), value);
+        }
         let uri = Uri::builder()
             .scheme(service.upstream.scheme.clone())
             .authority(service.upstream.authority.clone())
             .path_and_query(path_and_query)
             .build()
             .map_err(|e| ForwardError::BadRequest(e.to_string()))?;
-        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-
-        let headers = &mut parts.headers;
-        remove_hop_by_hop(headers);
-        remove_l402_credentials(headers);
-        append_forwarded_for(headers, client_ip);
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
-        );
-        if let Some(host) = original_host {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), host);
-        }
-        if let Ok(v) = HeaderValue::from_str(service.upstream.authority.as_str()) {
-            headers.insert(header::HOST, v);
-        }
-        parts.uri = uri;
-        parts.version = Version::HTTP_11;
-
-        let upstream_req = Request::from_parts(parts, body);
+        let mut upstream_req = Request::new(body);
+        *upstream_req.method_mut() = parts.method;
+        *upstream_req.uri_mut() = uri;
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = headers;
         let resp =
             tokio::time::timeout(service.upstream_timeout, self.client.request(upstream_req))
                 .await
@@ -203,39 +228,47 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let named = connection_named(headers);
+    let drop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| crate::upstream::head::is_hop_by_hop(n) || named.contains(n))
+        .cloned()
+        .collect();
+    for name in drop {
+        headers.remove(name);
+    }
+}
+
+/// The header names a request's `Connection` field lists (usually none: no allocation).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+        .collect()
 }
 
-/// Removes the client's L402 credential (`Authorization: L402|LSAT …`, `Macaroon`,
-/// `Grpc-Metadata-Macaroon`); other `Authorization` values reach the upstream unchanged.
-pub fn remove_l402_credentials(headers: &mut HeaderMap) {
-    headers.remove("macaroon");
-    headers.remove("grpc-metadata-macaroon");
-    if !headers.contains_key(header::AUTHORIZATION) {
-        return;
+/// Whether a client's request field is passed to the upstream. Not passed: hop-by-hop fields
+/// (RFC 9110 §7.6.1, and those `Connection` names), the client's L402 credential
+/// (`Authorization: L402|LSAT …`, `Macaroon`, `Grpc-Metadata-Macaroon`; other `Authorization`
+/// values pass), the fields the proxy sets itself (`Host`, `X-Forwarded-*`) and the body's
+/// framing (`Content-Length`, `Transfer-Encoding`: set again for the upstream connection).
+pub fn forwarded(name: &HeaderName, value: &HeaderValue, connection_named: &[HeaderName]) -> bool {
+    if *name == header::AUTHORIZATION {
+        return !is_l402_authorization(value.as_bytes());
     }
-    let kept: Vec<HeaderValue> = headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .filter(|v| !is_l402_authorization(v.as_bytes()))
-        .cloned()
-        .collect();
-    headers.remove(header::AUTHORIZATION);
-    for v in kept {
-        headers.append(header::AUTHORIZATION, v);
-    }
+    let s = name.as_str();
+    !(crate::upstream::head::is_hop_by_hop(name)
+        || *name == header::HOST
+        || *name == header::CONTENT_LENGTH
+        || s == "macaroon"
+        || s == "grpc-metadata-macaroon"
+        || s == "x-forwarded-for"
+        || s == "x-forwarded-proto"
+        || s == "x-forwarded-host"
+        || connection_named.contains(name))
 }
 
 fn is_l402_authorization(value: &[u8]) -> bool {
@@ -246,29 +279,44 @@ fn is_l402_authorization(value: &[u8]) -> bool {
     scheme.eq_ignore_ascii_case(b"L402") || scheme.eq_ignore_ascii_case(b"LSAT")
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
-    let name = HeaderName::from_static("x-forwarded-for");
-    use std::io::Write as _;
-    if !headers.contains_key(&name) {
-        // The common case: the address alone, formatted on the stack.
-        let mut buf = [0u8; 48];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        if write!(cursor, "{ip}").is_ok() {
-            let len = usize::try_from(cursor.position()).unwrap_or(0);
-            if let Ok(v) = HeaderValue::from_bytes(&buf[..len]) {
-                headers.insert(name, v);
-            }
+/// The `X-Forwarded-For` value sent upstream: the client's list, then the client's address.
+/// The common case (no list yet) is formatted on the stack.
+struct ForwardedFor {
+    inline: [u8; 48],
+    len: usize,
+    joined: Option<String>,
+}
+
+impl ForwardedFor {
+    fn new(headers: &HeaderMap, ip: IpAddr) -> ForwardedFor {
+        use std::io::Write as _;
+        let mut out = ForwardedFor {
+            inline: [0; 48],
+            len: 0,
+            joined: None,
+        };
+        let name = HeaderName::from_static("x-forwarded-for");
+        if headers.contains_key(&name) {
+            let prior: Vec<&str> = headers
+                .get_all(&name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            out.joined = Some(format!("{}, {ip}", prior.join(", ")));
+            return out;
         }
-        return;
+        let mut cursor = std::io::Cursor::new(&mut out.inline[..]);
+        if write!(cursor, "{ip}").is_ok() {
+            out.len = usize::try_from(cursor.position()).unwrap_or(0);
+        }
+        out
     }
-    let prior: Vec<&str> = headers
-        .get_all(&name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = format!("{}, {ip}", prior.join(", "));
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(name, v);
+
+    fn as_bytes(&self) -> &[u8] {
+        match &self.joined {
+            Some(s) => s.as_bytes(),
+            None => &self.inline[..self.len],
+        }
     }
 }
 
@@ -292,8 +340,16 @@ mod tests {
         assert!(h.contains_key("x-kept"));
     }
 
+    fn kept(h: &HeaderMap) -> Vec<(String, String)> {
+        let named = connection_named(h);
+        h.iter()
+            .filter(|(n, v)| forwarded(n, v, &named))
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect()
+    }
+
     #[test]
-    fn strips_only_l402_credentials() {
+    fn passes_only_end_to_end_fields_and_other_credentials() {
         let mut h = HeaderMap::new();
         h.append("authorization", HeaderValue::from_static("L402 abc:def"));
         h.append(
@@ -303,17 +359,35 @@ mod tests {
         h.append("authorization", HeaderValue::from_static("lsat abc:def"));
         h.insert("macaroon", HeaderValue::from_static("00"));
         h.insert("grpc-metadata-macaroon", HeaderValue::from_static("00"));
-        remove_l402_credentials(&mut h);
-        let auth: Vec<_> = h.get_all("authorization").iter().collect();
-        assert_eq!(auth, vec!["Bearer upstream-key"]);
-        assert!(!h.contains_key("macaroon") && !h.contains_key("grpc-metadata-macaroon"));
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("host", HeaderValue::from_static("gateway"));
+        h.insert("content-length", HeaderValue::from_static("3"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        assert_eq!(
+            kept(&h),
+            [
+                ("authorization".into(), "Bearer upstream-key".into()),
+                ("accept".into(), "*/*".into())
+            ]
+        );
     }
 
     #[test]
     fn appends_to_forwarded_for() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
-        append_forwarded_for(&mut h, "::1".parse().unwrap());
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, ::1");
+        let ip = "10.0.0.1".parse().unwrap();
+        assert_eq!(ForwardedFor::new(&h, ip).as_bytes(), b"10.0.0.1");
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("2.2.2.2, 3.3.3.3"),
+        );
+        assert_eq!(
+            ForwardedFor::new(&h, "::1".parse().unwrap()).as_bytes(),
+            b"1.1.1.1, 2.2.2.2, 3.3.3.3, ::1"
+        );
     }
 }

@@ -5,39 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::sync::{mpsc, watch};
 
+use crate::serving::ConnectionServer;
 use crate::{AppState, SharedState};
-
-/// Connections handed to one worker.
-struct WorkerListener {
-    incoming: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for WorkerListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Some((stream, peer)) = self.incoming.recv().await else {
-                // The acceptor stopped: no more connections; graceful shutdown ends the worker.
-                std::future::pending::<()>().await;
-                unreachable!("pending never completes");
-            };
-            match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => return (stream, peer),
-                Err(e) => tracing::warn!(error = %e, "cannot register an accepted connection"),
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
 
 /// Runs the workers until `shutdown`, then lets each finish its requests in flight.
 pub(crate) async fn serve(
@@ -46,18 +17,17 @@ pub(crate) async fn serve(
     workers: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut queues = Vec::with_capacity(workers);
     let mut done = Vec::with_capacity(workers);
     for i in 0..workers {
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel::<(std::net::TcpStream, SocketAddr)>(1024);
         queues.push(tx);
         let worker_state: SharedState = Arc::new(AppState {
             shared: state.shared.clone(),
             forwarder: crate::proxy::Forwarder::new(),
         });
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         let (finished_tx, finished_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         done.push(finished_rx);
         std::thread::Builder::new()
@@ -66,22 +36,7 @@ pub(crate) async fn serve(
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .and_then(|rt| {
-                        rt.block_on(async move {
-                            let listener = WorkerListener {
-                                incoming: rx,
-                                local,
-                            }
-                            .tap_io(crate::set_nodelay);
-                            let app = crate::app_with(worker_state)
-                                .into_make_service_with_connect_info::<SocketAddr>();
-                            axum::serve(listener, app)
-                                .with_graceful_shutdown(async move {
-                                    let _ = stop.wait_for(|stopped| *stopped).await;
-                                })
-                                .await
-                        })
-                    });
+                    .map(|rt| rt.block_on(run_worker(worker_state, rx, stop)));
                 let _ = finished_tx.send(result);
             })?;
     }
@@ -137,4 +92,27 @@ pub(crate) async fn serve(
         }
     }
     result
+}
+
+/// One worker: serves the connections dealt to it until told to stop, then lets them finish.
+async fn run_worker(
+    state: SharedState,
+    mut incoming: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let server = ConnectionServer::new(state);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            next = incoming.recv() => {
+                let Some((stream, peer)) = next else { break };
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => server.serve(stream, peer),
+                    Err(e) => tracing::warn!(error = %e, "cannot register an accepted connection"),
+                }
+            }
+        }
+    }
+    server.shutdown().await;
 }
