@@ -28,6 +28,7 @@ pub mod routing;
 mod serving;
 pub mod settlement;
 pub mod upstream;
+pub mod verified;
 mod workers;
 
 use std::sync::Arc;
@@ -72,11 +73,23 @@ pub enum StartError {
     Store(#[from] turnpike_store::StoreError),
 }
 
-/// Everything the pipeline needs: the state shared by all requests, plus the upstream client of
-/// the worker serving them (each worker thread keeps its own pool of upstream connections).
+/// Everything the pipeline needs: the state shared by all requests, plus what the worker serving
+/// them keeps for itself (its upstream connections, its memo of verified credentials).
 pub struct AppState {
     shared: Arc<Shared>,
     forwarder: proxy::Forwarder,
+    verified: verified::VerifiedMemo,
+}
+
+impl AppState {
+    /// The state of one worker: shared parts, and its own connections and memo.
+    fn for_worker(shared: Arc<Shared>) -> AppState {
+        AppState {
+            shared,
+            forwarder: proxy::Forwarder::new(),
+            verified: verified::VerifiedMemo::default(),
+        }
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -187,42 +200,37 @@ impl Gateway {
         let router = routing::Router::from_configs(&parts.config.services)
             .expect("a validated config builds its routes");
         Gateway {
-            state: Arc::new(AppState {
-                forwarder: proxy::Forwarder::new(),
-                shared: Arc::new(Shared {
-                    router,
-                    minter: Minter::new(parts.master_key),
-                    store: parts.store,
-                    backend: parts.backend,
-                    dev: parts.dev,
-                    invoice_expiry_secs: parts.config.invoice_expiry_secs,
-                    idempotency: parts.config.idempotency.clone(),
-                    settlement: parts
-                        .config
-                        .checks_settlement()
-                        .then(settlement::SettledTokens::default),
-                    trusted_proxies: client_ip::TrustedProxies::parse(
-                        &parts.config.trusted_proxies,
-                    )
+            state: Arc::new(AppState::for_worker(Arc::new(Shared {
+                router,
+                minter: Minter::new(parts.master_key),
+                store: parts.store,
+                backend: parts.backend,
+                dev: parts.dev,
+                invoice_expiry_secs: parts.config.invoice_expiry_secs,
+                idempotency: parts.config.idempotency.clone(),
+                settlement: parts
+                    .config
+                    .checks_settlement()
+                    .then(settlement::SettledTokens::default),
+                trusted_proxies: client_ip::TrustedProxies::parse(&parts.config.trusted_proxies)
                     .expect("validated config has valid trusted proxies")
                     .with_header(parts.config.forwarded_header),
-                    limits: Limiters {
-                        per_ip: parts
-                            .config
-                            .rate_limits
-                            .per_ip
-                            .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
-                        per_token: parts
-                            .config
-                            .rate_limits
-                            .per_token
-                            .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
-                        challenges_per_ip: Some(parts.config.rate_limits.challenges_per_ip)
-                            .filter(|l| l.requests != 0)
-                            .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
-                    },
-                }),
-            }),
+                limits: Limiters {
+                    per_ip: parts
+                        .config
+                        .rate_limits
+                        .per_ip
+                        .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
+                    per_token: parts
+                        .config
+                        .rate_limits
+                        .per_token
+                        .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
+                    challenges_per_ip: Some(parts.config.rate_limits.challenges_per_ip)
+                        .filter(|l| l.requests != 0)
+                        .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
+                },
+            }))),
         }
     }
 

@@ -72,48 +72,37 @@ pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Bod
         return forward(&state, &service, req, peer, None).await;
     }
 
-    // 2. Authenticate: no I/O, the root key is derived.
+    // 2. Authenticate: no I/O, the root key is derived. A credential this worker verified
+    // lately (a time pass, a bundle) is not parsed and checked again.
     let now = unix_now();
-    let credential = match Credential::from_headers(req.headers()) {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            if let Some(free) = service.free_tier {
-                let who = crate::client_ip::client_key(client);
-                match state
-                    .store
-                    .take_free_call(&service.name, &who, free.calls, free.window_secs, now)
-                    .await
-                {
-                    Ok(true) => {
-                        let mut resp = forward(&state, &service, req, peer, None).await;
-                        resp.headers_mut()
-                            .insert(FREE_CALL, HeaderValue::from_static("true"));
-                        return resp;
-                    }
-                    Ok(false) => {}
-                    Err(e) => return store_unavailable(&e),
+    let field = crate::verified::VerifiedMemo::credential_field(req.headers());
+    let remembered = field.and_then(|f| state.verified.get(f, &service.name, now));
+    let verified = match remembered {
+        Some(result) => result,
+        None => {
+            let credential = match Credential::from_headers(req.headers()) {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    return no_credential(&state, &service, req, peer, client, now, dynamic_price)
+                        .await;
                 }
+                Err(e) => {
+                    return ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_credential",
+                        format!("Malformed L402 credential: {e}."),
+                    )
+                    .into_response();
+                }
+            };
+            let result = state.minter.verify(&credential, &service.name, now);
+            if let (Ok(token), Some(field)) = (&result, field) {
+                state.verified.insert(field, &service.name, token);
             }
-            return issue_challenge(
-                &state,
-                &service,
-                ChallengeReason::NoCredential,
-                now,
-                client,
-                dynamic_price,
-            )
-            .await;
-        }
-        Err(e) => {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credential",
-                format!("Malformed L402 credential: {e}."),
-            )
-            .into_response();
+            result
         }
     };
-    let token = match state.minter.verify(&credential, &service.name, now) {
+    let token = match verified {
         Ok(t) => t,
         Err(VerifyError::Caveat(CaveatError::Expired { .. })) => {
             return issue_challenge(
@@ -269,6 +258,44 @@ pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Bod
     // 4. Forward, and 5. account: a call the upstream never answered is given back.
     let charged = remaining.map(|r| (token.token_id, r));
     forward(&state, &service, req, peer, charged).await
+}
+
+/// A request without a credential: a free-tier call if the client has one left, else a 402.
+async fn no_credential(
+    state: &SharedState,
+    service: &std::sync::Arc<crate::routing::Service>,
+    req: Request<Body>,
+    peer: SocketAddr,
+    client: std::net::IpAddr,
+    now: u64,
+    dynamic_price: Option<u64>,
+) -> Response {
+    if let Some(free) = service.free_tier {
+        let who = crate::client_ip::client_key(client);
+        match state
+            .store
+            .take_free_call(&service.name, &who, free.calls, free.window_secs, now)
+            .await
+        {
+            Ok(true) => {
+                let mut resp = forward(state, service, req, peer, None).await;
+                resp.headers_mut()
+                    .insert(FREE_CALL, HeaderValue::from_static("true"));
+                return resp;
+            }
+            Ok(false) => {}
+            Err(e) => return store_unavailable(&e),
+        }
+    }
+    issue_challenge(
+        state,
+        service,
+        ChallengeReason::NoCredential,
+        now,
+        client,
+        dynamic_price,
+    )
+    .await
 }
 
 /// Asks the service's pricer for this request's price (sats), keeping the body intact.

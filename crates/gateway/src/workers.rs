@@ -23,10 +23,7 @@ pub(crate) async fn serve(
     for i in 0..workers {
         let (tx, rx) = mpsc::channel::<(std::net::TcpStream, SocketAddr)>(1024);
         queues.push(tx);
-        let worker_state: SharedState = Arc::new(AppState {
-            shared: state.shared.clone(),
-            forwarder: crate::proxy::Forwarder::new(),
-        });
+        let worker_state: SharedState = Arc::new(AppState::for_worker(state.shared.clone()));
         let stop = stop_rx.clone();
         let (finished_tx, finished_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         done.push(finished_rx);

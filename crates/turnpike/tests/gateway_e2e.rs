@@ -1478,3 +1478,54 @@ async fn a_client_that_hangs_up_before_the_upstream_answers_is_not_charged() {
         .await;
     assert!(resp.unwrap_err().is_timeout());
 }
+
+#[tokio::test]
+async fn a_remembered_time_pass_still_expires_and_stays_with_its_service() {
+    // Each worker remembers credentials it verified; that must not outlive the token's expiry
+    // or let the token into another service.
+    let h = start_with(|up| {
+        vec![
+            ServiceConfig {
+                calls_per_payment: None,
+                time_pass_secs: Some(2),
+                ..service("short", "/echo/short", up, 20, 1)
+            },
+            service("other", "/echo/other", up, 20, 1),
+        ]
+    })
+    .await;
+    let auth = h.paid_credential("/echo/short").await.authorization_value();
+    for _ in 0..3 {
+        let resp = h
+            .get_with("/echo/short", &[("authorization", auth.clone())])
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let resp = h
+        .get_with("/echo/other", &[("authorization", auth.clone())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    // With a second field before it, the same credential is verified afresh (and still works).
+    let resp = reqwest::Client::new()
+        .get(h.url("/echo/short"))
+        .header("authorization", "Bearer upstream-key")
+        .header("authorization", auth.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let resp = h
+        .get_with("/echo/short", &[("authorization", auth.clone())])
+        .await;
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    let body = json(resp).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
+}
