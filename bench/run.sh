@@ -35,9 +35,11 @@ done
 
 if [ "$mode" = smoke ]; then
     duration=1; warmup=0; tokens_sqlite=20000; tokens_pg=20000; startup_runs=1
+    rounds=1; round_duration=1
     profile=debug; out="${out:-target/bench/smoke.md}"
 else
     duration="${BENCH_DURATION:-10}"; warmup=2; tokens_sqlite=400000; tokens_pg=200000; startup_runs=7
+    rounds="${BENCH_ROUNDS:-5}"; round_duration="${BENCH_ROUND_DURATION:-4}"
     profile=release; out="${out:-bench/results.md}"
 fi
 connections="${BENCH_CONNECTIONS:-64}"
@@ -75,7 +77,7 @@ tb="$PWD/$bin/turnpike-bench"
 run="$PWD/target/bench/run"
 results="$run/results"
 rm -rf "$run"
-mkdir -p "$results" "$run/nginx-tmp" "$run/data-sqlite" "$run/data-pg"
+mkdir -p "$results" "$run/nginx-tmp" "$run/data-sqlite" "$run/data-sqlite-full" "$run/data-pg"
 chmod 777 "$run/nginx-tmp"
 
 failed=0
@@ -96,7 +98,7 @@ wait_http() { # URL: until it answers at all, 10 s at most
     exit 1
 }
 
-upstream_port=18000; nginx_port=18001; tp_port=18002
+upstream_port=18000; nginx_port=18001; tp_port=18002; tp_full_port=18003
 up="http://127.0.0.1:$upstream_port"
 
 echo "==> upstream, nginx"
@@ -142,12 +144,13 @@ wait_http "http://127.0.0.1:$nginx_port/x"
 master_key="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export TURNPIKE_BENCH_MASTER_KEY="$master_key"
 
-gateway_config() { # FILE DATA_DIR STORE_URL
+gateway_config() { # FILE DATA_DIR STORE_URL [PORT [CREDENTIAL_MEMO]]
     cat >"$1" <<EOF
 # Turnpike under benchmark: dev backend, no rate limits (the load comes from one address).
-listen = "127.0.0.1:$tp_port"
+listen = "127.0.0.1:${4:-$tp_port}"
 data_dir = "$2"
 master_key = { env = "TURNPIKE_BENCH_MASTER_KEY" }
+credential_memo = ${5:-4096}
 
 [rate_limits.challenges_per_ip]
 requests = 0
@@ -182,11 +185,11 @@ calls_per_payment = 1
 EOF
 }
 
-start_gateway() { # CONFIG
+start_gateway() { # CONFIG [PORT]
     RUST_LOG=warn "$tp" serve --config "$1" 2>>"$run/turnpike.log" &
     gateway_pid=$!
     pids+=("$gateway_pid")
-    wait_http "http://127.0.0.1:$tp_port/_turnpike/health"
+    wait_http "http://127.0.0.1:${2:-$tp_port}/_turnpike/health"
 }
 
 stop_gateway() {
@@ -205,6 +208,32 @@ load() { # NAME URL [wrk args...]: warm-up, then the measured run into results/N
     cat "$results/$name.json"
 }
 
+# Scenarios a-d run in interleaved rounds (a, b, c, d, d' in turn, ROUNDS times), so that each
+# ratio compares runs made under the same conditions on this shared machine; the report shows
+# each scenario's median round.
+declare -a round_names=() round_urls=() round_args=()
+round_scenario() { # NAME URL [wrk args...]
+    round_names+=("$1"); round_urls+=("$2"); shift 2
+    round_args+=("$(printf '%q ' "$@")")
+}
+run_rounds() {
+    local i r name
+    if [ "$warmup" -gt 0 ]; then
+        for i in "${!round_names[@]}"; do
+            eval "wrk -t$wrk_threads -c$connections -d${warmup}s ${round_args[$i]} ${round_urls[$i]}" >/dev/null
+        done
+    fi
+    for r in $(seq 1 "$rounds"); do
+        for i in "${!round_names[@]}"; do
+            name="${round_names[$i]}"
+            echo "==> $name (round $r of $rounds)"
+            eval "wrk -t$wrk_threads -c$connections -d${round_duration}s ${round_args[$i]} ${round_urls[$i]}" >"$run/$name.r$r.wrk"
+            grep '^BENCHJSON ' "$run/$name.r$r.wrk" | sed 's/^BENCHJSON //' >"$results/$name.r$r.json"
+            cat "$results/$name.r$r.json"
+        done
+    done
+}
+
 load_tokens() { # NAME URL PREFIX: each request with the next pre-paid token, no warm-up
     local name="$1" url="$2" prefix="$3"
     echo "==> $name"
@@ -220,12 +249,20 @@ echo "==> minting $tokens_sqlite + $tokens_pg single-call tokens"
 "$tb" tokens --service call --calls 1 --count "$tokens_pg" --files "$wrk_threads" --out "$run/tokens-pg" 2>/dev/null
 "$tb" tokens --service pass --calls 0 --valid-secs 86400 --count 1 --out "$run/pass" 2>/dev/null
 pass_credential="$(cat "$run/pass.0")"
+# d': a second gateway that remembers no credential, so every call is parsed and HMAC-checked.
+gateway_config "$run/sqlite-full.toml" "$run/data-sqlite-full" "sqlite://$run/data-sqlite-full/turnpike.db" "$tp_full_port" 0
+start_gateway "$run/sqlite-full.toml" "$tp_full_port"
+full_gateway_pid="$gateway_pid"
 start_gateway "$run/sqlite.toml"
 
-load a_direct "$up/pass/x" -s bench/wrk/plain.lua
-load b_nginx "http://127.0.0.1:$nginx_port/pass/x" -s bench/wrk/plain.lua
-load c_free "http://127.0.0.1:$tp_port/free/x" -s bench/wrk/plain.lua
-load d_pass "http://127.0.0.1:$tp_port/pass/x" -s bench/wrk/plain.lua -H "Authorization: $pass_credential"
+round_scenario a_direct "$up/pass/x" -s bench/wrk/plain.lua
+round_scenario b_nginx "http://127.0.0.1:$nginx_port/pass/x" -s bench/wrk/plain.lua
+round_scenario c_free "http://127.0.0.1:$tp_port/free/x" -s bench/wrk/plain.lua
+round_scenario d_pass "http://127.0.0.1:$tp_port/pass/x" -s bench/wrk/plain.lua -H "Authorization: $pass_credential"
+round_scenario d_pass_full "http://127.0.0.1:$tp_full_port/pass/x" -s bench/wrk/plain.lua -H "Authorization: $pass_credential"
+run_rounds
+kill "$full_gateway_pid" 2>/dev/null || true
+wait "$full_gateway_pid" 2>/dev/null || true
 
 curl -s "$up/_bench/reset" >/dev/null
 load_tokens e_sqlite "http://127.0.0.1:$tp_port/call/x" "$run/tokens-sqlite"
@@ -284,7 +321,7 @@ wrk_version="$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2 || true)"
 cat >"$results/meta.json" <<EOF
 {"mode":"$mode","date":"$(date -u +%Y-%m-%dT%H:%MZ)","commit":"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+changes')",
  "cores":$(nproc),"cpu":"$cpu","load_generator":"$wrk_version, $wrk_threads thread(s)","connections":$connections,
- "duration_s":$duration,"nginx":"$nginx_version, worker_processes auto, keep-alive to the upstream",
+ "duration_s":$duration,"rounds":$rounds,"round_duration_s":$round_duration,"nginx":"$nginx_version, worker_processes auto, keep-alive to the upstream",
  "postgres":"$pg_version","turnpike_build":"$profile"}
 EOF
 [ -f bench/notes.md ] && [ "$mode" = full ] && cp bench/notes.md "$results/notes.md"

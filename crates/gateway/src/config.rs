@@ -63,6 +63,10 @@ pub struct GatewayConfig {
     /// one per CPU core; 0 means the default).
     #[serde(default)]
     pub workers: usize,
+    /// Credentials each worker remembers as verified (default 4096; 0: parse and HMAC-check
+    /// every call). See [`crate::verified`].
+    #[serde(default = "default_credential_memo")]
+    pub credential_memo: usize,
     /// Lifetime of the invoice in each 402 challenge, in seconds (default 600).
     #[serde(default = "default_invoice_expiry")]
     pub invoice_expiry_secs: u32,
@@ -303,6 +307,9 @@ fn default_listen() -> SocketAddr {
 fn default_data_dir() -> PathBuf {
     PathBuf::from("turnpike-data")
 }
+fn default_credential_memo() -> usize {
+    crate::verified::DEFAULT_CAPACITY
+}
 fn default_invoice_expiry() -> u32 {
     DEFAULT_INVOICE_EXPIRY_SECS
 }
@@ -317,6 +324,7 @@ impl GatewayConfig {
             listen: default_listen(),
             data_dir: default_data_dir(),
             workers: 0,
+            credential_memo: crate::verified::DEFAULT_CAPACITY,
             invoice_expiry_secs: DEFAULT_INVOICE_EXPIRY_SECS,
             master_key: None,
             trusted_proxies: Vec::new(),

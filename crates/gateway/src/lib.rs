@@ -84,10 +84,11 @@ pub struct AppState {
 impl AppState {
     /// The state of one worker: shared parts, and its own connections and memo.
     fn for_worker(shared: Arc<Shared>) -> AppState {
+        let memo = verified::VerifiedMemo::with_capacity(shared.credential_memo);
         AppState {
             shared,
             forwarder: proxy::Forwarder::new(),
-            verified: verified::VerifiedMemo::default(),
+            verified: memo,
         }
     }
 }
@@ -108,6 +109,7 @@ pub struct Shared {
     backend: Arc<dyn InvoiceBackend>,
     dev: Option<Arc<DevBackend>>,
     invoice_expiry_secs: u32,
+    credential_memo: usize,
     trusted_proxies: client_ip::TrustedProxies,
     limits: Limiters,
     idempotency: config::IdempotencyConfig,
@@ -207,6 +209,7 @@ impl Gateway {
                 backend: parts.backend,
                 dev: parts.dev,
                 invoice_expiry_secs: parts.config.invoice_expiry_secs,
+                credential_memo: parts.config.credential_memo,
                 idempotency: parts.config.idempotency.clone(),
                 settlement: parts
                     .config

@@ -19,8 +19,8 @@ use http::header::AUTHORIZATION;
 use turnpike_l402::caveat::CaveatError;
 use turnpike_l402::token::{VerifiedToken, VerifyError};
 
-/// Entries kept per worker; when full, the memo starts afresh.
-const CAPACITY: usize = 4096;
+/// Entries kept per worker by default; when full, the memo starts afresh.
+pub const DEFAULT_CAPACITY: usize = 4096;
 /// Longest credential kept (a token with many caveats is simply verified every time).
 const MAX_CREDENTIAL_BYTES: usize = 4096;
 
@@ -31,10 +31,16 @@ struct Entry {
 }
 
 /// Verified credentials, by the hash of their bytes and service.
-#[derive(Default)]
 pub struct VerifiedMemo {
     entries: Mutex<HashMap<u64, Entry, foldhash::fast::RandomState>>,
     hasher: foldhash::fast::RandomState,
+    capacity: usize,
+}
+
+impl Default for VerifiedMemo {
+    fn default() -> Self {
+        VerifiedMemo::with_capacity(DEFAULT_CAPACITY)
+    }
 }
 
 impl std::fmt::Debug for VerifiedMemo {
@@ -44,6 +50,15 @@ impl std::fmt::Debug for VerifiedMemo {
 }
 
 impl VerifiedMemo {
+    /// A memo of at most `capacity` credentials (0: remembers nothing).
+    pub fn with_capacity(capacity: usize) -> VerifiedMemo {
+        VerifiedMemo {
+            entries: Mutex::default(),
+            hasher: foldhash::fast::RandomState::default(),
+            capacity,
+        }
+    }
+
     /// The request's credential field, if the request presents its credential in exactly one
     /// `Authorization` field and carries no macaroon headers.
     pub fn credential_field(headers: &HeaderMap) -> Option<&[u8]> {
@@ -66,6 +81,9 @@ impl VerifiedMemo {
         service: &str,
         now_unix: u64,
     ) -> Option<Result<VerifiedToken, VerifyError>> {
+        if self.capacity == 0 {
+            return None;
+        }
         let key = self.hasher.hash_one((credential, service));
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let entry = entries.get(&key)?;
@@ -82,12 +100,15 @@ impl VerifiedMemo {
 
     /// Remembers a successful verification of `credential` for `service`.
     pub fn insert(&self, credential: &[u8], service: &str, token: &VerifiedToken) {
-        if token.grant.calls == Some(1) || credential.len() > MAX_CREDENTIAL_BYTES {
+        if self.capacity == 0
+            || token.grant.calls == Some(1)
+            || credential.len() > MAX_CREDENTIAL_BYTES
+        {
             return;
         }
         let key = self.hasher.hash_one((credential, service));
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CAPACITY && !entries.contains_key(&key) {
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
             entries.clear();
         }
         entries.insert(
@@ -161,12 +182,16 @@ mod tests {
     }
 
     #[test]
-    fn stays_bounded() {
-        let memo = VerifiedMemo::default();
-        for i in 0..(CAPACITY * 2 + 10) {
+    fn stays_bounded_and_can_be_off() {
+        let memo = VerifiedMemo::with_capacity(100);
+        for i in 0..250 {
             memo.insert(format!("L402 {i}:x").as_bytes(), "svc", &token(None, None));
-            assert!(memo.len() <= CAPACITY);
+            assert!(memo.len() <= 100);
         }
+        let off = VerifiedMemo::with_capacity(0);
+        off.insert(b"L402 a:b", "svc", &token(None, None));
+        assert!(off.is_empty());
+        assert_eq!(off.get(b"L402 a:b", "svc", 0), None);
     }
 
     #[test]
