@@ -126,6 +126,8 @@ pub fn in_flight() -> Response {
 
 /// Where a recorded response goes once its body has been sent.
 pub struct Recorder {
+    /// Where the write runs (it outlives the request).
+    pub background: crate::Background,
     /// The store.
     pub store: Arc<dyn Store>,
     /// The token the request ran under.
@@ -161,7 +163,8 @@ impl Recorder {
     }
 
     fn finish(self, status: u16, headers: Headers, body: Option<Vec<u8>>) {
-        tokio::spawn(async move {
+        let background = self.background.clone();
+        background.spawn(async move {
             let now = crate::unix_now();
             let result = match body {
                 Some(body) => {

@@ -101,6 +101,59 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// Store work that must outlive the request that started it (giving back the call of a client
+/// that left, recording a response for retries): it runs on the runtime that owns the store, not
+/// on the worker's, and the gateway waits for it when it stops.
+#[derive(Clone)]
+pub struct Background {
+    tracker: tokio_util::task::TaskTracker,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+/// Longest wait for background store work when the gateway stops.
+const BACKGROUND_DRAIN: Duration = Duration::from_secs(30);
+
+impl Background {
+    /// Background work on the current runtime (the one that opens the store).
+    pub fn new() -> Background {
+        Background {
+            tracker: tokio_util::task::TaskTracker::new(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// Runs `task` to its end, even if the runtime of the request that started it stops first.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        match self
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        {
+            Some(runtime) => {
+                self.tracker.spawn_on(task, &runtime);
+            }
+            None => tracing::error!("no runtime to run a store write on"),
+        }
+    }
+
+    /// Waits (a bounded time) for the work started so far.
+    async fn drain(&self) {
+        self.tracker.close();
+        if tokio::time::timeout(BACKGROUND_DRAIN, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!("store work still running at shutdown was abandoned");
+        }
+    }
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Background::new()
+    }
+}
+
 /// The state every worker shares: routes, keys, store, backend, limits.
 pub struct Shared {
     router: routing::Router,
@@ -114,6 +167,7 @@ pub struct Shared {
     limits: Limiters,
     idempotency: config::IdempotencyConfig,
     settlement: Option<settlement::SettledTokens>,
+    background: Background,
 }
 
 /// The rate limiters in force (bounded memory each).
@@ -210,6 +264,7 @@ impl Gateway {
                 dev: parts.dev,
                 invoice_expiry_secs: parts.config.invoice_expiry_secs,
                 credential_memo: parts.config.credential_memo,
+                background: Background::new(),
                 idempotency: parts.config.idempotency.clone(),
                 settlement: parts
                     .config
@@ -271,6 +326,7 @@ impl Gateway {
         }
         drop(listener);
         server.shutdown().await;
+        self.state.background.drain().await;
         pruner.abort();
         Ok(())
     }
@@ -287,6 +343,7 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let pruner = self.spawn_pruner();
         let result = workers::serve(&self.state, listener, workers.max(1), shutdown).await;
+        self.state.background.drain().await;
         pruner.abort();
         result
     }

@@ -390,6 +390,7 @@ async fn forward_idempotent(
                     .insert(CALLS_REMAINING, HeaderValue::from(r));
             }
             idempotency::Recorder {
+                background: state.background.clone(),
                 store: state.store.clone(),
                 token,
                 key,
@@ -481,7 +482,7 @@ async fn forward(
 /// upstream answered, the same rule as for an upstream that never answers. Once the upstream has
 /// answered, or the forward failed (handled by its caller), it is disarmed.
 struct ChargeGuard {
-    store: std::sync::Arc<dyn turnpike_store::Store>,
+    state: SharedState,
     token: turnpike_l402::TokenId,
     idempotency_key: Option<String>,
     armed: bool,
@@ -494,7 +495,7 @@ impl ChargeGuard {
         idempotency_key: Option<String>,
     ) -> ChargeGuard {
         ChargeGuard {
-            store: state.store.clone(),
+            state: state.clone(),
             token,
             idempotency_key,
             armed: true,
@@ -511,11 +512,12 @@ impl Drop for ChargeGuard {
         if !self.armed {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (store, token, key) = (self.store.clone(), self.token, self.idempotency_key.take());
-        runtime.spawn(async move {
+        let (store, token, key) = (
+            self.state.store.clone(),
+            self.token,
+            self.idempotency_key.take(),
+        );
+        self.state.background.spawn(async move {
             let done = match &key {
                 Some(key) => store.idempotency_abort(&token, key, true).await,
                 None => store.refund_call(&token).await,

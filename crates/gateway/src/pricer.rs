@@ -80,6 +80,7 @@ pub async fn peek_body(
     n: usize,
 ) -> Result<(Request<Body>, Bytes, bool), ApiError> {
     let (parts, mut body) = req.into_parts();
+    let announced = body.size_hint();
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut seen = 0usize;
     let mut ended = false;
@@ -109,18 +110,54 @@ pub async fn peek_body(
         prefix.extend_from_slice(c);
     }
     let truncated = !ended && (seen > n || !body.is_end_stream());
-    prefix.truncate(n);
+    // The rebuilt body keeps the framing of the original: a body read to its end is whole
+    // (exact length, or none at all), the rest keeps the length the client announced.
+    if ended {
+        // Ended before `n` bytes: the prefix is the whole body.
+        let whole = Bytes::from(prefix);
+        return Ok((
+            Request::from_parts(parts, Body::from(whole.clone())),
+            whole,
+            false,
+        ));
+    }
     let head = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, axum::Error>));
-    let rebuilt = if ended {
-        Body::from_stream(head)
-    } else {
-        Body::from_stream(head.chain(body.into_data_stream()))
-    };
+    let rebuilt = Body::new(Announced {
+        inner: Body::from_stream(head.chain(body.into_data_stream())),
+        hint: announced,
+    });
+    prefix.truncate(n);
     Ok((
         Request::from_parts(parts, rebuilt),
         Bytes::from(prefix),
         truncated,
     ))
+}
+
+/// A rebuilt body that reports the size its client announced.
+struct Announced {
+    inner: Body,
+    hint: http_body::SizeHint,
+}
+
+impl http_body::Body for Announced {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.hint
+    }
 }
 
 /// Asks the pricer for the price of a request, in sats. Errors are final for this request
@@ -169,4 +206,34 @@ pub async fn price(
     serde_json::from_slice::<PriceAnswer>(&answer)
         .map(|a| a.price_sats)
         .map_err(|e| format!("the pricer's answer is not {{\"price_sats\": N}}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn peek(body: Body, n: usize) -> (Body, Bytes, bool) {
+        let req = Request::post("/x").body(body).unwrap();
+        let (req, prefix, truncated) = peek_body(req, n).await.unwrap();
+        (req.into_body(), prefix, truncated)
+    }
+
+    #[tokio::test]
+    async fn a_peeked_body_keeps_its_framing_and_bytes() {
+        // No body: still none (a GET is not turned into a chunked upload).
+        let (body, prefix, truncated) = peek(Body::empty(), 16).await;
+        assert!(body.is_end_stream() && prefix.is_empty() && !truncated);
+
+        // Shorter than the peek: whole, with its exact length.
+        let (body, prefix, truncated) = peek(Body::from("hello"), 16).await;
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert_eq!((&prefix[..], truncated), (&b"hello"[..], false));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+
+        // Longer: the prefix, and the whole body with the length the client announced.
+        let (body, prefix, truncated) = peek(Body::from("0123456789"), 4).await;
+        assert_eq!(body.size_hint().exact(), Some(10));
+        assert_eq!((&prefix[..], truncated), (&b"0123"[..], true));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "0123456789");
+    }
 }

@@ -152,6 +152,13 @@ impl Forwarder {
                 .map_err(|e| ForwardError::BadRequest(e.to_string()))?;
             headers.insert(HeaderName::from_static(name), value);
         }
+        // The body's length, when known, is announced again (hyper would otherwise chunk it,
+        // or drop the body of a GET).
+        if let Some(n) = http_body::Body::size_hint(&body).exact()
+            && (n > 0 || parts.headers.contains_key(header::CONTENT_LENGTH))
+        {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         let uri = Uri::builder()
             .scheme(service.upstream.scheme.clone())
             .authority(service.upstream.authority.clone())

@@ -51,6 +51,8 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// Whether the connection can carry another request after this response.
     pub keep_alive: bool,
+    /// How long the upstream keeps the connection open while idle (`Keep-Alive: timeout=N`).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// Where one header field lies in the head.
@@ -139,6 +141,7 @@ fn build(
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
     let mut chunked_last = false;
+    let mut idle_timeout = None;
     let mut headers = HeaderMap::with_capacity(fields.len());
 
     for f in fields {
@@ -175,6 +178,9 @@ fn build(
                 content_length = Some(n);
             }
         }
+        if name.as_str() == "keep-alive" {
+            idle_timeout = keep_alive_timeout(raw).or(idle_timeout);
+        }
         if is_hop_by_hop(&name) {
             continue;
         }
@@ -197,14 +203,20 @@ fn build(
     {
         Framing::Empty
     } else if transfer_encoding {
-        // A length next to a transfer coding is ignored (and not passed on).
-        headers.remove(header::CONTENT_LENGTH);
-        if chunked_last {
-            Framing::Chunked
-        } else {
+        // A length next to a transfer coding is ignored (and not passed on), but such a message,
+        // or a transfer coding from an HTTP/1.0 server, leaves the connection suspect
+        // (RFC 9112 §6.1, §6.3).
+        if headers.remove(header::CONTENT_LENGTH).is_some() || !http11 {
             keep_alive = false;
-            Framing::UntilClose
         }
+        if !chunked_last {
+            // Another coding would reach the client undeclared (Transfer-Encoding is
+            // hop-by-hop): refused.
+            return Err(HeadError::Malformed(
+                "transfer coding other than chunked".into(),
+            ));
+        }
+        Framing::Chunked
     } else if let Some(n) = content_length {
         Framing::Length(n)
     } else {
@@ -216,6 +228,19 @@ fn build(
         headers,
         framing,
         keep_alive,
+        idle_timeout,
+    })
+}
+
+/// The `timeout=N` parameter of a `Keep-Alive` field.
+fn keep_alive_timeout(raw: &[u8]) -> Option<std::time::Duration> {
+    raw.split(|&b| b == b',').find_map(|param| {
+        let (key, value) = std::str::from_utf8(param).ok()?.split_once('=')?;
+        if !key.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        let secs: u64 = value.trim().trim_matches('"').parse().ok()?;
+        Some(std::time::Duration::from_secs(secs))
     })
 }
 
@@ -317,9 +342,23 @@ mod tests {
             framing(b"HTTP/1.1 200 OK\r\n\r\n", false),
             (Framing::UntilClose, false)
         );
+        assert!(matches!(
+            parse_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+            Err(HeadError::Malformed(_))
+        ));
         assert_eq!(
-            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
-            (Framing::UntilClose, false)
+            framing(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                false
+            ),
+            (Framing::Chunked, false)
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            (Framing::Chunked, false)
         );
         assert_eq!(
             framing(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false),
@@ -336,6 +375,22 @@ mod tests {
             framing(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", false),
             (Framing::Length(7), true)
         );
+    }
+
+    #[test]
+    fn reads_the_upstreams_idle_timeout() {
+        let (h, _) = parse_all(
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: max=100, timeout=5\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.idle_timeout, Some(std::time::Duration::from_secs(5)));
+        assert!(h.headers.get("keep-alive").is_none());
+        let (h, _) = parse_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.idle_timeout, None);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 pub mod chunked;
 pub mod head;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker, ready};
@@ -33,8 +33,11 @@ use head::Framing;
 
 /// Idle connections kept per upstream (per worker).
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
-/// An idle connection older than this is closed rather than reused.
+/// An idle connection older than this is closed rather than reused (sooner when the upstream
+/// announces a shorter `Keep-Alive: timeout`).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Margin kept before the upstream's own idle timeout.
+const IDLE_MARGIN: Duration = Duration::from_secs(1);
 /// Time allowed to open a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room made in a connection's buffer before each read.
@@ -65,18 +68,20 @@ struct Conn {
     stream: TcpStream,
     buf: BytesMut,
     reused: bool,
+    /// How long it may stay idle before it is closed rather than reused.
+    idle_limit: Duration,
 }
 
 #[derive(Debug)]
 struct Idle {
     conn: Conn,
-    since: Instant,
+    expires: Instant,
 }
 
 /// The idle connections of one worker, per upstream.
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    idle: Mutex<HashMap<Authority, Vec<Idle>, foldhash::fast::RandomState>>,
+    idle: Mutex<HashMap<Authority, VecDeque<Idle>, foldhash::fast::RandomState>>,
 }
 
 /// The request's header fields as sent upstream.
@@ -148,8 +153,13 @@ impl Upstreams {
     fn respond(
         self: &Arc<Self>,
         authority: &Authority,
-        (head, conn): (head::ResponseHead, Conn),
+        (head, mut conn): (head::ResponseHead, Conn),
     ) -> Response<UpstreamBody> {
+        let mut keep_alive = head.keep_alive;
+        if let Some(upstreams) = head.idle_timeout {
+            conn.idle_limit = upstreams.saturating_sub(IDLE_MARGIN).min(IDLE_TIMEOUT);
+            keep_alive &= !conn.idle_limit.is_zero();
+        }
         let mut body = UpstreamBody {
             conn: Some(conn),
             read: match head.framing {
@@ -158,7 +168,7 @@ impl Upstreams {
                 Framing::Chunked => Reading::Chunked(ChunkedDecoder::new()),
                 Framing::UntilClose => Reading::UntilClose,
             },
-            keep_alive: head.keep_alive,
+            keep_alive,
             home: Some((self.clone(), authority.clone())),
         };
         if matches!(body.read, Reading::Done) {
@@ -174,13 +184,9 @@ impl Upstreams {
     fn checkout(&self, authority: &Authority) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(authority)?;
-        while let Some(Idle { mut conn, since }) = list.pop() {
-            if since.elapsed() > IDLE_TIMEOUT {
-                // The rest of the list is older still.
-                list.clear();
-                return None;
-            }
-            if still_open(&mut conn.stream) {
+        let now = Instant::now();
+        while let Some(Idle { mut conn, expires }) = list.pop_back() {
+            if now < expires && still_open(&mut conn.stream) {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -189,16 +195,24 @@ impl Upstreams {
     }
 
     fn put_back(&self, authority: &Authority, conn: Conn) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         let entry = Idle {
+            expires: now + conn.idle_limit,
             conn,
-            since: Instant::now(),
         };
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         match idle.get_mut(authority) {
-            Some(list) if list.len() < MAX_IDLE_PER_UPSTREAM => list.push(entry),
-            Some(_) => {}
+            Some(list) => {
+                // The oldest connections wait at the front: close those past their limit.
+                while list.front().is_some_and(|oldest| oldest.expires <= now) {
+                    list.pop_front();
+                }
+                if list.len() < MAX_IDLE_PER_UPSTREAM {
+                    list.push_back(entry);
+                }
+            }
             None => {
-                idle.insert(authority.clone(), vec![entry]);
+                idle.insert(authority.clone(), VecDeque::from([entry]));
             }
         }
     }
@@ -206,7 +220,7 @@ impl Upstreams {
     /// Idle connections held for `authority` (for tests and metrics).
     pub fn idle_count(&self, authority: &Authority) -> usize {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.get(authority).map_or(0, Vec::len)
+        idle.get(authority).map_or(0, VecDeque::len)
     }
 }
 
@@ -241,6 +255,7 @@ async fn connect(authority: &Authority) -> Result<Conn, ExchangeError> {
         stream,
         buf: BytesMut::new(),
         reused: false,
+        idle_limit: IDLE_TIMEOUT,
     })
 }
 
@@ -312,20 +327,41 @@ async fn exchange(
         .write_all(head)
         .await
         .map_err(|e| stale(e, "writing the request"))?;
+    // An upstream may answer before it has read the whole body (401, 413) and close: the
+    // write then fails, but its answer is still read and passed on.
+    let mut unsent = None;
     if let Some(body) = body
         && framing != RequestFraming::None
     {
-        write_body(&mut conn.stream, body, framing).await?;
+        match write_body(&mut conn.stream, body, framing).await {
+            Ok(()) => {}
+            Err(BodyError::Upstream(e)) => unsent = Some(e),
+            Err(BodyError::Request(e)) => return Err(e),
+        }
     }
     let mut received = false;
     loop {
         match head::parse(&mut conn.buf, request_was_head) {
-            Ok(Some(h)) => return Ok((h, conn)),
+            // A 408 that closes a reused connection: it timed out while idle, before this request
+            // reached it (an idempotent request without a body is sent again on a fresh one).
+            Ok(Some(h)) if reused && is_idle_close(&h) => {
+                return Err(ExchangeError {
+                    message: "the upstream closed an idle connection (408)".into(),
+                    stale: true,
+                });
+            }
+            Ok(Some(mut h)) => {
+                if unsent.is_some() {
+                    h.keep_alive = false;
+                }
+                return Ok((h, conn));
+            }
             Ok(None) => {}
             Err(e) => return Err(ExchangeError::new(format!("invalid response: {e}"))),
         }
         conn.buf.reserve(READ_CHUNK);
         match read_buf(&mut conn.stream, &mut conn.buf).await {
+            Ok(0) | Err(_) if let Some(e) = unsent => return Err(e),
             Ok(0) if !received => {
                 return Err(ExchangeError {
                     message: "the connection was closed before a response".into(),
@@ -344,17 +380,32 @@ async fn exchange(
     }
 }
 
+/// Whether a response head is an upstream's "408, closing" for an idle connection.
+fn is_idle_close(h: &head::ResponseHead) -> bool {
+    h.status == http::StatusCode::REQUEST_TIMEOUT && !h.keep_alive
+}
+
+/// Why a request body was not sent whole.
+enum BodyError {
+    /// Writing to the upstream failed: its answer may still be waiting to be read.
+    Upstream(ExchangeError),
+    /// The client's body failed or did not match its announced length.
+    Request(ExchangeError),
+}
+
 async fn write_body(
     stream: &mut TcpStream,
     mut body: Body,
     framing: RequestFraming,
-) -> Result<(), ExchangeError> {
+) -> Result<(), BodyError> {
     let mut sent: u64 = 0;
-    let write_err =
-        |e: std::io::Error| ExchangeError::new(format!("writing the request body: {e}"));
+    let write_err = |e: std::io::Error| {
+        BodyError::Upstream(ExchangeError::new(format!("writing the request body: {e}")))
+    };
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ExchangeError::new(format!("reading the request body: {e}")))?;
+        let frame = frame.map_err(|e| {
+            BodyError::Request(ExchangeError::new(format!("reading the request body: {e}")))
+        })?;
         let Ok(data) = frame.into_data() else {
             continue; // Trailers are not forwarded.
         };
@@ -364,9 +415,9 @@ async fn write_body(
         sent += data.len() as u64;
         match framing {
             RequestFraming::Length(n) if sent > n => {
-                return Err(ExchangeError::new(
+                return Err(BodyError::Request(ExchangeError::new(
                     "the request body is longer than announced",
-                ));
+                )));
             }
             RequestFraming::Chunked => {
                 let size = format!("{:x}\r\n", data.len());
@@ -378,9 +429,9 @@ async fn write_body(
         }
     }
     match framing {
-        RequestFraming::Length(n) if sent != n => Err(ExchangeError::new(
+        RequestFraming::Length(n) if sent != n => Err(BodyError::Request(ExchangeError::new(
             "the request body is shorter than announced",
-        )),
+        ))),
         RequestFraming::Chunked => stream.write_all(b"0\r\n\r\n").await.map_err(write_err),
         _ => Ok(()),
     }

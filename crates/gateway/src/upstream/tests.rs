@@ -23,6 +23,14 @@ struct Scripted {
 }
 
 async fn scripted(answer: fn(&[u8]) -> (Vec<u8>, After)) -> Scripted {
+    scripted_per_connection(answer, |_, _| None).await
+}
+
+/// Like [`scripted`], but `nth` may answer the n-th request of a connection (from 0) itself.
+async fn scripted_per_connection(
+    answer: fn(&[u8]) -> (Vec<u8>, After),
+    nth: fn(&[u8], usize) -> Option<(Vec<u8>, After)>,
+) -> Scripted {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -37,11 +45,11 @@ async fn scripted(answer: fn(&[u8]) -> (Vec<u8>, After)) -> Scripted {
             let reqs = reqs.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                loop {
+                for n in 0.. {
                     let Some(request) = read_request(&mut stream, &mut buf).await else {
                         return;
                     };
-                    let (response, after) = answer(&request);
+                    let (response, after) = nth(&request, n).unwrap_or_else(|| answer(&request));
                     reqs.lock().unwrap().push(request);
                     if stream.write_all(&response).await.is_err() || after == After::Close {
                         return;
@@ -232,6 +240,7 @@ async fn closed_connection(reused: bool) -> Conn {
         stream,
         buf: BytesMut::new(),
         reused,
+        idle_limit: IDLE_TIMEOUT,
     }
 }
 
@@ -382,4 +391,74 @@ async fn bad_answers_are_errors() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+#[tokio::test]
+async fn an_upstreams_short_keep_alive_timeout_is_honoured() {
+    // timeout=1 leaves no safe time to reuse the connection; timeout=30 does.
+    let up = scripted(|_| {
+        (
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 1\r\n\r\nx".to_vec(),
+            After::KeepOpen,
+        )
+    })
+    .await;
+    let set = Upstreams::new();
+    for _ in 0..2 {
+        get(&set, &up, Method::GET, Body::empty()).await.unwrap();
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(set.idle_count(&up.authority), 0);
+
+    let up = scripted(|_| {
+        (
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=30, max=100\r\nContent-Length: 1\r\n\r\nx"
+                .to_vec(),
+            After::KeepOpen,
+        )
+    })
+    .await;
+    for _ in 0..2 {
+        get(&set, &up, Method::GET, Body::empty()).await.unwrap();
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn expired_idle_connections_are_closed_when_others_come_back() {
+    let set = Upstreams::new();
+    let authority: Authority = "127.0.0.1:1".parse().unwrap();
+    let mut old = closed_connection(false).await;
+    old.idle_limit = Duration::ZERO;
+    set.put_back(&authority, old);
+    assert_eq!(set.idle_count(&authority), 1);
+    set.put_back(&authority, closed_connection(false).await);
+    assert_eq!(set.idle_count(&authority), 1, "the expired one was closed");
+}
+
+/// The second request on a connection gets "408, closing": the upstream's idle timeout.
+fn idle_timeout_on_reuse(_: &[u8], n: usize) -> Option<(Vec<u8>, After)> {
+    (n > 0).then(|| {
+        (
+            b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                .to_vec(),
+            After::Close,
+        )
+    })
+}
+
+#[tokio::test]
+async fn a_408_closing_a_reused_connection_is_an_idle_timeout_not_an_answer() {
+    let up = scripted_per_connection(|_| (ok("x"), After::KeepOpen), idle_timeout_on_reuse).await;
+    let set = Upstreams::new();
+    get(&set, &up, Method::GET, Body::empty()).await.unwrap();
+    // Reused: 408 and close; the GET is sent again on a fresh connection and answered.
+    let (status, _, body) = get(&set, &up, Method::GET, Body::empty()).await.unwrap();
+    assert_eq!((status.as_u16(), body.as_slice()), (200, &b"x"[..]));
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    // A POST is not sent twice: it fails (the gateway answers 502 and gives the call back).
+    let err = get(&set, &up, Method::POST, Body::from("data"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("408"), "{err}");
 }
