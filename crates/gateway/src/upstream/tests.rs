@@ -26,10 +26,13 @@ async fn scripted(answer: fn(&[u8]) -> (Vec<u8>, After)) -> Scripted {
     scripted_per_connection(answer, |_, _| None).await
 }
 
+/// A scripted answer: the raw response and what the upstream does after it.
+type Answer = (Vec<u8>, After);
+
 /// Like [`scripted`], but `nth` may answer the n-th request of a connection (from 0) itself.
 async fn scripted_per_connection(
-    answer: fn(&[u8]) -> (Vec<u8>, After),
-    nth: fn(&[u8], usize) -> Option<(Vec<u8>, After)>,
+    answer: fn(&[u8]) -> Answer,
+    nth: fn(&[u8], usize) -> Option<Answer>,
 ) -> Scripted {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
