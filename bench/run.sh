@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Turnpike's benchmark suite: one command, loopback only, bounded in time.
 #
-#   bash bench/run.sh                 # full run (~5 min), writes bench/results.md
+#   bash bench/run.sh                 # full run (~10 min), writes bench/results.md
 #   bash bench/run.sh --smoke         # seconds per scenario, checks the harness (CI)
 #   bash bench/run.sh --baseline F    # also show a previous results.json as "before"
 #   bash bench/run.sh --out F         # write the table to F (default bench/results.md,
@@ -10,6 +10,8 @@
 # Scenarios, all against the same small upstream (turnpike-bench upstream), measured with wrk:
 #   a. the upstream directly          b. nginx proxying it (keep-alive to the upstream)
 #   c. Turnpike on a free route       d. Turnpike with a valid time-pass token
+#   d'. the same time pass on a gateway with credential_memo = 0 (parse + HMAC every call)
+#   (a-d' in interleaved rounds, the median round reported)
 #   e. Turnpike with a different pre-paid single-call token per request, SQLite then PostgreSQL
 #      (then checked: no call served twice)
 #   f. Turnpike answering 402 challenges with the dev backend
@@ -84,7 +86,7 @@ failed=0
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    if [ -f "$run/nginx.pid" ]; then kill "$(cat "$run/nginx.pid")" 2>/dev/null || true; fi
+    if [ -f "$run/nginx.pid" ]; then kill "$(cat "$run/nginx.pid" 2>/dev/null)" 2>/dev/null || true; fi
     wait 2>/dev/null || true
 }
 trap cleanup EXIT

@@ -310,14 +310,8 @@ impl Gateway {
         let server = serving::ConnectionServer::new(self.state.clone());
         let accept = async {
             loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => server.serve(stream, peer),
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait a little, as axum does.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
+                let (stream, peer) = serving::accept(&listener).await;
+                server.serve(stream, peer);
             }
         };
         tokio::select! {

@@ -251,9 +251,8 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .flat_map(|v| crate::upstream::head::connection_tokens(v.as_bytes()))
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect()
 }
 

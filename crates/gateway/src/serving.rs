@@ -18,6 +18,22 @@ use crate::SharedState;
 /// Where the gateway's own endpoints live.
 const INTERNAL_PREFIX: &str = "/_turnpike/";
 
+/// The next accepted connection. Accept errors (out of file descriptors and the like) are
+/// logged and retried after a short pause, as axum does.
+pub(crate) async fn accept(
+    listener: &tokio::net::TcpListener,
+) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Serves the connections of one runtime and lets them finish at shutdown.
 pub(crate) struct ConnectionServer {
     state: SharedState,

@@ -41,15 +41,7 @@ pub(crate) async fn serve(
     let accept = async {
         let mut next = 0usize;
         loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little, as axum does.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+            let (stream, peer) = crate::serving::accept(&listener).await;
             let stream = match stream.into_std() {
                 Ok(s) => s,
                 Err(e) => {

@@ -149,8 +149,7 @@ fn build(
             .map_err(|_| HeadError::Malformed("invalid header name".into()))?;
         let raw = &head[f.value.0..f.value.1];
         if name == header::CONNECTION {
-            for token in raw.split(|&b| b == b',') {
-                let token = token.trim_ascii();
+            for token in connection_tokens(raw) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
@@ -242,6 +241,14 @@ fn keep_alive_timeout(raw: &[u8]) -> Option<std::time::Duration> {
         let secs: u64 = value.trim().trim_matches('"').parse().ok()?;
         Some(std::time::Duration::from_secs(secs))
     })
+}
+
+/// The options of a `Connection` field value, trimmed.
+pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 /// Decimal digits only, no sign, no overflow.
