@@ -41,6 +41,49 @@ pub enum ConfigError {
     },
 }
 
+/// A TOML error as the line, the key on it and what is wrong, without the offending text or
+/// any quoted value (a secret may be written inline).
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    let message = redact_quoted(e.message());
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    match line.split_once('=').map(|(k, _)| k.trim()) {
+        Some(k) if !k.is_empty() && !k.contains(['"', '\'']) => {
+            format!("line {line_no}, key {k}: {message}")
+        }
+        _ => format!("line {line_no}: {message}"),
+    }
+}
+
+/// `invalid type: string "x", expected u64` → `invalid type: string "…", expected u64`.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match c {
+            '"' if quoted => {
+                out.push_str("…\"");
+                quoted = false;
+            }
+            '"' => {
+                out.push('"');
+                quoted = true;
+            }
+            _ if quoted => {}
+            c => out.push(c),
+        }
+    }
+    if quoted {
+        out.push('…');
+    }
+    out
+}
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -83,6 +126,10 @@ pub struct GatewayConfig {
     /// (RFC 7239), or `auto` (`Forwarded` when present, else `X-Forwarded-For`).
     #[serde(default = "default_forwarded_header")]
     pub forwarded_header: crate::client_ip::ForwardedHeader,
+    /// Limits on client connections: how many, how long a request head and an idle
+    /// keep-alive connection may take, how long shutdown waits.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
     /// Rate limits.
     #[serde(default)]
     pub rate_limits: RateLimitsConfig,
@@ -102,6 +149,78 @@ pub struct GatewayConfig {
     /// The priced services, matched in order.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+}
+
+/// `[connections]`: limits that keep slow, idle and too many clients from holding the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Most client connections open at once (default 10000); a connection over it gets a
+    /// `503` and is closed. Each open connection may also hold one upstream connection, so the
+    /// process's file limit should be above twice this (the gateway raises its own soft limit
+    /// to the hard one at start, and warns when that is too low).
+    #[serde(default = "default_max_connections")]
+    pub max: usize,
+    /// Seconds a client has to send a whole request head, from its first byte (or from
+    /// connecting); then the connection is closed (default 10).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a keep-alive connection may stay idle between requests (default 75).
+    #[serde(default = "default_keep_alive_timeout")]
+    pub keep_alive_timeout_secs: u64,
+    /// On SIGINT/SIGTERM, seconds requests in flight get to finish before their connections
+    /// are closed anyway (default 30). Connections with no request in flight close at once.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            max: default_max_connections(),
+            header_read_timeout_secs: default_header_read_timeout(),
+            keep_alive_timeout_secs: default_keep_alive_timeout(),
+            shutdown_grace_secs: default_shutdown_grace(),
+        }
+    }
+}
+
+impl ConnectionsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max == 0 {
+            return Err(invalid("connections.max", "must be at least 1"));
+        }
+        let timeouts = [
+            (
+                "connections.header_read_timeout_secs",
+                self.header_read_timeout_secs,
+            ),
+            (
+                "connections.keep_alive_timeout_secs",
+                self.keep_alive_timeout_secs,
+            ),
+            ("connections.shutdown_grace_secs", self.shutdown_grace_secs),
+        ];
+        for (key, secs) in timeouts {
+            if secs == 0 || secs > 86_400 {
+                return Err(invalid(key, "must be between 1 and 86400 seconds"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_keep_alive_timeout() -> u64 {
+    75
+}
+fn default_shutdown_grace() -> u64 {
+    30
 }
 
 /// `[rate_limits]`: token buckets answering `429 Too Many Requests` with `Retry-After`. Each is
@@ -247,6 +366,11 @@ pub struct ServiceConfig {
     /// Ask this HTTP pricer for the price of each request; `price_sats` is then the most it
     /// may ask (a higher answer fails closed).
     pub pricer: Option<crate::pricer::PricerConfig>,
+    /// Pass on paths holding encoded slashes or backslashes (`%2F`, `%5C`, `\`) instead of
+    /// refusing them with 400 (default false). Only for upstreams that do not decode them into
+    /// separators: one that does would act on a path other than the one matched.
+    #[serde(default)]
+    pub allow_encoded_slashes: bool,
     /// Parts of this service with prices of their own, matched before the service itself.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -272,6 +396,7 @@ impl ServiceConfig {
             upstream_timeout_secs: DEFAULT_UPSTREAM_TIMEOUT_SECS,
             free_tier: None,
             pricer: None,
+            allow_encoded_slashes: false,
             routes: Vec::new(),
         }
     }
@@ -329,6 +454,7 @@ impl GatewayConfig {
             master_key: None,
             trusted_proxies: Vec::new(),
             forwarded_header: default_forwarded_header(),
+            connections: ConnectionsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             idempotency: IdempotencyConfig::default(),
             store: StoreConfig::default(),
@@ -367,7 +493,7 @@ impl GatewayConfig {
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<GatewayConfig, ConfigError> {
         let config: GatewayConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+            toml::from_str(text).map_err(|e| ConfigError::Parse(parse_error(text, &e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -393,6 +519,7 @@ impl GatewayConfig {
         }
         crate::client_ip::TrustedProxies::parse(&self.trusted_proxies)
             .map_err(|m| invalid("trusted_proxies", m))?;
+        self.connections.validate()?;
         let limits = [
             ("rate_limits.per_ip", self.rate_limits.per_ip),
             ("rate_limits.per_token", self.rate_limits.per_token),
@@ -433,22 +560,16 @@ impl GatewayConfig {
                     format!("duplicate service name {:?}", s.name),
                 ));
             }
-            if let Some(host) = &s.host {
-                let bare = host.strip_prefix("*.").unwrap_or(host);
-                if bare.is_empty() || bare.contains(['/', ' ', '*']) {
-                    return Err(invalid(
-                        key("host"),
-                        format!("{host:?} is not a host name or *.domain pattern"),
-                    ));
-                }
-            }
-            if let Some(path) = &s.path
-                && !path.starts_with('/')
+            if let Some(host) = &s.host
+                && crate::edge::host::normalize_pattern(host).is_err()
             {
                 return Err(invalid(
-                    key("path"),
-                    format!("{path:?} must start with '/'"),
+                    key("host"),
+                    format!("{host:?} is not a host name or *.domain pattern (without port)"),
                 ));
+            }
+            if let Some(path) = &s.path {
+                validate_path(path).map_err(|m| invalid(key("path"), m))?;
             }
             UpstreamUrl::parse(&s.upstream).map_err(|m| invalid(key("upstream"), m))?;
             if let Some(f) = s.free_tier
@@ -484,12 +605,7 @@ impl GatewayConfig {
                         format!("duplicate route name {:?}", r.name),
                     ));
                 }
-                if !r.path.starts_with('/') {
-                    return Err(invalid(
-                        rkey("path"),
-                        format!("{:?} must start with '/'", r.path),
-                    ));
-                }
+                validate_path(&r.path).map_err(|m| invalid(rkey("path"), m))?;
                 if let Some(m) = &r.method
                     && http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err()
                 {
@@ -528,6 +644,19 @@ impl GatewayConfig {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("turnpike.db").display()),
         }
+    }
+}
+
+/// A configured path prefix must be in canonical form, so that it can match at all.
+fn validate_path(path: &str) -> Result<(), String> {
+    match crate::edge::path::canonicalize(path) {
+        Ok(c) if c.is_unchanged() && c.match_path() == path && !c.has_encoded_separator() => Ok(()),
+        Ok(c) => Err(format!(
+            "{path:?} is not in canonical form (write {:?}: no dot segments, repeated slashes, \
+             escapes of unreserved characters, ';' parameters or encoded slashes)",
+            c.match_path()
+        )),
+        Err(e) => Err(format!("{path:?}: {e}")),
     }
 }
 
@@ -577,21 +706,29 @@ pub struct UpstreamUrl {
 
 impl UpstreamUrl {
     /// Parses an `http://` or `https://` URL with no query.
+    /// Errors never repeat the URL: it could hold credentials.
     pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
-        let uri: Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+        let uri: Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
         let scheme = uri
             .scheme()
             .cloned()
-            .ok_or_else(|| format!("{s:?} needs http:// or https://"))?;
+            .ok_or_else(|| "needs http:// or https://".to_owned())?;
         if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-            return Err(format!("{s:?}: scheme must be http or https"));
+            return Err("the scheme must be http or https".to_owned());
         }
         let authority = uri
             .authority()
             .cloned()
-            .ok_or_else(|| format!("{s:?} has no host"))?;
+            .ok_or_else(|| "the URL has no host".to_owned())?;
+        if authority.as_str().contains('@') {
+            return Err(
+                "user:password@ in an upstream URL is not supported (it would be sent as the \
+                 upstream's Host); set credentials with the upstream's own header instead"
+                    .to_owned(),
+            );
+        }
         if uri.query().is_some() {
-            return Err(format!("{s:?} must not have a query string"));
+            return Err("the URL must not have a query string".to_owned());
         }
         let base_path = uri.path().trim_end_matches('/').to_owned();
         Ok(UpstreamUrl {
@@ -633,6 +770,53 @@ mod tests {
 
     fn err(text: &str) -> String {
         GatewayConfig::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_never_echo_secrets() {
+        let secrets = [
+            // A syntax error on a secret's line.
+            GOOD.replace(
+                "kind = \"dev\"",
+                "kind = \"lnbits\"\ninvoice_key = \"s3cr3t-value",
+            ),
+            // A secret where another type is expected.
+            format!("master_key = 5\n{GOOD}")
+                .replace("price_sats = 5", "price_sats = \"s3cr3t-value\""),
+            GOOD.replace("listen = \"127.0.0.1:9999\"", "listen = \"s3cr3t-value\""),
+            GOOD.replace(
+                "http://127.0.0.1:9000/base/",
+                "http://user:s3cr3t-value@127.0.0.1:9000/",
+            ),
+            GOOD.replace("http://127.0.0.1:9000/base/", "http://s3cr3t-value:x:y/"),
+            format!("[store]\nurl = \"mysql://u:s3cr3t-value@h/db\"\n{GOOD}"),
+        ];
+        for text in secrets {
+            let e = err(&text);
+            assert!(!e.contains("s3cr3t"), "{e}");
+            assert!(
+                e.contains("line") || e.contains('.') || e.contains("store"),
+                "{e}"
+            );
+        }
+        let e = err(&GOOD.replace("price_sats = 5", "price_sats = \"five\""));
+        assert!(e.contains("line 9, key price_sats"), "{e}");
+    }
+
+    #[test]
+    fn upstream_credentials_and_uncanonical_paths_are_refused() {
+        let e = err(&GOOD.replace("http://127.0.0.1:9000/base/", "http://u:p@127.0.0.1:9000/"));
+        assert!(
+            e.contains("services[0].upstream") && e.contains("user:password@"),
+            "{e}"
+        );
+        for bad in ["/a/../b", "//a", "/a;x", "/a%2fb", "/%61", "a"] {
+            let e = err(&GOOD.replace("path = \"/weather\"", &format!("path = {bad:?}")));
+            assert!(e.contains("services[0].path"), "{bad}: {e}");
+        }
+        assert!(GatewayConfig::parse(&GOOD.replace("/weather", "/weather/")).is_ok());
+        let e = err(&GOOD.replace("path = \"/weather\"", "host = \"a.test:80\""));
+        assert!(e.contains("services[0].host"), "{e}");
     }
 
     #[test]

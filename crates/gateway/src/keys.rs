@@ -1,4 +1,5 @@
-//! Secrets kept in the data directory: created on first start with mode 0600, never logged.
+//! Secrets kept in the data directory: created on first start with mode 0600, never logged;
+//! the directory itself is created with mode 0700.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::path::Path;
 /// one creates the file and both read the same secret.
 pub fn load_or_create_secret(path: &Path) -> std::io::Result<[u8; 32]> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
     }
     match create_new_private(path) {
         Ok(mut file) => {
@@ -44,6 +45,20 @@ pub fn load_or_create_secret(path: &Path) -> std::io::Result<[u8; 32]> {
     ))
 }
 
+/// Creates `dir` (and its missing parents) readable by the owner only (0700). An existing
+/// directory is left as it is, with a warning if other users can read it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        warn_if_readable_by_others(dir);
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 #[cfg(unix)]
 fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -68,7 +83,7 @@ fn warn_if_readable_by_others(path: &Path) {
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
-        tracing::warn!(path = %path.display(), "secret file is readable by other users: chmod 600 it");
+        tracing::warn!(path = %path.display(), "readable by other users: chmod go-rwx it");
     }
 }
 
@@ -78,6 +93,18 @@ fn warn_if_readable_by_others(_path: &Path) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a/b");
+        create_private_dir(&data).unwrap();
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        create_private_dir(&data).unwrap();
+    }
 
     #[test]
     fn creates_once_with_owner_only_mode_then_reads_back() {

@@ -17,6 +17,7 @@ pub mod challenge;
 pub mod client_ip;
 pub mod config;
 pub mod dev_pay;
+pub mod edge;
 pub mod error;
 pub mod idempotency;
 pub mod keys;
@@ -166,6 +167,8 @@ pub struct Shared {
     trusted_proxies: client_ip::TrustedProxies,
     limits: Limiters,
     idempotency: config::IdempotencyConfig,
+    connections: config::ConnectionsConfig,
+    open_connections: Arc<serving::OpenConnections>,
     settlement: Option<settlement::SettledTokens>,
     background: Background,
 }
@@ -207,7 +210,7 @@ impl Gateway {
     /// backend named in `config`.
     pub async fn from_config(config: GatewayConfig) -> Result<Gateway, StartError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        keys::create_private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
@@ -266,6 +269,8 @@ impl Gateway {
                 credential_memo: parts.config.credential_memo,
                 background: Background::new(),
                 idempotency: parts.config.idempotency.clone(),
+                connections: parts.config.connections,
+                open_connections: Arc::default(),
                 settlement: parts
                     .config
                     .checks_settlement()
@@ -298,8 +303,9 @@ impl Gateway {
         app_with(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes, then finishes in-flight requests, all on
-    /// the current Tokio runtime. Every minute it prunes expired unpaid invoices, ended free-tier
+    /// Serves on `listener` until `shutdown` completes, then closes idle connections and lets
+    /// requests in flight finish (within `connections.shutdown_grace_secs`), all on the current
+    /// Tokio runtime. Every minute it prunes expired unpaid invoices, ended free-tier
     /// windows and idempotent responses older than the retry window.
     pub async fn serve(
         self,
@@ -308,10 +314,11 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let pruner = self.spawn_pruner();
         let server = serving::ConnectionServer::new(self.state.clone());
+        let mut acceptor = serving::Acceptor::new(&self.state);
         let accept = async {
             loop {
-                let (stream, peer) = serving::accept(&listener).await;
-                server.serve(stream, peer);
+                let (stream, peer, permit) = acceptor.accept(&listener).await;
+                server.serve(stream, peer, permit);
             }
         };
         tokio::select! {

@@ -36,11 +36,20 @@ pub async fn handle(
 }
 
 /// Runs one request from `peer` through the pipeline.
-pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Body>) -> Response {
+pub(crate) async fn serve(
+    state: SharedState,
+    peer: SocketAddr,
+    mut req: Request<Body>,
+) -> Response {
+    // 0. One canonical form of the target and host for everything below and the upstream.
+    let target = match crate::edge::normalize(&mut req) {
+        Ok(target) => target,
+        Err(e) => return e.to_api_error().into_response(),
+    };
     // 1. Match.
     let Some(service) = state
         .router
-        .route(req.method(), request_host(&req), req.uri().path())
+        .route(req.method(), request_host(&req), target.match_path(&req))
         .cloned()
     else {
         return ApiError::new(
@@ -50,7 +59,16 @@ pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Bod
         )
         .into_response();
     };
-    let client = state.trusted_proxies.client_ip(peer.ip(), req.headers());
+    if target.encoded_separator && !service.allow_encoded_slashes {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "Bad request: encoded slashes and backslashes (%2F, %5C, \\) are not accepted in paths.",
+        )
+        .into_response();
+    }
+    let via = crate::proxy::Via::new(&state.trusted_proxies, peer.ip(), req.headers());
+    let client = via.client;
     let limits = &state.limits;
     if let Some(limiter) = &limits.per_ip
         && let Err(wait) = limiter.check(&crate::client_ip::client_key(client), Instant::now())
@@ -58,7 +76,7 @@ pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Bod
         return too_many(wait, "Too many requests from this address.");
     }
     if service.is_free() {
-        return forward(&state, &service, req, peer, None).await;
+        return forward(&state, &service, req, via, None).await;
     }
     // A dynamic price for this very request, when the service has a pricer (fails closed).
     let (req, dynamic_price) = match &service.pricer {
@@ -69,7 +87,7 @@ pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Bod
         },
     };
     if dynamic_price == Some(0) {
-        return forward(&state, &service, req, peer, None).await;
+        return forward(&state, &service, req, via, None).await;
     }
 
     // 2. Authenticate: no I/O, the root key is derived. A credential this worker verified
@@ -83,7 +101,7 @@ pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Bod
             let credential = match Credential::from_headers(req.headers()) {
                 Ok(Some(c)) => c,
                 Ok(None) => {
-                    return no_credential(&state, &service, req, peer, client, now, dynamic_price)
+                    return no_credential(&state, &service, req, via, client, now, dynamic_price)
                         .await;
                 }
                 Err(e) => {
@@ -229,7 +247,7 @@ pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Bod
             Ok(IdempotencyBegin::InFlight) => return idempotency::in_flight(),
             Err(e) => return store_unavailable(&e),
         };
-        return forward_idempotent(&state, &service, req, peer, token.token_id, key, remaining)
+        return forward_idempotent(&state, &service, req, via, token.token_id, key, remaining)
             .await;
     }
     let mut remaining = None;
@@ -257,7 +275,7 @@ pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Bod
 
     // 4. Forward, and 5. account: a call the upstream never answered is given back.
     let charged = remaining.map(|r| (token.token_id, r));
-    forward(&state, &service, req, peer, charged).await
+    forward(&state, &service, req, via, charged).await
 }
 
 /// A request without a credential: a free-tier call if the client has one left, else a 402.
@@ -265,7 +283,7 @@ async fn no_credential(
     state: &SharedState,
     service: &std::sync::Arc<crate::routing::Service>,
     req: Request<Body>,
-    peer: SocketAddr,
+    via: crate::proxy::Via,
     client: std::net::IpAddr,
     now: u64,
     dynamic_price: Option<u64>,
@@ -278,7 +296,7 @@ async fn no_credential(
             .await
         {
             Ok(true) => {
-                let mut resp = forward(state, service, req, peer, None).await;
+                let mut resp = forward(state, service, req, via, None).await;
                 resp.headers_mut()
                     .insert(FREE_CALL, HeaderValue::from_static("true"));
                 return resp;
@@ -356,7 +374,7 @@ async fn forward_idempotent(
     state: &SharedState,
     service: &crate::routing::Service,
     req: Request<Body>,
-    peer: SocketAddr,
+    via: crate::proxy::Via,
     token: turnpike_l402::TokenId,
     key: String,
     remaining: Option<u64>,
@@ -372,7 +390,7 @@ async fn forward_idempotent(
         }
     };
     let guard = ChargeGuard::new(state, token, Some(key.clone()));
-    let result = state.forwarder.forward(service, req, peer.ip()).await;
+    let result = state.forwarder.forward(service, req, via).await;
     guard.disarm();
     match result {
         Ok(mut resp) => {
@@ -440,11 +458,11 @@ async fn forward(
     state: &SharedState,
     service: &crate::routing::Service,
     req: Request<Body>,
-    peer: SocketAddr,
+    via: crate::proxy::Via,
     charged: Option<(turnpike_l402::TokenId, u64)>,
 ) -> Response {
     let guard = charged.map(|(token, _)| ChargeGuard::new(state, token, None));
-    let result = state.forwarder.forward(service, req, peer.ip()).await;
+    let result = state.forwarder.forward(service, req, via).await;
     guard.into_iter().for_each(ChargeGuard::disarm);
     match result {
         Ok(mut resp) => {

@@ -51,12 +51,13 @@ impl PricerConfig {
         let uri: Uri = self
             .url
             .parse()
-            .map_err(|e| format!("url {:?} is not a URL: {e}", self.url))?;
+            .map_err(|e| format!("url is not a URL: {e}"))?;
+        // Errors never repeat the URL: it may hold a credential.
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(format!(
-                "url {:?} must be an http:// or https:// URL",
-                self.url
-            ));
+            return Err("url must be an http:// or https:// URL".into());
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err("url must not hold user:password@".into());
         }
         if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
             return Err("timeout_ms must be between 1 and 60000".into());

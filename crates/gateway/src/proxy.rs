@@ -80,12 +80,12 @@ impl Forwarder {
     }
 
     /// Sends `req` to the service's upstream and returns its response head with a streaming
-    /// body. `client_ip` is appended to `X-Forwarded-For`.
+    /// body, with the forwarding fields `via` calls for ([`Via`]).
     pub async fn forward(
         &self,
         service: &Service,
         req: Request<Body>,
-        client_ip: IpAddr,
+        via: Via,
     ) -> Result<Response<Body>, ForwardError> {
         let (parts, body) = req.into_parts();
         let path_and_query = match (
@@ -102,24 +102,24 @@ impl Forwarder {
         };
         let named = connection_named(&parts.headers);
         let keep = |name: &HeaderName, value: &HeaderValue| forwarded(name, value, &named);
-        let original_host = parts
+        // The edge made `Host` the one routed host.
+        let routed_host = parts
             .headers
             .get(header::HOST)
-            .map(HeaderValue::as_bytes)
-            .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
-        let forwarded_for = ForwardedFor::new(&parts.headers, client_ip);
-        let mut added: [(&str, &[u8]); 4] = [
+            .map_or(&b""[..], HeaderValue::as_bytes);
+        let fields = ForwardingFields::new(&parts.headers, via, routed_host);
+        let added: [(&str, &[u8]); 6] = [
             ("host", service.upstream.authority.as_str().as_bytes()),
-            ("x-forwarded-for", forwarded_for.as_bytes()),
-            ("x-forwarded-proto", b"http"),
-            ("x-forwarded-host", b""),
+            ("x-forwarded-for", fields.forwarded_for.as_bytes()),
+            ("x-forwarded-proto", fields.proto.as_bytes()),
+            ("x-forwarded-host", routed_host),
+            ("x-real-ip", fields.real_ip.as_bytes()),
+            ("forwarded", fields.forwarded.as_bytes()),
         ];
-        let added: &[(&str, &[u8])] = match original_host {
-            Some(host) => {
-                added[3].1 = host;
-                &added
-            }
-            None => &added[..3],
+        let added: &[(&str, &[u8])] = if routed_host.is_empty() {
+            &[added[0], added[1], added[2], added[4], added[5]]
+        } else {
+            &added
         };
 
         if service.upstream.scheme == http::uri::Scheme::HTTP {
@@ -137,7 +137,10 @@ impl Forwarder {
             let resp = tokio::time::timeout(service.upstream_timeout, send)
                 .await
                 .map_err(|_| ForwardError::Timeout(service.upstream_timeout))?
-                .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+                .map_err(|e| match e.is_client_fault() {
+                    true => ForwardError::BadRequest(e.to_string()),
+                    false => ForwardError::Unreachable(e.to_string()),
+                })?;
             return Ok(resp.map(Body::new));
         }
 
@@ -147,7 +150,7 @@ impl Forwarder {
                 headers.append(name.clone(), value.clone());
             }
         }
-        for (name, value) in added {
+        for (name, value) in added.iter().copied() {
             let value = HeaderValue::from_bytes(value)
                 .map_err(|e| ForwardError::BadRequest(e.to_string()))?;
             headers.insert(HeaderName::from_static(name), value);
@@ -177,6 +180,10 @@ impl Forwarder {
                 .map_err(|e| ForwardError::Unreachable(error_chain(&e)))?;
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        let body = http_body_util::BodyExt::map_err(body, |e| {
+            tracing::warn!(error = %e, "upstream response body failed: the client's response is cut short");
+            e
+        });
         Ok(Response::from_parts(parts, Body::new(body)))
     }
 }
@@ -259,7 +266,8 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 /// Whether a client's request field is passed to the upstream. Not passed: hop-by-hop fields
 /// (RFC 9110 §7.6.1, and those `Connection` names), the client's L402 credential
 /// (`Authorization: L402|LSAT …`, `Macaroon`, `Grpc-Metadata-Macaroon`; other `Authorization`
-/// values pass), the fields the proxy sets itself (`Host`, `X-Forwarded-*`) and the body's
+/// values pass), the fields the proxy sets itself (`Host`, `X-Forwarded-*`, `X-Real-IP`,
+/// `Forwarded`: see [`Via`]) and the body's
 /// framing (`Content-Length`, `Transfer-Encoding`: set again for the upstream connection).
 pub fn forwarded(name: &HeaderName, value: &HeaderValue, connection_named: &[HeaderName]) -> bool {
     if *name == header::AUTHORIZATION {
@@ -274,6 +282,8 @@ pub fn forwarded(name: &HeaderName, value: &HeaderValue, connection_named: &[Hea
         || s == "x-forwarded-for"
         || s == "x-forwarded-proto"
         || s == "x-forwarded-host"
+        || s == "x-real-ip"
+        || *name == header::FORWARDED
         || connection_named.contains(name))
 }
 
@@ -285,41 +295,132 @@ fn is_l402_authorization(value: &[u8]) -> bool {
     scheme.eq_ignore_ascii_case(b"L402") || scheme.eq_ignore_ascii_case(b"LSAT")
 }
 
-/// The `X-Forwarded-For` value sent upstream: the client's list, then the client's address.
-/// The common case (no list yet) is formatted on the stack.
-struct ForwardedFor {
-    inline: [u8; 48],
-    len: usize,
-    joined: Option<String>,
+/// Where a request came from, for the forwarding fields sent upstream.
+///
+/// From an untrusted peer, the client's own `X-Forwarded-For`, `Forwarded`, `X-Real-IP` and
+/// `X-Forwarded-Proto` are replaced: `X-Forwarded-For` and `X-Real-IP` name the peer,
+/// `Forwarded` is one element for this hop, and the protocol is the gateway's own (`http`). From
+/// a trusted proxy the chains are extended with the peer, `X-Real-IP` is the client found by
+/// walking the chain, and its `X-Forwarded-Proto` (`http` or `https`) is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via {
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// The client, as found through trusted proxies (the peer when it is not one).
+    pub client: IpAddr,
+    /// Whether the peer is a trusted proxy.
+    pub peer_trusted: bool,
 }
 
-impl ForwardedFor {
-    fn new(headers: &HeaderMap, ip: IpAddr) -> ForwardedFor {
-        use std::io::Write as _;
-        let mut out = ForwardedFor {
-            inline: [0; 48],
-            len: 0,
-            joined: None,
-        };
-        let name = HeaderName::from_static("x-forwarded-for");
-        if headers.contains_key(&name) {
-            let prior: Vec<&str> = headers
-                .get_all(&name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            out.joined = Some(format!("{}, {ip}", prior.join(", ")));
-            return out;
+impl Via {
+    /// Where a request from `peer` with `headers` came from.
+    pub fn new(
+        proxies: &crate::client_ip::TrustedProxies,
+        peer: IpAddr,
+        headers: &HeaderMap,
+    ) -> Via {
+        let peer_trusted = !proxies.is_empty() && proxies.contains(peer);
+        Via {
+            peer: peer.to_canonical(),
+            client: proxies.client_ip(peer, headers),
+            peer_trusted,
         }
-        let mut cursor = std::io::Cursor::new(&mut out.inline[..]);
-        if write!(cursor, "{ip}").is_ok() {
-            out.len = usize::try_from(cursor.position()).unwrap_or(0);
-        }
-        out
     }
+}
 
+/// The forwarding field values sent upstream, formatted without allocating in the usual case.
+struct ForwardingFields {
+    forwarded_for: InlineText,
+    real_ip: InlineText,
+    forwarded: InlineText,
+    proto: &'static str,
+}
+
+impl ForwardingFields {
+    fn new(headers: &HeaderMap, via: Via, routed_host: &[u8]) -> ForwardingFields {
+        use std::fmt::Write as _;
+        let proto = match via.peer_trusted {
+            true => match headers.get("x-forwarded-proto").map(HeaderValue::as_bytes) {
+                Some(p) if p.eq_ignore_ascii_case(b"https") => "https",
+                _ => "http",
+            },
+            false => "http",
+        };
+        let mut forwarded_for = InlineText::default();
+        let mut forwarded = InlineText::default();
+        if via.peer_trusted {
+            for value in headers.get_all("x-forwarded-for") {
+                if let Ok(v) = value.to_str() {
+                    let _ = write!(forwarded_for, "{v}, ");
+                }
+            }
+            for value in headers.get_all(header::FORWARDED) {
+                if let Ok(v) = value.to_str() {
+                    let _ = write!(forwarded, "{v}, ");
+                }
+            }
+        }
+        let _ = write!(forwarded_for, "{}", via.peer);
+        let _ = match via.peer {
+            IpAddr::V4(ip) => write!(forwarded, "for={ip}"),
+            IpAddr::V6(ip) => write!(forwarded, "for=\"[{ip}]\""),
+        };
+        if let Ok(host) = std::str::from_utf8(routed_host)
+            && !host.is_empty()
+        {
+            let _ = write!(forwarded, ";host=\"{host}\"");
+        }
+        let _ = write!(forwarded, ";proto={proto}");
+        let mut real_ip = InlineText::default();
+        let _ = write!(real_ip, "{}", via.client);
+        ForwardingFields {
+            forwarded_for,
+            real_ip,
+            forwarded,
+            proto,
+        }
+    }
+}
+
+/// Text kept on the stack while it fits in 96 bytes, else in a `String`.
+struct InlineText {
+    inline: [u8; 96],
+    len: usize,
+    spilled: Option<String>,
+}
+
+impl Default for InlineText {
+    fn default() -> Self {
+        InlineText {
+            inline: [0; 96],
+            len: 0,
+            spilled: None,
+        }
+    }
+}
+
+impl std::fmt::Write for InlineText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if let Some(spilled) = &mut self.spilled {
+            spilled.push_str(s);
+        } else if self.len + s.len() <= self.inline.len() {
+            self.inline[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+            self.len += s.len();
+        } else {
+            let mut spilled = String::with_capacity(self.len + s.len() + 32);
+            spilled.push_str(
+                std::str::from_utf8(&self.inline[..self.len]).map_err(|_| std::fmt::Error)?,
+            );
+            spilled.push_str(s);
+            self.spilled = Some(spilled);
+        }
+        Ok(())
+    }
+}
+
+impl InlineText {
     fn as_bytes(&self) -> &[u8] {
-        match &self.joined {
+        match &self.spilled {
             Some(s) => s.as_bytes(),
             None => &self.inline[..self.len],
         }
@@ -381,19 +482,88 @@ mod tests {
         );
     }
 
-    #[test]
-    fn appends_to_forwarded_for() {
+    fn fields(headers: &[(&str, &str)], via: Via, host: &str) -> [String; 4] {
         let mut h = HeaderMap::new();
-        let ip = "10.0.0.1".parse().unwrap();
-        assert_eq!(ForwardedFor::new(&h, ip).as_bytes(), b"10.0.0.1");
-        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
-        h.append(
-            "x-forwarded-for",
-            HeaderValue::from_static("2.2.2.2, 3.3.3.3"),
-        );
+        for (k, v) in headers {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let f = ForwardingFields::new(&h, via, host.as_bytes());
+        let text = |t: &InlineText| String::from_utf8(t.as_bytes().to_vec()).unwrap();
+        [
+            text(&f.forwarded_for),
+            text(&f.real_ip),
+            text(&f.forwarded),
+            f.proto.to_owned(),
+        ]
+    }
+
+    const FORGED: &[(&str, &str)] = &[
+        ("x-forwarded-for", "1.1.1.1"),
+        ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
+        ("forwarded", "for=1.1.1.1;proto=https"),
+        ("x-real-ip", "1.1.1.1"),
+        ("x-forwarded-proto", "https"),
+    ];
+
+    #[test]
+    fn an_untrusted_peers_forwarding_fields_are_replaced() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let via = Via {
+            peer,
+            client: peer,
+            peer_trusted: false,
+        };
         assert_eq!(
-            ForwardedFor::new(&h, "::1".parse().unwrap()).as_bytes(),
-            b"1.1.1.1, 2.2.2.2, 3.3.3.3, ::1"
+            fields(FORGED, via, "api.test"),
+            [
+                "10.0.0.1".to_owned(),
+                "10.0.0.1".to_owned(),
+                "for=10.0.0.1;host=\"api.test\";proto=http".to_owned(),
+                "http".to_owned()
+            ]
         );
+        let v6: IpAddr = "::1".parse().unwrap();
+        let via = Via {
+            peer: v6,
+            client: v6,
+            peer_trusted: false,
+        };
+        assert_eq!(fields(&[], via, "")[2], "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn a_trusted_proxys_chains_are_extended() {
+        let via = Via {
+            peer: "10.0.0.1".parse().unwrap(),
+            client: "3.3.3.3".parse().unwrap(),
+            peer_trusted: true,
+        };
+        assert_eq!(
+            fields(FORGED, via, "api.test:8402"),
+            [
+                "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1".to_owned(),
+                "3.3.3.3".to_owned(),
+                "for=1.1.1.1;proto=https, for=10.0.0.1;host=\"api.test:8402\";proto=https"
+                    .to_owned(),
+                "https".to_owned()
+            ]
+        );
+        let long = ["9.9.9.9"; 20].join(", ");
+        assert!(fields(&[("x-forwarded-for", &long)], via, "")[0].ends_with("9.9.9.9, 10.0.0.1"));
+    }
+
+    #[test]
+    fn the_client_cannot_pass_its_own_forwarding_fields() {
+        let mut h = HeaderMap::new();
+        for (k, v) in FORGED {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        assert!(kept(&h).is_empty());
     }
 }

@@ -31,6 +31,8 @@ pub struct Service {
     pub free_tier: Option<crate::config::FreeTierConfig>,
     /// The dynamic pricer, if any.
     pub pricer: Option<crate::pricer::PricerConfig>,
+    /// Paths holding `%2F`, `%5C` or `\` are passed on rather than refused.
+    pub allow_encoded_slashes: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -44,7 +46,8 @@ impl Service {
     /// Builds the routes of a validated service config: its own routes first, then itself.
     pub fn all_from_config(c: &ServiceConfig) -> Result<Vec<Service>, String> {
         let host = c.host.as_ref().map(|h| {
-            let h = h.to_ascii_lowercase();
+            let h =
+                crate::edge::host::normalize_pattern(h).unwrap_or_else(|_| h.to_ascii_lowercase());
             match h.strip_prefix('*') {
                 Some(suffix) => HostMatch::Suffix(suffix.to_owned()),
                 None => HostMatch::Exact(h),
@@ -74,6 +77,7 @@ impl Service {
                 upstream_timeout: timeout,
                 free_tier: None,
                 pricer: None,
+                allow_encoded_slashes: c.allow_encoded_slashes,
             });
         }
         out.push(Service {
@@ -90,6 +94,7 @@ impl Service {
             upstream_timeout: timeout,
             free_tier: c.free_tier,
             pricer: c.pricer.clone(),
+            allow_encoded_slashes: c.allow_encoded_slashes,
         });
         Ok(out)
     }
@@ -127,11 +132,7 @@ impl Service {
         }
         match &self.path {
             None => true,
-            Some(prefix) if prefix.is_empty() => true,
-            Some(prefix) => {
-                path.starts_with(prefix.as_str())
-                    && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
-            }
+            Some(prefix) => path_has_prefix(path, prefix),
         }
     }
 }
@@ -175,6 +176,17 @@ impl Router {
     }
 }
 
+/// Whether `path` (canonical, without segment parameters) is `prefix` or below it. Letters
+/// compare case-insensitively, and `.` ends a segment as `/` does, so an upstream that routes
+/// case-insensitively (Express, ASP.NET) or takes a format suffix (`/paid.json`) or a trailing
+/// dot as the same resource is never reached through a spelling that misses its price.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    path.len() >= prefix.len()
+        && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/' | b'.'))
+}
+
 fn calls(calls_per_payment: Option<u64>, time_pass_secs: Option<u64>) -> Option<u64> {
     match time_pass_secs {
         Some(_) => calls_per_payment,
@@ -191,13 +203,13 @@ fn human_duration(secs: u64) -> String {
     }
 }
 
-/// The host a request is for, without port: the URI authority (HTTP/2) or the `Host` header.
+/// The host a request is for, without port, from its `Host` field (which the edge has
+/// normalised: lower case, no trailing dot, the absolute target's authority when there was one).
 pub fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
-    let raw = req.uri().host().or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-    })?;
+    let raw = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())?;
     // Strip a port, keeping IPv6 literals intact.
     if raw.starts_with('[') {
         return raw.split_once(']').map(|(h, _)| &h[1..]);
@@ -288,10 +300,19 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(request_host(&req), Some("::1"));
-        let req = http::Request::builder()
-            .uri("http://a.b:1/x")
-            .body(())
-            .unwrap();
-        assert_eq!(request_host(&req), Some("a.b"));
+    }
+
+    #[test]
+    fn prefixes_end_at_slash_or_dot_and_ignore_case() {
+        assert!(path_has_prefix("/secret", "/secret"));
+        assert!(path_has_prefix("/secret/", "/secret/"));
+        assert!(path_has_prefix("/SECRET/x", "/secret"));
+        assert!(path_has_prefix("/secret.json", "/secret"));
+        assert!(path_has_prefix("/secret.", "/secret"));
+        assert!(path_has_prefix("/anything", "/"));
+        assert!(path_has_prefix("/anything", ""));
+        assert!(!path_has_prefix("/secretx", "/secret"));
+        assert!(!path_has_prefix("/secret-v2", "/secret"));
+        assert!(!path_has_prefix("/secre", "/secret"));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::serving::ConnectionServer;
+use crate::serving::{Acceptor, ConnectionPermit, ConnectionServer};
 use crate::{AppState, SharedState};
 
 /// Runs the workers until `shutdown`, then lets each finish its requests in flight.
@@ -21,7 +21,7 @@ pub(crate) async fn serve(
     let mut queues = Vec::with_capacity(workers);
     let mut done = Vec::with_capacity(workers);
     for i in 0..workers {
-        let (tx, rx) = mpsc::channel::<(std::net::TcpStream, SocketAddr)>(1024);
+        let (tx, rx) = mpsc::channel::<Dealt>(1024);
         queues.push(tx);
         let worker_state: SharedState = Arc::new(AppState::for_worker(state.shared.clone()));
         let stop = stop_rx.clone();
@@ -38,10 +38,14 @@ pub(crate) async fn serve(
             })?;
     }
 
+    let mut acceptor = Acceptor::new(state);
+    let mut queues_full = crate::serving::Episode::new(
+        "every worker's queue is full: new connections are closed unserved",
+    );
     let accept = async {
         let mut next = 0usize;
         loop {
-            let (stream, peer) = crate::serving::accept(&listener).await;
+            let (stream, peer, permit) = acceptor.accept(&listener).await;
             let stream = match stream.into_std() {
                 Ok(s) => s,
                 Err(e) => {
@@ -50,15 +54,24 @@ pub(crate) async fn serve(
                 }
             };
             // Round-robin; a worker whose queue is full is skipped for this connection.
-            let mut item = (stream, peer);
+            let mut item = (stream, peer, permit);
+            let mut dealt = false;
             for _ in 0..queues.len() {
                 let queue = &queues[next % queues.len()];
                 next = next.wrapping_add(1);
                 match queue.try_send(item) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        dealt = true;
+                        break;
+                    }
                     Err(mpsc::error::TrySendError::Full(back))
                     | Err(mpsc::error::TrySendError::Closed(back)) => item = back,
                 }
+            }
+            if dealt {
+                queues_full.ended();
+            } else {
+                queues_full.happened(&format_args!("{} workers", queues.len()));
             }
         }
     };
@@ -83,10 +96,13 @@ pub(crate) async fn serve(
     result
 }
 
+/// A connection dealt to a worker, with its place in the connection count.
+type Dealt = (std::net::TcpStream, SocketAddr, ConnectionPermit);
+
 /// One worker: serves the connections dealt to it until told to stop, then lets them finish.
 async fn run_worker(
     state: SharedState,
-    mut incoming: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
+    mut incoming: mpsc::Receiver<Dealt>,
     mut stop: watch::Receiver<bool>,
 ) {
     let server = ConnectionServer::new(state);
@@ -95,9 +111,9 @@ async fn run_worker(
             biased;
             _ = stop.wait_for(|stopped| *stopped) => break,
             next = incoming.recv() => {
-                let Some((stream, peer)) = next else { break };
+                let Some((stream, peer, permit)) = next else { break };
                 match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => server.serve(stream, peer),
+                    Ok(stream) => server.serve(stream, peer, permit),
                     Err(e) => tracing::warn!(error = %e, "cannot register an accepted connection"),
                 }
             }

@@ -411,16 +411,17 @@ pub(crate) fn is_unavailable_status(status: reqwest::StatusCode) -> bool {
 /// Normalises a base URL so that relative paths join below it: checks the scheme (`http` or
 /// `https`) and the host, and makes the path end with `/`.
 pub(crate) fn base_url(url: &str) -> Result<reqwest::Url, String> {
-    let mut parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    // Errors never repeat the URL: it may hold a credential.
+    let mut parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
-        return Err(format!("{url:?} is not an http(s) URL with a host"));
+        return Err("not an http(s) URL with a host".into());
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         // Never echo it: it holds a credential.
         return Err("credentials in the URL are not supported (use the secret settings)".into());
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(format!("{url:?}: a query or fragment is not allowed"));
+        return Err("a query or fragment is not allowed in the URL".into());
     }
     if !parsed.path().ends_with('/') {
         let path = format!("{}/", parsed.path());

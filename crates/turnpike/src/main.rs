@@ -104,6 +104,7 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let listen = config.listen;
     let services = config.services.len();
     let workers = config.worker_threads();
+    raise_file_limit(config.connections.max);
     let gateway = turnpike_gateway::Gateway::from_config(config)
         .await
         .context("starting the gateway")?;
@@ -116,6 +117,25 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         .await
         .context("serving")?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one, and warns when it is still too low for
+/// `max_connections` (each may hold an upstream connection too).
+fn raise_file_limit(max_connections: usize) {
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(256);
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            file_limit = limit,
+            max_connections,
+            "the open-file limit is below twice connections.max: lower connections.max or raise \
+             the limit (ulimit -n), or accepting may fail under load"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
 }
 
 fn main() -> std::process::ExitCode {

@@ -51,6 +51,8 @@ pub struct ExchangeError {
     /// Nothing at all came back on a reused connection: it was closed by the upstream while
     /// idle, and the request may be sent again on a fresh one.
     stale: bool,
+    /// The client's request body was malformed or did not match its announced length.
+    client_fault: bool,
 }
 
 impl ExchangeError {
@@ -58,7 +60,20 @@ impl ExchangeError {
         ExchangeError {
             message: message.into(),
             stale: false,
+            client_fault: false,
         }
+    }
+
+    fn client(message: impl Into<String>) -> ExchangeError {
+        ExchangeError {
+            client_fault: true,
+            ..ExchangeError::new(message)
+        }
+    }
+
+    /// Whether the client's request (its body) was at fault, not the upstream.
+    pub fn is_client_fault(&self) -> bool {
+        self.client_fault
     }
 }
 
@@ -320,8 +335,8 @@ async fn exchange(
 ) -> Result<(head::ResponseHead, Conn), ExchangeError> {
     let reused = conn.reused;
     let stale = |e: std::io::Error, what: &str| ExchangeError {
-        message: format!("{what}: {e}"),
         stale: reused,
+        ..ExchangeError::new(format!("{what}: {e}"))
     };
     conn.stream
         .write_all(head)
@@ -346,8 +361,8 @@ async fn exchange(
             // reached it (an idempotent request without a body is sent again on a fresh one).
             Ok(Some(h)) if reused && is_idle_close(&h) => {
                 return Err(ExchangeError {
-                    message: "the upstream closed an idle connection (408)".into(),
                     stale: true,
+                    ..ExchangeError::new("the upstream closed an idle connection (408)")
                 });
             }
             Ok(Some(mut h)) => {
@@ -364,8 +379,8 @@ async fn exchange(
             Ok(0) | Err(_) if let Some(e) = unsent => return Err(e),
             Ok(0) if !received => {
                 return Err(ExchangeError {
-                    message: "the connection was closed before a response".into(),
                     stale: reused,
+                    ..ExchangeError::new("the connection was closed before a response")
                 });
             }
             Ok(0) => {
@@ -404,7 +419,9 @@ async fn write_body(
     };
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            BodyError::Request(ExchangeError::new(format!("reading the request body: {e}")))
+            BodyError::Request(ExchangeError::client(format!(
+                "the request body could not be read: {e}"
+            )))
         })?;
         let Ok(data) = frame.into_data() else {
             continue; // Trailers are not forwarded.
@@ -415,7 +432,7 @@ async fn write_body(
         sent += data.len() as u64;
         match framing {
             RequestFraming::Length(n) if sent > n => {
-                return Err(BodyError::Request(ExchangeError::new(
+                return Err(BodyError::Request(ExchangeError::client(
                     "the request body is longer than announced",
                 )));
             }
@@ -429,7 +446,7 @@ async fn write_body(
         }
     }
     match framing {
-        RequestFraming::Length(n) if sent != n => Err(BodyError::Request(ExchangeError::new(
+        RequestFraming::Length(n) if sent != n => Err(BodyError::Request(ExchangeError::client(
             "the request body is shorter than announced",
         ))),
         RequestFraming::Chunked => stream.write_all(b"0\r\n\r\n").await.map_err(write_err),
@@ -482,6 +499,9 @@ impl UpstreamBody {
     }
 
     fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        // The client gets a truncated body (its connection is closed): say why here.
+        let upstream = self.home.as_ref().map(|(_, authority)| authority.as_str());
+        tracing::warn!(upstream, error = %message, "upstream response body failed: the client's response is cut short");
         self.read = Reading::Done;
         self.conn = None;
         Poll::Ready(Some(Err(std::io::Error::other(message))))

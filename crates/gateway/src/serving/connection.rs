@@ -1,0 +1,256 @@
+//! Watching one client connection: what it is doing (waiting for a request head, serving a
+//! request, idle between requests) and since when, so that slow and idle clients are closed on
+//! time and shutdown closes what has nothing in flight.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConnectionsConfig;
+
+/// What a connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Connected, or bytes of a request head arrived: the head must be complete in time.
+    HeadPending,
+    /// A request is being served (its response body not yet produced to its end).
+    Busy,
+    /// Between requests on a keep-alive connection.
+    Idle,
+}
+
+const HEAD_PENDING: u8 = 0;
+const BUSY: u8 = 1;
+const IDLE: u8 = 2;
+
+/// A connection's phase and when it began, shared by the connection's reader, its service and
+/// its watcher.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    phase: AtomicU8,
+    /// When the phase began, in milliseconds after `epoch`.
+    since_ms: AtomicU64,
+    epoch: Instant,
+    /// Woken when a request head starts on an idle connection (its deadline moves closer).
+    head_started: Notify,
+}
+
+impl Activity {
+    /// A connection just accepted: waiting for its first request head.
+    pub(crate) fn new() -> Activity {
+        Activity {
+            phase: AtomicU8::new(HEAD_PENDING),
+            since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            head_started: Notify::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Bytes arrived from the client.
+    fn bytes_arrived(&self) {
+        if self.phase.load(Ordering::Relaxed) == IDLE {
+            self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+            self.phase.store(HEAD_PENDING, Ordering::Relaxed);
+            self.head_started.notify_one();
+        }
+    }
+
+    /// A whole request head arrived and is being served.
+    pub(crate) fn request_started(&self) {
+        self.phase.store(BUSY, Ordering::Relaxed);
+    }
+
+    /// The response body was produced to its end (or dropped).
+    fn response_done(&self) {
+        self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.phase.store(IDLE, Ordering::Relaxed);
+    }
+
+    /// The phase now, and when it ends by timeout (for `Busy`: when to look again).
+    pub(crate) fn deadline(&self, limits: &ConnectionsConfig) -> (Phase, Instant) {
+        let since = self.epoch + Duration::from_millis(self.since_ms.load(Ordering::Relaxed));
+        let keep_alive = Duration::from_secs(limits.keep_alive_timeout_secs);
+        match self.phase.load(Ordering::Relaxed) {
+            HEAD_PENDING => (
+                Phase::HeadPending,
+                since + Duration::from_secs(limits.header_read_timeout_secs),
+            ),
+            IDLE => (Phase::Idle, since + keep_alive),
+            _ => (Phase::Busy, Instant::now() + keep_alive),
+        }
+    }
+}
+
+/// The client's socket, telling the connection's [`Activity`] when bytes arrive.
+pub(crate) struct TimedStream {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl TimedStream {
+    pub(crate) fn new(inner: TcpStream, activity: Arc<Activity>) -> TimedStream {
+        TimedStream { inner, activity }
+    }
+}
+
+impl AsyncRead for TimedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_arrived();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for TimedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A response body that marks its connection idle once produced to its end or dropped.
+pub(crate) struct TrackedBody {
+    inner: Body,
+    activity: Option<Arc<Activity>>,
+}
+
+impl TrackedBody {
+    pub(crate) fn new(inner: Body, activity: Arc<Activity>) -> TrackedBody {
+        TrackedBody {
+            inner,
+            activity: Some(activity),
+        }
+    }
+
+    fn done(&mut self) {
+        if let Some(activity) = self.activity.take() {
+            activity.response_done();
+        }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let result = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(result, Poll::Ready(None | Some(Err(_)))) {
+            self.done();
+        }
+        result
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Drives one connection and closes it when a deadline passes or the server stops.
+pub(crate) struct Watch {
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) limits: ConnectionsConfig,
+    /// Graceful stop: close if nothing is in flight, else finish the request and close.
+    pub(crate) stop: CancellationToken,
+    /// Close now, whatever is in flight.
+    pub(crate) hard_stop: CancellationToken,
+}
+
+impl Watch {
+    pub(crate) async fn drive<C>(self, conn: C)
+    where
+        C: GracefulConnection,
+        C::Error: std::fmt::Display,
+    {
+        let mut conn = std::pin::pin!(conn);
+        let mut stopping = false;
+        loop {
+            let (_, deadline) = self.activity.deadline(&self.limits);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::trace!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    // The phase may have changed while sleeping: look again.
+                    let (phase, deadline) = self.activity.deadline(&self.limits);
+                    if phase != Phase::Busy && deadline <= Instant::now() {
+                        tracing::debug!(?phase, "closing a connection that timed out");
+                        return;
+                    }
+                }
+                () = self.activity.head_started.notified() => {}
+                () = self.stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    if self.activity.deadline(&self.limits).0 != Phase::Busy {
+                        return;
+                    }
+                    conn.as_mut().graceful_shutdown();
+                }
+                () = self.hard_stop.cancelled() => return,
+            }
+        }
+    }
+}
