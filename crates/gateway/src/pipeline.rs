@@ -11,7 +11,7 @@ use turnpike_l402::caveat::CaveatError;
 use turnpike_l402::credential::Credential;
 use turnpike_l402::token::VerifyError;
 use turnpike_lightning::BackendError;
-use turnpike_store::{Consumption, IdempotencyBegin};
+use turnpike_store::{Consumption, IdempotencyBegin, IdempotencyRequest};
 
 use crate::challenge::{self, ChallengeReason};
 use crate::error::ApiError;
@@ -218,15 +218,15 @@ pub(crate) async fn serve(
             };
         let begin = state
             .store
-            .idempotency_begin(
-                &token.token_id,
-                &key,
-                &fingerprint,
-                &service.name,
-                token.grant.calls,
-                now,
-                state.idempotency.stale_after_secs,
-            )
+            .idempotency_begin(&IdempotencyRequest {
+                token: &token.token_id,
+                key: &key,
+                fingerprint: &fingerprint,
+                service: &service.name,
+                calls_total: token.grant.calls,
+                now_unix: now,
+                stale_after_secs: state.idempotency.stale_after_secs,
+            })
             .await;
         let remaining = match begin {
             Ok(IdempotencyBegin::Charged { remaining }) => remaining,

@@ -26,7 +26,7 @@ pub(crate) const MAX_BATCH: usize = 64;
 
 /// One call to consume.
 #[derive(Debug, Clone)]
-pub(crate) struct ConsumeRequest {
+pub struct ConsumeRequest {
     pub token: TokenId,
     pub service: String,
     pub calls_total: u64,

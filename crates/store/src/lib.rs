@@ -16,12 +16,14 @@
 
 mod batch;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
 use turnpike_l402::{Msat, PaymentHash, TokenId};
 
 pub use postgres::PgStore;
+pub use sql::{Codec, Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 
 /// Errors from a store.
@@ -91,6 +93,7 @@ pub struct InvoiceRecord {
 }
 
 /// Usage of one token as the store knows it.
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenUsage {
     /// Calls the token grants.
@@ -137,6 +140,26 @@ pub enum IdempotencyBegin {
     TakenOver,
 }
 
+/// A request to [`Store::idempotency_begin`]: the request identified by `key` under `token`,
+/// whose content hashes to `fingerprint`.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyRequest<'a> {
+    /// The paid token the request is made with.
+    pub token: &'a TokenId,
+    /// The request's `Idempotency-Key` (at most 255 bytes).
+    pub key: &'a str,
+    /// The hash of the request's content.
+    pub fingerprint: &'a [u8; 32],
+    /// The service it is for.
+    pub service: &'a str,
+    /// Calls the token grants (`None`: the token counts no calls, nothing is consumed).
+    pub calls_total: Option<u64>,
+    /// Now (unix seconds).
+    pub now_unix: u64,
+    /// How long an entry may stay in flight before another begin takes it over.
+    pub stale_after_secs: u64,
+}
+
 /// Turnpike's durable state. Every operation is atomic across processes sharing the database:
 /// under any concurrency a token never serves more calls than it grants, a paid call is never
 /// charged twice nor lost, and a free tier never grants more than its limit per window.
@@ -156,14 +179,8 @@ pub trait Store: Send + Sync + 'static {
     /// Gives back one call consumed by [`Store::consume_call`] (the call failed upstream).
     async fn refund_call(&self, token: &TokenId) -> Result<(), StoreError>;
 
-    /// The recorded usage of `token`, if it was ever used.
-    async fn token_usage(&self, token: &TokenId) -> Result<Option<TokenUsage>, StoreError>;
-
     /// Records an invoice issued with a challenge.
     async fn record_invoice(&self, invoice: &InvoiceRecord) -> Result<(), StoreError>;
-
-    /// Looks up an issued invoice.
-    async fn invoice(&self, hash: &PaymentHash) -> Result<Option<InvoiceRecord>, StoreError>;
 
     /// Deletes invoices that expired before `now_unix` and whose token was never used.
     /// Returns how many were deleted.
@@ -186,26 +203,19 @@ pub trait Store: Send + Sync + 'static {
     /// starts from zero anyway), so the table stays bounded. Returns how many were deleted.
     async fn prune_free_tier(&self, now_unix: u64) -> Result<u64, StoreError>;
 
-    /// Begins executing the request identified by `key` under `token`, whose content hashes to
-    /// `fingerprint`. For a new key the entry is created in-flight and one call is consumed in
-    /// ONE transaction, with the rule of [`Store::consume_call`] (`calls_total` `None`: the token
-    /// counts no calls, nothing is consumed); if the token is exhausted nothing is recorded.
-    /// An existing entry gives [`IdempotencyBegin::Mismatch`] (other fingerprint),
-    /// [`IdempotencyBegin::Replay`] (completed), [`IdempotencyBegin::InFlight`], or, when it has
-    /// been in flight for more than `stale_after_secs`, [`IdempotencyBegin::TakenOver`]
-    /// (its lease restarts at `now_unix`). Keys are at most 255 bytes.
+    /// Begins executing the request `r`. For a new key the entry is created in-flight and one
+    /// call is consumed in ONE transaction, with the rule of [`Store::consume_call`]
+    /// (`calls_total` `None`: the token counts no calls, nothing is consumed); if the token is
+    /// exhausted nothing is recorded. An existing entry gives [`IdempotencyBegin::Mismatch`]
+    /// (other fingerprint), [`IdempotencyBegin::Replay`] (completed),
+    /// [`IdempotencyBegin::InFlight`], or, when it has been in flight for more than
+    /// `stale_after_secs`, [`IdempotencyBegin::TakenOver`] (its lease restarts at `now_unix`).
+    /// Keys are at most 255 bytes.
     ///
     /// Of any number of concurrent begins with one (token, key), at most one is `Charged`.
-    #[allow(clippy::too_many_arguments)]
     async fn idempotency_begin(
         &self,
-        token: &TokenId,
-        key: &str,
-        fingerprint: &[u8; 32],
-        service: &str,
-        calls_total: Option<u64>,
-        now_unix: u64,
-        stale_after_secs: u64,
+        r: &IdempotencyRequest<'_>,
     ) -> Result<IdempotencyBegin, StoreError>;
 
     /// Records `response` for an in-flight entry, which becomes done: later begins with the
@@ -233,6 +243,18 @@ pub trait Store: Send + Sync + 'static {
     /// a later request with such a key is executed and charged afresh). In-flight entries are
     /// kept. Returns how many were deleted.
     async fn prune_idempotency(&self, older_than_unix: u64) -> Result<u64, StoreError>;
+}
+
+/// Read-back queries for tests, kept off [`Store`]: the gateway never reads usage or invoices
+/// back. Enabled by the `test-support` feature.
+#[cfg(any(test, feature = "test-support"))]
+#[async_trait]
+pub trait Inspect: Store {
+    /// The recorded usage of `token`, if it was ever used.
+    async fn token_usage(&self, token: &TokenId) -> Result<Option<TokenUsage>, StoreError>;
+
+    /// Looks up an issued invoice.
+    async fn invoice(&self, hash: &PaymentHash) -> Result<Option<InvoiceRecord>, StoreError>;
 }
 
 /// Opens the store named by `url` — `sqlite://PATH` (created if missing) or
@@ -442,6 +464,7 @@ pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(what))
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// Reads an invoice row of `SELECT token_id, service, amount_msat, calls, created_at, expires_at`.
 pub(crate) fn invoice_from_row<'r, R>(
     hash: PaymentHash,

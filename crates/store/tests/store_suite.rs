@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use turnpike_l402::{Msat, PaymentHash, TokenId};
 
 use turnpike_store::{
-    Consumption, IdempotencyBegin, InvoiceRecord, PgStore, SqliteStore, Store, StoreError,
-    StoredResponse,
+    Consumption, IdempotencyBegin, IdempotencyRequest, Inspect, InvoiceRecord, PgStore,
+    SqliteStore, StoreError, StoredResponse,
 };
 
 /// A fresh, empty database of one kind; `open` may be called several times (like several
@@ -46,7 +46,7 @@ impl TestDb {
         Some(TestDb::Postgres { url, schema })
     }
 
-    async fn open(&self) -> Arc<dyn Store> {
+    async fn open(&self) -> Arc<dyn Inspect> {
         match self {
             TestDb::Sqlite(dir) => {
                 let url = format!("sqlite://{}", dir.path().join("turnpike.db").display());
@@ -520,7 +520,7 @@ fn response(tag: &str) -> StoredResponse {
     }
 }
 
-async fn used(store: &Arc<dyn Store>, token: &TokenId) -> u64 {
+async fn used(store: &Arc<dyn Inspect>, token: &TokenId) -> u64 {
     store
         .token_usage(token)
         .await
@@ -538,7 +538,15 @@ async fn idempotency_charges_once_then_replays_identical_bytes(db: &TestDb) {
         let store = store.clone();
         async move {
             store
-                .idempotency_begin(&token, key, &fp, "svc", Some(3), now, 60)
+                .idempotency_begin(&IdempotencyRequest {
+                    token: &token,
+                    key,
+                    fingerprint: &fp,
+                    service: "svc",
+                    calls_total: Some(3),
+                    now_unix: now,
+                    stale_after_secs: 60,
+                })
                 .await
                 .unwrap()
         }
@@ -577,7 +585,15 @@ async fn idempotency_charges_once_then_replays_identical_bytes(db: &TestDb) {
     let other = TokenId::random();
     assert_eq!(
         store
-            .idempotency_begin(&other, "k1", &FP_A, "svc", Some(3), 105, 60)
+            .idempotency_begin(&IdempotencyRequest {
+                token: &other,
+                key: "k1",
+                fingerprint: &FP_A,
+                service: "svc",
+                calls_total: Some(3),
+                now_unix: 105,
+                stale_after_secs: 60
+            })
             .await
             .unwrap(),
         IdempotencyBegin::Charged { remaining: Some(2) }
@@ -597,7 +613,15 @@ async fn idempotency_charges_once_then_replays_identical_bytes(db: &TestDb) {
     let long_key = "k".repeat(255);
     assert_eq!(
         store
-            .idempotency_begin(&other, &long_key, &FP_A, "svc", Some(3), 108, 60)
+            .idempotency_begin(&IdempotencyRequest {
+                token: &other,
+                key: &long_key,
+                fingerprint: &FP_A,
+                service: "svc",
+                calls_total: Some(3),
+                now_unix: 108,
+                stale_after_secs: 60
+            })
             .await
             .unwrap(),
         IdempotencyBegin::Charged { remaining: Some(1) }
@@ -611,7 +635,15 @@ async fn idempotency_abort_deletes_the_entry_and_refunds_when_asked(db: &TestDb)
         let store = store.clone();
         async move {
             store
-                .idempotency_begin(&token, "key", &FP_A, "svc", Some(2), 100, 60)
+                .idempotency_begin(&IdempotencyRequest {
+                    token: &token,
+                    key: "key",
+                    fingerprint: &FP_A,
+                    service: "svc",
+                    calls_total: Some(2),
+                    now_unix: 100,
+                    stale_after_secs: 60,
+                })
                 .await
                 .unwrap()
         }
@@ -654,12 +686,18 @@ async fn idempotency_abort_deletes_the_entry_and_refunds_when_asked(db: &TestDb)
 async fn idempotency_on_an_exhausted_token_records_nothing(db: &TestDb) {
     let store = db.open().await;
     let token = TokenId::random();
+    let request = IdempotencyRequest {
+        token: &token,
+        key: "key",
+        fingerprint: &FP_A,
+        service: "svc",
+        calls_total: Some(1),
+        now_unix: 100,
+        stale_after_secs: 60,
+    };
     store.consume_call(&token, "svc", 1, 100).await.unwrap();
     assert_eq!(
-        store
-            .idempotency_begin(&token, "key", &FP_A, "svc", Some(1), 100, 60)
-            .await
-            .unwrap(),
+        store.idempotency_begin(&request).await.unwrap(),
         IdempotencyBegin::Exhausted
     );
     assert_eq!(used(&store, &token).await, 1);
@@ -667,17 +705,18 @@ async fn idempotency_on_an_exhausted_token_records_nothing(db: &TestDb) {
     // reported in flight.
     store.refund_call(&token).await.unwrap();
     assert_eq!(
-        store
-            .idempotency_begin(&token, "key", &FP_A, "svc", Some(1), 100, 60)
-            .await
-            .unwrap(),
+        store.idempotency_begin(&request).await.unwrap(),
         IdempotencyBegin::Charged { remaining: Some(0) }
     );
     // A token granting no calls.
     let zero = TokenId::random();
     assert_eq!(
         store
-            .idempotency_begin(&zero, "key", &FP_A, "svc", Some(0), 100, 60)
+            .idempotency_begin(&IdempotencyRequest {
+                token: &zero,
+                calls_total: Some(0),
+                ..request
+            })
             .await
             .unwrap(),
         IdempotencyBegin::Exhausted
@@ -688,19 +727,22 @@ async fn idempotency_on_an_exhausted_token_records_nothing(db: &TestDb) {
 async fn idempotency_on_an_uncounted_token_consumes_and_refunds_nothing(db: &TestDb) {
     let store = db.open().await;
     let token = TokenId::random();
+    let request = IdempotencyRequest {
+        token: &token,
+        key: "key",
+        fingerprint: &FP_A,
+        service: "svc",
+        calls_total: None,
+        now_unix: 100,
+        stale_after_secs: 60,
+    };
     assert_eq!(
-        store
-            .idempotency_begin(&token, "key", &FP_A, "svc", None, 100, 60)
-            .await
-            .unwrap(),
+        store.idempotency_begin(&request).await.unwrap(),
         IdempotencyBegin::Charged { remaining: None }
     );
     assert_eq!(store.token_usage(&token).await.unwrap(), None);
     assert_eq!(
-        store
-            .idempotency_begin(&token, "key", &FP_A, "svc", None, 100, 60)
-            .await
-            .unwrap(),
+        store.idempotency_begin(&request).await.unwrap(),
         IdempotencyBegin::InFlight
     );
     // The entry consumed nothing, so its abort refunds nothing, even of calls counted otherwise.
@@ -716,7 +758,15 @@ async fn idempotency_stale_in_flight_entry_is_taken_over_without_a_new_charge(db
         let store = store.clone();
         async move {
             store
-                .idempotency_begin(&token, key, &fp, "svc", Some(5), now, 30)
+                .idempotency_begin(&IdempotencyRequest {
+                    token: &token,
+                    key,
+                    fingerprint: &fp,
+                    service: "svc",
+                    calls_total: Some(5),
+                    now_unix: now,
+                    stale_after_secs: 30,
+                })
                 .await
                 .unwrap()
         }
@@ -765,7 +815,15 @@ async fn concurrent_begins_on_two_pools_charge_exactly_once(db: &TestDb) {
                 let store = if i % 2 == 0 { a.clone() } else { b.clone() };
                 tasks.push(tokio::spawn(async move {
                     store
-                        .idempotency_begin(&token, &key, &FP_A, "svc", Some(10), now, 60)
+                        .idempotency_begin(&IdempotencyRequest {
+                            token: &token,
+                            key: &key,
+                            fingerprint: &FP_A,
+                            service: "svc",
+                            calls_total: Some(10),
+                            now_unix: now,
+                            stale_after_secs: 60,
+                        })
                         .await
                         .unwrap()
                 }));
@@ -820,7 +878,15 @@ async fn idempotency_prune_removes_old_done_entries_only(db: &TestDb) {
         let store = store.clone();
         async move {
             store
-                .idempotency_begin(&token, key, &FP_A, "svc", Some(10), now, 1_000_000)
+                .idempotency_begin(&IdempotencyRequest {
+                    token: &token,
+                    key,
+                    fingerprint: &FP_A,
+                    service: "svc",
+                    calls_total: Some(10),
+                    now_unix: now,
+                    stale_after_secs: 1_000_000,
+                })
                 .await
                 .unwrap()
         }
@@ -913,7 +979,7 @@ const MODEL_STALE_SECS: u64 = 30;
 /// Runs `ops` against `store` and a model, checking every answer and, after every step, that the
 /// store's count of consumed calls equals the model's (never more than paid, no paid call lost).
 async fn check_against_model(
-    store: &dyn Store,
+    store: &dyn Inspect,
     totals: &[u64],
     ops: &[Op],
 ) -> Result<(), TestCaseError> {
@@ -951,15 +1017,15 @@ async fn check_against_model(
                 let i = token % totals.len();
                 let fingerprint = [key as u8 + if other { 100 } else { 0 }; 32];
                 let got = store
-                    .idempotency_begin(
-                        &tokens[i],
-                        keys[key],
-                        &fingerprint,
-                        "svc",
-                        Some(totals[i]),
-                        now,
-                        MODEL_STALE_SECS,
-                    )
+                    .idempotency_begin(&IdempotencyRequest {
+                        token: &tokens[i],
+                        key: keys[key],
+                        fingerprint: &fingerprint,
+                        service: "svc",
+                        calls_total: Some(totals[i]),
+                        now_unix: now,
+                        stale_after_secs: MODEL_STALE_SECS,
+                    })
                     .await
                     .unwrap();
                 let expected = match entries.get_mut(&(i, key)) {
@@ -1065,5 +1131,43 @@ proptest! {
             }
             Ok::<(), TestCaseError>(())
         })?;
+    }
+}
+
+/// A SQLite database the store creates is owner-only (0600), and so are the `-wal` and `-shm`
+/// files SQLite creates next to it; an existing database readable by others is tightened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    use turnpike_store::Store;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.db");
+    let existing = dir.path().join("existing.db");
+    std::fs::write(&existing, b"").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(mode(&existing), 0o644);
+    for db in [fresh, existing] {
+        let store = SqliteStore::open(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .consume_call(&TokenId::random(), "svc", 1, 100)
+                .await
+                .unwrap(),
+            Consumption::Granted { remaining: 0 }
+        );
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = db.clone().into_os_string();
+            file.push(suffix);
+            assert_eq!(mode(file.as_ref()), 0o600, "{}", db.display());
+        }
     }
 }

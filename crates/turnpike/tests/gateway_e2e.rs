@@ -21,7 +21,7 @@ use turnpike_l402::root_key::MasterKey;
 use turnpike_l402::token::{MintRequest, Minter};
 use turnpike_l402::{Msat, Preimage, Sats};
 use turnpike_lightning::{CreateInvoice, DevBackend, DevPayWallet, InvoiceBackend, PaymentBackend};
-use turnpike_store::Store;
+use turnpike_store::{Inspect, SqliteStore};
 
 /// The test upstream: `/echo` reflects what it received; `/sse` sends one event, then waits
 /// for the test's go-ahead before the second.
@@ -104,7 +104,7 @@ fn upstream(release: Arc<tokio::sync::Notify>) -> axum::Router {
 
 struct Harness {
     base: String,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Inspect>,
     dev: Arc<DevBackend>,
     master: [u8; 32],
     release: Arc<tokio::sync::Notify>,
@@ -161,7 +161,7 @@ async fn start_full(
     };
     tweak(&mut config);
     config.validate().unwrap();
-    let store = turnpike_store::open(&config.store_url()).await.unwrap();
+    let store = Arc::new(SqliteStore::open(&config.store_url()).await.unwrap());
     let dev = Arc::new(DevBackend::random());
     let master: [u8; 32] = rand::random();
     let gateway = Gateway::new(GatewayParts {

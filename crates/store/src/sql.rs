@@ -1,0 +1,594 @@
+//! The store written once for SQLite and PostgreSQL: [`SqlStore`] is generic over the sqlx
+//! database, every statement the two agree on is here (sqlx binds `$N` on both), and a
+//! [`Dialect`] holds only what truly differs: how a batch of rows is passed, how a writing
+//! transaction starts, the row lock on an idempotency entry, and the migrations.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use turnpike_l402::TokenId;
+
+use crate::batch::{self, BatchWriter, ConsumeRequest};
+use crate::{
+    Consumption, IdempotencyBegin, IdempotencyRequest, InvoiceRecord, Store, StoreError,
+    StoredResponse, Verdict, to_i64,
+};
+
+/// The first half of the batched consume: the dialect appends its rows, then `consume_upsert!`.
+/// Each row is `(token_id, service, calls_total, 1, now, now)`.
+macro_rules! consume_insert {
+    () => {
+        "INSERT INTO token_usage (token_id, service, calls_total, used, first_used_at, last_used_at) "
+    };
+}
+
+/// Insert on first use, else count one more call, but only while calls remain; when a token's
+/// earlier use recorded another total, the smaller one applies. No row back for a token means
+/// nothing was consumed.
+macro_rules! consume_upsert {
+    () => {
+        " ON CONFLICT (token_id) DO UPDATE
+    SET used = token_usage.used + 1,
+        calls_total = CASE WHEN excluded.calls_total < token_usage.calls_total
+                           THEN excluded.calls_total ELSE token_usage.calls_total END,
+        last_used_at = excluded.last_used_at
+  WHERE token_usage.used < token_usage.calls_total AND token_usage.used < excluded.calls_total
+ RETURNING token_id, used, calls_total"
+    };
+}
+
+/// The first half of the batched invoice insert; the dialect appends its rows (in the column
+/// order here), then `invoice_upsert!`.
+macro_rules! invoice_insert {
+    () => {
+        "INSERT INTO invoices
+        (payment_hash, token_id, service, amount_msat, calls, created_at, expires_at) "
+    };
+}
+
+/// A payment hash recorded before is left alone and not returned.
+macro_rules! invoice_upsert {
+    () => {
+        " ON CONFLICT (payment_hash) DO NOTHING RETURNING payment_hash"
+    };
+}
+
+/// Schema migrations in `migrations/$dir`, applied in order; each runs once per database.
+macro_rules! migrations {
+    ($dir:literal) => {
+        &[
+            (
+                1,
+                include_str!(concat!("../migrations/", $dir, "/0001_init.sql")),
+            ),
+            (
+                2,
+                include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0002_free_tier_idempotency.sql"
+                )),
+            ),
+        ]
+    };
+}
+
+pub(crate) use {consume_insert, consume_upsert, invoice_insert, invoice_upsert, migrations};
+
+const REFUND: &str = "UPDATE token_usage SET used = used - 1 WHERE token_id = $1 AND used > 0";
+
+const PRUNE_INVOICES: &str = "DELETE FROM invoices WHERE expires_at < $1
+    AND NOT EXISTS (SELECT 1 FROM token_usage u WHERE u.token_id = invoices.token_id)";
+
+/// One statement: a row from an earlier window restarts at 1; otherwise count one more while
+/// under the limit. No row back means refused, nothing changed. A row from a later window
+/// (another replica's clock ahead) is counted against, never reset. ON CONFLICT locks the row
+/// and the WHERE sees its latest version, so concurrent takes never exceed the limit.
+const TAKE_FREE_CALL: &str =
+    "INSERT INTO free_tier (service, client, window_start, window_end, used)
+    VALUES ($1, $2, $3, $4, 1)
+    ON CONFLICT (service, client) DO UPDATE
+       SET used = CASE WHEN free_tier.window_start < excluded.window_start
+                       THEN 1 ELSE free_tier.used + 1 END,
+           window_end = CASE WHEN free_tier.window_start < excluded.window_start
+                             THEN excluded.window_end ELSE free_tier.window_end END,
+           window_start = CASE WHEN free_tier.window_start < excluded.window_start
+                               THEN excluded.window_start ELSE free_tier.window_start END
+     WHERE free_tier.window_start < excluded.window_start OR free_tier.used < $5
+    RETURNING used";
+
+const PRUNE_FREE_TIER: &str = "DELETE FROM free_tier WHERE window_end <= $1";
+
+/// Claims a key: a new entry, in flight. An existing one is left alone (and not locked).
+const CLAIM_ENTRY: &str = "INSERT INTO idempotency
+    (token_id, idem_key, fingerprint, service, state, charged, created_at, started_at)
+    VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, $6)
+    ON CONFLICT (token_id, idem_key) DO NOTHING";
+
+/// The columns [`crate::entry_from_row`] reads, of one entry; `$lock` follows (the dialect's
+/// row lock).
+macro_rules! select_entry {
+    ($lock:literal) => {
+        concat!(
+            "SELECT fingerprint, state, started_at, status, headers, body
+               FROM idempotency WHERE token_id = $1 AND idem_key = $2",
+            $lock
+        )
+    };
+}
+pub(crate) use select_entry;
+
+const TAKE_OVER: &str =
+    "UPDATE idempotency SET started_at = $3 WHERE token_id = $1 AND idem_key = $2";
+
+const COMPLETE: &str = "UPDATE idempotency
+    SET state = 'done', status = $3, headers = $4, body = $5, completed_at = $6
+  WHERE token_id = $1 AND idem_key = $2 AND state = 'in_flight'";
+
+const ABORT: &str = "DELETE FROM idempotency
+  WHERE token_id = $1 AND idem_key = $2 AND state = 'in_flight'
+  RETURNING charged";
+
+const PRUNE_IDEMPOTENCY: &str = "DELETE FROM idempotency WHERE state = 'done' AND created_at < $1";
+
+const MIGRATION_APPLIED: &str = "SELECT version FROM turnpike_migrations WHERE version = $1";
+
+const RECORD_MIGRATION: &str =
+    "INSERT INTO turnpike_migrations (version, applied_at) VALUES ($1, $2)";
+
+/// How often [`Store::idempotency_begin`] retries when the entry it conflicted with vanished
+/// (aborted or pruned) before it could read it. Each retry needs another begin and abort of the
+/// same key to interleave exactly, so this bound is never reached in practice.
+const BEGIN_ATTEMPTS: usize = 16;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for sqlx::Sqlite {}
+    impl Sealed for sqlx::Postgres {}
+}
+
+/// How many rows a statement changed.
+pub trait RowsAffected {
+    /// How many rows a statement changed.
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// What differs between the databases a [`SqlStore`] runs on: SQLite and PostgreSQL.
+pub trait Dialect:
+    Database<Arguments: IntoArguments<Self>, QueryResult: RowsAffected> + sealed::Sealed
+{
+    /// Starts a transaction that writes. SQLite's `BEGIN IMMEDIATE` takes the database's write
+    /// lock first, so begins, completes and aborts of every process run one after another.
+    const BEGIN_WRITE: &'static str;
+    /// Reads an idempotency entry inside a begin, locking it where the database locks rows.
+    const SELECT_ENTRY: &'static str;
+    /// Creates the table of applied migrations if it is missing.
+    const CREATE_MIGRATIONS: &'static str;
+    /// Run first in the migrating transaction, so processes starting together migrate once.
+    const LOCK_MIGRATIONS: Option<&'static str>;
+    /// Schema migrations (`migrations!`), applied in order; each runs once per database.
+    const MIGRATIONS: &'static [(i64, &'static str)];
+    /// Concurrent batch writers per store (each holds one connection while it writes).
+    const BATCH_WRITERS: usize;
+
+    /// Runs `consume_insert!`, the batch's rows, `consume_upsert!`: the rows returned.
+    #[doc(hidden)]
+    fn consume_rows(
+        conn: &mut Self::Connection,
+        batch: &[ConsumeRequest],
+    ) -> impl Future<Output = Result<Vec<(Vec<u8>, i64, i64)>, sqlx::Error>> + Send;
+
+    /// Runs `invoice_insert!`, the batch's rows, `invoice_upsert!`: the hashes returned.
+    #[doc(hidden)]
+    fn invoice_rows(
+        conn: &mut Self::Connection,
+        batch: &[InvoiceRecord],
+    ) -> impl Future<Output = Result<Vec<Vec<u8>>, sqlx::Error>> + Send;
+}
+
+/// A type read and written as one column.
+pub trait Codec<DB: Database>: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB> {}
+
+impl<DB: Database, T> Codec<DB> for T where
+    T: for<'a> Encode<'a, DB> + for<'a> Decode<'a, DB> + Type<DB>
+{
+}
+
+/// A [`Store`] in a SQL database `DB` (a [`Dialect`]): see [`crate::SqliteStore`] and
+/// [`crate::PgStore`]. Every operation is one atomic statement or one transaction.
+pub struct SqlStore<DB: Database> {
+    pub(crate) pool: Pool<DB>,
+    /// Group commit of consumed calls and recorded invoices.
+    batcher: batch::Batcher,
+}
+
+impl<DB: Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        SqlStore {
+            pool: self.pool.clone(),
+            batcher: self.batcher.clone(),
+        }
+    }
+}
+
+impl<DB: Database> std::fmt::Debug for SqlStore<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Codec<DB>,
+    Vec<u8>: Codec<DB>,
+{
+    /// Brings the schema in `pool` up to date and starts the batch writers.
+    pub(crate) async fn start(pool: Pool<DB>) -> Result<Self, StoreError> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        if let Some(lock) = DB::LOCK_MIGRATIONS {
+            sqlx::raw_sql(lock).execute(&mut *tx).await?;
+        }
+        sqlx::raw_sql(DB::CREATE_MIGRATIONS)
+            .execute(&mut *tx)
+            .await?;
+        for &(version, sql) in DB::MIGRATIONS {
+            let applied: Option<i64> = sqlx::query_scalar(MIGRATION_APPLIED)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if applied.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| StoreError::Migration { version, source })?;
+            sqlx::query(RECORD_MIGRATION)
+                .bind(version)
+                .bind(to_i64(unix_now()))
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(version, "applied store migration");
+        }
+        tx.commit().await?;
+        let batcher = batch::Batcher::start(Arc::new(pool.clone()), DB::BATCH_WRITERS);
+        Ok(SqlStore { pool, batcher })
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Consumes one call of `token`: the batch statement with one row. The statement behind
+/// [`Store::consume_call`], run inside [`Store::idempotency_begin`]'s transaction.
+async fn consume<DB: Dialect>(
+    conn: &mut DB::Connection,
+    request: ConsumeRequest,
+) -> Result<Consumption, StoreError> {
+    if request.calls_total == 0 {
+        return Ok(Consumption::Exhausted);
+    }
+    let batch = std::slice::from_ref(&request);
+    let rows = DB::consume_rows(conn, batch).await?;
+    crate::batch_outcomes(batch, rows)?
+        .first()
+        .copied()
+        .ok_or(StoreError::Corrupt("consume answered no row"))
+}
+
+/// Gives back one call of `token`: the statement behind [`Store::refund_call`], also run inside
+/// [`Store::idempotency_abort`]'s transaction.
+async fn refund<'e, DB: Dialect>(
+    executor: impl Executor<'e, Database = DB>,
+    token: &TokenId,
+) -> Result<(), StoreError>
+where
+    Vec<u8>: Codec<DB>,
+{
+    sqlx::query(REFUND)
+        .bind(token.0.to_vec())
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Runs a `DELETE … WHERE … $1` with `arg`: how many rows it deleted.
+async fn delete<'e, DB: Dialect>(
+    executor: impl Executor<'e, Database = DB>,
+    sql: &'static str,
+    arg: u64,
+) -> Result<u64, StoreError>
+where
+    i64: Codec<DB>,
+{
+    let done = sqlx::query(sql).bind(to_i64(arg)).execute(executor).await?;
+    Ok(done.rows_affected())
+}
+
+/// Writes a batch with the dialect's statements: consumed calls, invoices, one multi-row
+/// statement each (in one transaction when both are present).
+#[async_trait]
+impl<DB: Dialect> BatchWriter for Pool<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    Vec<u8>: Codec<DB>,
+{
+    async fn write_batch(
+        &self,
+        consumes: &[ConsumeRequest],
+        invoices: &[InvoiceRecord],
+    ) -> Result<(Vec<Consumption>, Vec<bool>), StoreError> {
+        let consumed = |rows| crate::batch_outcomes(consumes, rows);
+        let recorded = |rows| crate::recorded_outcomes(invoices, rows);
+        if invoices.is_empty() {
+            let rows = DB::consume_rows(&mut *self.acquire().await?, consumes).await?;
+            return Ok((consumed(rows)?, Vec::new()));
+        }
+        if consumes.is_empty() {
+            let rows = DB::invoice_rows(&mut *self.acquire().await?, invoices).await?;
+            return Ok((Vec::new(), recorded(rows)));
+        }
+        let mut tx = self.begin().await?;
+        let consume_rows = DB::consume_rows(&mut tx, consumes).await?;
+        let invoice_rows = DB::invoice_rows(&mut tx, invoices).await?;
+        tx.commit().await?;
+        Ok((consumed(consume_rows)?, recorded(invoice_rows)))
+    }
+
+    async fn refund(&self, token: &TokenId) -> Result<(), StoreError> {
+        refund(self, token).await
+    }
+}
+
+#[async_trait]
+impl<DB: Dialect> Store for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Codec<DB>,
+    bool: Codec<DB>,
+    Vec<u8>: Codec<DB>,
+    String: Codec<DB>,
+{
+    async fn consume_call(
+        &self,
+        token: &TokenId,
+        service: &str,
+        calls_total: u64,
+        now_unix: u64,
+    ) -> Result<Consumption, StoreError> {
+        if calls_total == 0 {
+            return Ok(Consumption::Exhausted);
+        }
+        let written = self
+            .batcher
+            .write(batch::Write::Consume(ConsumeRequest {
+                token: *token,
+                service: service.to_owned(),
+                calls_total,
+                now_unix,
+            }))
+            .await?;
+        crate::consume_outcome(written)
+    }
+
+    async fn refund_call(&self, token: &TokenId) -> Result<(), StoreError> {
+        refund(&self.pool, token).await
+    }
+
+    async fn record_invoice(&self, inv: &InvoiceRecord) -> Result<(), StoreError> {
+        let written = self
+            .batcher
+            .write(batch::Write::Invoice(inv.clone()))
+            .await?;
+        crate::invoice_outcome(written)
+    }
+
+    async fn prune_expired_invoices(&self, now_unix: u64) -> Result<u64, StoreError> {
+        delete(&self.pool, PRUNE_INVOICES, now_unix).await
+    }
+
+    async fn take_free_call(
+        &self,
+        service: &str,
+        client: &str,
+        limit: u64,
+        window_secs: u64,
+        now_unix: u64,
+    ) -> Result<bool, StoreError> {
+        let (window_start, window_end) = crate::free_window(now_unix, window_secs)?;
+        if limit == 0 {
+            return Ok(false);
+        }
+        let row = sqlx::query(TAKE_FREE_CALL)
+            .bind(service.to_owned())
+            .bind(client.to_owned())
+            .bind(window_start)
+            .bind(window_end)
+            .bind(to_i64(limit))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn prune_free_tier(&self, now_unix: u64) -> Result<u64, StoreError> {
+        delete(&self.pool, PRUNE_FREE_TIER, now_unix).await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        r: &IdempotencyRequest<'_>,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        // One transaction. Claiming the key first (INSERT … ON CONFLICT DO NOTHING) means a
+        // concurrent begin of the same key waits for ours to commit or roll back (PostgreSQL),
+        // or for the database's write lock (SQLite), then reads the committed entry, locked.
+        // Locks are always taken entry first, then token_usage, so begins and aborts cannot
+        // deadlock. Dropping `tx` before commit (error, cancellation) rolls everything back.
+        let (token, key) = (r.token.0.to_vec(), r.key.as_bytes().to_vec());
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        for _ in 0..BEGIN_ATTEMPTS {
+            let claimed = sqlx::query(CLAIM_ENTRY)
+                .bind(token.clone())
+                .bind(key.clone())
+                .bind(r.fingerprint.to_vec())
+                .bind(r.service.to_owned())
+                .bind(r.calls_total.is_some())
+                .bind(to_i64(r.now_unix))
+                .execute(&mut *tx)
+                .await?;
+            if claimed.rows_affected() == 1 {
+                let remaining = match r.calls_total {
+                    None => None,
+                    Some(calls_total) => {
+                        let request = ConsumeRequest {
+                            token: *r.token,
+                            service: r.service.to_owned(),
+                            calls_total,
+                            now_unix: r.now_unix,
+                        };
+                        match consume::<DB>(&mut tx, request).await? {
+                            Consumption::Granted { remaining } => Some(remaining),
+                            Consumption::Exhausted => {
+                                tx.rollback().await?;
+                                return Ok(IdempotencyBegin::Exhausted);
+                            }
+                        }
+                    }
+                };
+                tx.commit().await?;
+                return Ok(IdempotencyBegin::Charged { remaining });
+            }
+            let row = sqlx::query(DB::SELECT_ENTRY)
+                .bind(token.clone())
+                .bind(key.clone())
+                .fetch_optional(&mut *tx)
+                .await?;
+            // The entry we conflicted with was deleted since: claim the key again.
+            let Some(row) = row else { continue };
+            let entry = crate::entry_from_row(&row)?;
+            return match crate::judge(entry, r.fingerprint, r.now_unix, r.stale_after_secs)? {
+                Verdict::Answer(answer) => {
+                    tx.rollback().await?;
+                    Ok(answer)
+                }
+                Verdict::TakeOver => {
+                    sqlx::query(TAKE_OVER)
+                        .bind(token)
+                        .bind(key)
+                        .bind(to_i64(r.now_unix))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(IdempotencyBegin::TakenOver)
+                }
+            };
+        }
+        tx.rollback().await?;
+        Err(StoreError::Contention)
+    }
+
+    async fn idempotency_complete(
+        &self,
+        token: &TokenId,
+        key: &str,
+        response: &StoredResponse,
+        now_unix: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(COMPLETE)
+            .bind(token.0.to_vec())
+            .bind(key.as_bytes().to_vec())
+            .bind(i64::from(response.status))
+            .bind(crate::encode_headers(&response.headers)?)
+            .bind(response.body.clone())
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_abort(
+        &self,
+        token: &TokenId,
+        key: &str,
+        refund_call: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let charged: Option<bool> = sqlx::query_scalar(ABORT)
+            .bind(token.0.to_vec())
+            .bind(key.as_bytes().to_vec())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if refund_call && charged == Some(true) {
+            refund(&mut *tx, token).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prune_idempotency(&self, older_than_unix: u64) -> Result<u64, StoreError> {
+        delete(&self.pool, PRUNE_IDEMPOTENCY, older_than_unix).await
+    }
+}
+
+#[cfg(any(test, feature = "test-support"))]
+#[async_trait]
+impl<DB: Dialect> crate::Inspect for SqlStore<DB>
+where
+    Self: Store,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Codec<DB>,
+    Vec<u8>: Codec<DB>,
+    String: Codec<DB>,
+{
+    async fn token_usage(&self, token: &TokenId) -> Result<Option<crate::TokenUsage>, StoreError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT calls_total, used FROM token_usage WHERE token_id = $1")
+                .bind(token.0.to_vec())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(calls_total, used)| {
+            Ok(crate::TokenUsage {
+                calls_total: crate::to_u64(calls_total, "token_usage.calls_total")?,
+                used: crate::to_u64(used, "token_usage.used")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn invoice(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+    ) -> Result<Option<InvoiceRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT token_id, service, amount_msat, calls, created_at, expires_at
+               FROM invoices WHERE payment_hash = $1",
+        )
+        .bind(hash.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| crate::invoice_from_row(*hash, &row))
+            .transpose()
+    }
+}
