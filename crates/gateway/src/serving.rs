@@ -23,7 +23,7 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -67,6 +67,7 @@ impl OpenConnections {
 /// Accepts connections for one listener, within the connection cap.
 pub(crate) struct Acceptor {
     open: Arc<OpenConnections>,
+    refusing: Arc<OpenConnections>,
     max: usize,
     failing: Episode,
     full: Episode,
@@ -91,6 +92,7 @@ impl Acceptor {
     pub(crate) fn new(state: &SharedState) -> Acceptor {
         Acceptor {
             open: state.open_connections.clone(),
+            refusing: Arc::default(),
             max: state.connections.max,
             failing: Episode::new("accepting connections fails"),
             full: Episode::new("the connection limit is reached: new connections get 503"),
@@ -123,20 +125,38 @@ impl Acceptor {
                 }
                 None => {
                     self.full.happened(&format_args!("{} open", self.max));
-                    // Best effort, without waiting: the connection is closed either way.
-                    let mut stream = stream;
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(1),
-                            stream.write_all(&over_capacity_response()),
-                        )
-                        .await;
-                    });
+                    self.refuse(stream);
                 }
             }
         }
     }
 }
+
+impl Acceptor {
+    /// Answers a connection over the cap with `503` and closes it: the answer is written, the
+    /// sending side shut, and what the client sent drained for a moment (closing with unread
+    /// bytes would reset the connection and lose the answer). At most [`MAX_REFUSING`] such
+    /// connections are kept at once; beyond that they are closed straight away.
+    fn refuse(&self, mut stream: tokio::net::TcpStream) {
+        let Some(refusing) = self.refusing.try_open(MAX_REFUSING) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let answer = async {
+                stream.write_all(&over_capacity_response()).await?;
+                stream.shutdown().await?;
+                let mut sink = [0u8; 1024];
+                while stream.read(&mut sink).await? != 0 {}
+                Ok::<_, std::io::Error>(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+            drop(refusing);
+        });
+    }
+}
+
+/// Most over-the-cap connections being answered at once.
+const MAX_REFUSING: usize = 64;
 
 /// Serves the connections of one runtime and lets them finish at shutdown.
 pub(crate) struct ConnectionServer {
