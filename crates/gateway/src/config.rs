@@ -236,6 +236,12 @@ pub struct RateLimitsConfig {
     /// of 60. Set `requests = 0` to turn it off.
     #[serde(default = "default_challenge_limit")]
     pub challenges_per_ip: Limit,
+    /// Calls given back per token (upstream 5xx, unreachable, timed out, client gone). A token
+    /// that has used this up gets `429` until it refills, so a paid call that keeps failing
+    /// cannot make the upstream work for free without end. Default: 10 per minute, bursts of
+    /// 10. Set `requests = 0` to turn it off.
+    #[serde(default = "default_refund_limit")]
+    pub refunds_per_token: Limit,
 }
 
 impl Default for RateLimitsConfig {
@@ -244,6 +250,7 @@ impl Default for RateLimitsConfig {
             per_ip: None,
             per_token: None,
             challenges_per_ip: default_challenge_limit(),
+            refunds_per_token: default_refund_limit(),
         }
     }
 }
@@ -253,6 +260,14 @@ fn default_challenge_limit() -> Limit {
         requests: 120,
         per_secs: 60,
         burst: 60,
+    }
+}
+
+fn default_refund_limit() -> Limit {
+    Limit {
+        requests: 10,
+        per_secs: 60,
+        burst: 10,
     }
 }
 
@@ -536,11 +551,20 @@ impl GatewayConfig {
                 "window_secs and stale_after_secs must be at least 1",
             ));
         }
-        if self.rate_limits.challenges_per_ip.requests != 0 {
-            self.rate_limits
-                .challenges_per_ip
-                .validate()
-                .map_err(|m| invalid("rate_limits.challenges_per_ip", m))?;
+        let optional = [
+            (
+                "rate_limits.challenges_per_ip",
+                self.rate_limits.challenges_per_ip,
+            ),
+            (
+                "rate_limits.refunds_per_token",
+                self.rate_limits.refunds_per_token,
+            ),
+        ];
+        for (key, limit) in optional {
+            if limit.requests != 0 {
+                limit.validate().map_err(|m| invalid(key, m))?;
+            }
         }
         let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {

@@ -178,6 +178,18 @@ struct Limiters {
     per_ip: Option<rate_limit::RateLimiter<String>>,
     per_token: Option<rate_limit::RateLimiter<turnpike_l402::TokenId>>,
     challenges_per_ip: Option<rate_limit::RateLimiter<String>>,
+    refunds_per_token: Option<rate_limit::RateLimiter<turnpike_l402::TokenId>>,
+}
+
+impl Limiters {
+    /// Counts a call given back to `token` (it may then be refused for a while).
+    fn record_refund(&self, token: &turnpike_l402::TokenId) {
+        if let Some(limiter) = &self.refunds_per_token
+            && limiter.check(token, std::time::Instant::now()).is_err()
+        {
+            tracing::debug!(token = %token, "a token's refunds are over their limit");
+        }
+    }
 }
 
 /// Most keys a rate limiter remembers.
@@ -290,6 +302,9 @@ impl Gateway {
                         .per_token
                         .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
                     challenges_per_ip: Some(parts.config.rate_limits.challenges_per_ip)
+                        .filter(|l| l.requests != 0)
+                        .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
+                    refunds_per_token: Some(parts.config.rate_limits.refunds_per_token)
                         .filter(|l| l.requests != 0)
                         .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
                 },

@@ -177,6 +177,16 @@ pub(crate) async fn serve(
     {
         return too_many(wait, "Too many requests with this token.");
     }
+    // A counted token whose calls keep failing (and are given back) waits a while.
+    if token.grant.calls.is_some()
+        && let Some(limiter) = &limits.refunds_per_token
+        && let Err(wait) = limiter.peek(&token.token_id, Instant::now())
+    {
+        return too_many(
+            wait,
+            "Too many of this token's calls failed lately and were given back.",
+        );
+    }
 
     if let Some(settled) = &state.settlement
         && !settled.contains(&token.token_id)
@@ -380,6 +390,9 @@ async fn forward_idempotent(
     remaining: Option<u64>,
 ) -> Response {
     let abort = |refund: bool| {
+        if refund && remaining.is_some() {
+            state.limits.record_refund(&token);
+        }
         let (store, key) = (state.store.clone(), key.clone());
         async move {
             let done = store.idempotency_abort(&token, &key, refund).await;
@@ -468,6 +481,7 @@ async fn forward(
         Ok(mut resp) => {
             if let Some((token_id, mut remaining)) = charged {
                 if service.refund_on_5xx && resp.status().is_server_error() {
+                    state.limits.record_refund(&token_id);
                     match state.store.refund_call(&token_id).await {
                         Ok(()) => remaining += 1,
                         Err(e) => tracing::error!(
@@ -482,13 +496,16 @@ async fn forward(
         }
         Err(e) => {
             let refunded = match charged {
-                Some((token_id, _)) => match state.store.refund_call(&token_id).await {
-                    Ok(()) => true,
-                    Err(store_err) => {
-                        tracing::error!(token = %token_id, error = %store_err, "could not give back the call of a failed request");
-                        false
+                Some((token_id, _)) => {
+                    state.limits.record_refund(&token_id);
+                    match state.store.refund_call(&token_id).await {
+                        Ok(()) => true,
+                        Err(store_err) => {
+                            tracing::error!(token = %token_id, error = %store_err, "could not give back the call of a failed request");
+                            false
+                        }
                     }
-                },
+                }
                 None => false,
             };
             forward_error(service, e, charged.is_some() && refunded)
@@ -530,6 +547,7 @@ impl Drop for ChargeGuard {
         if !self.armed {
             return;
         }
+        self.state.limits.record_refund(&self.token);
         let (store, token, key) = (
             self.state.store.clone(),
             self.token,

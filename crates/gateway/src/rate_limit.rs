@@ -185,6 +185,22 @@ impl<K: Hash + Eq + Clone + Send + Sync> RateLimiter<K> {
         Ok(())
     }
 
+    /// Whether a request by `key` at `now` would be allowed, without counting it.
+    pub fn peek(&self, key: &K, now: Instant) -> Result<(), RetryAfter> {
+        let t = self.nanos(now);
+        let map = self
+            .shard(key)
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match map.get(key) {
+            Some(&tat) if tat.max(t) - t > self.tolerance => Err(RetryAfter(Duration::from_nanos(
+                tat.max(t) - t - self.tolerance,
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Keys currently held (including idle ones not yet swept). At most `max_keys`.
     pub fn len(&self) -> usize {
         self.shards
@@ -259,6 +275,21 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn peek_tells_without_counting() {
+        let rl = RateLimiter::new(limit(2, 1, 2), 100);
+        let t0 = Instant::now();
+        assert_eq!(rl.peek(&"a", t0), Ok(()));
+        assert_eq!(rl.check(&"a", t0), Ok(()));
+        for _ in 0..5 {
+            assert_eq!(rl.peek(&"a", t0), Ok(()));
+        }
+        assert_eq!(rl.check(&"a", t0), Ok(()));
+        assert_eq!(rl.peek(&"a", t0), Err(RetryAfter(ms(500))));
+        assert_eq!(rl.peek(&"a", t0 + ms(500)), Ok(()));
+        assert_eq!(rl.peek(&"b", t0), Ok(()));
     }
 
     #[test]

@@ -836,6 +836,38 @@ async fn upstream_5xx_and_timeouts_are_not_charged_but_4xx_are() {
 }
 
 #[tokio::test]
+async fn a_token_whose_calls_keep_failing_is_throttled_not_charged() {
+    let h = start_full(
+        |up| vec![service("status", "/status", up, 2, 5)],
+        |c| c.rate_limits.refunds_per_token = limit(1, 60, 3),
+    )
+    .await;
+    let cred = h.paid_credential("/status/500").await;
+    let auth = [("authorization", cred.authorization_value())];
+    let token = Identifier::decode(cred.macaroon.identifier())
+        .unwrap()
+        .token_id;
+    // Three failures are given back; the fourth request waits (429) and never reaches the
+    // upstream, and no call is charged.
+    for _ in 0..3 {
+        let resp = h.get_with("/status/500", &auth).await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let resp = h.get_with("/status/200", &auth).await;
+    assert_429(resp).await;
+    assert_eq!(h.store.token_usage(&token).await.unwrap().unwrap().used, 0);
+    // Another token is not affected.
+    let other = h.paid_credential("/status/200").await;
+    let resp = h
+        .get_with(
+            "/status/200",
+            &[("authorization", other.authorization_value())],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_time_pass_serves_unlimited_calls_until_it_expires() {
     let h = start_with(|up| {
         vec![ServiceConfig {
