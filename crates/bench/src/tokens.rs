@@ -58,6 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             calls: (args.calls > 0).then_some(args.calls),
             valid_until: args.valid_secs.map(|s| now + s),
             capabilities: &[],
+            max_price_msat: None,
         };
         let macaroon = minter.mint_with_token_id(&req, TokenId::random());
         let value = Credential { macaroon, preimage }.authorization_value();

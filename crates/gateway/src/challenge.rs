@@ -9,8 +9,8 @@ use turnpike_lightning::CreateInvoice;
 use turnpike_store::InvoiceRecord;
 
 use crate::AppState;
-use crate::error::ApiError;
-use crate::routing::Service;
+use crate::error::{ApiError, ErrorCode};
+use crate::service::Service;
 
 /// Why a challenge is being sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub async fn issue(
     service: &Service,
     reason: ChallengeReason,
     now: u64,
-    dynamic_price: Option<u64>,
+    dynamic_price: Option<turnpike_l402::Sats>,
 ) -> Response {
     match try_issue(state, service, reason, now, dynamic_price).await {
         Ok(resp) => resp,
@@ -62,10 +62,15 @@ async fn try_issue(
     service: &Service,
     reason: ChallengeReason,
     now: u64,
-    dynamic_price: Option<u64>,
+    dynamic_price: Option<turnpike_l402::Sats>,
 ) -> Result<Response, ApiError> {
-    let price_sats = dynamic_price.unwrap_or(service.price_sats);
-    let price = turnpike_l402::Msat(price_sats.saturating_mul(1000));
+    let price_sats = dynamic_price.unwrap_or(service.price);
+    let price = price_sats.to_msat().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::PricerUnavailable,
+            "The price of this request is out of range.",
+        )
+    })?;
     let calls = service.calls;
     let grant = service.grant_text();
     let memo = format!("{}: {grant}", service.name);
@@ -76,8 +81,7 @@ async fn try_issue(
         .map_err(|e| {
             tracing::warn!(service = %service.name, backend = state.backend.name(), error = %e, "cannot create invoice");
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "backend_unavailable",
+ ErrorCode::BackendUnavailable,
                 "The Lightning backend cannot issue an invoice right now; paid credentials keep working. Retry later.",
             )
             .retry_after(5)
@@ -85,24 +89,19 @@ async fn try_issue(
     if invoice.amount != price {
         tracing::error!(service = %service.name, asked = %price, got = %invoice.amount, "backend issued an invoice for another amount");
         return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "backend_error",
+            ErrorCode::BackendError,
             "The Lightning backend issued an invoice for the wrong amount.",
         ));
     }
     let valid_until = service.lifetime_secs.map(|t| now.saturating_add(t));
-    let (mut macaroon, token_id) = state.minter.mint(&MintRequest {
+    let (macaroon, token_id) = state.minter.mint(&MintRequest {
         payment_hash: invoice.payment_hash,
         service: &service.name,
         calls,
         valid_until,
         capabilities: &[],
+        max_price_msat: dynamic_price.map(|_| price),
     });
-    if dynamic_price.is_some() {
-        macaroon.add_first_party_caveat(
-            turnpike_l402::caveat::Caveat::max_price_msat(&service.name, price.0).to_bytes(),
-        );
-    }
     state
         .store
         .record_invoice(&InvoiceRecord {
@@ -118,8 +117,7 @@ async fn try_issue(
         .map_err(|e| {
             tracing::error!(error = %e, "cannot record invoice");
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
+                ErrorCode::StoreUnavailable,
                 "The gateway's store is unavailable.",
             )
             .retry_after(5)
@@ -133,13 +131,13 @@ async fn try_issue(
     let message = format!(
         "{} Pay the Lightning invoice ({} sats for {grant} to {}), then retry with the header `Authorization: L402 <macaroon>:<preimage hex>`.",
         reason.lead(),
-        price_sats,
+        price_sats.0,
         service.name,
     );
     let body = serde_json::json!({
         "error": { "code": "payment_required", "message": message },
         "service": service.name,
-        "price_sats": price_sats,
+        "price_sats": price_sats.0,
         "price_msat": price.0,
         "calls": calls,
         "valid_until": valid_until,
@@ -154,8 +152,7 @@ async fn try_issue(
     for value in challenge.header_values() {
         let value = HeaderValue::from_str(&value).map_err(|_| {
             ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "backend_error",
+                ErrorCode::BackendError,
                 "The backend issued an invoice that cannot be sent in a header.",
             )
         })?;

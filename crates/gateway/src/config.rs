@@ -4,9 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use http::Uri;
 use serde::Deserialize;
-use turnpike_l402::Sats;
 
 use crate::rate_limit::Limit;
 
@@ -82,6 +80,19 @@ fn redact_quoted(message: &str) -> String {
         out.push('…');
     }
     out
+}
+
+impl ConfigError {
+    /// The same error with its key placed inside `prefix` (`path` → `services[1].path`).
+    pub fn within(self, prefix: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid { key, message } => ConfigError::Invalid {
+                key: format!("{prefix}.{key}"),
+                message,
+            },
+            other => other,
+        }
+    }
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -380,7 +391,7 @@ pub struct ServiceConfig {
     pub free_tier: Option<FreeTierConfig>,
     /// Ask this HTTP pricer for the price of each request; `price_sats` is then the most it
     /// may ask (a higher answer fails closed).
-    pub pricer: Option<crate::pricer::PricerConfig>,
+    pub pricer: Option<PricerConfig>,
     /// Pass on paths holding encoded slashes or backslashes (`%2F`, `%5C`, `\`) instead of
     /// refusing them with 400 (default false). Only for upstreams that do not decode them into
     /// separators: one that does would act on a path other than the one matched.
@@ -513,7 +524,9 @@ impl GatewayConfig {
         Ok(config)
     }
 
-    /// Checks every value; the error names the first key at fault.
+    /// Checks every top-level value; the error names the first key at fault. Services are
+    /// checked as they are parsed ([`crate::router::Router::from_configs`]), trusted proxies
+    /// when the gateway is built.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.invoice_expiry_secs < 10 || self.invoice_expiry_secs > 7 * 24 * 3600 {
             return Err(invalid(
@@ -532,8 +545,6 @@ impl GatewayConfig {
                 "unsupported store: expected sqlite://PATH or postgres://USER@HOST/DB",
             ));
         }
-        crate::client_ip::TrustedProxies::parse(&self.trusted_proxies)
-            .map_err(|m| invalid("trusted_proxies", m))?;
         self.connections.validate()?;
         let limits = [
             ("rate_limits.per_ip", self.rate_limits.per_ip),
@@ -566,93 +577,6 @@ impl GatewayConfig {
                 limit.validate().map_err(|m| invalid(key, m))?;
             }
         }
-        let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for (i, s) in self.services.iter().enumerate() {
-            let key = |field: &str| format!("services[{i}].{field}");
-            if !turnpike_l402::caveat::is_valid_service_name(&s.name) {
-                return Err(invalid(
-                    key("name"),
-                    format!(
-                        "{:?} must be 1 to 64 letters, digits, '_', '-' or '.'",
-                        s.name
-                    ),
-                ));
-            }
-            if !names.insert(s.name.clone()) {
-                return Err(invalid(
-                    key("name"),
-                    format!("duplicate service name {:?}", s.name),
-                ));
-            }
-            if let Some(host) = &s.host
-                && crate::edge::host::normalize_pattern(host).is_err()
-            {
-                return Err(invalid(
-                    key("host"),
-                    format!("{host:?} is not a host name or *.domain pattern (without port)"),
-                ));
-            }
-            if let Some(path) = &s.path {
-                validate_path(path).map_err(|m| invalid(key("path"), m))?;
-            }
-            UpstreamUrl::parse(&s.upstream).map_err(|m| invalid(key("upstream"), m))?;
-            if let Some(f) = s.free_tier
-                && (f.calls == 0 || f.window_secs == 0)
-            {
-                return Err(invalid(
-                    key("free_tier"),
-                    "calls and window_secs must be at least 1",
-                ));
-            }
-            if let Some(p) = &s.pricer {
-                p.validate().map_err(|m| invalid(key("pricer"), m))?;
-            }
-            validate_pricing(
-                &key,
-                s.price_sats,
-                s.calls_per_payment,
-                s.time_pass_secs,
-                s.token_lifetime_secs,
-            )?;
-            for (j, r) in s.routes.iter().enumerate() {
-                let rkey = |field: &str| format!("services[{i}].routes[{j}].{field}");
-                let full = format!("{}.{}", s.name, r.name);
-                if !turnpike_l402::caveat::is_valid_service_name(&full) {
-                    return Err(invalid(
-                        rkey("name"),
-                        format!("{full:?} must be 1 to 64 letters, digits, '_', '-' or '.'"),
-                    ));
-                }
-                if !names.insert(full) {
-                    return Err(invalid(
-                        rkey("name"),
-                        format!("duplicate route name {:?}", r.name),
-                    ));
-                }
-                validate_path(&r.path).map_err(|m| invalid(rkey("path"), m))?;
-                if let Some(m) = &r.method
-                    && http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err()
-                {
-                    return Err(invalid(
-                        rkey("method"),
-                        format!("{m:?} is not an HTTP method"),
-                    ));
-                }
-                validate_pricing(
-                    &rkey,
-                    r.price_sats,
-                    r.calls_per_payment,
-                    r.time_pass_secs,
-                    r.token_lifetime_secs,
-                )?;
-            }
-            if s.upstream_timeout_secs == 0 {
-                return Err(invalid(
-                    key("upstream_timeout_secs"),
-                    "must be at least 1 second",
-                ));
-            }
-        }
         Ok(())
     }
 
@@ -671,217 +595,23 @@ impl GatewayConfig {
     }
 }
 
-/// A configured path prefix must be in canonical form, so that it can match at all.
-fn validate_path(path: &str) -> Result<(), String> {
-    match crate::edge::path::canonicalize(path) {
-        Ok(c) if c.is_unchanged() && c.match_path() == path && !c.has_encoded_separator() => Ok(()),
-        Ok(c) => Err(format!(
-            "{path:?} is not in canonical form (write {:?}: no dot segments, repeated slashes, \
-             escapes of unreserved characters, ';' parameters or encoded slashes)",
-            c.match_path()
-        )),
-        Err(e) => Err(format!("{path:?}: {e}")),
-    }
+/// `pricer = { url = "...", timeout_ms = 1000, body_bytes = 4096 }` on a service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricerConfig {
+    /// Where to POST price requests (`http://` or `https://`).
+    pub url: String,
+    /// Time allowed for an answer, in milliseconds (default 1000).
+    #[serde(default = "default_pricer_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How many leading bytes of the request body the pricer sees (default 4096, at most 1 MiB).
+    #[serde(default = "default_pricer_body_bytes")]
+    pub body_bytes: usize,
 }
 
-fn validate_pricing(
-    key: &dyn Fn(&str) -> String,
-    price_sats: u64,
-    calls: Option<u64>,
-    pass: Option<u64>,
-    lifetime: Option<u64>,
-) -> Result<(), ConfigError> {
-    if Sats(price_sats).to_msat().is_none() || price_sats > 2_100_000_000_000_000 {
-        return Err(invalid(key("price_sats"), "is larger than all bitcoin"));
-    }
-    if calls == Some(0) {
-        return Err(invalid(key("calls_per_payment"), "must be at least 1"));
-    }
-    if lifetime == Some(0) {
-        return Err(invalid(
-            key("token_lifetime_secs"),
-            "must be at least 1 second",
-        ));
-    }
-    match pass {
-        Some(0) => Err(invalid(key("time_pass_secs"), "must be at least 1 second")),
-        Some(_) if calls.is_some() => Err(invalid(
-            key("time_pass_secs"),
-            "a time pass buys unlimited calls: remove calls_per_payment (or use calls_per_payment with token_lifetime_secs)",
-        )),
-        Some(_) if lifetime.is_some() => Err(invalid(
-            key("time_pass_secs"),
-            "a time pass already expires: remove token_lifetime_secs",
-        )),
-        _ => Ok(()),
-    }
+fn default_pricer_timeout_ms() -> u64 {
+    1000
 }
-
-/// A validated upstream base URL.
-#[derive(Debug, Clone)]
-pub struct UpstreamUrl {
-    /// `http` or `https`.
-    pub scheme: http::uri::Scheme,
-    /// Host and port.
-    pub authority: http::uri::Authority,
-    /// Path prefix with no trailing `/` (empty for none).
-    pub base_path: String,
-}
-
-impl UpstreamUrl {
-    /// Parses an `http://` or `https://` URL with no query.
-    /// Errors never repeat the URL: it could hold credentials.
-    pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
-        let uri: Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
-        let scheme = uri
-            .scheme()
-            .cloned()
-            .ok_or_else(|| "needs http:// or https://".to_owned())?;
-        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-            return Err("the scheme must be http or https".to_owned());
-        }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| "the URL has no host".to_owned())?;
-        if authority.as_str().contains('@') {
-            return Err(
-                "user:password@ in an upstream URL is not supported (it would be sent as the \
-                 upstream's Host); set credentials with the upstream's own header instead"
-                    .to_owned(),
-            );
-        }
-        if uri.query().is_some() {
-            return Err("the URL must not have a query string".to_owned());
-        }
-        let base_path = uri.path().trim_end_matches('/').to_owned();
-        Ok(UpstreamUrl {
-            scheme,
-            authority,
-            base_path,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-        listen = "127.0.0.1:9999"
-        [backend]
-        kind = "dev"
-        [[services]]
-        name = "weather"
-        path = "/weather"
-        upstream = "http://127.0.0.1:9000/base/"
-        price_sats = 5
-        calls_per_payment = 3
-    "#;
-
-    #[test]
-    fn parses_a_good_config_with_defaults() {
-        let c = GatewayConfig::parse(GOOD).unwrap();
-        assert_eq!(c.listen.port(), 9999);
-        assert_eq!(c.invoice_expiry_secs, 600);
-        assert_eq!(c.services[0].calls_per_payment, Some(3));
-        assert!(c.services[0].refund_on_5xx);
-        assert_eq!(c.services[0].upstream_timeout_secs, 60);
-        assert!(c.store_url().ends_with("turnpike-data/turnpike.db"));
-        let up = UpstreamUrl::parse(&c.services[0].upstream).unwrap();
-        assert_eq!(up.base_path, "/base");
-    }
-
-    fn err(text: &str) -> String {
-        GatewayConfig::parse(text).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn errors_never_echo_secrets() {
-        let secrets = [
-            // A syntax error on a secret's line.
-            GOOD.replace(
-                "kind = \"dev\"",
-                "kind = \"lnbits\"\ninvoice_key = \"s3cr3t-value",
-            ),
-            // A secret where another type is expected.
-            format!("master_key = 5\n{GOOD}")
-                .replace("price_sats = 5", "price_sats = \"s3cr3t-value\""),
-            GOOD.replace("listen = \"127.0.0.1:9999\"", "listen = \"s3cr3t-value\""),
-            GOOD.replace(
-                "http://127.0.0.1:9000/base/",
-                "http://user:s3cr3t-value@127.0.0.1:9000/",
-            ),
-            GOOD.replace("http://127.0.0.1:9000/base/", "http://s3cr3t-value:x:y/"),
-            format!("[store]\nurl = \"mysql://u:s3cr3t-value@h/db\"\n{GOOD}"),
-        ];
-        for text in secrets {
-            let e = err(&text);
-            assert!(!e.contains("s3cr3t"), "{e}");
-            assert!(
-                e.contains("line") || e.contains('.') || e.contains("store"),
-                "{e}"
-            );
-        }
-        let e = err(&GOOD.replace("price_sats = 5", "price_sats = \"five\""));
-        assert!(e.contains("line 9, key price_sats"), "{e}");
-    }
-
-    #[test]
-    fn upstream_credentials_and_uncanonical_paths_are_refused() {
-        let e = err(&GOOD.replace("http://127.0.0.1:9000/base/", "http://u:p@127.0.0.1:9000/"));
-        assert!(
-            e.contains("services[0].upstream") && e.contains("user:password@"),
-            "{e}"
-        );
-        for bad in ["/a/../b", "//a", "/a;x", "/a%2fb", "/%61", "a"] {
-            let e = err(&GOOD.replace("path = \"/weather\"", &format!("path = {bad:?}")));
-            assert!(e.contains("services[0].path"), "{bad}: {e}");
-        }
-        assert!(GatewayConfig::parse(&GOOD.replace("/weather", "/weather/")).is_ok());
-        let e = err(&GOOD.replace("path = \"/weather\"", "host = \"a.test:80\""));
-        assert!(e.contains("services[0].host"), "{e}");
-    }
-
-    #[test]
-    fn unknown_keys_are_named() {
-        assert!(err(&format!("{GOOD}\nbogus_key = 1")).contains("bogus_key"));
-        let e = err(&GOOD.replace("price_sats = 5", "price_sats = 5\nprise = 1"));
-        assert!(e.contains("prise"), "{e}");
-        let e = err(&GOOD.replace("kind = \"dev\"", "kind = \"dev\"\nurl = \"x\""));
-        assert!(e.contains("url"), "{e}");
-        let e = err(&GOOD.replace("kind = \"dev\"", "kind = \"nope\""));
-        assert!(e.contains("nope"), "{e}");
-    }
-
-    #[test]
-    fn invalid_values_are_named() {
-        assert!(err(&GOOD.replace("price_sats = 5", "price_sats = -5")).contains("price_sats"));
-        assert!(
-            err(&GOOD.replace("calls_per_payment = 3", "calls_per_payment = 0"))
-                .contains("services[0].calls_per_payment")
-        );
-        assert!(
-            err(&GOOD.replace("name = \"weather\"", "name = \"we ather\""))
-                .contains("services[0].name")
-        );
-        assert!(
-            err(&GOOD.replace("http://127.0.0.1:9000/base/", "ftp://x"))
-                .contains("services[0].upstream")
-        );
-        assert!(err(&GOOD.replace("/weather", "weather")).contains("services[0].path"));
-        assert!(
-            err(&GOOD.replace("listen = \"127.0.0.1:9999\"", "listen = \"nowhere\""))
-                .contains("listen")
-        );
-        assert!(err(&format!("invoice_expiry_secs = 1\n{GOOD}")).contains("invoice_expiry_secs"));
-        let dup = format!(
-            "{GOOD}\n[[services]]\nname = \"weather\"\nupstream = \"http://x\"\nprice_sats = 1\n"
-        );
-        assert!(err(&dup).contains("duplicate"));
-        assert!(
-            err("[[services]]\nname=\"a\"\nupstream=\"http://x\"\nprice_sats=1")
-                .contains("backend")
-        );
-    }
+fn default_pricer_body_bytes() -> usize {
+    4096
 }

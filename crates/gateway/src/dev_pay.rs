@@ -4,13 +4,12 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
 use serde::Deserialize;
 use turnpike_l402::Msat;
 use turnpike_lightning::{BackendError, PaymentBackend};
 
 use crate::SharedState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Path of the dev pay endpoint.
 pub const PATH: &str = "/_turnpike/dev/pay";
@@ -24,19 +23,14 @@ struct PayRequest {
 /// Pays a dev invoice: `{"invoice": "<bolt11>"}` → `{"preimage": "<hex>"}`.
 pub async fn pay(State(state): State<SharedState>, body: Bytes) -> Response {
     let Some(dev) = state.dev.as_ref() else {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "The dev backend is not in use.",
-        )
-        .into_response();
+        return ApiError::new(ErrorCode::NotFound, "The dev backend is not in use.")
+            .into_response();
     };
     let req: PayRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("Expected a JSON body {{\"invoice\": \"<bolt11>\"}}: {e}."),
             )
             .into_response();
@@ -50,13 +44,13 @@ pub async fn pay(State(state): State<SharedState>, body: Bytes) -> Response {
         }))
         .into_response(),
         Err(e) => {
-            let (status, code) = match &e {
-                BackendError::AlreadyPaid => (StatusCode::CONFLICT, "already_paid"),
-                BackendError::InvoiceExpired => (StatusCode::GONE, "invoice_expired"),
-                BackendError::UnknownInvoice => (StatusCode::NOT_FOUND, "unknown_invoice"),
-                _ => (StatusCode::BAD_REQUEST, "payment_rejected"),
+            let code = match &e {
+                BackendError::AlreadyPaid => ErrorCode::AlreadyPaid,
+                BackendError::InvoiceExpired => ErrorCode::InvoiceExpired,
+                BackendError::UnknownInvoice => ErrorCode::UnknownInvoice,
+                _ => ErrorCode::PaymentRejected,
             };
-            ApiError::new(status, code, e.to_string()).into_response()
+            ApiError::new(code, e.to_string()).into_response()
         }
     }
 }

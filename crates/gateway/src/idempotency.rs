@@ -7,19 +7,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use http_body::{Frame, SizeHint};
 use sha2::{Digest, Sha256};
 use turnpike_l402::TokenId;
 use turnpike_store::{Store, StoredResponse};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
+use crate::headers::{CALLS_REMAINING, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAY};
 
-/// The request header naming a retry-safe operation.
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-/// Set on a response replayed from the store.
-pub const REPLAYED: HeaderName = HeaderName::from_static("turnpike-idempotent-replay");
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -29,13 +26,7 @@ pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = values.next() else {
         return Ok(None);
     };
-    let bad = |m: &str| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_idempotency_key",
-            m.to_owned(),
-        )
-    };
+    let bad = |m: &str| ApiError::new(ErrorCode::InvalidIdempotencyKey, m.to_owned());
     if values.next().is_some() {
         return Err(bad("Send one Idempotency-Key header, not several."));
     }
@@ -62,8 +53,7 @@ pub async fn fingerprint(
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
+            ErrorCode::RequestTooLarge,
             format!("Requests with an Idempotency-Key may carry at most {limit} bytes of body."),
         )
     })?;
@@ -99,29 +89,25 @@ pub fn replay(stored: StoredResponse) -> Response {
         }
     }
     resp.headers_mut()
-        .insert(REPLAYED, HeaderValue::from_static("true"));
+        .insert(IDEMPOTENT_REPLAY, HeaderValue::from_static("true"));
     resp
 }
 
 /// `422`: the key was used under this token for another request.
-pub fn mismatch() -> Response {
+pub fn mismatch() -> ApiError {
     ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency_key_reused",
+        ErrorCode::IdempotencyKeyReused,
         "This Idempotency-Key was already used with this token for a different request.",
     )
-    .into_response()
 }
 
 /// `409`: the first request with this key is still running.
-pub fn in_flight() -> Response {
+pub fn in_flight() -> ApiError {
     ApiError::new(
-        StatusCode::CONFLICT,
-        "idempotency_in_flight",
+        ErrorCode::IdempotencyInFlight,
         "A request with this Idempotency-Key is still being processed; retry shortly.",
     )
     .retry_after(1)
-    .into_response()
 }
 
 /// Where a recorded response goes once its body has been sent.
@@ -147,7 +133,7 @@ impl Recorder {
             .iter()
             // The body is replayed whole: its framing is decided again then.
             .filter(|(n, _)| {
-                *n != crate::pipeline::CALLS_REMAINING
+                *n != CALLS_REMAINING
                     && *n != http::header::CONTENT_LENGTH
                     && *n != http::header::TRANSFER_ENCODING
             })

@@ -19,13 +19,15 @@ pub mod config;
 pub mod dev_pay;
 pub mod edge;
 pub mod error;
+pub mod headers;
 pub mod idempotency;
 pub mod keys;
 pub mod pipeline;
 pub mod pricer;
 pub mod proxy;
 pub mod rate_limit;
-pub mod routing;
+pub mod router;
+pub mod service;
 mod serving;
 pub mod settlement;
 pub mod upstream;
@@ -157,7 +159,7 @@ impl Default for Background {
 
 /// The state every worker shares: routes, keys, store, backend, limits.
 pub struct Shared {
-    router: routing::Router,
+    services: Arc<router::ServiceTable>,
     minter: Minter,
     store: Arc<dyn Store>,
     backend: Arc<dyn InvoiceBackend>,
@@ -263,16 +265,23 @@ impl Gateway {
             store,
             backend,
             dev,
-        }))
+        })?)
     }
 
-    /// Builds a gateway from its parts.
-    pub fn new(parts: GatewayParts) -> Gateway {
-        let router = routing::Router::from_configs(&parts.config.services)
-            .expect("a validated config builds its routes");
-        Gateway {
+    /// Builds a gateway from its parts. Errors name the config key at fault (services are
+    /// parsed here, once).
+    pub fn new(parts: GatewayParts) -> Result<Gateway, config::ConfigError> {
+        parts.config.validate()?;
+        let router = router::Router::from_configs(&parts.config.services)?;
+        let trusted_proxies = client_ip::TrustedProxies::parse(&parts.config.trusted_proxies)
+            .map_err(|message| config::ConfigError::Invalid {
+                key: "trusted_proxies".into(),
+                message,
+            })?
+            .with_header(parts.config.forwarded_header);
+        Ok(Gateway {
             state: Arc::new(AppState::for_worker(Arc::new(Shared {
-                router,
+                services: Arc::new(router::ServiceTable::new(router)),
                 minter: Minter::new(parts.master_key),
                 store: parts.store,
                 backend: parts.backend,
@@ -287,9 +296,7 @@ impl Gateway {
                     .config
                     .checks_settlement()
                     .then(settlement::SettledTokens::default),
-                trusted_proxies: client_ip::TrustedProxies::parse(&parts.config.trusted_proxies)
-                    .expect("validated config has valid trusted proxies")
-                    .with_header(parts.config.forwarded_header),
+                trusted_proxies,
                 limits: Limiters {
                     per_ip: parts
                         .config
@@ -309,7 +316,13 @@ impl Gateway {
                         .map(|l| rate_limit::RateLimiter::new(l, RATE_LIMIT_KEYS)),
                 },
             }))),
-        }
+        })
+    }
+
+    /// The services in force: replace them at runtime with [`router::ServiceTable::replace`]
+    /// (requests in flight finish on the services they matched).
+    pub fn services(&self) -> Arc<router::ServiceTable> {
+        self.state.services.clone()
     }
 
     /// The HTTP application: internal endpoints under `/_turnpike/`, every other request

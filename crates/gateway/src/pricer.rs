@@ -7,67 +7,17 @@
 //! — fails closed: the request is refused with `503`, never served free by accident. An explicit
 //! `0` makes that request free.
 
-use std::time::Duration;
-
 use axum::body::{Body, Bytes};
 use base64::Engine;
 use futures_util::StreamExt;
 use http::request::Parts;
-use http::{Request, StatusCode, Uri};
+use http::{Request, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::proxy::Forwarder;
-
-/// `pricer = { url = "...", timeout_ms = 1000, body_bytes = 4096 }` on a service.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PricerConfig {
-    /// Where to POST price requests (`http://` or `https://`).
-    pub url: String,
-    /// Time allowed for an answer, in milliseconds (default 1000).
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// How many leading bytes of the request body the pricer sees (default 4096, at most 1 MiB).
-    #[serde(default = "default_body_bytes")]
-    pub body_bytes: usize,
-}
-
-fn default_timeout_ms() -> u64 {
-    1000
-}
-fn default_body_bytes() -> usize {
-    4096
-}
-
-/// Largest `body_bytes` allowed.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
-
-impl PricerConfig {
-    /// Checks the values; the message suits a config error.
-    pub fn validate(&self) -> Result<(), String> {
-        let uri: Uri = self
-            .url
-            .parse()
-            .map_err(|e| format!("url is not a URL: {e}"))?;
-        // Errors never repeat the URL: it may hold a credential.
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err("url must be an http:// or https:// URL".into());
-        }
-        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err("url must not hold user:password@".into());
-        }
-        if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
-            return Err("timeout_ms must be between 1 and 60000".into());
-        }
-        if self.body_bytes > MAX_BODY_BYTES {
-            return Err(format!("body_bytes must be at most {MAX_BODY_BYTES}"));
-        }
-        Ok(())
-    }
-}
 
 #[derive(Deserialize)]
 struct PriceAnswer {
@@ -93,8 +43,7 @@ pub async fn peek_body(
             }
             Some(Err(e)) => {
                 return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     format!("Cannot read the request body: {e}."),
                 ));
             }
@@ -165,7 +114,7 @@ impl http_body::Body for Announced {
 /// (fail closed) and say why.
 pub async fn price(
     forwarder: &Forwarder,
-    config: &PricerConfig,
+    pricer: &crate::service::Pricer,
     service: &str,
     parts: &Parts,
     body_prefix: &[u8],
@@ -174,11 +123,11 @@ pub async fn price(
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
         .iter()
+        // Unlike the upstream, the pricer gets no credential of any scheme (an upstream's
+        // `Bearer` key included) and no cookies: it prices requests, it does not act for them.
         .filter(|(name, _)| {
-            !matches!(
-                name.as_str(),
-                "authorization" | "macaroon" | "grpc-metadata-macaroon" | "cookie"
-            )
+            let name = name.as_str();
+            name != "cookie" && !turnpike_l402::credential::CREDENTIAL_FIELDS.contains(&name)
         })
         .map(|(k, v)| {
             (
@@ -198,7 +147,7 @@ pub async fn price(
     });
     let body = serde_json::to_vec(&question).map_err(|e| e.to_string())?;
     let (status, answer) = forwarder
-        .post_json(&config.url, body, Duration::from_millis(config.timeout_ms))
+        .post_json(&pricer.uri, body, pricer.timeout)
         .await
         .map_err(|e| e.to_string())?;
     if status != StatusCode::OK {

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::routing::Service;
+use crate::service::Service;
 
 /// Why a request could not be forwarded. In every case the upstream did not answer, so the
 /// call is not charged.
@@ -193,12 +193,12 @@ impl Forwarder {
     /// within `timeout`.
     pub async fn post_json(
         &self,
-        url: &str,
+        url: &Uri,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<(http::StatusCode, bytes::Bytes), ForwardError> {
         use http_body_util::BodyExt;
-        let req = Request::post(url)
+        let req = Request::post(url.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body))
             .map_err(|e| ForwardError::BadRequest(e.to_string()))?;
@@ -270,29 +270,17 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 /// `Forwarded`: see [`Via`]) and the body's
 /// framing (`Content-Length`, `Transfer-Encoding`: set again for the upstream connection).
 pub fn forwarded(name: &HeaderName, value: &HeaderValue, connection_named: &[HeaderName]) -> bool {
-    if *name == header::AUTHORIZATION {
-        return !is_l402_authorization(value.as_bytes());
-    }
     let s = name.as_str();
-    !(crate::upstream::head::is_hop_by_hop(name)
+    !(turnpike_l402::credential::is_credential_field(s, value.as_bytes())
+        || crate::upstream::head::is_hop_by_hop(name)
         || *name == header::HOST
         || *name == header::CONTENT_LENGTH
-        || s == "macaroon"
-        || s == "grpc-metadata-macaroon"
         || s == "x-forwarded-for"
         || s == "x-forwarded-proto"
         || s == "x-forwarded-host"
         || s == "x-real-ip"
         || *name == header::FORWARDED
         || connection_named.contains(name))
-}
-
-fn is_l402_authorization(value: &[u8]) -> bool {
-    let scheme = value
-        .split(|b| b.is_ascii_whitespace())
-        .next()
-        .unwrap_or_default();
-    scheme.eq_ignore_ascii_case(b"L402") || scheme.eq_ignore_ascii_case(b"LSAT")
 }
 
 /// Where a request came from, for the forwarding fields sent upstream.

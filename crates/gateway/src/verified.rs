@@ -64,10 +64,8 @@ impl VerifiedMemo {
     pub fn credential_field(headers: &HeaderMap) -> Option<&[u8]> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let only = values.next()?;
-        if values.next().is_some()
-            || headers.contains_key("macaroon")
-            || headers.contains_key("grpc-metadata-macaroon")
-        {
+        let [_, macaroon, grpc] = turnpike_l402::credential::CREDENTIAL_FIELDS;
+        if values.next().is_some() || headers.contains_key(macaroon) || headers.contains_key(grpc) {
             return None;
         }
         Some(only.as_bytes())

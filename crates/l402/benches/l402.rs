@@ -50,6 +50,7 @@ fn single_call(preimage: &Preimage) -> MintRequest<'static> {
         calls: Some(1),
         valid_until: None,
         capabilities: &[],
+        max_price_msat: None,
     }
 }
 
@@ -60,6 +61,7 @@ fn time_pass(preimage: &Preimage, now: u64) -> MintRequest<'static> {
         calls: None,
         valid_until: Some(now + 3600),
         capabilities: &[],
+        max_price_msat: None,
     }
 }
 

@@ -100,6 +100,27 @@ fn is_sp(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
+/// The header fields that can carry an L402 credential (lower case): `Authorization` (when its
+/// scheme is `L402` or `LSAT`), [`MACAROON_HEADER`] and [`GRPC_METADATA_MACAROON`]. The one
+/// list used wherever credentials are looked for or kept from an upstream.
+pub const CREDENTIAL_FIELDS: [&str; 3] = ["authorization", MACAROON_HEADER, GRPC_METADATA_MACAROON];
+
+/// Whether the header field `name: value` carries an L402 credential: an `Authorization` value
+/// with the `L402`/`LSAT` scheme (other schemes, such as an upstream's `Bearer` key, do not), or
+/// any macaroon field. `name` must be lower case (as `http::HeaderName` keeps it).
+pub fn is_credential_field(name: &str, value: &[u8]) -> bool {
+    match name {
+        "authorization" => is_l402_authorization(value),
+        MACAROON_HEADER | GRPC_METADATA_MACAROON => true,
+        _ => false,
+    }
+}
+
+/// Whether an `Authorization` value uses the `L402` or `LSAT` scheme (any case).
+pub fn is_l402_authorization(value: &[u8]) -> bool {
+    bytes_have_l402_scheme(value)
+}
+
 /// Whether raw header bytes begin with an L402/LSAT scheme token.
 fn bytes_have_l402_scheme(raw: &[u8]) -> bool {
     let raw = raw.trim_ascii_start();

@@ -20,6 +20,7 @@
 //!     calls: Some(100),
 //!     valid_until: Some(2_000_000_000),
 //!     capabilities: &[],
+//!     max_price_msat: None,
 //! });
 //! let challenge = Challenge { macaroon, invoice: "lnbc1...".into() };
 //! let [_lsat, l402] = challenge.header_values();
@@ -58,6 +59,8 @@ pub struct MintRequest<'a> {
     pub valid_until: Option<u64>,
     /// Capabilities to grant; empty: no capabilities caveat.
     pub capabilities: &'a [&'a str],
+    /// The most a call may cost (a dynamically priced service); `None`: no such caveat.
+    pub max_price_msat: Option<crate::Msat>,
 }
 
 /// Why a mint request was refused by [`Minter::try_mint`].
@@ -187,6 +190,9 @@ impl Minter {
         if let Some(t) = req.valid_until {
             mac.add_first_party_caveat(Caveat::valid_until(svc, t).to_bytes());
         }
+        if let Some(max) = req.max_price_msat {
+            mac.add_first_party_caveat(Caveat::max_price_msat(svc, max.0).to_bytes());
+        }
         mac
     }
 
@@ -240,6 +246,7 @@ mod tests {
             calls: Some(5),
             valid_until: Some(1000),
             capabilities: &["read", "write"],
+            max_price_msat: None,
         }
     }
 
@@ -285,6 +292,7 @@ mod tests {
             calls: None,
             valid_until: None,
             capabilities: &[],
+            max_price_msat: None,
         });
         assert_eq!(mac.first_party_caveats().count(), 1);
         let cred = Credential {

@@ -42,6 +42,7 @@ fn arb_token() -> impl Strategy<Value = (Macaroon, Preimage, String)> {
                     calls,
                     valid_until,
                     capabilities: &caps,
+                    max_price_msat: None,
                 },
                 TokenId(tid),
             );
@@ -265,6 +266,7 @@ fn exhaustive_single_byte_changes_are_rejected() {
             calls: Some(3),
             valid_until: Some(NOW + 10),
             capabilities: &["a", "b"],
+            max_price_msat: None,
         },
         TokenId([6; 32]),
     );
@@ -312,6 +314,7 @@ fn holder_cannot_raise_calls_or_extend_expiry() {
         calls: Some(1),
         valid_until: Some(NOW + 10),
         capabilities: &["read"],
+        max_price_msat: None,
     });
     mac.add_first_party_caveat("svc_calls=1000");
     mac.add_first_party_caveat(format!("svc_valid_until={}", NOW + 1_000_000));

@@ -101,6 +101,7 @@ fn pymacaroons_verifies_turnpike_tokens() {
             calls: Some(10),
             valid_until: Some(1_900_000_000),
             capabilities: &["read", "write"],
+            max_price_msat: None,
         },
         MintRequest {
             payment_hash: preimage.payment_hash(),
@@ -108,6 +109,7 @@ fn pymacaroons_verifies_turnpike_tokens() {
             calls: None,
             valid_until: None,
             capabilities: &[],
+            max_price_msat: None,
         },
     ];
     for req in &requests {
@@ -217,6 +219,7 @@ fn turnpike_verifies_pymacaroons_tokens() {
             calls: Some(3),
             valid_until: Some(1_900_000_000),
             capabilities: &["read"],
+            max_price_msat: None,
         },
         token_id,
     );

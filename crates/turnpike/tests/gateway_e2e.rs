@@ -170,7 +170,8 @@ async fn start_full(
         store: store.clone(),
         backend: dev.clone(),
         dev: Some(dev.clone()),
-    });
+    })
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(gateway.serve(listener, std::future::pending()));
@@ -445,6 +446,7 @@ async fn forged_tampered_and_unpaid_credentials_get_401() {
         calls: Some(1000),
         valid_until: None,
         capabilities: &[],
+        max_price_msat: None,
     });
     let resp = h
         .get_with(
@@ -503,6 +505,7 @@ async fn an_expired_token_gets_a_fresh_402() {
                 calls: Some(1),
                 valid_until: Some(valid_until),
                 capabilities: &[],
+                max_price_msat: None,
             })
             .0
     };
@@ -1327,6 +1330,7 @@ async fn the_settlement_check_refuses_unsettled_invoices() {
         calls: Some(1),
         valid_until: None,
         capabilities: &[],
+        max_price_msat: None,
     });
     let auth = Credential {
         macaroon: mac,
@@ -1396,7 +1400,7 @@ async fn a_dynamic_pricer_sets_each_price_and_fails_closed() {
     let (pricer, asked) = spawn_pricer().await;
     let h = start_with(|up| {
         vec![ServiceConfig {
-            pricer: Some(turnpike_gateway::pricer::PricerConfig {
+            pricer: Some(turnpike_gateway::config::PricerConfig {
                 url: format!("http://{pricer}/price"),
                 timeout_ms: 500,
                 body_bytes: 16,

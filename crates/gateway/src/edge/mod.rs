@@ -11,9 +11,9 @@ pub mod path;
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Request, StatusCode, Version};
+use http::{Request, Version};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Why a request was refused at the edge (always `400 Bad Request`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,14 +42,10 @@ impl EdgeError {
     /// The JSON error answered for it.
     pub fn to_api_error(&self) -> ApiError {
         let code = match self {
-            EdgeError::Path(_) | EdgeError::UnsupportedTarget => "invalid_path",
-            _ => "invalid_host",
+            EdgeError::Path(_) | EdgeError::UnsupportedTarget => ErrorCode::InvalidPath,
+            _ => ErrorCode::InvalidHost,
         };
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            code,
-            format!("Bad request: {self}."),
-        )
+        ApiError::new(code, format!("Bad request: {self}."))
     }
 }
 
@@ -69,6 +65,15 @@ impl Target {
     pub fn match_path<'a, B>(&'a self, req: &'a Request<B>) -> &'a str {
         self.match_path.as_deref().unwrap_or(req.uri().path())
     }
+}
+
+/// The host a normalised request is for, without port (an IPv6 address without brackets).
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let raw = req.headers().get(header::HOST)?.to_str().ok()?;
+    if raw.starts_with('[') {
+        return raw.split_once(']').map(|(h, _)| &h[1..]);
+    }
+    Some(raw.rsplit_once(':').map_or(raw, |(h, _)| h))
 }
 
 /// Puts `req` into canonical form (see the module docs), or says why it cannot be.
@@ -162,6 +167,17 @@ mod tests {
             .get("host")
             .map(|h| h.to_str().unwrap().to_owned());
         Ok((r.uri().to_string(), host, t))
+    }
+
+    #[test]
+    fn the_host_is_taken_without_port() {
+        let host = |h: &str| {
+            let r = req("/x", &[h]);
+            request_host(&r).map(str::to_owned)
+        };
+        assert_eq!(host("example.com:8080").as_deref(), Some("example.com"));
+        assert_eq!(host("[::1]:8080").as_deref(), Some("::1"));
+        assert_eq!(host("[::1]").as_deref(), Some("::1"));
     }
 
     #[test]

@@ -1,0 +1,471 @@
+//! The request pipeline: ordered phases over one [`RequestCtx`]. Each phase either lets the
+//! request go on or ends it with a [`Halt`]:
+//!
+//! 0. [`begin`]: put the target and host in canonical form, **match** a service, find the client.
+//! 1. [`price`]: ask the dynamic pricer, when the service has one.
+//! 2. [`authenticate`]: verify the L402 credential (no I/O), then [`admit`] the token (its price
+//!    cap, rate limits, the backend's word that it was paid).
+//! 3. [`charge`]: one call in the store (with an `Idempotency-Key`, entry and charge at once).
+//! 4. [`forward`] to the upstream, and **account**: a call the upstream did not serve is given
+//!    back ([`Charge`]).
+//!
+//! A request without a credential gets a free-tier call or a `402` challenge.
+
+mod charge;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Request};
+use turnpike_l402::Sats;
+use turnpike_l402::caveat::CaveatError;
+use turnpike_l402::credential::Credential;
+use turnpike_l402::token::{VerifiedToken, VerifyError};
+use turnpike_lightning::BackendError;
+use turnpike_store::{Consumption, IdempotencyBegin, IdempotencyRequest};
+
+use crate::SharedState;
+use crate::challenge::ChallengeReason;
+use crate::error::{ApiError, ErrorCode};
+use crate::headers::FREE_CALL;
+use crate::proxy::Via;
+use crate::service::Service;
+use crate::verified::VerifiedMemo;
+pub(crate) use charge::Charge;
+
+/// What the phases know about one request.
+pub(crate) struct RequestCtx {
+    /// The service it matched (kept for the whole request, whatever the table does meanwhile).
+    pub service: Arc<Service>,
+    /// Where it came from.
+    pub via: Via,
+    /// Unix seconds when it arrived.
+    pub now: u64,
+    /// The price the pricer set for it, when the service has one.
+    pub dynamic_price: Option<Sats>,
+}
+
+/// Why a phase ended the request.
+pub(crate) enum Halt {
+    /// Answer `402` with a fresh challenge.
+    Challenge(ChallengeReason),
+    /// Answer with a JSON error.
+    Reject(ApiError),
+    /// Answer with this response (a replayed one, or one already served).
+    Respond(Box<Response>),
+}
+
+impl From<ApiError> for Halt {
+    fn from(e: ApiError) -> Halt {
+        Halt::Reject(e)
+    }
+}
+
+/// Handles one request to a service (the internal router's fallback).
+pub async fn handle(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
+    serve(state, peer, req).await
+}
+
+/// Runs one request from `peer` through the phases.
+pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Body>) -> Response {
+    let (req, mut ctx) = match begin(&state, peer, req) {
+        Ok(begun) => begun,
+        Err(e) => return e.into_response(),
+    };
+    match run(&state, &mut ctx, req).await {
+        Ok(resp) => resp,
+        Err(Halt::Respond(resp)) => *resp,
+        Err(Halt::Reject(e)) => e.into_response(),
+        Err(Halt::Challenge(reason)) => challenge(&state, &ctx, reason).await,
+    }
+}
+
+/// The phases after matching, up to the upstream's answer.
+async fn run(
+    state: &SharedState,
+    ctx: &mut RequestCtx,
+    req: Request<Body>,
+) -> Result<Response, Halt> {
+    if ctx.service.is_free() {
+        return Ok(forward(state, ctx, req, Charge::None).await);
+    }
+    let req = price(state, ctx, req).await?;
+    if ctx.dynamic_price == Some(Sats::ZERO) {
+        return Ok(forward(state, ctx, req, Charge::None).await);
+    }
+    let Some(token) = authenticate(state, ctx, &req)? else {
+        return free_call(state, ctx, req).await;
+    };
+    admit(state, ctx, &token).await?;
+    let (req, charge) = charge(state, ctx, &token, req).await?;
+    Ok(forward(state, ctx, req, charge).await)
+}
+
+/// Phase 0: Canonical form, match, client, per-address limit.
+fn begin(
+    state: &SharedState,
+    peer: SocketAddr,
+    mut req: Request<Body>,
+) -> Result<(Request<Body>, RequestCtx), ApiError> {
+    let target = crate::edge::normalize(&mut req).map_err(|e| e.to_api_error())?;
+    let host = crate::edge::request_host(&req);
+    let service = state
+        .services
+        .load()
+        .route(req.method(), host, target.match_path(&req))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NoSuchService,
+                "No service is configured for this host and path.",
+            )
+        })?;
+    if target.encoded_separator && !service.allow_encoded_slashes {
+        return Err(ApiError::new(
+            ErrorCode::InvalidPath,
+            "Bad request: encoded slashes and backslashes (%2F, %5C, \\) are not accepted in paths.",
+        ));
+    }
+    let via = Via::new(&state.trusted_proxies, peer.ip(), req.headers());
+    if let Some(limiter) = &state.limits.per_ip
+        && let Err(wait) = limiter.check(&crate::client_ip::client_key(via.client), Instant::now())
+    {
+        return Err(too_many(wait, "Too many requests from this address."));
+    }
+    let ctx = RequestCtx {
+        service,
+        via,
+        now: crate::unix_now(),
+        dynamic_price: None,
+    };
+    Ok((req, ctx))
+}
+
+/// Phase 1: The dynamic price of this very request (fails closed), keeping the body intact.
+async fn price(
+    state: &SharedState,
+    ctx: &mut RequestCtx,
+    req: Request<Body>,
+) -> Result<Request<Body>, Halt> {
+    let Some(pricer) = &ctx.service.pricer else {
+        return Ok(req);
+    };
+    let (req, prefix, truncated) = crate::pricer::peek_body(req, pricer.body_bytes).await?;
+    let (parts, body) = req.into_parts();
+    let service = &ctx.service;
+    let fail = |why: String| {
+        tracing::warn!(service = %service.name, error = %why, "pricer failed: refusing the request");
+        ApiError::new(
+            ErrorCode::PricerUnavailable,
+            "The price of this request cannot be determined right now. Retry later.",
+        )
+        .retry_after(5)
+    };
+    let price = crate::pricer::price(
+        &state.forwarder,
+        pricer,
+        &service.name,
+        &parts,
+        &prefix,
+        truncated,
+    )
+    .await
+    .map_err(fail)?;
+    if Sats(price) > service.price {
+        return Err(fail(format!(
+            "the pricer asked {price} sats, above the service's cap of {}",
+            service.price
+        ))
+        .into());
+    }
+    ctx.dynamic_price = Some(Sats(price));
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Phase 2: The request's verified token, `None` when it carries no credential. No I/O: the root key
+/// is derived; a credential this worker verified lately is recognised by its exact bytes.
+fn authenticate(
+    state: &SharedState,
+    ctx: &RequestCtx,
+    req: &Request<Body>,
+) -> Result<Option<VerifiedToken>, Halt> {
+    let service = &ctx.service.name;
+    let field = VerifiedMemo::credential_field(req.headers());
+    let remembered = field.and_then(|f| state.verified.get(f, service, ctx.now));
+    let verified = match remembered {
+        Some(result) => result,
+        None => {
+            let credential = match Credential::from_headers(req.headers()) {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidCredential,
+                        format!("Malformed L402 credential: {e}."),
+                    )
+                    .into());
+                }
+            };
+            let result = state.minter.verify(&credential, service, ctx.now);
+            if let (Ok(token), Some(field)) = (&result, field) {
+                state.verified.insert(field, service, token);
+            }
+            result
+        }
+    };
+    match verified {
+        Ok(token) => Ok(Some(token)),
+        Err(VerifyError::Caveat(CaveatError::Expired { .. })) => {
+            Err(Halt::Challenge(ChallengeReason::TokenExpired))
+        }
+        Err(VerifyError::Caveat(CaveatError::ServiceNotGranted)) => {
+            Err(Halt::Challenge(ChallengeReason::OtherService))
+        }
+        Err(e) => {
+            tracing::debug!(%service, error = %e, "rejected credential");
+            Err(ApiError::new(
+                ErrorCode::InvalidCredential,
+                format!("Invalid L402 credential: {e}."),
+            )
+            .into())
+        }
+    }
+}
+
+/// Phase 2b: Whether a valid token may be used now: within its price cap and rate limits, and (once
+/// per token, when `check_settlement` is on) reported paid by the backend.
+async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> Result<(), Halt> {
+    if let Some(price) = ctx.dynamic_price {
+        let price = price
+            .to_msat()
+            .ok_or(Halt::Challenge(ChallengeReason::PriceAboveToken))?;
+        if token.grant.max_price_msat.is_none_or(|max| max < price.0) {
+            return Err(Halt::Challenge(ChallengeReason::PriceAboveToken));
+        }
+    }
+    let limits = &state.limits;
+    if let Some(limiter) = &limits.per_token
+        && let Err(wait) = limiter.check(&token.token_id, Instant::now())
+    {
+        return Err(too_many(wait, "Too many requests with this token.").into());
+    }
+    // A counted token whose calls keep failing (and are given back) waits a while.
+    if token.grant.calls.is_some()
+        && let Some(limiter) = &limits.refunds_per_token
+        && let Err(wait) = limiter.peek(&token.token_id, Instant::now())
+    {
+        return Err(too_many(
+            wait,
+            "Too many of this token's calls failed lately and were given back.",
+        )
+        .into());
+    }
+    let Some(settled) = &state.settlement else {
+        return Ok(());
+    };
+    if settled.contains(&token.token_id) {
+        return Ok(());
+    }
+    match state.backend.lookup_invoice(&token.payment_hash).await {
+        Ok(status) if status.state.is_settled() => {
+            settled.insert(token.token_id);
+            Ok(())
+        }
+        Ok(_) | Err(BackendError::UnknownInvoice) => Err(ApiError::new(
+            ErrorCode::PaymentNotSettled,
+            "The Lightning backend does not report this token's invoice as paid.",
+        )
+        .into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check a token's invoice with the backend");
+            Err(ApiError::new(
+                ErrorCode::BackendUnavailable,
+                "The Lightning backend cannot confirm this payment right now. Retry later.",
+            )
+            .retry_after(5)
+            .into())
+        }
+    }
+}
+
+/// Phase 3: Charges one call, only for tokens that count calls. With an `Idempotency-Key`, the entry
+/// and the charge are one transaction (and a retry may be answered from the store).
+async fn charge(
+    state: &SharedState,
+    ctx: &RequestCtx,
+    token: &VerifiedToken,
+    req: Request<Body>,
+) -> Result<(Request<Body>, Charge), Halt> {
+    if let Some(key) = crate::idempotency::key(req.headers())? {
+        let (req, fingerprint) =
+            crate::idempotency::fingerprint(req, state.idempotency.max_request_bytes).await?;
+        let begun = state
+            .store
+            .idempotency_begin(&IdempotencyRequest {
+                token: &token.token_id,
+                key: &key,
+                fingerprint: &fingerprint,
+                service: &ctx.service.name,
+                calls_total: token.grant.calls,
+                now_unix: ctx.now,
+                stale_after_secs: state.idempotency.stale_after_secs,
+            })
+            .await
+            .map_err(|e| store_unavailable(&e))?;
+        let remaining = match begun {
+            IdempotencyBegin::Charged { remaining } => remaining,
+            IdempotencyBegin::TakenOver => None,
+            IdempotencyBegin::Exhausted => {
+                return Err(Halt::Challenge(ChallengeReason::TokenUsedUp));
+            }
+            IdempotencyBegin::Replay(stored) => {
+                return Err(Halt::Respond(Box::new(crate::idempotency::replay(stored))));
+            }
+            IdempotencyBegin::Mismatch => return Err(crate::idempotency::mismatch().into()),
+            IdempotencyBegin::InFlight => return Err(crate::idempotency::in_flight().into()),
+        };
+        let charge = Charge::Idempotent {
+            token: token.token_id,
+            key,
+            remaining,
+        };
+        return Ok((req, charge));
+    }
+    let Some(calls) = token.grant.calls else {
+        return Ok((req, Charge::None));
+    };
+    let consumed = state
+        .store
+        .consume_call(&token.token_id, &ctx.service.name, calls, ctx.now)
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    match consumed {
+        Consumption::Granted { remaining } => Ok((
+            req,
+            Charge::Counted {
+                token: token.token_id,
+                remaining,
+            },
+        )),
+        Consumption::Exhausted => Err(Halt::Challenge(ChallengeReason::TokenUsedUp)),
+    }
+}
+
+/// Phase 4: Forwards the request and accounts for its charge: a call the upstream did not serve (no
+/// answer, or a 5xx the service does not charge) is given back; a served idempotent call is
+/// recorded for retries.
+async fn forward(
+    state: &SharedState,
+    ctx: &RequestCtx,
+    req: Request<Body>,
+    charge: Charge,
+) -> Response {
+    let guard = charge.guard(state);
+    let result = state.forwarder.forward(&ctx.service, req, ctx.via).await;
+    let charge = guard.disarm();
+    match result {
+        Ok(resp) if ctx.service.refund_on_5xx && resp.status().is_server_error() => {
+            let given_back = charge.give_back(state).await;
+            charge.with_remaining(resp, given_back)
+        }
+        Ok(resp) => charge.settle(state, resp),
+        Err(e) => {
+            let given_back = charge.give_back(state).await;
+            forward_error(&ctx.service, e, given_back).into_response()
+        }
+    }
+}
+
+/// A request without a credential: a free-tier call if the client has one left, else a 402.
+async fn free_call(
+    state: &SharedState,
+    ctx: &RequestCtx,
+    req: Request<Body>,
+) -> Result<Response, Halt> {
+    let Some(free) = ctx.service.free_tier else {
+        return Err(Halt::Challenge(ChallengeReason::NoCredential));
+    };
+    let who = crate::client_ip::client_key(ctx.via.client);
+    let granted = state
+        .store
+        .take_free_call(
+            &ctx.service.name,
+            &who,
+            free.calls,
+            free.window_secs,
+            ctx.now,
+        )
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    if !granted {
+        return Err(Halt::Challenge(ChallengeReason::NoCredential));
+    }
+    let mut resp = forward(state, ctx, req, Charge::None).await;
+    resp.headers_mut()
+        .insert(FREE_CALL, HeaderValue::from_static("true"));
+    Ok(resp)
+}
+
+/// Issues a 402 challenge, unless this client has minted too many lately (invoice spam).
+async fn challenge(state: &SharedState, ctx: &RequestCtx, reason: ChallengeReason) -> Response {
+    if let Some(limiter) = &state.limits.challenges_per_ip
+        && let Err(wait) = limiter.check(
+            &crate::client_ip::client_key(ctx.via.client),
+            Instant::now(),
+        )
+    {
+        return too_many(
+            wait,
+            "Too many payment challenges for this address: pay one of them or wait.",
+        )
+        .into_response();
+    }
+    crate::challenge::issue(state, &ctx.service, reason, ctx.now, ctx.dynamic_price).await
+}
+
+fn too_many(wait: crate::rate_limit::RetryAfter, message: &str) -> ApiError {
+    let secs = wait.secs_rounded_up();
+    ApiError::new(
+        ErrorCode::RateLimited,
+        format!("{message} Retry in {secs} s."),
+    )
+    .retry_after(secs)
+}
+
+fn store_unavailable(e: &turnpike_store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store failed");
+    ApiError::new(
+        ErrorCode::StoreUnavailable,
+        "The gateway's store is unavailable.",
+    )
+    .retry_after(5)
+}
+
+fn forward_error(service: &Service, e: crate::proxy::ForwardError, given_back: bool) -> ApiError {
+    use crate::proxy::ForwardError;
+    tracing::warn!(service = %service.name, error = %e, given_back, "upstream failed");
+    let note = if given_back {
+        " The call was not charged."
+    } else {
+        ""
+    };
+    match e {
+        ForwardError::Timeout(_) => ApiError::new(
+            ErrorCode::UpstreamTimeout,
+            format!("The upstream service did not answer in time.{note}"),
+        ),
+        ForwardError::Unreachable(_) => ApiError::new(
+            ErrorCode::UpstreamUnreachable,
+            format!("The upstream service could not be reached.{note}"),
+        ),
+        ForwardError::BadRequest(m) => ApiError::new(ErrorCode::BadRequest, format!("{m}.{note}")),
+    }
+}

@@ -1,0 +1,158 @@
+//! The service table: an immutable snapshot of the services, matched in order (first match
+//! wins), and the [`ServiceTable`] that swaps in a new snapshot at runtime without a lock on the
+//! request path. A request keeps the service it matched until it ends, so a swap never changes a
+//! request in flight.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{ConfigError, ServiceConfig};
+use crate::service::{Service, ServiceRoutes};
+
+/// One snapshot of the services, in matching order.
+#[derive(Debug, Default)]
+pub struct Router {
+    services: Vec<Arc<Service>>,
+}
+
+impl Router {
+    /// A table of services, matched in this order.
+    pub fn new(services: Vec<Service>) -> Router {
+        Router {
+            services: services.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// Parses `[[services]]` tables (each one's routes before it). Errors name the key, as
+    /// `services[1].routes[0].path`; names must be unique across services and routes.
+    pub fn from_configs(configs: &[ServiceConfig]) -> Result<Router, ConfigError> {
+        let mut all = Vec::new();
+        let mut names = HashSet::new();
+        for (i, c) in configs.iter().enumerate() {
+            let within = format!("services[{i}]");
+            let ServiceRoutes(routes) =
+                ServiceRoutes::try_from(c).map_err(|e| e.within(&within))?;
+            let own = routes.len() - 1;
+            for (j, s) in routes.iter().enumerate() {
+                if !names.insert(s.name.clone()) {
+                    let key = match j == own {
+                        true => format!("{within}.name"),
+                        false => format!("{within}.routes[{j}].name"),
+                    };
+                    return Err(ConfigError::Invalid {
+                        key,
+                        message: format!("duplicate service or route name {:?}", s.name),
+                    });
+                }
+            }
+            all.extend(routes);
+        }
+        Ok(Router::new(all))
+    }
+
+    /// The first service matching the method, host (without port) and path.
+    pub fn route(
+        &self,
+        method: &http::Method,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<&Arc<Service>> {
+        self.services.iter().find(|s| s.matches(method, host, path))
+    }
+
+    /// All services, in matching order.
+    pub fn services(&self) -> &[Arc<Service>] {
+        &self.services
+    }
+}
+
+/// The services in force, replaceable at runtime (SIGHUP, and later the admin API). Reading is
+/// lock-free; a replacement is atomic.
+#[derive(Debug)]
+pub struct ServiceTable {
+    current: ArcSwap<Router>,
+}
+
+impl ServiceTable {
+    /// A table starting with `router`.
+    pub fn new(router: Router) -> ServiceTable {
+        ServiceTable {
+            current: ArcSwap::from_pointee(router),
+        }
+    }
+
+    /// The snapshot in force now.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Router>> {
+        self.current.load()
+    }
+
+    /// Replaces every service with those of `configs`, if they are all valid; otherwise the
+    /// table is unchanged and the error names the key at fault.
+    pub fn replace(&self, configs: &[ServiceConfig]) -> Result<(), ConfigError> {
+        let router = Router::from_configs(configs)?;
+        self.current.store(Arc::new(router));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, host: Option<&str>, path: Option<&str>) -> ServiceConfig {
+        ServiceConfig {
+            host: host.map(Into::into),
+            path: path.map(Into::into),
+            ..ServiceConfig::new(name, "http://127.0.0.1:1", 1)
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_prefixes_respect_segments() {
+        let r = Router::from_configs(&[
+            svc("a", Some("api.example.com"), Some("/v1")),
+            svc("b", Some("*.example.com"), None),
+            svc("c", None, Some("/free/")),
+        ])
+        .unwrap();
+        let get = http::Method::GET;
+        let name = |h: Option<&str>, p: &str| r.route(&get, h, p).map(|s| s.name.clone());
+        assert_eq!(name(Some("API.example.com"), "/v1/x").as_deref(), Some("a"));
+        assert_eq!(name(Some("api.example.com"), "/v1").as_deref(), Some("a"));
+        assert_eq!(name(Some("api.example.com"), "/v1x").as_deref(), Some("b"));
+        assert_eq!(name(Some("example.com"), "/free/x").as_deref(), Some("c"));
+        assert_eq!(name(None, "/free").as_deref(), Some("c"));
+        assert_eq!(name(None, "/other"), None);
+    }
+
+    #[test]
+    fn duplicate_names_and_bad_keys_are_named_with_their_index() {
+        let e = Router::from_configs(&[svc("a", None, None), svc("a", None, None)]).unwrap_err();
+        assert!(e.to_string().contains("services[1].name"), "{e}");
+        let e =
+            Router::from_configs(&[svc("a", None, None), svc("b", None, Some("x"))]).unwrap_err();
+        assert!(e.to_string().contains("services[1].path"), "{e}");
+    }
+
+    #[test]
+    fn a_replacement_is_all_or_nothing() {
+        let table = ServiceTable::new(Router::from_configs(&[svc("a", None, None)]).unwrap());
+        let before = table.load_full_for_test();
+        assert!(table.replace(&[svc("b", None, Some("bad"))]).is_err());
+        assert_eq!(table.load().services()[0].name, "a");
+        table
+            .replace(&[svc("b", None, None), svc("c", None, None)])
+            .unwrap();
+        assert_eq!(table.load().services().len(), 2);
+        // A snapshot taken before the swap is unchanged.
+        assert_eq!(before.services()[0].name, "a");
+    }
+
+    impl ServiceTable {
+        fn load_full_for_test(&self) -> Arc<Router> {
+            self.current.load_full()
+        }
+    }
+}

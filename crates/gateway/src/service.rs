@@ -1,0 +1,586 @@
+//! A service as the pipeline uses it: every field of its `[[services]]` table parsed once into
+//! a checked value (upstream URL, host pattern, canonical path, method, prices in exact money
+//! types, the pricer's URL), or an error naming the key at fault.
+
+use std::time::Duration;
+
+use http::Uri;
+use turnpike_l402::{Msat, Sats};
+
+use crate::config::{ConfigError, FreeTierConfig, PricerConfig, RouteConfig, ServiceConfig};
+
+/// A priced route ready to serve: a service, or one of its routes.
+#[derive(Debug)]
+pub struct Service {
+    /// Name used in caveats (`<service>` or `<service>.<route>`).
+    pub name: String,
+    host: Option<HostMatch>,
+    path: Option<String>,
+    method: Option<http::Method>,
+    /// Upstream to forward to.
+    pub upstream: UpstreamUrl,
+    /// Price of one payment (zero: free).
+    pub price: Sats,
+    /// Calls one payment buys; `None` for a time pass (unlimited calls until it expires).
+    pub calls: Option<u64>,
+    /// Seconds from issue until the token expires, if it does.
+    pub lifetime_secs: Option<u64>,
+    /// Whether an upstream 5xx gives the call back.
+    pub refund_on_5xx: bool,
+    /// Time allowed for upstream response headers.
+    pub upstream_timeout: Duration,
+    /// Free calls per client per window, if any.
+    pub free_tier: Option<FreeTierConfig>,
+    /// The dynamic pricer, if any.
+    pub pricer: Option<Pricer>,
+    /// Paths holding `%2F`, `%5C` or `\` are passed on rather than refused.
+    pub allow_encoded_slashes: bool,
+}
+
+#[derive(Debug, Clone)]
+enum HostMatch {
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`.
+    Suffix(String),
+}
+
+/// A service's routes (most specific first) followed by the service itself, parsed from one
+/// `[[services]]` table. Errors name the key relative to the table (`path`,
+/// `routes[0].price_sats`).
+#[derive(Debug)]
+pub struct ServiceRoutes(pub Vec<Service>);
+
+impl TryFrom<&ServiceConfig> for ServiceRoutes {
+    type Error = ConfigError;
+
+    fn try_from(c: &ServiceConfig) -> Result<ServiceRoutes, ConfigError> {
+        check_name(&c.name).map_err(|m| invalid("name", m))?;
+        let host = c
+            .host
+            .as_deref()
+            .map(HostMatch::parse)
+            .transpose()
+            .map_err(|m| invalid("host", m))?;
+        let path = c
+            .path
+            .as_deref()
+            .map(canonical_prefix)
+            .transpose()
+            .map_err(|m| invalid("path", m))?;
+        let upstream = UpstreamUrl::parse(&c.upstream).map_err(|m| invalid("upstream", m))?;
+        if c.upstream_timeout_secs == 0 {
+            return Err(invalid(
+                "upstream_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if let Some(f) = c.free_tier
+            && (f.calls == 0 || f.window_secs == 0)
+        {
+            return Err(invalid(
+                "free_tier",
+                "calls and window_secs must be at least 1",
+            ));
+        }
+        let pricer = c
+            .pricer
+            .as_ref()
+            .map(Pricer::parse)
+            .transpose()
+            .map_err(|m| invalid("pricer", m))?;
+        let pricing = Pricing::parse(
+            c.price_sats,
+            c.calls_per_payment,
+            c.time_pass_secs,
+            c.token_lifetime_secs,
+        )?;
+        let own = Service {
+            name: c.name.clone(),
+            host,
+            path,
+            method: None,
+            upstream,
+            price: pricing.price,
+            calls: pricing.calls,
+            lifetime_secs: pricing.lifetime_secs,
+            refund_on_5xx: c.refund_on_5xx,
+            upstream_timeout: Duration::from_secs(c.upstream_timeout_secs),
+            free_tier: c.free_tier,
+            pricer,
+            allow_encoded_slashes: c.allow_encoded_slashes,
+        };
+        let mut all = Vec::with_capacity(c.routes.len() + 1);
+        for (j, r) in c.routes.iter().enumerate() {
+            let route = own
+                .route(r)
+                .map_err(|e| e.within(&format!("routes[{j}]")))?;
+            all.push(route);
+        }
+        all.push(own);
+        Ok(ServiceRoutes(all))
+    }
+}
+
+impl Service {
+    /// A `[[services.routes]]` entry of this service: its own path, method and pricing, the
+    /// rest inherited (no free tier, no pricer).
+    fn route(&self, r: &RouteConfig) -> Result<Service, ConfigError> {
+        let name = format!("{}.{}", self.name, r.name);
+        check_name(&name).map_err(|m| invalid("name", m))?;
+        let path = canonical_prefix(&r.path).map_err(|m| invalid("path", m))?;
+        let method = r
+            .method
+            .as_deref()
+            .map(|m| {
+                http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| invalid("method", format!("{m:?} is not an HTTP method")))
+            })
+            .transpose()?;
+        let pricing = Pricing::parse(
+            r.price_sats,
+            r.calls_per_payment,
+            r.time_pass_secs,
+            r.token_lifetime_secs,
+        )?;
+        Ok(Service {
+            name,
+            host: self.host.clone(),
+            path: Some(path),
+            method,
+            upstream: self.upstream.clone(),
+            price: pricing.price,
+            calls: pricing.calls,
+            lifetime_secs: pricing.lifetime_secs,
+            refund_on_5xx: self.refund_on_5xx,
+            upstream_timeout: self.upstream_timeout,
+            free_tier: None,
+            pricer: None,
+            allow_encoded_slashes: self.allow_encoded_slashes,
+        })
+    }
+
+    /// How one payment is described to people: "1 call", "3 calls", "unlimited calls for 1 h".
+    pub fn grant_text(&self) -> String {
+        match (self.calls, self.lifetime_secs) {
+            (Some(1), _) => "1 call".to_owned(),
+            (Some(n), _) => format!("{n} calls"),
+            (None, Some(secs)) => format!("unlimited calls for {}", human_duration(secs)),
+            (None, None) => "unlimited calls".to_owned(),
+        }
+    }
+
+    /// Whether this service is free (no payment asked).
+    pub fn is_free(&self) -> bool {
+        self.price == Sats::ZERO
+    }
+
+    /// The price of one payment in millisatoshis.
+    pub fn price_msat(&self) -> Msat {
+        // Checked when parsed: the price fits.
+        self.price.to_msat().unwrap_or(Msat(u64::MAX))
+    }
+
+    /// Whether a request with this method, host (without port, normalised) and path
+    /// (canonical, without parameters) belongs to this service.
+    pub(crate) fn matches(&self, method: &http::Method, host: Option<&str>, path: &str) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        if let Some(m) = &self.host {
+            let Some(host) = host else { return false };
+            let ok = match m {
+                HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
+                HostMatch::Suffix(s) => {
+                    host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+                }
+            };
+            if !ok {
+                return false;
+            }
+        }
+        match &self.path {
+            None => true,
+            Some(prefix) => path_has_prefix(path, prefix),
+        }
+    }
+}
+
+impl HostMatch {
+    fn parse(pattern: &str) -> Result<HostMatch, String> {
+        let h = crate::edge::host::normalize_pattern(pattern).map_err(|_| {
+            format!("{pattern:?} is not a host name or *.domain pattern (without port)")
+        })?;
+        Ok(match h.strip_prefix('*') {
+            Some(suffix) => HostMatch::Suffix(suffix.to_owned()),
+            None => HostMatch::Exact(h),
+        })
+    }
+}
+
+/// Whether `path` (canonical, without segment parameters) is `prefix` or below it. Letters
+/// compare case-insensitively, and `.` ends a segment as `/` does, so an upstream that routes
+/// case-insensitively (Express, ASP.NET) or takes a format suffix (`/paid.json`) or a trailing
+/// dot as the same resource is never reached through a spelling that misses its price.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    path.len() >= prefix.len()
+        && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/' | b'.'))
+}
+
+/// A configured path prefix must be canonical, so that it can match at all.
+fn canonical_prefix(path: &str) -> Result<String, String> {
+    match crate::edge::path::canonicalize(path) {
+        Ok(c) if c.is_unchanged() && c.match_path() == path && !c.has_encoded_separator() => {
+            Ok(path.trim_end_matches('/').to_owned())
+        }
+        Ok(c) => Err(format!(
+            "{path:?} is not in canonical form (write {:?}: no dot segments, repeated slashes, \
+             escapes of unreserved characters, ';' parameters or encoded slashes)",
+            c.match_path()
+        )),
+        Err(e) => Err(format!("{path:?}: {e}")),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if turnpike_l402::caveat::is_valid_service_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} must be 1 to 64 letters, digits, '_', '-' or '.'"
+        ))
+    }
+}
+
+/// What one payment buys, checked.
+struct Pricing {
+    price: Sats,
+    calls: Option<u64>,
+    lifetime_secs: Option<u64>,
+}
+
+impl Pricing {
+    fn parse(
+        price_sats: u64,
+        calls: Option<u64>,
+        pass: Option<u64>,
+        lifetime: Option<u64>,
+    ) -> Result<Pricing, ConfigError> {
+        let price = Sats(price_sats);
+        if price.to_msat().is_none() || price_sats > 2_100_000_000_000_000 {
+            return Err(invalid("price_sats", "is larger than all bitcoin"));
+        }
+        if calls == Some(0) {
+            return Err(invalid("calls_per_payment", "must be at least 1"));
+        }
+        if lifetime == Some(0) {
+            return Err(invalid("token_lifetime_secs", "must be at least 1 second"));
+        }
+        match pass {
+            Some(0) => Err(invalid("time_pass_secs", "must be at least 1 second")),
+            Some(_) if calls.is_some() => Err(invalid(
+                "time_pass_secs",
+                "a time pass buys unlimited calls: remove calls_per_payment (or use calls_per_payment with token_lifetime_secs)",
+            )),
+            Some(_) if lifetime.is_some() => Err(invalid(
+                "time_pass_secs",
+                "a time pass already expires: remove token_lifetime_secs",
+            )),
+            Some(secs) => Ok(Pricing {
+                price,
+                calls: None,
+                lifetime_secs: Some(secs),
+            }),
+            None => Ok(Pricing {
+                price,
+                calls: Some(calls.unwrap_or(1)),
+                lifetime_secs: lifetime,
+            }),
+        }
+    }
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{} d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{} h", s / 3_600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// A validated upstream base URL.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// Host and port.
+    pub authority: http::uri::Authority,
+    /// Path prefix with no trailing `/` (empty for none).
+    pub base_path: String,
+}
+
+impl UpstreamUrl {
+    /// Parses an `http://` or `https://` URL with no query and no user information. Errors
+    /// never repeat the URL: it could hold credentials.
+    pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
+        let uri: Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| "needs http:// or https://".to_owned())?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err("the scheme must be http or https".to_owned());
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| "the URL has no host".to_owned())?;
+        if authority.as_str().contains('@') {
+            return Err(
+                "user:password@ in an upstream URL is not supported (it would be sent as the \
+                 upstream's Host); set credentials with the upstream's own header instead"
+                    .to_owned(),
+            );
+        }
+        if uri.query().is_some() {
+            return Err("the URL must not have a query string".to_owned());
+        }
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        Ok(UpstreamUrl {
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+}
+
+/// A dynamic pricer, parsed: where to ask, how long to wait, how much of the body it sees.
+#[derive(Debug, Clone)]
+pub struct Pricer {
+    /// The pricer's URL.
+    pub uri: Uri,
+    /// Time allowed for an answer.
+    pub timeout: Duration,
+    /// Leading body bytes sent to it.
+    pub body_bytes: usize,
+}
+
+impl Pricer {
+    /// Largest `body_bytes` allowed.
+    pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+    /// Checks and parses a `pricer = {…}` table. Errors never repeat the URL.
+    pub fn parse(c: &PricerConfig) -> Result<Pricer, String> {
+        let uri: Uri = c
+            .url
+            .parse()
+            .map_err(|e| format!("url is not a URL: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err("url must be an http:// or https:// URL".into());
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err("url must not hold user:password@".into());
+        }
+        if c.timeout_ms == 0 || c.timeout_ms > 60_000 {
+            return Err("timeout_ms must be between 1 and 60000".into());
+        }
+        if c.body_bytes > Pricer::MAX_BODY_BYTES {
+            return Err(format!(
+                "body_bytes must be at most {}",
+                Pricer::MAX_BODY_BYTES
+            ));
+        }
+        Ok(Pricer {
+            uri,
+            timeout: Duration::from_millis(c.timeout_ms),
+            body_bytes: c.body_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(c: &ServiceConfig) -> Result<Vec<Service>, String> {
+        ServiceRoutes::try_from(c)
+            .map(|r| r.0)
+            .map_err(|e| e.to_string())
+    }
+
+    fn svc() -> ServiceConfig {
+        ServiceConfig {
+            path: Some("/weather".into()),
+            ..ServiceConfig::new("weather", "http://127.0.0.1:9000/base/", 5)
+        }
+    }
+
+    #[test]
+    fn a_good_service_is_parsed_once() {
+        let s = parse(&svc()).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].upstream.base_path, "/base");
+        assert_eq!(s[0].price_msat(), Msat(5000));
+        assert_eq!(s[0].calls, Some(1));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_never_echo_credentials() {
+        let cases: Vec<(ServiceConfig, &str)> = vec![
+            (
+                ServiceConfig {
+                    name: "we ather".into(),
+                    ..svc()
+                },
+                "name",
+            ),
+            (
+                ServiceConfig {
+                    upstream: "ftp://x".into(),
+                    ..svc()
+                },
+                "upstream",
+            ),
+            (
+                ServiceConfig {
+                    upstream: "http://u:s3cr3t@127.0.0.1:9000/".into(),
+                    ..svc()
+                },
+                "upstream",
+            ),
+            (
+                ServiceConfig {
+                    path: Some("weather".into()),
+                    ..svc()
+                },
+                "path",
+            ),
+            (
+                ServiceConfig {
+                    host: Some("a.test:80".into()),
+                    ..svc()
+                },
+                "host",
+            ),
+            (
+                ServiceConfig {
+                    calls_per_payment: Some(0),
+                    ..svc()
+                },
+                "calls_per_payment",
+            ),
+            (
+                ServiceConfig {
+                    upstream_timeout_secs: 0,
+                    ..svc()
+                },
+                "upstream_timeout_secs",
+            ),
+            (
+                ServiceConfig {
+                    time_pass_secs: Some(60),
+                    calls_per_payment: Some(2),
+                    ..svc()
+                },
+                "time_pass_secs",
+            ),
+        ];
+        for (c, key) in cases {
+            let e = parse(&c).unwrap_err();
+            assert!(e.contains(&format!("invalid config: {key}:")), "{key}: {e}");
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
+        for bad in ["/a/../b", "//a", "/a;x", "/a%2fb", "/%61", "a"] {
+            let c = ServiceConfig {
+                path: Some(bad.into()),
+                ..svc()
+            };
+            assert!(parse(&c).unwrap_err().contains("path"), "{bad}");
+        }
+        assert!(
+            parse(&ServiceConfig {
+                path: Some("/weather/".into()),
+                ..svc()
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn routes_come_first_with_their_own_pricing_and_keys() {
+        let mut c = svc();
+        c.routes = vec![
+            RouteConfig {
+                name: "big".into(),
+                path: "/weather/big".into(),
+                method: Some("post".into()),
+                price_sats: 50,
+                calls_per_payment: None,
+                time_pass_secs: None,
+                token_lifetime_secs: None,
+            },
+            RouteConfig {
+                name: "pass".into(),
+                path: "/weather/pass".into(),
+                method: None,
+                price_sats: 500,
+                calls_per_payment: None,
+                time_pass_secs: Some(3600),
+                token_lifetime_secs: None,
+            },
+        ];
+        let s = parse(&c).unwrap();
+        let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["weather.big", "weather.pass", "weather"]);
+        assert_eq!((s[1].calls, s[1].lifetime_secs), (None, Some(3600)));
+        assert_eq!(s[1].grant_text(), "unlimited calls for 1 h");
+        c.routes[1].calls_per_payment = Some(0);
+        c.routes[1].time_pass_secs = None;
+        assert!(
+            parse(&c)
+                .unwrap_err()
+                .contains("routes[1].calls_per_payment")
+        );
+    }
+
+    #[test]
+    fn prefixes_end_at_slash_or_dot_and_ignore_case() {
+        assert!(path_has_prefix("/secret", "/secret"));
+        assert!(path_has_prefix("/secret/", "/secret/"));
+        assert!(path_has_prefix("/SECRET/x", "/secret"));
+        assert!(path_has_prefix("/secret.json", "/secret"));
+        assert!(path_has_prefix("/secret.", "/secret"));
+        assert!(path_has_prefix("/anything", "/"));
+        assert!(path_has_prefix("/anything", ""));
+        assert!(!path_has_prefix("/secretx", "/secret"));
+        assert!(!path_has_prefix("/secret-v2", "/secret"));
+        assert!(!path_has_prefix("/secre", "/secret"));
+    }
+
+    #[test]
+    fn pricers_are_parsed_once() {
+        let p = Pricer::parse(&PricerConfig {
+            url: "http://127.0.0.1:9100/price".into(),
+            timeout_ms: 500,
+            body_bytes: 10,
+        })
+        .unwrap();
+        assert_eq!(p.uri.path(), "/price");
+        assert_eq!(p.timeout, Duration::from_millis(500));
+        let bad = PricerConfig {
+            url: "http://u:s3cr3t@h/".into(),
+            timeout_ms: 500,
+            body_bytes: 10,
+        };
+        assert!(!Pricer::parse(&bad).unwrap_err().contains("s3cr3t"));
+    }
+}
