@@ -142,6 +142,11 @@ impl TrustedProxies {
         self
     }
 
+    /// The forwarding header the trusted proxies maintain.
+    pub fn forwarded_header(&self) -> ForwardedHeader {
+        self.header
+    }
+
     /// Whether no proxy is trusted.
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()

@@ -179,6 +179,14 @@ pub struct ConnectionsConfig {
     /// Seconds a keep-alive connection may stay idle between requests (default 75).
     #[serde(default = "default_keep_alive_timeout")]
     pub keep_alive_timeout_secs: u64,
+    /// Seconds a write to the client may wait for it to read (a client that stops reading a
+    /// response is closed after this long; default 60).
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout_secs: u64,
+    /// Seconds the client has to send the part of a request body the gateway reads before
+    /// forwarding (the pricer's share, an idempotent request's body; default 30). Then `408`.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_secs: u64,
     /// On SIGINT/SIGTERM, seconds requests in flight get to finish before their connections
     /// are closed anyway (default 30). Connections with no request in flight close at once.
     #[serde(default = "default_shutdown_grace")]
@@ -191,6 +199,8 @@ impl Default for ConnectionsConfig {
             max: default_max_connections(),
             header_read_timeout_secs: default_header_read_timeout(),
             keep_alive_timeout_secs: default_keep_alive_timeout(),
+            send_timeout_secs: default_send_timeout(),
+            body_read_timeout_secs: default_body_read_timeout(),
             shutdown_grace_secs: default_shutdown_grace(),
         }
     }
@@ -211,6 +221,11 @@ impl ConnectionsConfig {
                 self.keep_alive_timeout_secs,
             ),
             ("connections.shutdown_grace_secs", self.shutdown_grace_secs),
+            ("connections.send_timeout_secs", self.send_timeout_secs),
+            (
+                "connections.body_read_timeout_secs",
+                self.body_read_timeout_secs,
+            ),
         ];
         for (key, secs) in timeouts {
             if secs == 0 || secs > 86_400 {
@@ -231,6 +246,12 @@ fn default_keep_alive_timeout() -> u64 {
     75
 }
 fn default_shutdown_grace() -> u64 {
+    30
+}
+fn default_send_timeout() -> u64 {
+    60
+}
+fn default_body_read_timeout() -> u64 {
     30
 }
 

@@ -34,6 +34,10 @@ pub enum ErrorCode {
     InvoiceExpired,
     /// The dev invoice is unknown (`404`).
     UnknownInvoice,
+    /// A method the gateway does not serve (`CONNECT`) (`405`).
+    MethodNotAllowed,
+    /// The request body did not arrive in time (`408`).
+    RequestTimeout,
     /// The dev backend refused to pay (`400`).
     PaymentRejected,
     /// The request body is larger than allowed (`413`).
@@ -71,6 +75,8 @@ impl ErrorCode {
             NoSuchService | NotFound | UnknownInvoice => StatusCode::NOT_FOUND,
             AlreadyPaid | IdempotencyInFlight => StatusCode::CONFLICT,
             InvoiceExpired => StatusCode::GONE,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -99,6 +105,8 @@ impl ErrorCode {
             IdempotencyInFlight => "idempotency_in_flight",
             InvoiceExpired => "invoice_expired",
             UnknownInvoice => "unknown_invoice",
+            MethodNotAllowed => "method_not_allowed",
+            RequestTimeout => "request_timeout",
             PaymentRejected => "payment_rejected",
             RequestTooLarge => "request_too_large",
             IdempotencyKeyReused => "idempotency_key_reused",

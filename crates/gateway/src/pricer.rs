@@ -1,8 +1,9 @@
 //! Dynamic pricing: an HTTP service the gateway asks for the price of each request.
 //!
 //! The gateway POSTs JSON to the pricer:
-//! `{"service", "method", "path", "query", "headers": {name: value}, "body": "<base64 of the
-//! first body_bytes>", "body_truncated": bool}` and expects `200 {"price_sats": N}`. Anything
+//! `{"service", "method", "path", "query", "headers": {name: value}, "client_ip", "body":
+//! "<base64 of the first body_bytes>", "body_truncated": bool}` and expects
+//! `200 {"price_sats": N}`. Anything
 //! else — unreachable, slow, non-200, malformed, or a price above the service's `price_sats` cap
 //! — fails closed: the request is refused with `503`, never served free by accident. An explicit
 //! `0` makes that request free.
@@ -110,41 +111,68 @@ impl http_body::Body for Announced {
     }
 }
 
+/// What the pricer is told about one request.
+pub struct PriceQuestion<'a> {
+    /// The service's name.
+    pub service: &'a str,
+    /// The request's head (canonical target).
+    pub parts: &'a Parts,
+    /// Where it came from (the client's address is sent; the client's own forwarding fields
+    /// are not).
+    pub via: crate::proxy::Via,
+    /// The first bytes of the body.
+    pub body_prefix: &'a [u8],
+    /// Whether the body goes on past them.
+    pub truncated: bool,
+}
+
+impl PriceQuestion<'_> {
+    /// The JSON sent. Header fields are those the upstream would get, repeated ones joined with
+    /// `, `, less every credential (an upstream's `Bearer` key included) and cookies: the
+    /// pricer prices requests, it does not act for them.
+    fn to_json(&self) -> serde_json::Value {
+        let named = crate::proxy::connection_named(&self.parts.headers);
+        let mut headers = serde_json::Map::new();
+        for (name, value) in &self.parts.headers {
+            let n = name.as_str();
+            if n == "cookie"
+                || turnpike_l402::credential::CREDENTIAL_FIELDS.contains(&n)
+                || !crate::proxy::forwarded(name, value, &named, self.via.peer_trusted)
+            {
+                continue;
+            }
+            let value = String::from_utf8_lossy(value.as_bytes());
+            match headers.get_mut(n) {
+                Some(serde_json::Value::String(joined)) => {
+                    joined.push_str(", ");
+                    joined.push_str(&value);
+                }
+                _ => {
+                    headers.insert(n.to_owned(), value.into_owned().into());
+                }
+            }
+        }
+        serde_json::json!({
+            "service": self.service,
+            "method": self.parts.method.as_str(),
+            "path": self.parts.uri.path(),
+            "query": self.parts.uri.query(),
+            "headers": headers,
+            "client_ip": self.via.client.to_string(),
+            "body": base64::engine::general_purpose::STANDARD.encode(self.body_prefix),
+            "body_truncated": self.truncated,
+        })
+    }
+}
+
 /// Asks the pricer for the price of a request, in sats. Errors are final for this request
 /// (fail closed) and say why.
 pub async fn price(
     forwarder: &Forwarder,
     pricer: &crate::service::Pricer,
-    service: &str,
-    parts: &Parts,
-    body_prefix: &[u8],
-    truncated: bool,
+    question: &PriceQuestion<'_>,
 ) -> Result<u64, String> {
-    let headers: serde_json::Map<String, serde_json::Value> = parts
-        .headers
-        .iter()
-        // Unlike the upstream, the pricer gets no credential of any scheme (an upstream's
-        // `Bearer` key included) and no cookies: it prices requests, it does not act for them.
-        .filter(|(name, _)| {
-            let name = name.as_str();
-            name != "cookie" && !turnpike_l402::credential::CREDENTIAL_FIELDS.contains(&name)
-        })
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
-            )
-        })
-        .collect();
-    let question = serde_json::json!({
-        "service": service,
-        "method": parts.method.as_str(),
-        "path": parts.uri.path(),
-        "query": parts.uri.query(),
-        "headers": headers,
-        "body": base64::engine::general_purpose::STANDARD.encode(body_prefix),
-        "body_truncated": truncated,
-    });
+    let question = question.to_json();
     let body = serde_json::to_vec(&question).map_err(|e| e.to_string())?;
     let (status, answer) = forwarder
         .post_json(&pricer.uri, body, pricer.timeout)
@@ -161,6 +189,44 @@ pub async fn price(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pricer_sees_repeated_fields_joined_and_no_forged_or_secret_ones() {
+        let req = Request::post("/x?q=1")
+            .header("x-tier", "premium")
+            .header("x-tier", "basic")
+            .header("authorization", "Bearer upstream-key")
+            .header("cookie", "session=1")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("x-real-ip", "6.6.6.6")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let client: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let q = PriceQuestion {
+            service: "svc",
+            parts: &parts,
+            via: crate::proxy::Via {
+                peer: client,
+                client,
+                peer_trusted: false,
+                chains: crate::client_ip::ForwardedHeader::XForwardedFor,
+            },
+            body_prefix: b"ab",
+            truncated: true,
+        };
+        let json = q.to_json();
+        assert_eq!(
+            json["headers"],
+            serde_json::json!({ "x-tier": "premium, basic" })
+        );
+        assert_eq!(json["client_ip"], "10.1.2.3");
+        assert_eq!(
+            (json["path"].as_str(), json["query"].as_str()),
+            (Some("/x"), Some("q=1"))
+        );
+        assert_eq!(json["body"], "YWI=");
+    }
 
     async fn peek(body: Body, n: usize) -> (Body, Bytes, bool) {
         let req = Request::post("/x").body(body).unwrap();

@@ -101,7 +101,9 @@ impl Forwarder {
             }
         };
         let named = connection_named(&parts.headers);
-        let keep = |name: &HeaderName, value: &HeaderValue| forwarded(name, value, &named);
+        let keep = |name: &HeaderName, value: &HeaderValue| {
+            forwarded(name, value, &named, via.peer_trusted)
+        };
         // The edge made `Host` the one routed host.
         let routed_host = parts
             .headers
@@ -254,7 +256,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The header names a request's `Connection` field lists (usually none: no allocation).
-fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+pub(crate) fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
@@ -266,21 +268,69 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 /// Whether a client's request field is passed to the upstream. Not passed: hop-by-hop fields
 /// (RFC 9110 §7.6.1, and those `Connection` names), the client's L402 credential
 /// (`Authorization: L402|LSAT …`, `Macaroon`, `Grpc-Metadata-Macaroon`; other `Authorization`
-/// values pass), the fields the proxy sets itself (`Host`, `X-Forwarded-*`, `X-Real-IP`,
-/// `Forwarded`: see [`Via`]) and the body's
-/// framing (`Content-Length`, `Transfer-Encoding`: set again for the upstream connection).
-pub fn forwarded(name: &HeaderName, value: &HeaderValue, connection_named: &[HeaderName]) -> bool {
+/// values pass), the fields the proxy sets itself (`Host`, `X-Forwarded-For/-Proto/-Host`,
+/// `X-Real-IP`, `Forwarded`: see [`Via`]), the body's framing (`Content-Length`,
+/// `Transfer-Encoding`: set again for the upstream connection), fields that make some servers
+/// act on another path or method than the one priced (`X-Original-URL`, `X-Rewrite-URL`,
+/// `X-HTTP-Method-Override` and its variants), and any of these spelt with `_` for `-` (CGI and
+/// WSGI servers read them as the same). Other client-address fields (`True-Client-IP`,
+/// `X-Client-IP`, `X-Forwarded-Port`, …) pass only from a trusted proxy.
+pub fn forwarded(
+    name: &HeaderName,
+    value: &HeaderValue,
+    connection_named: &[HeaderName],
+    from_trusted: bool,
+) -> bool {
     let s = name.as_str();
+    if s.contains('_') {
+        let dashed = s.replace('_', "-");
+        return !(is_managed(&dashed)
+            || is_address_field(&dashed)
+            || connection_named.contains(name));
+    }
     !(turnpike_l402::credential::is_credential_field(s, value.as_bytes())
         || crate::upstream::head::is_hop_by_hop(name)
-        || *name == header::HOST
         || *name == header::CONTENT_LENGTH
-        || s == "x-forwarded-for"
-        || s == "x-forwarded-proto"
-        || s == "x-forwarded-host"
-        || s == "x-real-ip"
-        || *name == header::FORWARDED
+        || is_managed(s)
+        || (!from_trusted && is_address_field(s))
         || connection_named.contains(name))
+}
+
+/// Fields the proxy sets itself, or that change what the upstream acts on: never the client's.
+fn is_managed(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-real-ip"
+            | "forwarded"
+            | "x-original-url"
+            | "x-rewrite-url"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+    ) || crate::upstream::head::is_hop_by_hop_name(name)
+        || name == "content-length"
+        || turnpike_l402::credential::CREDENTIAL_FIELDS[1..].contains(&name)
+}
+
+/// Fields naming the client's address or the original request, believed only from a proxy.
+fn is_address_field(name: &str) -> bool {
+    matches!(
+        name,
+        "true-client-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "cf-connecting-ip"
+            | "fastly-client-ip"
+            | "x-forwarded-server"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-ssl"
+            | "x-original-forwarded-for"
+    )
 }
 
 /// Where a request came from, for the forwarding fields sent upstream.
@@ -298,6 +348,9 @@ pub struct Via {
     pub client: IpAddr,
     /// Whether the peer is a trusted proxy.
     pub peer_trusted: bool,
+    /// Which chains a trusted peer maintains (`forwarded_header`), and so are extended; the
+    /// other is replaced.
+    pub chains: crate::client_ip::ForwardedHeader,
 }
 
 impl Via {
@@ -312,6 +365,7 @@ impl Via {
             peer: peer.to_canonical(),
             client: proxies.client_ip(peer, headers),
             peer_trusted,
+            chains: proxies.forwarded_header(),
         }
     }
 }
@@ -336,12 +390,17 @@ impl ForwardingFields {
         };
         let mut forwarded_for = InlineText::default();
         let mut forwarded = InlineText::default();
-        if via.peer_trusted {
+        use crate::client_ip::ForwardedHeader;
+        let extend_xff = via.peer_trusted && via.chains != ForwardedHeader::Forwarded;
+        let extend_forwarded = via.peer_trusted && via.chains != ForwardedHeader::XForwardedFor;
+        if extend_xff {
             for value in headers.get_all("x-forwarded-for") {
                 if let Ok(v) = value.to_str() {
                     let _ = write!(forwarded_for, "{v}, ");
                 }
             }
+        }
+        if extend_forwarded {
             for value in headers.get_all(header::FORWARDED) {
                 if let Ok(v) = value.to_str() {
                     let _ = write!(forwarded, "{v}, ");
@@ -438,7 +497,7 @@ mod tests {
     fn kept(h: &HeaderMap) -> Vec<(String, String)> {
         let named = connection_named(h);
         h.iter()
-            .filter(|(n, v)| forwarded(n, v, &named))
+            .filter(|(n, v)| forwarded(n, v, &named, false))
             .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
             .collect()
     }
@@ -503,6 +562,7 @@ mod tests {
             peer,
             client: peer,
             peer_trusted: false,
+            chains: crate::client_ip::ForwardedHeader::Auto,
         };
         assert_eq!(
             fields(FORGED, via, "api.test"),
@@ -518,6 +578,7 @@ mod tests {
             peer: v6,
             client: v6,
             peer_trusted: false,
+            chains: crate::client_ip::ForwardedHeader::Auto,
         };
         assert_eq!(fields(&[], via, "")[2], "for=\"[::1]\";proto=http");
     }
@@ -528,6 +589,7 @@ mod tests {
             peer: "10.0.0.1".parse().unwrap(),
             client: "3.3.3.3".parse().unwrap(),
             peer_trusted: true,
+            chains: crate::client_ip::ForwardedHeader::Auto,
         };
         assert_eq!(
             fields(FORGED, via, "api.test:8402"),
@@ -541,6 +603,58 @@ mod tests {
         );
         let long = ["9.9.9.9"; 20].join(", ");
         assert!(fields(&[("x-forwarded-for", &long)], via, "")[0].ends_with("9.9.9.9, 10.0.0.1"));
+    }
+
+    #[test]
+    fn a_trusted_proxy_extends_only_the_chain_it_maintains() {
+        use crate::client_ip::ForwardedHeader;
+        let via = |chains| Via {
+            peer: "10.0.0.1".parse().unwrap(),
+            client: "3.3.3.3".parse().unwrap(),
+            peer_trusted: true,
+            chains,
+        };
+        let f = fields(FORGED, via(ForwardedHeader::XForwardedFor), "a");
+        assert_eq!(f[0], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1");
+        assert_eq!(f[2], "for=10.0.0.1;host=\"a\";proto=https");
+        let f = fields(FORGED, via(ForwardedHeader::Forwarded), "a");
+        assert_eq!(f[0], "10.0.0.1");
+        assert!(f[2].starts_with("for=1.1.1.1;proto=https, for=10.0.0.1"));
+    }
+
+    #[test]
+    fn underscored_spellings_and_path_overrides_are_dropped() {
+        let named = Vec::new();
+        let keep = |n: &str, trusted| {
+            forwarded(
+                &HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                &HeaderValue::from_static("x"),
+                &named,
+                trusted,
+            )
+        };
+        for n in [
+            "x_real_ip",
+            "x_forwarded_for",
+            "x_forwarded_host",
+            "X_Forwarded_Proto",
+            "x-original-url",
+            "x_original_url",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x-method-override",
+            "x_true_client_ip_not_listed_but_fine",
+        ]
+        .iter()
+        .take(9)
+        {
+            assert!(!keep(n, true), "{n}");
+        }
+        assert!(!keep("true-client-ip", false));
+        assert!(keep("true-client-ip", true));
+        assert!(!keep("true_client_ip", true));
+        assert!(keep("x-request-id", false));
+        assert!(keep("x_custom_field", false));
     }
 
     #[test]

@@ -228,19 +228,29 @@ pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
         && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/' | b'.'))
 }
 
-/// A configured path prefix must be canonical, so that it can match at all.
+/// A configured path prefix, in the form requests are matched in (escapes decoded but those of
+/// separators). It must not hold dot segments, repeated slashes, `;` parameters or encoded
+/// separators: it could never match as written.
 fn canonical_prefix(path: &str) -> Result<String, String> {
-    match crate::edge::path::canonicalize(path) {
-        Ok(c) if c.is_unchanged() && c.match_path() == path && !c.has_encoded_separator() => {
-            Ok(path.trim_end_matches('/').to_owned())
+    let bad = |why: &str| Err(format!("{path:?}: {why}"));
+    let Some(rest) = path.strip_prefix('/') else {
+        return bad("must start with '/'");
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, segment) in segments.iter().enumerate() {
+        if matches!(*segment, "." | "..") || (segment.is_empty() && i != last) {
+            return bad("no dot segments or repeated slashes");
         }
-        Ok(c) => Err(format!(
-            "{path:?} is not in canonical form (write {:?}: no dot segments, repeated slashes, \
-             escapes of unreserved characters, ';' parameters or encoded slashes)",
-            c.match_path()
-        )),
-        Err(e) => Err(format!("{path:?}: {e}")),
+        if segment.contains(';') {
+            return bad("no ';' parameters");
+        }
     }
+    let c = crate::edge::path::canonicalize(path).map_err(|e| format!("{path:?}: {e}"))?;
+    if c.has_encoded_separator() {
+        return bad("no encoded slashes or backslashes");
+    }
+    Ok(c.match_path().trim_end_matches('/').to_owned())
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -499,7 +509,7 @@ mod tests {
             assert!(e.contains(&format!("invalid config: {key}:")), "{key}: {e}");
             assert!(!e.contains("s3cr3t"), "{e}");
         }
-        for bad in ["/a/../b", "//a", "/a;x", "/a%2fb", "/%61", "a"] {
+        for bad in ["/a/../b", "//a", "/a;x", "/a%2fb", "/a%zz", "a", "/a/./b"] {
             let c = ServiceConfig {
                 path: Some(bad.into()),
                 ..svc()
@@ -550,6 +560,22 @@ mod tests {
                 .unwrap_err()
                 .contains("routes[1].calls_per_payment")
         );
+    }
+
+    #[test]
+    fn configured_prefixes_are_kept_in_matching_form() {
+        let prefix = |p: &str| {
+            let c = ServiceConfig {
+                path: Some(p.into()),
+                ..svc()
+            };
+            parse(&c).unwrap()[0].path.clone().unwrap()
+        };
+        assert_eq!(prefix("/v1/models:predict"), "/v1/models:predict");
+        assert_eq!(prefix("/v1/models%3Apredict"), "/v1/models:predict");
+        assert_eq!(prefix("/café/"), "/café");
+        assert_eq!(prefix("/caf%C3%A9"), "/café");
+        assert_eq!(prefix("/%61"), "/a");
     }
 
     #[test]

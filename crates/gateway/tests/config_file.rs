@@ -75,7 +75,7 @@ fn upstream_credentials_and_uncanonical_paths_are_refused() {
         e.contains("services[0].upstream") && e.contains("user:password@"),
         "{e}"
     );
-    for bad in ["/a/../b", "//a", "/a;x", "/a%2fb", "/%61", "a"] {
+    for bad in ["/a/../b", "//a", "/a;x", "/a%2fb", "/a%zz", "a"] {
         let e = err(&GOOD.replace("path = \"/weather\"", &format!("path = {bad:?}")));
         assert!(e.contains("services[0].path"), "{bad}: {e}");
     }

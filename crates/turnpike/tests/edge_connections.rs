@@ -71,7 +71,10 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-/// A plain upstream: `/slow` answers after 20 s, anything else at once.
+/// Size of the `/big` answer.
+const BIG: usize = 64 << 20;
+
+/// A plain upstream: `/slow` answers after 20 s, `/big` with 64 MiB, anything else at once.
 fn spawn_upstream() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -92,6 +95,16 @@ fn serve_upstream(mut stream: TcpStream) {
             buf.drain(..end + 4);
             if head.starts_with("GET /slow") {
                 std::thread::sleep(Duration::from_secs(20));
+            }
+            if head.starts_with("GET /big") {
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG}\r\n\r\n");
+                let chunk = vec![b'x'; 1 << 20];
+                let sent = stream.write_all(head.as_bytes()).is_ok()
+                    && (0..BIG >> 20).all(|_| stream.write_all(&chunk).is_ok());
+                if !sent {
+                    return;
+                }
+                continue;
             }
             let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
             if stream.write_all(answer).is_err() {
@@ -117,6 +130,8 @@ fn start(connections: &str, file_limit: Option<u32>) -> Gateway {
         format!(
             "listen = \"{addr}\"\nworkers = 2\n[connections]\n{connections}\n\
              [backend]\nkind = \"dev\"\n\
+             [[services]]\nname = \"priced\"\npath = \"/priced\"\nupstream = \"http://{up}\"\n\
+             price_sats = 5\npricer = {{ url = \"http://127.0.0.1:9/\" }}\n\
              [[services]]\nname = \"free\"\nupstream = \"http://{up}\"\nprice_sats = 0\n"
         ),
     )
@@ -341,4 +356,59 @@ fn sigterm_returns_within_the_bound_with_stuck_clients() {
         "took {took:?}"
     );
     assert!(gw.log().contains("after the shutdown grace period"));
+}
+
+#[test]
+fn a_slow_body_before_payment_gets_408_and_a_client_that_stops_reading_is_closed() {
+    let gw = start("body_read_timeout_secs = 1\nsend_timeout_secs = 1", None);
+    // A priced request whose body (read for the pricer, before any payment) never comes.
+    let start = Instant::now();
+    let mut slow = TcpStream::connect(gw.addr).unwrap();
+    slow.write_all(b"POST /priced HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    let answer = read_response_head(&mut slow);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A client that asks for 64 MiB and reads nothing is closed once its socket is full.
+    let mut reader = TcpStream::connect(gw.addr).unwrap();
+    reader
+        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    assert!(
+        received < BIG,
+        "the whole body arrived: the connection was not cut"
+    );
+    // Meanwhile the gateway serves others.
+    assert_eq!(get(gw.addr, "/x").as_deref(), Some("HTTP/1.1 200 OK"));
+}
+
+/// Reads until the end of a response head.
+fn read_response_head(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
 }

@@ -383,9 +383,122 @@ async fn forged_forwarding_fields_are_replaced_and_a_trusted_proxys_extended() {
     assert_eq!(seen.header("x-forwarded-for"), Some("6.6.6.6, 127.0.0.1"));
     assert_eq!(seen.header("x-real-ip"), Some("6.6.6.6"));
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    // The proxies maintain X-Forwarded-For (the default): a client's Forwarded is replaced.
+    assert_eq!(
+        seen.header("forwarded"),
+        Some("for=127.0.0.1;host=\"free.test\";proto=https")
+    );
+
+    let edge = start(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.forwarded_header = turnpike_gateway::client_ip::ForwardedHeader::Auto;
+    })
+    .await;
+    raw(
+        edge.addr,
+        &format!("GET /docs HTTP/1.1\r\nHost: free.test\r\n{forged}"),
+        b"",
+    )
+    .await;
+    let seen = edge.log.lock().unwrap().last().unwrap().clone();
+    assert_eq!(seen.header("x-forwarded-for"), Some("6.6.6.6, 127.0.0.1"));
     assert_eq!(
         seen.header("forwarded"),
         Some("for=6.6.6.6;proto=https, for=127.0.0.1;host=\"free.test\";proto=https")
+    );
+}
+
+#[tokio::test]
+async fn fields_that_redirect_the_upstream_or_spoof_the_client_never_pass() {
+    let edge = start(|_| {}).await;
+    let sneaky = "X_Real_IP: 6.6.6.6\r\nX_Forwarded_Host: evil.test\r\nX_Forwarded_For: 6.6.6.6\r\n\
+                  X-Original-URL: /secret\r\nX-Rewrite-URL: /secret\r\n\
+                  X-HTTP-Method-Override: DELETE\r\nTrue-Client-IP: 6.6.6.6\r\n";
+    let (status, _) = raw(
+        edge.addr,
+        &format!("GET /docs HTTP/1.1\r\nHost: free.test\r\n{sneaky}"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = edge.log.lock().unwrap().last().unwrap().clone();
+    for (name, value) in &seen.headers {
+        assert!(
+            !value.contains("6.6.6.6") && !value.contains("evil") && !value.contains("/secret"),
+            "{name}: {value}"
+        );
+        assert!(!name.contains("override"), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn methods_are_matched_in_upper_case_and_connect_is_refused() {
+    let edge = start(|c| {
+        let mut docs = c.services.remove(0);
+        docs.routes = vec![turnpike_gateway::config::RouteConfig {
+            name: "gen".into(),
+            path: "/docs/gen".into(),
+            method: Some("POST".into()),
+            price_sats: 50,
+            calls_per_payment: None,
+            time_pass_secs: None,
+            token_lifetime_secs: None,
+        }];
+        c.services.insert(0, docs);
+    })
+    .await;
+    for method in ["POST", "post", "Post"] {
+        let (status, answer) = raw(
+            edge.addr,
+            &format!("{method} /docs/gen HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 402, "{method}: {answer}");
+    }
+    let (status, _) = raw(edge.addr, "CONNECT /docs HTTP/1.1\r\nHost: a\r\n", b"").await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn reserved_and_non_ascii_characters_cannot_dodge_a_price() {
+    let edge = start(|c| {
+        let up = c.services[1].upstream.clone();
+        c.services.insert(
+            0,
+            ServiceConfig {
+                path: Some("/v1/models:predict".into()),
+                ..ServiceConfig::new("predict", up.clone(), 10)
+            },
+        );
+        c.services.insert(
+            0,
+            ServiceConfig {
+                path: Some("/café".into()),
+                ..ServiceConfig::new("cafe", up, 10)
+            },
+        );
+    })
+    .await;
+    for path in [
+        "/v1/models:predict",
+        "/v1/models%3Apredict",
+        "/v1/models%3apredict",
+        "/V1/Models%3APredict",
+        "/caf%C3%A9",
+        "/caf%c3%a9/menu",
+        "/docs/%25%32%65%25%32%65/secret",
+        "/docs/%252%65%252%65/secret",
+    ] {
+        let (status, answer) = get(edge.addr, path, "gw.test").await;
+        assert!(matches!(status, 400 | 402), "{path}: {status}\n{answer}");
+    }
+    // Raw UTF-8 reaches the upstream escaped, not garbled.
+    let (status, _) = get(edge.addr, "/docs/caf\u{e9}/./x", "gw.test").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        edge.log.lock().unwrap().last().unwrap().target,
+        "/docs/caf%C3%A9/x"
     );
 }
 

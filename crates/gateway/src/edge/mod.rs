@@ -1,7 +1,8 @@
 //! The edge: every request is put into one canonical form before anything looks at it.
 //!
-//! After [`normalize`], the request's target is in origin form with a canonical path
-//! ([`path`]), and it has exactly one `Host` field, normalised ([`host`]) — from an absolute
+//! After [`normalize`], the request's method is in upper case (`CONNECT` is refused), its target
+//! is in origin form with a canonical path ([`path`]), and it has exactly one `Host` field,
+//! normalised ([`host`]) — from an absolute
 //! target's authority when there is one (RFC 9112 §3.2.2). Routing, pricing, idempotency
 //! fingerprints and the upstream all see that one form, so they cannot disagree about what was
 //! asked. Requests that cannot be put into that form are answered `400`.
@@ -11,7 +12,7 @@ pub mod path;
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Request, Version};
+use http::{Method, Request, Version};
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -36,6 +37,9 @@ pub enum EdgeError {
     /// A target form the gateway does not serve (`CONNECT host:port`, `OPTIONS *`).
     #[error("this request target form is not served")]
     UnsupportedTarget,
+    /// `CONNECT`: the gateway is no tunnel.
+    #[error("CONNECT is not served")]
+    Connect,
 }
 
 impl EdgeError {
@@ -43,6 +47,7 @@ impl EdgeError {
     pub fn to_api_error(&self) -> ApiError {
         let code = match self {
             EdgeError::Path(_) | EdgeError::UnsupportedTarget => ErrorCode::InvalidPath,
+            EdgeError::Connect => ErrorCode::MethodNotAllowed,
             _ => ErrorCode::InvalidHost,
         };
         ApiError::new(code, format!("Bad request: {self}."))
@@ -78,6 +83,20 @@ pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
 
 /// Puts `req` into canonical form (see the module docs), or says why it cannot be.
 pub fn normalize<B>(req: &mut Request<B>) -> Result<Target, EdgeError> {
+    if req.method() == Method::CONNECT {
+        return Err(EdgeError::Connect);
+    }
+    // Methods are matched and forwarded in upper case, as servers that upper-case them read
+    // them (`post` is `POST` to Werkzeug and Django).
+    if req
+        .method()
+        .as_str()
+        .bytes()
+        .any(|b| b.is_ascii_lowercase())
+        && let Ok(upper) = Method::from_bytes(req.method().as_str().to_ascii_uppercase().as_bytes())
+    {
+        *req.method_mut() = upper;
+    }
     let host = canonical_host(req)?;
     let uri = req.uri();
     if uri.scheme().is_none() && uri.authority().is_some() {
@@ -221,6 +240,25 @@ mod tests {
         assert_eq!(uri, "/secret;x=1");
         assert_eq!(t.match_path.as_deref(), Some("/secret"));
         assert!(run("/a%2fb", &["a"]).unwrap().2.encoded_separator);
+    }
+
+    #[test]
+    fn methods_are_upper_cased_and_connect_refused() {
+        let mut r = Request::builder()
+            .method(Method::from_bytes(b"post").unwrap())
+            .uri("/x")
+            .header("host", "a")
+            .body(())
+            .unwrap();
+        normalize(&mut r).unwrap();
+        assert_eq!(r.method(), Method::POST);
+        let mut r = Request::builder()
+            .method(Method::CONNECT)
+            .uri("/x")
+            .header("host", "a")
+            .body(())
+            .unwrap();
+        assert_eq!(normalize(&mut r).unwrap_err(), EdgeError::Connect);
     }
 
     #[test]

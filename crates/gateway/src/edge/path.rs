@@ -7,7 +7,8 @@
 //!    characters (`A-Z a-z 0-9 - . _ ~`, RFC 3986 §2.3) are decoded; every other escape is kept,
 //!    with upper-case hex digits.
 //! 3. Refused outright: an escaped NUL (`%00`), a double escape (`%25` followed by two hex
-//!    digits, which a server that decodes twice would read as a different path), and a path
+//!    digits once unreserved escapes are decoded, which a server that decodes twice would read
+//!    as a different path), and a path
 //!    whose bytes, fully decoded, are not UTF-8 (overlong forms such as `%C0%AE` among them).
 //! 4. Encoded separators (`%2F`, `%5C`) and raw backslashes are reported, and refused unless the
 //!    service opts in (`allow_encoded_slashes`): most servers decode them into separators.
@@ -15,8 +16,10 @@
 //!    above the root. An empty or dot segment with path parameters (`/;x/`, `/..;x/`) is
 //!    refused: some servers strip the parameters, then merge the slashes and resolve the dots.
 //!
-//! Besides the canonical path, matching uses the same path with each segment's parameters
-//! (`;…`, which Java servers strip) removed, so `/paid;x` is matched as `/paid`.
+//! Raw bytes outside ASCII are percent-encoded. Besides the canonical path, matching uses the
+//! same path with each segment's parameters (`;…`, which Java servers strip) removed and every
+//! escape decoded but `%2F`, `%5C` and `%25`, so `/paid;x` is matched as `/paid` and
+//! `/v1/models%3Apredict` as `/v1/models:predict`.
 
 use std::borrow::Cow;
 
@@ -89,7 +92,9 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath<'_>, PathError> {
     }
     let bytes = raw.as_bytes();
     // The common case: nothing to decode, merge or resolve, no parameters.
-    let plain = !bytes.iter().any(|&b| matches!(b, b'%' | b'\\' | b';'))
+    let plain = !bytes
+        .iter()
+        .any(|&b| matches!(b, b'%' | b'\\' | b';') || !b.is_ascii())
         && !raw.contains("//")
         && !raw.contains("/.");
     if plain {
@@ -101,7 +106,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath<'_>, PathError> {
     }
     let (decoded, encoded_separator) = decode_unreserved(bytes)?;
     let path = resolve_segments(&decoded)?;
-    let match_path = without_parameters(&path);
+    let match_path = match_form(&path)?;
     let path = if path == raw {
         Cow::Borrowed(raw)
     } else {
@@ -114,8 +119,9 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath<'_>, PathError> {
     })
 }
 
-/// Decodes escapes of unreserved characters and upper-cases the others; checks that the fully
-/// decoded path is UTF-8. Returns the path and whether it holds an encoded separator.
+/// Decodes escapes of unreserved characters, upper-cases the others and escapes raw bytes
+/// outside ASCII; checks that the fully decoded path is UTF-8 and holds no NUL. Returns the path
+/// and whether it holds an encoded separator.
 fn decode_unreserved(bytes: &[u8]) -> Result<(String, bool), PathError> {
     let mut out = String::with_capacity(bytes.len());
     let mut fully_decoded = Vec::with_capacity(bytes.len());
@@ -125,7 +131,10 @@ fn decode_unreserved(bytes: &[u8]) -> Result<(String, bool), PathError> {
         let b = bytes[i];
         if b != b'%' {
             separator |= b == b'\\';
-            out.push(char::from(b));
+            match b.is_ascii() {
+                true => out.push(char::from(b)),
+                false => push_escape(&mut out, b),
+            }
             fully_decoded.push(b);
             i += 1;
             continue;
@@ -139,20 +148,12 @@ fn decode_unreserved(bytes: &[u8]) -> Result<(String, bool), PathError> {
         let value = hi << 4 | lo;
         match value {
             0 => return Err(PathError::Nul),
-            b'%' if bytes.get(i + 3).copied().and_then(hex_value).is_some()
-                && bytes.get(i + 4).copied().and_then(hex_value).is_some() =>
-            {
-                return Err(PathError::DoubleEncoded);
-            }
             b'/' | b'\\' => separator = true,
             _ => {}
         }
-        if is_unreserved(value) {
-            out.push(char::from(value));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX_UPPER[usize::from(hi)]));
-            out.push(char::from(HEX_UPPER[usize::from(lo)]));
+        match is_unreserved(value) {
+            true => out.push(char::from(value)),
+            false => push_escape(&mut out, value),
         }
         fully_decoded.push(value);
         i += 3;
@@ -160,7 +161,66 @@ fn decode_unreserved(bytes: &[u8]) -> Result<(String, bool), PathError> {
     if std::str::from_utf8(&fully_decoded).is_err() {
         return Err(PathError::InvalidUtf8);
     }
+    // Checked on the result, so that `%25%32%65` (which decodes to `%252e`) is caught too.
+    if has_double_escape(&out) {
+        return Err(PathError::DoubleEncoded);
+    }
     Ok((out, separator))
+}
+
+fn push_escape(out: &mut String, b: u8) {
+    out.push('%');
+    out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
+    out.push(char::from(HEX_UPPER[usize::from(b & 0xf)]));
+}
+
+/// Whether `path` holds `%25` followed by two hex digits (a server that decodes twice reads
+/// it as another escape).
+fn has_double_escape(path: &str) -> bool {
+    path.as_bytes().windows(5).any(|w| {
+        w[0] == b'%'
+            && w[1] == b'2'
+            && w[2] == b'5'
+            && hex_value(w[3]).is_some()
+            && hex_value(w[4]).is_some()
+    })
+}
+
+/// The path services are matched against: segment parameters removed, then every escape
+/// decoded but those of `/`, `\` and `%` (so `/v1/models%3Apredict` is `/v1/models:predict`,
+/// as most servers read it). `None` when that is the path itself.
+fn match_form(path: &str) -> Result<Option<String>, PathError> {
+    let stripped = without_parameters(path);
+    let base = stripped.as_deref().unwrap_or(path);
+    if !base.contains('%') {
+        return Ok(stripped);
+    }
+    let bytes = base.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| {
+                Some((
+                    hex_value(*bytes.get(i + 1)?)?,
+                    hex_value(*bytes.get(i + 2)?)?,
+                ))
+            })
+            .flatten();
+        match escaped {
+            Some((hi, lo)) if !matches!(hi << 4 | lo, b'/' | b'\\' | b'%') => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
+        .map(Some)
+        .map_err(|_| PathError::InvalidUtf8)
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
@@ -325,6 +385,43 @@ mod tests {
     }
 
     #[test]
+    fn matching_sees_every_escape_decoded_but_separators_and_percent() {
+        assert_eq!(
+            canon("/v1/models%3Apredict").unwrap(),
+            (
+                "/v1/models%3Apredict".into(),
+                "/v1/models:predict".into(),
+                false
+            )
+        );
+        assert_eq!(canon("/caf%c3%a9").unwrap().1, "/café");
+        assert_eq!(canon("/a%2Fb%5Cc%25d").unwrap().1, "/a%2Fb%5Cc%25d");
+        assert_eq!(canon("/a%20b;x").unwrap().1, "/a b");
+    }
+
+    #[test]
+    fn raw_bytes_outside_ascii_are_escaped_not_garbled() {
+        assert_eq!(
+            canon("/café/./x").unwrap(),
+            ("/caf%C3%A9/x".into(), "/café/x".into(), false)
+        );
+    }
+
+    #[test]
+    fn double_escapes_are_found_after_decoding() {
+        assert_eq!(
+            canon("/docs/%25%32%65%25%32%65/secret"),
+            Err(PathError::DoubleEncoded)
+        );
+        assert_eq!(canon("/docs/%252%65/secret"), Err(PathError::DoubleEncoded));
+        assert_eq!(
+            canon("/docs/%25%32%66secret"),
+            Err(PathError::DoubleEncoded)
+        );
+        assert!(canon("/50%25off").is_ok());
+    }
+
+    #[test]
     fn parameters_are_kept_but_not_matched() {
         assert_eq!(
             canon("/secret;jsessionid=1").unwrap(),
@@ -365,7 +462,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn never_panics_and_is_idempotent(raw in "/[a-zA-Z0-9%./;\\\\~_-]{0,40}") {
+        fn never_panics_and_is_idempotent(raw in "/[a-zA-Z0-9%./;\\\\~_é-]{0,40}") {
             if let Ok(c) = canonicalize(&raw) {
                 let again = canonicalize(c.as_str()).unwrap();
                 prop_assert_eq!(again.as_str(), c.as_str());

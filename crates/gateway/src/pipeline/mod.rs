@@ -158,7 +158,8 @@ async fn price(
     let Some(pricer) = &ctx.service.pricer else {
         return Ok(req);
     };
-    let (req, prefix, truncated) = crate::pricer::peek_body(req, pricer.body_bytes).await?;
+    let peek = crate::pricer::peek_body(req, pricer.body_bytes);
+    let (req, prefix, truncated) = within_body_timeout(state, peek).await??;
     let (parts, body) = req.into_parts();
     let service = &ctx.service;
     let fail = |why: String| {
@@ -169,16 +170,16 @@ async fn price(
         )
         .retry_after(5)
     };
-    let price = crate::pricer::price(
-        &state.forwarder,
-        pricer,
-        &service.name,
-        &parts,
-        &prefix,
+    let question = crate::pricer::PriceQuestion {
+        service: &service.name,
+        parts: &parts,
+        via: ctx.via,
+        body_prefix: &prefix,
         truncated,
-    )
-    .await
-    .map_err(fail)?;
+    };
+    let price = crate::pricer::price(&state.forwarder, pricer, &question)
+        .await
+        .map_err(fail)?;
     if Sats(price) > service.price {
         return Err(fail(format!(
             "the pricer asked {price} sats, above the service's cap of {}",
@@ -305,8 +306,8 @@ async fn charge(
     req: Request<Body>,
 ) -> Result<(Request<Body>, Charge), Halt> {
     if let Some(key) = crate::idempotency::key(req.headers())? {
-        let (req, fingerprint) =
-            crate::idempotency::fingerprint(req, state.idempotency.max_request_bytes).await?;
+        let read = crate::idempotency::fingerprint(req, state.idempotency.max_request_bytes);
+        let (req, fingerprint) = within_body_timeout(state, read).await??;
         let begun = state
             .store
             .idempotency_begin(&IdempotencyRequest {
@@ -429,6 +430,21 @@ async fn challenge(state: &SharedState, ctx: &RequestCtx, reason: ChallengeReaso
         .into_response();
     }
     crate::challenge::issue(state, &ctx.service, reason, ctx.now, ctx.dynamic_price).await
+}
+
+/// Runs `read` (reading a request body the gateway needs before forwarding) within
+/// `connections.body_read_timeout_secs`: a client that sends it too slowly gets `408`.
+async fn within_body_timeout<T>(
+    state: &SharedState,
+    read: impl Future<Output = T>,
+) -> Result<T, ApiError> {
+    let limit = std::time::Duration::from_secs(state.connections.body_read_timeout_secs);
+    tokio::time::timeout(limit, read).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::RequestTimeout,
+            "The request body did not arrive in time.",
+        )
+    })
 }
 
 fn too_many(wait: crate::rate_limit::RetryAfter, message: &str) -> ApiError {

@@ -1,6 +1,7 @@
 //! Watching one client connection: what it is doing (waiting for a request head, serving a
-//! request, idle between requests) and since when, so that slow and idle clients are closed on
-//! time and shutdown closes what has nothing in flight.
+//! request, idle between requests, waiting for the client to read) and since when, so that
+//! slow, idle and non-reading clients are closed on time and shutdown closes what has nothing in
+//! flight.
 
 use std::io;
 use std::pin::Pin;
@@ -30,6 +31,8 @@ pub(crate) enum Phase {
     Busy,
     /// Between requests on a keep-alive connection.
     Idle,
+    /// A write to the client has been waiting (the client does not read).
+    SendBlocked,
 }
 
 const HEAD_PENDING: u8 = 0;
@@ -44,9 +47,16 @@ pub(crate) struct Activity {
     /// When the phase began, in milliseconds after `epoch`.
     since_ms: AtomicU64,
     epoch: Instant,
-    /// Woken when a request head starts on an idle connection (its deadline moves closer).
+    /// Woken when a request head starts on an idle connection, or a write starts waiting
+    /// (the deadline moves closer).
     head_started: Notify,
+    /// Since when a write to the client has been waiting, in milliseconds after `epoch`
+    /// ([`NOT_BLOCKED`]: none is).
+    write_blocked_ms: AtomicU64,
 }
+
+/// No write is waiting.
+const NOT_BLOCKED: u64 = u64::MAX;
 
 impl Activity {
     /// A connection just accepted: waiting for its first request head.
@@ -56,6 +66,7 @@ impl Activity {
             since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             head_started: Notify::new(),
+            write_blocked_ms: AtomicU64::new(NOT_BLOCKED),
         }
     }
 
@@ -72,6 +83,18 @@ impl Activity {
         }
     }
 
+    /// A write to the client could (`false`) or could not (`true`) go out now.
+    fn write_waiting(&self, waiting: bool) {
+        let blocked = self.write_blocked_ms.load(Ordering::Relaxed) != NOT_BLOCKED;
+        if waiting && !blocked {
+            self.write_blocked_ms
+                .store(self.now_ms(), Ordering::Relaxed);
+            self.head_started.notify_one();
+        } else if !waiting && blocked {
+            self.write_blocked_ms.store(NOT_BLOCKED, Ordering::Relaxed);
+        }
+    }
+
     /// A whole request head arrived and is being served.
     pub(crate) fn request_started(&self) {
         self.phase.store(BUSY, Ordering::Relaxed);
@@ -85,6 +108,14 @@ impl Activity {
 
     /// The phase now, and when it ends by timeout (for `Busy`: when to look again).
     pub(crate) fn deadline(&self, limits: &ConnectionsConfig) -> (Phase, Instant) {
+        let blocked = self.write_blocked_ms.load(Ordering::Relaxed);
+        if blocked != NOT_BLOCKED {
+            let since = self.epoch + Duration::from_millis(blocked);
+            return (
+                Phase::SendBlocked,
+                since + Duration::from_secs(limits.send_timeout_secs),
+            );
+        }
         let since = self.epoch + Duration::from_millis(self.since_ms.load(Ordering::Relaxed));
         let keep_alive = Duration::from_secs(limits.keep_alive_timeout_secs);
         match self.phase.load(Ordering::Relaxed) {
@@ -131,7 +162,9 @@ impl AsyncWrite for TimedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.write_waiting(result.is_pending());
+        result
     }
 
     fn poll_write_vectored(
@@ -139,7 +172,9 @@ impl AsyncWrite for TimedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.write_waiting(result.is_pending());
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

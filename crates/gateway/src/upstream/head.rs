@@ -263,15 +263,23 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::CONNECTION
-        || *name == header::PROXY_AUTHENTICATE
-        || *name == header::PROXY_AUTHORIZATION
-        || *name == header::TE
-        || *name == header::TRAILER
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    is_hop_by_hop_name(name.as_str())
+}
+
+/// [`is_hop_by_hop`] for a lower-case name.
+pub fn is_hop_by_hop_name(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-connection"
+    )
 }
 
 #[cfg(test)]
