@@ -80,6 +80,13 @@ impl PaymentBackend for NoWallet {
             "no wallet configured",
         ))
     }
+    async fn lookup_payment(
+        &self,
+        _hash: &turnpike_l402::PaymentHash,
+    ) -> Result<turnpike_lightning::OutgoingState, turnpike_lightning::BackendError> {
+        // This wallet never pays, so it never sent anything.
+        Ok(turnpike_lightning::OutgoingState::Unknown)
+    }
 }
 
 fn read_body(data: &str) -> anyhow::Result<bytes::Bytes> {
