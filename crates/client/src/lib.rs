@@ -10,6 +10,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod budget;
+pub mod ledger;
+
 use std::sync::Arc;
 use std::time::Duration;
 
