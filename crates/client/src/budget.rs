@@ -105,7 +105,7 @@ pub enum Limit {
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Limit::CallCap => write!(f, "the per-call limit of this command"),
+            Limit::CallCap => write!(f, "this call (--max-sats)"),
             Limit::MaxPerCall => write!(f, "the budget's max_per_call"),
             Limit::PerHost { per } => write!(f, "the budget's per_host limit (per {})", per.name()),
             Limit::PerPeriod { per } => {
@@ -119,7 +119,8 @@ impl fmt::Display for Limit {
 /// A payment the budget refuses: which limit, the amount asked and what is left under it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error(
-    "over {limit}: asked {asked} (invoice plus fee reserve), the limit is {cap}, {left} left; nothing was paid"
+    "refused: {asked} asked (invoice plus fee reserve) is above the limit of {limit}: the cap \
+     is {cap}, {left} left; nothing was paid"
 )]
 pub struct Refusal {
     /// The limit that refused.

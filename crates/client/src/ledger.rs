@@ -391,6 +391,17 @@ macro_rules! charged {
     };
 }
 
+/// The id of the token to use on origin `?1` for path `?2` at time `?3`: with calls left and
+/// not expired, bought for the same path first, else the newest.
+macro_rules! usable_token {
+    () => {
+        "(SELECT id FROM tokens WHERE origin = ?1 \
+         AND (calls_remaining IS NULL OR calls_remaining > 0) \
+         AND (valid_until IS NULL OR valid_until > ?3) \
+         ORDER BY (path = ?2) DESC, id DESC LIMIT 1)"
+    };
+}
+
 /// What a wallet was charged: in the origin's window, in the period's window, ever.
 const SPENT_SQL: &str = concat!(
     "SELECT COALESCE(SUM(CASE WHEN origin = ?2 AND created_at > ?3 THEN ",
@@ -643,12 +654,30 @@ impl Ledger {
         path: &str,
         now: u64,
     ) -> Result<Option<StoredToken>, LedgerError> {
-        let row = sqlx::query(
-            "SELECT * FROM tokens WHERE origin = ?1 \
-             AND (calls_remaining IS NULL OR calls_remaining > 0) \
-             AND (valid_until IS NULL OR valid_until > ?3) \
-             ORDER BY (path = ?2) DESC, id DESC LIMIT 1",
-        )
+        let row = sqlx::query(concat!("SELECT * FROM tokens WHERE id = ", usable_token!()))
+            .bind(origin)
+            .bind(path)
+            .bind(to_i64(now)?)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row_to_token).transpose()
+    }
+
+    /// Takes one call of a token usable on `origin` now, atomically (one statement): the one
+    /// bought for the same path first, else the newest. A token that counts calls has one less
+    /// left afterwards, so concurrent fetches never share out more calls than it has.
+    pub async fn claim_token(
+        &self,
+        origin: &str,
+        path: &str,
+        now: u64,
+    ) -> Result<Option<StoredToken>, LedgerError> {
+        let row = sqlx::query(concat!(
+            "UPDATE tokens SET last_used_at = ?3, calls_remaining = CASE \
+                 WHEN calls_remaining IS NULL THEN NULL ELSE calls_remaining - 1 END WHERE id = ",
+            usable_token!(),
+            " RETURNING *"
+        ))
         .bind(origin)
         .bind(path)
         .bind(to_i64(now)?)
@@ -657,13 +686,17 @@ impl Ledger {
         row.as_ref().map(row_to_token).transpose()
     }
 
-    /// Records the calls a token has left (from the server's `Turnpike-Calls-Remaining`).
+    /// Records the calls a token has left (from the server's `Turnpike-Calls-Remaining`); only
+    /// ever lowers the count, as answers to concurrent calls may arrive out of order.
     pub async fn set_calls_remaining(&self, id: i64, remaining: u64) -> Result<(), LedgerError> {
-        sqlx::query("UPDATE tokens SET calls_remaining = ?2 WHERE id = ?1")
-            .bind(id)
-            .bind(to_i64(remaining)?)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE tokens SET calls_remaining = MIN(COALESCE(calls_remaining, ?2), ?2) \
+             WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(to_i64(remaining)?)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -919,8 +952,19 @@ mod tests {
         ledger.use_token(bundle, 30).await.unwrap();
         ledger.use_token(bundle, 31).await.unwrap();
         assert_eq!(found("/a", 100).await, None);
+        // The server's count only ever lowers ours.
         ledger.set_calls_remaining(bundle, 1).await.unwrap();
-        assert_eq!(found("/a", 100).await, Some(bundle));
+        assert_eq!(found("/a", 100).await, None);
+        let again = ledger
+            .store_token(&token("/a", Some(2), None), 40)
+            .await
+            .unwrap();
+        let claim = || ledger.claim_token("http://a:1", "/a", 50);
+        assert_eq!(claim().await.unwrap().map(|t| t.id), Some(again));
+        assert_eq!(claim().await.unwrap().map(|t| t.id), Some(again));
+        // Used up: the time pass expired at 100 but not yet at 50, so it is next.
+        assert_eq!(claim().await.unwrap().map(|t| t.id), Some(pass));
+        assert!(ledger.drop_token(again).await.unwrap());
         assert!(ledger.drop_token(bundle).await.unwrap());
         assert_eq!(found("/a", 20).await, Some(pass));
         assert!(

@@ -173,7 +173,9 @@ async fn upstream() -> (SocketAddr, Arc<AtomicU64>) {
 
 fn fetch(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.arg("fetch").args(args);
+    cmd.arg("fetch")
+        .args(args)
+        .env("TURNPIKE_DATA_DIR", test_data_dir());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -413,4 +415,9 @@ async fn a_down_backend_gives_503_while_paid_credentials_keep_working() {
     assert_eq!(resp.status(), 200);
     assert_eq!(served.load(Ordering::SeqCst), 1);
     assert_eq!(node.http.get(&url).send().await.unwrap().status(), 503);
+}
+
+/// The ledger directory of this test process (never the user's own).
+fn test_data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("turnpike-test-ledger-{}", std::process::id()))
 }
