@@ -186,6 +186,27 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `turnpike serve` ("gw") invoicing through `provider`'s LNbits wallet.
+fn provider_gateway(
+    node: &Node,
+    dir: &std::path::Path,
+    upstream: SocketAddr,
+    provider: &Keys,
+) -> Gateway {
+    let backend = format!(
+        "kind = \"lnbits\"\nurl = \"{}\"\ninvoice_key = {{ env = \"PROVIDER_INVOICE_KEY\" }}",
+        node.url
+    );
+    serve(
+        dir,
+        "gw",
+        "",
+        &backend,
+        upstream,
+        &[("PROVIDER_INVOICE_KEY", &provider.invoice)],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paid_through_lnbits_with_real_balances() {
     let Some(node) = node() else { return };
@@ -194,18 +215,7 @@ async fn paid_through_lnbits_with_real_balances() {
     let broke = node.wallet("broke", 5).await;
     let (up, served) = upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let backend = format!(
-        "kind = \"lnbits\"\nurl = \"{}\"\ninvoice_key = {{ env = \"PROVIDER_INVOICE_KEY\" }}",
-        node.url
-    );
-    let gw = serve(
-        dir.path(),
-        "gw",
-        "",
-        &backend,
-        up,
-        &[("PROVIDER_INVOICE_KEY", &provider.invoice)],
-    );
+    let gw = provider_gateway(&node, dir.path(), up, &provider);
     let wallets = dir.path().join("wallets.toml");
     std::fs::write(
         &wallets,
@@ -429,18 +439,7 @@ async fn lnbits_balances_move_by_exactly_what_the_ledger_says() {
     let payer = node.wallet("payer", 100).await;
     let (up, served) = upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let backend = format!(
-        "kind = \"lnbits\"\nurl = \"{}\"\ninvoice_key = {{ env = \"PROVIDER_INVOICE_KEY\" }}",
-        node.url
-    );
-    let gw = serve(
-        dir.path(),
-        "gw",
-        "",
-        &backend,
-        up,
-        &[("PROVIDER_INVOICE_KEY", &provider.invoice)],
-    );
+    let gw = provider_gateway(&node, dir.path(), up, &provider);
     // 21 sats a call plus a 10-sat fee reserve, settled at the real fee (none between wallets of
     // one LNbits): a 60-sat day allows two calls (21 + 31, then 42 + 31 is over).
     let wallets = dir.path().join("wallets.toml");
