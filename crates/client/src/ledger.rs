@@ -314,6 +314,21 @@ fn private_file(file: &Path) -> Result<(), LedgerError> {
     std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).map_err(io_err(file))
 }
 
+/// Makes an existing file 0600; one that another process just removed is left alone.
+#[cfg(unix)]
+fn restrict_existing(file: &Path) -> Result<(), LedgerError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(file)(e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict_existing(_file: &Path) -> Result<(), LedgerError> {
+    Ok(())
+}
+
 #[cfg(not(unix))]
 fn private_dir(dir: &Path) -> Result<(), LedgerError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))
@@ -442,9 +457,7 @@ impl Ledger {
         // SQLite creates the WAL and shared-memory files with the process's umask.
         for suffix in ["-wal", "-shm"] {
             let side = dir.join(format!("{FILE_NAME}{suffix}"));
-            if side.exists() {
-                private_file(&side)?;
-            }
+            restrict_existing(&side)?;
         }
         Ok(Ledger { pool, path })
     }
