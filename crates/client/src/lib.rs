@@ -10,6 +10,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod budget;
+pub mod ledger;
+pub mod spend;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +26,15 @@ use turnpike_l402::identifier::Identifier;
 use turnpike_l402::macaroon::Macaroon;
 use turnpike_l402::{Msat, PaymentHash, Preimage, Sats};
 use turnpike_lightning::{BackendError, PaymentBackend};
+
+use crate::ledger::{LedgerError, NewPayment, PaymentState, Reservation, StoredToken, now_unix};
+use crate::spend::{Accounting, Quote, Resolution};
+
+/// The most of a 402 answer's body that is read (for a challenge sent as JSON).
+pub const MAX_CHALLENGE_BODY: usize = 64 * 1024;
+
+/// The response header in which Turnpike reports the calls a token has left.
+pub const CALLS_REMAINING: &str = "turnpike-calls-remaining";
 
 /// Errors of a paid fetch. None of them leaves a payment half done: either the invoice was paid
 /// and the error says so, or nothing was paid.
@@ -63,6 +76,37 @@ pub enum ClientError {
     /// The wallet could not pay.
     #[error("payment failed: {0}")]
     Payment(#[source] BackendError),
+    /// The budget refuses the payment; nothing was paid.
+    #[error("{0}")]
+    OverBudget(budget::Refusal),
+    /// The payment needs a person's approval, which was not given; nothing was paid.
+    #[error(
+        "paying {} sats needs approval (above approve_above) and none was given: nothing was paid",
+        .0.reserve_msat.div_ceil(1000)
+    )]
+    NotApproved(Box<Quote>),
+    /// The ledger failed; nothing was paid after the failure.
+    #[error("{0}")]
+    Ledger(LedgerError),
+    /// This challenge's payment was started by another run whose outcome the wallet cannot
+    /// tell yet; it is not paid again.
+    #[error(
+        "the payment of this challenge (ledger row {0}) is in flight or its outcome unknown: \
+         not paying it again"
+    )]
+    Unresolved(i64),
+    /// The 402 answer had no challenge in its headers and a body larger than the limit.
+    #[error("the 402 answer's body is larger than {MAX_CHALLENGE_BODY} bytes")]
+    BodyTooLarge,
+}
+
+impl From<LedgerError> for ClientError {
+    fn from(e: LedgerError) -> ClientError {
+        match e {
+            LedgerError::OverBudget(r) => ClientError::OverBudget(r),
+            e => ClientError::Ledger(e),
+        }
+    }
 }
 
 /// What happened during a fetch, reported as it happens (for verbose output and ledgers).
@@ -115,6 +159,17 @@ pub struct Fetched {
     pub response: reqwest::Response,
     /// The payment made for it, if any.
     pub receipt: Option<Receipt>,
+    /// Whether a stored token was used for the final request.
+    pub reused_token: bool,
+}
+
+/// What [`L402Client::quote`] found.
+#[derive(Debug)]
+pub enum Quoted {
+    /// No payment asked: the final response.
+    Free(reqwest::Response),
+    /// The price of the challenge; nothing was paid.
+    Priced(Box<Quote>),
 }
 
 /// A request to send.
@@ -152,6 +207,7 @@ pub struct L402Client {
     max_price: Sats,
     max_fee: Msat,
     on_event: Option<EventSink>,
+    accounting: Option<Accounting>,
 }
 
 impl std::fmt::Debug for L402Client {
@@ -181,7 +237,21 @@ impl L402Client {
             max_price,
             max_fee: Msat(10_000),
             on_event: None,
+            accounting: None,
         })
+    }
+
+    /// Pays within `accounting`'s budget, recording every payment in its ledger, reusing its
+    /// tokens (unless its cache is off) and reserving its `max_fee` per payment.
+    pub fn with_accounting(mut self, accounting: Accounting) -> L402Client {
+        self.max_fee = accounting.max_fee;
+        self.accounting = Some(accounting);
+        self
+    }
+
+    /// The accounting in use, if any.
+    pub fn accounting(&self) -> Option<&Accounting> {
+        self.accounting.as_ref()
     }
 
     /// Sets the highest routing fee accepted per payment (default 10 sats).
@@ -222,16 +292,29 @@ impl L402Client {
 
     /// Sends `req`; on a 402 with an L402 challenge, pays (within the limit) and sends it once
     /// more with the credential. A second 402 is returned as it is: it is never paid again.
+    ///
+    /// With [accounting](L402Client::with_accounting): a stored token for the origin is tried
+    /// first (a 401 drops it and the request is sent once without; a fresh 402 for the same
+    /// service drops it and the new challenge is paid); orphaned payments of earlier runs are
+    /// resolved first; each payment is reserved in the ledger within the budget before it is
+    /// sent; concurrent fetches of one service wait for a payment in flight and use its token.
     pub async fn fetch(&self, req: FetchRequest) -> Result<Fetched, ClientError> {
+        match &self.accounting {
+            Some(acc) => self.fetch_accounted(acc, req).await,
+            None => self.fetch_plain(req).await,
+        }
+    }
+
+    async fn fetch_plain(&self, req: FetchRequest) -> Result<Fetched, ClientError> {
         let first = self.send(&req, None).await?;
         if first.status() != StatusCode::PAYMENT_REQUIRED {
             return Ok(Fetched {
                 response: first,
                 receipt: None,
+                reused_token: false,
             });
         }
-        let headers = first.headers().clone();
-        let body = first.bytes().await.unwrap_or_default();
+        let (headers, body) = read_402(first).await?;
         let challenge = read_challenge(&headers, &body)?;
         let invoice = self.check_challenge(&challenge)?;
         self.emit(Event::Challenged {
@@ -270,12 +353,376 @@ impl L402Client {
                 fee: payment.fee,
                 authorization,
             }),
+            reused_token: false,
+        })
+    }
+
+    async fn fetch_accounted(
+        &self,
+        acc: &Accounting,
+        req: FetchRequest,
+    ) -> Result<Fetched, ClientError> {
+        acc.recovered
+            .get_or_try_init(|| spend::recover(acc, &*self.wallet))
+            .await?;
+        let origin = req.url.origin().ascii_serialization();
+        let path = req.url.path().to_owned();
+        // The token whose use was answered with a 402.
+        let mut refused: Option<StoredToken> = None;
+        let mut resp = None;
+        if acc.cache
+            && let Some(token) = acc.ledger.claim_token(&origin, &path, now_unix()).await?
+        {
+            let r = self.send(&req, Some(&token.authorization)).await?;
+            match r.status() {
+                StatusCode::PAYMENT_REQUIRED => {
+                    refused = Some(token);
+                    resp = Some(r);
+                }
+                StatusCode::UNAUTHORIZED => {
+                    acc.ledger.drop_token(token.id).await?;
+                }
+                _ => return self.used_token(acc, &token, r).await,
+            }
+        }
+        let mut resp = match resp {
+            Some(r) => r,
+            None => self.send(&req, None).await?,
+        };
+        // At most three challenges are answered for one fetch.
+        for _ in 0..3 {
+            if resp.status() != StatusCode::PAYMENT_REQUIRED {
+                return Ok(Fetched {
+                    response: resp,
+                    receipt: None,
+                    reused_token: false,
+                });
+            }
+            let (headers, body) = read_402(resp).await?;
+            let challenge = read_challenge(&headers, &body)?;
+            // `--max-sats` caps the price of one call; the budget adds the fee reserve.
+            let invoice = self.check_challenge(&challenge)?;
+            let service = spend::token_terms(&challenge.macaroon).service;
+            if let Some(token) = &refused
+                && service.as_deref() == Some(token.service.as_str())
+            {
+                // A fresh challenge for the token's own service: it is used up or revoked.
+                acc.ledger.drop_token(token.id).await?;
+            }
+            let lock = acc.lock_for(&format!("{origin} {}", service.unwrap_or_default()));
+            let guard = lock.lock().await;
+            if acc.cache
+                && let Some(token) = acc.ledger.claim_token(&origin, &path, now_unix()).await?
+                && refused.as_ref().map(|t| t.id) != Some(token.id)
+            {
+                // Another fetch paid while this one waited: use its token.
+                drop(guard);
+                let r = self.send(&req, Some(&token.authorization)).await?;
+                match r.status() {
+                    StatusCode::PAYMENT_REQUIRED => {
+                        refused = Some(token);
+                        resp = r;
+                        continue;
+                    }
+                    StatusCode::UNAUTHORIZED => {
+                        acc.ledger.drop_token(token.id).await?;
+                        refused = None;
+                        resp = self.send(&req, None).await?;
+                        continue;
+                    }
+                    _ => return self.used_token(acc, &token, r).await,
+                }
+            }
+            let paid = self
+                .pay_accounted(acc, &req, &origin, &challenge, &invoice)
+                .await?;
+            drop(guard);
+            self.emit(Event::Retrying {
+                authorization: paid.receipt.authorization.clone(),
+            });
+            let r = self.send(&req, Some(&paid.receipt.authorization)).await?;
+            acc.ledger
+                .set_http_status(paid.row, r.status().as_u16())
+                .await?;
+            if let Some(token) = paid.token {
+                // Its call was taken off when it was stored; the server's count still wins.
+                self.note_remaining(acc, token, &r).await?;
+            }
+            return Ok(Fetched {
+                response: r,
+                receipt: Some(paid.receipt),
+                reused_token: false,
+            });
+        }
+        Ok(Fetched {
+            response: resp,
+            receipt: None,
+            reused_token: false,
+        })
+    }
+
+    async fn used_token(
+        &self,
+        acc: &Accounting,
+        token: &StoredToken,
+        response: reqwest::Response,
+    ) -> Result<Fetched, ClientError> {
+        // Its call was taken off when it was claimed.
+        self.note_remaining(acc, token.id, &response).await?;
+        Ok(Fetched {
+            response,
+            receipt: None,
+            reused_token: true,
+        })
+    }
+
+    /// Records the server's `Turnpike-Calls-Remaining` for a token, when sent.
+    async fn note_remaining(
+        &self,
+        acc: &Accounting,
+        token: i64,
+        response: &reqwest::Response,
+    ) -> Result<(), ClientError> {
+        let remaining = response
+            .headers()
+            .get(CALLS_REMAINING)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(n) = remaining {
+            acc.ledger.set_calls_remaining(token, n).await?;
+        }
+        Ok(())
+    }
+
+    /// What paying the challenge of `req` would cost, and whether the budget allows it;
+    /// nothing is paid. Needs accounting (for the budget); without it only the price is given.
+    pub async fn quote(&self, req: FetchRequest) -> Result<Quoted, ClientError> {
+        let first = self.send(&req, None).await?;
+        if first.status() != StatusCode::PAYMENT_REQUIRED {
+            return Ok(Quoted::Free(first));
+        }
+        let (headers, body) = read_402(first).await?;
+        let challenge = read_challenge(&headers, &body)?;
+        let invoice = self.check_challenge(&challenge)?;
+        let amount = invoice.amount().ok_or(ClientError::NoAmount)?;
+        let origin = req.url.origin().ascii_serialization();
+        let quote = match &self.accounting {
+            Some(acc) => {
+                spend::quote(
+                    acc,
+                    req.url.as_str(),
+                    &origin,
+                    &challenge,
+                    &invoice,
+                    amount,
+                    None,
+                )
+                .await?
+            }
+            None => Quote {
+                url: req.url.to_string(),
+                service: spend::token_terms(&challenge.macaroon).service,
+                amount_msat: amount.0,
+                reserve_msat: amount.0.saturating_add(self.max_fee.0),
+                payment_hash: invoice.payment_hash().to_hex(),
+                needs_approval: false,
+                refusal: None,
+            },
+        };
+        Ok(Quoted::Priced(Box::new(quote)))
+    }
+
+    /// Reserves, pays, and settles or releases one challenge's payment (the caller holds the
+    /// service's lock). The token it buys is stored before the lock is released.
+    async fn pay_accounted(
+        &self,
+        acc: &Accounting,
+        req: &FetchRequest,
+        origin: &str,
+        challenge: &Challenge,
+        invoice: &Invoice,
+    ) -> Result<Paid, ClientError> {
+        let amount = invoice.amount().ok_or(ClientError::NoAmount)?;
+        let quote = spend::quote(
+            acc,
+            req.url.as_str(),
+            origin,
+            challenge,
+            invoice,
+            amount,
+            None,
+        )
+        .await?;
+        if let Some(refusal) = quote.refusal {
+            return Err(ClientError::OverBudget(refusal));
+        }
+        if quote.needs_approval {
+            let yes = acc.approver.as_ref().is_some_and(|ask| ask(&quote));
+            if !yes {
+                return Err(ClientError::NotApproved(Box::new(quote)));
+            }
+        }
+        self.emit(Event::Challenged {
+            invoice: Box::new(invoice.clone()),
+            macaroon: challenge.macaroon.to_base64(),
+        });
+        let macaroon_b64 = challenge.macaroon.to_base64();
+        let new = NewPayment {
+            wallet: &acc.wallet,
+            url: req.url.as_str(),
+            origin,
+            service: quote.service.as_deref(),
+            invoice: invoice.as_str(),
+            macaroon: &macaroon_b64,
+            payment_hash: invoice.payment_hash(),
+            amount,
+            reserve: Msat(quote.reserve_msat),
+        };
+        let row_id = match acc
+            .ledger
+            .reserve(&new, &acc.budget, None, now_unix())
+            .await?
+        {
+            Reservation::New(id) => id,
+            Reservation::Existing(row) => {
+                // Paid (or being paid) before: never pay the same challenge twice.
+                let preimage = match (row.state, row.preimage.as_deref()) {
+                    (PaymentState::Paid, Some(p)) => p.parse::<Preimage>().ok(),
+                    (PaymentState::Reserved, _) if spend_row_alive(&row) => None,
+                    _ => match spend::resolve_row(acc, &*self.wallet, &row).await? {
+                        Resolution::Paid(p) => Some(p),
+                        _ => None,
+                    },
+                };
+                let preimage = preimage.ok_or(ClientError::Unresolved(row.id))?;
+                let token = spend::store_token_for(acc, &row, preimage, true).await?;
+                let authorization = token.as_ref().map(|(_, a)| a.clone()).unwrap_or_else(|| {
+                    Credential {
+                        macaroon: challenge.macaroon.clone(),
+                        preimage,
+                    }
+                    .authorization_value()
+                });
+                return Ok(Paid {
+                    row: row.id,
+                    token: token.map(|(id, _)| id).filter(|id| *id >= 0),
+                    receipt: Receipt {
+                        payment_hash: invoice.payment_hash(),
+                        preimage,
+                        amount: Msat(row.amount_msat),
+                        fee: Msat(row.fee_msat.unwrap_or(0)),
+                        authorization,
+                    },
+                });
+            }
+        };
+        let paid = self
+            .wallet
+            .pay_invoice(invoice.as_str(), self.max_fee)
+            .await;
+        let payment = match paid.and_then(|p| {
+            turnpike_lightning::check_payment(invoice, &p)?;
+            Ok(p)
+        }) {
+            Ok(p) => p,
+            Err(e) => {
+                // Did it go out anyway? Ask the wallet before releasing anything.
+                let row = acc
+                    .ledger
+                    .payment(row_id)
+                    .await?
+                    .ok_or(ClientError::Unresolved(row_id))?;
+                match spend::resolve_row(acc, &*self.wallet, &row).await? {
+                    Resolution::Paid(_) => {
+                        let row = acc.ledger.payment(row_id).await?;
+                        let row = row.ok_or(ClientError::Unresolved(row_id))?;
+                        let preimage = row
+                            .preimage
+                            .as_deref()
+                            .and_then(|p| p.parse::<Preimage>().ok())
+                            .ok_or(ClientError::Unresolved(row_id))?;
+                        turnpike_lightning::Payment {
+                            payment_hash: invoice.payment_hash(),
+                            preimage,
+                            amount: Msat(row.amount_msat),
+                            fee: Msat(row.fee_msat.unwrap_or(0)),
+                        }
+                    }
+                    Resolution::Unknown if spend::surely_not_sent(&e) => {
+                        acc.ledger
+                            .release(row_id, &e.to_string(), now_unix())
+                            .await?;
+                        return Err(ClientError::Payment(e));
+                    }
+                    _ => return Err(ClientError::Payment(e)),
+                }
+            }
+        };
+        if let Some(hook) = &acc.after_payment {
+            hook();
+        }
+        acc.ledger
+            .settle(
+                row_id,
+                payment.amount,
+                payment.fee,
+                &payment.preimage,
+                now_unix(),
+            )
+            .await?;
+        self.emit(Event::Paid {
+            payment_hash: payment.payment_hash,
+            preimage: payment.preimage,
+            amount: payment.amount,
+            fee: payment.fee,
+        });
+        let row = acc
+            .ledger
+            .payment(row_id)
+            .await?
+            .ok_or(ClientError::Unresolved(row_id))?;
+        let token = if acc.cache {
+            spend::store_token_for(acc, &row, payment.preimage, true).await?
+        } else {
+            None
+        };
+        let authorization = Credential {
+            macaroon: challenge.macaroon.clone(),
+            preimage: payment.preimage,
+        }
+        .authorization_value();
+        Ok(Paid {
+            row: row_id,
+            token: token.map(|(id, _)| id).filter(|id| *id >= 0),
+            receipt: Receipt {
+                payment_hash: payment.payment_hash,
+                preimage: payment.preimage,
+                amount: payment.amount,
+                fee: payment.fee,
+                authorization,
+            },
         })
     }
 
     /// Checks a challenge before paying: same payment hash in invoice and macaroon, an amount,
     /// within the limit, not expired. Returns the decoded invoice.
     pub fn check_challenge(&self, challenge: &Challenge) -> Result<Invoice, ClientError> {
+        let invoice = self.check_challenge_terms(challenge)?;
+        let price = invoice
+            .amount()
+            .ok_or(ClientError::NoAmount)?
+            .to_sats_ceil();
+        if price > self.max_price {
+            return Err(ClientError::OverLimit {
+                price,
+                limit: self.max_price,
+            });
+        }
+        Ok(invoice)
+    }
+
+    /// The checks of [`L402Client::check_challenge`] but the price limit.
+    pub fn check_challenge_terms(&self, challenge: &Challenge) -> Result<Invoice, ClientError> {
         let invoice = Invoice::parse(&challenge.invoice)
             .map_err(|e| ClientError::InvalidChallenge(format!("bad invoice: {e}")))?;
         let id = Identifier::decode(challenge.macaroon.identifier())
@@ -286,14 +733,7 @@ impl L402Client {
                 macaroon: id.payment_hash,
             });
         }
-        let amount = invoice.amount().ok_or(ClientError::NoAmount)?;
-        let price = amount.to_sats_ceil();
-        if price > self.max_price {
-            return Err(ClientError::OverLimit {
-                price,
-                limit: self.max_price,
-            });
-        }
+        invoice.amount().ok_or(ClientError::NoAmount)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -305,6 +745,41 @@ impl L402Client {
         }
         Ok(invoice)
     }
+}
+
+/// A payment made under accounting.
+struct Paid {
+    row: i64,
+    token: Option<i64>,
+    receipt: Receipt,
+}
+
+fn spend_row_alive(row: &ledger::PaymentRow) -> bool {
+    spend::process_alive(row.pid)
+}
+
+/// Reads a 402 answer: its headers, and its body up to [`MAX_CHALLENGE_BODY`] bytes (a
+/// larger body is left unread and taken as empty unless the headers lack a challenge).
+async fn read_402(mut resp: reqwest::Response) -> Result<(HeaderMap, Bytes), ClientError> {
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_CHALLENGE_BODY {
+                    if Challenge::from_headers(&headers).is_ok() {
+                        return Ok((headers, Bytes::new()));
+                    }
+                    return Err(ClientError::BodyTooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            // A body cut short does not matter when the headers carry the challenge.
+            Err(_) => break,
+        }
+    }
+    Ok((headers, Bytes::from(body)))
 }
 
 /// Reads the challenge from the `WWW-Authenticate` headers, or failing that from a JSON body

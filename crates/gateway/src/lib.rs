@@ -415,7 +415,9 @@ impl Gateway {
 fn app_with(state: SharedState) -> axum::Router {
     let mut app = axum::Router::new().route("/_turnpike/health", get(health));
     if state.dev.is_some() {
-        app = app.route(dev_pay::PATH, post(dev_pay::pay));
+        app = app
+            .route(dev_pay::PATH, post(dev_pay::pay))
+            .route(dev_pay::LOOKUP_PATH, get(dev_pay::lookup));
     }
     app.fallback(pipeline::handle).with_state(state)
 }

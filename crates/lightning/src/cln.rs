@@ -43,8 +43,8 @@ use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
 use crate::lnd::{check_create_request, check_limits, check_payable, read_limited, verify_issued};
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
-    IssuedInvoice, Msat, NodeInfo, Payment, PaymentBackend, PaymentHash, Preimage, SecretSource,
-    check_payment,
+    IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
+    SecretSource, check_payment,
 };
 use turnpike_l402::bolt11::Invoice;
 
@@ -520,6 +520,78 @@ impl PaymentBackend for ClnBackend {
     async fn balance(&self) -> Result<Msat, BackendError> {
         self.spendable().await
     }
+
+    /// `listpays` with `payment_hash`: one entry per payment attempt group; a `complete` one
+    /// wins, then a `pending` one; only `failed` entries mean failed; none means unknown.
+    async fn lookup_payment(&self, hash: &PaymentHash) -> Result<OutgoingState, BackendError> {
+        let found: ClnListPays = self
+            .rpc(
+                "listpays",
+                Idempotency::Idempotent,
+                self.timeout,
+                || serde_json::json!({ "payment_hash": hash.to_hex() }),
+            )
+            .await?;
+        let mut pending = false;
+        let mut failed = false;
+        for pay in &found.pays {
+            if parse_hex32(&pay.payment_hash, "payment_hash")? != hash.0 {
+                return Err(BackendError::InvalidResponse(format!(
+                    "cln listpays answered the look-up of {hash} with another payment"
+                )));
+            }
+            match pay.status.as_str() {
+                "complete" => {
+                    let preimage = pay.preimage.as_deref().ok_or_else(|| {
+                        BackendError::InvalidResponse(
+                            "cln lists a complete payment without a preimage".into(),
+                        )
+                    })?;
+                    let amount = pay.amount_msat.unwrap_or_default();
+                    let sent = pay.amount_sent_msat.unwrap_or(amount);
+                    return OutgoingState::succeeded(
+                        hash,
+                        parse_hex32(preimage, "preimage").map(Preimage)?,
+                        Msat(amount),
+                        Msat(sent.saturating_sub(amount)),
+                    );
+                }
+                "pending" => pending = true,
+                "failed" => failed = true,
+                other => {
+                    return Err(BackendError::InvalidResponse(format!(
+                        "cln lists a payment in an unknown status {:?}",
+                        http::snippet(other.as_bytes())
+                    )));
+                }
+            }
+        }
+        Ok(if pending {
+            OutgoingState::Pending
+        } else if failed {
+            OutgoingState::Failed("cln: every attempt of this payment failed".into())
+        } else {
+            OutgoingState::Unknown
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ClnListPays {
+    #[serde(default)]
+    pays: Vec<ClnListedPay>,
+}
+
+#[derive(Deserialize)]
+struct ClnListedPay {
+    payment_hash: String,
+    status: String,
+    #[serde(default)]
+    preimage: Option<String>,
+    #[serde(default)]
+    amount_msat: Option<u64>,
+    #[serde(default)]
+    amount_sent_msat: Option<u64>,
 }
 
 #[async_trait]

@@ -18,7 +18,7 @@ use turnpike_l402::bolt11::Invoice;
 
 use crate::{
     BackendError, CreateInvoice, InvoiceBackend, InvoiceState, InvoiceStatus, IssuedInvoice, Msat,
-    Payment, PaymentBackend, PaymentHash, Preimage,
+    OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
 };
 
 /// How long an unpaid invoice is remembered after it expires (so lookups report
@@ -323,6 +323,30 @@ impl PaymentBackend for DevBackend {
     async fn balance(&self) -> Result<Msat, BackendError> {
         Ok(self.lock().received)
     }
+
+    /// The dev backend pays only its own invoices, atomically: a settled invoice is a
+    /// succeeded payment, an expired unpaid one can no longer be paid (failed), and an open or
+    /// forgotten one was never paid (unknown).
+    async fn lookup_payment(&self, hash: &PaymentHash) -> Result<OutgoingState, BackendError> {
+        match InvoiceBackend::lookup_invoice(self, hash).await {
+            Ok(status) => Ok(outgoing_from_invoice(hash, &status)),
+            Err(BackendError::UnknownInvoice) => Ok(OutgoingState::Unknown),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The outgoing side of a dev invoice's state (the dev payer and payee are one node).
+pub fn outgoing_from_invoice(hash: &PaymentHash, status: &InvoiceStatus) -> OutgoingState {
+    match status.state {
+        InvoiceState::Settled { preimage, .. } => {
+            OutgoingState::succeeded(hash, preimage, status.amount, Msat::ZERO)
+                .unwrap_or_else(|e| OutgoingState::Failed(e.to_string()))
+        }
+        InvoiceState::Expired => OutgoingState::Failed("the invoice expired unpaid".into()),
+        InvoiceState::Canceled => OutgoingState::Failed("the invoice was canceled".into()),
+        InvoiceState::Pending => OutgoingState::Unknown,
+    }
 }
 
 #[cfg(test)]
@@ -346,6 +370,33 @@ mod tests {
             memo: "GET /weather".into(),
             expiry_secs,
         }
+    }
+
+    #[tokio::test]
+    async fn payments_are_looked_up_by_hash() {
+        let clock = Arc::new(AtomicU64::new(T0));
+        let backend = backend_at(&clock);
+        let paid = backend.create_invoice(req(21_000, 300)).await.unwrap();
+        let open = backend.create_invoice(req(5_000, 300)).await.unwrap();
+        let payment = backend.pay_invoice(&paid.bolt11, Msat(0)).await.unwrap();
+        assert_eq!(
+            backend.lookup_payment(&paid.payment_hash).await.unwrap(),
+            OutgoingState::Succeeded(payment)
+        );
+        // Open: never paid (the dev backend pays atomically).
+        assert_eq!(
+            backend.lookup_payment(&open.payment_hash).await.unwrap(),
+            OutgoingState::Unknown
+        );
+        clock.store(T0 + 301, Ordering::SeqCst);
+        assert!(matches!(
+            backend.lookup_payment(&open.payment_hash).await.unwrap(),
+            OutgoingState::Failed(_)
+        ));
+        assert_eq!(
+            backend.lookup_payment(&PaymentHash([3; 32])).await.unwrap(),
+            OutgoingState::Unknown
+        );
     }
 
     #[tokio::test]

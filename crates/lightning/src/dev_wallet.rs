@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use turnpike_l402::bolt11::Invoice;
 
 use crate::http::{self, read_body_limited, snippet};
-use crate::{BackendError, Msat, Payment, PaymentBackend, Preimage, check_payment};
+use crate::{
+    BackendError, Msat, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
+    check_payment,
+};
 
 /// Path of the gateway's dev pay endpoint.
 pub const DEV_PAY_PATH: &str = "/_turnpike/dev/pay";
@@ -219,6 +222,69 @@ impl PaymentBackend for DevPayWallet {
     async fn balance(&self) -> Result<Msat, BackendError> {
         Err(BackendError::Unsupported("the dev wallet has no balance"))
     }
+
+    /// `GET <endpoint>/<payment hash>`: the gateway reports its dev invoice's state. The dev
+    /// payer and payee are one node, so a settled invoice is a succeeded payment, an expired
+    /// or canceled one failed, and an open or unknown one was never paid.
+    async fn lookup_payment(&self, hash: &PaymentHash) -> Result<OutgoingState, BackendError> {
+        let url = self
+            .endpoint
+            .join(&format!("{}/{}", DEV_PAY_PATH, hash.to_hex()))
+            .map_err(|e| BackendError::InvalidResponse(format!("lookup URL: {e}")))?;
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| http::map_transport_error(&e))?;
+        let status = resp.status();
+        let body = read_body_limited(resp).await?;
+        if !status.is_success() {
+            return match map_error_response(status, &body) {
+                BackendError::UnknownInvoice => Ok(OutgoingState::Unknown),
+                e => Err(e),
+            };
+        }
+        let answer: DevLookupResponse = serde_json::from_slice(&body).map_err(|e| {
+            BackendError::InvalidResponse(format!("dev payment lookup answer: {e}"))
+        })?;
+        match answer.state.as_str() {
+            "settled" => {
+                let preimage: Preimage = answer
+                    .preimage
+                    .as_deref()
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|_| {
+                        BackendError::InvalidResponse(
+                            "a settled dev invoice without a 64 hex character preimage".into(),
+                        )
+                    })?;
+                OutgoingState::succeeded(hash, preimage, Msat(answer.amount_msat), Msat::ZERO)
+            }
+            "expired" | "canceled" => Ok(OutgoingState::Failed(format!(
+                "the invoice is {}",
+                answer.state
+            ))),
+            "pending" => Ok(OutgoingState::Unknown),
+            other => Err(BackendError::InvalidResponse(format!(
+                "unknown dev invoice state {:?}",
+                snippet(other.as_bytes())
+            ))),
+        }
+    }
+}
+
+/// Body of a dev payment lookup (`GET /_turnpike/dev/pay/<payment hash>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevLookupResponse {
+    /// `pending`, `settled`, `expired` or `canceled`.
+    pub state: String,
+    /// The invoice's amount, msat.
+    pub amount_msat: u64,
+    /// The preimage (64 hex), when settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preimage: Option<String>,
 }
 
 #[cfg(test)]

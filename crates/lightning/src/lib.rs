@@ -113,6 +113,42 @@ pub struct Payment {
     pub fee: Msat,
 }
 
+/// Where an outgoing payment stands, as reported by [`PaymentBackend::lookup_payment`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutgoingState {
+    /// Sent and not resolved yet: it may still succeed or fail.
+    Pending,
+    /// Paid: the preimage (checked against the hash) is the proof.
+    Succeeded(Payment),
+    /// Failed for good: no money left the wallet for it and it will not.
+    Failed(String),
+    /// The wallet has no record of a payment with this hash.
+    Unknown,
+}
+
+impl OutgoingState {
+    /// A [`OutgoingState::Succeeded`] after checking that `preimage` hashes to `hash`;
+    /// [`BackendError::InvalidResponse`] otherwise.
+    pub fn succeeded(
+        hash: &PaymentHash,
+        preimage: Preimage,
+        amount: Msat,
+        fee: Msat,
+    ) -> Result<OutgoingState, BackendError> {
+        if !preimage.matches(hash) {
+            return Err(BackendError::InvalidResponse(format!(
+                "the preimage reported for payment {hash} does not hash to it"
+            )));
+        }
+        Ok(OutgoingState::Succeeded(Payment {
+            payment_hash: *hash,
+            preimage,
+            amount,
+            fee,
+        }))
+    }
+}
+
 /// Why a backend call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
@@ -223,6 +259,11 @@ pub trait PaymentBackend: Send + Sync + 'static {
 
     /// The spendable balance.
     async fn balance(&self) -> Result<Msat, BackendError>;
+
+    /// Looks up an outgoing payment of this wallet by payment hash: pending, succeeded (with
+    /// a preimage checked against the hash, the amount and the fee), failed, or unknown to the
+    /// wallet. Used to resolve payments whose outcome a crashed process never saw.
+    async fn lookup_payment(&self, hash: &PaymentHash) -> Result<OutgoingState, BackendError>;
 }
 
 /// Checks that `payment` is a genuine payment of `invoice`: same payment hash, and a preimage

@@ -41,7 +41,8 @@ use crate::http::{self, Idempotency, RetryPolicy, snippet};
 use crate::secret::{Secret, SecretSource};
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
-    IssuedInvoice, Msat, NodeInfo, Payment, PaymentBackend, PaymentHash, Preimage, check_payment,
+    IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
+    check_payment,
 };
 
 /// Default time allowed for one HTTP call to LNbits, in seconds.
@@ -766,6 +767,40 @@ impl PaymentBackend for LnbitsBackend {
     async fn balance(&self) -> Result<Msat, BackendError> {
         let key = self.admin_key.as_ref().unwrap_or(&self.read_key);
         Ok(Msat(self.wallet(key).await?.balance))
+    }
+
+    /// `GET /api/v1/payments/<hash>` with the wallet's key: the wallet's outgoing record of
+    /// this hash (a negative amount), by its status.
+    async fn lookup_payment(&self, hash: &PaymentHash) -> Result<OutgoingState, BackendError> {
+        let key = self.admin_key.as_ref().unwrap_or(&self.read_key);
+        let Some(answer) = self.payment_status(hash, key).await? else {
+            return Ok(OutgoingState::Unknown);
+        };
+        let Some(record) = answer.details.as_ref().filter(|d| d.amount < 0) else {
+            return Ok(OutgoingState::Unknown);
+        };
+        if record.payment_hash.parse::<PaymentHash>().ok() != Some(*hash) {
+            return Err(BackendError::InvalidResponse(format!(
+                "asked for payment {hash}, LNbits answered about {}",
+                snippet(record.payment_hash.as_bytes())
+            )));
+        }
+        match record.state() {
+            RecordState::Success => {
+                let preimage =
+                    parse_preimage(answer.preimage.as_deref().or(record.preimage.as_deref()))?;
+                OutgoingState::succeeded(
+                    hash,
+                    preimage,
+                    Msat(record.amount.unsigned_abs()),
+                    Msat(record.fee.unsigned_abs()),
+                )
+            }
+            RecordState::Failed => Ok(OutgoingState::Failed(
+                "LNbits reports the payment as failed".into(),
+            )),
+            RecordState::Pending => Ok(OutgoingState::Pending),
+        }
     }
 }
 

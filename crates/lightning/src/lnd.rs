@@ -42,8 +42,8 @@ use turnpike_l402::bolt11::Invoice;
 use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
-    IssuedInvoice, Msat, NodeInfo, Payment, PaymentBackend, PaymentHash, Preimage, SecretSource,
-    check_payment,
+    IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
+    SecretSource, check_payment,
 };
 
 /// The header carrying the macaroon (hex) on every REST call.
@@ -506,6 +506,112 @@ impl PaymentBackend for LndBackend {
     async fn balance(&self) -> Result<Msat, BackendError> {
         self.channel_balance().await
     }
+
+    /// `TrackPaymentV2` (`GET /v2/router/track/{payment_hash}`, the hash as URL-safe base64):
+    /// only the stream's first update is read, the payment's current state. lnd answers
+    /// `NotFound` ("payment isn't initiated") for a hash it never sent.
+    async fn lookup_payment(&self, hash: &PaymentHash) -> Result<OutgoingState, BackendError> {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::URL_SAFE.encode(hash.0);
+        let mut url = self.url(&format!("v2/router/track/{encoded}"))?;
+        url.query_pairs_mut()
+            .append_pair("no_inflight_updates", "false");
+        let call = async {
+            let mut resp = self
+                .request(Method::GET, url)
+                .send()
+                .await
+                .map_err(|e| http::map_transport_error(&e))?;
+            let status = resp.status();
+            if !status.is_success() {
+                let bytes = read_limited(resp, MAX_PAYMENT_STREAM_BYTES).await?;
+                return Ok(Err((status, bytes)));
+            }
+            let mut buf = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| http::map_transport_error(&e))?
+            {
+                buf.extend_from_slice(&chunk);
+                if buf.len() > MAX_PAYMENT_STREAM_BYTES {
+                    return Err(BackendError::InvalidResponse(
+                        "lnd payment stream: update larger than the limit".into(),
+                    ));
+                }
+                if let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                    buf.truncate(end);
+                    break;
+                }
+            }
+            Ok(Ok(buf))
+        };
+        let answer = http::within(self.timeout, "lnd track payment", call)
+            .await
+            .map_err(|e| self.tls_hint(e))?;
+        let line = match answer {
+            Ok(line) => line,
+            Err((status, body)) => return track_error(status, &body),
+        };
+        let chunk: StreamChunk = serde_json::from_slice(&line).map_err(|e| {
+            BackendError::InvalidResponse(format!(
+                "lnd payment stream: {e}: {}",
+                http::snippet(&line)
+            ))
+        })?;
+        if let Some(error) = chunk.error {
+            return track_rpc_error(StatusCode::OK, error.code, &error.message);
+        }
+        let update = chunk
+            .result
+            .ok_or_else(|| BackendError::InvalidResponse("lnd sent no payment update".into()))?;
+        if !update.payment_hash.is_empty()
+            && parse_hex32(&update.payment_hash, "payment_hash")? != hash.0
+        {
+            return Err(BackendError::InvalidResponse(format!(
+                "lnd answered the look-up of {hash} with another payment"
+            )));
+        }
+        match update.status.as_str() {
+            "SUCCEEDED" => OutgoingState::succeeded(
+                hash,
+                parse_hex32(&update.payment_preimage, "payment_preimage").map(Preimage)?,
+                Msat(update.value_msat),
+                Msat(update.fee_msat),
+            ),
+            "FAILED" => Ok(OutgoingState::Failed(format!(
+                "lnd: payment failed: {}",
+                update.failure_reason
+            ))),
+            "IN_FLIGHT" | "INITIATED" => Ok(OutgoingState::Pending),
+            other => Err(BackendError::InvalidResponse(format!(
+                "lnd reports an unknown payment status {:?}",
+                http::snippet(other.as_bytes())
+            ))),
+        }
+    }
+}
+
+/// A `TrackPaymentV2` error answer: `NotFound` means lnd never sent this payment.
+fn track_error(status: StatusCode, body: &[u8]) -> Result<OutgoingState, BackendError> {
+    let rpc = serde_json::from_slice::<StreamError>(body)
+        .map(|e| e.error)
+        .or_else(|_| serde_json::from_slice::<RpcStatus>(body));
+    match rpc {
+        Ok(rpc) => track_rpc_error(status, rpc.code, &rpc.message),
+        Err(_) => Err(map_error(status, body)),
+    }
+}
+
+fn track_rpc_error(
+    status: StatusCode,
+    code: i64,
+    message: &str,
+) -> Result<OutgoingState, BackendError> {
+    if code == GRPC_NOT_FOUND || message.to_ascii_lowercase().contains("isn't initiated") {
+        return Ok(OutgoingState::Unknown);
+    }
+    Err(map_rpc_error(status, code, message))
 }
 
 #[async_trait]

@@ -74,8 +74,8 @@ use turnpike_l402::bolt11::Invoice;
 use crate::lnd::{check_create_request, check_limits, check_payable, verify_issued};
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
-    IssuedInvoice, Msat, NodeInfo, Payment, PaymentBackend, PaymentHash, Preimage, SecretSource,
-    check_payment,
+    IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
+    SecretSource, check_payment,
 };
 
 /// Default for [`NwcConfig::timeout_secs`].
@@ -953,6 +953,58 @@ impl PaymentBackend for NwcBackend {
     async fn balance(&self) -> Result<Msat, BackendError> {
         self.spendable().await
     }
+
+    /// `lookup_invoice` by `payment_hash`: an `outgoing` transaction of this wallet, by its
+    /// `state` (`settled` with its preimage, `pending`, `failed`); `NOT_FOUND`, or a
+    /// transaction that is not outgoing, is unknown.
+    async fn lookup_payment(&self, hash: &PaymentHash) -> Result<OutgoingState, BackendError> {
+        let params = json!({ "payment_hash": hash.to_hex() });
+        let found: LookupResult = match self.call_as("lookup_invoice", params, self.timeout).await {
+            Ok(found) => found,
+            Err(BackendError::UnknownInvoice) => return Ok(OutgoingState::Unknown),
+            Err(e) => return Err(e),
+        };
+        if let Some(reported) = non_empty(found.payment_hash.clone())
+            && parse_hex32(&reported, "payment_hash")? != hash.0
+        {
+            return Err(BackendError::InvalidResponse(format!(
+                "nwc: the wallet service answered the lookup of {hash} with another payment"
+            )));
+        }
+        if found.kind.as_deref() != Some("outgoing") {
+            return Ok(OutgoingState::Unknown);
+        }
+        let settled = match found.state.as_deref() {
+            Some("settled") => true,
+            Some("pending") => return Ok(OutgoingState::Pending),
+            Some("failed" | "expired") => {
+                return Ok(OutgoingState::Failed(
+                    "nwc: the wallet service reports the payment as failed".into(),
+                ));
+            }
+            Some(other) => {
+                return Err(BackendError::InvalidResponse(format!(
+                    "nwc: unknown payment state {:?}",
+                    clip(other)
+                )));
+            }
+            None => found.settled_at.is_some_and(|t| t > 0),
+        };
+        if !settled {
+            return Ok(OutgoingState::Pending);
+        }
+        let preimage = non_empty(found.preimage).ok_or_else(|| {
+            BackendError::InvalidResponse(format!(
+                "nwc: the wallet service reports payment {hash} settled without a preimage"
+            ))
+        })?;
+        OutgoingState::succeeded(
+            hash,
+            Preimage(parse_hex32(&preimage, "preimage")?),
+            Msat(found.amount.unwrap_or(0)),
+            Msat(found.fees_paid.unwrap_or(0)),
+        )
+    }
 }
 
 #[async_trait]
@@ -1030,6 +1082,8 @@ struct LookupResult {
     expires_at: Option<u64>,
     #[serde(default)]
     settled_at: Option<u64>,
+    #[serde(default)]
+    fees_paid: Option<u64>,
 }
 
 #[derive(Deserialize)]

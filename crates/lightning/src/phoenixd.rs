@@ -38,8 +38,8 @@ use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
 use crate::lnd::{check_create_request, check_limits, check_payable, verify_issued};
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
-    IssuedInvoice, Msat, NodeInfo, Payment, PaymentBackend, PaymentHash, Preimage, Secret,
-    SecretSource, check_payment,
+    IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
+    Secret, SecretSource, check_payment,
 };
 
 /// Default for [`PhoenixdConfig::timeout_secs`].
@@ -427,6 +427,90 @@ impl PaymentBackend for PhoenixdBackend {
     async fn balance(&self) -> Result<Msat, BackendError> {
         self.spendable().await
     }
+
+    /// `GET /payments/outgoingbyhash/{paymentHash}` (`404 Not found` when phoenixd never sent
+    /// it): `isPaid` with the preimage, else failed once `completedAt` is set, else pending.
+    /// `sent` is in satoshis (fees included), `fees` in millisatoshis.
+    async fn lookup_payment(&self, hash: &PaymentHash) -> Result<OutgoingState, BackendError> {
+        let path = format!("payments/outgoingbyhash/{}", hash.to_hex());
+        let found: OneOrMany<OutgoingPayment> = match self
+            .call(
+                "lookup payment",
+                &path,
+                None,
+                Idempotency::Idempotent,
+                Some(BackendError::UnknownInvoice),
+            )
+            .await
+        {
+            Ok(found) => found,
+            Err(BackendError::UnknownInvoice) => return Ok(OutgoingState::Unknown),
+            Err(e) => return Err(e),
+        };
+        let payments = match found {
+            OneOrMany::One(p) => vec![p],
+            OneOrMany::Many(ps) => ps,
+        };
+        let mut pending = false;
+        let mut failed = false;
+        for p in payments {
+            if parse_hex32(&p.payment_hash, "paymentHash")? != hash.0 {
+                return Err(BackendError::InvalidResponse(format!(
+                    "phoenixd answered the look-up of {hash} with another payment"
+                )));
+            }
+            if p.is_paid {
+                let preimage = p.preimage.as_deref().ok_or_else(|| {
+                    BackendError::InvalidResponse(
+                        "phoenixd reports a paid payment without a preimage".into(),
+                    )
+                })?;
+                let fee = Msat(p.fees);
+                let sent = sats_to_msat(p.sent, "sent")?;
+                return OutgoingState::succeeded(
+                    hash,
+                    parse_hex32(preimage, "preimage").map(Preimage)?,
+                    Msat(sent.0.saturating_sub(fee.0)),
+                    fee,
+                );
+            }
+            if p.completed_at.is_some_and(|t| t > 0) {
+                failed = true;
+            } else {
+                pending = true;
+            }
+        }
+        Ok(if pending {
+            OutgoingState::Pending
+        } else if failed {
+            OutgoingState::Failed("phoenixd reports the payment as failed".into())
+        } else {
+            OutgoingState::Unknown
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OutgoingPayment {
+    payment_hash: String,
+    #[serde(default)]
+    preimage: Option<String>,
+    #[serde(default)]
+    is_paid: bool,
+    #[serde(default)]
+    sent: u64,
+    #[serde(default)]
+    fees: u64,
+    #[serde(default)]
+    completed_at: Option<u64>,
 }
 
 #[async_trait]

@@ -366,3 +366,54 @@ async fn plain_http_clnrest_works_too() {
             .is_settled()
     );
 }
+
+#[tokio::test]
+async fn payments_are_looked_up_by_hash() {
+    use turnpike_lightning::OutgoingState;
+    let s = Setup::new().await;
+    let cln = s.backend();
+
+    let bolt11 = s.fake.remote_invoice(7_000);
+    let paid = cln.pay_invoice(&bolt11, Msat(2_000)).await.unwrap();
+    match cln.lookup_payment(&paid.payment_hash).await.unwrap() {
+        OutgoingState::Succeeded(p) => {
+            assert_eq!(p, paid);
+            assert_eq!(p.fee, Msat(ROUTE_FEE_MSAT));
+        }
+        other => panic!("not succeeded: {other:?}"),
+    }
+
+    // Rejected by the destination: listed as failed.
+    let stranger = contract_fakes::Node::new().invoice(
+        Currency::Regtest,
+        5_000,
+        "?",
+        &Preimage::random().payment_hash(),
+        now(),
+        600,
+    );
+    assert!(cln.pay_invoice(&stranger, Msat(2_000)).await.is_err());
+    let hash = Invoice::parse(&stranger).unwrap().payment_hash();
+    assert!(matches!(
+        cln.lookup_payment(&hash).await.unwrap(),
+        OutgoingState::Failed(_)
+    ));
+
+    let held = s.fake.hold_pending(&s.fake.remote_invoice(3_000));
+    assert_eq!(
+        cln.lookup_payment(&held).await.unwrap(),
+        OutgoingState::Pending
+    );
+    assert_eq!(
+        cln.lookup_payment(&Preimage::random().payment_hash())
+            .await
+            .unwrap(),
+        OutgoingState::Unknown
+    );
+
+    s.fake.set_fault(Fault::WrongPreimage);
+    assert!(matches!(
+        cln.lookup_payment(&paid.payment_hash).await,
+        Err(BackendError::InvalidResponse(_))
+    ));
+}

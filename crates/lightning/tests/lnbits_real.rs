@@ -505,3 +505,44 @@ async fn diagnose_reports_the_wallet() {
         assert_eq!(info.node_id, None);
     }
 }
+
+#[tokio::test]
+async fn outgoing_payments_are_looked_up_by_hash() {
+    use turnpike_lightning::OutgoingState;
+    let Some(lnbits) = lnbits("outgoing_payments_are_looked_up_by_hash") else {
+        return;
+    };
+    let provider = lnbits.wallet("provider").await;
+    let payer = lnbits.wallet("payer").await;
+    lnbits.credit(&payer, 50).await;
+    let gateway = lnbits.payee(&provider);
+    let wallet = lnbits.payer(&payer);
+
+    let issued = gateway
+        .create_invoice(request(7, "lookup", 600))
+        .await
+        .unwrap();
+    // Not paid yet: the payer's wallet has no outgoing payment of this hash.
+    assert_eq!(
+        wallet.lookup_payment(&issued.payment_hash).await.unwrap(),
+        OutgoingState::Unknown
+    );
+    let paid = wallet.pay_invoice(&issued.bolt11, Msat(0)).await.unwrap();
+    match wallet.lookup_payment(&issued.payment_hash).await.unwrap() {
+        OutgoingState::Succeeded(p) => {
+            assert_eq!(p.preimage, paid.preimage);
+            assert_eq!(p.amount, Msat(7_000));
+            assert_eq!(p.fee, paid.fee);
+        }
+        other => panic!("not succeeded: {other:?}"),
+    }
+    // The payee's wallet received it: not an outgoing payment of that wallet.
+    assert_eq!(
+        gateway.lookup_payment(&issued.payment_hash).await.unwrap(),
+        OutgoingState::Unknown
+    );
+    assert_eq!(
+        wallet.lookup_payment(&PaymentHash([9; 32])).await.unwrap(),
+        OutgoingState::Unknown
+    );
+}

@@ -467,3 +467,52 @@ fn the_config_reads_from_toml_like_input() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn payments_are_looked_up_by_hash() {
+    use turnpike_lightning::OutgoingState;
+    let s = Setup::new().await;
+    let lnd = s.backend();
+
+    // Succeeded: the preimage (checked), the amount and the fee.
+    let bolt11 = s.fake.remote_invoice(7_000);
+    let paid = lnd.pay_invoice(&bolt11, Msat(2_000)).await.unwrap();
+    match lnd.lookup_payment(&paid.payment_hash).await.unwrap() {
+        OutgoingState::Succeeded(p) => assert_eq!(p, paid),
+        other => panic!("not succeeded: {other:?}"),
+    }
+    assert_eq!(paid.fee, Msat(ROUTE_FEE_MSAT));
+
+    // Failed: lnd keeps the failed payment with its reason.
+    let no_route = s.fake.remote_invoice(5_000);
+    let hash = Invoice::parse(&no_route).unwrap().payment_hash();
+    assert!(lnd.pay_invoice(&no_route, Msat(0)).await.is_err());
+    assert!(
+        matches!(lnd.lookup_payment(&hash).await.unwrap(), OutgoingState::Failed(m) if m.contains("NO_ROUTE"))
+    );
+
+    // In flight: the stream stays open; only its first update is read, well within the timeout.
+    let held = s.fake.remote_invoice(5_000);
+    let hash = s.fake.hold_in_flight(&held);
+    let started = Instant::now();
+    assert_eq!(
+        lnd.lookup_payment(&hash).await.unwrap(),
+        OutgoingState::Pending
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Never sent.
+    assert_eq!(
+        lnd.lookup_payment(&Preimage::random().payment_hash())
+            .await
+            .unwrap(),
+        OutgoingState::Unknown
+    );
+
+    // A preimage that does not hash to the payment hash is refused.
+    s.fake.set_fault(Fault::WrongPreimage);
+    assert!(matches!(
+        lnd.lookup_payment(&paid.payment_hash).await,
+        Err(BackendError::InvalidResponse(_))
+    ));
+}

@@ -98,12 +98,17 @@ struct NetInvoice {
     settled_at: Option<u64>,
 }
 
+/// An outgoing payment: `(state, amount msat, preimage)`.
+type Sent = (&'static str, u64, Option<[u8; 32]>);
+
 /// The fake Lightning network the test wallets share: invoices by payment hash, balances by
 /// wallet.
 #[derive(Default)]
 struct Network {
     invoices: Mutex<HashMap<[u8; 32], NetInvoice>>,
     balances: Mutex<HashMap<usize, u64>>,
+    /// Outgoing payments by (payer wallet, payment hash): `(state, amount msat, preimage)`.
+    outgoing: Mutex<HashMap<(usize, [u8; 32]), Sent>>,
 }
 
 impl Network {
@@ -348,6 +353,17 @@ impl Wallet {
             }
             "lookup_invoice" => {
                 let hash = params["payment_hash"].as_str().unwrap_or("");
+                let sent = hex_32(hash)
+                    .and_then(|h| lock(&self.network.outgoing).get(&(self.id, h)).copied());
+                if let Some((state, amount, preimage)) = sent {
+                    let preimage =
+                        preimage.map(|p| if knobs.wrong_preimage { [7u8; 32] } else { p });
+                    return Ok(json!({
+                        "type": "outgoing", "state": state, "payment_hash": hash,
+                        "preimage": preimage.map(hex::encode), "amount": amount, "fees_paid": 0,
+                        "created_at": now(), "settled_at": preimage.map(|_| now()),
+                    }));
+                }
                 let invoices = lock(&self.network.invoices);
                 let found = hex_32(hash)
                     .and_then(|h| invoices.get(&h).map(|i| (h, i)))
@@ -378,9 +394,10 @@ impl Wallet {
                 let hash = invoice.payment_hash().to_byte_array();
                 let amount = invoice.amount_milli_satoshis().unwrap_or(0);
                 let mut invoices = lock(&self.network.invoices);
-                let inv = invoices
-                    .get_mut(&hash)
-                    .ok_or(("PAYMENT_FAILED", "no route to the payee".to_owned()))?;
+                let Some(inv) = invoices.get_mut(&hash) else {
+                    lock(&self.network.outgoing).insert((self.id, hash), ("failed", amount, None));
+                    return Err(("PAYMENT_FAILED", "no route to the payee".to_owned()));
+                };
                 if inv.settled_at.is_some() {
                     return Err(("PAYMENT_FAILED", "invoice has already been paid".into()));
                 }
@@ -392,6 +409,8 @@ impl Wallet {
                 balances.insert(self.id, mine - amount);
                 *balances.entry(inv.payee).or_insert(0) += amount;
                 inv.settled_at = Some(now());
+                lock(&self.network.outgoing)
+                    .insert((self.id, hash), ("settled", amount, Some(inv.preimage)));
                 let preimage = if knobs.wrong_preimage {
                     [7u8; 32]
                 } else {
@@ -445,6 +464,55 @@ fn invoice_req(msat: u64, memo: &str) -> CreateInvoice {
 }
 
 const CALL: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_payments_are_looked_up_by_hash() {
+    use turnpike_lightning::OutgoingState;
+    let (_relay, url, _recorder) = relay().await;
+    let network = Arc::new(Network::default());
+    let payee = Wallet::start(&url, network.clone(), 1, Knobs::default()).await;
+    let payer = Wallet::start(&url, network.clone(), 2, Knobs::default()).await;
+    network.set_balance(2, 100_000);
+    let gateway = payee.backend(&url, CALL);
+    let client = payer.backend(&url, CALL);
+
+    let issued = gateway
+        .create_invoice(invoice_req(21_000, "lookup"))
+        .await
+        .unwrap();
+    // Not paid yet: the payer's wallet has no outgoing payment of it.
+    assert_eq!(
+        client.lookup_payment(&issued.payment_hash).await.unwrap(),
+        OutgoingState::Unknown
+    );
+    let paid = client.pay_invoice(&issued.bolt11, Msat(0)).await.unwrap();
+    assert_eq!(
+        client.lookup_payment(&issued.payment_hash).await.unwrap(),
+        OutgoingState::Succeeded(paid)
+    );
+    // The payee's wallet sees an incoming payment, not one it sent.
+    assert_eq!(
+        gateway.lookup_payment(&issued.payment_hash).await.unwrap(),
+        OutgoingState::Unknown
+    );
+
+    // A payment that found no route is failed.
+    let stranger = payee.sign_invoice(rand::random(), 5_000, "nobody", 600);
+    assert!(client.pay_invoice(&stranger, Msat(0)).await.is_err());
+    let hash = turnpike_l402::bolt11::Invoice::parse(&stranger)
+        .unwrap()
+        .payment_hash();
+    assert!(matches!(
+        client.lookup_payment(&hash).await.unwrap(),
+        OutgoingState::Failed(_)
+    ));
+
+    payer.set(|k| k.wrong_preimage = true);
+    assert!(matches!(
+        client.lookup_payment(&issued.payment_hash).await,
+        Err(BackendError::InvalidResponse(_))
+    ));
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoice_lifecycle_and_payment_across_two_wallets() {

@@ -340,3 +340,55 @@ async fn a_closed_port_is_unreachable() {
         Err(BackendError::Unreachable(_))
     ));
 }
+
+#[tokio::test]
+async fn payments_are_looked_up_by_hash() {
+    use turnpike_lightning::OutgoingState;
+    let (fake, phoenixd) = setup().await;
+
+    let bolt11 = fake.remote_invoice(7_000);
+    let paid = phoenixd.pay_invoice(&bolt11, Msat(10_000)).await.unwrap();
+    match phoenixd.lookup_payment(&paid.payment_hash).await.unwrap() {
+        OutgoingState::Succeeded(p) => {
+            assert_eq!(p, paid);
+            assert_eq!(p.fee, Msat(ROUTE_FEE_SAT * 1000));
+        }
+        other => panic!("not succeeded: {other:?}"),
+    }
+
+    let stranger = contract_fakes::Node::new().invoice(
+        Currency::BitcoinTestnet,
+        5_000,
+        "?",
+        &Preimage::random().payment_hash(),
+        now(),
+        600,
+    );
+    assert!(phoenixd.pay_invoice(&stranger, Msat(10_000)).await.is_err());
+    let hash = turnpike_l402::bolt11::Invoice::parse(&stranger)
+        .unwrap()
+        .payment_hash();
+    assert!(matches!(
+        phoenixd.lookup_payment(&hash).await.unwrap(),
+        OutgoingState::Failed(_)
+    ));
+
+    let held = fake.hold_pending(&fake.remote_invoice(3_000));
+    assert_eq!(
+        phoenixd.lookup_payment(&held).await.unwrap(),
+        OutgoingState::Pending
+    );
+    assert_eq!(
+        phoenixd
+            .lookup_payment(&Preimage::random().payment_hash())
+            .await
+            .unwrap(),
+        OutgoingState::Unknown
+    );
+
+    fake.set_fault(Fault::WrongPreimage);
+    assert!(matches!(
+        phoenixd.lookup_payment(&paid.payment_hash).await,
+        Err(BackendError::InvalidResponse(_))
+    ));
+}

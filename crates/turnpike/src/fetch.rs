@@ -7,10 +7,20 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use http::Method;
-use turnpike_client::{Event, FetchRequest, L402Client};
+use turnpike_client::ledger::Ledger;
+use turnpike_client::spend::{Accounting, Quote};
+use turnpike_client::{ClientError, Event, FetchRequest, L402Client, Quoted};
 use turnpike_l402::Sats;
 use turnpike_lightning::PaymentBackend;
+use turnpike_lightning::config::BackendConfig;
 use turnpike_lightning::dev_wallet::DevPayWallet;
+
+/// Exit code when a payment was refused (budget, approval, per-call limit).
+const EXIT_REFUSED: u8 = 1;
+
+/// TEST ONLY: when set to a file path, `turnpike fetch` writes that file right after a payment
+/// succeeded and before it records it, then waits, so a test can kill the process there.
+pub const TEST_HOLD_AFTER_PAYMENT: &str = "TURNPIKE_TEST_HOLD_AFTER_PAYMENT";
 
 /// Exit code for an HTTP error status (as curl's `--fail`).
 const EXIT_HTTP_ERROR: u8 = 22;
@@ -40,22 +50,65 @@ pub struct FetchArgs {
     /// Print the handshake (challenge, payment, retry) to standard error.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Neither reuse nor keep tokens (payments are still budgeted and recorded).
+    #[arg(long)]
+    no_cache: bool,
+    /// Show what would be paid, and whether the budget allows it; pay nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print one JSON object: status, headers, body, payment.
+    #[arg(long)]
+    json: bool,
     /// The URL to fetch.
     url: String,
 }
 
-fn wallet_named(
+/// The paying backend and the accounting of wallet `name`.
+pub async fn wallet_named(
     name: &str,
     url: &reqwest::Url,
     file: Option<&std::path::Path>,
-) -> anyhow::Result<Arc<dyn PaymentBackend>> {
-    if name == "dev" {
-        return Ok(Arc::new(
-            DevPayWallet::for_origin(url).context("building the dev wallet")?,
-        ));
+) -> anyhow::Result<(Arc<dyn PaymentBackend>, Accounting)> {
+    let entry = crate::wallets::wallet_entry(name, file)?;
+    let backend: Arc<dyn PaymentBackend> = match entry.backend {
+        BackendConfig::Dev(_) => {
+            Arc::new(DevPayWallet::for_origin(url).context("building the dev wallet")?)
+        }
+        _ => crate::wallets::connect_entry(name, &entry)?,
+    };
+    let ledger = Ledger::open_default()
+        .await
+        .context("opening the ledger (set TURNPIKE_DATA_DIR to choose where)")?;
+    let max_fee = Sats(entry.max_fee_sats())
+        .to_msat()
+        .context("max_fee_sats is too large")?;
+    let accounting = Accounting::new(ledger, name, entry.budget, max_fee);
+    Ok((backend, accounting))
+}
+
+/// Asks on the terminal whether a payment above `approve_above` may go ahead; refuses when
+/// standard input is not a terminal.
+fn ask_on_terminal(quote: &Quote) -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "turnpike: paying {} sats for {} needs approval, and there is no terminal to ask",
+            quote.reserve_msat.div_ceil(1000),
+            quote.url
+        );
+        return false;
     }
-    let backend = crate::wallets::connect(name, file)?;
-    Ok(backend)
+    eprint!(
+        "Pay up to {} sats ({} sats + fee reserve) for {}? [y/N] ",
+        quote.reserve_msat.div_ceil(1000),
+        quote.amount_msat.div_ceil(1000),
+        quote.url
+    );
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
 }
 
 /// A wallet that refuses to pay: used when no `--wallet` is given.
@@ -79,6 +132,13 @@ impl PaymentBackend for NoWallet {
         Err(turnpike_lightning::BackendError::Unsupported(
             "no wallet configured",
         ))
+    }
+    async fn lookup_payment(
+        &self,
+        _hash: &turnpike_l402::PaymentHash,
+    ) -> Result<turnpike_lightning::OutgoingState, turnpike_lightning::BackendError> {
+        // This wallet never pays, so it never sent anything.
+        Ok(turnpike_lightning::OutgoingState::Unknown)
     }
 }
 
@@ -112,11 +172,24 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     };
     let headers = turnpike_client::parse_header_lines(args.headers.iter().map(String::as_str))
         .map_err(anyhow::Error::msg)?;
-    let wallet: Arc<dyn PaymentBackend> = match &args.wallet {
-        Some(name) => wallet_named(name, &url, args.wallet_config.as_deref())?,
-        None => Arc::new(NoWallet),
+    let mut client = match &args.wallet {
+        Some(name) => {
+            let (wallet, mut accounting) =
+                wallet_named(name, &url, args.wallet_config.as_deref()).await?;
+            accounting.cache = !args.no_cache;
+            accounting.approver = Some(Arc::new(ask_on_terminal));
+            if let Some(marker) = std::env::var_os(TEST_HOLD_AFTER_PAYMENT) {
+                accounting.after_payment = Some(Arc::new(move || {
+                    let _ = std::fs::write(&marker, b"paid");
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(60));
+                    }
+                }));
+            }
+            L402Client::new(wallet, Sats(args.max_sats))?.with_accounting(accounting)
+        }
+        None => L402Client::new(Arc::new(NoWallet), Sats(args.max_sats))?,
     };
-    let mut client = L402Client::new(wallet, Sats(args.max_sats))?;
     if args.verbose {
         client = client.on_event(|event| match event {
             Event::Challenged { invoice, macaroon } => {
@@ -149,14 +222,22 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     if args.verbose {
         eprintln!("> {method} {url}");
     }
-    let fetched = client
-        .fetch(FetchRequest {
-            method,
-            url,
-            headers,
-            body,
-        })
-        .await?;
+    let request = FetchRequest {
+        method,
+        url,
+        headers,
+        body,
+    };
+    if args.dry_run {
+        return dry_run(&client, request, args.json).await;
+    }
+    let fetched = match client.fetch(request).await {
+        Ok(f) => f,
+        Err(e) => return refused_or_failed(e, args.json),
+    };
+    if args.json {
+        return print_json(fetched).await;
+    }
     let mut response = fetched.response;
     let status = response.status();
     if args.verbose {
@@ -186,6 +267,124 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     }
     if status.is_client_error() || status.is_server_error() {
         eprintln!("turnpike: HTTP {status}");
+        return Ok(ExitCode::from(EXIT_HTTP_ERROR));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a refusal (exit 3) or returns other errors.
+fn refused_or_failed(e: ClientError, json: bool) -> anyhow::Result<ExitCode> {
+    let refused = matches!(
+        e,
+        ClientError::OverBudget(_) | ClientError::NotApproved(_) | ClientError::OverLimit { .. }
+    );
+    if !refused {
+        return Err(e.into());
+    }
+    if json {
+        let detail = match &e {
+            ClientError::OverBudget(r) => serde_json::to_value(r).unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
+        println!(
+            "{}",
+            serde_json::json!({ "error": e.to_string(), "refusal": detail, "paid": false })
+        );
+    }
+    eprintln!("turnpike: {e}");
+    Ok(ExitCode::from(EXIT_REFUSED))
+}
+
+async fn dry_run(client: &L402Client, req: FetchRequest, json: bool) -> anyhow::Result<ExitCode> {
+    let quoted = match client.quote(req).await {
+        Ok(q) => q,
+        Err(e) => return refused_or_failed(e, json),
+    };
+    match quoted {
+        Quoted::Free(resp) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "status": resp.status().as_u16(), "payment_required": false })
+                );
+            } else {
+                eprintln!("turnpike: no payment asked (HTTP {})", resp.status());
+            }
+        }
+        Quoted::Priced(q) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "payment_required": true, "quote": q })
+                );
+            } else {
+                println!(
+                    "would pay {} sats (up to {} with the fee reserve) for {}{}; payment hash {}",
+                    q.amount_msat.div_ceil(1000),
+                    q.reserve_msat.div_ceil(1000),
+                    q.url,
+                    q.service
+                        .as_deref()
+                        .map(|s| format!(" (service {s})"))
+                        .unwrap_or_default(),
+                    q.payment_hash
+                );
+                match &q.refusal {
+                    Some(r) => println!("the budget would refuse it: {r}"),
+                    None if q.needs_approval => println!("it would need approval (approve_above)"),
+                    None => println!("the budget allows it; nothing was paid (--dry-run)"),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn print_json(fetched: turnpike_client::Fetched) -> anyhow::Result<ExitCode> {
+    use base64::Engine as _;
+    let response = fetched.response;
+    let status = response.status();
+    let headers: serde_json::Map<String, serde_json::Value> = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                serde_json::Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    let bytes = response
+        .bytes()
+        .await
+        .context("reading the response body")?;
+    let (body, encoding) = match std::str::from_utf8(&bytes) {
+        Ok(text) => (text.to_owned(), "text"),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(&bytes),
+            "base64",
+        ),
+    };
+    let payment = fetched.receipt.map(|r| {
+        serde_json::json!({
+            "amount_sats": r.amount.to_sats_ceil().0,
+            "amount_msat": r.amount.0,
+            "fee_msat": r.fee.0,
+            "payment_hash": r.payment_hash.to_hex(),
+        })
+    });
+    println!(
+        "{}",
+        serde_json::json!({
+            "status": status.as_u16(),
+            "headers": headers,
+            "body": body,
+            "body_encoding": encoding,
+            "payment": payment,
+            "reused_token": fetched.reused_token,
+        })
+    );
+    if status.is_client_error() || status.is_server_error() {
         return Ok(ExitCode::from(EXIT_HTTP_ERROR));
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 mod backend_check;
 mod demo;
 mod fetch;
+mod ledger_cmd;
 mod wallets;
 
 use std::net::SocketAddr;
@@ -34,6 +35,31 @@ enum Command {
         #[command(subcommand)]
         command: BackendCommand,
     },
+    /// What the ledger recorded: totals per origin and per day, and the budget left.
+    Spend {
+        /// Only this wallet's payments (and its budget left).
+        #[arg(long)]
+        wallet: Option<String>,
+        /// Only payments since this date (YYYY-MM-DD, UTC) or unix time.
+        #[arg(long)]
+        since: Option<String>,
+        /// One JSON object: total_sats, by_origin, by_day, payments, budget_left.
+        #[arg(long)]
+        json: bool,
+        /// The wallet file (default: $TURNPIKE_WALLETS, else ~/.config/turnpike/wallets.toml).
+        #[arg(long)]
+        wallet_config: Option<PathBuf>,
+    },
+    /// Tokens kept for reuse.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Wallets of the wallet file.
+    Wallet {
+        #[command(subcommand)]
+        command: WalletCommand,
+    },
     /// Run a demo: the gateway with the dev Lightning backend in front of a built-in API.
     Demo {
         /// Address for the demo gateway.
@@ -42,6 +68,39 @@ enum Command {
         /// Data directory (default: turnpike-demo in the system's temporary directory).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// List the stored tokens.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove stored tokens by id (or all).
+    Rm {
+        /// Token ids, from `turnpike tokens list`.
+        ids: Vec<i64>,
+        /// Remove every stored token.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalletCommand {
+    /// A wallet's balance (every wallet of the file without NAME) and its budget left.
+    Balance {
+        /// The wallet.
+        name: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        /// The wallet file (default: $TURNPIKE_WALLETS, else ~/.config/turnpike/wallets.toml).
+        #[arg(long)]
+        wallet_config: Option<PathBuf>,
     },
 }
 
@@ -175,6 +234,39 @@ fn main() -> std::process::ExitCode {
             } => {
                 init_logging("warn");
                 backend_check::run(&config, wallet.as_deref(), wallet_config.as_deref()).await
+            }
+            Command::Spend {
+                wallet,
+                since,
+                json,
+                wallet_config,
+            } => {
+                init_logging("warn");
+                ledger_cmd::spend(
+                    wallet.as_deref(),
+                    since.as_deref(),
+                    json,
+                    wallet_config.as_deref(),
+                )
+                .await
+            }
+            Command::Tokens { command } => {
+                init_logging("warn");
+                match command {
+                    TokensCommand::List { json } => ledger_cmd::tokens_list(json).await,
+                    TokensCommand::Rm { ids, all } => ledger_cmd::tokens_rm(&ids, all).await,
+                }
+            }
+            Command::Wallet {
+                command:
+                    WalletCommand::Balance {
+                        name,
+                        json,
+                        wallet_config,
+                    },
+            } => {
+                init_logging("warn");
+                ledger_cmd::balance(name.as_deref(), json, wallet_config.as_deref()).await
             }
             Command::Fetch(args) => {
                 init_logging(if args.verbose { "warn" } else { "error" });

@@ -2,8 +2,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{Running, wait_healthy};
 
 const BIN: &str = env!("CARGO_BIN_EXE_turnpike");
 
@@ -12,37 +16,13 @@ fn free_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// Kills the child on drop, so a failing test leaves no process behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_healthy(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            use std::io::{Read, Write};
-            let _ = s.write_all(
-                b"GET /_turnpike/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            );
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("gateway at {addr} did not become healthy");
-}
-
 fn fetch(args: &[&str]) -> Output {
-    Command::new(BIN).arg("fetch").args(args).output().unwrap()
+    Command::new(BIN)
+        .arg("fetch")
+        .args(args)
+        .env("TURNPIKE_DATA_DIR", test_data_dir())
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -308,4 +288,9 @@ fn the_demo_prints_commands_that_work() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).matches("event: tick").count(), 5);
+}
+
+/// The ledger directory of this test process (never the user's own).
+fn test_data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("turnpike-test-ledger-{}", std::process::id()))
 }

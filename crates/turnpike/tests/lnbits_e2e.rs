@@ -173,7 +173,9 @@ async fn upstream() -> (SocketAddr, Arc<AtomicU64>) {
 
 fn fetch(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.arg("fetch").args(args);
+    cmd.arg("fetch")
+        .args(args)
+        .env("TURNPIKE_DATA_DIR", test_data_dir());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -184,6 +186,27 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `turnpike serve` ("gw") invoicing through `provider`'s LNbits wallet.
+fn provider_gateway(
+    node: &Node,
+    dir: &std::path::Path,
+    upstream: SocketAddr,
+    provider: &Keys,
+) -> Gateway {
+    let backend = format!(
+        "kind = \"lnbits\"\nurl = \"{}\"\ninvoice_key = {{ env = \"PROVIDER_INVOICE_KEY\" }}",
+        node.url
+    );
+    serve(
+        dir,
+        "gw",
+        "",
+        &backend,
+        upstream,
+        &[("PROVIDER_INVOICE_KEY", &provider.invoice)],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paid_through_lnbits_with_real_balances() {
     let Some(node) = node() else { return };
@@ -192,18 +215,7 @@ async fn paid_through_lnbits_with_real_balances() {
     let broke = node.wallet("broke", 5).await;
     let (up, served) = upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let backend = format!(
-        "kind = \"lnbits\"\nurl = \"{}\"\ninvoice_key = {{ env = \"PROVIDER_INVOICE_KEY\" }}",
-        node.url
-    );
-    let gw = serve(
-        dir.path(),
-        "gw",
-        "",
-        &backend,
-        up,
-        &[("PROVIDER_INVOICE_KEY", &provider.invoice)],
-    );
+    let gw = provider_gateway(&node, dir.path(), up, &provider);
     let wallets = dir.path().join("wallets.toml");
     std::fs::write(
         &wallets,
@@ -413,4 +425,90 @@ async fn a_down_backend_gives_503_while_paid_credentials_keep_working() {
     assert_eq!(resp.status(), 200);
     assert_eq!(served.load(Ordering::SeqCst), 1);
     assert_eq!(node.http.get(&url).send().await.unwrap().status(), 503);
+}
+
+/// The ledger directory of this test process (never the user's own).
+fn test_data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("turnpike-test-ledger-{}", std::process::id()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lnbits_balances_move_by_exactly_what_the_ledger_says() {
+    let Some(node) = node() else { return };
+    let provider = node.wallet("provider", 0).await;
+    let payer = node.wallet("payer", 100).await;
+    let (up, served) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = provider_gateway(&node, dir.path(), up, &provider);
+    // 21 sats a call plus a 10-sat fee reserve, settled at the real fee (none between wallets of
+    // one LNbits): a 60-sat day allows two calls (21 + 31, then 42 + 31 is over).
+    let wallets = dir.path().join("wallets.toml");
+    std::fs::write(
+        &wallets,
+        format!(
+            "[wallets.payer]\nkind = \"lnbits\"\nurl = \"{}\"\n\
+             admin_key = {{ env = \"PAYER_ADMIN_KEY\" }}\nmax_fee_sats = 10\n\
+             [wallets.payer.budget]\nper_period = {{ sats = 60, per = \"day\" }}\n",
+            node.url
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("ledger");
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("TURNPIKE_DATA_DIR", &data)
+            .env("TURNPIKE_WALLETS", &wallets)
+            .env("PAYER_ADMIN_KEY", &payer.admin)
+            .stdin(std::process::Stdio::null());
+        cmd.output().unwrap()
+    };
+    let url = format!("http://{}/quote", gw.1);
+    for _ in 0..2 {
+        let out = run(&["fetch", "--wallet", "payer", &url]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = run(&["fetch", "--wallet", "payer", &url]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("per_period"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let spend = run(&["spend", "--wallet", "payer", "--json"]);
+    let spend: Value = serde_json::from_slice(&spend.stdout).unwrap();
+    let charged: u64 = spend["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["amount_msat"].as_u64().unwrap() + p["fee_msat"].as_u64().unwrap())
+        .sum();
+    let received: u64 = spend["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["amount_msat"].as_u64().unwrap())
+        .sum();
+    assert_eq!(spend["payments"].as_array().unwrap().len(), 2);
+    assert!(
+        spend["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "paid" && p["http_status"] == 200)
+    );
+    assert_eq!(
+        balance(&node, &payer).await,
+        Msat(100_000 - charged),
+        "the payer's balance moved by exactly what the ledger says"
+    );
+    assert_eq!(balance(&node, &provider).await, Msat(received));
+    assert_eq!(received, 42_000);
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+
+    let out = run(&["wallet", "balance", "payer", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let b: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b[0]["balance_msat"], 100_000 - charged);
 }

@@ -18,6 +18,11 @@
 //!   (a test "pays" with [`ClnFake::settle`]) or `expired`.
 //! - `pay` of an invoice this node already paid does not pay again: it answers the earlier
 //!   successful result (`plugins/pay.c`, `payment_listsendpays_previous`).
+//! - `listpays` (`lightning-listpays(7)`) filtered by `payment_hash`: `{"pays": [...]}`, one
+//!   entry per payment with `status` `pending`, `failed` or `complete` (`preimage`,
+//!   `amount_msat`, `amount_sent_msat` when complete). A payment the destination rejected
+//!   (203) is listed as failed; one refused before any HTLC left (expired, funds, fee budget)
+//!   is not listed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -75,6 +80,8 @@ struct Ledger {
     invoices: HashMap<PaymentHash, FakeInvoice>,
     labels: HashMap<String, PaymentHash>,
     payments: HashMap<PaymentHash, OutPayment>,
+    /// Payments that did not complete: `(bolt11, amount_msat, status)`.
+    unfinished: HashMap<PaymentHash, (String, u64, &'static str)>,
     balance_msat: u64,
     next_index: u64,
     pays: usize,
@@ -210,6 +217,17 @@ impl ClnFake {
     pub fn node_id(&self) -> String {
         self.cln.node.id_hex()
     }
+
+    /// Records a payment of `bolt11` as sent and still `pending`.
+    pub fn hold_pending(&self, bolt11: &str) -> PaymentHash {
+        let invoice = Invoice::parse(bolt11).expect("a valid invoice");
+        let hash = invoice.payment_hash();
+        let amount = invoice.amount().map_or(0, |a| a.0);
+        lock(&self.cln.ledger)
+            .unfinished
+            .insert(hash, (bolt11.to_owned(), amount, "pending"));
+        hash
+    }
 }
 
 fn new_cln() -> Arc<Cln> {
@@ -313,6 +331,7 @@ async fn call_rpc_method(
         "invoice" => invoice(&cln, &params, fault),
         "listinvoices" => listinvoices(&cln, &params, fault),
         "pay" => pay(&cln, &params, fault),
+        "listpays" => listpays(&cln, &params, fault),
         "listfunds" => listfunds(&cln, fault),
         "getinfo" => getinfo(&cln, fault),
         other => rpc_error(
@@ -498,6 +517,9 @@ fn pay(cln: &Cln, params: &serde_json::Map<String, Value>, fault: Fault) -> Resp
         );
     }
     let Some(preimage) = cln.remote.preimage(&hash) else {
+        ledger
+            .unfinished
+            .insert(hash, (bolt11.to_owned(), amount, "failed"));
         return failed(
             203,
             "failed: WIRE_INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS (reply from remote)",
@@ -520,6 +542,52 @@ fn pay(cln: &Cln, params: &serde_json::Map<String, Value>, fault: Fault) -> Resp
         _ => {}
     }
     ok(result, fault)
+}
+
+fn listpays(cln: &Cln, params: &serde_json::Map<String, Value>, fault: Fault) -> Response {
+    let wanted = match params.get("payment_hash").and_then(Value::as_str) {
+        Some(text) => match text.parse::<PaymentHash>() {
+            Ok(h) => Some(h),
+            Err(_) => return failed(-32602, "payment_hash: should be a 32 byte hex value"),
+        },
+        None => None,
+    };
+    let ledger = lock(&cln.ledger);
+    let mut pays = Vec::new();
+    for (hash, p) in &ledger.payments {
+        if wanted.is_some_and(|w| w != *hash) {
+            continue;
+        }
+        let preimage = if fault == Fault::WrongPreimage {
+            Preimage::random()
+        } else {
+            p.preimage
+        };
+        pays.push(json!({
+            "payment_hash": hash.to_hex(),
+            "status": "complete",
+            "destination": p.destination,
+            "created_at": p.created_at as u64,
+            "completed_at": p.created_at as u64,
+            "number_of_parts": 1,
+            "preimage": preimage.to_hex(),
+            "amount_msat": p.amount_msat,
+            "amount_sent_msat": p.amount_sent_msat,
+        }));
+    }
+    for (hash, (bolt11, amount, status)) in &ledger.unfinished {
+        if wanted.is_some_and(|w| w != *hash) {
+            continue;
+        }
+        pays.push(json!({
+            "payment_hash": hash.to_hex(),
+            "status": status,
+            "bolt11": bolt11,
+            "created_at": now(),
+            "amount_msat": amount,
+        }));
+    }
+    ok(json!({ "pays": pays }), fault)
 }
 
 fn listfunds(cln: &Cln, fault: Fault) -> Response {

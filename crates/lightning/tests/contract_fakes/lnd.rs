@@ -19,7 +19,12 @@
 //!   6, "message": "invoice is already paid"}}`; expired → `500` `invoice expired. Valid until
 //!   ...`; routing failures as a `FAILED` payment with a `failure_reason`), `GET
 //!   /v1/balance/channels`, `GET /v1/getinfo`; anything else `404` `{"code": 5, "message": "Not
-//!   Found"}`.
+//!   Found"}`; `GET /v2/router/track/{payment_hash}` (TrackPaymentV2: the hash as base64, URL-safe
+//!   or standard; a stream of `{"result": Payment}` lines starting with the current state, held
+//!   open while the payment is `IN_FLIGHT`; `404` `{"error": {"code": 5, "message": "payment
+//!   isn't initiated"}}` for a hash lnd never sent). Failed payments stay in the payment
+//!   database (`FAILED` with their `failure_reason`) and may be tried again; a payment in flight
+//!   refuses a second send with `payment is in transition`.
 //! - Invoice states OPEN → SETTLED (a test "pays" with [`LndFake::settle`]), OPEN → CANCELED
 //!   at expiry (lnd's expiry watcher); `r_preimage` is reported for open invoices too, as lnd
 //!   does.
@@ -38,6 +43,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::StreamExt as _;
 use lightning_invoice::Currency;
 use serde_json::{Value, json};
 use turnpike_l402::bolt11::Invoice;
@@ -80,6 +86,8 @@ struct OutPayment {
 struct Ledger {
     invoices: HashMap<PaymentHash, FakeInvoice>,
     payments: HashMap<PaymentHash, OutPayment>,
+    /// Payments that did not succeed: `(payment, status, failure_reason)`.
+    attempts: HashMap<PaymentHash, (OutPayment, &'static str, &'static str)>,
     balance_msat: u64,
     next_add_index: u64,
     next_settle_index: u64,
@@ -205,6 +213,26 @@ impl LndFake {
     pub fn node_id(&self) -> String {
         self.lnd.node.id_hex()
     }
+
+    /// Records a payment of `bolt11` as sent and still `IN_FLIGHT` (its HTLC unresolved).
+    pub fn hold_in_flight(&self, bolt11: &str) -> PaymentHash {
+        let invoice = Invoice::parse(bolt11).expect("a valid invoice");
+        let hash = invoice.payment_hash();
+        let mut ledger = lock(&self.lnd.ledger);
+        ledger.next_payment_index += 1;
+        let payment = OutPayment {
+            preimage: Preimage([0; 32]),
+            value_msat: invoice.amount().map_or(0, |a| a.0),
+            fee_msat: 0,
+            bolt11: bolt11.to_owned(),
+            created_ns: super::now_ms() * 1_000_000,
+            index: ledger.next_payment_index,
+        };
+        ledger
+            .attempts
+            .insert(hash, (payment, "IN_FLIGHT", "FAILURE_REASON_NONE"));
+        hash
+    }
 }
 
 fn router(lnd: Arc<Lnd>) -> Router {
@@ -212,6 +240,7 @@ fn router(lnd: Arc<Lnd>) -> Router {
         .route("/v1/invoices", post(add_invoice))
         .route("/v1/invoice/{r_hash_str}", get(lookup_invoice))
         .route("/v2/router/send", post(send_payment_v2))
+        .route("/v2/router/track/{payment_hash}", get(track_payment_v2))
         .route("/v1/balance/channels", get(channel_balance))
         .route("/v1/getinfo", get(get_info))
         .fallback(|| async { rpc_error(StatusCode::NOT_FOUND, 5, "Not Found") })
@@ -524,6 +553,9 @@ async fn send_payment_v2(
     if ledger.payments.contains_key(&hash) {
         return stream_error(StatusCode::CONFLICT, 6, "invoice is already paid");
     }
+    if matches!(ledger.attempts.get(&hash), Some((_, "IN_FLIGHT", _))) {
+        return stream_error(StatusCode::CONFLICT, 6, "payment is in transition");
+    }
     ledger.next_payment_index += 1;
     let mut payment = OutPayment {
         preimage: Preimage([0; 32]),
@@ -554,6 +586,7 @@ async fn send_payment_v2(
     match failure {
         Some(reason) => {
             stream.push_str(&line(payment_json(&hash, &payment, "FAILED", reason)));
+            ledger.attempts.insert(hash, (payment, "FAILED", reason));
         }
         None => {
             payment.preimage = lnd.remote.preimage(&hash).unwrap_or(Preimage([0; 32]));
@@ -570,6 +603,7 @@ async fn send_payment_v2(
                 _ => {}
             }
             stream.push_str(&line(reported));
+            ledger.attempts.remove(&hash);
             ledger.payments.insert(hash, payment);
         }
     }
@@ -582,6 +616,66 @@ async fn send_payment_v2(
         stream,
     )
         .into_response()
+}
+
+async fn track_payment_v2(
+    State(lnd): State<Arc<Lnd>>,
+    headers: HeaderMap,
+    UrlPath(payment_hash): UrlPath<String>,
+) -> Response {
+    use base64::engine::general_purpose::URL_SAFE;
+    let fault = match lnd.common.gate().await {
+        Gate::Unavailable => return super::unavailable(),
+        Gate::Serve(f) => f,
+    };
+    if let Err((code, msg)) = check_macaroon(&headers) {
+        return stream_error(StatusCode::INTERNAL_SERVER_ERROR, code, msg);
+    }
+    // grpc-gateway decodes a `bytes` path parameter as standard, then URL-safe, base64.
+    let bytes = B64
+        .decode(&payment_hash)
+        .or_else(|_| URL_SAFE.decode(&payment_hash));
+    let Some(hash) = bytes
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .map(PaymentHash)
+    else {
+        return stream_error(
+            StatusCode::BAD_REQUEST,
+            3,
+            &format!("type mismatch, parameter: payment_hash, error: {payment_hash}"),
+        );
+    };
+    let (first, held) = {
+        let ledger = lock(&lnd.ledger);
+        if let Some(p) = ledger.payments.get(&hash) {
+            let mut reported = payment_json(&hash, p, "SUCCEEDED", "FAILURE_REASON_NONE");
+            if fault == Fault::WrongPreimage {
+                reported["payment_preimage"] = json!(Preimage::random().to_hex());
+            }
+            (line(reported), false)
+        } else if let Some((p, status, reason)) = ledger.attempts.get(&hash) {
+            (
+                line(payment_json(&hash, p, status, reason)),
+                *status == "IN_FLIGHT",
+            )
+        } else {
+            return stream_error(StatusCode::NOT_FOUND, 5, "payment isn't initiated");
+        }
+    };
+    if fault == Fault::MalformedJson {
+        return super::malformed(StatusCode::OK);
+    }
+    let head = futures_util::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(first))
+    });
+    let body = if held {
+        // lnd keeps the stream open until the payment resolves.
+        axum::body::Body::from_stream(head.chain(futures_util::stream::pending()))
+    } else {
+        axum::body::Body::from_stream(head)
+    };
+    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
 }
 
 async fn channel_balance(State(lnd): State<Arc<Lnd>>, headers: HeaderMap) -> Response {

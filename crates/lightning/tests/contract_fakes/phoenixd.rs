@@ -16,6 +16,10 @@
 //!   and the `preimage` even before payment, as phoenixd does), `POST /payinvoice` (`200`
 //!   either way: `PaymentSent` or `PaymentFailed {paymentHash, reason}`, with lightning-kmp's
 //!   reasons, e.g. `this invoice has already been paid`), `GET /getbalance`, `GET /getinfo`.
+//! - `GET /payments/outgoingbyhash/{paymentHash}` (phoenixd 0.5+): the outgoing payment with
+//!   `isPaid`, `preimage` once paid, `sent` in satoshis (fees included), `fees` in
+//!   millisatoshis, `completedAt` once it succeeded or failed; `404 Not found` when phoenixd
+//!   never sent it. A payment the recipient rejected is kept as failed (completed, not paid).
 //! - Testnet invoices (`lntb...`); phoenixd runs on mainnet or testnet.
 
 use std::collections::HashMap;
@@ -65,7 +69,17 @@ struct FakeInvoice {
 struct Ledger {
     invoices: HashMap<PaymentHash, FakeInvoice>,
     paid: HashMap<PaymentHash, Preimage>,
+    outgoing: HashMap<PaymentHash, OutRecord>,
     balance_sat: u64,
+}
+
+struct OutRecord {
+    preimage: Option<Preimage>,
+    sent_sat: u64,
+    fees_msat: u64,
+    invoice: String,
+    created_ms: u64,
+    completed_ms: Option<u64>,
 }
 
 /// The fake phoenixd.
@@ -163,6 +177,24 @@ impl PhoenixdFake {
     pub fn node_id(&self) -> String {
         self.phoenixd.node.id_hex()
     }
+
+    /// Records a payment of `bolt11` as sent and not yet completed.
+    pub fn hold_pending(&self, bolt11: &str) -> PaymentHash {
+        let invoice = Invoice::parse(bolt11).expect("a valid invoice");
+        let hash = invoice.payment_hash();
+        lock(&self.phoenixd.ledger).outgoing.insert(
+            hash,
+            OutRecord {
+                preimage: None,
+                sent_sat: invoice.amount().map_or(0, |a| a.0.div_ceil(1000)),
+                fees_msat: 0,
+                invoice: bolt11.to_owned(),
+                created_ms: now_ms(),
+                completed_ms: None,
+            },
+        );
+        hash
+    }
 }
 
 fn router(phoenixd: Arc<Phoenixd>) -> Router {
@@ -170,6 +202,10 @@ fn router(phoenixd: Arc<Phoenixd>) -> Router {
         .route("/createinvoice", post(create_invoice))
         .route("/payments/incoming/{payment_hash}", get(incoming_payment))
         .route("/payinvoice", post(pay_invoice))
+        .route(
+            "/payments/outgoingbyhash/{payment_hash}",
+            get(outgoing_payment),
+        )
         .route("/getbalance", get(get_balance))
         .route("/getinfo", get(get_info))
         .fallback(|| async { (StatusCode::NOT_FOUND, "Unknown endpoint (check api doc)") })
@@ -383,10 +419,32 @@ async fn pay_invoice(
         return failure("not enough funds in wallet to afford payment");
     }
     let Some(preimage) = p.remote.preimage(&hash) else {
+        ledger.outgoing.insert(
+            hash,
+            OutRecord {
+                preimage: None,
+                sent_sat: 0,
+                fees_msat: 0,
+                invoice: text.clone(),
+                created_ms: now_ms(),
+                completed_ms: Some(now_ms()),
+            },
+        );
         return failure("the recipient rejected the payment");
     };
     ledger.balance_sat -= cost_sat;
     ledger.paid.insert(hash, preimage);
+    ledger.outgoing.insert(
+        hash,
+        OutRecord {
+            preimage: Some(preimage),
+            sent_sat: cost_sat,
+            fees_msat: ROUTE_FEE_SAT * 1000,
+            invoice: text.clone(),
+            created_ms: now_ms(),
+            completed_ms: Some(now_ms()),
+        },
+    );
     let reported_preimage = if fault == Fault::WrongPreimage {
         Preimage::random()
     } else {
@@ -407,6 +465,45 @@ async fn pay_invoice(
         }),
         fault,
     )
+}
+
+async fn outgoing_payment(
+    State(p): State<Arc<Phoenixd>>,
+    headers: HeaderMap,
+    UrlPath(payment_hash): UrlPath<String>,
+) -> Response {
+    let fault = match admit(&p, &headers, Access::Limited).await {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    let Ok(hash) = payment_hash.parse::<PaymentHash>() else {
+        return bad_request("Request parameter paymentHash couldn't be parsed/converted to hex32");
+    };
+    let ledger = lock(&p.ledger);
+    let Some(out) = ledger.outgoing.get(&hash) else {
+        return (StatusCode::NOT_FOUND, "Not found").into_response();
+    };
+    let mut body = json!({
+        "paymentId": "5d1c0a7e-3b2f-4e8a-9c6d-0f1e2d3c4b5a",
+        "paymentHash": hash.to_hex(),
+        "isPaid": out.preimage.is_some(),
+        "sent": out.sent_sat,
+        "fees": out.fees_msat,
+        "invoice": out.invoice,
+        "createdAt": out.created_ms,
+    });
+    if let Some(preimage) = out.preimage {
+        let reported = if fault == Fault::WrongPreimage {
+            Preimage::random()
+        } else {
+            preimage
+        };
+        body["preimage"] = json!(reported.to_hex());
+    }
+    if let Some(t) = out.completed_ms {
+        body["completedAt"] = json!(t);
+    }
+    ok(body, fault)
 }
 
 async fn get_balance(State(p): State<Arc<Phoenixd>>, headers: HeaderMap) -> Response {

@@ -1,0 +1,324 @@
+//! Spending limits of a wallet (`[wallets.NAME.budget]` in the wallet file) and the pure check
+//! of one payment against what the ledger says was already spent.
+//!
+//! ```toml
+//! [wallets.alice.budget]
+//! max_per_call = 100
+//! per_host = { sats = 500, per = "day" }
+//! per_period = { sats = 2000, per = "day" }
+//! total = 10000
+//! approve_above = 200
+//! ```
+//!
+//! Every amount checked is the decoded invoice's amount plus the most fee the payment may cost,
+//! never a price the server claims. Windows are rolling: `per = "day"` means the last 24 hours.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use turnpike_l402::{Msat, Sats};
+
+/// A rolling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// The last 3,600 seconds.
+    Hour,
+    /// The last 86,400 seconds.
+    Day,
+    /// The last 7 days.
+    Week,
+    /// The last 30 days.
+    Month,
+}
+
+impl Period {
+    /// The window's length in seconds.
+    pub fn seconds(self) -> u64 {
+        match self {
+            Period::Hour => 3_600,
+            Period::Day => 86_400,
+            Period::Week => 7 * 86_400,
+            Period::Month => 30 * 86_400,
+        }
+    }
+
+    /// The lowercase name (`hour`, `day`, `week`, `month`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Hour => "hour",
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+        }
+    }
+}
+
+/// At most `sats` within each rolling `per` window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// The cap, in sats.
+    pub sats: u64,
+    /// The window.
+    pub per: Period,
+}
+
+/// A wallet's spending limits, all in sats; a missing limit does not apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Most one payment (invoice amount plus fee reserve) may cost.
+    pub max_per_call: Option<u64>,
+    /// Most spent on one origin (scheme, host, port) per window.
+    pub per_host: Option<Window>,
+    /// Most spent in all per window.
+    pub per_period: Option<Window>,
+    /// Most ever spent by this wallet.
+    pub total: Option<u64>,
+    /// Above this amount a payment needs a person's yes.
+    pub approve_above: Option<u64>,
+}
+
+/// Which limit refused a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "limit", rename_all = "snake_case")]
+pub enum Limit {
+    /// `--max-sats` or `max_sats` of one call.
+    CallCap,
+    /// The budget's `max_per_call`.
+    MaxPerCall,
+    /// The budget's `per_host`.
+    PerHost {
+        /// Its window.
+        per: Period,
+    },
+    /// The budget's `per_period`.
+    PerPeriod {
+        /// Its window.
+        per: Period,
+    },
+    /// The budget's `total`.
+    Total,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::CallCap => write!(f, "this call (--max-sats)"),
+            Limit::MaxPerCall => write!(f, "the budget's max_per_call"),
+            Limit::PerHost { per } => write!(f, "the budget's per_host limit (per {})", per.name()),
+            Limit::PerPeriod { per } => {
+                write!(f, "the budget's per_period limit (per {})", per.name())
+            }
+            Limit::Total => write!(f, "the budget's total"),
+        }
+    }
+}
+
+/// A payment the budget refuses: which limit, the amount asked and what is left under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error(
+    "refused: {asked} asked (invoice plus fee reserve) is above the limit of {limit}: the cap \
+     is {cap}, {left} left; nothing was paid"
+)]
+pub struct Refusal {
+    /// The limit that refused.
+    pub limit: Limit,
+    /// The amount asked (invoice amount plus fee reserve), rounded up to whole sats.
+    pub asked: Sats,
+    /// The limit's cap.
+    pub cap: Sats,
+    /// What is left under that limit, rounded down to whole sats.
+    pub left: Sats,
+}
+
+/// What the ledger says was already charged (paid amounts and fees, and reservations still
+/// open) in each scope the budget looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// On this payment's origin within the `per_host` window.
+    pub host_window: Msat,
+    /// Within the `per_period` window.
+    pub period_window: Msat,
+    /// Ever.
+    pub total: Msat,
+}
+
+fn sats_msat(sats: u64) -> u128 {
+    u128::from(sats) * 1000
+}
+
+fn to_sats_floor(msat: u128) -> Sats {
+    Sats(u64::try_from(msat / 1000).unwrap_or(u64::MAX))
+}
+
+fn to_sats_ceil(msat: u128) -> Sats {
+    Sats(u64::try_from(msat.div_ceil(1000)).unwrap_or(u64::MAX))
+}
+
+/// Checks one payment costing at most `asked` against `budget` and a per-call cap, given what
+/// was already spent. The first limit that would be exceeded is named.
+pub fn check(
+    budget: &Budget,
+    call_cap: Option<Sats>,
+    asked: Msat,
+    spent: &Spent,
+) -> Result<(), Refusal> {
+    let asked_msat = u128::from(asked.0);
+    let refuse = |limit: Limit, cap: u64, used: Msat| {
+        let cap_msat = sats_msat(cap);
+        if u128::from(used.0) + asked_msat > cap_msat {
+            Err(Refusal {
+                limit,
+                asked: to_sats_ceil(asked_msat),
+                cap: Sats(cap),
+                left: to_sats_floor(cap_msat.saturating_sub(u128::from(used.0))),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(cap) = call_cap {
+        refuse(Limit::CallCap, cap.0, Msat::ZERO)?;
+    }
+    if let Some(cap) = budget.max_per_call {
+        refuse(Limit::MaxPerCall, cap, Msat::ZERO)?;
+    }
+    if let Some(w) = budget.per_host {
+        refuse(Limit::PerHost { per: w.per }, w.sats, spent.host_window)?;
+    }
+    if let Some(w) = budget.per_period {
+        refuse(Limit::PerPeriod { per: w.per }, w.sats, spent.period_window)?;
+    }
+    if let Some(cap) = budget.total {
+        refuse(Limit::Total, cap, spent.total)?;
+    }
+    Ok(())
+}
+
+/// Whether a payment costing at most `asked` needs a person's approval.
+pub fn needs_approval(budget: &Budget, asked: Msat) -> bool {
+    budget
+        .approve_above
+        .is_some_and(|above| u128::from(asked.0) > sats_msat(above))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn budget() -> Budget {
+        Budget {
+            max_per_call: Some(100),
+            per_host: Some(Window {
+                sats: 500,
+                per: Period::Day,
+            }),
+            per_period: Some(Window {
+                sats: 2000,
+                per: Period::Day,
+            }),
+            total: Some(10_000),
+            approve_above: Some(200),
+        }
+    }
+
+    #[test]
+    fn parses_the_wallet_file_shape_and_refuses_unknown_keys() {
+        let b: Budget = toml::from_str(
+            "max_per_call = 100\nper_host = { sats = 500, per = \"day\" }\n\
+             per_period = { sats = 2000, per = \"day\" }\ntotal = 10000\napprove_above = 200\n",
+        )
+        .unwrap();
+        assert_eq!(b, budget());
+        assert!(toml::from_str::<Budget>("max_per_cal = 1").is_err());
+        assert!(toml::from_str::<Budget>("per_host = { sats = 1, per = \"year\" }").is_err());
+    }
+
+    #[test]
+    fn refusals_name_the_limit_the_amount_and_what_is_left() {
+        let spent = Spent {
+            host_window: Msat(450_000),
+            period_window: Msat(450_000),
+            total: Msat(450_000),
+        };
+        let r = check(&budget(), None, Msat(60_000), &spent).unwrap_err();
+        assert_eq!(
+            r,
+            Refusal {
+                limit: Limit::PerHost { per: Period::Day },
+                asked: Sats(60),
+                cap: Sats(500),
+                left: Sats(50),
+            }
+        );
+        let text = r.to_string();
+        assert!(
+            text.contains("per_host") && text.contains("60 sat"),
+            "{text}"
+        );
+        assert!(
+            text.contains("50 sat") && text.contains("nothing was paid"),
+            "{text}"
+        );
+
+        let r = check(&budget(), None, Msat(100_001), &Spent::default()).unwrap_err();
+        assert_eq!((r.limit, r.asked), (Limit::MaxPerCall, Sats(101)));
+        let r = check(&budget(), Some(Sats(10)), Msat(11_000), &Spent::default()).unwrap_err();
+        assert_eq!(r.limit, Limit::CallCap);
+        let spent = Spent {
+            total: Msat(9_990_000),
+            ..Spent::default()
+        };
+        let r = check(&budget(), None, Msat(20_000), &spent).unwrap_err();
+        assert_eq!((r.limit, r.left), (Limit::Total, Sats(10)));
+        // Exactly up to a limit is allowed.
+        let spent = Spent {
+            host_window: Msat(400_000),
+            period_window: Msat(400_000),
+            total: Msat(400_000),
+        };
+        assert_eq!(check(&budget(), None, Msat(100_000), &spent), Ok(()));
+    }
+
+    #[test]
+    fn approval_is_needed_strictly_above_the_threshold() {
+        assert!(!needs_approval(&budget(), Msat(200_000)));
+        assert!(needs_approval(&budget(), Msat(200_001)));
+        assert!(!needs_approval(&Budget::default(), Msat(u64::MAX)));
+    }
+
+    proptest! {
+        /// Whatever was spent and asked: an accepted payment keeps every scope within its cap,
+        /// and a refusal's `left` is what the cap leaves.
+        #[test]
+        fn accepted_payments_never_exceed_a_cap(
+            host in 0u64..3_000_000, period in 0u64..3_000_000, total in 0u64..20_000_000,
+            asked in 0u64..3_000_000,
+        ) {
+            let b = budget();
+            let spent = Spent { host_window: Msat(host), period_window: Msat(period), total: Msat(total) };
+            match check(&b, None, Msat(asked), &spent) {
+                Ok(()) => {
+                    prop_assert!(asked <= 100_000);
+                    prop_assert!(host + asked <= 500_000);
+                    prop_assert!(period + asked <= 2_000_000);
+                    prop_assert!(total + asked <= 10_000_000);
+                }
+                Err(r) => {
+                    let used = match r.limit {
+                        Limit::PerHost { .. } => host,
+                        Limit::PerPeriod { .. } => period,
+                        Limit::Total => total,
+                        _ => 0,
+                    };
+                    prop_assert!(used + asked > r.cap.0 * 1000);
+                    prop_assert_eq!(r.left.0, (r.cap.0 * 1000).saturating_sub(used) / 1000);
+                }
+            }
+        }
+    }
+}
