@@ -8,6 +8,7 @@
 //! - [`verify()`]: the checks a server makes itself before asking a facilitator (scheme,
 //!   network, asset, `payTo`, exact amount, time window, EIP-712 signature recovering `from`).
 //! - [`facilitator`]: the `/verify` and `/settle` bodies and answers, and `PAYMENT-RESPONSE`.
+//! - [`PayerKey`]: the paying side, signing an EIP-3009 authorisation for offered requirements.
 //! - [`TokenAmount`]: exact amounts in base units; `"0.01"` USDC parses to 10000, exactly.
 //!
 //! Only the `exact` scheme on EVM chains via EIP-3009 (`transferWithAuthorization`) from
@@ -18,15 +19,17 @@
 pub mod amount;
 pub mod facilitator;
 pub mod network;
+pub mod payer;
 pub mod payload;
 pub mod requirements;
 pub mod verify;
 pub mod wire;
 
-pub use alloy_primitives::{Address, B256, U256};
+pub use alloy_primitives::{Address, B256, U256, keccak256};
 pub use amount::{AmountError, TokenAmount};
 pub use facilitator::{SettleResponse, VerifyResponse};
 pub use network::{Network, NetworkError};
+pub use payer::{KeyError, PayerKey};
 pub use payload::{Accepted, Authorization, EvmSignature, PaymentPayload};
 pub use requirements::{
     PaymentRequired, PaymentRequirements, ResourceInfo, TokenDomain, X402Version,

@@ -4,10 +4,10 @@
 use alloy_primitives::{Address, B256, U256};
 use serde_json::{Value, json};
 
-use crate::network::Network;
+use crate::network::{Network, NetworkError};
 use crate::requirements::{
     PaymentRequirements, ResourceInfo, X402Version, check_scheme, expect_version,
-    parse_opt_resource,
+    parse_opt_resource, resource_json,
 };
 use crate::wire::{self, DecodeError, Obj, address_json, b256_json};
 
@@ -224,26 +224,28 @@ impl PaymentPayload {
         &self.raw
     }
 
-    /// Builds a payload from its parts (what a paying client sends); `raw` is its JSON.
+    /// Builds a payload from its parts (what a paying client sends); `raw` is its JSON. A v1
+    /// payload carries no resource (`resource` is dropped), and its network must have a v1 name.
     pub fn new(
         accepted: Accepted,
         resource: Option<ResourceInfo>,
         authorization: Authorization,
         signature: EvmSignature,
-    ) -> PaymentPayload {
+    ) -> Result<PaymentPayload, NetworkError> {
         let inner = json!({
             "signature": signature.to_hex(),
             "authorization": authorization.to_json(),
         });
-        let (version, raw) = match &accepted {
+        let (version, raw, resource) = match &accepted {
             Accepted::V1 { network } => (
                 X402Version::V1,
                 json!({
                     "x402Version": 1,
                     "scheme": crate::requirements::SCHEME_EXACT,
-                    "network": network.v1_name().unwrap_or_default(),
+                    "network": network.v1_name()?,
                     "payload": inner,
                 }),
+                None,
             ),
             Accepted::V2(req) => {
                 let mut raw = json!({
@@ -252,19 +254,19 @@ impl PaymentPayload {
                     "payload": inner,
                 });
                 if let Some(r) = &resource {
-                    raw["resource"] = json!({"url": r.url, "description": r.description, "mimeType": r.mime_type});
+                    raw["resource"] = resource_json(r);
                 }
-                (X402Version::V2, raw)
+                (X402Version::V2, raw, resource)
             }
         };
-        PaymentPayload {
+        Ok(PaymentPayload {
             version,
             accepted,
             resource,
             authorization,
             signature,
             raw,
-        }
+        })
     }
 
     /// The header value: standard base64 of the JSON, for `PAYMENT-SIGNATURE` (v2) or

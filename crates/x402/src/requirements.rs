@@ -208,7 +208,7 @@ fn parse_extra(o: &Obj<'_>) -> Result<TokenDomain, DecodeError> {
     })
 }
 
-fn resource_json(r: &ResourceInfo) -> Value {
+pub(crate) fn resource_json(r: &ResourceInfo) -> Value {
     json!({"url": r.url, "description": r.description, "mimeType": r.mime_type})
 }
 

@@ -150,6 +150,34 @@ pub enum VerifyError {
     },
 }
 
+impl VerifyError {
+    /// The x402 error reason for this refusal (the spec's `invalidReason` / `errorReason`
+    /// codes), for the `error` of the 402 a server answers with.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::NetworkMismatch { .. } => "invalid_network",
+            VerifyError::AssetMismatch { .. }
+            | VerifyError::AcceptedPayToMismatch { .. }
+            | VerifyError::AcceptedAmountMismatch { .. }
+            | VerifyError::TimeoutMismatch { .. }
+            | VerifyError::DomainMismatch { .. } => "invalid_payment_requirements",
+            VerifyError::RecipientMismatch { .. } => "invalid_exact_evm_payload_recipient_mismatch",
+            VerifyError::ValueMismatch { .. } => {
+                "invalid_exact_evm_payload_authorization_value_mismatch"
+            }
+            VerifyError::NotYetValid { .. } => {
+                "invalid_exact_evm_payload_authorization_valid_after"
+            }
+            VerifyError::Expired { .. } | VerifyError::WindowTooLong { .. } => {
+                "invalid_exact_evm_payload_authorization_valid_before"
+            }
+            VerifyError::BadSignature | VerifyError::SignerMismatch { .. } => {
+                "invalid_exact_evm_payload_signature"
+            }
+        }
+    }
+}
+
 /// A payment that passed every offline check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {

@@ -128,6 +128,22 @@ pub enum DecodeError {
     },
 }
 
+impl DecodeError {
+    /// The x402 error reason for a payment that cannot be decoded (the spec's codes), for the
+    /// `error` of the 402 a server answers with.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::UnsupportedVersion(_) | DecodeError::VersionMismatch { .. } => {
+                "invalid_x402_version"
+            }
+            DecodeError::UnsupportedScheme { .. }
+            | DecodeError::UnsupportedTransferMethod { .. } => "unsupported_scheme",
+            DecodeError::Network { .. } => "invalid_network",
+            _ => "invalid_payload",
+        }
+    }
+}
+
 /// Base64 (standard alphabet, padded) of `json`.
 pub(crate) fn encode_header(json: &Value) -> String {
     B64.encode(json.to_string())

@@ -5,7 +5,7 @@
 
 use turnpike_x402::verify::{VerifyError, signing_hash, token_domain};
 use turnpike_x402::{
-    Accepted, Address, B256, DecodeError, Network, PaymentPayload, PaymentRequirements,
+    Accepted, Address, B256, DecodeError, Network, PayerKey, PaymentPayload, PaymentRequirements,
     TokenAmount, TokenDomain, U256, X402Version, verify,
 };
 
@@ -66,8 +66,21 @@ fn the_worked_example_decodes_to_its_fields() {
         p.resource.clone(),
         p.authorization.clone(),
         p.signature,
-    );
+    )
+    .unwrap();
     assert_eq!(rebuilt.raw_json(), p.raw_json());
+}
+
+#[test]
+fn our_signer_reproduces_the_official_signature() {
+    // anvil's key #1 signs the §3.6 authorisation: RFC 6979 makes it byte-identical to the
+    // signature viem (inside the official client) made.
+    let key =
+        PayerKey::from_hex("0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
+            .unwrap();
+    assert_eq!(key.address(), addr(PAYER));
+    let p = payment();
+    assert_eq!(key.sign(&offered(), &p.authorization), p.signature);
 }
 
 #[test]
@@ -305,6 +318,57 @@ fn mismatches_with_the_offer_are_named() {
 }
 
 #[test]
+fn refusals_carry_the_x402_reason_codes() {
+    let reason =
+        |o: &PaymentRequirements, p: &PaymentPayload, now| verify(p, o, now).unwrap_err().reason();
+    let mut o = offered();
+    o.network = Network::BASE;
+    assert_eq!(reason(&o, &payment(), NOW), "invalid_network");
+    let mut o = offered();
+    o.amount = TokenAmount::from_base_units(1);
+    assert_eq!(reason(&o, &payment(), NOW), "invalid_payment_requirements");
+    let value = tampered(|j| j["payload"]["authorization"]["value"] = "1".into());
+    assert_eq!(
+        reason(&offered(), &value, NOW),
+        "invalid_exact_evm_payload_authorization_value_mismatch"
+    );
+    assert_eq!(
+        reason(&offered(), &payment(), VALID_BEFORE),
+        "invalid_exact_evm_payload_authorization_valid_before"
+    );
+    assert_eq!(
+        reason(&offered(), &payment(), VALID_AFTER - 1),
+        "invalid_exact_evm_payload_authorization_valid_after"
+    );
+    let nonce = tampered(|j| {
+        j["payload"]["authorization"]["nonce"] = format!("0x{}", "00".repeat(32)).into()
+    });
+    assert_eq!(
+        reason(&offered(), &nonce, NOW),
+        "invalid_exact_evm_payload_signature"
+    );
+    let to = tampered(|j| j["payload"]["authorization"]["to"] = PAYER.into());
+    assert_eq!(
+        reason(&offered(), &to, NOW),
+        "invalid_exact_evm_payload_recipient_mismatch"
+    );
+    // Undecodable payments.
+    let v3 = base64_std(br#"{"x402Version":3}"#);
+    assert_eq!(
+        PaymentPayload::from_payment_signature(v3.as_bytes())
+            .unwrap_err()
+            .reason(),
+        "invalid_x402_version"
+    );
+    assert_eq!(
+        PaymentPayload::from_payment_signature(b"not base64!")
+            .unwrap_err()
+            .reason(),
+        "invalid_payload"
+    );
+}
+
+#[test]
 fn the_same_payment_as_v1_verifies() {
     // The v1 form of the example: same authorisation and signature, `X-PAYMENT` header.
     let p = payment();
@@ -315,7 +379,8 @@ fn the_same_payment_as_v1_verifies() {
         None,
         p.authorization.clone(),
         p.signature,
-    );
+    )
+    .unwrap();
     let json = v1.raw_json();
     assert_eq!(json["x402Version"], 1);
     assert_eq!(json["network"], "base-sepolia");

@@ -6,7 +6,8 @@
 //!   v1 body), and this crate decodes and verifies it: the signature recovers the payer;
 //! - tampered copies fail here (and at the facilitator);
 //! - the facilitator accepts this crate's `/verify` and `/settle` bodies, settles on chain
-//!   (payTo's balance rises by exactly the price), its answer parses, and a replay fails.
+//!   (payTo's balance rises by exactly the price), its answer parses, and a replay fails;
+//! - payments this crate signs ([`PayerKey`], v2 and v1) pass the facilitator and settle.
 //!
 //! Needs the environment running:
 //!
@@ -28,7 +29,7 @@ use serde_json::{Value, json};
 use turnpike_x402::facilitator::{self, SettleResponse, VerifyResponse};
 use turnpike_x402::verify::VerifyError;
 use turnpike_x402::{
-    Address, Network, PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo,
+    Address, Network, PayerKey, PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo,
     TokenAmount, TokenDomain, U256, X402Version, parse_address, verify,
 };
 
@@ -350,4 +351,57 @@ fn official_client_v1_payment_verifies_here() {
     assert_eq!(body["paymentRequirements"]["network"], "base-sepolia");
     let answer = VerifyResponse::from_json(&facilitator(info, "verify", &body)).unwrap();
     assert!(answer.is_valid, "{answer:?}");
+}
+
+/// A nonce unique to this run (the chain refuses a nonce twice per payer).
+fn fresh_nonce(tag: &str) -> [u8; 32] {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    turnpike_x402::keccak256(format!("{tag}/{nanos}/{}", std::process::id())).0
+}
+
+#[test]
+fn our_payment_is_accepted_by_the_official_facilitator() {
+    let Some(t) = setup("our_payment_is_accepted_by_the_official_facilitator") else {
+        return;
+    };
+    // Paid to anvil's account #3, so the balance check does not race the other test's.
+    let mut offered = t.offered.clone();
+    offered.pay_to = parse_address("0x90F79bf6EB2c4f870365E785982E1f101E93b906").unwrap();
+    let key = PayerKey::from_hex(s(&t.info, "/payer/private_key")).unwrap();
+    assert_eq!(key.address(), t.payer);
+
+    // v1 form: the facilitator verifies it (no settlement).
+    let v1 = key
+        .pay(&offered, None, X402Version::V1, now(), fresh_nonce("v1"))
+        .unwrap();
+    let body = facilitator::request_body(&v1, &offered, &t.resource).unwrap();
+    let answer = VerifyResponse::from_json(&facilitator(&t.info, "verify", &body)).unwrap();
+    assert!(answer.is_valid, "v1: {answer:?}");
+
+    // v2 form, through its header: verified and settled on chain.
+    let payment = key
+        .pay(
+            &offered,
+            Some(t.resource.clone()),
+            X402Version::V2,
+            now(),
+            fresh_nonce("v2"),
+        )
+        .unwrap();
+    let payment = PaymentPayload::from_payment_signature(payment.to_header().as_bytes()).unwrap();
+    assert_eq!(verify(&payment, &offered, now()).unwrap().payer, t.payer);
+    let body = facilitator::request_body(&payment, &offered, &t.resource).unwrap();
+    let answer = VerifyResponse::from_json(&facilitator(&t.info, "verify", &body)).unwrap();
+    assert!(answer.is_valid, "v2: {answer:?}");
+    let before = balance(&t.info, offered.pay_to);
+    let settled = SettleResponse::from_json(&facilitator(&t.info, "settle", &body)).unwrap();
+    assert!(settled.success, "{settled:?}");
+    assert_eq!(settled.payer, Some(t.payer));
+    assert_eq!(
+        balance(&t.info, offered.pay_to),
+        before + offered.amount.to_u256()
+    );
 }

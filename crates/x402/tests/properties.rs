@@ -4,14 +4,13 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use k256::ecdsa::SigningKey;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use turnpike_x402::verify::{VALID_BEFORE_MARGIN_SECONDS, VerifyError, signing_hash};
+use turnpike_x402::verify::{VALID_BEFORE_MARGIN_SECONDS, VerifyError};
 use turnpike_x402::{
-    Accepted, Address, Authorization, B256, EvmSignature, Network, PaymentPayload, PaymentRequired,
-    PaymentRequirements, ResourceInfo, SettleResponse, TokenAmount, TokenDomain, U256,
-    VerifyResponse, X402Version, parse_address, verify,
+    Accepted, Address, Authorization, B256, EvmSignature, Network, PayerKey, PaymentPayload,
+    PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse, TokenAmount, TokenDomain,
+    U256, VerifyResponse, X402Version, parse_address, verify,
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -62,10 +61,10 @@ fn arb_resource() -> impl Strategy<Value = ResourceInfo> {
     })
 }
 
-/// A signing key (any valid scalar).
-fn arb_key() -> impl Strategy<Value = SigningKey> {
-    any::<[u8; 32]>().prop_filter_map("not a valid secp256k1 scalar", |b| {
-        SigningKey::from_bytes(&b.into()).ok()
+/// A payer key (any valid secp256k1 secret).
+fn arb_key() -> impl Strategy<Value = PayerKey> {
+    any::<[u8; 32]>().prop_filter_map("not a valid secp256k1 secret", |b| {
+        PayerKey::from_bytes(&b).ok()
     })
 }
 
@@ -77,30 +76,18 @@ fn arb_offer() -> impl Strategy<Value = PaymentRequirements> {
     })
 }
 
-/// Signs `auth` for `req` with `key`, as a payer's wallet does.
-fn sign(key: &SigningKey, req: &PaymentRequirements, auth: &Authorization) -> EvmSignature {
-    let digest = signing_hash(req, auth);
-    let (sig, recid) = key
-        .sign_prehash_recoverable(digest.as_slice())
-        .expect("signing a 32-byte digest");
-    let mut bytes = [0u8; 65];
-    bytes[..64].copy_from_slice(&sig.to_bytes());
-    bytes[64] = 27 + recid.to_byte();
-    EvmSignature::from_bytes(bytes).expect("k256 signs with low s")
-}
-
 /// A v2 payment for `req` by `key`, valid from `NOW - age` for the offered timeout.
-fn pay(key: &SigningKey, req: &PaymentRequirements, nonce: [u8; 32], age: u64) -> PaymentPayload {
+fn pay(key: &PayerKey, req: &PaymentRequirements, nonce: [u8; 32], age: u64) -> PaymentPayload {
     let auth = Authorization {
-        from: Address::from_private_key(key),
+        from: key.address(),
         to: req.pay_to,
         value: req.amount.to_u256(),
         valid_after: NOW - age,
         valid_before: NOW + req.max_timeout_seconds,
         nonce: B256::from(nonce),
     };
-    let signature = sign(key, req, &auth);
-    PaymentPayload::new(Accepted::V2(req.clone()), None, auth, signature)
+    let signature = key.sign(req, &auth);
+    PaymentPayload::new(Accepted::V2(req.clone()), None, auth, signature).unwrap()
 }
 
 fn b64(json: &Value) -> String {
@@ -294,18 +281,46 @@ proptest! {
         resource in arb_resource(),
     ) {
         let p = pay(&key, &req, nonce, age);
-        let p = PaymentPayload::new(p.accepted, Some(resource), p.authorization, p.signature);
+        let p = PaymentPayload::new(p.accepted, Some(resource), p.authorization, p.signature).unwrap();
         let decoded = PaymentPayload::from_payment_signature(p.to_header().as_bytes()).unwrap();
         prop_assert_eq!(&decoded, &p);
         let v = verify(&decoded, &req, NOW).unwrap();
-        prop_assert_eq!(v.payer, Address::from_private_key(&key));
+        prop_assert_eq!(v.payer, key.address());
         prop_assert_eq!(v.nonce, B256::from(nonce));
         prop_assert_eq!(decoded.select(std::slice::from_ref(&req)), Some(&req));
         // The same payment in v1 form verifies too when the chain has a v1 name.
+        let v1 = PaymentPayload::new(Accepted::V1 { network: req.network }, None, p.authorization.clone(), p.signature);
+        prop_assert_eq!(v1.is_ok(), req.network.v1_name().is_ok());
         if req.network.v1_name().is_ok() {
-            let v1 = PaymentPayload::new(Accepted::V1 { network: req.network }, None, p.authorization.clone(), p.signature);
+            let v1 = PaymentPayload::new(Accepted::V1 { network: req.network }, None, p.authorization.clone(), p.signature).unwrap();
             let v1 = PaymentPayload::from_x_payment(v1.to_header().as_bytes()).unwrap();
-            prop_assert_eq!(verify(&v1, &req, NOW).map(|v| v.payer), Ok(Address::from_private_key(&key)));
+            prop_assert_eq!(verify(&v1, &req, NOW).map(|v| v.payer), Ok(key.address()));
+        }
+    }
+
+    #[test]
+    fn payer_key_payments_verify(
+        key in arb_key(),
+        req in arb_offer(),
+        nonce in any::<[u8; 32]>(),
+        now in 600u64..4_000_000_000,
+        v2 in any::<bool>(),
+    ) {
+        let version = if v2 { X402Version::V2 } else { X402Version::V1 };
+        match key.pay(&req, None, version, now, nonce) {
+            Ok(p) => {
+                let header = p.to_header();
+                let decoded = match version {
+                    X402Version::V2 => PaymentPayload::from_payment_signature(header.as_bytes()),
+                    X402Version::V1 => PaymentPayload::from_x_payment(header.as_bytes()),
+                }
+                .unwrap();
+                let v = verify(&decoded, &req, now).unwrap();
+                prop_assert_eq!(v.payer, key.address());
+                prop_assert_eq!(v.amount, req.amount);
+            }
+            // Only v1 can fail: a chain without a v1 name.
+            Err(_) => prop_assert!(!v2 && req.network.v1_name().is_err()),
         }
     }
 
@@ -335,7 +350,7 @@ proptest! {
             _ => auth.nonce = B256::repeat_byte(delta as u8),
         }
         prop_assume!(auth != p.authorization);
-        let tampered = PaymentPayload::new(Accepted::V2(offer.clone()), None, auth, p.signature);
+        let tampered = PaymentPayload::new(Accepted::V2(offer.clone()), None, auth, p.signature).unwrap();
         let r = verify(&tampered, &offer, NOW);
         prop_assert!(
             matches!(r, Err(VerifyError::SignerMismatch { .. } | VerifyError::BadSignature)),
