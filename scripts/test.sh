@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs Turnpike's whole test suite: formatting, lints, and every test, including the interop
-# test against pymacaroons (an independent macaroon implementation, installed here in a venv)
-# and the LNbits backend's tests against a real LNbits (scripts/lnbits.sh).
+# test against pymacaroons (an independent macaroon implementation, installed here in a venv),
+# the LNbits backend's tests against a real LNbits (scripts/lnbits.sh), and the x402 crate's
+# interop test against the official x402 client and facilitator on a local chain
+# (scripts/x402-env.sh; Node.js and npm needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,13 +43,34 @@ fi
 
 # LNbits: the LNbits backend's tests run against a real one (FakeWallet funding source, no real
 # money), installed in its own venv and started here; stopped at exit unless it already ran.
+# Peers started here are stopped at exit, in reverse order.
+cleanup=()
+on_exit() {
+    local i
+    for ((i = ${#cleanup[@]} - 1; i >= 0; i--)); do
+        bash "${cleanup[i]}" stop || true
+    done
+}
+trap on_exit EXIT
+
 echo "==> LNbits"
 export TURNPIKE_LNBITS_INFO="${TURNPIKE_LNBITS_INFO:-$PWD/target/lnbits/info.json}"
 bash scripts/lnbits.sh install
 if ! bash scripts/lnbits.sh status >/dev/null 2>&1; then
-    trap 'bash scripts/lnbits.sh stop || true' EXIT
+    cleanup+=(scripts/lnbits.sh)
 fi
 bash scripts/lnbits.sh start >/dev/null
+
+# x402: the offline chain for the x402 crate's interop test with the official client (anvil,
+# Circle's FiatTokenV2_2 and the reference facilitator, all from npm, all on loopback; about 15 s
+# to install on a cold npm cache, 3 s to start); stopped at exit unless it already ran.
+echo "==> x402 test chain"
+export TURNPIKE_X402_INFO="${TURNPIKE_X402_INFO:-$PWD/target/x402/info.json}"
+bash scripts/x402-env.sh install
+if ! bash scripts/x402-env.sh status >/dev/null 2>&1; then
+    cleanup+=(scripts/x402-env.sh)
+fi
+bash scripts/x402-env.sh start >/dev/null
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
