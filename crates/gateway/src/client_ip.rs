@@ -410,7 +410,7 @@ fn forwarded_element(c: &mut Cursor<'_>) -> Option<Hop> {
         }
         c.skip_ows();
         match c.peek() {
-            None | Some(b',') | Some(b';') => {}
+            None | Some(b',' | b';') => {}
             Some(_) => return None,
         }
     }
@@ -727,7 +727,7 @@ mod tests {
             4 => any_untrusted().prop_map(Entry::Addr),
             4 => any_trusted().prop_map(Entry::Addr),
             1 => prop::sample::select(vec!["unknown", "_obf", "x", "1.2.3.4:x", "[::1"])
-                .prop_map(|s| Entry::Junk(s.to_string())),
+                .prop_map(|s| Entry::Junk(s.to_owned())),
         ]
     }
 

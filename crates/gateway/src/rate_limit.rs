@@ -365,12 +365,12 @@ mod tests {
     fn keys_are_independent() {
         let rl = RateLimiter::new(limit(1, 10, 2), 100);
         let t0 = Instant::now();
-        assert!(rl.check(&"a".to_string(), t0).is_ok());
-        assert!(rl.check(&"a".to_string(), t0).is_ok());
-        assert!(rl.check(&"a".to_string(), t0).is_err());
-        assert!(rl.check(&"b".to_string(), t0).is_ok());
-        assert!(rl.check(&"b".to_string(), t0).is_ok());
-        assert!(rl.check(&"b".to_string(), t0).is_err());
+        assert!(rl.check(&"a".to_owned(), t0).is_ok());
+        assert!(rl.check(&"a".to_owned(), t0).is_ok());
+        assert!(rl.check(&"a".to_owned(), t0).is_err());
+        assert!(rl.check(&"b".to_owned(), t0).is_ok());
+        assert!(rl.check(&"b".to_owned(), t0).is_ok());
+        assert!(rl.check(&"b".to_owned(), t0).is_err());
         assert_eq!(rl.len(), 2);
         assert!(!rl.is_empty());
     }

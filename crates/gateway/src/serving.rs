@@ -54,7 +54,7 @@ impl Drop for ConnectionPermit {
 
 impl OpenConnections {
     /// A permit for one more connection, unless `max` are open.
-    fn try_open(self: &Arc<Self>, max: usize) -> Option<ConnectionPermit> {
+    pub(crate) fn try_open(self: &Arc<Self>, max: usize) -> Option<ConnectionPermit> {
         self.open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
@@ -137,7 +137,7 @@ impl Acceptor {
     /// sending side shut, and what the client sent drained for a moment (closing with unread
     /// bytes would reset the connection and lose the answer). At most [`MAX_REFUSING`] such
     /// connections are kept at once; beyond that they are closed straight away.
-    fn refuse(&self, mut stream: tokio::net::TcpStream) {
+    pub(crate) fn refuse(&self, mut stream: tokio::net::TcpStream) {
         let Some(refusing) = self.refusing.try_open(MAX_REFUSING) else {
             return;
         };

@@ -39,9 +39,8 @@ pub(crate) async fn serve(
     }
 
     let mut acceptor = Acceptor::new(state);
-    let mut queues_full = crate::serving::Episode::new(
-        "every worker's queue is full: new connections are closed unserved",
-    );
+    let mut queues_full =
+        crate::serving::Episode::new("every worker's queue is full: new connections get 503");
     let accept = async {
         let mut next = 0usize;
         loop {
@@ -53,25 +52,15 @@ pub(crate) async fn serve(
                     continue;
                 }
             };
-            // Round-robin; a worker whose queue is full is skipped for this connection.
-            let mut item = (stream, peer, permit);
-            let mut dealt = false;
-            for _ in 0..queues.len() {
-                let queue = &queues[next % queues.len()];
-                next = next.wrapping_add(1);
-                match queue.try_send(item) {
-                    Ok(()) => {
-                        dealt = true;
-                        break;
+            match deal(&queues, &mut next, (stream, peer, permit)) {
+                Ok(()) => queues_full.ended(),
+                Err((stream, _, permit)) => {
+                    queues_full.happened(&format_args!("{} workers", queues.len()));
+                    if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                        acceptor.refuse(stream);
                     }
-                    Err(mpsc::error::TrySendError::Full(back))
-                    | Err(mpsc::error::TrySendError::Closed(back)) => item = back,
+                    drop(permit);
                 }
-            }
-            if dealt {
-                queues_full.ended();
-            } else {
-                queues_full.happened(&format_args!("{} workers", queues.len()));
             }
         }
     };
@@ -94,6 +83,22 @@ pub(crate) async fn serve(
         }
     }
     result
+}
+
+/// Deals a connection to the next worker (round-robin) whose queue has room, or hands it back
+/// when every queue is full (the caller answers it `503` rather than dropping it unanswered).
+fn deal(queues: &[mpsc::Sender<Dealt>], next: &mut usize, mut item: Dealt) -> Result<(), Dealt> {
+    for _ in 0..queues.len() {
+        let queue = &queues[*next % queues.len()];
+        *next = next.wrapping_add(1);
+        match queue.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(
+                mpsc::error::TrySendError::Full(back) | mpsc::error::TrySendError::Closed(back),
+            ) => item = back,
+        }
+    }
+    Err(item)
 }
 
 /// A connection dealt to a worker, with its place in the connection count.
@@ -120,4 +125,34 @@ async fn run_worker(
         }
     }
     server.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_no_worker_can_take_is_handed_back_not_dropped() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(crate::serving::OpenConnections::default());
+        let accepted = || {
+            let _client = std::net::TcpStream::connect(addr).unwrap();
+            let (stream, peer) = listener.accept().unwrap();
+            let permit = open.try_open(10).unwrap();
+            (stream, peer, permit)
+        };
+        let (tx_a, mut rx_a) = mpsc::channel::<Dealt>(1);
+        let (tx_b, mut rx_b) = mpsc::channel::<Dealt>(1);
+        let queues = [tx_a, tx_b];
+        let mut next = 0;
+        assert!(deal(&queues, &mut next, accepted()).is_ok());
+        assert!(deal(&queues, &mut next, accepted()).is_ok());
+        // Both queues are full: the third comes back to be answered.
+        let back = deal(&queues, &mut next, accepted());
+        assert!(back.is_err());
+        // Round-robin: one went to each worker.
+        assert!(rx_a.try_recv().is_ok() && rx_b.try_recv().is_ok());
+        assert!(deal(&queues, &mut next, back.unwrap_err()).is_ok());
+    }
 }

@@ -213,7 +213,7 @@ pub fn evaluate<'a>(
         let condition = condition.trim();
         let value = value.trim();
         let malformed = || CaveatError::Malformed {
-            condition: condition.to_string(),
+            condition: condition.to_owned(),
         };
         if condition == SERVICES_CONDITION {
             let listed = services_list_contains(value, service).ok_or_else(malformed)?;
@@ -232,7 +232,7 @@ pub fn evaluate<'a>(
             let mut caps: Vec<String> = Vec::new();
             for cap in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
                 if !caps.iter().any(|c| c == cap) {
-                    caps.push(cap.to_string());
+                    caps.push(cap.to_owned());
                 }
             }
             grant.capabilities = Some(match grant.capabilities.take() {

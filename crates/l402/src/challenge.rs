@@ -181,7 +181,7 @@ impl RawChallenge<'_> {
         if let Some(v) = self.param("version")
             && v.trim() != "0"
         {
-            return Err(ChallengeError::UnsupportedVersion(v.to_string()));
+            return Err(ChallengeError::UnsupportedVersion(v.to_owned()));
         }
         let mac = self
             .param("macaroon")
@@ -195,7 +195,7 @@ impl RawChallenge<'_> {
         let macaroon = Macaroon::from_base64(mac)?;
         Ok(Challenge {
             macaroon,
-            invoice: invoice.to_string(),
+            invoice: invoice.to_owned(),
         })
     }
 }

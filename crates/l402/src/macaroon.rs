@@ -709,9 +709,9 @@ mod tests {
         );
         for s in [
             std.clone(),
-            unpadded.to_string(),
+            unpadded.to_owned(),
             url.clone(),
-            url.trim_end_matches('=').to_string(),
+            url.trim_end_matches('=').to_owned(),
             format!("  {std}\n"),
         ] {
             assert_eq!(Macaroon::from_base64(&s).unwrap(), m, "{s}");

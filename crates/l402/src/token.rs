@@ -162,14 +162,14 @@ impl Minter {
     /// Like [`Minter::mint`], but refuses invalid service names and capabilities.
     pub fn try_mint(&self, req: &MintRequest<'_>) -> Result<(Macaroon, TokenId), MintError> {
         if !is_valid_service_name(req.service) {
-            return Err(MintError::InvalidServiceName(req.service.to_string()));
+            return Err(MintError::InvalidServiceName(req.service.to_owned()));
         }
         if let Some(bad) = req
             .capabilities
             .iter()
             .find(|c| c.is_empty() || c.contains(',') || c.trim() != **c)
         {
-            return Err(MintError::InvalidCapability((*bad).to_string()));
+            return Err(MintError::InvalidCapability((*bad).to_owned()));
         }
         Ok(self.mint(req))
     }

@@ -57,7 +57,7 @@ fn arb_caveat(service: &'static str) -> impl Strategy<Value = Vec<u8>> {
         (0u64..200).prop_map(move |t| format!("{service}_valid_until={t}").into_bytes()),
         proptest::collection::vec(prop_oneof!["a", "b", "c", "d"], 0..4)
             .prop_map(move |c| format!("{service}_capabilities={}", c.join(",")).into_bytes()),
-        proptest::collection::vec(prop_oneof![Just(service.to_string()), "x", "y"], 1..3).prop_map(
+        proptest::collection::vec(prop_oneof![Just(service.to_owned()), "x", "y"], 1..3).prop_map(
             |s| {
                 let names: Vec<&str> = s.iter().map(String::as_str).collect();
                 Caveat::services(&names).to_string().into_bytes()
@@ -327,7 +327,7 @@ fn holder_cannot_raise_calls_or_extend_expiry() {
     let v = m.verify(&cred, "svc", NOW).unwrap();
     assert_eq!(v.grant.calls, Some(1));
     assert_eq!(v.grant.valid_until, Some(NOW + 10));
-    assert_eq!(v.grant.capabilities, Some(vec!["read".to_string()]));
+    assert_eq!(v.grant.capabilities, Some(vec!["read".to_owned()]));
     assert_eq!(
         m.verify(&cred, "other", NOW),
         Err(VerifyError::Caveat(CaveatError::ServiceNotGranted))

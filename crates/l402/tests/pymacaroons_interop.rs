@@ -81,7 +81,7 @@ fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .expect("array")
         .iter()
-        .map(|s| s.as_str().expect("string").to_string())
+        .map(|s| s.as_str().expect("string").to_owned())
         .collect()
 }
 
@@ -237,7 +237,7 @@ fn turnpike_verifies_pymacaroons_tokens() {
     assert_eq!(v.token_id, token_id);
     assert_eq!(v.grant.calls, Some(3));
     assert_eq!(v.grant.valid_until, Some(1_900_000_000));
-    assert_eq!(v.grant.capabilities, Some(vec!["read".to_string()]));
+    assert_eq!(v.grant.capabilities, Some(vec!["read".to_owned()]));
 }
 
 /// (c) pymacaroons reproduces golden vector 3 (the Aperture-style token).

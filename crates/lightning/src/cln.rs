@@ -654,7 +654,7 @@ fn map_error(status: StatusCode, body: &[u8]) -> BackendError {
         Some(PAY_UNREACHABLE) => {
             BackendError::Rejected(format!("the payee cannot be reached ({text})"))
         }
-        Some(PAY_IN_PROGRESS) | Some(PAY_RHASH_ALREADY_USED) => BackendError::Rejected(format!(
+        Some(PAY_IN_PROGRESS | PAY_RHASH_ALREADY_USED) => BackendError::Rejected(format!(
             "a payment of this invoice is already in progress ({text})"
         )),
         Some(METHOD_NOT_FOUND) => BackendError::Rejected(format!(

@@ -171,11 +171,50 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, services, workers, "turnpike gateway listening");
-    gateway
+    let reloader = tokio::spawn(reload_on_sighup(config_path, gateway.services()));
+    let served = gateway
         .serve_on_workers(listener, workers, shutdown_signal())
         .await
-        .context("serving")?;
-    Ok(())
+        .context("serving");
+    reloader.abort();
+    served
+}
+
+/// On each SIGHUP, reads the config file again and replaces the services with its
+/// `[[services]]`: a file with any error is refused (the old services stay) and the error logged
+/// with the key at fault. Requests in flight finish on the services they matched. Other keys
+/// take effect at the next start.
+async fn reload_on_sighup(
+    config_path: PathBuf,
+    services: std::sync::Arc<turnpike_gateway::router::ServiceTable>,
+) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: reloading is off");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let reloaded = turnpike_gateway::GatewayConfig::load(&config_path)
+                .and_then(|config| services.replace(&config.services).map(|()| config));
+            match reloaded {
+                Ok(config) => tracing::info!(
+                    services = config.services.len(),
+                    "SIGHUP: services reloaded from {}",
+                    config_path.display()
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: {} refused, the services in force stay",
+                    config_path.display()
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (config_path, services);
 }
 
 /// Raises the soft limit on open files to the hard one, and warns when it is still too low for

@@ -317,8 +317,10 @@ fn running_out_of_file_descriptors_is_logged_once_and_does_not_spin() {
         "{spent} ticks of CPU in 3 s while out of descriptors"
     );
     let log = gw.log();
+    // Logged when it starts (and when it ends, or as a summary every 10 s), not on every
+    // attempt: a loop retrying every 50 ms would log some sixty lines here.
     let lines = log.matches("accepting connections fails").count();
-    assert!((1..=2).contains(&lines), "{lines} log lines:\n{log}");
+    assert!((1..=5).contains(&lines), "{lines} log lines:\n{log}");
     assert!(log.contains("open-file limit is below"), "{log}");
     // Once descriptors are free again, clients are served.
     drop(held);

@@ -48,7 +48,7 @@ impl VerifyResponse {
         let o = Obj::new("", &json)?;
         Ok(VerifyResponse {
             is_valid: o.bool("isValid")?,
-            invalid_reason: o.opt_str("invalidReason")?.map(str::to_string),
+            invalid_reason: o.opt_str("invalidReason")?.map(str::to_owned),
             payer: opt_address(&o, "payer")?,
         })
     }
@@ -92,7 +92,7 @@ impl SettleResponse {
         };
         Ok(SettleResponse {
             success: o.bool("success")?,
-            error_reason: o.opt_str("errorReason")?.map(str::to_string),
+            error_reason: o.opt_str("errorReason")?.map(str::to_owned),
             payer: opt_address(&o, "payer")?,
             transaction,
             network,
@@ -120,7 +120,7 @@ impl SettleResponse {
             X402Version::V1 => self
                 .network
                 .v1_name()
-                .map_or_else(|_| self.network.caip2(), str::to_string),
+                .map_or_else(|_| self.network.caip2(), str::to_owned),
             X402Version::V2 => self.network.caip2(),
         };
         m.insert("network".into(), json!(network));

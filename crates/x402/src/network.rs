@@ -86,7 +86,7 @@ impl Network {
     pub fn parse_caip2(s: &str) -> Result<Network, NetworkError> {
         let (namespace, reference) = s
             .split_once(':')
-            .ok_or_else(|| NetworkError::NotCaip2(s.to_string()))?;
+            .ok_or_else(|| NetworkError::NotCaip2(s.to_owned()))?;
         let namespace_ok = (3..=8).contains(&namespace.len())
             && namespace
                 .bytes()
@@ -96,12 +96,12 @@ impl Network {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !namespace_ok || !reference_ok {
-            return Err(NetworkError::NotCaip2(s.to_string()));
+            return Err(NetworkError::NotCaip2(s.to_owned()));
         }
         if namespace != "eip155" {
-            return Err(NetworkError::UnsupportedNamespace(namespace.to_string()));
+            return Err(NetworkError::UnsupportedNamespace(namespace.to_owned()));
         }
-        let invalid = || NetworkError::InvalidChainId(reference.to_string());
+        let invalid = || NetworkError::InvalidChainId(reference.to_owned());
         if !reference.bytes().all(|b| b.is_ascii_digit()) || reference.starts_with('0') {
             return Err(invalid());
         }
@@ -124,7 +124,7 @@ impl Network {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, id)| Network { chain_id: *id })
-            .ok_or_else(|| NetworkError::UnknownV1Name(name.to_string()))
+            .ok_or_else(|| NetworkError::UnknownV1Name(name.to_owned()))
     }
 }
 

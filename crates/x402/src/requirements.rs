@@ -172,9 +172,9 @@ impl PaymentRequirements {
             extra: parse_extra(&o)?,
         };
         let resource = ResourceInfo {
-            url: o.str("resource")?.to_string(),
-            description: o.opt_str("description")?.unwrap_or_default().to_string(),
-            mime_type: o.opt_str("mimeType")?.unwrap_or_default().to_string(),
+            url: o.str("resource")?.to_owned(),
+            description: o.opt_str("description")?.unwrap_or_default().to_owned(),
+            mime_type: o.opt_str("mimeType")?.unwrap_or_default().to_owned(),
         };
         Ok((req, resource))
     }
@@ -185,7 +185,7 @@ pub(crate) fn check_scheme(o: &Obj<'_>) -> Result<(), DecodeError> {
     if scheme != SCHEME_EXACT {
         return Err(DecodeError::UnsupportedScheme {
             field: o.field("scheme"),
-            scheme: scheme.to_string(),
+            scheme: scheme.to_owned(),
         });
     }
     Ok(())
@@ -199,12 +199,12 @@ fn parse_extra(o: &Obj<'_>) -> Result<TokenDomain, DecodeError> {
     {
         return Err(DecodeError::UnsupportedTransferMethod {
             field: e.field("assetTransferMethod"),
-            method: method.to_string(),
+            method: method.to_owned(),
         });
     }
     Ok(TokenDomain {
-        name: e.str("name")?.to_string(),
-        version: e.str("version")?.to_string(),
+        name: e.str("name")?.to_owned(),
+        version: e.str("version")?.to_owned(),
     })
 }
 
@@ -215,9 +215,9 @@ pub(crate) fn resource_json(r: &ResourceInfo) -> Value {
 fn parse_resource(path: &str, value: &Value) -> Result<ResourceInfo, DecodeError> {
     let o = Obj::new(path, value)?;
     Ok(ResourceInfo {
-        url: o.str("url")?.to_string(),
-        description: o.opt_str("description")?.unwrap_or_default().to_string(),
-        mime_type: o.opt_str("mimeType")?.unwrap_or_default().to_string(),
+        url: o.str("url")?.to_owned(),
+        description: o.opt_str("description")?.unwrap_or_default().to_owned(),
+        mime_type: o.opt_str("mimeType")?.unwrap_or_default().to_owned(),
     })
 }
 
@@ -297,7 +297,7 @@ impl PaymentRequired {
         let resource = parse_resource(&o.field("resource"), o.get("resource")?)?;
         let (accepts, skipped) = parse_accepts(&o, PaymentRequirements::parse_v2)?;
         Ok(PaymentRequired {
-            error: o.opt_str("error")?.map(str::to_string),
+            error: o.opt_str("error")?.map(str::to_owned),
             resource,
             accepts,
             skipped,
@@ -312,7 +312,7 @@ impl PaymentRequired {
         let (entries, skipped) = parse_accepts(&o, PaymentRequirements::parse_v1)?;
         let resource = entries.first().map(|(_, r)| r.clone()).unwrap_or_default();
         Ok(PaymentRequired {
-            error: o.opt_str("error")?.map(str::to_string),
+            error: o.opt_str("error")?.map(str::to_owned),
             resource,
             accepts: entries.into_iter().map(|(a, _)| a).collect(),
             skipped,

@@ -172,7 +172,7 @@ pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, DecodeError> {
 /// Joins a path and a member name.
 pub(crate) fn join(path: &str, name: &str) -> String {
     if path.is_empty() {
-        name.to_string()
+        name.to_owned()
     } else {
         format!("{path}.{name}")
     }
@@ -194,7 +194,7 @@ impl<'a> Obj<'a> {
                 field: if path.is_empty() {
                     "(top level)".into()
                 } else {
-                    path.to_string()
+                    path.to_owned()
                 },
                 expected: "an object",
             }),

@@ -39,7 +39,7 @@ const SETUP: &str = "start the offline x402 chain: `scripts/x402-env.sh install 
 /// What `scripts/x402-env.sh start` wrote, or `None` (after reporting) to skip.
 fn env(test: &str) -> Option<Value> {
     let path = std::env::var("TURNPIKE_X402_INFO").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/x402/info.json").to_string()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/x402/info.json").to_owned()
     });
     match std::fs::read(&path) {
         Ok(bytes) => Some(serde_json::from_slice(&bytes).expect("info.json is JSON")),
@@ -176,7 +176,7 @@ fn http(url: &str, method: &str, body: &Value) -> (u16, Value) {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
     let path = if path == "/" {
-        "/".to_string()
+        "/".to_owned()
     } else {
         format!("/{path}")
     };

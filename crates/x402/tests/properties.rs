@@ -131,7 +131,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
             proptest::collection::vec((names.clone(), inner), 0..6).prop_map(|kv| {
-                Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
             }),
         ]
     })
