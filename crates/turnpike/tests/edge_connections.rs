@@ -96,6 +96,12 @@ fn serve_upstream(mut stream: TcpStream) {
             if head.starts_with("GET /slow") {
                 std::thread::sleep(Duration::from_secs(20));
             }
+            if head.starts_with("GET /truncated") {
+                // Announces 100 bytes, sends 10, and dies.
+                let _ =
+                    stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
+                return;
+            }
             if head.starts_with("GET /big") {
                 let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG}\r\n\r\n");
                 let chunk = vec![b'x'; 1 << 20];
@@ -413,4 +419,28 @@ fn read_response_head(s: &mut TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn an_upstream_that_dies_mid_body_is_logged() {
+    let gw = start("", None);
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET /truncated HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    // The client never gets a whole response: at most the head and the first bytes, then the
+    // connection is closed.
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    assert!(answer.len() < 100, "{text}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.log().contains("cut short") {
+        assert!(Instant::now() < deadline, "not logged:\n{}", gw.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
