@@ -77,6 +77,15 @@ struct Setup {
 
 fn setup(test: &str) -> Option<Setup> {
     let info = env(test)?;
+    // The chain mines only when it gets a transaction: after a long build its latest block
+    // can be older than the official client's `validAfter` (now − 600 s), and the facilitator
+    // simulates transfers against that block. A fresh block brings its time to now.
+    let (status, mined) = http(
+        s(&info, "/rpc_url"),
+        "POST",
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "evm_mine", "params": []}),
+    );
+    assert_eq!(status, 200, "evm_mine: {mined}");
     let (offered, resource) = offer(&info);
     let payer = parse_address(s(&info, "/payer/address")).unwrap();
     let challenge = PaymentRequired::new(resource.clone(), vec![offered.clone()]);
