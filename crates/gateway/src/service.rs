@@ -217,15 +217,20 @@ impl HostMatch {
     }
 }
 
-/// Whether `path` (canonical, without segment parameters) is `prefix` or below it. Letters
-/// compare case-insensitively, and `.` ends a segment as `/` does, so an upstream that routes
-/// case-insensitively (Express, ASP.NET) or takes a format suffix (`/paid.json`) or a trailing
-/// dot as the same resource is never reached through a spelling that misses its price.
+/// Whether `path` (canonical, without segment parameters, escapes decoded) is `prefix` or below
+/// it. Letters compare case-insensitively, and `.`, ` ` and `:` end a segment as `/` does, so an
+/// upstream that routes case-insensitively (Express, ASP.NET), takes a format suffix
+/// (`/paid.json`), drops trailing dots and spaces or reads an NTFS stream name (IIS:
+/// `/paid.`, `/paid%20`, `/paid::$DATA`), or a custom verb (`/v1/thing:run`) as the same
+/// resource is never reached through a spelling that misses its price.
 pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
     path.len() >= prefix.len()
         && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-        && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/' | b'.'))
+        && matches!(
+            path.as_bytes().get(prefix.len()),
+            None | Some(b'/' | b'.' | b' ' | b':')
+        )
 }
 
 /// A configured path prefix, in the form requests are matched in (escapes decoded but those of
@@ -585,6 +590,9 @@ mod tests {
         assert!(path_has_prefix("/SECRET/x", "/secret"));
         assert!(path_has_prefix("/secret.json", "/secret"));
         assert!(path_has_prefix("/secret.", "/secret"));
+        assert!(path_has_prefix("/secret ", "/secret"));
+        assert!(path_has_prefix("/secret::$DATA", "/secret"));
+        assert!(path_has_prefix("/v1/thing:run", "/v1/thing"));
         assert!(path_has_prefix("/anything", "/"));
         assert!(path_has_prefix("/anything", ""));
         assert!(!path_has_prefix("/secretx", "/secret"));

@@ -221,6 +221,8 @@ async fn no_spelling_of_a_priced_path_reaches_it_unpaid() {
         "/Secret/x",
         "/secret.json",
         "/secret.",
+        "/secret%20",
+        "/secret::$DATA",
         "/secret;jsessionid=1",
         "/docs/..;/secret",
         "/docs/.;/../secret",
