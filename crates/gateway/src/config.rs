@@ -413,6 +413,11 @@ pub struct ServiceConfig {
     /// Ask this HTTP pricer for the price of each request; `price_sats` is then the most it
     /// may ask (a higher answer fails closed).
     pub pricer: Option<PricerConfig>,
+    /// Header fields set on every request to the upstream (an API key, say), replacing any
+    /// value the client sent: `headers = { "X-Api-Key" = { env = "UPSTREAM_KEY" } }`; values
+    /// inline, `{ env = … }` or `{ file = … }`, never logged.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, turnpike_lightning::SecretSource>,
     /// Pass on paths holding encoded slashes or backslashes (`%2F`, `%5C`, `\`) instead of
     /// refusing them with 400 (default false). Only for upstreams that do not decode them into
     /// separators: one that does would act on a path other than the one matched.
@@ -443,6 +448,7 @@ impl ServiceConfig {
             upstream_timeout_secs: DEFAULT_UPSTREAM_TIMEOUT_SECS,
             free_tier: None,
             pricer: None,
+            headers: std::collections::BTreeMap::new(),
             allow_encoded_slashes: false,
             routes: Vec::new(),
         }

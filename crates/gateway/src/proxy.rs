@@ -101,8 +101,10 @@ impl Forwarder {
             }
         };
         let named = connection_named(&parts.headers);
+        let configured = &service.upstream_headers;
         let keep = |name: &HeaderName, value: &HeaderValue| {
             forwarded(name, value, &named, via.peer_trusted)
+                && !configured.iter().any(|(n, _)| n == name)
         };
         // The edge made `Host` the one routed host.
         let routed_host = parts
@@ -133,6 +135,7 @@ impl Forwarder {
                     headers: &parts.headers,
                     keep: &keep,
                     added,
+                    configured,
                 },
                 body,
             );
@@ -156,6 +159,9 @@ impl Forwarder {
             let value = HeaderValue::from_bytes(value)
                 .map_err(|e| ForwardError::BadRequest(e.to_string()))?;
             headers.insert(HeaderName::from_static(name), value);
+        }
+        for (name, value) in configured {
+            headers.insert(name.clone(), value.clone());
         }
         // The body's length, when known, is announced again (hyper would otherwise chunk it,
         // or drop the body of a GET).
@@ -297,7 +303,7 @@ pub fn forwarded(
 }
 
 /// Fields the proxy sets itself, or that change what the upstream acts on: never the client's.
-fn is_managed(name: &str) -> bool {
+pub(crate) fn is_managed(name: &str) -> bool {
     matches!(
         name,
         "host"

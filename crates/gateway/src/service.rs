@@ -35,6 +35,9 @@ pub struct Service {
     pub pricer: Option<Pricer>,
     /// Paths holding `%2F`, `%5C` or `\` are passed on rather than refused.
     pub allow_encoded_slashes: bool,
+    /// Header fields set on every upstream request, replacing the client's (values marked
+    /// sensitive: never printed).
+    pub upstream_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +97,7 @@ impl TryFrom<&ServiceConfig> for ServiceRoutes {
             c.time_pass_secs,
             c.token_lifetime_secs,
         )?;
+        let upstream_headers = upstream_headers(&c.headers)?;
         let own = Service {
             name: c.name.clone(),
             host,
@@ -108,6 +112,7 @@ impl TryFrom<&ServiceConfig> for ServiceRoutes {
             free_tier: c.free_tier,
             pricer,
             allow_encoded_slashes: c.allow_encoded_slashes,
+            upstream_headers,
         };
         let mut all = Vec::with_capacity(c.routes.len() + 1);
         for (j, r) in c.routes.iter().enumerate() {
@@ -156,6 +161,7 @@ impl Service {
             free_tier: None,
             pricer: None,
             allow_encoded_slashes: self.allow_encoded_slashes,
+            upstream_headers: self.upstream_headers.clone(),
         })
     }
 
@@ -256,6 +262,31 @@ fn canonical_prefix(path: &str) -> Result<String, String> {
         return bad("no encoded slashes or backslashes");
     }
     Ok(c.match_path().trim_end_matches('/').to_owned())
+}
+
+/// The `headers` table, resolved: names checked, secrets read, values marked sensitive. Errors
+/// name the field, never its value. Fields the gateway manages itself (`Host`, forwarding
+/// fields, hop-by-hop fields, the body's framing, macaroon fields) cannot be set;
+/// `Authorization` can (an upstream's own key), and then replaces any the client sent.
+fn upstream_headers(
+    table: &std::collections::BTreeMap<String, turnpike_lightning::SecretSource>,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigError> {
+    table
+        .iter()
+        .map(|(name, source)| {
+            let key = format!("headers.{name}");
+            let header = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(&key, "is not a header field name"))?;
+            if crate::proxy::is_managed(header.as_str()) {
+                return Err(invalid(&key, "is set by the gateway itself"));
+            }
+            let secret = source.resolve().map_err(|e| invalid(&key, e.to_string()))?;
+            let mut value = http::HeaderValue::from_str(secret.expose())
+                .map_err(|_| invalid(&key, "the value is not a valid header value"))?;
+            value.set_sensitive(true);
+            Ok((header, value))
+        })
+        .collect()
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -598,6 +629,41 @@ mod tests {
         assert!(!path_has_prefix("/secretx", "/secret"));
         assert!(!path_has_prefix("/secret-v2", "/secret"));
         assert!(!path_has_prefix("/secre", "/secret"));
+    }
+
+    #[test]
+    fn upstream_headers_are_resolved_and_never_echoed() {
+        let mut c = svc();
+        c.headers.insert(
+            "X-Api-Key".into(),
+            turnpike_lightning::SecretSource::Inline("s3cr3t".into()),
+        );
+        let s = parse(&c).unwrap();
+        assert_eq!(s[0].upstream_headers[0].0, "x-api-key");
+        assert!(s[0].upstream_headers[0].1.is_sensitive());
+        assert!(!format!("{:?}", s[0]).contains("s3cr3t"));
+        c.headers.insert(
+            "X-Other".into(),
+            turnpike_lightning::SecretSource::Env {
+                env: "TURNPIKE_TEST_NO_SUCH_VAR".into(),
+            },
+        );
+        let e = parse(&c).unwrap_err();
+        assert!(
+            e.contains("headers.X-Other") && !e.contains("s3cr3t"),
+            "{e}"
+        );
+        for managed in ["Host", "X-Forwarded-For", "Macaroon", "Content-Length"] {
+            let mut c = svc();
+            c.headers.insert(
+                managed.into(),
+                turnpike_lightning::SecretSource::Inline("v".into()),
+            );
+            assert!(
+                parse(&c).unwrap_err().contains("set by the gateway"),
+                "{managed}"
+            );
+        }
     }
 
     #[test]

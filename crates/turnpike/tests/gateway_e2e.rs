@@ -654,6 +654,62 @@ async fn request_bodies_and_methods_are_forwarded() {
 }
 
 #[tokio::test]
+async fn configured_upstream_headers_replace_the_clients_and_credentials_never_arrive() {
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), "from-a-file\n").unwrap();
+    let path = key_file.path().to_str().unwrap().to_owned();
+    let h = start_with(move |up| {
+        let mut keyed = service("keyed", "/echo/keyed", up, 2, 5);
+        keyed.headers.insert(
+            "X-Api-Key".into(),
+            turnpike_lightning::SecretSource::Inline("upstream-secret".into()),
+        );
+        keyed.headers.insert(
+            "Authorization".into(),
+            turnpike_lightning::SecretSource::File { file: path },
+        );
+        vec![keyed]
+    })
+    .await;
+    let cred = h.paid_credential("/echo/keyed/x").await;
+    let resp = h
+        .get_with(
+            "/echo/keyed/x",
+            &[
+                ("authorization", cred.authorization_value()),
+                ("x-api-key", "forged-by-client".into()),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = json(resp).await;
+    let got: Vec<(String, String)> = body["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_owned(),
+                h[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let values = |name: &str| -> Vec<&str> {
+        got.iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(values("x-api-key"), ["upstream-secret"]);
+    assert_eq!(values("authorization"), ["from-a-file"]);
+    assert!(values("macaroon").is_empty());
+    assert!(
+        !got.iter()
+            .any(|(_, v)| v.contains("L402") || v.contains("forged"))
+    );
+}
+
+#[tokio::test]
 async fn the_client_refuses_prices_above_its_limit_and_pays_nothing() {
     let h = start().await;
     let client = h.client(4);

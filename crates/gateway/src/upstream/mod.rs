@@ -109,6 +109,9 @@ pub struct RequestFields<'a> {
     /// Fields the proxy adds (`Host` among them), written after the client's. A value holding
     /// CR, LF or NUL is left out.
     pub added: &'a [(&'a str, &'a [u8])],
+    /// The service's own fields (an upstream API key), written last; `keep` must drop the
+    /// client's fields of the same names.
+    pub configured: &'a [(HeaderName, HeaderValue)],
 }
 
 /// How the request body is sent.
@@ -298,7 +301,11 @@ fn encode_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in fields.added {
+    let configured = fields
+        .configured
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    for (name, value) in fields.added.iter().copied().chain(configured) {
         if value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
             continue;
         }

@@ -120,6 +120,7 @@ fn host_fields<'a>(
         headers: &NONE,
         keep: &|_, _| true,
         added: &added[..],
+        configured: &[],
     }
 }
 
