@@ -5,8 +5,9 @@ Usage: mcp_check.py stdio BASE TURNPIKE_BIN   (the SDK starts `turnpike mcp` as 
        mcp_check.py http BASE MCP_URL         (a running `turnpike mcp --http`)
 
 BASE is the gateway's base URL. The gateway has /single (5 sats), /big (100 sats, above the
-wallet's max_per_call of 50) and /approve (30 sats, above its approve_above of 20). The script
-exits non-zero on the first failed check and prints one JSON summary line on success.
+wallet's max_per_call of 50) and /approve (30 sats, above its approve_above of 20). A second
+session without elicitation support checks that such a payment is refused. The script exits
+non-zero on the first failed check and prints one JSON summary line on success.
 """
 
 import asyncio
@@ -135,6 +136,15 @@ async def run(server, base):
         # Bad arguments are tool errors too.
         r = await client.call_tool("l402_fetch", {"url": "not a url"})
         check(r.is_error is True, f"bad URL: {r}")
+    # A client that cannot ask the person (no elicitation callback, so no capability declared):
+    # a payment above approve_above is refused, nothing paid. (Refused as "cannot ask", not by
+    # max_per_call: the first session's lowered budget did not outlive that session.)
+    async with Client(server) as client:
+        r = await client.call_tool("l402_fetch", {"url": f"{base}/approve"})
+        check(r.is_error is True, f"no elicitation: refused: {r}")
+        check("cannot ask" in text_of(r) and "nothing was paid" in text_of(r), text_of(r))
+        rep = await client.call_tool("l402_spending_report", {})
+        check(rep.structured_content["total_sats"] == 35, f"still 35 sats: {rep.structured_content}")
     summary["elicitations"] = ANSWER["asked"]
     print(json.dumps(summary))
 
