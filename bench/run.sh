@@ -16,6 +16,8 @@
 #      (then checked: no call served twice)
 #   f. Turnpike answering 402 challenges with the dev backend
 #   g. SSE: delay per event directly, through nginx and through Turnpike
+#   h. the agent's wallet: what the ledger and budget add to a paid fetch (dev backend), paid
+#      fetches and ledger reservations per second with 100 concurrent fetchers
 # plus start-up time, resident memory (idle, 1,000 connections) and, in full mode, the
 # criterion micro-benchmarks (`cargo bench`). Needs wrk and nginx (installed from Debian's
 # packages when missing and run as root) and, for e on PostgreSQL, a server on 127.0.0.1:5432.
@@ -37,10 +39,12 @@ done
 
 if [ "$mode" = smoke ]; then
     duration=1; warmup=0; tokens_sqlite=20000; tokens_pg=20000; startup_runs=1
+    wallet_fetches=20; wallet_secs=1
     rounds=1; round_duration=1
     profile=debug; out="${out:-target/bench/smoke.md}"
 else
     duration="${BENCH_DURATION:-10}"; warmup=2; tokens_sqlite=400000; tokens_pg=200000; startup_runs=7
+    wallet_fetches=300; wallet_secs=5
     rounds="${BENCH_ROUNDS:-5}"; round_duration="${BENCH_ROUND_DURATION:-4}"
     profile=release; out="${out:-bench/results.md}"
 fi
@@ -79,7 +83,7 @@ tb="$PWD/$bin/turnpike-bench"
 run="$PWD/target/bench/run"
 results="$run/results"
 rm -rf "$run"
-mkdir -p "$results" "$run/nginx-tmp" "$run/data-sqlite" "$run/data-sqlite-full" "$run/data-pg"
+mkdir -p "$results" "$run/nginx-tmp" "$run/data-sqlite" "$run/data-sqlite-full" "$run/data-pg" "$run/wallet"
 chmod 777 "$run/nginx-tmp"
 
 failed=0
@@ -280,6 +284,10 @@ echo "==> g: SSE"
 "$tb" sse --url "http://127.0.0.1:$nginx_port/pass/sse?$sse_query" --out "$results/sse_nginx.json" >/dev/null
 "$tb" sse --url "http://127.0.0.1:$tp_port/pass/sse?$sse_query" --header "Authorization: $pass_credential" \
     --out "$results/sse_turnpike.json" >/dev/null
+
+echo "==> h: the agent's wallet (ledger and budget)"
+"$tb" wallet --url "http://127.0.0.1:$tp_port/call/x" --data-dir "$run/wallet" \
+    --fetches "$wallet_fetches" --concurrency 100 --secs "$wallet_secs" --out "$results/wallet.json" >/dev/null
 stop_gateway
 
 # ---- Start-up and memory (SQLite store, as a fresh `turnpike serve` starts) ----------------

@@ -5,6 +5,8 @@
 //! - `startup`: time from process start to the first served request, and resident memory idle
 //!   and with many open connections;
 //! - `sse`: per-event delay of a server-sent-events stream;
+//! - `wallet`: what the agent's wallet (ledger and budget) adds to a paid fetch, and ledger
+//!   reservations per second under 100 concurrent fetches;
 //! - `served-check`: after a paid-call run, that no call was served twice or unpaid;
 //! - `report`: the markdown results table, with ratios and targets.
 
@@ -14,6 +16,7 @@ mod served;
 mod sse;
 mod tokens;
 mod upstream;
+mod wallet;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +48,8 @@ enum Command {
     Startup(probe::Args),
     /// Measure per-event delay of an SSE stream.
     Sse(sse::Args),
+    /// Measure what the ledger and budget add to a paid fetch, and reservations per second.
+    Wallet(wallet::Args),
     /// Check a paid-call run: no token used beyond its calls, every served call charged once.
     ServedCheck(served::Args),
     /// Write the markdown results table from a results directory.
@@ -71,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Command::Tokens(args) => tokens::run(&args),
         Command::Startup(args) => probe::run(&args),
         Command::Sse(args) => sse::run(&args),
+        Command::Wallet(args) => wallet::run(&args),
         Command::ServedCheck(args) => served::run(&args),
         Command::Report {
             dir,

@@ -348,6 +348,51 @@ pub fn run(
         }
     }
 
+    // The agent's wallet.
+    if let Some(v) = load(dir, "wallet") {
+        writeln!(
+            md,
+            "\n## The agent's wallet: ledger and budget (dev backend)\n"
+        )?;
+        writeln!(
+            md,
+            "A paid fetch is a 402, a payment and the retry. With a wallet, the payment is also reserved \
+             within the budget (one `BEGIN IMMEDIATE` transaction in the SQLite ledger), settled, and its \
+             token kept.\n"
+        )?;
+        writeln!(md, "| measure | value |\n|---|---:|")?;
+        writeln!(
+            md,
+            "| paid fetch, no ledger or budget (median of {}) | {} ms |",
+            v["fetches"],
+            fmt_num(num(&v, "fetch_ms_p50_without"), 2)
+        )?;
+        writeln!(
+            md,
+            "| paid fetch with ledger and budget (median of {}) | {} ms |",
+            v["fetches"],
+            fmt_num(num(&v, "fetch_ms_p50_with"), 2)
+        )?;
+        writeln!(
+            md,
+            "| added by the ledger and budget | {} ms |",
+            fmt_num(num(&v, "added_ms_p50"), 2)
+        )?;
+        writeln!(
+            md,
+            "| paid fetches/s, {} concurrent fetchers, one ledger (one reservation each) | {} |",
+            v["concurrency"],
+            fmt_num(num(&v, "concurrent_paid_fetches_per_s"), 0)
+        )?;
+        writeln!(
+            md,
+            "| ledger alone: reservations (+ settlement)/s, {} concurrent callers | {} |",
+            v["concurrency"],
+            fmt_num(num(&v, "ledger_reservations_per_s"), 0)
+        )?;
+        results["wallet"] = v;
+    }
+
     // Start-up and memory.
     if let Some(v) = load(dir, "startup") {
         writeln!(md, "\n## Start-up and memory\n")?;

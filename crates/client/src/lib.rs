@@ -249,6 +249,13 @@ impl L402Client {
         self
     }
 
+    /// Sends requests with `http` (for instance one whose resolver refuses private addresses)
+    /// instead of the default client.
+    pub fn with_http_client(mut self, http: reqwest::Client) -> L402Client {
+        self.http = http;
+        self
+    }
+
     /// The accounting in use, if any.
     pub fn accounting(&self) -> Option<&Accounting> {
         self.accounting.as_ref()
@@ -557,7 +564,10 @@ impl L402Client {
             return Err(ClientError::OverBudget(refusal));
         }
         if quote.needs_approval {
-            let yes = acc.approver.as_ref().is_some_and(|ask| ask(&quote));
+            let yes = match &acc.approver {
+                Some(ask) => ask(quote.clone()).await,
+                None => false,
+            };
             if !yes {
                 return Err(ClientError::NotApproved(Box::new(quote)));
             }

@@ -17,8 +17,13 @@ use turnpike_lightning::{BackendError, OutgoingState, PaymentBackend};
 use crate::budget::{self, Budget};
 use crate::ledger::{Ledger, LedgerError, NewToken, PaymentRow, now_unix};
 
-/// Asks a person whether a payment above `approve_above` may go ahead.
-pub type Approver = Arc<dyn Fn(&Quote) -> bool + Send + Sync>;
+/// Asks a person whether a payment above `approve_above` may go ahead (on a terminal, or
+/// through the MCP client); the answer may take a while, so it is awaited.
+pub type Approver = Arc<
+    dyn Fn(Quote) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Called right after a payment succeeded, before anything is recorded (test hook).
 pub type AfterPayment = Arc<dyn Fn() + Send + Sync>;

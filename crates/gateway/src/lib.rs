@@ -17,6 +17,7 @@ pub mod challenge;
 pub mod client_ip;
 pub mod config;
 pub mod dev_pay;
+pub mod discovery;
 pub mod edge;
 pub mod error;
 pub mod headers;
@@ -413,7 +414,9 @@ impl Gateway {
 }
 
 fn app_with(state: SharedState) -> axum::Router {
-    let mut app = axum::Router::new().route("/_turnpike/health", get(health));
+    let mut app = axum::Router::new()
+        .route("/_turnpike/health", get(health))
+        .route(discovery::PATH, get(discovery::handle));
     if state.dev.is_some() {
         app = app
             .route(dev_pay::PATH, post(dev_pay::pay))

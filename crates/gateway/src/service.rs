@@ -175,6 +175,24 @@ impl Service {
         }
     }
 
+    /// The path prefix it matches, if it has one.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
+    /// The only method it matches, if restricted to one.
+    pub fn method(&self) -> Option<&http::Method> {
+        self.method.as_ref()
+    }
+
+    /// The host it matches (`*.example.com` for a suffix), if restricted.
+    pub fn host(&self) -> Option<String> {
+        self.host.as_ref().map(|h| match h {
+            HostMatch::Exact(h) => h.clone(),
+            HostMatch::Suffix(s) => format!("*{s}"),
+        })
+    }
+
     /// Whether this service is free (no payment asked).
     pub fn is_free(&self) -> bool {
         self.price == Sats::ZERO

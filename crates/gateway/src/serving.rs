@@ -1,5 +1,5 @@
 //! Serving accepted connections: HTTP/1.1, each request handed straight to the pipeline; only
-//! `/_turnpike/…` goes through the internal router.
+//! `/_turnpike/…` and `/.well-known/l402.json` go through the internal router.
 //!
 //! Every connection is watched ([`connection`]): a request head must arrive whole within
 //! `header_read_timeout_secs` of its first byte (or of connecting), a keep-alive connection may
@@ -199,7 +199,8 @@ impl ConnectionServer {
             let (state, internal, seen) = (state.clone(), internal.clone(), seen.clone());
             async move {
                 let mut req = req.map(Body::new);
-                let resp = if req.uri().path().starts_with(INTERNAL_PREFIX) {
+                let path = req.uri().path();
+                let resp = if path.starts_with(INTERNAL_PREFIX) || path == crate::discovery::PATH {
                     req.extensions_mut().insert(ConnectInfo(peer));
                     match internal.oneshot(req).await {
                         Ok(resp) => resp,

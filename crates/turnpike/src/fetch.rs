@@ -76,14 +76,21 @@ pub async fn wallet_named(
         }
         _ => crate::wallets::connect_entry(name, &entry)?,
     };
+    Ok((backend, accounting_for(name, &entry).await?))
+}
+
+/// The accounting of wallet `name`: the default ledger, its budget and fee reserve.
+pub async fn accounting_for(
+    name: &str,
+    entry: &crate::wallets::WalletEntry,
+) -> anyhow::Result<Accounting> {
     let ledger = Ledger::open_default()
         .await
         .context("opening the ledger (set TURNPIKE_DATA_DIR to choose where)")?;
     let max_fee = Sats(entry.max_fee_sats())
         .to_msat()
         .context("max_fee_sats is too large")?;
-    let accounting = Accounting::new(ledger, name, entry.budget, max_fee);
-    Ok((backend, accounting))
+    Ok(Accounting::new(ledger, name, entry.budget, max_fee))
 }
 
 /// Asks on the terminal whether a payment above `approve_above` may go ahead; refuses when
@@ -177,7 +184,13 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
             let (wallet, mut accounting) =
                 wallet_named(name, &url, args.wallet_config.as_deref()).await?;
             accounting.cache = !args.no_cache;
-            accounting.approver = Some(Arc::new(ask_on_terminal));
+            accounting.approver = Some(Arc::new(|quote: Quote| {
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || ask_on_terminal(&quote))
+                        .await
+                        .unwrap_or(false)
+                })
+            }));
             if let Some(marker) = std::env::var_os(TEST_HOLD_AFTER_PAYMENT) {
                 accounting.after_payment = Some(Arc::new(move || {
                     let _ = std::fs::write(&marker, b"paid");

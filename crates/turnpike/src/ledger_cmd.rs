@@ -52,12 +52,13 @@ pub fn parse_since(text: &str) -> anyhow::Result<u64> {
     Ok(u64::try_from(days_from_civil(y, m, d) * 86_400).unwrap_or(0))
 }
 
-fn sats(msat: u64) -> u64 {
+/// Msat rounded up to whole sats.
+pub fn sats(msat: u64) -> u64 {
     msat.div_ceil(1000)
 }
 
 /// What is left under each limit of `budget`, given what was spent (per_host for `origin`).
-fn left(budget: &Budget, spent: &Spent) -> serde_json::Value {
+pub fn left(budget: &Budget, spent: &Spent) -> serde_json::Value {
     let rest = |cap: u64, used: u64| (cap * 1000).saturating_sub(used) / 1000;
     serde_json::json!({
         "max_per_call": budget.max_per_call,
@@ -71,6 +72,32 @@ fn left(budget: &Budget, spent: &Spent) -> serde_json::Value {
     })
 }
 
+/// What payments charged (paid amounts and fees, open reservations), in msat.
+pub struct Totals {
+    /// In all.
+    pub total: u64,
+    /// Per origin.
+    pub by_origin: BTreeMap<String, u64>,
+    /// Per day (UTC).
+    pub by_day: BTreeMap<String, u64>,
+}
+
+/// Sums what `rows` charged, in all, per origin and per day.
+pub fn totals(rows: &[PaymentRow]) -> Totals {
+    let mut t = Totals {
+        total: 0,
+        by_origin: BTreeMap::new(),
+        by_day: BTreeMap::new(),
+    };
+    for row in rows {
+        let charged = row.charged_msat();
+        t.total += charged;
+        *t.by_origin.entry(row.origin.clone()).or_default() += charged;
+        *t.by_day.entry(civil_from_unix(row.created_at)).or_default() += charged;
+    }
+    t
+}
+
 /// `turnpike spend`.
 pub async fn spend(
     wallet: Option<&str>,
@@ -81,15 +108,11 @@ pub async fn spend(
     let since = since.map(parse_since).transpose()?;
     let ledger = Ledger::open_default().await?;
     let rows = ledger.payments(wallet, since).await?;
-    let mut by_origin: BTreeMap<String, u64> = BTreeMap::new();
-    let mut by_day: BTreeMap<String, u64> = BTreeMap::new();
-    let mut total = 0u64;
-    for row in &rows {
-        let charged = row.charged_msat();
-        total += charged;
-        *by_origin.entry(row.origin.clone()).or_default() += charged;
-        *by_day.entry(civil_from_unix(row.created_at)).or_default() += charged;
-    }
+    let Totals {
+        total,
+        by_origin,
+        by_day,
+    } = totals(&rows);
     let budget_left = match wallet {
         Some(name) => {
             let entry = crate::wallets::wallet_entry(name, wallet_file).ok();

@@ -4,6 +4,7 @@ mod backend_check;
 mod demo;
 mod fetch;
 mod ledger_cmd;
+mod mcp;
 mod wallets;
 
 use std::net::SocketAddr;
@@ -50,6 +51,9 @@ enum Command {
         #[arg(long)]
         wallet_config: Option<PathBuf>,
     },
+    /// Serve MCP tools that let an agent pay for HTTP calls with a wallet, within its budget
+    /// (stdio, or streamable HTTP with --http).
+    Mcp(mcp::McpArgs),
     /// Tokens kept for reuse.
     Tokens {
         #[command(subcommand)]
@@ -306,6 +310,10 @@ fn main() -> std::process::ExitCode {
             } => {
                 init_logging("warn");
                 ledger_cmd::balance(name.as_deref(), json, wallet_config.as_deref()).await
+            }
+            Command::Mcp(args) => {
+                init_logging("warn");
+                mcp::run(args).await
             }
             Command::Fetch(args) => {
                 init_logging(if args.verbose { "warn" } else { "error" });

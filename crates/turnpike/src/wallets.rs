@@ -14,6 +14,9 @@
 //! per_period = { sats = 2000, per = "day" }
 //! total = 10000
 //! approve_above = 200
+//!
+//! [mcp]
+//! allow_hosts = ["127.0.0.1"]   # hosts `turnpike mcp` may reach on private addresses
 //! ```
 
 use std::collections::BTreeMap;
@@ -35,6 +38,19 @@ pub struct WalletFile {
     /// Wallets by name.
     #[serde(default)]
     pub wallets: BTreeMap<String, WalletEntry>,
+    /// Settings of `turnpike mcp`.
+    #[serde(default)]
+    pub mcp: McpSettings,
+}
+
+/// The `[mcp]` table of the wallet file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpSettings {
+    /// Hosts the MCP tools may reach even when they resolve to private, loopback or
+    /// link-local addresses (as `--allow-host`).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
 }
 
 /// One wallet: its backend, its budget and its fee reserve.

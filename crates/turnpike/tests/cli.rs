@@ -31,25 +31,17 @@ fn text(b: &[u8]) -> String {
 
 /// A tiny upstream in a thread of its own runtime.
 fn spawn_upstream() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            let app = axum::Router::new()
-                .route(
-                    "/api/hello",
-                    axum::routing::get(|| async { "hello, paid world\n" }),
-                )
-                .route(
-                    "/api/post",
-                    axum::routing::post(|body: String| async move { format!("got {body}") }),
-                );
-            axum::serve(l, app).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
+    common::spawn_app(
+        axum::Router::new()
+            .route(
+                "/api/hello",
+                axum::routing::get(|| async { "hello, paid world\n" }),
+            )
+            .route(
+                "/api/post",
+                axum::routing::post(|body: String| async move { format!("got {body}") }),
+            ),
+    )
 }
 
 fn write_config(

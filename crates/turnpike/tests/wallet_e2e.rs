@@ -3,7 +3,6 @@
 //! temporary data directory. Budgets, concurrency, token reuse, failures and a crash.
 
 use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use turnpike_lightning::{CreateInvoice, DevBackend, DevPayWallet, InvoiceBackend
 
 mod common;
 
-use common::{Running, wait_healthy};
+use common::{Running, dev_gateway};
 
 const BIN: &str = env!("CARGO_BIN_EXE_turnpike");
 
@@ -39,22 +38,7 @@ struct Setup {
 impl Setup {
     fn new(budget_toml: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let (upstream, served) = spawn_upstream();
-        let listen = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        let config = dir.path().join("turnpike.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-listen = "{listen}"
-data_dir = "gateway-data"
-
-[backend]
-kind = "dev"
-
+        let services = r#"
 [[services]]
 name = "single"
 path = "/single"
@@ -74,28 +58,16 @@ path = "/pass"
 upstream = "http://{upstream}"
 price_sats = 7
 time_pass_secs = 3600
-"#
-            ),
-        )
-        .unwrap();
+"#;
+        let (gateway, base, served) = dev_gateway(dir.path(), services);
         std::fs::write(
             dir.path().join("wallets.toml"),
             format!("[wallets.agent]\nkind = \"dev\"\n\n[wallets.agent.budget]\n{budget_toml}\n"),
         )
         .unwrap();
-        let gateway = Running(
-            Command::new(BIN)
-                .args(["serve", "--config"])
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_healthy(listen);
         Setup {
             dir,
-            base: format!("http://{listen}"),
+            base,
             served,
             _gateway: gateway,
         }
@@ -147,29 +119,6 @@ time_pass_secs = 3600
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// An upstream answering `ok` to anything, counting what it served.
-fn spawn_upstream() -> (SocketAddr, Arc<AtomicU64>) {
-    let served = Arc::new(AtomicU64::new(0));
-    let counter = served.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            let app = axum::Router::new().fallback(move || {
-                let counter = counter.clone();
-                async move {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    "ok"
-                }
-            });
-            axum::serve(l, app).await.unwrap();
-        });
-    });
-    (rx.recv().unwrap(), served)
 }
 
 fn get(base: &str, path: &str) -> FetchRequest {

@@ -37,3 +37,81 @@ pub fn wait_healthy(addr: SocketAddr) {
     }
     panic!("gateway at {addr} did not become healthy");
 }
+
+/// Serves `app` on a loopback port from a thread with its own runtime; returns the address.
+#[allow(dead_code)] // not every test binary uses it
+pub fn spawn_app(app: axum::Router) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// An upstream answering `ok` to anything, counting what it served.
+#[allow(dead_code)] // not every test binary uses it
+pub fn counting_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let served = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = served.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            "ok"
+        }
+    });
+    (spawn_app(app), served)
+}
+
+/// A gateway with the dev backend on a free loopback port, in front of a counting upstream,
+/// with `services` (TOML `[[services]]` tables in which `{upstream}` stands for the upstream's
+/// address), its configuration written in `dir`. Returns the gateway, its base URL and the
+/// upstream's count of calls served.
+#[allow(dead_code)] // not every test binary uses it
+pub fn dev_gateway(
+    dir: &std::path::Path,
+    services: &str,
+) -> (
+    Running,
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let (upstream, served) = counting_upstream();
+    let listen = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let config = dir.join("turnpike.toml");
+    let services = services.replace("{upstream}", &upstream.to_string());
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{listen}\"\ndata_dir = \"gateway-data\"\n\n[backend]\nkind = \"dev\"\n\n{services}"
+        ),
+    )
+    .unwrap();
+    let gateway = serve_gateway(&config, listen);
+    (gateway, format!("http://{listen}"), served)
+}
+
+/// Runs `turnpike serve --config CONFIG` (output discarded) and waits until `listen` is healthy.
+#[allow(dead_code)] // not every test binary uses it
+pub fn serve_gateway(config: &std::path::Path, listen: SocketAddr) -> Running {
+    let gateway = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_turnpike"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_healthy(listen);
+    gateway
+}

@@ -1,0 +1,1002 @@
+//! `turnpike mcp`: an MCP server (the official Rust SDK, `rmcp`) that lets an agent pay for
+//! HTTP calls with one wallet, within the wallet file's budget, recorded in the ledger.
+//!
+//! Tools: `l402_fetch`, `l402_quote`, `l402_balance`, `l402_spending_report`, `l402_discover`
+//! and `l402_lower_budget`. Budgets come from the wallet file only; `l402_lower_budget` and
+//! `max_sats` can lower them for the current connection, never raise them. Above
+//! `approve_above` the person is asked through MCP elicitation when the client supports it;
+//! otherwise the payment is refused. URLs reaching private, loopback or link-local addresses are
+//! refused unless allowed. Every failure is a tool error with a plain message.
+
+mod guard;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use clap::Args;
+use http::Method;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    Tool, ToolAnnotations,
+};
+use rmcp::service::{ElicitationMode, RequestContext};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use turnpike_client::budget::{Budget, Period, Window};
+use turnpike_client::ledger::now_unix;
+use turnpike_client::spend::{Accounting, Approver, Quote};
+use turnpike_client::{ClientError, FetchRequest, L402Client, Quoted};
+use turnpike_l402::Sats;
+use turnpike_lightning::PaymentBackend;
+use turnpike_lightning::config::BackendConfig;
+use turnpike_lightning::dev_wallet::DevPayWallet;
+
+use crate::wallets::WalletEntry;
+use guard::AllowedHosts;
+
+/// The most of a response body an `l402_fetch` returns, by default.
+const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// The most of a discovery document read.
+const MAX_MANIFEST: usize = 256 * 1024;
+/// How long the person has to answer an approval request.
+const APPROVAL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Arguments of `turnpike mcp`.
+#[derive(Args)]
+pub struct McpArgs {
+    /// The wallet that pays ('dev' pays through the dev endpoint of the gateway called, no real
+    /// money; any other name is looked up in the wallet file).
+    #[arg(long, default_value = "dev")]
+    wallet: String,
+    /// The wallet file (default: $TURNPIKE_WALLETS, else ~/.config/turnpike/wallets.toml).
+    #[arg(long)]
+    wallet_config: Option<PathBuf>,
+    /// Serve MCP over streamable HTTP on this address (path /mcp) instead of stdio. A bearer
+    /// token ($TURNPIKE_MCP_TOKEN) is required on any address but loopback.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// The bearer token HTTP clients must send (required with a non-loopback --http address).
+    #[arg(long, env = "TURNPIKE_MCP_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A host the tools may reach although it resolves to a private, loopback or link-local
+    /// address (repeatable; adds to allow_hosts of the wallet file's [mcp] table).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allow_hosts: Vec<String>,
+    /// Most one call may pay, in sats (a tool's max_sats can only lower it).
+    #[arg(long, default_value_t = 100)]
+    max_sats: u64,
+    /// Most bytes of a response body returned to the agent.
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
+    max_body_bytes: usize,
+}
+
+/// What every connection shares: the wallet, its accounting, the guard.
+struct Shared {
+    wallet: String,
+    entry: WalletEntry,
+    /// The paying backend (none for a dev wallet: it pays the gateway it calls).
+    backend: Option<Arc<dyn PaymentBackend>>,
+    accounting: Accounting,
+    allowed: AllowedHosts,
+    http: reqwest::Client,
+    max_sats: u64,
+    max_body: usize,
+}
+
+/// One MCP connection: the shared state and the budget lowered for this connection only.
+#[derive(Clone)]
+struct TurnpikeMcp {
+    shared: Arc<Shared>,
+    lowered: Arc<Mutex<Budget>>,
+}
+
+/// The request of `l402_fetch` and `l402_quote`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RequestParams {
+    /// The URL (http or https).
+    url: String,
+    /// The HTTP method (default GET, or POST when a body is given).
+    #[serde(default)]
+    method: Option<String>,
+    /// Request headers, name to value.
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    /// The request body, as text.
+    #[serde(default)]
+    body: Option<String>,
+    /// The request body, base64 (instead of `body`).
+    #[serde(default)]
+    body_base64: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct FetchParams {
+    #[serde(flatten)]
+    request: RequestParams,
+    /// The most this call may pay, in sats; it can only lower the server's limit and the
+    /// wallet's budget.
+    #[serde(default)]
+    max_sats: Option<u64>,
+}
+
+/// The result of `l402_fetch`.
+#[derive(Debug, Serialize, JsonSchema)]
+struct FetchOutput {
+    /// The final HTTP status.
+    status: u16,
+    /// Response headers (repeated ones joined with ", ").
+    headers: BTreeMap<String, String>,
+    /// The body: text when it is UTF-8, else base64.
+    body: String,
+    /// "text" or "base64".
+    body_encoding: String,
+    /// Whether a payment was made for this call.
+    paid: bool,
+    /// Sats paid (invoice amount, rounded up), 0 when nothing was paid.
+    paid_sats: u64,
+    /// Routing fee paid, msat.
+    fee_msat: u64,
+    /// The payment hash, hex, when a payment was made.
+    payment_hash: Option<String>,
+    /// Whether a stored token paid earlier was used instead of paying.
+    reused_token: bool,
+}
+
+/// The result of `l402_quote`.
+#[derive(Debug, Serialize, JsonSchema)]
+struct QuoteOutput {
+    /// Whether the server asks for payment.
+    payment_required: bool,
+    /// The HTTP status when no payment is asked.
+    status: Option<u16>,
+    /// The invoice amount, sats (rounded up).
+    amount_sats: Option<u64>,
+    /// Amount plus the fee reserve: what the budget is checked against.
+    reserve_sats: Option<u64>,
+    /// The service the token is for.
+    service: Option<String>,
+    /// The invoice's payment hash.
+    payment_hash: Option<String>,
+    /// Whether the budget would allow paying it now.
+    allowed: bool,
+    /// Whether paying needs the person's approval (approve_above).
+    needs_approval: bool,
+    /// Why the budget would refuse it.
+    refusal: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ReportParams {
+    /// Only payments since this date (YYYY-MM-DD, UTC) or unix time.
+    #[serde(default)]
+    since: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DiscoverParams {
+    /// The gateway's URL (any path: its origin's /.well-known/l402.json is read).
+    url: String,
+}
+
+/// Lower limits for this connection, in sats; each only applies when below the wallet's.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct LowerParams {
+    /// Most one payment may cost.
+    #[serde(default)]
+    max_per_call: Option<u64>,
+    /// Most spent on one origin per the wallet's per_host window (a day when it has none).
+    #[serde(default)]
+    per_host_sats: Option<u64>,
+    /// Most spent in all per the wallet's per_period window (a day when it has none).
+    #[serde(default)]
+    per_period_sats: Option<u64>,
+    /// Most ever spent by the wallet.
+    #[serde(default)]
+    total: Option<u64>,
+    /// Above this, ask the person.
+    #[serde(default)]
+    approve_above: Option<u64>,
+}
+
+/// The person's answer to an approval request.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct Approval {
+    /// Pay it?
+    approve: bool,
+}
+rmcp::elicit_safe!(Approval);
+
+fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn min_window(a: Option<Window>, b: Option<Window>) -> Option<Window> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(Window {
+            sats: x.sats.min(y.sats),
+            per: x.per,
+        }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// The stricter of two budgets, limit by limit (windows keep `a`'s period).
+fn stricter(a: &Budget, b: &Budget) -> Budget {
+    Budget {
+        max_per_call: min_opt(a.max_per_call, b.max_per_call),
+        per_host: min_window(a.per_host, b.per_host),
+        per_period: min_window(a.per_period, b.per_period),
+        total: min_opt(a.total, b.total),
+        approve_above: min_opt(a.approve_above, b.approve_above),
+    }
+}
+
+/// A tool error with a plain message.
+fn tool_error(message: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message.into())])
+}
+
+fn structured<T: Serialize>(value: &T) -> CallToolResult {
+    match serde_json::to_value(value) {
+        Ok(v) => CallToolResult::structured(v),
+        Err(e) => tool_error(format!("cannot encode the result: {e}")),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(
+    request: &CallToolRequestParams,
+) -> Result<T, CallToolResult> {
+    let args = serde_json::Value::Object(request.arguments.clone().unwrap_or_default());
+    serde_json::from_value(args)
+        .map_err(|e| tool_error(format!("invalid arguments for {}: {e}", request.name)))
+}
+
+/// An error and its causes on one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let m = s.to_string();
+        if !text.contains(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn tool<P: JsonSchema + 'static>(name: &'static str, description: &'static str) -> Tool {
+    Tool::new(name, description, Arc::new(serde_json::Map::new())).with_input_schema::<P>()
+}
+
+fn read_only(title: &str) -> ToolAnnotations {
+    ToolAnnotations::with_title(title)
+        .read_only(true)
+        .destructive(false)
+        .open_world(true)
+}
+
+fn tools() -> Vec<Tool> {
+    vec![
+        tool::<FetchParams>(
+            "l402_fetch",
+            "Fetch a URL, paying its L402 (HTTP 402 + Lightning) price from the wallet within \
+             the budget, and return the status, headers and body, with what was paid.",
+        )
+        .with_output_schema::<FetchOutput>()
+        .with_annotations(
+            ToolAnnotations::with_title("Fetch, paying if asked")
+                .read_only(false)
+                .destructive(false)
+                .idempotent(false)
+                .open_world(true),
+        ),
+        tool::<RequestParams>(
+            "l402_quote",
+            "What a URL would cost: the price of its L402 challenge and whether the budget \
+             allows it. Nothing is paid.",
+        )
+        .with_output_schema::<QuoteOutput>()
+        .with_annotations(read_only("Price of a URL")),
+        tool::<NoParams>(
+            "l402_balance",
+            "The wallet's balance and what its budget has left.",
+        )
+        .with_annotations(read_only("Wallet balance and budget left")),
+        tool::<ReportParams>(
+            "l402_spending_report",
+            "What the wallet spent: totals per origin and per day, and the payments.",
+        )
+        .with_annotations(read_only("Spending report")),
+        tool::<DiscoverParams>(
+            "l402_discover",
+            "Read an L402 gateway's catalogue (/.well-known/l402.json): its services, paths, \
+             prices and pricing modes.",
+        )
+        .with_annotations(read_only("Discover a gateway's paid services")),
+        tool::<LowerParams>(
+            "l402_lower_budget",
+            "Lower the budget for this connection (limits in sats). It can never raise a limit \
+             of the wallet file.",
+        )
+        .with_annotations(
+            ToolAnnotations::with_title("Lower the budget for this connection")
+                .read_only(false)
+                .destructive(false)
+                .idempotent(true)
+                .open_world(false),
+        ),
+    ]
+}
+
+impl TurnpikeMcp {
+    fn new(shared: Arc<Shared>) -> TurnpikeMcp {
+        TurnpikeMcp {
+            shared,
+            lowered: Arc::new(Mutex::new(Budget::default())),
+        }
+    }
+
+    /// The budget in force on this connection: the wallet's, lowered by this connection.
+    fn budget(&self) -> Budget {
+        let lowered = *self
+            .lowered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        stricter(&self.shared.entry.budget, &lowered)
+    }
+
+    fn request(params: RequestParams) -> Result<FetchRequest, String> {
+        let url: reqwest::Url = params
+            .url
+            .parse()
+            .map_err(|e| format!("invalid URL {:?}: {e}", params.url))?;
+        let body = match (params.body, params.body_base64) {
+            (Some(_), Some(_)) => return Err("give body or body_base64, not both".into()),
+            (Some(text), None) => Some(bytes::Bytes::from(text)),
+            (None, Some(b64)) => Some(bytes::Bytes::from(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| format!("body_base64 is not base64: {e}"))?,
+            )),
+            (None, None) => None,
+        };
+        let method = match params.method.as_deref() {
+            Some(m) => Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes())
+                .map_err(|_| format!("invalid method {m:?}"))?,
+            None if body.is_some() => Method::POST,
+            None => Method::GET,
+        };
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in params.headers.unwrap_or_default() {
+            let n = http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| format!("invalid header name {name:?}"))?;
+            if n == http::header::AUTHORIZATION || n == http::header::HOST {
+                return Err(format!(
+                    "the {n} header is set by turnpike, not by the agent"
+                ));
+            }
+            let v = http::HeaderValue::from_str(value.trim())
+                .map_err(|_| format!("invalid value for header {name:?}"))?;
+            headers.append(n, v);
+        }
+        Ok(FetchRequest {
+            method,
+            url,
+            headers,
+            body,
+        })
+    }
+
+    /// An approver asking the person through the MCP client, if it supports elicitation.
+    fn approver(peer: &Peer<RoleServer>) -> Option<Approver> {
+        if !peer
+            .supported_elicitation_modes()
+            .contains(&ElicitationMode::Form)
+        {
+            return None;
+        }
+        let peer = peer.clone();
+        Some(Arc::new(move |quote: Quote| {
+            let peer = peer.clone();
+            Box::pin(async move {
+                let message = format!(
+                    "Turnpike: pay up to {} sats ({} sats + fee reserve) for {}{}? Your budget asks \
+                     for approval above approve_above.",
+                    quote.reserve_msat.div_ceil(1000),
+                    quote.amount_msat.div_ceil(1000),
+                    quote.url,
+                    quote
+                        .service
+                        .as_deref()
+                        .map(|s| format!(" (service {s})"))
+                        .unwrap_or_default(),
+                );
+                matches!(
+                    peer.elicit_with_timeout::<Approval>(message, Some(APPROVAL_TIMEOUT))
+                        .await,
+                    Ok(Some(Approval { approve: true }))
+                )
+            })
+        }))
+    }
+
+    /// A client for `url` paying with the wallet under this connection's budget.
+    fn client(
+        &self,
+        url: &reqwest::Url,
+        max_sats: Option<u64>,
+        approver: Option<Approver>,
+    ) -> Result<L402Client, String> {
+        let s = &self.shared;
+        let backend: Arc<dyn PaymentBackend> = match &s.backend {
+            Some(b) => b.clone(),
+            None => {
+                Arc::new(DevPayWallet::for_origin(url).map_err(|e| format!("dev wallet: {e}"))?)
+            }
+        };
+        let mut accounting = s.accounting.clone();
+        accounting.budget = self.budget();
+        accounting.approver = approver;
+        let cap = max_sats.map_or(s.max_sats, |m| m.min(s.max_sats));
+        Ok(L402Client::new(backend, Sats(cap))
+            .map_err(|e| chain(&e))?
+            .with_http_client(s.http.clone())
+            .with_accounting(accounting))
+    }
+
+    fn client_error(e: &ClientError, could_ask: bool) -> String {
+        match e {
+            ClientError::NotApproved(q) if !could_ask => format!(
+                "paying {} sats needs the person's approval (above approve_above) and this MCP \
+                 client cannot ask them (no elicitation support): nothing was paid",
+                q.reserve_msat.div_ceil(1000)
+            ),
+            ClientError::NotApproved(q) => format!(
+                "the person did not approve paying {} sats for {}: nothing was paid",
+                q.reserve_msat.div_ceil(1000),
+                q.url
+            ),
+            e => chain(e),
+        }
+    }
+
+    async fn fetch(&self, params: FetchParams, peer: &Peer<RoleServer>) -> CallToolResult {
+        let max_sats = params.max_sats;
+        let req = match Self::request(params.request) {
+            Ok(r) => r,
+            Err(e) => return tool_error(e),
+        };
+        if let Err(e) = guard::check_url(&req.url, &self.shared.allowed).await {
+            return tool_error(e);
+        }
+        let approver = Self::approver(peer);
+        let could_ask = approver.is_some();
+        let client = match self.client(&req.url, max_sats, approver) {
+            Ok(c) => c,
+            Err(e) => return tool_error(e),
+        };
+        let fetched = match client.fetch(req).await {
+            Ok(f) => f,
+            Err(e) => return tool_error(Self::client_error(&e, could_ask)),
+        };
+        let receipt = fetched.receipt;
+        let paid_note = receipt.as_ref().map_or_else(String::new, |r| {
+            format!(
+                " (a payment of {} sats was made, payment hash {})",
+                r.amount.to_sats_ceil().0,
+                r.payment_hash.to_hex()
+            )
+        });
+        let mut response = fetched.response;
+        let status = response.status().as_u16();
+        let mut headers: BTreeMap<String, String> = BTreeMap::new();
+        for (name, value) in response.headers() {
+            let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            headers
+                .entry(name.to_string())
+                .and_modify(|e| {
+                    e.push_str(", ");
+                    e.push_str(&v);
+                })
+                .or_insert(v);
+        }
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > self.shared.max_body {
+                        return tool_error(format!(
+                            "the response body is larger than {} bytes (--max-body-bytes): not \
+                             returned{paid_note}",
+                            self.shared.max_body
+                        ));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return tool_error(format!(
+                        "reading the response body failed: {}{paid_note}",
+                        chain(&e)
+                    ));
+                }
+            }
+        }
+        let (body, body_encoding) = match String::from_utf8(body) {
+            Ok(text) => (text, "text"),
+            Err(e) => (
+                base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
+                "base64",
+            ),
+        };
+        structured(&FetchOutput {
+            status,
+            headers,
+            body,
+            body_encoding: body_encoding.into(),
+            paid: receipt.is_some(),
+            paid_sats: receipt.as_ref().map_or(0, |r| r.amount.to_sats_ceil().0),
+            fee_msat: receipt.as_ref().map_or(0, |r| r.fee.0),
+            payment_hash: receipt.as_ref().map(|r| r.payment_hash.to_hex()),
+            reused_token: fetched.reused_token,
+        })
+    }
+
+    async fn quote(&self, params: RequestParams) -> CallToolResult {
+        let req = match Self::request(params) {
+            Ok(r) => r,
+            Err(e) => return tool_error(e),
+        };
+        if let Err(e) = guard::check_url(&req.url, &self.shared.allowed).await {
+            return tool_error(e);
+        }
+        let client = match self.client(&req.url, None, None) {
+            Ok(c) => c,
+            Err(e) => return tool_error(e),
+        };
+        let out = match client.quote(req).await {
+            Ok(Quoted::Free(resp)) => QuoteOutput {
+                payment_required: false,
+                status: Some(resp.status().as_u16()),
+                amount_sats: None,
+                reserve_sats: None,
+                service: None,
+                payment_hash: None,
+                allowed: true,
+                needs_approval: false,
+                refusal: None,
+            },
+            Ok(Quoted::Priced(q)) => QuoteOutput {
+                payment_required: true,
+                status: None,
+                amount_sats: Some(q.amount_msat.div_ceil(1000)),
+                reserve_sats: Some(q.reserve_msat.div_ceil(1000)),
+                service: q.service.clone(),
+                payment_hash: Some(q.payment_hash.clone()),
+                allowed: q.refusal.is_none(),
+                needs_approval: q.needs_approval,
+                refusal: q.refusal.map(|r| r.to_string()),
+            },
+            Err(e) => return tool_error(chain(&e)),
+        };
+        structured(&out)
+    }
+
+    async fn balance(&self) -> CallToolResult {
+        let s = &self.shared;
+        let budget = self.budget();
+        let balance = match &s.backend {
+            Some(b) => b.balance().await.map_err(|e| chain(&e)),
+            None => Err("a dev wallet has no balance of its own".to_owned()),
+        };
+        let spent = match s
+            .accounting
+            .ledger
+            .spent(&s.wallet, "", &budget, now_unix())
+            .await
+        {
+            Ok(spent) => spent,
+            Err(e) => return tool_error(format!("reading the ledger failed: {}", chain(&e))),
+        };
+        CallToolResult::structured(serde_json::json!({
+            "wallet": s.wallet,
+            "balance_sats": balance.as_ref().ok().map(|m| m.0 / 1000),
+            "balance_error": balance.as_ref().err(),
+            "spent_total_sats": crate::ledger_cmd::sats(spent.total.0),
+            "budget": budget,
+            "budget_left": crate::ledger_cmd::left(&budget, &spent),
+            "max_sats_per_call": s.max_sats,
+        }))
+    }
+
+    async fn report(&self, params: ReportParams) -> CallToolResult {
+        let s = &self.shared;
+        let since = match params.since.as_deref().map(crate::ledger_cmd::parse_since) {
+            Some(Err(e)) => return tool_error(format!("{e:#}")),
+            Some(Ok(t)) => Some(t),
+            None => None,
+        };
+        let rows = match s.accounting.ledger.payments(Some(&s.wallet), since).await {
+            Ok(r) => r,
+            Err(e) => return tool_error(format!("reading the ledger failed: {}", chain(&e))),
+        };
+        let t = crate::ledger_cmd::totals(&rows);
+        let to_sats = |m: &BTreeMap<String, u64>| -> BTreeMap<String, u64> {
+            m.iter()
+                .map(|(k, v)| (k.clone(), crate::ledger_cmd::sats(*v)))
+                .collect()
+        };
+        // Neither preimages nor macaroons: together they are the credentials.
+        let payments: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "time": r.created_at,
+                    "url": r.url,
+                    "origin": r.origin,
+                    "service": r.service,
+                    "amount_sats": r.amount_msat.div_ceil(1000),
+                    "fee_msat": r.fee_msat,
+                    "charged_msat": r.charged_msat(),
+                    "state": r.state,
+                    "http_status": r.http_status,
+                    "payment_hash": r.payment_hash,
+                })
+            })
+            .collect();
+        CallToolResult::structured(serde_json::json!({
+            "wallet": s.wallet,
+            "since": since,
+            "total_sats": crate::ledger_cmd::sats(t.total),
+            "total_msat": t.total,
+            "by_origin": to_sats(&t.by_origin),
+            "by_day": to_sats(&t.by_day),
+            "payments": payments,
+        }))
+    }
+
+    async fn discover(&self, params: DiscoverParams) -> CallToolResult {
+        let url: reqwest::Url = match params.url.parse() {
+            Ok(u) => u,
+            Err(e) => return tool_error(format!("invalid URL {:?}: {e}", params.url)),
+        };
+        let Ok(manifest_url) = url.join("/.well-known/l402.json") else {
+            return tool_error(format!("the URL {url} cannot have a well-known path"));
+        };
+        if let Err(e) = guard::check_url(&manifest_url, &self.shared.allowed).await {
+            return tool_error(e);
+        }
+        let mut resp = match self.shared.http.get(manifest_url.clone()).send().await {
+            Ok(r) => r,
+            Err(e) => return tool_error(format!("fetching {manifest_url}: {}", chain(&e))),
+        };
+        if !resp.status().is_success() {
+            return tool_error(format!(
+                "{manifest_url} answered HTTP {}: the server publishes no L402 catalogue",
+                resp.status()
+            ));
+        }
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) if body.len() + c.len() > MAX_MANIFEST => {
+                    return tool_error(format!(
+                        "{manifest_url} is larger than {MAX_MANIFEST} bytes"
+                    ));
+                }
+                Ok(Some(c)) => body.extend_from_slice(&c),
+                Ok(None) => break,
+                Err(e) => return tool_error(format!("reading {manifest_url}: {}", chain(&e))),
+            }
+        }
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(manifest) => CallToolResult::structured(serde_json::json!({
+                "url": manifest_url.as_str(),
+                "manifest": manifest,
+            })),
+            Err(e) => tool_error(format!("{manifest_url} is not JSON: {e}")),
+        }
+    }
+
+    fn lower(&self, params: LowerParams) -> CallToolResult {
+        let file = &self.shared.entry.budget;
+        let window = |file_w: Option<Window>, sats: Option<u64>| {
+            sats.map(|sats| Window {
+                sats,
+                per: file_w.map_or(Period::Day, |w| w.per),
+            })
+        };
+        let asked = Budget {
+            max_per_call: params.max_per_call,
+            per_host: window(file.per_host, params.per_host_sats),
+            per_period: window(file.per_period, params.per_period_sats),
+            total: params.total,
+            approve_above: params.approve_above,
+        };
+        {
+            let mut lowered = self
+                .lowered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let current = stricter(file, &lowered);
+            *lowered = stricter(&current, &asked);
+        }
+        CallToolResult::structured(serde_json::json!({
+            "budget": self.budget(),
+            "note": "limits only ever go down; they last as long as this connection",
+        }))
+    }
+}
+
+impl ServerHandler for TurnpikeMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("turnpike", env!("CARGO_PKG_VERSION")))
+            .with_instructions(format!(
+                "Pays for HTTP APIs that answer 402 (L402, Lightning) with wallet {:?}, within \
+                 the budget its owner set. Use l402_quote to see a price, l402_fetch to pay and \
+                 fetch, l402_balance and l402_spending_report to see what is left and spent.",
+                self.shared.wallet
+            ))
+    }
+
+    // Approval is asked with a request from server to client (elicitation), which the
+    // 2026-07-28 revision replaced; the revisions up to 2025-11-25 are offered.
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        std::borrow::Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let result = match request.name.as_ref() {
+            "l402_fetch" => match parse(&request) {
+                Ok(p) => self.fetch(p, &context.peer).await,
+                Err(e) => e,
+            },
+            "l402_quote" => match parse(&request) {
+                Ok(p) => self.quote(p).await,
+                Err(e) => e,
+            },
+            "l402_balance" => match parse::<NoParams>(&request) {
+                Ok(_) => self.balance().await,
+                Err(e) => e,
+            },
+            "l402_spending_report" => match parse(&request) {
+                Ok(p) => self.report(p).await,
+                Err(e) => e,
+            },
+            "l402_discover" => match parse(&request) {
+                Ok(p) => self.discover(p).await,
+                Err(e) => e,
+            },
+            "l402_lower_budget" => match parse(&request) {
+                Ok(p) => self.lower(p),
+                Err(e) => e,
+            },
+            other => tool_error(format!("no tool named {other:?}")),
+        };
+        Ok(result.into())
+    }
+}
+
+async fn shared(args: &McpArgs) -> anyhow::Result<Shared> {
+    let entry = crate::wallets::wallet_entry(&args.wallet, args.wallet_config.as_deref())?;
+    let file_hosts = match crate::wallets::read_wallet_file(args.wallet_config.as_deref()) {
+        Ok((_, f)) => f.mcp.allow_hosts,
+        // The dev wallet needs no file.
+        Err(_) if args.wallet == "dev" => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let allowed = AllowedHosts::new(
+        args.allow_hosts
+            .iter()
+            .chain(file_hosts.iter())
+            .map(String::as_str),
+    );
+    let backend = match entry.backend {
+        BackendConfig::Dev(_) => None,
+        _ => {
+            let b: Arc<dyn PaymentBackend> = crate::wallets::connect_entry(&args.wallet, &entry)?;
+            Some(b)
+        }
+    };
+    let accounting = crate::fetch::accounting_for(&args.wallet, &entry).await?;
+    Ok(Shared {
+        wallet: args.wallet.clone(),
+        entry,
+        backend,
+        accounting,
+        http: guard::http_client(&allowed).context("building the HTTP client")?,
+        allowed,
+        max_sats: args.max_sats,
+        max_body: args.max_body_bytes,
+    })
+}
+
+/// Runs `turnpike mcp`.
+pub async fn run(args: McpArgs) -> anyhow::Result<ExitCode> {
+    let shared = Arc::new(shared(&args).await?);
+    match args.http {
+        None => {
+            let service = TurnpikeMcp::new(shared)
+                .serve(rmcp::transport::stdio())
+                .await
+                .context("starting the MCP server on standard input and output")?;
+            service.waiting().await.context("serving MCP")?;
+        }
+        Some(addr) => serve_http(shared, addr, args.token).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_http(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+
+    let loopback = addr.ip().is_loopback();
+    let token = token.filter(|t| !t.is_empty());
+    if !loopback && token.is_none() {
+        bail!(
+            "--http {addr} is not a loopback address: set a bearer token in TURNPIKE_MCP_TOKEN \
+             (or --token) so that only your MCP client can spend from the wallet"
+        );
+    }
+    let ct = tokio_util::sync::CancellationToken::new();
+    let mut config = StreamableHttpServerConfig::default().with_cancellation_token(ct.clone());
+    if !loopback {
+        // The bearer token guards it; the Host names it is reached by are not known here.
+        config = config.disable_allowed_hosts();
+    }
+    let service = StreamableHttpService::new(
+        move || Ok(TurnpikeMcp::new(shared.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let token = token.map(Arc::new);
+    let app = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let token = token.clone();
+                async move {
+                    if let Some(token) = token
+                        && !bearer_matches(req.headers(), &token)
+                    {
+                        return axum::response::IntoResponse::into_response((
+                            http::StatusCode::UNAUTHORIZED,
+                            [(http::header::WWW_AUTHENTICATE, "Bearer")],
+                            "a bearer token is required\n",
+                        ));
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    eprintln!("turnpike mcp: streamable HTTP on http://{local}/mcp");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            crate::shutdown_signal().await;
+            ct.cancel();
+        })
+        .await
+        .context("serving MCP over HTTP")?;
+    Ok(())
+}
+
+fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let Some(value) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some((scheme, given)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer")
+        && bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_can_only_lower_the_budget() {
+        let file = Budget {
+            max_per_call: Some(100),
+            per_host: None,
+            per_period: Some(Window {
+                sats: 2000,
+                per: Period::Day,
+            }),
+            total: Some(10_000),
+            approve_above: None,
+        };
+        let asked = Budget {
+            max_per_call: Some(500),
+            per_host: Some(Window {
+                sats: 50,
+                per: Period::Day,
+            }),
+            per_period: Some(Window {
+                sats: 10,
+                per: Period::Hour,
+            }),
+            total: None,
+            approve_above: Some(20),
+        };
+        let b = stricter(&file, &asked);
+        assert_eq!(b.max_per_call, Some(100));
+        assert_eq!(b.per_host.map(|w| w.sats), Some(50));
+        assert_eq!(
+            b.per_period,
+            Some(Window {
+                sats: 10,
+                per: Period::Day
+            })
+        );
+        assert_eq!(b.total, Some(10_000));
+        assert_eq!(b.approve_above, Some(20));
+    }
+
+    #[test]
+    fn the_bearer_token_is_checked() {
+        let mut h = http::HeaderMap::new();
+        assert!(!bearer_matches(&h, "s3cret"));
+        h.insert(
+            http::header::AUTHORIZATION,
+            "Bearer s3cret".parse().unwrap(),
+        );
+        assert!(bearer_matches(&h, "s3cret"));
+        h.insert(http::header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
+        assert!(!bearer_matches(&h, "s3cret"));
+        h.insert(http::header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
+        assert!(!bearer_matches(&h, "s3cret"));
+    }
+}
