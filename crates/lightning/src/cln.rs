@@ -40,11 +40,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
-use crate::lnd::{check_create_request, check_limits, check_payable, read_limited, verify_issued};
+use crate::rules;
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
     IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
-    SecretSource, check_payment,
+    SecretSource,
 };
 use turnpike_l402::bolt11::Invoice;
 
@@ -63,8 +63,6 @@ pub const LABEL_PREFIX: &str = "turnpike-";
 
 /// The channel state in which a channel's balance can be spent.
 const CHANNEL_NORMAL: &str = "CHANNELD_NORMAL";
-/// Largest `pay` answer read, in bytes (failures list every attempt).
-const MAX_PAY_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Time allowed to establish a connection (also bounded by the call's timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -197,10 +195,10 @@ impl ClnBackend {
     /// HTTP client. No network I/O (use [`Diagnose::info`] to check the connection).
     pub fn new(config: &ClnConfig) -> Result<Self, ClnConfigError> {
         let base = http::base_url(&config.url).map_err(ClnConfigError::InvalidUrl)?;
-        check_limits(
+        rules::check_limits(
             config.timeout_secs,
             config.retries,
-            config.payment_timeout_secs,
+            Some(config.payment_timeout_secs),
         )
         .map_err(ClnConfigError::Invalid)?;
         let rune = config
@@ -289,7 +287,7 @@ impl ClnBackend {
                     .await
                     .map_err(|e| http::attempt_error(&e, idempotency))?;
                 let status = resp.status();
-                let bytes = read_limited(resp, MAX_PAY_RESPONSE_BYTES)
+                let bytes = rules::read_limited(resp, rules::MAX_PAYMENT_BYTES)
                     .await
                     .map_err(|error| AttemptError {
                         retryable: idempotent && error.is_transient(),
@@ -347,7 +345,7 @@ impl InvoiceBackend for ClnBackend {
     }
 
     async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
-        check_create_request(&req)?;
+        rules::check_create_request(&req)?;
         // A fresh label per attempt: a retry after a lost answer must not hit "Duplicate label".
         let resp: ClnInvoice = self
             .rpc("invoice", Idempotency::Idempotent, self.timeout, || {
@@ -360,10 +358,7 @@ impl InvoiceBackend for ClnBackend {
             })
             .await?;
         let hash = parse_hex32(&resp.payment_hash, "payment_hash").map(PaymentHash)?;
-        let invoice = Invoice::parse(&resp.bolt11).map_err(|e| {
-            BackendError::InvalidResponse(format!("cln returned an invalid invoice: {e}"))
-        })?;
-        let issued = verify_issued(&invoice, &req, Some(hash))?;
+        let issued = rules::check_issued("cln", &resp.bolt11, &req, Some(hash))?;
         tracing::debug!(payment_hash = %issued.payment_hash, amount = %issued.amount, "cln invoice created");
         Ok(issued)
     }
@@ -456,7 +451,7 @@ impl PaymentBackend for ClnBackend {
 
     /// Pays with `pay`, limiting routing fees to `max_fee` (`maxfee`).
     async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
-        let (invoice, amount) = check_payable(bolt11)?;
+        let (invoice, _) = rules::check_payable(bolt11, crate::now_unix())?;
         let retry_for = (self.payment_timeout.as_secs() * 4 / 5).clamp(1, u64::from(u16::MAX));
         let resp: ClnPay = self
             .rpc(
@@ -502,17 +497,7 @@ impl PaymentBackend for ClnBackend {
                     ))
                 })?,
         };
-        check_payment(&invoice, &payment)?;
-        if payment.amount != amount {
-            return Err(BackendError::InvalidResponse(format!(
-                "cln reports {} delivered for an invoice of {amount}",
-                payment.amount
-            )));
-        }
-        if payment.fee > max_fee {
-            tracing::warn!(fee = %payment.fee, max_fee = %max_fee, "cln paid more fees than allowed");
-        }
-        Ok(payment)
+        rules::check_paid("cln", &invoice, payment, max_fee)
     }
 
     /// The sum of `our_amount_msat` over channels in `CHANNELD_NORMAL` (channel reserves

@@ -5,10 +5,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use crate::BackendError;
-
-/// Largest response body an HTTP backend reads, in bytes. Backends answer small JSON documents;
-/// anything bigger is refused rather than buffered.
-pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+use crate::rules::{MAX_RESPONSE_BYTES, read_limited};
 
 /// Makes sure rustls has a process-wide crypto provider, installing ring's if none is.
 ///
@@ -71,22 +68,6 @@ pub(crate) fn error_chain(e: &reqwest::Error) -> String {
         source = inner.source();
     }
     s
-}
-
-/// Reads a response body, refusing more than [`MAX_RESPONSE_BYTES`].
-pub(crate) async fn read_body_limited(
-    mut resp: reqwest::Response,
-) -> Result<Vec<u8>, BackendError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| map_transport_error(&e))? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(BackendError::InvalidResponse(format!(
-                "response body larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// A short, printable excerpt of a body for error messages.
@@ -219,7 +200,7 @@ where
             AttemptError { error, retryable }
         })?;
         let status = resp.status();
-        let body = read_body_limited(resp)
+        let body = read_limited(resp, MAX_RESPONSE_BYTES)
             .await
             .map_err(|error| AttemptError {
                 retryable: idempotent && error.is_transient(),

@@ -24,7 +24,7 @@
 //! What comes back is checked: the invoice lnd returns must parse, carry the requested amount and
 //! the hash lnd reports; a settled invoice's preimage must hash to its payment hash and the
 //! amount paid must cover the amount requested; a payment's preimage is checked with
-//! [`check_payment`], and the amount delivered must be the invoice's. Anything else is
+//! [`check_payment`](crate::check_payment), and the amount delivered must be the invoice's. Anything else is
 //! [`BackendError::InvalidResponse`].
 
 use std::fmt;
@@ -40,10 +40,11 @@ use serde::{Deserialize, Deserializer};
 use turnpike_l402::bolt11::Invoice;
 
 use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
+use crate::rules;
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
     IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
-    SecretSource, check_payment,
+    Sats, SecretSource,
 };
 
 /// The header carrying the macaroon (hex) on every REST call.
@@ -56,17 +57,7 @@ pub const DEFAULT_RETRIES: u32 = 2;
 /// Default for [`LndConfig::payment_timeout_secs`].
 pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
 
-/// Most retries accepted in the configuration.
-pub const MAX_RETRIES: u32 = 10;
-/// Longest `timeout_secs` accepted.
-pub const MAX_TIMEOUT_SECS: u64 = 600;
-/// Longest `payment_timeout_secs` accepted.
-pub const MAX_PAYMENT_TIMEOUT_SECS: u64 = 3600;
-
-/// Longest memo BOLT11 can carry, in bytes.
-const MAX_MEMO_BYTES: usize = 639;
-/// Largest payment stream read, in bytes (a final `Payment` lists every HTLC attempt).
-const MAX_PAYMENT_STREAM_BYTES: usize = 1024 * 1024;
+pub use crate::rules::{MAX_PAYMENT_TIMEOUT_SECS, MAX_RETRIES, MAX_TIMEOUT_SECS};
 /// Time allowed to establish a connection (also bounded by the call's timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -192,10 +183,10 @@ impl LndBackend {
     /// HTTP client. No network I/O (use [`Diagnose::info`] to check the connection).
     pub fn new(config: &LndConfig) -> Result<Self, LndConfigError> {
         let base = http::base_url(&config.url).map_err(LndConfigError::InvalidUrl)?;
-        check_limits(
+        rules::check_limits(
             config.timeout_secs,
             config.retries,
-            config.payment_timeout_secs,
+            Some(config.payment_timeout_secs),
         )
         .map_err(LndConfigError::Invalid)?;
         let macaroon_hex = match (&config.macaroon, &config.macaroon_file) {
@@ -323,7 +314,7 @@ impl LndBackend {
                     .await
                     .map_err(|e| http::attempt_error(&e, Idempotency::Idempotent))?;
                 let status = resp.status();
-                let bytes = http::read_body_limited(resp)
+                let bytes = rules::read_limited(resp, rules::MAX_RESPONSE_BYTES)
                     .await
                     .map_err(|error| AttemptError {
                         retryable: error.is_transient(),
@@ -371,7 +362,7 @@ impl LndBackend {
         match resp.local_balance {
             Some(amount) => Ok(Msat(amount.msat)),
             // lnd before 0.13 only had the deprecated `balance`, in satoshis.
-            None => resp.balance.checked_mul(1000).map(Msat).ok_or_else(|| {
+            None => Sats(resp.balance).to_msat().ok_or_else(|| {
                 BackendError::InvalidResponse("lnd channel balance overflows".into())
             }),
         }
@@ -385,7 +376,7 @@ impl InvoiceBackend for LndBackend {
     }
 
     async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
-        check_create_request(&req)?;
+        rules::check_create_request(&req)?;
         let body = serde_json::json!({
             "memo": req.memo,
             "value_msat": req.amount.0.to_string(),
@@ -395,10 +386,12 @@ impl InvoiceBackend for LndBackend {
             .call("add invoice", Method::POST, "v1/invoices", Some(body))
             .await?;
         let r_hash = decode_bytes32(&resp.r_hash, "r_hash")?;
-        let invoice = Invoice::parse(&resp.payment_request).map_err(|e| {
-            BackendError::InvalidResponse(format!("lnd returned an invalid invoice: {e}"))
-        })?;
-        let issued = verify_issued(&invoice, &req, Some(PaymentHash(r_hash)))?;
+        let issued = rules::check_issued(
+            "lnd",
+            &resp.payment_request,
+            &req,
+            Some(PaymentHash(r_hash)),
+        )?;
         tracing::debug!(payment_hash = %issued.payment_hash, amount = %issued.amount, "lnd invoice created");
         Ok(issued)
     }
@@ -465,7 +458,7 @@ impl PaymentBackend for LndBackend {
 
     /// Pays with `SendPaymentV2`, limiting routing fees to `max_fee` (`fee_limit_msat`).
     async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
-        let (invoice, amount) = check_payable(bolt11)?;
+        let (invoice, _) = rules::check_payable(bolt11, crate::now_unix())?;
         let url = self.url("v2/router/send")?;
         // Ask lnd to give up looking for routes a little before we give up waiting.
         let lnd_timeout = (self.payment_timeout.as_secs() * 4 / 5).clamp(1, i32::MAX as u64);
@@ -483,7 +476,7 @@ impl PaymentBackend for LndBackend {
                     .await
                     .map_err(|e| http::attempt_error(&e, Idempotency::ConnectOnly))?;
                 let status = resp.status();
-                let bytes = read_limited(resp, MAX_PAYMENT_STREAM_BYTES)
+                let bytes = rules::read_limited(resp, rules::MAX_PAYMENT_BYTES)
                     .await
                     .map_err(AttemptError::fatal)?;
                 if !status.is_success() {
@@ -496,11 +489,7 @@ impl PaymentBackend for LndBackend {
             .await
             .map_err(|e| self.tls_hint(e))?;
         let final_update = last_payment_update(&bytes)?;
-        let payment = payment_outcome(&invoice, amount, final_update)?;
-        if payment.fee > max_fee {
-            tracing::warn!(fee = %payment.fee, max_fee = %max_fee, "lnd paid more fees than allowed");
-        }
-        Ok(payment)
+        payment_outcome(&invoice, final_update, max_fee)
     }
 
     async fn balance(&self) -> Result<Msat, BackendError> {
@@ -524,7 +513,7 @@ impl PaymentBackend for LndBackend {
                 .map_err(|e| http::map_transport_error(&e))?;
             let status = resp.status();
             if !status.is_success() {
-                let bytes = read_limited(resp, MAX_PAYMENT_STREAM_BYTES).await?;
+                let bytes = rules::read_limited(resp, rules::MAX_PAYMENT_BYTES).await?;
                 return Ok(Err((status, bytes)));
             }
             let mut buf = Vec::new();
@@ -534,7 +523,7 @@ impl PaymentBackend for LndBackend {
                 .map_err(|e| http::map_transport_error(&e))?
             {
                 buf.extend_from_slice(&chunk);
-                if buf.len() > MAX_PAYMENT_STREAM_BYTES {
+                if buf.len() > rules::MAX_PAYMENT_BYTES {
                     return Err(BackendError::InvalidResponse(
                         "lnd payment stream: update larger than the limit".into(),
                     ));
@@ -633,129 +622,11 @@ impl Diagnose for LndBackend {
             network: info
                 .chains
                 .first()
-                .map(|c| normalize_network(&c.network))
+                .map(|c| rules::normalize_network(&c.network))
                 .filter(|n| !n.is_empty()),
             balance,
         })
     }
-}
-
-/// lnd says `mainnet`; Turnpike says `bitcoin`.
-fn normalize_network(network: &str) -> String {
-    match network.to_ascii_lowercase().as_str() {
-        "mainnet" => "bitcoin".to_owned(),
-        other => other.to_owned(),
-    }
-}
-
-/// Checks the timeouts and retries of a node backend's configuration (shared by the LND, Core
-/// Lightning and phoenixd backends).
-pub(crate) fn check_limits(
-    timeout_secs: u64,
-    retries: u32,
-    payment_timeout_secs: u64,
-) -> Result<(), String> {
-    if !(1..=MAX_TIMEOUT_SECS).contains(&timeout_secs) {
-        return Err(format!(
-            "timeout_secs must be between 1 and {MAX_TIMEOUT_SECS}"
-        ));
-    }
-    if retries > MAX_RETRIES {
-        return Err(format!("retries must be at most {MAX_RETRIES}"));
-    }
-    if !(1..=MAX_PAYMENT_TIMEOUT_SECS).contains(&payment_timeout_secs) {
-        return Err(format!(
-            "payment_timeout_secs must be between 1 and {MAX_PAYMENT_TIMEOUT_SECS}"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a [`CreateInvoice`] before sending it (same rules as every backend).
-pub(crate) fn check_create_request(req: &CreateInvoice) -> Result<(), BackendError> {
-    if req.amount == Msat::ZERO {
-        return Err(BackendError::Rejected(
-            "the amount must be at least 1 msat".into(),
-        ));
-    }
-    if req.expiry_secs == 0 {
-        return Err(BackendError::Rejected(
-            "the expiry must be at least 1 second".into(),
-        ));
-    }
-    if req.memo.len() > MAX_MEMO_BYTES {
-        return Err(BackendError::Rejected(format!(
-            "the memo is longer than {MAX_MEMO_BYTES} bytes"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks the invoice a node returned for `req`: the hash it reported (if any) and the amount.
-pub(crate) fn verify_issued(
-    invoice: &Invoice,
-    req: &CreateInvoice,
-    reported_hash: Option<PaymentHash>,
-) -> Result<IssuedInvoice, BackendError> {
-    let payment_hash = invoice.payment_hash();
-    if let Some(reported) = reported_hash
-        && reported != payment_hash
-    {
-        return Err(BackendError::InvalidResponse(format!(
-            "the node reported payment hash {reported} for an invoice whose hash is \
-             {payment_hash}"
-        )));
-    }
-    if invoice.amount() != Some(req.amount) {
-        return Err(BackendError::InvalidResponse(format!(
-            "the node returned an invoice for {} instead of {}",
-            invoice
-                .amount()
-                .map_or_else(|| "any amount".to_owned(), |a| a.to_string()),
-            req.amount
-        )));
-    }
-    Ok(IssuedInvoice {
-        bolt11: invoice.as_str().to_owned(),
-        payment_hash,
-        amount: req.amount,
-        expires_at: invoice.expires_at(),
-    })
-}
-
-/// Parses an invoice to pay and checks it locally: it states an amount and has not expired.
-pub(crate) fn check_payable(bolt11: &str) -> Result<(Invoice, Msat), BackendError> {
-    let invoice = Invoice::parse(bolt11)
-        .map_err(|e| BackendError::Rejected(format!("invalid invoice: {e}")))?;
-    let amount = invoice.amount().ok_or_else(|| {
-        BackendError::Rejected("cannot pay an invoice that does not state an amount".into())
-    })?;
-    if invoice.is_expired(crate::now_unix()) {
-        return Err(BackendError::InvoiceExpired);
-    }
-    Ok((invoice, amount))
-}
-
-/// Reads a body of at most `limit` bytes (for answers that may exceed
-/// [`http::MAX_RESPONSE_BYTES`], such as payment results listing every attempt).
-pub(crate) async fn read_limited(
-    mut resp: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, BackendError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| http::map_transport_error(&e))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(BackendError::InvalidResponse(format!(
-                "response body larger than {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// The last `Payment` of a `SendPaymentV2` stream; an `{"error": ...}` line is mapped.
@@ -784,8 +655,8 @@ fn last_payment_update(stream: &[u8]) -> Result<LndPayment, BackendError> {
 /// Turns lnd's final `Payment` into a checked [`Payment`] or the precise failure.
 fn payment_outcome(
     invoice: &Invoice,
-    amount: Msat,
     update: LndPayment,
+    max_fee: Msat,
 ) -> Result<Payment, BackendError> {
     match update.status.as_str() {
         "SUCCEEDED" => {
@@ -796,14 +667,7 @@ fn payment_outcome(
                 amount: Msat(update.value_msat),
                 fee: Msat(update.fee_msat),
             };
-            check_payment(invoice, &payment)?;
-            if payment.amount != amount {
-                return Err(BackendError::InvalidResponse(format!(
-                    "lnd reports {} delivered for an invoice of {amount}",
-                    payment.amount
-                )));
-            }
-            Ok(payment)
+            rules::check_paid("lnd", invoice, payment, max_fee)
         }
         "FAILED" => Err(match update.failure_reason.as_str() {
             "FAILURE_REASON_INSUFFICIENT_BALANCE" => BackendError::InsufficientBalance,

@@ -71,11 +71,11 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio::task::JoinSet;
 use turnpike_l402::bolt11::Invoice;
 
-use crate::lnd::{check_create_request, check_limits, check_payable, verify_issued};
+use crate::rules;
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
     IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
-    SecretSource, check_payment,
+    SecretSource,
 };
 
 /// Default for [`NwcConfig::timeout_secs`].
@@ -302,7 +302,7 @@ impl NwcBackend {
     /// Builds the backend: resolves and parses the connection URI and checks the timeouts. No
     /// network I/O (use [`NwcBackend::connect`] or [`Diagnose::info`] to check the connection).
     pub fn new(config: &NwcConfig) -> Result<Self, NwcConfigError> {
-        check_limits(config.timeout_secs, 0, config.payment_timeout_secs)
+        rules::check_limits(config.timeout_secs, 0, Some(config.payment_timeout_secs))
             .map_err(NwcConfigError::Invalid)?;
         let uri = config
             .uri
@@ -783,15 +783,6 @@ fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
     Ok(out)
 }
 
-/// `"mainnet"` → `"bitcoin"`; other NIP-47 networks as they are.
-fn normalize_network(network: &str) -> String {
-    let network = network.to_ascii_lowercase();
-    match network.as_str() {
-        "mainnet" => "bitcoin".to_owned(),
-        _ => network,
-    }
-}
-
 /// Non-empty text, or `None`.
 fn non_empty(text: Option<String>) -> Option<String> {
     text.filter(|t| !t.trim().is_empty())
@@ -804,23 +795,18 @@ impl InvoiceBackend for NwcBackend {
     }
 
     async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
-        check_create_request(&req)?;
+        rules::check_create_request(&req)?;
         let params = json!({
             "amount": req.amount.0,
             "description": req.memo,
             "expiry": req.expiry_secs,
         });
         let made: MakeInvoiceResult = self.call_as("make_invoice", params, self.timeout).await?;
-        let invoice = Invoice::parse(&made.invoice).map_err(|e| {
-            BackendError::InvalidResponse(format!(
-                "nwc: the wallet service returned an invalid invoice: {e}"
-            ))
-        })?;
         let reported = match non_empty(made.payment_hash) {
             Some(hash) => Some(PaymentHash(parse_hex32(&hash, "payment_hash")?)),
             None => None,
         };
-        let issued = verify_issued(&invoice, &req, reported)?;
+        let issued = rules::check_issued("nwc", &made.invoice, &req, reported)?;
         tracing::debug!(payment_hash = %issued.payment_hash, amount = %issued.amount, "nwc invoice created");
         Ok(issued)
     }
@@ -931,7 +917,7 @@ impl PaymentBackend for NwcBackend {
     /// Pays with `pay_invoice`. NIP-47 takes no fee limit: `max_fee` is only checked after the
     /// fact (a warning is logged when the fee exceeded it).
     async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
-        let (invoice, amount) = check_payable(bolt11)?;
+        let (invoice, amount) = rules::check_payable(bolt11, crate::now_unix())?;
         let params = json!({ "invoice": invoice.as_str() });
         let paid: PayResult = self
             .call_as("pay_invoice", params, self.payment_timeout)
@@ -942,11 +928,8 @@ impl PaymentBackend for NwcBackend {
             amount,
             fee: Msat(paid.fees_paid.unwrap_or(0)),
         };
-        check_payment(&invoice, &payment)?;
-        if payment.fee > max_fee {
-            tracing::warn!(fee = %payment.fee, max_fee = %max_fee, "nwc: the wallet paid more fees than the limit (NIP-47 takes no fee limit)");
-        }
-        Ok(payment)
+        // NIP-47 takes no fee limit: one above `max_fee` is only logged.
+        rules::check_paid("nwc", &invoice, payment, max_fee)
     }
 
     /// `get_balance`.
@@ -1034,7 +1017,7 @@ impl Diagnose for NwcBackend {
             backend: "nwc",
             alias: non_empty(info.alias),
             node_id: non_empty(info.pubkey),
-            network: non_empty(info.network).map(|n| normalize_network(&n)),
+            network: non_empty(info.network).map(|n| rules::normalize_network(&n)),
             balance,
         })
     }
@@ -1262,7 +1245,7 @@ mod tests {
             negotiate(Some(&info(vec![enc("nip44_v2 nip04")]))),
             Encryption::Nip44
         );
-        assert_eq!(normalize_network("mainnet"), "bitcoin");
-        assert_eq!(normalize_network("regtest"), "regtest");
+        assert_eq!(rules::normalize_network("mainnet"), "bitcoin");
+        assert_eq!(rules::normalize_network("regtest"), "regtest");
     }
 }

@@ -35,11 +35,11 @@ use serde::de::DeserializeOwned;
 use turnpike_l402::bolt11::Invoice;
 
 use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
-use crate::lnd::{check_create_request, check_limits, check_payable, verify_issued};
+use crate::rules;
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
     IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
-    Secret, SecretSource, check_payment,
+    Secret, SecretSource,
 };
 
 /// Default for [`PhoenixdConfig::timeout_secs`].
@@ -154,10 +154,10 @@ impl PhoenixdBackend {
     /// (use [`Diagnose::info`] to check the connection).
     pub fn new(config: &PhoenixdConfig) -> Result<Self, PhoenixdConfigError> {
         let base = http::base_url(&config.url).map_err(PhoenixdConfigError::InvalidUrl)?;
-        check_limits(
+        rules::check_limits(
             config.timeout_secs,
             config.retries,
-            config.payment_timeout_secs,
+            Some(config.payment_timeout_secs),
         )
         .map_err(PhoenixdConfigError::Invalid)?;
         let password = config
@@ -225,7 +225,7 @@ impl PhoenixdBackend {
                     .await
                     .map_err(|e| http::attempt_error(&e, idempotency))?;
                 let status = resp.status();
-                let bytes = http::read_body_limited(resp)
+                let bytes = rules::read_limited(resp, rules::MAX_RESPONSE_BYTES)
                     .await
                     .map_err(|error| AttemptError {
                         retryable: idempotent && error.is_transient(),
@@ -267,9 +267,7 @@ impl PhoenixdBackend {
 }
 
 fn sats_to_msat(sats: u64, field: &str) -> Result<Msat, BackendError> {
-    sats.checked_mul(1000)
-        .map(Msat)
-        .ok_or_else(|| BackendError::InvalidResponse(format!("phoenixd: {field} overflows")))
+    rules::sats_field("phoenixd", sats, field)
 }
 
 #[async_trait]
@@ -279,13 +277,8 @@ impl InvoiceBackend for PhoenixdBackend {
     }
 
     async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
-        check_create_request(&req)?;
-        let sats = req.amount.to_sats_exact().ok_or_else(|| {
-            BackendError::Rejected(format!(
-                "phoenixd invoices are in whole satoshis: {} is not",
-                req.amount
-            ))
-        })?;
+        rules::check_create_request(&req)?;
+        let sats = rules::whole_sats("phoenixd", req.amount)?;
         if req.memo.encode_utf16().count() > MAX_DESCRIPTION_CHARS {
             return Err(BackendError::Rejected(format!(
                 "phoenixd accepts descriptions of at most {MAX_DESCRIPTION_CHARS} characters"
@@ -306,10 +299,7 @@ impl InvoiceBackend for PhoenixdBackend {
             )
             .await?;
         let hash = parse_hex32(&resp.payment_hash, "paymentHash").map(PaymentHash)?;
-        let invoice = Invoice::parse(&resp.serialized).map_err(|e| {
-            BackendError::InvalidResponse(format!("phoenixd returned an invalid invoice: {e}"))
-        })?;
-        let issued = verify_issued(&invoice, &req, Some(hash))?;
+        let issued = rules::check_issued("phoenixd", &resp.serialized, &req, Some(hash))?;
         tracing::debug!(payment_hash = %issued.payment_hash, amount = %issued.amount, "phoenixd invoice created");
         Ok(issued)
     }
@@ -335,7 +325,8 @@ impl InvoiceBackend for PhoenixdBackend {
             (None, Some(bolt11)) => Invoice::parse(bolt11)
                 .ok()
                 .and_then(|i| i.amount())
-                .map(|a| a.0 / 1000)
+                // phoenixd counts whole satoshis, rounded down.
+                .map(|a| a.to_sats_floor().0)
                 .ok_or_else(|| {
                     BackendError::InvalidResponse(format!(
                         "phoenixd reports no amount for invoice {hash}"
@@ -388,7 +379,7 @@ impl PaymentBackend for PhoenixdBackend {
     /// Pays with `/payinvoice`. phoenixd takes no fee limit: `max_fee` is only checked after
     /// the fact (a warning is logged when the fee exceeded it).
     async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
-        let (invoice, amount) = check_payable(bolt11)?;
+        let (invoice, amount) = rules::check_payable(bolt11, crate::now_unix())?;
         let form = [("invoice", invoice.as_str().to_owned())];
         let resp: PayResult = self
             .call(
@@ -410,17 +401,14 @@ impl PaymentBackend for PhoenixdBackend {
             amount,
             fee: sats_to_msat(fee_sat, "routingFeeSat")?,
         };
-        check_payment(&invoice, &payment)?;
         // phoenixd reports whole satoshis, rounded down.
-        if recipient_sat != amount.0 / 1000 {
+        if crate::Sats(recipient_sat) != amount.to_sats_floor() {
             return Err(BackendError::InvalidResponse(format!(
                 "phoenixd reports {recipient_sat} sat delivered for an invoice of {amount}"
             )));
         }
-        if payment.fee > max_fee {
-            tracing::warn!(fee = %payment.fee, max_fee = %max_fee, "phoenixd paid more fees than the limit (phoenixd takes no fee limit)");
-        }
-        Ok(payment)
+        // phoenixd takes no fee limit: one above `max_fee` is only logged.
+        rules::check_paid("phoenixd", &invoice, payment, max_fee)
     }
 
     /// `balanceSat` (what channels can send; the fee credit cannot be spent).
@@ -529,20 +517,9 @@ impl Diagnose for PhoenixdBackend {
             backend: "phoenixd",
             alias: None,
             node_id: Some(info.node_id).filter(|id| !id.is_empty()),
-            network: Some(normalize_chain(&info.chain)).filter(|n| !n.is_empty()),
+            network: Some(rules::normalize_network(&info.chain)).filter(|n| !n.is_empty()),
             balance,
         })
-    }
-}
-
-/// phoenixd says `mainnet`, `testnet`, `testnet3`, `testnet4`...; Turnpike says `bitcoin`,
-/// `testnet`.
-fn normalize_chain(chain: &str) -> String {
-    let chain = chain.to_ascii_lowercase();
-    match chain.as_str() {
-        "mainnet" => "bitcoin".to_owned(),
-        c if c.starts_with("testnet") => "testnet".to_owned(),
-        _ => chain,
     }
 }
 
@@ -700,8 +677,8 @@ mod tests {
             ),
             BackendError::Rejected(_)
         ));
-        assert_eq!(normalize_chain("mainnet"), "bitcoin");
-        assert_eq!(normalize_chain("testnet3"), "testnet");
-        assert_eq!(normalize_chain("regtest"), "regtest");
+        assert_eq!(rules::normalize_network("mainnet"), "bitcoin");
+        assert_eq!(rules::normalize_network("testnet3"), "testnet");
+        assert_eq!(rules::normalize_network("regtest"), "regtest");
     }
 }
