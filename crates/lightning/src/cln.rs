@@ -51,12 +51,7 @@ use turnpike_l402::bolt11::Invoice;
 /// The header carrying the rune.
 pub const RUNE_HEADER: &str = "Rune";
 
-/// Default for [`ClnConfig::timeout_secs`].
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Default for [`ClnConfig::retries`].
-pub const DEFAULT_RETRIES: u32 = 2;
-/// Default for [`ClnConfig::payment_timeout_secs`].
-pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+pub use crate::rules::{DEFAULT_PAYMENT_TIMEOUT_SECS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS};
 
 /// Prefix of the labels of the invoices this backend creates.
 pub const LABEL_PREFIX: &str = "turnpike-";
@@ -81,16 +76,6 @@ const PAY_INJECTPAYMENTONION_ALREADY_PAID: i64 = 219;
 const RUNE_NOT_AUTHORIZED: i64 = 1501;
 const RUNE_BLACKLISTED: i64 = 1503;
 
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-fn default_retries() -> u32 {
-    DEFAULT_RETRIES
-}
-fn default_payment_timeout_secs() -> u64 {
-    DEFAULT_PAYMENT_TIMEOUT_SECS
-}
-
 /// Configuration of the Core Lightning backend (`[backend] kind = "cln"`).
 ///
 /// ```toml
@@ -105,7 +90,7 @@ fn default_payment_timeout_secs() -> u64 {
 /// A rune for the gateway only needs `invoice`, `listinvoices` and `getinfo`, e.g.
 /// `lightning-cli createrune restrictions='[["method=invoice","method=listinvoices","method=getinfo"]]'`;
 /// a payer needs `pay`, `listfunds` and `getinfo`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClnConfig {
     /// Base URL of clnrest, e.g. `https://127.0.0.1:3010`.
@@ -120,30 +105,17 @@ pub struct ClnConfig {
     pub tls_cert_path: Option<PathBuf>,
     /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
     /// seconds.
-    #[serde(default = "default_timeout_secs")]
+    #[serde(default = "rules::default_timeout_secs")]
     pub timeout_secs: u64,
     /// How many times a call that is safe to repeat is retried after a transient failure. A
     /// payment is retried only when the connection could not be established.
-    #[serde(default = "default_retries")]
+    #[serde(default = "rules::default_retries")]
     pub retries: u32,
     /// Time allowed for a payment, in seconds (CLN's `retry_for` is set a little below it). A
     /// payment still unresolved when it expires gives [`BackendError::Timeout`]; its outcome is
     /// then unknown (look at `lightning-cli listpays`).
-    #[serde(default = "default_payment_timeout_secs")]
+    #[serde(default = "rules::default_payment_timeout_secs")]
     pub payment_timeout_secs: u64,
-}
-
-impl fmt::Debug for ClnConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClnConfig")
-            .field("url", &self.url)
-            .field("rune", &self.rune)
-            .field("tls_cert_path", &self.tls_cert_path)
-            .field("timeout_secs", &self.timeout_secs)
-            .field("retries", &self.retries)
-            .field("payment_timeout_secs", &self.payment_timeout_secs)
-            .finish()
-    }
 }
 
 /// Why a [`ClnBackend`] could not be set up from its configuration.

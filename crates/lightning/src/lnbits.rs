@@ -46,11 +46,7 @@ use crate::{
     check_payment,
 };
 
-/// Default time allowed for one HTTP call to LNbits, in seconds.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-
-/// Default number of retries of a call that is safe to repeat.
-pub const DEFAULT_RETRIES: u32 = 2;
+pub use crate::rules::{DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS};
 
 pub use crate::rules::{MAX_RETRIES, MAX_TIMEOUT_SECS};
 
@@ -88,19 +84,11 @@ pub struct LnbitsConfig {
     pub admin_key: Option<SecretSource>,
     /// Time allowed for each call to LNbits, retries included, in seconds (1 to 600).
     /// Default 10.
-    #[serde(default = "default_timeout_secs")]
+    #[serde(default = "rules::default_timeout_secs")]
     pub timeout_secs: u64,
     /// Retries of calls that are safe to repeat (0 to 10). Default 2.
-    #[serde(default = "default_retries")]
+    #[serde(default = "rules::default_retries")]
     pub retries: u32,
-}
-
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-
-fn default_retries() -> u32 {
-    DEFAULT_RETRIES
 }
 
 impl LnbitsConfig {

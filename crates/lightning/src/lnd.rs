@@ -50,26 +50,11 @@ use crate::{
 /// The header carrying the macaroon (hex) on every REST call.
 pub const MACAROON_HEADER: &str = "Grpc-Metadata-macaroon";
 
-/// Default for [`LndConfig::timeout_secs`].
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Default for [`LndConfig::retries`].
-pub const DEFAULT_RETRIES: u32 = 2;
-/// Default for [`LndConfig::payment_timeout_secs`].
-pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+pub use crate::rules::{DEFAULT_PAYMENT_TIMEOUT_SECS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS};
 
 pub use crate::rules::{MAX_PAYMENT_TIMEOUT_SECS, MAX_RETRIES, MAX_TIMEOUT_SECS};
 /// Time allowed to establish a connection (also bounded by the call's timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-fn default_retries() -> u32 {
-    DEFAULT_RETRIES
-}
-fn default_payment_timeout_secs() -> u64 {
-    DEFAULT_PAYMENT_TIMEOUT_SECS
-}
 
 /// Configuration of the LND backend (`[backend] kind = "lnd"`).
 ///
@@ -86,7 +71,7 @@ fn default_payment_timeout_secs() -> u64 {
 /// Exactly one of `macaroon` and `macaroon_file` must be given. The gateway needs the invoice
 /// macaroon (`invoice.macaroon`: create and look up invoices); a payer needs a macaroon that may
 /// send payments (`admin.macaroon`, or one baked with `offchain:read offchain:write info:read`).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LndConfig {
     /// Base URL of lnd's REST API, e.g. `https://127.0.0.1:8080`.
@@ -107,31 +92,17 @@ pub struct LndConfig {
     pub tls_cert_path: Option<PathBuf>,
     /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
     /// seconds.
-    #[serde(default = "default_timeout_secs")]
+    #[serde(default = "rules::default_timeout_secs")]
     pub timeout_secs: u64,
     /// How many times a call that is safe to repeat is retried after a transient failure. A
     /// payment is retried only when the connection could not be established.
-    #[serde(default = "default_retries")]
+    #[serde(default = "rules::default_retries")]
     pub retries: u32,
     /// Time allowed for a payment, in seconds. lnd is told to stop looking for a route before
     /// then; a payment still unresolved when it expires gives [`BackendError::Timeout`] (its
     /// outcome is then unknown: look at lnd).
-    #[serde(default = "default_payment_timeout_secs")]
+    #[serde(default = "rules::default_payment_timeout_secs")]
     pub payment_timeout_secs: u64,
-}
-
-impl fmt::Debug for LndConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LndConfig")
-            .field("url", &self.url)
-            .field("macaroon", &self.macaroon)
-            .field("macaroon_file", &self.macaroon_file)
-            .field("tls_cert_path", &self.tls_cert_path)
-            .field("timeout_secs", &self.timeout_secs)
-            .field("retries", &self.retries)
-            .field("payment_timeout_secs", &self.payment_timeout_secs)
-            .finish()
-    }
 }
 
 /// Why an [`LndBackend`] could not be set up from its configuration.

@@ -80,8 +80,7 @@ use crate::{
 
 /// Default for [`NwcConfig::timeout_secs`].
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
-/// Default for [`NwcConfig::payment_timeout_secs`].
-pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+pub use crate::rules::DEFAULT_PAYMENT_TIMEOUT_SECS;
 /// The URI scheme of NWC connection strings.
 pub const URI_SCHEME: &str = "nostr+walletconnect";
 
@@ -97,10 +96,6 @@ const MAX_MESSAGE_CHARS: usize = 300;
 fn default_timeout_secs() -> u64 {
     DEFAULT_TIMEOUT_SECS
 }
-fn default_payment_timeout_secs() -> u64 {
-    DEFAULT_PAYMENT_TIMEOUT_SECS
-}
-
 /// Configuration of the NWC backend (`[backend] kind = "nwc"`).
 ///
 /// ```toml
@@ -112,7 +107,7 @@ fn default_payment_timeout_secs() -> u64 {
 /// The URI holds the client's secret key: prefer `{ env = … }` or `{ file = … }` to an inline
 /// value. The gateway needs a connection allowed to `make_invoice` and `lookup_invoice`; a payer
 /// needs `pay_invoice` (and `get_balance`).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NwcConfig {
     /// The `nostr+walletconnect://` connection URI (a secret).
@@ -124,18 +119,8 @@ pub struct NwcConfig {
     /// Time allowed for a payment, in seconds. A payment still unanswered when it expires gives
     /// [`BackendError::Timeout`]; its outcome is then unknown (the request carries an
     /// `expiration` tag, so a wallet service that receives it later must ignore it).
-    #[serde(default = "default_payment_timeout_secs")]
+    #[serde(default = "rules::default_payment_timeout_secs")]
     pub payment_timeout_secs: u64,
-}
-
-impl fmt::Debug for NwcConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NwcConfig")
-            .field("uri", &self.uri)
-            .field("timeout_secs", &self.timeout_secs)
-            .field("payment_timeout_secs", &self.payment_timeout_secs)
-            .finish()
-    }
 }
 
 /// Why an [`NwcBackend`] could not be set up from its configuration. Messages never contain the

@@ -42,27 +42,12 @@ use crate::{
     Secret, SecretSource,
 };
 
-/// Default for [`PhoenixdConfig::timeout_secs`].
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Default for [`PhoenixdConfig::retries`].
-pub const DEFAULT_RETRIES: u32 = 2;
-/// Default for [`PhoenixdConfig::payment_timeout_secs`].
-pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+pub use crate::rules::{DEFAULT_PAYMENT_TIMEOUT_SECS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS};
 /// Longest invoice description phoenixd accepts, in characters (UTF-16 code units).
 pub const MAX_DESCRIPTION_CHARS: usize = 128;
 
 /// Time allowed to establish a connection (also bounded by the call's timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-fn default_retries() -> u32 {
-    DEFAULT_RETRIES
-}
-fn default_payment_timeout_secs() -> u64 {
-    DEFAULT_PAYMENT_TIMEOUT_SECS
-}
 
 /// Configuration of the phoenixd backend (`[backend] kind = "phoenixd"`).
 ///
@@ -76,7 +61,7 @@ fn default_payment_timeout_secs() -> u64 {
 ///
 /// The gateway can use the limited-access password (`http-password-limited-access`); paying
 /// needs the full-access one.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhoenixdConfig {
     /// Base URL of phoenixd's HTTP API, e.g. `http://127.0.0.1:9740`.
@@ -85,28 +70,16 @@ pub struct PhoenixdConfig {
     pub password: SecretSource,
     /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
     /// seconds.
-    #[serde(default = "default_timeout_secs")]
+    #[serde(default = "rules::default_timeout_secs")]
     pub timeout_secs: u64,
     /// How many times a call that is safe to repeat is retried after a transient failure. A
     /// payment is retried only when the connection could not be established.
-    #[serde(default = "default_retries")]
+    #[serde(default = "rules::default_retries")]
     pub retries: u32,
     /// Time allowed for a payment, in seconds. A payment still unresolved when it expires gives
     /// [`BackendError::Timeout`]; its outcome is then unknown (see `GET /payments/outgoing`).
-    #[serde(default = "default_payment_timeout_secs")]
+    #[serde(default = "rules::default_payment_timeout_secs")]
     pub payment_timeout_secs: u64,
-}
-
-impl fmt::Debug for PhoenixdConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PhoenixdConfig")
-            .field("url", &self.url)
-            .field("password", &self.password)
-            .field("timeout_secs", &self.timeout_secs)
-            .field("retries", &self.retries)
-            .field("payment_timeout_secs", &self.payment_timeout_secs)
-            .finish()
-    }
 }
 
 /// Why a [`PhoenixdBackend`] could not be set up from its configuration.

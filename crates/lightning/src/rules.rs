@@ -19,6 +19,13 @@ use crate::{BackendError, CreateInvoice, IssuedInvoice, Msat, Payment, PaymentHa
 /// Longest memo BOLT11 can carry (the `d` field), in bytes.
 pub const MAX_MEMO_BYTES: usize = 639;
 
+/// Default call timeout of a backend (each call, retries included), in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// Default number of retries of a call that is safe to repeat.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Default payment timeout of a backend, in seconds.
+pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+
 /// Most retries accepted in a backend's configuration.
 pub const MAX_RETRIES: u32 = 10;
 /// Longest call timeout accepted in a backend's configuration, in seconds.
@@ -174,6 +181,21 @@ pub(crate) fn sats_field(backend: &str, sats: u64, field: &str) -> Result<Msat, 
     Sats(sats)
         .to_msat()
         .ok_or_else(|| BackendError::InvalidResponse(format!("{backend}: {field} overflows")))
+}
+
+/// [`DEFAULT_TIMEOUT_SECS`], for `#[serde(default = ...)]`.
+pub(crate) fn default_timeout_secs() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
+
+/// [`DEFAULT_RETRIES`], for `#[serde(default = ...)]`.
+pub(crate) fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+
+/// [`DEFAULT_PAYMENT_TIMEOUT_SECS`], for `#[serde(default = ...)]`.
+pub(crate) fn default_payment_timeout_secs() -> u64 {
+    DEFAULT_PAYMENT_TIMEOUT_SECS
 }
 
 /// Checks the timeouts and retries of a backend's configuration: a call timeout of 1 to
