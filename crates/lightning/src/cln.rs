@@ -29,17 +29,16 @@
 //! amount received must cover the amount requested; a payment's preimage is checked with
 //! [`check_payment`] and the amount delivered must be the invoice's.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
-use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
+use crate::http::{self, AttemptError, Idempotency, NodeHttp, RetryPolicy};
 use crate::rules;
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
@@ -138,41 +137,23 @@ pub enum ClnConfigError {
     HttpClient(String),
 }
 
+http::node_setup_error!(ClnConfigError: InvalidUrl, Invalid, TlsCert, HttpClient);
+
 /// A Core Lightning node over clnrest: an [`InvoiceBackend`] for the gateway and a
 /// [`PaymentBackend`] for payers. `Debug` never prints the rune.
+#[derive(Debug)]
 pub struct ClnBackend {
-    client: reqwest::Client,
-    base: Url,
+    http: NodeHttp,
     rune: HeaderValue,
-    timeout: Duration,
-    payment_timeout: Duration,
-    retries: u32,
-    pinned: bool,
-}
-
-impl fmt::Debug for ClnBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClnBackend")
-            .field("url", &self.base.as_str())
-            .field("rune", &"<redacted>")
-            .field("timeout", &self.timeout)
-            .field("payment_timeout", &self.payment_timeout)
-            .field("retries", &self.retries)
-            .finish()
-    }
 }
 
 impl ClnBackend {
     /// Builds the backend: resolves the rune, reads the pinned certificate and prepares the
     /// HTTP client. No network I/O (use [`Diagnose::info`] to check the connection).
     pub fn new(config: &ClnConfig) -> Result<Self, ClnConfigError> {
-        let base = http::base_url(&config.url).map_err(ClnConfigError::InvalidUrl)?;
-        rules::check_limits(
-            config.timeout_secs,
-            config.retries,
-            Some(config.payment_timeout_secs),
-        )
-        .map_err(ClnConfigError::Invalid)?;
+        let settings =
+            http::node_settings!(config, "clnrest", "rune", config.tls_cert_path.as_deref());
+        let base = NodeHttp::check(&settings)?;
         let rune = config
             .rune
             .resolve()
@@ -181,54 +162,14 @@ impl ClnBackend {
             ClnConfigError::Rune("not a valid header value (a rune is base64url text)".into())
         })?;
         rune.set_sensitive(true);
-        let pem = match &config.tls_cert_path {
-            Some(path) => {
-                if base.scheme() != "https" {
-                    return Err(ClnConfigError::TlsCert(
-                        "a certificate to pin is given but the url is not https".into(),
-                    ));
-                }
-                let pem = std::fs::read(path).map_err(|e| {
-                    ClnConfigError::TlsCert(format!("cannot read {}: {e}", path.display()))
-                })?;
-                Some((pem, path.display().to_string()))
-            }
-            None => None,
-        };
-        let client = http::node_client(
-            CONNECT_TIMEOUT,
-            pem.as_ref()
-                .map(|(pem, path)| (pem.as_slice(), path.as_str())),
-        )
-        .map_err(|e| {
-            if config.tls_cert_path.is_some() && e.contains("PEM") {
-                ClnConfigError::TlsCert(e)
-            } else {
-                ClnConfigError::HttpClient(e)
-            }
-        })?;
-        if base.scheme() == "http" && !http::is_loopback(&base) {
-            tracing::warn!(
-                url = %base,
-                "clnrest over plain http to a non-loopback host: the rune travels unencrypted"
-            );
-        }
-        Ok(ClnBackend {
-            client,
-            base,
-            rune,
-            timeout: Duration::from_secs(config.timeout_secs),
-            payment_timeout: Duration::from_secs(config.payment_timeout_secs),
-            retries: config.retries,
-            pinned: config.tls_cert_path.is_some(),
-        })
+        let http = NodeHttp::connect(base, &settings, CONNECT_TIMEOUT)?;
+        Ok(ClnBackend { http, rune })
     }
 
     /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
     /// For tests and embedding; the configuration has whole seconds.
     pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
-        self.timeout = call;
-        self.payment_timeout = payment;
+        self.http.set_timeouts(call, payment);
         self
     }
 
@@ -242,13 +183,15 @@ impl ClnBackend {
         params: impl Fn() -> serde_json::Value,
     ) -> Result<T, BackendError> {
         let url = self
+            .http
             .base
             .join(&format!("v1/{method}"))
             .map_err(|e| BackendError::Rejected(format!("cannot build the URL: {e}")))?;
         let idempotent = idempotency == Idempotency::Idempotent;
         let params = &params;
-        let attempts = http::retry(RetryPolicy::new(self.retries), method, || {
+        let attempts = http::retry(RetryPolicy::new(self.http.retries), method, || {
             let req = self
+                .http
                 .client
                 .post(url.clone())
                 .header(RUNE_HEADER, self.rune.clone())
@@ -279,26 +222,23 @@ impl ClnBackend {
                 })
             }
         });
-        http::within(deadline, method, attempts)
-            .await
-            .map_err(|e| match e {
-                BackendError::Unreachable(m)
-                    if !self.pinned && m.contains("invalid peer certificate") =>
-                {
-                    BackendError::Unreachable(format!(
-                        "{m} (clnrest's certificate is signed by its own CA: set tls_cert_path \
-                         to clnrest's server.pem to pin it)"
-                    ))
-                }
-                other => other,
-            })
+        http::within(deadline, method, attempts).await.map_err(|e| {
+            self.http.tls_hint(
+                e,
+                "clnrest's certificate is signed by its own CA: set tls_cert_path to \
+                     clnrest's server.pem to pin it",
+            )
+        })
     }
 
     async fn spendable(&self) -> Result<Msat, BackendError> {
         let funds: ListFunds = self
-            .rpc("listfunds", Idempotency::Idempotent, self.timeout, || {
-                serde_json::json!({})
-            })
+            .rpc(
+                "listfunds",
+                Idempotency::Idempotent,
+                self.http.timeout,
+                || serde_json::json!({}),
+            )
             .await?;
         funds
             .channels
@@ -320,7 +260,7 @@ impl InvoiceBackend for ClnBackend {
         rules::check_create_request(&req)?;
         // A fresh label per attempt: a retry after a lost answer must not hit "Duplicate label".
         let resp: ClnInvoice = self
-            .rpc("invoice", Idempotency::Idempotent, self.timeout, || {
+            .rpc("invoice", Idempotency::Idempotent, self.http.timeout, || {
                 serde_json::json!({
                     "amount_msat": req.amount.0,
                     "label": format!("{LABEL_PREFIX}{}", hex::encode(rand::random::<[u8; 16]>())),
@@ -340,7 +280,7 @@ impl InvoiceBackend for ClnBackend {
             .rpc(
                 "listinvoices",
                 Idempotency::Idempotent,
-                self.timeout,
+                self.http.timeout,
                 || serde_json::json!({ "payment_hash": hash.to_hex() }),
             )
             .await?;
@@ -424,12 +364,12 @@ impl PaymentBackend for ClnBackend {
     /// Pays with `pay`, limiting routing fees to `max_fee` (`maxfee`).
     async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
         let (invoice, _) = rules::check_payable(bolt11, crate::now_unix())?;
-        let retry_for = (self.payment_timeout.as_secs() * 4 / 5).clamp(1, u64::from(u16::MAX));
+        let retry_for = (self.http.payment_timeout.as_secs() * 4 / 5).clamp(1, u64::from(u16::MAX));
         let resp: ClnPay = self
             .rpc(
                 "pay",
                 Idempotency::ConnectOnly,
-                self.payment_timeout,
+                self.http.payment_timeout,
                 || {
                     serde_json::json!({
                         "bolt11": invoice.as_str(),
@@ -485,7 +425,7 @@ impl PaymentBackend for ClnBackend {
             .rpc(
                 "listpays",
                 Idempotency::Idempotent,
-                self.timeout,
+                self.http.timeout,
                 || serde_json::json!({ "payment_hash": hash.to_hex() }),
             )
             .await?;
@@ -556,9 +496,12 @@ impl Diagnose for ClnBackend {
     /// `getinfo`, then `listfunds` (balance left out when the rune does not allow it).
     async fn info(&self) -> Result<NodeInfo, BackendError> {
         let info: GetInfo = self
-            .rpc("getinfo", Idempotency::Idempotent, self.timeout, || {
-                serde_json::json!({})
-            })
+            .rpc(
+                "getinfo",
+                Idempotency::Idempotent,
+                self.http.timeout,
+                || serde_json::json!({}),
+            )
             .await?;
         let balance = match self.spendable().await {
             Ok(balance) => Some(balance),

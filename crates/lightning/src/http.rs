@@ -1,5 +1,5 @@
-//! Shared HTTP plumbing for backends that speak HTTP (the dev wallet now; LNbits, phoenixd,
-//! LND REST later).
+//! Shared HTTP plumbing for backends that speak HTTP (the dev wallet, LNbits, and the node
+//! backends lnd, Core Lightning and phoenixd through [`NodeHttp`]).
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -574,6 +574,166 @@ pub(crate) fn node_client(
         builder = builder.tls_backend_preconfigured(tls);
     }
     builder.build().map_err(|e| error_chain(&e))
+}
+
+/// The settings of a node backend reached over HTTP (lnd, Core Lightning, phoenixd), as its
+/// configuration gives them.
+pub(crate) struct NodeSettings<'a> {
+    /// What the node is called in messages, e.g. `"lnd REST"`.
+    pub(crate) service: &'static str,
+    /// What its credential is called, e.g. `"macaroon"`.
+    pub(crate) credential: &'static str,
+    pub(crate) url: &'a str,
+    /// A certificate to pin (PEM file), when the backend takes one.
+    pub(crate) tls_cert_path: Option<&'a std::path::Path>,
+    pub(crate) timeout_secs: u64,
+    pub(crate) retries: u32,
+    pub(crate) payment_timeout_secs: u64,
+}
+
+/// The [`NodeSettings`] of a node backend's configuration `$config`: every node configuration
+/// has the fields `url`, `timeout_secs`, `retries` and `payment_timeout_secs`.
+macro_rules! node_settings {
+    ($config:expr, $service:literal, $credential:literal, $cert:expr) => {
+        crate::http::NodeSettings {
+            service: $service,
+            credential: $credential,
+            url: &$config.url,
+            tls_cert_path: $cert,
+            timeout_secs: $config.timeout_secs,
+            retries: $config.retries,
+            payment_timeout_secs: $config.payment_timeout_secs,
+        }
+    };
+}
+pub(crate) use node_settings;
+
+/// Why a node backend's connection could not be set up; each backend maps it onto its own
+/// configuration error (see `node_setup_error!`).
+#[derive(Debug)]
+pub(crate) enum NodeSetupError {
+    InvalidUrl(String),
+    Invalid(String),
+    TlsCert(String),
+    HttpClient(String),
+}
+
+/// `impl From<NodeSetupError> for $error`, naming the variants each kind maps to.
+macro_rules! node_setup_error {
+    ($error:ident: $url:ident, $invalid:ident, $cert:ident, $client:ident) => {
+        impl From<crate::http::NodeSetupError> for $error {
+            fn from(e: crate::http::NodeSetupError) -> Self {
+                use crate::http::NodeSetupError as E;
+                match e {
+                    E::InvalidUrl(m) => $error::$url(m),
+                    E::Invalid(m) => $error::$invalid(m),
+                    E::TlsCert(m) => $error::$cert(m),
+                    E::HttpClient(m) => $error::$client(m),
+                }
+            }
+        }
+    };
+}
+pub(crate) use node_setup_error;
+
+/// The connection of a node backend reached over HTTP: client, base URL, timeouts and retries,
+/// set up and checked the same way for each. It holds no credential (the URL has none either).
+#[derive(Debug, Clone)]
+pub(crate) struct NodeHttp {
+    pub(crate) client: reqwest::Client,
+    pub(crate) base: reqwest::Url,
+    /// Time allowed for each call, retries included.
+    pub(crate) timeout: Duration,
+    /// Time allowed for a payment.
+    pub(crate) payment_timeout: Duration,
+    pub(crate) retries: u32,
+    /// Whether a certificate is pinned (`tls_cert_path`).
+    pub(crate) pinned: bool,
+}
+
+impl NodeHttp {
+    /// Checks the URL and the limits ([`crate::rules::check_limits`]); returns the base URL.
+    /// Done before the backend reads its credential, so that errors come in that order.
+    pub(crate) fn check(settings: &NodeSettings<'_>) -> Result<reqwest::Url, NodeSetupError> {
+        let base = base_url(settings.url).map_err(NodeSetupError::InvalidUrl)?;
+        crate::rules::check_limits(
+            settings.timeout_secs,
+            settings.retries,
+            Some(settings.payment_timeout_secs),
+        )
+        .map_err(NodeSetupError::Invalid)?;
+        Ok(base)
+    }
+
+    /// Reads the certificate to pin (only over https), builds the client (connect timeout
+    /// `connect`) and warns when the credential would travel over plain http to another host.
+    pub(crate) fn connect(
+        base: reqwest::Url,
+        settings: &NodeSettings<'_>,
+        connect: Duration,
+    ) -> Result<NodeHttp, NodeSetupError> {
+        let pem = match settings.tls_cert_path {
+            Some(path) => {
+                if base.scheme() != "https" {
+                    return Err(NodeSetupError::TlsCert(
+                        "a certificate to pin is given but the url is not https".into(),
+                    ));
+                }
+                let pem = std::fs::read(path).map_err(|e| {
+                    NodeSetupError::TlsCert(format!("cannot read {}: {e}", path.display()))
+                })?;
+                Some((pem, path.display().to_string()))
+            }
+            None => None,
+        };
+        let client = node_client(
+            connect,
+            pem.as_ref()
+                .map(|(pem, path)| (pem.as_slice(), path.as_str())),
+        )
+        .map_err(|e| {
+            if pem.is_some() && e.contains("PEM") {
+                NodeSetupError::TlsCert(e)
+            } else {
+                NodeSetupError::HttpClient(e)
+            }
+        })?;
+        if base.scheme() == "http" && !is_loopback(&base) {
+            tracing::warn!(
+                url = %base,
+                "{} over plain http to a non-loopback host: the {} travels unencrypted",
+                settings.service,
+                settings.credential
+            );
+        }
+        Ok(NodeHttp {
+            client,
+            base,
+            timeout: Duration::from_secs(settings.timeout_secs),
+            payment_timeout: Duration::from_secs(settings.payment_timeout_secs),
+            retries: settings.retries,
+            pinned: settings.tls_cert_path.is_some(),
+        })
+    }
+
+    /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
+    pub(crate) fn set_timeouts(&mut self, call: Duration, payment: Duration) {
+        self.timeout = call;
+        self.payment_timeout = payment;
+    }
+
+    /// Without a pinned certificate, a node's own certificate fails standard verification
+    /// (`CaUsedAsEndEntity`, `UnknownIssuer`): adds `hint` on how to fix it.
+    pub(crate) fn tls_hint(&self, error: BackendError, hint: &str) -> BackendError {
+        match error {
+            BackendError::Unreachable(m)
+                if !self.pinned && m.contains("invalid peer certificate") =>
+            {
+                BackendError::Unreachable(format!("{m} ({hint})"))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Whether a URL's host is the loopback interface (`localhost`, `127.0.0.0/8`, `::1`).

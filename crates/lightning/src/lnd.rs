@@ -27,7 +27,6 @@
 //! [`check_payment`](crate::check_payment), and the amount delivered must be the invoice's. Anything else is
 //! [`BackendError::InvalidResponse`].
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,7 +38,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use turnpike_l402::bolt11::Invoice;
 
-use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
+use crate::http::{self, AttemptError, Idempotency, NodeHttp, RetryPolicy};
 use crate::rules;
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
@@ -125,41 +124,27 @@ pub enum LndConfigError {
     HttpClient(String),
 }
 
+http::node_setup_error!(LndConfigError: InvalidUrl, Invalid, TlsCert, HttpClient);
+
 /// An LND node over REST: an [`InvoiceBackend`] for the gateway and a [`PaymentBackend`] for
 /// payers. Cheap to share (`Arc`); `Debug` never prints the macaroon.
+#[derive(Debug)]
 pub struct LndBackend {
-    client: reqwest::Client,
-    base: Url,
+    http: NodeHttp,
     macaroon: HeaderValue,
-    timeout: Duration,
-    payment_timeout: Duration,
-    retries: u32,
-    pinned: bool,
-}
-
-impl fmt::Debug for LndBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LndBackend")
-            .field("url", &self.base.as_str())
-            .field("macaroon", &"<redacted>")
-            .field("timeout", &self.timeout)
-            .field("payment_timeout", &self.payment_timeout)
-            .field("retries", &self.retries)
-            .finish()
-    }
 }
 
 impl LndBackend {
     /// Builds the backend: resolves the macaroon, reads the pinned certificate and prepares the
     /// HTTP client. No network I/O (use [`Diagnose::info`] to check the connection).
     pub fn new(config: &LndConfig) -> Result<Self, LndConfigError> {
-        let base = http::base_url(&config.url).map_err(LndConfigError::InvalidUrl)?;
-        rules::check_limits(
-            config.timeout_secs,
-            config.retries,
-            Some(config.payment_timeout_secs),
-        )
-        .map_err(LndConfigError::Invalid)?;
+        let settings = http::node_settings!(
+            config,
+            "lnd REST",
+            "macaroon",
+            config.tls_cert_path.as_deref()
+        );
+        let base = NodeHttp::check(&settings)?;
         let macaroon_hex = match (&config.macaroon, &config.macaroon_file) {
             (Some(source), None) => {
                 let secret = source
@@ -202,65 +187,27 @@ impl LndBackend {
             .map_err(|_| LndConfigError::Macaroon("not a valid header value".into()))?;
         macaroon.set_sensitive(true);
 
-        let pem = match &config.tls_cert_path {
-            Some(path) => {
-                if base.scheme() != "https" {
-                    return Err(LndConfigError::TlsCert(
-                        "a certificate to pin is given but the url is not https".into(),
-                    ));
-                }
-                let pem = std::fs::read(path).map_err(|e| {
-                    LndConfigError::TlsCert(format!("cannot read {}: {e}", path.display()))
-                })?;
-                Some((pem, path.display().to_string()))
-            }
-            None => None,
-        };
-        let client = http::node_client(
-            CONNECT_TIMEOUT,
-            pem.as_ref()
-                .map(|(pem, path)| (pem.as_slice(), path.as_str())),
-        )
-        .map_err(|e| {
-            if config.tls_cert_path.is_some() && e.contains("PEM") {
-                LndConfigError::TlsCert(e)
-            } else {
-                LndConfigError::HttpClient(e)
-            }
-        })?;
-        if base.scheme() == "http" && !http::is_loopback(&base) {
-            tracing::warn!(
-                url = %base,
-                "lnd REST over plain http to a non-loopback host: the macaroon travels unencrypted"
-            );
-        }
-        Ok(LndBackend {
-            client,
-            base,
-            macaroon,
-            timeout: Duration::from_secs(config.timeout_secs),
-            payment_timeout: Duration::from_secs(config.payment_timeout_secs),
-            retries: config.retries,
-            pinned: config.tls_cert_path.is_some(),
-        })
+        let http = NodeHttp::connect(base, &settings, CONNECT_TIMEOUT)?;
+        Ok(LndBackend { http, macaroon })
     }
 
     /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
     /// For tests and embedding; the configuration has whole seconds.
     pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
-        self.timeout = call;
-        self.payment_timeout = payment;
+        self.http.set_timeouts(call, payment);
         self
     }
 
     fn url(&self, path: &str) -> Result<Url, BackendError> {
-        self.base
+        self.http
+            .base
             .join(path)
             .map_err(|e| BackendError::Rejected(format!("cannot build the URL for {path}: {e}")))
     }
 
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        self.client
+        self.http
+            .client
             .request(method, url)
             .header(MACAROON_HEADER, self.macaroon.clone())
     }
@@ -274,7 +221,7 @@ impl LndBackend {
         body: Option<serde_json::Value>,
     ) -> Result<T, BackendError> {
         let url = self.url(path)?;
-        let attempts = http::retry(RetryPolicy::new(self.retries), what, || {
+        let attempts = http::retry(RetryPolicy::new(self.http.retries), what, || {
             let mut req = self.request(method.clone(), url.clone());
             if let Some(body) = &body {
                 req = req.json(body);
@@ -305,7 +252,7 @@ impl LndBackend {
                 })
             }
         });
-        http::within(self.timeout, what, attempts)
+        http::within(self.http.timeout, what, attempts)
             .await
             .map_err(|e| self.tls_hint(e))
     }
@@ -313,17 +260,10 @@ impl LndBackend {
     /// Without a pinned certificate, lnd's own certificate fails standard verification
     /// (`CaUsedAsEndEntity`, `UnknownIssuer`): say how to fix it.
     fn tls_hint(&self, error: BackendError) -> BackendError {
-        match error {
-            BackendError::Unreachable(m)
-                if !self.pinned && m.contains("invalid peer certificate") =>
-            {
-                BackendError::Unreachable(format!(
-                    "{m} (lnd serves a self-signed certificate: set tls_cert_path to lnd's \
-                     tls.cert to pin it)"
-                ))
-            }
-            other => other,
-        }
+        self.http.tls_hint(
+            error,
+            "lnd serves a self-signed certificate: set tls_cert_path to lnd's tls.cert to pin it",
+        )
     }
 
     async fn channel_balance(&self) -> Result<Msat, BackendError> {
@@ -432,14 +372,14 @@ impl PaymentBackend for LndBackend {
         let (invoice, _) = rules::check_payable(bolt11, crate::now_unix())?;
         let url = self.url("v2/router/send")?;
         // Ask lnd to give up looking for routes a little before we give up waiting.
-        let lnd_timeout = (self.payment_timeout.as_secs() * 4 / 5).clamp(1, i32::MAX as u64);
+        let lnd_timeout = (self.http.payment_timeout.as_secs() * 4 / 5).clamp(1, i32::MAX as u64);
         let body = serde_json::json!({
             "payment_request": invoice.as_str(),
             "fee_limit_msat": max_fee.0.min(i64::MAX as u64).to_string(),
             "timeout_seconds": lnd_timeout,
             "no_inflight_updates": true,
         });
-        let attempts = http::retry(RetryPolicy::new(self.retries), "lnd pay", || {
+        let attempts = http::retry(RetryPolicy::new(self.http.retries), "lnd pay", || {
             let req = self.request(Method::POST, url.clone()).json(&body);
             async move {
                 let resp = req
@@ -456,7 +396,7 @@ impl PaymentBackend for LndBackend {
                 Ok(bytes)
             }
         });
-        let bytes = http::within(self.payment_timeout, "lnd pay", attempts)
+        let bytes = http::within(self.http.payment_timeout, "lnd pay", attempts)
             .await
             .map_err(|e| self.tls_hint(e))?;
         let final_update = last_payment_update(&bytes)?;
@@ -506,7 +446,7 @@ impl PaymentBackend for LndBackend {
             }
             Ok(Ok(buf))
         };
-        let answer = http::within(self.timeout, "lnd track payment", call)
+        let answer = http::within(self.http.timeout, "lnd track payment", call)
             .await
             .map_err(|e| self.tls_hint(e))?;
         let line = match answer {

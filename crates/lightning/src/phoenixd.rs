@@ -25,16 +25,15 @@
 //! received must cover the amount requested; a payment's preimage is checked with
 //! [`check_payment`] and the amount delivered must be the invoice's.
 
-use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use turnpike_l402::bolt11::Invoice;
 
-use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
+use crate::http::{self, AttemptError, Idempotency, NodeHttp, RetryPolicy};
 use crate::rules;
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
@@ -99,67 +98,35 @@ pub enum PhoenixdConfigError {
     HttpClient(String),
 }
 
+// phoenixd takes no certificate to pin: no TlsCert error can arise.
+http::node_setup_error!(PhoenixdConfigError: InvalidUrl, Invalid, HttpClient, HttpClient);
+
 /// A phoenixd node: an [`InvoiceBackend`] for the gateway and a [`PaymentBackend`] for payers.
 /// `Debug` never prints the password.
+#[derive(Debug)]
 pub struct PhoenixdBackend {
-    client: reqwest::Client,
-    base: Url,
+    http: NodeHttp,
     password: Secret,
-    timeout: Duration,
-    payment_timeout: Duration,
-    retries: u32,
-}
-
-impl fmt::Debug for PhoenixdBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PhoenixdBackend")
-            .field("url", &self.base.as_str())
-            .field("password", &self.password)
-            .field("timeout", &self.timeout)
-            .field("payment_timeout", &self.payment_timeout)
-            .field("retries", &self.retries)
-            .finish()
-    }
 }
 
 impl PhoenixdBackend {
     /// Builds the backend: resolves the password and prepares the HTTP client. No network I/O
     /// (use [`Diagnose::info`] to check the connection).
     pub fn new(config: &PhoenixdConfig) -> Result<Self, PhoenixdConfigError> {
-        let base = http::base_url(&config.url).map_err(PhoenixdConfigError::InvalidUrl)?;
-        rules::check_limits(
-            config.timeout_secs,
-            config.retries,
-            Some(config.payment_timeout_secs),
-        )
-        .map_err(PhoenixdConfigError::Invalid)?;
+        let settings = http::node_settings!(config, "phoenixd", "password", None);
+        let base = NodeHttp::check(&settings)?;
         let password = config
             .password
             .resolve()
             .map_err(|e| PhoenixdConfigError::Password(e.to_string()))?;
-        let client =
-            http::node_client(CONNECT_TIMEOUT, None).map_err(PhoenixdConfigError::HttpClient)?;
-        if base.scheme() == "http" && !http::is_loopback(&base) {
-            tracing::warn!(
-                url = %base,
-                "phoenixd over plain http to a non-loopback host: the password travels unencrypted"
-            );
-        }
-        Ok(PhoenixdBackend {
-            client,
-            base,
-            password,
-            timeout: Duration::from_secs(config.timeout_secs),
-            payment_timeout: Duration::from_secs(config.payment_timeout_secs),
-            retries: config.retries,
-        })
+        let http = NodeHttp::connect(base, &settings, CONNECT_TIMEOUT)?;
+        Ok(PhoenixdBackend { http, password })
     }
 
     /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
     /// For tests and embedding; the configuration has whole seconds.
     pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
-        self.timeout = call;
-        self.payment_timeout = payment;
+        self.http.set_timeouts(call, payment);
         self
     }
 
@@ -174,18 +141,20 @@ impl PhoenixdBackend {
         not_found: Option<BackendError>,
     ) -> Result<T, BackendError> {
         let url = self
+            .http
             .base
             .join(path)
             .map_err(|e| BackendError::Rejected(format!("cannot build the URL: {e}")))?;
         let (method, deadline) = match (form, idempotency) {
-            (None, _) => (Method::GET, self.timeout),
-            (Some(_), Idempotency::Idempotent) => (Method::POST, self.timeout),
-            (Some(_), Idempotency::ConnectOnly) => (Method::POST, self.payment_timeout),
+            (None, _) => (Method::GET, self.http.timeout),
+            (Some(_), Idempotency::Idempotent) => (Method::POST, self.http.timeout),
+            (Some(_), Idempotency::ConnectOnly) => (Method::POST, self.http.payment_timeout),
         };
         let idempotent = idempotency == Idempotency::Idempotent;
         let not_found = &not_found;
-        let attempts = http::retry(RetryPolicy::new(self.retries), what, || {
+        let attempts = http::retry(RetryPolicy::new(self.http.retries), what, || {
             let mut req = self
+                .http
                 .client
                 .request(method.clone(), url.clone())
                 .basic_auth("", Some(self.password.expose()));
