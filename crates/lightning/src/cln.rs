@@ -320,23 +320,10 @@ impl InvoiceBackend for ClnBackend {
                     })
                     .and_then(|p| parse_hex32(p, "payment_preimage"))
                     .map(Preimage)?;
-                if !preimage.matches(hash) {
-                    return Err(BackendError::InvalidResponse(format!(
-                        "cln reports invoice {hash} paid with a preimage that does not hash to it"
-                    )));
-                }
-                let received = inv.amount_received_msat.unwrap_or(0);
-                if received < amount.0 {
-                    return Err(BackendError::InvalidResponse(format!(
-                        "cln reports invoice {hash} paid with {received} msat received, less \
-                         than the {} msat requested",
-                        amount.0
-                    )));
-                }
-                InvoiceState::Settled {
-                    preimage,
-                    settled_at: inv.paid_at.unwrap_or(0),
-                }
+                // No amount received reported: nothing received.
+                let received = Some(Msat(inv.amount_received_msat.unwrap_or(0)));
+                let settled_at = inv.paid_at.unwrap_or(0);
+                rules::check_settled("cln", hash, preimage, received, amount, settled_at)?
             }
             "unpaid" if crate::now_unix() >= inv.expires_at => InvoiceState::Expired,
             "unpaid" => InvoiceState::Pending,

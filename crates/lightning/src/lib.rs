@@ -138,11 +138,7 @@ impl OutgoingState {
         amount: Msat,
         fee: Msat,
     ) -> Result<OutgoingState, BackendError> {
-        if !preimage.matches(hash) {
-            return Err(BackendError::InvalidResponse(format!(
-                "the preimage reported for payment {hash} does not hash to it"
-            )));
-        }
+        rules::check_preimage(hash, &preimage, "the payment reported")?;
         Ok(OutgoingState::Succeeded(Payment {
             payment_hash: *hash,
             preimage,

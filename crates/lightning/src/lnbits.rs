@@ -563,19 +563,13 @@ impl InvoiceBackend for LnbitsBackend {
         let state = if settled {
             let preimage =
                 parse_preimage(answer.preimage.as_deref().or(record.preimage.as_deref()))?;
-            if !preimage.matches(hash) {
-                return Err(BackendError::InvalidResponse(format!(
-                    "the preimage LNbits returned does not hash to {hash}"
-                )));
-            }
-            InvoiceState::Settled {
-                preimage,
-                settled_at: record
-                    .updated_at
-                    .as_deref()
-                    .and_then(parse_rfc3339)
-                    .unwrap_or_else(crate::now_unix),
-            }
+            let settled_at = record
+                .updated_at
+                .as_deref()
+                .and_then(parse_rfc3339)
+                .unwrap_or_else(crate::now_unix);
+            // LNbits reports the invoice's amount, not what was received.
+            rules::check_settled("LNbits", hash, preimage, None, amount, settled_at)?
         } else if matches!(record.state(), RecordState::Failed)
             || answer.status.as_deref() == Some("failed")
         {

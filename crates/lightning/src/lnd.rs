@@ -322,23 +322,8 @@ impl InvoiceBackend for LndBackend {
         let state = match inv.state.as_str() {
             "SETTLED" => {
                 let preimage = Preimage(decode_bytes32(&inv.r_preimage, "r_preimage")?);
-                if !preimage.matches(hash) {
-                    return Err(BackendError::InvalidResponse(format!(
-                        "lnd reports invoice {hash} settled with a preimage that does not hash \
-                         to it"
-                    )));
-                }
-                if inv.amt_paid_msat < inv.value_msat {
-                    return Err(BackendError::InvalidResponse(format!(
-                        "lnd reports invoice {hash} settled with {} msat paid, less than the \
-                         {} msat requested",
-                        inv.amt_paid_msat, inv.value_msat
-                    )));
-                }
-                InvoiceState::Settled {
-                    preimage,
-                    settled_at: inv.settle_date,
-                }
+                let paid = Some(Msat(inv.amt_paid_msat));
+                rules::check_settled("lnd", hash, preimage, paid, amount, inv.settle_date)?
             }
             // An HTLC is held (hold invoices): not paid yet.
             "ACCEPTED" => InvoiceState::Pending,

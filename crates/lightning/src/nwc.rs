@@ -859,24 +859,9 @@ impl InvoiceBackend for NwcBackend {
                 ))
             })?;
             let preimage = Preimage(parse_hex32(&preimage, "preimage")?);
-            if !preimage.matches(hash) {
-                return Err(BackendError::InvalidResponse(format!(
-                    "nwc: the wallet service reports invoice {hash} paid with a preimage that \
-                     does not hash to it"
-                )));
-            }
-            if let Some(received) = found.amount
-                && received < amount.0
-            {
-                return Err(BackendError::InvalidResponse(format!(
-                    "nwc: the wallet service reports invoice {hash} paid with {received} msat, \
-                     less than the {amount} requested"
-                )));
-            }
-            InvoiceState::Settled {
-                preimage,
-                settled_at: found.settled_at.unwrap_or(0),
-            }
+            let received = found.amount.map(Msat);
+            let settled_at = found.settled_at.unwrap_or(0);
+            rules::check_settled("nwc", hash, preimage, received, amount, settled_at)?
         } else {
             match found.state.as_deref() {
                 Some("expired") => InvoiceState::Expired,

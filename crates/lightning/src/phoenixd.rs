@@ -283,22 +283,16 @@ impl InvoiceBackend for PhoenixdBackend {
         let amount = sats_to_msat(requested_sat, "requestedSat")?;
         let state = if inc.is_paid {
             let preimage = parse_hex32(&inc.preimage, "preimage").map(Preimage)?;
-            if !preimage.matches(hash) {
-                return Err(BackendError::InvalidResponse(format!(
-                    "phoenixd reports invoice {hash} paid with a preimage that does not hash to it"
-                )));
-            }
-            if inc.received_sat < requested_sat {
-                return Err(BackendError::InvalidResponse(format!(
-                    "phoenixd reports invoice {hash} paid with {} sat received, less than the {} \
-                     sat requested",
-                    inc.received_sat, requested_sat
-                )));
-            }
-            InvoiceState::Settled {
+            let received = sats_to_msat(inc.received_sat, "receivedSat")?;
+            let settled_at = inc.completed_at.map_or(0, |ms| ms / 1000);
+            rules::check_settled(
+                "phoenixd",
+                hash,
                 preimage,
-                settled_at: inc.completed_at.map_or(0, |ms| ms / 1000),
-            }
+                Some(received),
+                amount,
+                settled_at,
+            )?
         } else if inc.is_expired {
             InvoiceState::Expired
         } else {

@@ -14,7 +14,10 @@
 use turnpike_l402::bolt11::Invoice;
 
 use crate::http::map_transport_error;
-use crate::{BackendError, CreateInvoice, IssuedInvoice, Msat, Payment, PaymentHash, Sats};
+use crate::{
+    BackendError, CreateInvoice, InvoiceState, IssuedInvoice, Msat, Payment, PaymentHash, Preimage,
+    Sats,
+};
 
 /// Longest memo BOLT11 can carry (the `d` field), in bytes.
 pub const MAX_MEMO_BYTES: usize = 639;
@@ -136,9 +139,19 @@ pub fn check_payment(invoice: &Invoice, payment: &Payment) -> Result<(), Backend
             payment.payment_hash
         )));
     }
-    if !payment.preimage.matches(&expected) {
+    check_preimage(&expected, &payment.preimage, "the payment returned")
+}
+
+/// Checks that `preimage`, reported by `what`, hashes to `hash`: the proof of payment.
+/// [`BackendError::InvalidResponse`] otherwise.
+pub fn check_preimage(
+    hash: &PaymentHash,
+    preimage: &Preimage,
+    what: &str,
+) -> Result<(), BackendError> {
+    if !preimage.matches(hash) {
         return Err(BackendError::InvalidResponse(format!(
-            "the preimage returned does not hash to the payment hash {expected}"
+            "{what}: the preimage does not hash to the payment hash {hash}"
         )));
     }
     Ok(())
@@ -173,6 +186,32 @@ pub fn check_paid(
         );
     }
     Ok(payment)
+}
+
+/// The state of an invoice a node reports as settled with `preimage`, after checking it: the
+/// preimage hashes to `hash`, and the amount received (when the node reports one) covers the
+/// amount requested. [`BackendError::InvalidResponse`] otherwise.
+pub fn check_settled(
+    backend: &str,
+    hash: &PaymentHash,
+    preimage: Preimage,
+    received: Option<Msat>,
+    requested: Msat,
+    settled_at: u64,
+) -> Result<InvoiceState, BackendError> {
+    check_preimage(hash, &preimage, &format!("{backend}: invoice settled"))?;
+    if let Some(received) = received
+        && received < requested
+    {
+        return Err(BackendError::InvalidResponse(format!(
+            "{backend} reports invoice {hash} settled with {received} received, less than the \
+             {requested} requested"
+        )));
+    }
+    Ok(InvoiceState::Settled {
+        preimage,
+        settled_at,
+    })
 }
 
 /// An amount a node reports in satoshis, in millisatoshis; [`BackendError::InvalidResponse`]
@@ -256,7 +295,7 @@ pub(crate) async fn read_limited(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DevBackend, InvoiceBackend, PaymentBackend, Preimage};
+    use crate::{DevBackend, InvoiceBackend, PaymentBackend};
 
     fn req(amount: u64, memo_bytes: usize, expiry_secs: u32) -> CreateInvoice {
         CreateInvoice {
@@ -347,6 +386,40 @@ mod tests {
             ..paid
         };
         assert!(invalid(check_paid("x", &invoice, forged, Msat::ZERO)));
+    }
+
+    #[test]
+    fn settled_invoices() {
+        let preimage = Preimage([7; 32]);
+        let hash = preimage.payment_hash();
+        let settled = InvoiceState::Settled {
+            preimage,
+            settled_at: 5,
+        };
+        assert_eq!(
+            check_settled("x", &hash, preimage, None, Msat(10), 5),
+            Ok(settled)
+        );
+        assert_eq!(
+            check_settled("x", &hash, preimage, Some(Msat(11)), Msat(10), 5),
+            Ok(settled)
+        );
+        assert!(invalid(check_settled(
+            "x",
+            &hash,
+            preimage,
+            Some(Msat(9)),
+            Msat(10),
+            5
+        )));
+        assert!(invalid(check_settled(
+            "x",
+            &hash,
+            Preimage([8; 32]),
+            None,
+            Msat(10),
+            5
+        )));
     }
 
     #[test]
