@@ -38,7 +38,7 @@ use reqwest::header::HeaderValue;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::http::{self, AttemptError, Idempotency, NodeHttp, RetryPolicy};
+use crate::http::{self, Idempotency, NodeHttp, RetryPolicy};
 use crate::rules;
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
@@ -187,7 +187,6 @@ impl ClnBackend {
             .base
             .join(&format!("v1/{method}"))
             .map_err(|e| BackendError::Rejected(format!("cannot build the URL: {e}")))?;
-        let idempotent = idempotency == Idempotency::Idempotent;
         let params = &params;
         let attempts = http::retry(RetryPolicy::new(self.http.retries), method, || {
             let req = self
@@ -196,31 +195,13 @@ impl ClnBackend {
                 .post(url.clone())
                 .header(RUNE_HEADER, self.rune.clone())
                 .json(&params());
-            async move {
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| http::attempt_error(&e, idempotency))?;
-                let status = resp.status();
-                let bytes = rules::read_limited(resp, rules::MAX_PAYMENT_BYTES)
-                    .await
-                    .map_err(|error| AttemptError {
-                        retryable: idempotent && error.is_transient(),
-                        error,
-                    })?;
-                if !status.is_success() {
-                    return Err(AttemptError {
-                        error: map_error(status, &bytes),
-                        retryable: idempotent && http::is_unavailable_status(status),
-                    });
-                }
-                serde_json::from_slice::<T>(&bytes).map_err(|e| {
-                    AttemptError::fatal(BackendError::InvalidResponse(format!(
-                        "cln {method}: {e}: {}",
-                        http::snippet(&bytes)
-                    )))
-                })
-            }
+            http::json_attempt(
+                req,
+                idempotency,
+                rules::MAX_PAYMENT_BYTES,
+                ("cln", method),
+                map_error,
+            )
         });
         http::within(deadline, method, attempts).await.map_err(|e| {
             self.http.tls_hint(

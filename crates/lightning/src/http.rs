@@ -19,16 +19,20 @@ pub fn ensure_crypto_provider() {
     }
 }
 
+/// A reqwest client builder with the given connect and total timeouts, over rustls with ring.
+fn builder(connect: Duration, total: Duration) -> reqwest::ClientBuilder {
+    ensure_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(total)
+}
+
 /// A reqwest client with the given connect and total timeouts, over rustls with ring.
 pub(crate) fn client(
     connect: Duration,
     total: Duration,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    ensure_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(connect)
-        .timeout(total)
-        .build()
+    builder(connect, total).build()
 }
 
 /// Like [`client`], but never following redirects: for APIs authenticated by a custom header
@@ -37,10 +41,7 @@ pub(crate) fn api_client(
     connect: Duration,
     total: Duration,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    ensure_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(connect)
-        .timeout(total)
+    builder(connect, total)
         .redirect(reqwest::redirect::Policy::none())
         .build()
 }
@@ -142,6 +143,53 @@ impl AttemptError {
     }
 }
 
+/// Reads an answer's body (at most `limit` bytes) within an attempt: a transient failure
+/// (timeout, reset) is retryable when the call is idempotent.
+async fn read_attempt(
+    resp: reqwest::Response,
+    limit: usize,
+    idempotent: bool,
+) -> Result<Vec<u8>, AttemptError> {
+    read_limited(resp, limit)
+        .await
+        .map_err(|error| AttemptError {
+            retryable: idempotent && error.is_transient(),
+            error,
+        })
+}
+
+/// One attempt of a JSON call to a node (lnd, Core Lightning, phoenixd): sends `req`, reads
+/// at most `limit` bytes, turns an error status into `map_error`'s error (retryable when the
+/// node says it is unavailable and the call is idempotent) and parses the JSON answer.
+/// `service` and `what` name the call in errors.
+pub(crate) async fn json_attempt<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    idempotency: Idempotency,
+    limit: usize,
+    (service, what): (&'static str, &'static str),
+    map_error: impl FnOnce(reqwest::StatusCode, &[u8]) -> BackendError,
+) -> Result<T, AttemptError> {
+    let idempotent = idempotency == Idempotency::Idempotent;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| attempt_error(&e, idempotency))?;
+    let status = resp.status();
+    let bytes = read_attempt(resp, limit, idempotent).await?;
+    if !status.is_success() {
+        return Err(AttemptError {
+            error: map_error(status, &bytes),
+            retryable: idempotent && is_unavailable_status(status),
+        });
+    }
+    serde_json::from_slice::<T>(&bytes).map_err(|e| {
+        AttemptError::fatal(BackendError::InvalidResponse(format!(
+            "{service} {what}: {e}: {}",
+            snippet(&bytes)
+        )))
+    })
+}
+
 /// Runs `attempt` until it succeeds, fails with a non-retryable error, or `policy.retries`
 /// retries are spent, pausing between attempts. `what` names the call in debug logs (it must
 /// not contain secrets). Returns the last error.
@@ -200,12 +248,7 @@ where
             AttemptError { error, retryable }
         })?;
         let status = resp.status();
-        let body = read_limited(resp, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|error| AttemptError {
-                retryable: idempotent && error.is_transient(),
-                error,
-            })?;
+        let body = read_attempt(resp, MAX_RESPONSE_BYTES, idempotent).await?;
         match status {
             reqwest::StatusCode::GATEWAY_TIMEOUT => Err(AttemptError {
                 error: BackendError::Timeout,

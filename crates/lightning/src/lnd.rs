@@ -226,31 +226,13 @@ impl LndBackend {
             if let Some(body) = &body {
                 req = req.json(body);
             }
-            async move {
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| http::attempt_error(&e, Idempotency::Idempotent))?;
-                let status = resp.status();
-                let bytes = rules::read_limited(resp, rules::MAX_RESPONSE_BYTES)
-                    .await
-                    .map_err(|error| AttemptError {
-                        retryable: error.is_transient(),
-                        error,
-                    })?;
-                if !status.is_success() {
-                    return Err(AttemptError {
-                        error: map_error(status, &bytes),
-                        retryable: http::is_unavailable_status(status),
-                    });
-                }
-                serde_json::from_slice::<T>(&bytes).map_err(|e| {
-                    AttemptError::fatal(BackendError::InvalidResponse(format!(
-                        "lnd {what}: {e}: {}",
-                        http::snippet(&bytes)
-                    )))
-                })
-            }
+            http::json_attempt(
+                req,
+                Idempotency::Idempotent,
+                rules::MAX_RESPONSE_BYTES,
+                ("lnd", what),
+                map_error,
+            )
         });
         http::within(self.http.timeout, what, attempts)
             .await

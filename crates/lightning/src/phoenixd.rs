@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use turnpike_l402::bolt11::Invoice;
 
-use crate::http::{self, AttemptError, Idempotency, NodeHttp, RetryPolicy};
+use crate::http::{self, Idempotency, NodeHttp, RetryPolicy};
 use crate::rules;
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
@@ -150,7 +150,6 @@ impl PhoenixdBackend {
             (Some(_), Idempotency::Idempotent) => (Method::POST, self.http.timeout),
             (Some(_), Idempotency::ConnectOnly) => (Method::POST, self.http.payment_timeout),
         };
-        let idempotent = idempotency == Idempotency::Idempotent;
         let not_found = &not_found;
         let attempts = http::retry(RetryPolicy::new(self.http.retries), what, || {
             let mut req = self
@@ -161,35 +160,16 @@ impl PhoenixdBackend {
             if let Some(form) = form {
                 req = req.form(form);
             }
-            async move {
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| http::attempt_error(&e, idempotency))?;
-                let status = resp.status();
-                let bytes = rules::read_limited(resp, rules::MAX_RESPONSE_BYTES)
-                    .await
-                    .map_err(|error| AttemptError {
-                        retryable: idempotent && error.is_transient(),
-                        error,
-                    })?;
-                if !status.is_success() {
-                    let error = match (status, not_found) {
-                        (StatusCode::NOT_FOUND, Some(e)) => e.clone(),
-                        _ => map_error(status, &bytes),
-                    };
-                    return Err(AttemptError {
-                        error,
-                        retryable: idempotent && http::is_unavailable_status(status),
-                    });
-                }
-                serde_json::from_slice::<T>(&bytes).map_err(|e| {
-                    AttemptError::fatal(BackendError::InvalidResponse(format!(
-                        "phoenixd {what}: {e}: {}",
-                        http::snippet(&bytes)
-                    )))
-                })
-            }
+            http::json_attempt(
+                req,
+                idempotency,
+                rules::MAX_RESPONSE_BYTES,
+                ("phoenixd", what),
+                move |status, bytes: &[u8]| match (status, not_found) {
+                    (StatusCode::NOT_FOUND, Some(e)) => e.clone(),
+                    _ => map_error(status, bytes),
+                },
+            )
         });
         http::within(deadline, what, attempts).await
     }
