@@ -39,7 +39,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::http::{self, Idempotency, NodeHttp, RetryPolicy};
-use crate::rules;
+use crate::rules::{self, Attempt};
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
     IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
@@ -397,15 +397,13 @@ impl PaymentBackend for ClnBackend {
                 || serde_json::json!({ "payment_hash": hash.to_hex() }),
             )
             .await?;
-        let mut pending = false;
-        let mut failed = false;
-        for pay in &found.pays {
+        let attempts = found.pays.iter().map(|pay| {
             if parse_hex32(&pay.payment_hash, "payment_hash")? != hash.0 {
                 return Err(BackendError::InvalidResponse(format!(
                     "cln listpays answered the look-up of {hash} with another payment"
                 )));
             }
-            match pay.status.as_str() {
+            Ok(match pay.status.as_str() {
                 "complete" => {
                     let preimage = pay.preimage.as_deref().ok_or_else(|| {
                         BackendError::InvalidResponse(
@@ -414,30 +412,24 @@ impl PaymentBackend for ClnBackend {
                     })?;
                     let amount = pay.amount_msat.unwrap_or_default();
                     let sent = pay.amount_sent_msat.unwrap_or(amount);
-                    return OutgoingState::succeeded(
+                    Attempt::Succeeded(OutgoingState::succeeded(
                         hash,
                         parse_hex32(preimage, "preimage").map(Preimage)?,
                         Msat(amount),
                         Msat(sent.saturating_sub(amount)),
-                    );
+                    )?)
                 }
-                "pending" => pending = true,
-                "failed" => failed = true,
+                "pending" => Attempt::Pending,
+                "failed" => Attempt::Failed,
                 other => {
                     return Err(BackendError::InvalidResponse(format!(
                         "cln lists a payment in an unknown status {:?}",
                         http::snippet(other.as_bytes())
                     )));
                 }
-            }
-        }
-        Ok(if pending {
-            OutgoingState::Pending
-        } else if failed {
-            OutgoingState::Failed("cln: every attempt of this payment failed".into())
-        } else {
-            OutgoingState::Unknown
-        })
+            })
+        });
+        rules::outgoing_from_attempts(attempts, "cln: every attempt of this payment failed")
     }
 }
 
@@ -534,11 +526,7 @@ fn map_error(status: StatusCode, body: &[u8]) -> BackendError {
 }
 
 fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).map_err(|_| {
-        BackendError::InvalidResponse(format!("cln: {field} is not 32 bytes of hex"))
-    })?;
-    Ok(out)
+    rules::hex32("cln", text, field)
 }
 
 #[derive(Deserialize)]

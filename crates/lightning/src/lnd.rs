@@ -651,11 +651,7 @@ fn decode_bytes32(b64: &str, field: &str) -> Result<[u8; 32], BackendError> {
 }
 
 fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).map_err(|_| {
-        BackendError::InvalidResponse(format!("lnd: {field} is not 32 bytes of hex"))
-    })?;
-    Ok(out)
+    rules::hex32("lnd", text, field)
 }
 
 /// An int64/uint64 in lnd's JSON: a string (as protojson writes them) or a number.

@@ -761,11 +761,7 @@ fn map_error(method: &str, code: &str, message: &str) -> BackendError {
 }
 
 fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).map_err(|_| {
-        BackendError::InvalidResponse(format!("nwc: {field} is not 32 bytes of hex"))
-    })?;
-    Ok(out)
+    rules::hex32("nwc", text, field)
 }
 
 /// Non-empty text, or `None`.

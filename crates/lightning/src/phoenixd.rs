@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use turnpike_l402::bolt11::Invoice;
 
 use crate::http::{self, Idempotency, NodeHttp, RetryPolicy};
-use crate::rules;
+use crate::rules::{self, Attempt};
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
     IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
@@ -355,9 +355,7 @@ impl PaymentBackend for PhoenixdBackend {
             OneOrMany::One(p) => vec![p],
             OneOrMany::Many(ps) => ps,
         };
-        let mut pending = false;
-        let mut failed = false;
-        for p in payments {
+        let attempts = payments.iter().map(|p| {
             if parse_hex32(&p.payment_hash, "paymentHash")? != hash.0 {
                 return Err(BackendError::InvalidResponse(format!(
                     "phoenixd answered the look-up of {hash} with another payment"
@@ -371,26 +369,20 @@ impl PaymentBackend for PhoenixdBackend {
                 })?;
                 let fee = Msat(p.fees);
                 let sent = sats_to_msat(p.sent, "sent")?;
-                return OutgoingState::succeeded(
+                return Ok(Attempt::Succeeded(OutgoingState::succeeded(
                     hash,
                     parse_hex32(preimage, "preimage").map(Preimage)?,
                     Msat(sent.0.saturating_sub(fee.0)),
                     fee,
-                );
+                )?));
             }
-            if p.completed_at.is_some_and(|t| t > 0) {
-                failed = true;
+            Ok(if p.completed_at.is_some_and(|t| t > 0) {
+                Attempt::Failed
             } else {
-                pending = true;
-            }
-        }
-        Ok(if pending {
-            OutgoingState::Pending
-        } else if failed {
-            OutgoingState::Failed("phoenixd reports the payment as failed".into())
-        } else {
-            OutgoingState::Unknown
-        })
+                Attempt::Pending
+            })
+        });
+        rules::outgoing_from_attempts(attempts, "phoenixd reports the payment as failed")
     }
 }
 
@@ -468,11 +460,7 @@ fn map_error(status: StatusCode, body: &[u8]) -> BackendError {
 }
 
 fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).map_err(|_| {
-        BackendError::InvalidResponse(format!("phoenixd: {field} is not 32 bytes of hex"))
-    })?;
-    Ok(out)
+    rules::hex32("phoenixd", text, field)
 }
 
 #[derive(Deserialize)]

@@ -15,8 +15,8 @@ use turnpike_l402::bolt11::Invoice;
 
 use crate::http::map_transport_error;
 use crate::{
-    BackendError, CreateInvoice, InvoiceState, IssuedInvoice, Msat, Payment, PaymentHash, Preimage,
-    Sats,
+    BackendError, CreateInvoice, InvoiceState, IssuedInvoice, Msat, OutgoingState, Payment,
+    PaymentHash, Preimage, Sats,
 };
 
 /// Longest memo BOLT11 can carry (the `d` field), in bytes.
@@ -212,6 +212,50 @@ pub fn check_settled(
         preimage,
         settled_at,
     })
+}
+
+/// One attempt at an outgoing payment, as a node lists it.
+pub(crate) enum Attempt {
+    /// Paid (the preimage already checked: see [`OutgoingState::succeeded`]).
+    Succeeded(OutgoingState),
+    /// Not resolved yet.
+    Pending,
+    /// Failed for good.
+    Failed,
+}
+
+/// What the attempts a node lists for one outgoing payment add up to: the first succeeded
+/// one; else pending if one is; else failed (with `failed`) if one failed; else (none listed)
+/// unknown. The first error stops the look-up.
+pub(crate) fn outgoing_from_attempts(
+    attempts: impl IntoIterator<Item = Result<Attempt, BackendError>>,
+    failed: &str,
+) -> Result<OutgoingState, BackendError> {
+    let (mut pending, mut any_failed) = (false, false);
+    for attempt in attempts {
+        match attempt? {
+            Attempt::Succeeded(state) => return Ok(state),
+            Attempt::Pending => pending = true,
+            Attempt::Failed => any_failed = true,
+        }
+    }
+    Ok(if pending {
+        OutgoingState::Pending
+    } else if any_failed {
+        OutgoingState::Failed(failed.to_owned())
+    } else {
+        OutgoingState::Unknown
+    })
+}
+
+/// 32 bytes a node reports as hex (a payment hash, a preimage) in `field`;
+/// [`BackendError::InvalidResponse`] naming the field otherwise.
+pub(crate) fn hex32(backend: &str, text: &str, field: &str) -> Result<[u8; 32], BackendError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).map_err(|_| {
+        BackendError::InvalidResponse(format!("{backend}: {field} is not 32 bytes of hex"))
+    })?;
+    Ok(out)
 }
 
 /// An amount a node reports in satoshis, in millisatoshis; [`BackendError::InvalidResponse`]
@@ -423,6 +467,38 @@ mod tests {
     }
 
     #[test]
+    fn attempts_add_up() {
+        let add = |attempts: Vec<Attempt>| {
+            outgoing_from_attempts(attempts.into_iter().map(Ok), "all failed")
+        };
+        let preimage = Preimage([3; 32]);
+        let hash = preimage.payment_hash();
+        let paid = OutgoingState::succeeded(&hash, preimage, Msat(1), Msat(0)).unwrap();
+        assert_eq!(add(vec![]), Ok(OutgoingState::Unknown));
+        assert_eq!(
+            add(vec![Attempt::Failed, Attempt::Failed]),
+            Ok(OutgoingState::Failed("all failed".into()))
+        );
+        assert_eq!(
+            add(vec![Attempt::Failed, Attempt::Pending]),
+            Ok(OutgoingState::Pending)
+        );
+        assert_eq!(
+            add(vec![
+                Attempt::Pending,
+                Attempt::Succeeded(paid.clone()),
+                Attempt::Failed
+            ]),
+            Ok(paid)
+        );
+        let broken = vec![Err(BackendError::Timeout), Ok(Attempt::Pending)];
+        assert_eq!(
+            outgoing_from_attempts(broken, "x"),
+            Err(BackendError::Timeout)
+        );
+    }
+
+    #[test]
     fn limits_and_networks() {
         assert_eq!(check_limits(10, 2, Some(60)), Ok(()));
         assert_eq!(check_limits(10, 2, None), Ok(()));
@@ -438,6 +514,9 @@ mod tests {
                 .contains("payment_timeout_secs")
         );
         assert_eq!(sats_field("x", 2, "f"), Ok(Msat(2000)));
+        assert_eq!(hex32("x", &"ab".repeat(32), "f"), Ok([0xab; 32]));
+        assert!(invalid(hex32("x", &"ab".repeat(31), "f")));
+        assert!(invalid(hex32("x", &"zz".repeat(32), "f")));
         assert!(invalid(sats_field("x", u64::MAX, "f")));
         assert_eq!(normalize_network("Mainnet"), "bitcoin");
         assert_eq!(normalize_network("testnet4"), "testnet");
