@@ -27,7 +27,7 @@
 //! What comes back is checked: the invoice CLN returns must parse and carry the requested amount
 //! and the hash CLN reports; a paid invoice's preimage must hash to its payment hash and the
 //! amount received must cover the amount requested; a payment's preimage is checked with
-//! [`check_payment`] and the amount delivered must be the invoice's.
+//! [`check_payment`](crate::check_payment) and the amount delivered must be the invoice's.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -46,7 +46,7 @@
 //! **Checks.** The invoice a wallet makes must parse and carry the amount asked and the hash it
 //! reports; a settled invoice's preimage must hash to its payment hash and the amount received
 //! must cover the invoice; a lookup answered with an outgoing payment is refused; a payment's
-//! preimage is checked with [`check_payment`]. NIP-47 has no routing-fee limit: `max_fee` cannot
+//! preimage is checked with [`check_payment`](crate::check_payment). NIP-47 has no routing-fee limit: `max_fee` cannot
 //! be enforced before paying (a fee above it is logged as a warning afterwards).
 
 use std::fmt;

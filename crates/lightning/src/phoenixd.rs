@@ -23,7 +23,7 @@
 //! amount and the hash it reports; a paid invoice's preimage must hash to its payment hash (an
 //! unpaid one's `preimage` is ignored: phoenixd reports it before payment too) and the amount
 //! received must cover the amount requested; a payment's preimage is checked with
-//! [`check_payment`] and the amount delivered must be the invoice's.
+//! [`check_payment`](crate::check_payment) and the amount delivered must be the invoice's.
 
 use std::time::Duration;
 

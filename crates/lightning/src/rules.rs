@@ -5,8 +5,10 @@
 //! - an invoice is checked locally before paying it ([`check_payable`]);
 //! - what a node reports as paid is checked before it is trusted ([`check_paid`], built on
 //!   [`check_payment`]);
-//! - answers are read up to a size limit ([`MAX_RESPONSE_BYTES`], [`MAX_PAYMENT_BYTES`]);
-//! - timeouts and retries in a backend's configuration stay within [`check_limits`]' bounds.
+//! - an invoice reported settled is checked ([`check_settled`], [`check_preimage`]);
+//! - answers are read up to a size limit (64 KiB, 1 MiB for payment results);
+//! - timeouts and retries in a backend's configuration stay within [`MAX_TIMEOUT_SECS`],
+//!   [`MAX_RETRIES`] and [`MAX_PAYMENT_TIMEOUT_SECS`], with shared defaults.
 //!
 //! A backend adds only what is its own (its units, its record formats), never a second copy of
 //! these.
