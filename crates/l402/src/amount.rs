@@ -42,6 +42,12 @@ impl Msat {
         self.0.is_multiple_of(1000).then_some(Sats(self.0 / 1000))
     }
 
+    /// Whole satoshis, the sub-satoshi part dropped: what a node that counts in satoshis reports
+    /// for this amount.
+    pub fn to_sats_floor(self) -> Sats {
+        Sats(self.0 / 1000)
+    }
+
     /// Satoshis rounded up: what a payer must be ready to spend for this amount.
     pub fn to_sats_ceil(self) -> Sats {
         Sats(self.0.div_ceil(1000))
@@ -77,5 +83,9 @@ mod tests {
         assert_eq!(Msat(21_001).to_sats_exact(), None);
         assert_eq!(Msat(21_001).to_sats_ceil(), Sats(22));
         assert_eq!(Msat(0).to_sats_ceil(), Sats(0));
+        assert_eq!(Msat(21_999).to_sats_floor(), Sats(21));
+        assert_eq!(Msat(21_000).to_sats_floor(), Sats(21));
+        assert_eq!(Msat(999).to_sats_floor(), Sats(0));
+        assert_eq!(Msat(u64::MAX).to_sats_floor(), Sats(u64::MAX / 1000));
     }
 }

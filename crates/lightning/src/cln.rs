@@ -27,44 +27,36 @@
 //! What comes back is checked: the invoice CLN returns must parse and carry the requested amount
 //! and the hash CLN reports; a paid invoice's preimage must hash to its payment hash and the
 //! amount received must cover the amount requested; a payment's preimage is checked with
-//! [`check_payment`] and the amount delivered must be the invoice's.
+//! [`check_payment`](crate::check_payment) and the amount delivered must be the invoice's.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
-use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
-use crate::lnd::{check_create_request, check_limits, check_payable, read_limited, verify_issued};
+use crate::http::{self, Idempotency, NodeHttp, RetryPolicy};
+use crate::rules::{self, Attempt};
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
     IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
-    SecretSource, check_payment,
+    SecretSource,
 };
 use turnpike_l402::bolt11::Invoice;
 
 /// The header carrying the rune.
 pub const RUNE_HEADER: &str = "Rune";
 
-/// Default for [`ClnConfig::timeout_secs`].
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Default for [`ClnConfig::retries`].
-pub const DEFAULT_RETRIES: u32 = 2;
-/// Default for [`ClnConfig::payment_timeout_secs`].
-pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+pub use crate::rules::{DEFAULT_PAYMENT_TIMEOUT_SECS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS};
 
 /// Prefix of the labels of the invoices this backend creates.
 pub const LABEL_PREFIX: &str = "turnpike-";
 
 /// The channel state in which a channel's balance can be spent.
 const CHANNEL_NORMAL: &str = "CHANNELD_NORMAL";
-/// Largest `pay` answer read, in bytes (failures list every attempt).
-const MAX_PAY_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Time allowed to establish a connection (also bounded by the call's timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -83,16 +75,6 @@ const PAY_INJECTPAYMENTONION_ALREADY_PAID: i64 = 219;
 const RUNE_NOT_AUTHORIZED: i64 = 1501;
 const RUNE_BLACKLISTED: i64 = 1503;
 
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-fn default_retries() -> u32 {
-    DEFAULT_RETRIES
-}
-fn default_payment_timeout_secs() -> u64 {
-    DEFAULT_PAYMENT_TIMEOUT_SECS
-}
-
 /// Configuration of the Core Lightning backend (`[backend] kind = "cln"`).
 ///
 /// ```toml
@@ -107,7 +89,7 @@ fn default_payment_timeout_secs() -> u64 {
 /// A rune for the gateway only needs `invoice`, `listinvoices` and `getinfo`, e.g.
 /// `lightning-cli createrune restrictions='[["method=invoice","method=listinvoices","method=getinfo"]]'`;
 /// a payer needs `pay`, `listfunds` and `getinfo`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClnConfig {
     /// Base URL of clnrest, e.g. `https://127.0.0.1:3010`.
@@ -122,30 +104,17 @@ pub struct ClnConfig {
     pub tls_cert_path: Option<PathBuf>,
     /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
     /// seconds.
-    #[serde(default = "default_timeout_secs")]
+    #[serde(default = "rules::default_timeout_secs")]
     pub timeout_secs: u64,
     /// How many times a call that is safe to repeat is retried after a transient failure. A
     /// payment is retried only when the connection could not be established.
-    #[serde(default = "default_retries")]
+    #[serde(default = "rules::default_retries")]
     pub retries: u32,
     /// Time allowed for a payment, in seconds (CLN's `retry_for` is set a little below it). A
     /// payment still unresolved when it expires gives [`BackendError::Timeout`]; its outcome is
     /// then unknown (look at `lightning-cli listpays`).
-    #[serde(default = "default_payment_timeout_secs")]
+    #[serde(default = "rules::default_payment_timeout_secs")]
     pub payment_timeout_secs: u64,
-}
-
-impl fmt::Debug for ClnConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClnConfig")
-            .field("url", &self.url)
-            .field("rune", &self.rune)
-            .field("tls_cert_path", &self.tls_cert_path)
-            .field("timeout_secs", &self.timeout_secs)
-            .field("retries", &self.retries)
-            .field("payment_timeout_secs", &self.payment_timeout_secs)
-            .finish()
-    }
 }
 
 /// Why a [`ClnBackend`] could not be set up from its configuration.
@@ -168,41 +137,23 @@ pub enum ClnConfigError {
     HttpClient(String),
 }
 
+http::node_setup_error!(ClnConfigError: InvalidUrl, Invalid, TlsCert, HttpClient);
+
 /// A Core Lightning node over clnrest: an [`InvoiceBackend`] for the gateway and a
 /// [`PaymentBackend`] for payers. `Debug` never prints the rune.
+#[derive(Debug)]
 pub struct ClnBackend {
-    client: reqwest::Client,
-    base: Url,
+    http: NodeHttp,
     rune: HeaderValue,
-    timeout: Duration,
-    payment_timeout: Duration,
-    retries: u32,
-    pinned: bool,
-}
-
-impl fmt::Debug for ClnBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClnBackend")
-            .field("url", &self.base.as_str())
-            .field("rune", &"<redacted>")
-            .field("timeout", &self.timeout)
-            .field("payment_timeout", &self.payment_timeout)
-            .field("retries", &self.retries)
-            .finish()
-    }
 }
 
 impl ClnBackend {
     /// Builds the backend: resolves the rune, reads the pinned certificate and prepares the
     /// HTTP client. No network I/O (use [`Diagnose::info`] to check the connection).
     pub fn new(config: &ClnConfig) -> Result<Self, ClnConfigError> {
-        let base = http::base_url(&config.url).map_err(ClnConfigError::InvalidUrl)?;
-        check_limits(
-            config.timeout_secs,
-            config.retries,
-            config.payment_timeout_secs,
-        )
-        .map_err(ClnConfigError::Invalid)?;
+        let settings =
+            http::node_settings!(config, "clnrest", "rune", config.tls_cert_path.as_deref());
+        let base = NodeHttp::check(&settings)?;
         let rune = config
             .rune
             .resolve()
@@ -211,54 +162,14 @@ impl ClnBackend {
             ClnConfigError::Rune("not a valid header value (a rune is base64url text)".into())
         })?;
         rune.set_sensitive(true);
-        let pem = match &config.tls_cert_path {
-            Some(path) => {
-                if base.scheme() != "https" {
-                    return Err(ClnConfigError::TlsCert(
-                        "a certificate to pin is given but the url is not https".into(),
-                    ));
-                }
-                let pem = std::fs::read(path).map_err(|e| {
-                    ClnConfigError::TlsCert(format!("cannot read {}: {e}", path.display()))
-                })?;
-                Some((pem, path.display().to_string()))
-            }
-            None => None,
-        };
-        let client = http::node_client(
-            CONNECT_TIMEOUT,
-            pem.as_ref()
-                .map(|(pem, path)| (pem.as_slice(), path.as_str())),
-        )
-        .map_err(|e| {
-            if config.tls_cert_path.is_some() && e.contains("PEM") {
-                ClnConfigError::TlsCert(e)
-            } else {
-                ClnConfigError::HttpClient(e)
-            }
-        })?;
-        if base.scheme() == "http" && !http::is_loopback(&base) {
-            tracing::warn!(
-                url = %base,
-                "clnrest over plain http to a non-loopback host: the rune travels unencrypted"
-            );
-        }
-        Ok(ClnBackend {
-            client,
-            base,
-            rune,
-            timeout: Duration::from_secs(config.timeout_secs),
-            payment_timeout: Duration::from_secs(config.payment_timeout_secs),
-            retries: config.retries,
-            pinned: config.tls_cert_path.is_some(),
-        })
+        let http = NodeHttp::connect(base, &settings, CONNECT_TIMEOUT)?;
+        Ok(ClnBackend { http, rune })
     }
 
     /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
     /// For tests and embedding; the configuration has whole seconds.
     pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
-        self.timeout = call;
-        self.payment_timeout = payment;
+        self.http.set_timeouts(call, payment);
         self
     }
 
@@ -272,63 +183,43 @@ impl ClnBackend {
         params: impl Fn() -> serde_json::Value,
     ) -> Result<T, BackendError> {
         let url = self
+            .http
             .base
             .join(&format!("v1/{method}"))
             .map_err(|e| BackendError::Rejected(format!("cannot build the URL: {e}")))?;
-        let idempotent = idempotency == Idempotency::Idempotent;
         let params = &params;
-        let attempts = http::retry(RetryPolicy::new(self.retries), method, || {
+        let attempts = http::retry(RetryPolicy::new(self.http.retries), method, || {
             let req = self
+                .http
                 .client
                 .post(url.clone())
                 .header(RUNE_HEADER, self.rune.clone())
                 .json(&params());
-            async move {
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| http::attempt_error(&e, idempotency))?;
-                let status = resp.status();
-                let bytes = read_limited(resp, MAX_PAY_RESPONSE_BYTES)
-                    .await
-                    .map_err(|error| AttemptError {
-                        retryable: idempotent && error.is_transient(),
-                        error,
-                    })?;
-                if !status.is_success() {
-                    return Err(AttemptError {
-                        error: map_error(status, &bytes),
-                        retryable: idempotent && http::is_unavailable_status(status),
-                    });
-                }
-                serde_json::from_slice::<T>(&bytes).map_err(|e| {
-                    AttemptError::fatal(BackendError::InvalidResponse(format!(
-                        "cln {method}: {e}: {}",
-                        http::snippet(&bytes)
-                    )))
-                })
-            }
+            http::json_attempt(
+                req,
+                idempotency,
+                rules::MAX_PAYMENT_BYTES,
+                ("cln", method),
+                map_error,
+            )
         });
-        http::within(deadline, method, attempts)
-            .await
-            .map_err(|e| match e {
-                BackendError::Unreachable(m)
-                    if !self.pinned && m.contains("invalid peer certificate") =>
-                {
-                    BackendError::Unreachable(format!(
-                        "{m} (clnrest's certificate is signed by its own CA: set tls_cert_path \
-                         to clnrest's server.pem to pin it)"
-                    ))
-                }
-                other => other,
-            })
+        http::within(deadline, method, attempts).await.map_err(|e| {
+            self.http.tls_hint(
+                e,
+                "clnrest's certificate is signed by its own CA: set tls_cert_path to \
+                     clnrest's server.pem to pin it",
+            )
+        })
     }
 
     async fn spendable(&self) -> Result<Msat, BackendError> {
         let funds: ListFunds = self
-            .rpc("listfunds", Idempotency::Idempotent, self.timeout, || {
-                serde_json::json!({})
-            })
+            .rpc(
+                "listfunds",
+                Idempotency::Idempotent,
+                self.http.timeout,
+                || serde_json::json!({}),
+            )
             .await?;
         funds
             .channels
@@ -347,10 +238,10 @@ impl InvoiceBackend for ClnBackend {
     }
 
     async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
-        check_create_request(&req)?;
+        rules::check_create_request(&req)?;
         // A fresh label per attempt: a retry after a lost answer must not hit "Duplicate label".
         let resp: ClnInvoice = self
-            .rpc("invoice", Idempotency::Idempotent, self.timeout, || {
+            .rpc("invoice", Idempotency::Idempotent, self.http.timeout, || {
                 serde_json::json!({
                     "amount_msat": req.amount.0,
                     "label": format!("{LABEL_PREFIX}{}", hex::encode(rand::random::<[u8; 16]>())),
@@ -360,10 +251,7 @@ impl InvoiceBackend for ClnBackend {
             })
             .await?;
         let hash = parse_hex32(&resp.payment_hash, "payment_hash").map(PaymentHash)?;
-        let invoice = Invoice::parse(&resp.bolt11).map_err(|e| {
-            BackendError::InvalidResponse(format!("cln returned an invalid invoice: {e}"))
-        })?;
-        let issued = verify_issued(&invoice, &req, Some(hash))?;
+        let issued = rules::check_issued("cln", &resp.bolt11, &req, Some(hash))?;
         tracing::debug!(payment_hash = %issued.payment_hash, amount = %issued.amount, "cln invoice created");
         Ok(issued)
     }
@@ -373,7 +261,7 @@ impl InvoiceBackend for ClnBackend {
             .rpc(
                 "listinvoices",
                 Idempotency::Idempotent,
-                self.timeout,
+                self.http.timeout,
                 || serde_json::json!({ "payment_hash": hash.to_hex() }),
             )
             .await?;
@@ -413,23 +301,10 @@ impl InvoiceBackend for ClnBackend {
                     })
                     .and_then(|p| parse_hex32(p, "payment_preimage"))
                     .map(Preimage)?;
-                if !preimage.matches(hash) {
-                    return Err(BackendError::InvalidResponse(format!(
-                        "cln reports invoice {hash} paid with a preimage that does not hash to it"
-                    )));
-                }
-                let received = inv.amount_received_msat.unwrap_or(0);
-                if received < amount.0 {
-                    return Err(BackendError::InvalidResponse(format!(
-                        "cln reports invoice {hash} paid with {received} msat received, less \
-                         than the {} msat requested",
-                        amount.0
-                    )));
-                }
-                InvoiceState::Settled {
-                    preimage,
-                    settled_at: inv.paid_at.unwrap_or(0),
-                }
+                // No amount received reported: nothing received.
+                let received = Some(Msat(inv.amount_received_msat.unwrap_or(0)));
+                let settled_at = inv.paid_at.unwrap_or(0);
+                rules::check_settled("cln", hash, preimage, received, amount, settled_at)?
             }
             "unpaid" if crate::now_unix() >= inv.expires_at => InvoiceState::Expired,
             "unpaid" => InvoiceState::Pending,
@@ -456,13 +331,13 @@ impl PaymentBackend for ClnBackend {
 
     /// Pays with `pay`, limiting routing fees to `max_fee` (`maxfee`).
     async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
-        let (invoice, amount) = check_payable(bolt11)?;
-        let retry_for = (self.payment_timeout.as_secs() * 4 / 5).clamp(1, u64::from(u16::MAX));
+        let (invoice, _) = rules::check_payable(bolt11, crate::now_unix())?;
+        let retry_for = (self.http.payment_timeout.as_secs() * 4 / 5).clamp(1, u64::from(u16::MAX));
         let resp: ClnPay = self
             .rpc(
                 "pay",
                 Idempotency::ConnectOnly,
-                self.payment_timeout,
+                self.http.payment_timeout,
                 || {
                     serde_json::json!({
                         "bolt11": invoice.as_str(),
@@ -502,17 +377,7 @@ impl PaymentBackend for ClnBackend {
                     ))
                 })?,
         };
-        check_payment(&invoice, &payment)?;
-        if payment.amount != amount {
-            return Err(BackendError::InvalidResponse(format!(
-                "cln reports {} delivered for an invoice of {amount}",
-                payment.amount
-            )));
-        }
-        if payment.fee > max_fee {
-            tracing::warn!(fee = %payment.fee, max_fee = %max_fee, "cln paid more fees than allowed");
-        }
-        Ok(payment)
+        rules::check_paid("cln", &invoice, payment, max_fee)
     }
 
     /// The sum of `our_amount_msat` over channels in `CHANNELD_NORMAL` (channel reserves
@@ -528,19 +393,17 @@ impl PaymentBackend for ClnBackend {
             .rpc(
                 "listpays",
                 Idempotency::Idempotent,
-                self.timeout,
+                self.http.timeout,
                 || serde_json::json!({ "payment_hash": hash.to_hex() }),
             )
             .await?;
-        let mut pending = false;
-        let mut failed = false;
-        for pay in &found.pays {
+        let attempts = found.pays.iter().map(|pay| {
             if parse_hex32(&pay.payment_hash, "payment_hash")? != hash.0 {
                 return Err(BackendError::InvalidResponse(format!(
                     "cln listpays answered the look-up of {hash} with another payment"
                 )));
             }
-            match pay.status.as_str() {
+            Ok(match pay.status.as_str() {
                 "complete" => {
                     let preimage = pay.preimage.as_deref().ok_or_else(|| {
                         BackendError::InvalidResponse(
@@ -549,30 +412,24 @@ impl PaymentBackend for ClnBackend {
                     })?;
                     let amount = pay.amount_msat.unwrap_or_default();
                     let sent = pay.amount_sent_msat.unwrap_or(amount);
-                    return OutgoingState::succeeded(
+                    Attempt::Succeeded(OutgoingState::succeeded(
                         hash,
                         parse_hex32(preimage, "preimage").map(Preimage)?,
                         Msat(amount),
                         Msat(sent.saturating_sub(amount)),
-                    );
+                    )?)
                 }
-                "pending" => pending = true,
-                "failed" => failed = true,
+                "pending" => Attempt::Pending,
+                "failed" => Attempt::Failed,
                 other => {
                     return Err(BackendError::InvalidResponse(format!(
                         "cln lists a payment in an unknown status {:?}",
                         http::snippet(other.as_bytes())
                     )));
                 }
-            }
-        }
-        Ok(if pending {
-            OutgoingState::Pending
-        } else if failed {
-            OutgoingState::Failed("cln: every attempt of this payment failed".into())
-        } else {
-            OutgoingState::Unknown
-        })
+            })
+        });
+        rules::outgoing_from_attempts(attempts, "cln: every attempt of this payment failed")
     }
 }
 
@@ -599,9 +456,12 @@ impl Diagnose for ClnBackend {
     /// `getinfo`, then `listfunds` (balance left out when the rune does not allow it).
     async fn info(&self) -> Result<NodeInfo, BackendError> {
         let info: GetInfo = self
-            .rpc("getinfo", Idempotency::Idempotent, self.timeout, || {
-                serde_json::json!({})
-            })
+            .rpc(
+                "getinfo",
+                Idempotency::Idempotent,
+                self.http.timeout,
+                || serde_json::json!({}),
+            )
             .await?;
         let balance = match self.spendable().await {
             Ok(balance) => Some(balance),
@@ -666,11 +526,7 @@ fn map_error(status: StatusCode, body: &[u8]) -> BackendError {
 }
 
 fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).map_err(|_| {
-        BackendError::InvalidResponse(format!("cln: {field} is not 32 bytes of hex"))
-    })?;
-    Ok(out)
+    rules::hex32("cln", text, field)
 }
 
 #[derive(Deserialize)]

@@ -10,16 +10,15 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bitcoin::hashes::{Hash as _, sha256};
-use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
-use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
-use turnpike_l402::bolt11::Invoice;
-
+use crate::rules;
 use crate::{
     BackendError, CreateInvoice, InvoiceBackend, InvoiceState, InvoiceStatus, IssuedInvoice, Msat,
     OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
 };
+use async_trait::async_trait;
+use bitcoin::hashes::{Hash as _, sha256};
+use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
+use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
 
 /// How long an unpaid invoice is remembered after it expires (so lookups report
 /// [`InvoiceState::Expired`] rather than [`BackendError::UnknownInvoice`]), in seconds.
@@ -30,9 +29,6 @@ pub const DEFAULT_MAX_UNPAID: usize = 100_000;
 
 /// The `min_final_cltv_expiry_delta` written into dev invoices.
 const MIN_FINAL_CLTV_EXPIRY_DELTA: u64 = 80;
-
-/// Longest memo BOLT11 can carry, in bytes.
-const MAX_MEMO_BYTES: usize = 639;
 
 type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -181,21 +177,7 @@ impl InvoiceBackend for DevBackend {
     }
 
     async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
-        if req.amount == Msat::ZERO {
-            return Err(BackendError::Rejected(
-                "the amount must be at least 1 msat".into(),
-            ));
-        }
-        if req.expiry_secs == 0 {
-            return Err(BackendError::Rejected(
-                "the expiry must be at least 1 second".into(),
-            ));
-        }
-        if req.memo.len() > MAX_MEMO_BYTES {
-            return Err(BackendError::Rejected(format!(
-                "the memo is longer than {MAX_MEMO_BYTES} bytes"
-            )));
-        }
+        rules::check_create_request(&req)?;
 
         let now = self.now();
         let preimage = Preimage::random();
@@ -278,8 +260,8 @@ impl PaymentBackend for DevBackend {
 
     /// Settles an invoice this backend issued. Fees are always zero, so `max_fee` never binds.
     async fn pay_invoice(&self, bolt11: &str, _max_fee: Msat) -> Result<Payment, BackendError> {
-        let invoice = Invoice::parse(bolt11)
-            .map_err(|e| BackendError::Rejected(format!("invalid invoice: {e}")))?;
+        // Only parsed here: expiry is checked on this backend's own clock, after the payee.
+        let invoice = rules::parse_invoice(bolt11)?;
         if invoice.payee() != self.node_id() {
             return Err(BackendError::Rejected(
                 "the dev backend only pays invoices it issued".into(),
@@ -315,8 +297,7 @@ impl PaymentBackend for DevBackend {
         state.received = Msat(state.received.0.saturating_add(payment.amount.0));
         drop(state);
 
-        crate::check_payment(&invoice, &payment)?;
-        Ok(payment)
+        rules::check_paid("dev", &invoice, payment, Msat::ZERO)
     }
 
     /// Total received by invoices settled so far.
@@ -353,7 +334,7 @@ pub fn outgoing_from_invoice(hash: &PaymentHash, status: &InvoiceStatus) -> Outg
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use turnpike_l402::bolt11::Network;
+    use turnpike_l402::bolt11::{Invoice, Network};
 
     use super::*;
 

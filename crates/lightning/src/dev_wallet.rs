@@ -13,13 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
-use turnpike_l402::bolt11::Invoice;
 
-use crate::http::{self, read_body_limited, snippet};
-use crate::{
-    BackendError, Msat, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
-    check_payment,
-};
+use crate::http::{self, snippet};
+use crate::rules;
+use crate::{BackendError, Msat, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage};
 
 /// Path of the gateway's dev pay endpoint.
 pub const DEV_PAY_PATH: &str = "/_turnpike/dev/pay";
@@ -178,14 +175,7 @@ impl PaymentBackend for DevPayWallet {
 
     /// Asks the gateway to settle `bolt11` and checks the preimage it returns. Fees are zero.
     async fn pay_invoice(&self, bolt11: &str, _max_fee: Msat) -> Result<Payment, BackendError> {
-        let invoice = Invoice::parse(bolt11)
-            .map_err(|e| BackendError::Rejected(format!("invalid invoice: {e}")))?;
-        let amount = invoice.amount().ok_or_else(|| {
-            BackendError::Rejected("the dev wallet cannot pay invoices without an amount".into())
-        })?;
-        if invoice.is_expired(crate::now_unix()) {
-            return Err(BackendError::InvoiceExpired);
-        }
+        let (invoice, amount) = rules::check_payable(bolt11, crate::now_unix())?;
 
         let resp = self
             .client
@@ -197,7 +187,7 @@ impl PaymentBackend for DevPayWallet {
             .await
             .map_err(|e| http::map_transport_error(&e))?;
         let status = resp.status();
-        let body = read_body_limited(resp).await?;
+        let body = rules::read_limited(resp, rules::MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
             return Err(map_error_response(status, &body));
         }
@@ -214,8 +204,7 @@ impl PaymentBackend for DevPayWallet {
             amount,
             fee: Msat::ZERO,
         };
-        check_payment(&invoice, &payment)?;
-        Ok(payment)
+        rules::check_paid("dev-wallet", &invoice, payment, Msat::ZERO)
     }
 
     /// Always [`BackendError::Unsupported`]: the dev wallet has no funds of its own.
@@ -238,7 +227,7 @@ impl PaymentBackend for DevPayWallet {
             .await
             .map_err(|e| http::map_transport_error(&e))?;
         let status = resp.status();
-        let body = read_body_limited(resp).await?;
+        let body = rules::read_limited(resp, rules::MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
             return match map_error_response(status, &body) {
                 BackendError::UnknownInvoice => Ok(OutgoingState::Unknown),
@@ -495,7 +484,7 @@ mod tests {
         let issued = invoice(&backend).await;
         let router = axum::Router::new().route(
             DEV_PAY_PATH,
-            post(|| async { "x".repeat(http::MAX_RESPONSE_BYTES + 1) }),
+            post(|| async { "x".repeat(rules::MAX_RESPONSE_BYTES + 1) }),
         );
         let wallet = DevPayWallet::for_origin(&serve(router).await).unwrap();
         assert!(matches!(

@@ -1,14 +1,11 @@
-//! Shared HTTP plumbing for backends that speak HTTP (the dev wallet now; LNbits, phoenixd,
-//! LND REST later).
+//! Shared HTTP plumbing for backends that speak HTTP (the dev wallet, LNbits, and the node
+//! backends lnd, Core Lightning and phoenixd through [`NodeHttp`]).
 
 use std::error::Error as _;
 use std::time::Duration;
 
 use crate::BackendError;
-
-/// Largest response body an HTTP backend reads, in bytes. Backends answer small JSON documents;
-/// anything bigger is refused rather than buffered.
-pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+use crate::rules::{MAX_RESPONSE_BYTES, read_limited};
 
 /// Makes sure rustls has a process-wide crypto provider, installing ring's if none is.
 ///
@@ -22,16 +19,20 @@ pub fn ensure_crypto_provider() {
     }
 }
 
+/// A reqwest client builder with the given connect and total timeouts, over rustls with ring.
+fn builder(connect: Duration, total: Duration) -> reqwest::ClientBuilder {
+    ensure_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(total)
+}
+
 /// A reqwest client with the given connect and total timeouts, over rustls with ring.
 pub(crate) fn client(
     connect: Duration,
     total: Duration,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    ensure_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(connect)
-        .timeout(total)
-        .build()
+    builder(connect, total).build()
 }
 
 /// Like [`client`], but never following redirects: for APIs authenticated by a custom header
@@ -40,10 +41,7 @@ pub(crate) fn api_client(
     connect: Duration,
     total: Duration,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    ensure_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(connect)
-        .timeout(total)
+    builder(connect, total)
         .redirect(reqwest::redirect::Policy::none())
         .build()
 }
@@ -71,22 +69,6 @@ pub(crate) fn error_chain(e: &reqwest::Error) -> String {
         source = inner.source();
     }
     s
-}
-
-/// Reads a response body, refusing more than [`MAX_RESPONSE_BYTES`].
-pub(crate) async fn read_body_limited(
-    mut resp: reqwest::Response,
-) -> Result<Vec<u8>, BackendError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| map_transport_error(&e))? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(BackendError::InvalidResponse(format!(
-                "response body larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// A short, printable excerpt of a body for error messages.
@@ -161,6 +143,53 @@ impl AttemptError {
     }
 }
 
+/// Reads an answer's body (at most `limit` bytes) within an attempt: a transient failure
+/// (timeout, reset) is retryable when the call is idempotent.
+async fn read_attempt(
+    resp: reqwest::Response,
+    limit: usize,
+    idempotent: bool,
+) -> Result<Vec<u8>, AttemptError> {
+    read_limited(resp, limit)
+        .await
+        .map_err(|error| AttemptError {
+            retryable: idempotent && error.is_transient(),
+            error,
+        })
+}
+
+/// One attempt of a JSON call to a node (lnd, Core Lightning, phoenixd): sends `req`, reads
+/// at most `limit` bytes, turns an error status into `map_error`'s error (retryable when the
+/// node says it is unavailable and the call is idempotent) and parses the JSON answer.
+/// `service` and `what` name the call in errors.
+pub(crate) async fn json_attempt<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    idempotency: Idempotency,
+    limit: usize,
+    (service, what): (&'static str, &'static str),
+    map_error: impl FnOnce(reqwest::StatusCode, &[u8]) -> BackendError,
+) -> Result<T, AttemptError> {
+    let idempotent = idempotency == Idempotency::Idempotent;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| attempt_error(&e, idempotency))?;
+    let status = resp.status();
+    let bytes = read_attempt(resp, limit, idempotent).await?;
+    if !status.is_success() {
+        return Err(AttemptError {
+            error: map_error(status, &bytes),
+            retryable: idempotent && is_unavailable_status(status),
+        });
+    }
+    serde_json::from_slice::<T>(&bytes).map_err(|e| {
+        AttemptError::fatal(BackendError::InvalidResponse(format!(
+            "{service} {what}: {e}: {}",
+            snippet(&bytes)
+        )))
+    })
+}
+
 /// Runs `attempt` until it succeeds, fails with a non-retryable error, or `policy.retries`
 /// retries are spent, pausing between attempts. `what` names the call in debug logs (it must
 /// not contain secrets). Returns the last error.
@@ -219,12 +248,7 @@ where
             AttemptError { error, retryable }
         })?;
         let status = resp.status();
-        let body = read_body_limited(resp)
-            .await
-            .map_err(|error| AttemptError {
-                retryable: idempotent && error.is_transient(),
-                error,
-            })?;
+        let body = read_attempt(resp, MAX_RESPONSE_BYTES, idempotent).await?;
         match status {
             reqwest::StatusCode::GATEWAY_TIMEOUT => Err(AttemptError {
                 error: BackendError::Timeout,
@@ -593,6 +617,166 @@ pub(crate) fn node_client(
         builder = builder.tls_backend_preconfigured(tls);
     }
     builder.build().map_err(|e| error_chain(&e))
+}
+
+/// The settings of a node backend reached over HTTP (lnd, Core Lightning, phoenixd), as its
+/// configuration gives them.
+pub(crate) struct NodeSettings<'a> {
+    /// What the node is called in messages, e.g. `"lnd REST"`.
+    pub(crate) service: &'static str,
+    /// What its credential is called, e.g. `"macaroon"`.
+    pub(crate) credential: &'static str,
+    pub(crate) url: &'a str,
+    /// A certificate to pin (PEM file), when the backend takes one.
+    pub(crate) tls_cert_path: Option<&'a std::path::Path>,
+    pub(crate) timeout_secs: u64,
+    pub(crate) retries: u32,
+    pub(crate) payment_timeout_secs: u64,
+}
+
+/// The [`NodeSettings`] of a node backend's configuration `$config`: every node configuration
+/// has the fields `url`, `timeout_secs`, `retries` and `payment_timeout_secs`.
+macro_rules! node_settings {
+    ($config:expr, $service:literal, $credential:literal, $cert:expr) => {
+        crate::http::NodeSettings {
+            service: $service,
+            credential: $credential,
+            url: &$config.url,
+            tls_cert_path: $cert,
+            timeout_secs: $config.timeout_secs,
+            retries: $config.retries,
+            payment_timeout_secs: $config.payment_timeout_secs,
+        }
+    };
+}
+pub(crate) use node_settings;
+
+/// Why a node backend's connection could not be set up; each backend maps it onto its own
+/// configuration error (see `node_setup_error!`).
+#[derive(Debug)]
+pub(crate) enum NodeSetupError {
+    InvalidUrl(String),
+    Invalid(String),
+    TlsCert(String),
+    HttpClient(String),
+}
+
+/// `impl From<NodeSetupError> for $error`, naming the variants each kind maps to.
+macro_rules! node_setup_error {
+    ($error:ident: $url:ident, $invalid:ident, $cert:ident, $client:ident) => {
+        impl From<crate::http::NodeSetupError> for $error {
+            fn from(e: crate::http::NodeSetupError) -> Self {
+                use crate::http::NodeSetupError as E;
+                match e {
+                    E::InvalidUrl(m) => $error::$url(m),
+                    E::Invalid(m) => $error::$invalid(m),
+                    E::TlsCert(m) => $error::$cert(m),
+                    E::HttpClient(m) => $error::$client(m),
+                }
+            }
+        }
+    };
+}
+pub(crate) use node_setup_error;
+
+/// The connection of a node backend reached over HTTP: client, base URL, timeouts and retries,
+/// set up and checked the same way for each. It holds no credential (the URL has none either).
+#[derive(Debug, Clone)]
+pub(crate) struct NodeHttp {
+    pub(crate) client: reqwest::Client,
+    pub(crate) base: reqwest::Url,
+    /// Time allowed for each call, retries included.
+    pub(crate) timeout: Duration,
+    /// Time allowed for a payment.
+    pub(crate) payment_timeout: Duration,
+    pub(crate) retries: u32,
+    /// Whether a certificate is pinned (`tls_cert_path`).
+    pub(crate) pinned: bool,
+}
+
+impl NodeHttp {
+    /// Checks the URL and the limits ([`crate::rules::check_limits`]); returns the base URL.
+    /// Done before the backend reads its credential, so that errors come in that order.
+    pub(crate) fn check(settings: &NodeSettings<'_>) -> Result<reqwest::Url, NodeSetupError> {
+        let base = base_url(settings.url).map_err(NodeSetupError::InvalidUrl)?;
+        crate::rules::check_limits(
+            settings.timeout_secs,
+            settings.retries,
+            Some(settings.payment_timeout_secs),
+        )
+        .map_err(NodeSetupError::Invalid)?;
+        Ok(base)
+    }
+
+    /// Reads the certificate to pin (only over https), builds the client (connect timeout
+    /// `connect`) and warns when the credential would travel over plain http to another host.
+    pub(crate) fn connect(
+        base: reqwest::Url,
+        settings: &NodeSettings<'_>,
+        connect: Duration,
+    ) -> Result<NodeHttp, NodeSetupError> {
+        let pem = match settings.tls_cert_path {
+            Some(path) => {
+                if base.scheme() != "https" {
+                    return Err(NodeSetupError::TlsCert(
+                        "a certificate to pin is given but the url is not https".into(),
+                    ));
+                }
+                let pem = std::fs::read(path).map_err(|e| {
+                    NodeSetupError::TlsCert(format!("cannot read {}: {e}", path.display()))
+                })?;
+                Some((pem, path.display().to_string()))
+            }
+            None => None,
+        };
+        let client = node_client(
+            connect,
+            pem.as_ref()
+                .map(|(pem, path)| (pem.as_slice(), path.as_str())),
+        )
+        .map_err(|e| {
+            if pem.is_some() && e.contains("PEM") {
+                NodeSetupError::TlsCert(e)
+            } else {
+                NodeSetupError::HttpClient(e)
+            }
+        })?;
+        if base.scheme() == "http" && !is_loopback(&base) {
+            tracing::warn!(
+                url = %base,
+                "{} over plain http to a non-loopback host: the {} travels unencrypted",
+                settings.service,
+                settings.credential
+            );
+        }
+        Ok(NodeHttp {
+            client,
+            base,
+            timeout: Duration::from_secs(settings.timeout_secs),
+            payment_timeout: Duration::from_secs(settings.payment_timeout_secs),
+            retries: settings.retries,
+            pinned: settings.tls_cert_path.is_some(),
+        })
+    }
+
+    /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
+    pub(crate) fn set_timeouts(&mut self, call: Duration, payment: Duration) {
+        self.timeout = call;
+        self.payment_timeout = payment;
+    }
+
+    /// Without a pinned certificate, a node's own certificate fails standard verification
+    /// (`CaUsedAsEndEntity`, `UnknownIssuer`): adds `hint` on how to fix it.
+    pub(crate) fn tls_hint(&self, error: BackendError, hint: &str) -> BackendError {
+        match error {
+            BackendError::Unreachable(m)
+                if !self.pinned && m.contains("invalid peer certificate") =>
+            {
+                BackendError::Unreachable(format!("{m} ({hint})"))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Whether a URL's host is the loopback interface (`localhost`, `127.0.0.0/8`, `::1`).

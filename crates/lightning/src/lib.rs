@@ -10,14 +10,15 @@
 //! settles through a gateway's dev pay endpoint). Real backends (LNbits, LND, Core Lightning,
 //! phoenixd, NWC) implement the same traits.
 //!
-//! All amounts are integer millisatoshis ([`Msat`]). Every payer must check what its backend
-//! returns with [`check_payment`] before trusting a preimage.
+//! All amounts are integer millisatoshis ([`Msat`]). The rules every backend applies (checks on
+//! invoice requests, on issued invoices, before paying, on payments, body limits) are in
+//! [`rules`]; every payer must check what its backend returns with [`check_payment`] before
+//! trusting a preimage.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use async_trait::async_trait;
-use turnpike_l402::bolt11::Invoice;
-pub use turnpike_l402::{Msat, PaymentHash, Preimage};
+pub use turnpike_l402::{Msat, PaymentHash, Preimage, Sats};
 
 pub mod cln;
 pub mod config;
@@ -28,11 +29,13 @@ pub mod lnbits;
 pub mod lnd;
 pub mod nwc;
 pub mod phoenixd;
+pub mod rules;
 pub mod secret;
 
 pub use dev::DevBackend;
 pub use dev_wallet::DevPayWallet;
 pub use http::ensure_crypto_provider;
+pub use rules::check_payment;
 pub use secret::{Secret, SecretError, SecretSource};
 
 /// A request to create an invoice.
@@ -135,11 +138,7 @@ impl OutgoingState {
         amount: Msat,
         fee: Msat,
     ) -> Result<OutgoingState, BackendError> {
-        if !preimage.matches(hash) {
-            return Err(BackendError::InvalidResponse(format!(
-                "the preimage reported for payment {hash} does not hash to it"
-            )));
-        }
+        rules::check_preimage(hash, &preimage, "the payment reported")?;
         Ok(OutgoingState::Succeeded(Payment {
             payment_hash: *hash,
             preimage,
@@ -266,24 +265,6 @@ pub trait PaymentBackend: Send + Sync + 'static {
     async fn lookup_payment(&self, hash: &PaymentHash) -> Result<OutgoingState, BackendError>;
 }
 
-/// Checks that `payment` is a genuine payment of `invoice`: same payment hash, and a preimage
-/// that hashes to it. Returns [`BackendError::InvalidResponse`] otherwise.
-pub fn check_payment(invoice: &Invoice, payment: &Payment) -> Result<(), BackendError> {
-    let expected = invoice.payment_hash();
-    if payment.payment_hash != expected {
-        return Err(BackendError::InvalidResponse(format!(
-            "payment hash {} does not match the invoice's {expected}",
-            payment.payment_hash
-        )));
-    }
-    if !payment.preimage.matches(&expected) {
-        return Err(BackendError::InvalidResponse(format!(
-            "the preimage returned does not hash to the payment hash {expected}"
-        )));
-    }
-    Ok(())
-}
-
 /// The current time, unix seconds (0 if the system clock is before 1970).
 pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -293,6 +274,8 @@ pub(crate) fn now_unix() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use turnpike_l402::bolt11::Invoice;
+
     use super::*;
 
     #[test]

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use turnpike_l402::bolt11::Invoice;
 
 use crate::http::{self, Idempotency, RetryPolicy, snippet};
+use crate::rules;
 use crate::secret::{Secret, SecretSource};
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
@@ -45,20 +46,9 @@ use crate::{
     check_payment,
 };
 
-/// Default time allowed for one HTTP call to LNbits, in seconds.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+pub use crate::rules::{DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS};
 
-/// Default number of retries of a call that is safe to repeat.
-pub const DEFAULT_RETRIES: u32 = 2;
-
-/// Most retries accepted in the configuration.
-pub const MAX_RETRIES: u32 = 10;
-
-/// Longest timeout accepted in the configuration, in seconds.
-pub const MAX_TIMEOUT_SECS: u64 = 600;
-
-/// Longest memo: BOLT11 allows 639 bytes (LNbits itself takes up to 640 characters).
-const MAX_MEMO_BYTES: usize = 639;
+pub use crate::rules::{MAX_RETRIES, MAX_TIMEOUT_SECS};
 
 /// Longest time allowed to establish a connection (less when the timeout is shorter).
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -94,19 +84,11 @@ pub struct LnbitsConfig {
     pub admin_key: Option<SecretSource>,
     /// Time allowed for each call to LNbits, retries included, in seconds (1 to 600).
     /// Default 10.
-    #[serde(default = "default_timeout_secs")]
+    #[serde(default = "rules::default_timeout_secs")]
     pub timeout_secs: u64,
     /// Retries of calls that are safe to repeat (0 to 10). Default 2.
-    #[serde(default = "default_retries")]
+    #[serde(default = "rules::default_retries")]
     pub retries: u32,
-}
-
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-
-fn default_retries() -> u32 {
-    DEFAULT_RETRIES
 }
 
 impl LnbitsConfig {
@@ -168,16 +150,7 @@ impl LnbitsBackend {
         let read_key = invoice_key.or_else(|| admin_key.clone()).ok_or_else(|| {
             config_error("give invoice_key (enough for the gateway) or admin_key (needed to pay)")
         })?;
-        if !(1..=MAX_TIMEOUT_SECS).contains(&config.timeout_secs) {
-            return Err(config_error(format!(
-                "timeout_secs: must be between 1 and {MAX_TIMEOUT_SECS}"
-            )));
-        }
-        if config.retries > MAX_RETRIES {
-            return Err(config_error(format!(
-                "retries: must be at most {MAX_RETRIES}"
-            )));
-        }
+        rules::check_limits(config.timeout_secs, config.retries, None).map_err(config_error)?;
         let timeout = Duration::from_secs(config.timeout_secs);
         let client = http::api_client(timeout.min(MAX_CONNECT_TIMEOUT), timeout)
             .map_err(|e| config_error(format!("cannot build the HTTP client: {e}")))?;
@@ -530,27 +503,8 @@ impl InvoiceBackend for LnbitsBackend {
     /// Creates an invoice in the wallet. The amount must be whole satoshis (LNbits' unit).
     /// Retried after transient failures: at worst an unused invoice is left behind.
     async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
-        if req.amount == Msat::ZERO {
-            return Err(BackendError::Rejected(
-                "the amount must be at least 1 sat".into(),
-            ));
-        }
-        let sats = req.amount.to_sats_exact().ok_or_else(|| {
-            BackendError::Rejected(format!(
-                "LNbits invoices are in whole satoshis; {} is not",
-                req.amount
-            ))
-        })?;
-        if req.expiry_secs == 0 {
-            return Err(BackendError::Rejected(
-                "the expiry must be at least 1 second".into(),
-            ));
-        }
-        if req.memo.len() > MAX_MEMO_BYTES {
-            return Err(BackendError::Rejected(format!(
-                "the memo is longer than {MAX_MEMO_BYTES} bytes"
-            )));
-        }
+        rules::check_create_request(&req)?;
+        let sats = rules::whole_sats("LNbits", req.amount)?;
 
         let body = CreateInvoiceBody {
             out: false,
@@ -576,33 +530,10 @@ impl InvoiceBackend for LnbitsBackend {
             .as_deref()
             .or(record.payment_request.as_deref())
             .ok_or_else(|| BackendError::InvalidResponse("LNbits returned no invoice".into()))?;
-        let invoice = Invoice::parse(text).map_err(|e| {
-            BackendError::InvalidResponse(format!("the invoice LNbits returned is invalid: {e}"))
-        })?;
         let hash: PaymentHash = record.payment_hash.parse().map_err(|_| {
             BackendError::InvalidResponse("LNbits returned a malformed payment hash".into())
         })?;
-        if invoice.payment_hash() != hash {
-            return Err(BackendError::InvalidResponse(format!(
-                "the invoice LNbits returned has payment hash {}, but LNbits reported {hash}",
-                invoice.payment_hash()
-            )));
-        }
-        if invoice.amount() != Some(req.amount) {
-            return Err(BackendError::InvalidResponse(format!(
-                "the invoice LNbits returned is for {}, not {}",
-                invoice
-                    .amount()
-                    .map_or_else(|| "any amount".to_owned(), |a| a.to_string()),
-                req.amount
-            )));
-        }
-        Ok(IssuedInvoice {
-            bolt11: invoice.as_str().to_owned(),
-            payment_hash: hash,
-            amount: req.amount,
-            expires_at: invoice.expires_at(),
-        })
+        rules::check_issued("LNbits", text, &req, Some(hash))
     }
 
     /// Looks up an invoice of this wallet. A payment hash LNbits knows only in another wallet
@@ -632,19 +563,13 @@ impl InvoiceBackend for LnbitsBackend {
         let state = if settled {
             let preimage =
                 parse_preimage(answer.preimage.as_deref().or(record.preimage.as_deref()))?;
-            if !preimage.matches(hash) {
-                return Err(BackendError::InvalidResponse(format!(
-                    "the preimage LNbits returned does not hash to {hash}"
-                )));
-            }
-            InvoiceState::Settled {
-                preimage,
-                settled_at: record
-                    .updated_at
-                    .as_deref()
-                    .and_then(parse_rfc3339)
-                    .unwrap_or_else(crate::now_unix),
-            }
+            let settled_at = record
+                .updated_at
+                .as_deref()
+                .and_then(parse_rfc3339)
+                .unwrap_or_else(crate::now_unix);
+            // LNbits reports the invoice's amount, not what was received.
+            rules::check_settled("LNbits", hash, preimage, None, amount, settled_at)?
         } else if matches!(record.state(), RecordState::Failed)
             || answer.status.as_deref() == Some("failed")
         {
@@ -686,17 +611,8 @@ impl PaymentBackend for LnbitsBackend {
     /// it may have reached LNbits (a timeout, a reset), the wallet's payments are checked once
     /// before giving up, so that a payment that did go through is returned rather than an error.
     async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
-        let invoice = Invoice::parse(bolt11)
-            .map_err(|e| BackendError::Rejected(format!("invalid invoice: {e}")))?;
-        if invoice.amount().is_none() {
-            return Err(BackendError::Rejected(
-                "LNbits cannot pay invoices without an amount".into(),
-            ));
-        }
-        // LNbits would pay an expired invoice of one of its own wallets.
-        if invoice.is_expired(crate::now_unix()) {
-            return Err(BackendError::InvoiceExpired);
-        }
+        // Checked here too: LNbits would pay an expired invoice of one of its own wallets.
+        let (invoice, _) = rules::check_payable(bolt11, crate::now_unix())?;
         let key = self.admin_key.as_ref().ok_or(BackendError::Unsupported(
             "paying with LNbits needs the wallet's admin key (admin_key)",
         ))?;
@@ -753,14 +669,8 @@ impl PaymentBackend for LnbitsBackend {
             }
             Err(e) => return Err(e),
         };
-        if payment.fee > max_fee {
-            tracing::warn!(
-                "LNbits paid {} in fees for {}, above the limit of {max_fee}",
-                payment.fee,
-                payment.payment_hash
-            );
-        }
-        Ok(payment)
+        // LNbits takes no fee limit: one above `max_fee` is only logged.
+        rules::check_paid("LNbits", &invoice, payment, max_fee)
     }
 
     /// The wallet's balance (with the admin key when configured, else the invoice key).

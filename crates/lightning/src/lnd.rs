@@ -24,10 +24,9 @@
 //! What comes back is checked: the invoice lnd returns must parse, carry the requested amount and
 //! the hash lnd reports; a settled invoice's preimage must hash to its payment hash and the
 //! amount paid must cover the amount requested; a payment's preimage is checked with
-//! [`check_payment`], and the amount delivered must be the invoice's. Anything else is
+//! [`check_payment`](crate::check_payment), and the amount delivered must be the invoice's. Anything else is
 //! [`BackendError::InvalidResponse`].
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,46 +38,22 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use turnpike_l402::bolt11::Invoice;
 
-use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
+use crate::http::{self, AttemptError, Idempotency, NodeHttp, RetryPolicy};
+use crate::rules;
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
     IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
-    SecretSource, check_payment,
+    Sats, SecretSource,
 };
 
 /// The header carrying the macaroon (hex) on every REST call.
 pub const MACAROON_HEADER: &str = "Grpc-Metadata-macaroon";
 
-/// Default for [`LndConfig::timeout_secs`].
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Default for [`LndConfig::retries`].
-pub const DEFAULT_RETRIES: u32 = 2;
-/// Default for [`LndConfig::payment_timeout_secs`].
-pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+pub use crate::rules::{DEFAULT_PAYMENT_TIMEOUT_SECS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS};
 
-/// Most retries accepted in the configuration.
-pub const MAX_RETRIES: u32 = 10;
-/// Longest `timeout_secs` accepted.
-pub const MAX_TIMEOUT_SECS: u64 = 600;
-/// Longest `payment_timeout_secs` accepted.
-pub const MAX_PAYMENT_TIMEOUT_SECS: u64 = 3600;
-
-/// Longest memo BOLT11 can carry, in bytes.
-const MAX_MEMO_BYTES: usize = 639;
-/// Largest payment stream read, in bytes (a final `Payment` lists every HTLC attempt).
-const MAX_PAYMENT_STREAM_BYTES: usize = 1024 * 1024;
+pub use crate::rules::{MAX_PAYMENT_TIMEOUT_SECS, MAX_RETRIES, MAX_TIMEOUT_SECS};
 /// Time allowed to establish a connection (also bounded by the call's timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-fn default_retries() -> u32 {
-    DEFAULT_RETRIES
-}
-fn default_payment_timeout_secs() -> u64 {
-    DEFAULT_PAYMENT_TIMEOUT_SECS
-}
 
 /// Configuration of the LND backend (`[backend] kind = "lnd"`).
 ///
@@ -95,7 +70,7 @@ fn default_payment_timeout_secs() -> u64 {
 /// Exactly one of `macaroon` and `macaroon_file` must be given. The gateway needs the invoice
 /// macaroon (`invoice.macaroon`: create and look up invoices); a payer needs a macaroon that may
 /// send payments (`admin.macaroon`, or one baked with `offchain:read offchain:write info:read`).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LndConfig {
     /// Base URL of lnd's REST API, e.g. `https://127.0.0.1:8080`.
@@ -116,31 +91,17 @@ pub struct LndConfig {
     pub tls_cert_path: Option<PathBuf>,
     /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
     /// seconds.
-    #[serde(default = "default_timeout_secs")]
+    #[serde(default = "rules::default_timeout_secs")]
     pub timeout_secs: u64,
     /// How many times a call that is safe to repeat is retried after a transient failure. A
     /// payment is retried only when the connection could not be established.
-    #[serde(default = "default_retries")]
+    #[serde(default = "rules::default_retries")]
     pub retries: u32,
     /// Time allowed for a payment, in seconds. lnd is told to stop looking for a route before
     /// then; a payment still unresolved when it expires gives [`BackendError::Timeout`] (its
     /// outcome is then unknown: look at lnd).
-    #[serde(default = "default_payment_timeout_secs")]
+    #[serde(default = "rules::default_payment_timeout_secs")]
     pub payment_timeout_secs: u64,
-}
-
-impl fmt::Debug for LndConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LndConfig")
-            .field("url", &self.url)
-            .field("macaroon", &self.macaroon)
-            .field("macaroon_file", &self.macaroon_file)
-            .field("tls_cert_path", &self.tls_cert_path)
-            .field("timeout_secs", &self.timeout_secs)
-            .field("retries", &self.retries)
-            .field("payment_timeout_secs", &self.payment_timeout_secs)
-            .finish()
-    }
 }
 
 /// Why an [`LndBackend`] could not be set up from its configuration.
@@ -163,41 +124,27 @@ pub enum LndConfigError {
     HttpClient(String),
 }
 
+http::node_setup_error!(LndConfigError: InvalidUrl, Invalid, TlsCert, HttpClient);
+
 /// An LND node over REST: an [`InvoiceBackend`] for the gateway and a [`PaymentBackend`] for
 /// payers. Cheap to share (`Arc`); `Debug` never prints the macaroon.
+#[derive(Debug)]
 pub struct LndBackend {
-    client: reqwest::Client,
-    base: Url,
+    http: NodeHttp,
     macaroon: HeaderValue,
-    timeout: Duration,
-    payment_timeout: Duration,
-    retries: u32,
-    pinned: bool,
-}
-
-impl fmt::Debug for LndBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LndBackend")
-            .field("url", &self.base.as_str())
-            .field("macaroon", &"<redacted>")
-            .field("timeout", &self.timeout)
-            .field("payment_timeout", &self.payment_timeout)
-            .field("retries", &self.retries)
-            .finish()
-    }
 }
 
 impl LndBackend {
     /// Builds the backend: resolves the macaroon, reads the pinned certificate and prepares the
     /// HTTP client. No network I/O (use [`Diagnose::info`] to check the connection).
     pub fn new(config: &LndConfig) -> Result<Self, LndConfigError> {
-        let base = http::base_url(&config.url).map_err(LndConfigError::InvalidUrl)?;
-        check_limits(
-            config.timeout_secs,
-            config.retries,
-            config.payment_timeout_secs,
-        )
-        .map_err(LndConfigError::Invalid)?;
+        let settings = http::node_settings!(
+            config,
+            "lnd REST",
+            "macaroon",
+            config.tls_cert_path.as_deref()
+        );
+        let base = NodeHttp::check(&settings)?;
         let macaroon_hex = match (&config.macaroon, &config.macaroon_file) {
             (Some(source), None) => {
                 let secret = source
@@ -240,65 +187,27 @@ impl LndBackend {
             .map_err(|_| LndConfigError::Macaroon("not a valid header value".into()))?;
         macaroon.set_sensitive(true);
 
-        let pem = match &config.tls_cert_path {
-            Some(path) => {
-                if base.scheme() != "https" {
-                    return Err(LndConfigError::TlsCert(
-                        "a certificate to pin is given but the url is not https".into(),
-                    ));
-                }
-                let pem = std::fs::read(path).map_err(|e| {
-                    LndConfigError::TlsCert(format!("cannot read {}: {e}", path.display()))
-                })?;
-                Some((pem, path.display().to_string()))
-            }
-            None => None,
-        };
-        let client = http::node_client(
-            CONNECT_TIMEOUT,
-            pem.as_ref()
-                .map(|(pem, path)| (pem.as_slice(), path.as_str())),
-        )
-        .map_err(|e| {
-            if config.tls_cert_path.is_some() && e.contains("PEM") {
-                LndConfigError::TlsCert(e)
-            } else {
-                LndConfigError::HttpClient(e)
-            }
-        })?;
-        if base.scheme() == "http" && !http::is_loopback(&base) {
-            tracing::warn!(
-                url = %base,
-                "lnd REST over plain http to a non-loopback host: the macaroon travels unencrypted"
-            );
-        }
-        Ok(LndBackend {
-            client,
-            base,
-            macaroon,
-            timeout: Duration::from_secs(config.timeout_secs),
-            payment_timeout: Duration::from_secs(config.payment_timeout_secs),
-            retries: config.retries,
-            pinned: config.tls_cert_path.is_some(),
-        })
+        let http = NodeHttp::connect(base, &settings, CONNECT_TIMEOUT)?;
+        Ok(LndBackend { http, macaroon })
     }
 
     /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
     /// For tests and embedding; the configuration has whole seconds.
     pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
-        self.timeout = call;
-        self.payment_timeout = payment;
+        self.http.set_timeouts(call, payment);
         self
     }
 
     fn url(&self, path: &str) -> Result<Url, BackendError> {
-        self.base
+        self.http
+            .base
             .join(path)
             .map_err(|e| BackendError::Rejected(format!("cannot build the URL for {path}: {e}")))
     }
 
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        self.client
+        self.http
+            .client
             .request(method, url)
             .header(MACAROON_HEADER, self.macaroon.clone())
     }
@@ -312,38 +221,20 @@ impl LndBackend {
         body: Option<serde_json::Value>,
     ) -> Result<T, BackendError> {
         let url = self.url(path)?;
-        let attempts = http::retry(RetryPolicy::new(self.retries), what, || {
+        let attempts = http::retry(RetryPolicy::new(self.http.retries), what, || {
             let mut req = self.request(method.clone(), url.clone());
             if let Some(body) = &body {
                 req = req.json(body);
             }
-            async move {
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| http::attempt_error(&e, Idempotency::Idempotent))?;
-                let status = resp.status();
-                let bytes = http::read_body_limited(resp)
-                    .await
-                    .map_err(|error| AttemptError {
-                        retryable: error.is_transient(),
-                        error,
-                    })?;
-                if !status.is_success() {
-                    return Err(AttemptError {
-                        error: map_error(status, &bytes),
-                        retryable: http::is_unavailable_status(status),
-                    });
-                }
-                serde_json::from_slice::<T>(&bytes).map_err(|e| {
-                    AttemptError::fatal(BackendError::InvalidResponse(format!(
-                        "lnd {what}: {e}: {}",
-                        http::snippet(&bytes)
-                    )))
-                })
-            }
+            http::json_attempt(
+                req,
+                Idempotency::Idempotent,
+                rules::MAX_RESPONSE_BYTES,
+                ("lnd", what),
+                map_error,
+            )
         });
-        http::within(self.timeout, what, attempts)
+        http::within(self.http.timeout, what, attempts)
             .await
             .map_err(|e| self.tls_hint(e))
     }
@@ -351,17 +242,10 @@ impl LndBackend {
     /// Without a pinned certificate, lnd's own certificate fails standard verification
     /// (`CaUsedAsEndEntity`, `UnknownIssuer`): say how to fix it.
     fn tls_hint(&self, error: BackendError) -> BackendError {
-        match error {
-            BackendError::Unreachable(m)
-                if !self.pinned && m.contains("invalid peer certificate") =>
-            {
-                BackendError::Unreachable(format!(
-                    "{m} (lnd serves a self-signed certificate: set tls_cert_path to lnd's \
-                     tls.cert to pin it)"
-                ))
-            }
-            other => other,
-        }
+        self.http.tls_hint(
+            error,
+            "lnd serves a self-signed certificate: set tls_cert_path to lnd's tls.cert to pin it",
+        )
     }
 
     async fn channel_balance(&self) -> Result<Msat, BackendError> {
@@ -371,7 +255,7 @@ impl LndBackend {
         match resp.local_balance {
             Some(amount) => Ok(Msat(amount.msat)),
             // lnd before 0.13 only had the deprecated `balance`, in satoshis.
-            None => resp.balance.checked_mul(1000).map(Msat).ok_or_else(|| {
+            None => Sats(resp.balance).to_msat().ok_or_else(|| {
                 BackendError::InvalidResponse("lnd channel balance overflows".into())
             }),
         }
@@ -385,7 +269,7 @@ impl InvoiceBackend for LndBackend {
     }
 
     async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
-        check_create_request(&req)?;
+        rules::check_create_request(&req)?;
         let body = serde_json::json!({
             "memo": req.memo,
             "value_msat": req.amount.0.to_string(),
@@ -395,10 +279,12 @@ impl InvoiceBackend for LndBackend {
             .call("add invoice", Method::POST, "v1/invoices", Some(body))
             .await?;
         let r_hash = decode_bytes32(&resp.r_hash, "r_hash")?;
-        let invoice = Invoice::parse(&resp.payment_request).map_err(|e| {
-            BackendError::InvalidResponse(format!("lnd returned an invalid invoice: {e}"))
-        })?;
-        let issued = verify_issued(&invoice, &req, Some(PaymentHash(r_hash)))?;
+        let issued = rules::check_issued(
+            "lnd",
+            &resp.payment_request,
+            &req,
+            Some(PaymentHash(r_hash)),
+        )?;
         tracing::debug!(payment_hash = %issued.payment_hash, amount = %issued.amount, "lnd invoice created");
         Ok(issued)
     }
@@ -418,23 +304,8 @@ impl InvoiceBackend for LndBackend {
         let state = match inv.state.as_str() {
             "SETTLED" => {
                 let preimage = Preimage(decode_bytes32(&inv.r_preimage, "r_preimage")?);
-                if !preimage.matches(hash) {
-                    return Err(BackendError::InvalidResponse(format!(
-                        "lnd reports invoice {hash} settled with a preimage that does not hash \
-                         to it"
-                    )));
-                }
-                if inv.amt_paid_msat < inv.value_msat {
-                    return Err(BackendError::InvalidResponse(format!(
-                        "lnd reports invoice {hash} settled with {} msat paid, less than the \
-                         {} msat requested",
-                        inv.amt_paid_msat, inv.value_msat
-                    )));
-                }
-                InvoiceState::Settled {
-                    preimage,
-                    settled_at: inv.settle_date,
-                }
+                let paid = Some(Msat(inv.amt_paid_msat));
+                rules::check_settled("lnd", hash, preimage, paid, amount, inv.settle_date)?
             }
             // An HTLC is held (hold invoices): not paid yet.
             "ACCEPTED" => InvoiceState::Pending,
@@ -465,17 +336,17 @@ impl PaymentBackend for LndBackend {
 
     /// Pays with `SendPaymentV2`, limiting routing fees to `max_fee` (`fee_limit_msat`).
     async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
-        let (invoice, amount) = check_payable(bolt11)?;
+        let (invoice, _) = rules::check_payable(bolt11, crate::now_unix())?;
         let url = self.url("v2/router/send")?;
         // Ask lnd to give up looking for routes a little before we give up waiting.
-        let lnd_timeout = (self.payment_timeout.as_secs() * 4 / 5).clamp(1, i32::MAX as u64);
+        let lnd_timeout = (self.http.payment_timeout.as_secs() * 4 / 5).clamp(1, i32::MAX as u64);
         let body = serde_json::json!({
             "payment_request": invoice.as_str(),
             "fee_limit_msat": max_fee.0.min(i64::MAX as u64).to_string(),
             "timeout_seconds": lnd_timeout,
             "no_inflight_updates": true,
         });
-        let attempts = http::retry(RetryPolicy::new(self.retries), "lnd pay", || {
+        let attempts = http::retry(RetryPolicy::new(self.http.retries), "lnd pay", || {
             let req = self.request(Method::POST, url.clone()).json(&body);
             async move {
                 let resp = req
@@ -483,7 +354,7 @@ impl PaymentBackend for LndBackend {
                     .await
                     .map_err(|e| http::attempt_error(&e, Idempotency::ConnectOnly))?;
                 let status = resp.status();
-                let bytes = read_limited(resp, MAX_PAYMENT_STREAM_BYTES)
+                let bytes = rules::read_limited(resp, rules::MAX_PAYMENT_BYTES)
                     .await
                     .map_err(AttemptError::fatal)?;
                 if !status.is_success() {
@@ -492,15 +363,11 @@ impl PaymentBackend for LndBackend {
                 Ok(bytes)
             }
         });
-        let bytes = http::within(self.payment_timeout, "lnd pay", attempts)
+        let bytes = http::within(self.http.payment_timeout, "lnd pay", attempts)
             .await
             .map_err(|e| self.tls_hint(e))?;
         let final_update = last_payment_update(&bytes)?;
-        let payment = payment_outcome(&invoice, amount, final_update)?;
-        if payment.fee > max_fee {
-            tracing::warn!(fee = %payment.fee, max_fee = %max_fee, "lnd paid more fees than allowed");
-        }
-        Ok(payment)
+        payment_outcome(&invoice, final_update, max_fee)
     }
 
     async fn balance(&self) -> Result<Msat, BackendError> {
@@ -524,7 +391,7 @@ impl PaymentBackend for LndBackend {
                 .map_err(|e| http::map_transport_error(&e))?;
             let status = resp.status();
             if !status.is_success() {
-                let bytes = read_limited(resp, MAX_PAYMENT_STREAM_BYTES).await?;
+                let bytes = rules::read_limited(resp, rules::MAX_PAYMENT_BYTES).await?;
                 return Ok(Err((status, bytes)));
             }
             let mut buf = Vec::new();
@@ -534,7 +401,7 @@ impl PaymentBackend for LndBackend {
                 .map_err(|e| http::map_transport_error(&e))?
             {
                 buf.extend_from_slice(&chunk);
-                if buf.len() > MAX_PAYMENT_STREAM_BYTES {
+                if buf.len() > rules::MAX_PAYMENT_BYTES {
                     return Err(BackendError::InvalidResponse(
                         "lnd payment stream: update larger than the limit".into(),
                     ));
@@ -546,7 +413,7 @@ impl PaymentBackend for LndBackend {
             }
             Ok(Ok(buf))
         };
-        let answer = http::within(self.timeout, "lnd track payment", call)
+        let answer = http::within(self.http.timeout, "lnd track payment", call)
             .await
             .map_err(|e| self.tls_hint(e))?;
         let line = match answer {
@@ -633,129 +500,11 @@ impl Diagnose for LndBackend {
             network: info
                 .chains
                 .first()
-                .map(|c| normalize_network(&c.network))
+                .map(|c| rules::normalize_network(&c.network))
                 .filter(|n| !n.is_empty()),
             balance,
         })
     }
-}
-
-/// lnd says `mainnet`; Turnpike says `bitcoin`.
-fn normalize_network(network: &str) -> String {
-    match network.to_ascii_lowercase().as_str() {
-        "mainnet" => "bitcoin".to_owned(),
-        other => other.to_owned(),
-    }
-}
-
-/// Checks the timeouts and retries of a node backend's configuration (shared by the LND, Core
-/// Lightning and phoenixd backends).
-pub(crate) fn check_limits(
-    timeout_secs: u64,
-    retries: u32,
-    payment_timeout_secs: u64,
-) -> Result<(), String> {
-    if !(1..=MAX_TIMEOUT_SECS).contains(&timeout_secs) {
-        return Err(format!(
-            "timeout_secs must be between 1 and {MAX_TIMEOUT_SECS}"
-        ));
-    }
-    if retries > MAX_RETRIES {
-        return Err(format!("retries must be at most {MAX_RETRIES}"));
-    }
-    if !(1..=MAX_PAYMENT_TIMEOUT_SECS).contains(&payment_timeout_secs) {
-        return Err(format!(
-            "payment_timeout_secs must be between 1 and {MAX_PAYMENT_TIMEOUT_SECS}"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a [`CreateInvoice`] before sending it (same rules as every backend).
-pub(crate) fn check_create_request(req: &CreateInvoice) -> Result<(), BackendError> {
-    if req.amount == Msat::ZERO {
-        return Err(BackendError::Rejected(
-            "the amount must be at least 1 msat".into(),
-        ));
-    }
-    if req.expiry_secs == 0 {
-        return Err(BackendError::Rejected(
-            "the expiry must be at least 1 second".into(),
-        ));
-    }
-    if req.memo.len() > MAX_MEMO_BYTES {
-        return Err(BackendError::Rejected(format!(
-            "the memo is longer than {MAX_MEMO_BYTES} bytes"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks the invoice a node returned for `req`: the hash it reported (if any) and the amount.
-pub(crate) fn verify_issued(
-    invoice: &Invoice,
-    req: &CreateInvoice,
-    reported_hash: Option<PaymentHash>,
-) -> Result<IssuedInvoice, BackendError> {
-    let payment_hash = invoice.payment_hash();
-    if let Some(reported) = reported_hash
-        && reported != payment_hash
-    {
-        return Err(BackendError::InvalidResponse(format!(
-            "the node reported payment hash {reported} for an invoice whose hash is \
-             {payment_hash}"
-        )));
-    }
-    if invoice.amount() != Some(req.amount) {
-        return Err(BackendError::InvalidResponse(format!(
-            "the node returned an invoice for {} instead of {}",
-            invoice
-                .amount()
-                .map_or_else(|| "any amount".to_owned(), |a| a.to_string()),
-            req.amount
-        )));
-    }
-    Ok(IssuedInvoice {
-        bolt11: invoice.as_str().to_owned(),
-        payment_hash,
-        amount: req.amount,
-        expires_at: invoice.expires_at(),
-    })
-}
-
-/// Parses an invoice to pay and checks it locally: it states an amount and has not expired.
-pub(crate) fn check_payable(bolt11: &str) -> Result<(Invoice, Msat), BackendError> {
-    let invoice = Invoice::parse(bolt11)
-        .map_err(|e| BackendError::Rejected(format!("invalid invoice: {e}")))?;
-    let amount = invoice.amount().ok_or_else(|| {
-        BackendError::Rejected("cannot pay an invoice that does not state an amount".into())
-    })?;
-    if invoice.is_expired(crate::now_unix()) {
-        return Err(BackendError::InvoiceExpired);
-    }
-    Ok((invoice, amount))
-}
-
-/// Reads a body of at most `limit` bytes (for answers that may exceed
-/// [`http::MAX_RESPONSE_BYTES`], such as payment results listing every attempt).
-pub(crate) async fn read_limited(
-    mut resp: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, BackendError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| http::map_transport_error(&e))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(BackendError::InvalidResponse(format!(
-                "response body larger than {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// The last `Payment` of a `SendPaymentV2` stream; an `{"error": ...}` line is mapped.
@@ -784,8 +533,8 @@ fn last_payment_update(stream: &[u8]) -> Result<LndPayment, BackendError> {
 /// Turns lnd's final `Payment` into a checked [`Payment`] or the precise failure.
 fn payment_outcome(
     invoice: &Invoice,
-    amount: Msat,
     update: LndPayment,
+    max_fee: Msat,
 ) -> Result<Payment, BackendError> {
     match update.status.as_str() {
         "SUCCEEDED" => {
@@ -796,14 +545,7 @@ fn payment_outcome(
                 amount: Msat(update.value_msat),
                 fee: Msat(update.fee_msat),
             };
-            check_payment(invoice, &payment)?;
-            if payment.amount != amount {
-                return Err(BackendError::InvalidResponse(format!(
-                    "lnd reports {} delivered for an invoice of {amount}",
-                    payment.amount
-                )));
-            }
-            Ok(payment)
+            rules::check_paid("lnd", invoice, payment, max_fee)
         }
         "FAILED" => Err(match update.failure_reason.as_str() {
             "FAILURE_REASON_INSUFFICIENT_BALANCE" => BackendError::InsufficientBalance,
@@ -909,11 +651,7 @@ fn decode_bytes32(b64: &str, field: &str) -> Result<[u8; 32], BackendError> {
 }
 
 fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).map_err(|_| {
-        BackendError::InvalidResponse(format!("lnd: {field} is not 32 bytes of hex"))
-    })?;
-    Ok(out)
+    rules::hex32("lnd", text, field)
 }
 
 /// An int64/uint64 in lnd's JSON: a string (as protojson writes them) or a number.

@@ -46,7 +46,7 @@
 //! **Checks.** The invoice a wallet makes must parse and carry the amount asked and the hash it
 //! reports; a settled invoice's preimage must hash to its payment hash and the amount received
 //! must cover the invoice; a lookup answered with an outgoing payment is refused; a payment's
-//! preimage is checked with [`check_payment`]. NIP-47 has no routing-fee limit: `max_fee` cannot
+//! preimage is checked with [`check_payment`](crate::check_payment). NIP-47 has no routing-fee limit: `max_fee` cannot
 //! be enforced before paying (a fee above it is logged as a warning afterwards).
 
 use std::fmt;
@@ -71,17 +71,16 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio::task::JoinSet;
 use turnpike_l402::bolt11::Invoice;
 
-use crate::lnd::{check_create_request, check_limits, check_payable, verify_issued};
+use crate::rules;
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
     IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
-    SecretSource, check_payment,
+    SecretSource,
 };
 
 /// Default for [`NwcConfig::timeout_secs`].
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
-/// Default for [`NwcConfig::payment_timeout_secs`].
-pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+pub use crate::rules::DEFAULT_PAYMENT_TIMEOUT_SECS;
 /// The URI scheme of NWC connection strings.
 pub const URI_SCHEME: &str = "nostr+walletconnect";
 
@@ -97,10 +96,6 @@ const MAX_MESSAGE_CHARS: usize = 300;
 fn default_timeout_secs() -> u64 {
     DEFAULT_TIMEOUT_SECS
 }
-fn default_payment_timeout_secs() -> u64 {
-    DEFAULT_PAYMENT_TIMEOUT_SECS
-}
-
 /// Configuration of the NWC backend (`[backend] kind = "nwc"`).
 ///
 /// ```toml
@@ -112,7 +107,7 @@ fn default_payment_timeout_secs() -> u64 {
 /// The URI holds the client's secret key: prefer `{ env = … }` or `{ file = … }` to an inline
 /// value. The gateway needs a connection allowed to `make_invoice` and `lookup_invoice`; a payer
 /// needs `pay_invoice` (and `get_balance`).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NwcConfig {
     /// The `nostr+walletconnect://` connection URI (a secret).
@@ -124,18 +119,8 @@ pub struct NwcConfig {
     /// Time allowed for a payment, in seconds. A payment still unanswered when it expires gives
     /// [`BackendError::Timeout`]; its outcome is then unknown (the request carries an
     /// `expiration` tag, so a wallet service that receives it later must ignore it).
-    #[serde(default = "default_payment_timeout_secs")]
+    #[serde(default = "rules::default_payment_timeout_secs")]
     pub payment_timeout_secs: u64,
-}
-
-impl fmt::Debug for NwcConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NwcConfig")
-            .field("uri", &self.uri)
-            .field("timeout_secs", &self.timeout_secs)
-            .field("payment_timeout_secs", &self.payment_timeout_secs)
-            .finish()
-    }
 }
 
 /// Why an [`NwcBackend`] could not be set up from its configuration. Messages never contain the
@@ -302,7 +287,7 @@ impl NwcBackend {
     /// Builds the backend: resolves and parses the connection URI and checks the timeouts. No
     /// network I/O (use [`NwcBackend::connect`] or [`Diagnose::info`] to check the connection).
     pub fn new(config: &NwcConfig) -> Result<Self, NwcConfigError> {
-        check_limits(config.timeout_secs, 0, config.payment_timeout_secs)
+        rules::check_limits(config.timeout_secs, 0, Some(config.payment_timeout_secs))
             .map_err(NwcConfigError::Invalid)?;
         let uri = config
             .uri
@@ -776,20 +761,7 @@ fn map_error(method: &str, code: &str, message: &str) -> BackendError {
 }
 
 fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).map_err(|_| {
-        BackendError::InvalidResponse(format!("nwc: {field} is not 32 bytes of hex"))
-    })?;
-    Ok(out)
-}
-
-/// `"mainnet"` → `"bitcoin"`; other NIP-47 networks as they are.
-fn normalize_network(network: &str) -> String {
-    let network = network.to_ascii_lowercase();
-    match network.as_str() {
-        "mainnet" => "bitcoin".to_owned(),
-        _ => network,
-    }
+    rules::hex32("nwc", text, field)
 }
 
 /// Non-empty text, or `None`.
@@ -804,23 +776,18 @@ impl InvoiceBackend for NwcBackend {
     }
 
     async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
-        check_create_request(&req)?;
+        rules::check_create_request(&req)?;
         let params = json!({
             "amount": req.amount.0,
             "description": req.memo,
             "expiry": req.expiry_secs,
         });
         let made: MakeInvoiceResult = self.call_as("make_invoice", params, self.timeout).await?;
-        let invoice = Invoice::parse(&made.invoice).map_err(|e| {
-            BackendError::InvalidResponse(format!(
-                "nwc: the wallet service returned an invalid invoice: {e}"
-            ))
-        })?;
         let reported = match non_empty(made.payment_hash) {
             Some(hash) => Some(PaymentHash(parse_hex32(&hash, "payment_hash")?)),
             None => None,
         };
-        let issued = verify_issued(&invoice, &req, reported)?;
+        let issued = rules::check_issued("nwc", &made.invoice, &req, reported)?;
         tracing::debug!(payment_hash = %issued.payment_hash, amount = %issued.amount, "nwc invoice created");
         Ok(issued)
     }
@@ -888,24 +855,9 @@ impl InvoiceBackend for NwcBackend {
                 ))
             })?;
             let preimage = Preimage(parse_hex32(&preimage, "preimage")?);
-            if !preimage.matches(hash) {
-                return Err(BackendError::InvalidResponse(format!(
-                    "nwc: the wallet service reports invoice {hash} paid with a preimage that \
-                     does not hash to it"
-                )));
-            }
-            if let Some(received) = found.amount
-                && received < amount.0
-            {
-                return Err(BackendError::InvalidResponse(format!(
-                    "nwc: the wallet service reports invoice {hash} paid with {received} msat, \
-                     less than the {amount} requested"
-                )));
-            }
-            InvoiceState::Settled {
-                preimage,
-                settled_at: found.settled_at.unwrap_or(0),
-            }
+            let received = found.amount.map(Msat);
+            let settled_at = found.settled_at.unwrap_or(0);
+            rules::check_settled("nwc", hash, preimage, received, amount, settled_at)?
         } else {
             match found.state.as_deref() {
                 Some("expired") => InvoiceState::Expired,
@@ -931,7 +883,7 @@ impl PaymentBackend for NwcBackend {
     /// Pays with `pay_invoice`. NIP-47 takes no fee limit: `max_fee` is only checked after the
     /// fact (a warning is logged when the fee exceeded it).
     async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
-        let (invoice, amount) = check_payable(bolt11)?;
+        let (invoice, amount) = rules::check_payable(bolt11, crate::now_unix())?;
         let params = json!({ "invoice": invoice.as_str() });
         let paid: PayResult = self
             .call_as("pay_invoice", params, self.payment_timeout)
@@ -942,11 +894,8 @@ impl PaymentBackend for NwcBackend {
             amount,
             fee: Msat(paid.fees_paid.unwrap_or(0)),
         };
-        check_payment(&invoice, &payment)?;
-        if payment.fee > max_fee {
-            tracing::warn!(fee = %payment.fee, max_fee = %max_fee, "nwc: the wallet paid more fees than the limit (NIP-47 takes no fee limit)");
-        }
-        Ok(payment)
+        // NIP-47 takes no fee limit: one above `max_fee` is only logged.
+        rules::check_paid("nwc", &invoice, payment, max_fee)
     }
 
     /// `get_balance`.
@@ -1034,7 +983,7 @@ impl Diagnose for NwcBackend {
             backend: "nwc",
             alias: non_empty(info.alias),
             node_id: non_empty(info.pubkey),
-            network: non_empty(info.network).map(|n| normalize_network(&n)),
+            network: non_empty(info.network).map(|n| rules::normalize_network(&n)),
             balance,
         })
     }
@@ -1262,7 +1211,7 @@ mod tests {
             negotiate(Some(&info(vec![enc("nip44_v2 nip04")]))),
             Encryption::Nip44
         );
-        assert_eq!(normalize_network("mainnet"), "bitcoin");
-        assert_eq!(normalize_network("regtest"), "regtest");
+        assert_eq!(rules::normalize_network("mainnet"), "bitcoin");
+        assert_eq!(rules::normalize_network("regtest"), "regtest");
     }
 }

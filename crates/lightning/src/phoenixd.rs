@@ -23,46 +23,30 @@
 //! amount and the hash it reports; a paid invoice's preimage must hash to its payment hash (an
 //! unpaid one's `preimage` is ignored: phoenixd reports it before payment too) and the amount
 //! received must cover the amount requested; a payment's preimage is checked with
-//! [`check_payment`] and the amount delivered must be the invoice's.
+//! [`check_payment`](crate::check_payment) and the amount delivered must be the invoice's.
 
-use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use turnpike_l402::bolt11::Invoice;
 
-use crate::http::{self, AttemptError, Idempotency, RetryPolicy};
-use crate::lnd::{check_create_request, check_limits, check_payable, verify_issued};
+use crate::http::{self, Idempotency, NodeHttp, RetryPolicy};
+use crate::rules::{self, Attempt};
 use crate::{
     BackendError, CreateInvoice, Diagnose, InvoiceBackend, InvoiceState, InvoiceStatus,
     IssuedInvoice, Msat, NodeInfo, OutgoingState, Payment, PaymentBackend, PaymentHash, Preimage,
-    Secret, SecretSource, check_payment,
+    Secret, SecretSource,
 };
 
-/// Default for [`PhoenixdConfig::timeout_secs`].
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Default for [`PhoenixdConfig::retries`].
-pub const DEFAULT_RETRIES: u32 = 2;
-/// Default for [`PhoenixdConfig::payment_timeout_secs`].
-pub const DEFAULT_PAYMENT_TIMEOUT_SECS: u64 = 60;
+pub use crate::rules::{DEFAULT_PAYMENT_TIMEOUT_SECS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS};
 /// Longest invoice description phoenixd accepts, in characters (UTF-16 code units).
 pub const MAX_DESCRIPTION_CHARS: usize = 128;
 
 /// Time allowed to establish a connection (also bounded by the call's timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-fn default_retries() -> u32 {
-    DEFAULT_RETRIES
-}
-fn default_payment_timeout_secs() -> u64 {
-    DEFAULT_PAYMENT_TIMEOUT_SECS
-}
 
 /// Configuration of the phoenixd backend (`[backend] kind = "phoenixd"`).
 ///
@@ -76,7 +60,7 @@ fn default_payment_timeout_secs() -> u64 {
 ///
 /// The gateway can use the limited-access password (`http-password-limited-access`); paying
 /// needs the full-access one.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhoenixdConfig {
     /// Base URL of phoenixd's HTTP API, e.g. `http://127.0.0.1:9740`.
@@ -85,28 +69,16 @@ pub struct PhoenixdConfig {
     pub password: SecretSource,
     /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
     /// seconds.
-    #[serde(default = "default_timeout_secs")]
+    #[serde(default = "rules::default_timeout_secs")]
     pub timeout_secs: u64,
     /// How many times a call that is safe to repeat is retried after a transient failure. A
     /// payment is retried only when the connection could not be established.
-    #[serde(default = "default_retries")]
+    #[serde(default = "rules::default_retries")]
     pub retries: u32,
     /// Time allowed for a payment, in seconds. A payment still unresolved when it expires gives
     /// [`BackendError::Timeout`]; its outcome is then unknown (see `GET /payments/outgoing`).
-    #[serde(default = "default_payment_timeout_secs")]
+    #[serde(default = "rules::default_payment_timeout_secs")]
     pub payment_timeout_secs: u64,
-}
-
-impl fmt::Debug for PhoenixdConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PhoenixdConfig")
-            .field("url", &self.url)
-            .field("password", &self.password)
-            .field("timeout_secs", &self.timeout_secs)
-            .field("retries", &self.retries)
-            .field("payment_timeout_secs", &self.payment_timeout_secs)
-            .finish()
-    }
 }
 
 /// Why a [`PhoenixdBackend`] could not be set up from its configuration.
@@ -126,67 +98,35 @@ pub enum PhoenixdConfigError {
     HttpClient(String),
 }
 
+// phoenixd takes no certificate to pin: no TlsCert error can arise.
+http::node_setup_error!(PhoenixdConfigError: InvalidUrl, Invalid, HttpClient, HttpClient);
+
 /// A phoenixd node: an [`InvoiceBackend`] for the gateway and a [`PaymentBackend`] for payers.
 /// `Debug` never prints the password.
+#[derive(Debug)]
 pub struct PhoenixdBackend {
-    client: reqwest::Client,
-    base: Url,
+    http: NodeHttp,
     password: Secret,
-    timeout: Duration,
-    payment_timeout: Duration,
-    retries: u32,
-}
-
-impl fmt::Debug for PhoenixdBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PhoenixdBackend")
-            .field("url", &self.base.as_str())
-            .field("password", &self.password)
-            .field("timeout", &self.timeout)
-            .field("payment_timeout", &self.payment_timeout)
-            .field("retries", &self.retries)
-            .finish()
-    }
 }
 
 impl PhoenixdBackend {
     /// Builds the backend: resolves the password and prepares the HTTP client. No network I/O
     /// (use [`Diagnose::info`] to check the connection).
     pub fn new(config: &PhoenixdConfig) -> Result<Self, PhoenixdConfigError> {
-        let base = http::base_url(&config.url).map_err(PhoenixdConfigError::InvalidUrl)?;
-        check_limits(
-            config.timeout_secs,
-            config.retries,
-            config.payment_timeout_secs,
-        )
-        .map_err(PhoenixdConfigError::Invalid)?;
+        let settings = http::node_settings!(config, "phoenixd", "password", None);
+        let base = NodeHttp::check(&settings)?;
         let password = config
             .password
             .resolve()
             .map_err(|e| PhoenixdConfigError::Password(e.to_string()))?;
-        let client =
-            http::node_client(CONNECT_TIMEOUT, None).map_err(PhoenixdConfigError::HttpClient)?;
-        if base.scheme() == "http" && !http::is_loopback(&base) {
-            tracing::warn!(
-                url = %base,
-                "phoenixd over plain http to a non-loopback host: the password travels unencrypted"
-            );
-        }
-        Ok(PhoenixdBackend {
-            client,
-            base,
-            password,
-            timeout: Duration::from_secs(config.timeout_secs),
-            payment_timeout: Duration::from_secs(config.payment_timeout_secs),
-            retries: config.retries,
-        })
+        let http = NodeHttp::connect(base, &settings, CONNECT_TIMEOUT)?;
+        Ok(PhoenixdBackend { http, password })
     }
 
     /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
     /// For tests and embedding; the configuration has whole seconds.
     pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
-        self.timeout = call;
-        self.payment_timeout = payment;
+        self.http.set_timeouts(call, payment);
         self
     }
 
@@ -201,53 +141,35 @@ impl PhoenixdBackend {
         not_found: Option<BackendError>,
     ) -> Result<T, BackendError> {
         let url = self
+            .http
             .base
             .join(path)
             .map_err(|e| BackendError::Rejected(format!("cannot build the URL: {e}")))?;
         let (method, deadline) = match (form, idempotency) {
-            (None, _) => (Method::GET, self.timeout),
-            (Some(_), Idempotency::Idempotent) => (Method::POST, self.timeout),
-            (Some(_), Idempotency::ConnectOnly) => (Method::POST, self.payment_timeout),
+            (None, _) => (Method::GET, self.http.timeout),
+            (Some(_), Idempotency::Idempotent) => (Method::POST, self.http.timeout),
+            (Some(_), Idempotency::ConnectOnly) => (Method::POST, self.http.payment_timeout),
         };
-        let idempotent = idempotency == Idempotency::Idempotent;
         let not_found = &not_found;
-        let attempts = http::retry(RetryPolicy::new(self.retries), what, || {
+        let attempts = http::retry(RetryPolicy::new(self.http.retries), what, || {
             let mut req = self
+                .http
                 .client
                 .request(method.clone(), url.clone())
                 .basic_auth("", Some(self.password.expose()));
             if let Some(form) = form {
                 req = req.form(form);
             }
-            async move {
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| http::attempt_error(&e, idempotency))?;
-                let status = resp.status();
-                let bytes = http::read_body_limited(resp)
-                    .await
-                    .map_err(|error| AttemptError {
-                        retryable: idempotent && error.is_transient(),
-                        error,
-                    })?;
-                if !status.is_success() {
-                    let error = match (status, not_found) {
-                        (StatusCode::NOT_FOUND, Some(e)) => e.clone(),
-                        _ => map_error(status, &bytes),
-                    };
-                    return Err(AttemptError {
-                        error,
-                        retryable: idempotent && http::is_unavailable_status(status),
-                    });
-                }
-                serde_json::from_slice::<T>(&bytes).map_err(|e| {
-                    AttemptError::fatal(BackendError::InvalidResponse(format!(
-                        "phoenixd {what}: {e}: {}",
-                        http::snippet(&bytes)
-                    )))
-                })
-            }
+            http::json_attempt(
+                req,
+                idempotency,
+                rules::MAX_RESPONSE_BYTES,
+                ("phoenixd", what),
+                move |status, bytes: &[u8]| match (status, not_found) {
+                    (StatusCode::NOT_FOUND, Some(e)) => e.clone(),
+                    _ => map_error(status, bytes),
+                },
+            )
         });
         http::within(deadline, what, attempts).await
     }
@@ -267,9 +189,7 @@ impl PhoenixdBackend {
 }
 
 fn sats_to_msat(sats: u64, field: &str) -> Result<Msat, BackendError> {
-    sats.checked_mul(1000)
-        .map(Msat)
-        .ok_or_else(|| BackendError::InvalidResponse(format!("phoenixd: {field} overflows")))
+    rules::sats_field("phoenixd", sats, field)
 }
 
 #[async_trait]
@@ -279,13 +199,8 @@ impl InvoiceBackend for PhoenixdBackend {
     }
 
     async fn create_invoice(&self, req: CreateInvoice) -> Result<IssuedInvoice, BackendError> {
-        check_create_request(&req)?;
-        let sats = req.amount.to_sats_exact().ok_or_else(|| {
-            BackendError::Rejected(format!(
-                "phoenixd invoices are in whole satoshis: {} is not",
-                req.amount
-            ))
-        })?;
+        rules::check_create_request(&req)?;
+        let sats = rules::whole_sats("phoenixd", req.amount)?;
         if req.memo.encode_utf16().count() > MAX_DESCRIPTION_CHARS {
             return Err(BackendError::Rejected(format!(
                 "phoenixd accepts descriptions of at most {MAX_DESCRIPTION_CHARS} characters"
@@ -306,10 +221,7 @@ impl InvoiceBackend for PhoenixdBackend {
             )
             .await?;
         let hash = parse_hex32(&resp.payment_hash, "paymentHash").map(PaymentHash)?;
-        let invoice = Invoice::parse(&resp.serialized).map_err(|e| {
-            BackendError::InvalidResponse(format!("phoenixd returned an invalid invoice: {e}"))
-        })?;
-        let issued = verify_issued(&invoice, &req, Some(hash))?;
+        let issued = rules::check_issued("phoenixd", &resp.serialized, &req, Some(hash))?;
         tracing::debug!(payment_hash = %issued.payment_hash, amount = %issued.amount, "phoenixd invoice created");
         Ok(issued)
     }
@@ -335,7 +247,8 @@ impl InvoiceBackend for PhoenixdBackend {
             (None, Some(bolt11)) => Invoice::parse(bolt11)
                 .ok()
                 .and_then(|i| i.amount())
-                .map(|a| a.0 / 1000)
+                // phoenixd counts whole satoshis, rounded down.
+                .map(|a| a.to_sats_floor().0)
                 .ok_or_else(|| {
                     BackendError::InvalidResponse(format!(
                         "phoenixd reports no amount for invoice {hash}"
@@ -350,22 +263,16 @@ impl InvoiceBackend for PhoenixdBackend {
         let amount = sats_to_msat(requested_sat, "requestedSat")?;
         let state = if inc.is_paid {
             let preimage = parse_hex32(&inc.preimage, "preimage").map(Preimage)?;
-            if !preimage.matches(hash) {
-                return Err(BackendError::InvalidResponse(format!(
-                    "phoenixd reports invoice {hash} paid with a preimage that does not hash to it"
-                )));
-            }
-            if inc.received_sat < requested_sat {
-                return Err(BackendError::InvalidResponse(format!(
-                    "phoenixd reports invoice {hash} paid with {} sat received, less than the {} \
-                     sat requested",
-                    inc.received_sat, requested_sat
-                )));
-            }
-            InvoiceState::Settled {
+            let received = sats_to_msat(inc.received_sat, "receivedSat")?;
+            let settled_at = inc.completed_at.map_or(0, |ms| ms / 1000);
+            rules::check_settled(
+                "phoenixd",
+                hash,
                 preimage,
-                settled_at: inc.completed_at.map_or(0, |ms| ms / 1000),
-            }
+                Some(received),
+                amount,
+                settled_at,
+            )?
         } else if inc.is_expired {
             InvoiceState::Expired
         } else {
@@ -388,7 +295,7 @@ impl PaymentBackend for PhoenixdBackend {
     /// Pays with `/payinvoice`. phoenixd takes no fee limit: `max_fee` is only checked after
     /// the fact (a warning is logged when the fee exceeded it).
     async fn pay_invoice(&self, bolt11: &str, max_fee: Msat) -> Result<Payment, BackendError> {
-        let (invoice, amount) = check_payable(bolt11)?;
+        let (invoice, amount) = rules::check_payable(bolt11, crate::now_unix())?;
         let form = [("invoice", invoice.as_str().to_owned())];
         let resp: PayResult = self
             .call(
@@ -410,17 +317,14 @@ impl PaymentBackend for PhoenixdBackend {
             amount,
             fee: sats_to_msat(fee_sat, "routingFeeSat")?,
         };
-        check_payment(&invoice, &payment)?;
         // phoenixd reports whole satoshis, rounded down.
-        if recipient_sat != amount.0 / 1000 {
+        if crate::Sats(recipient_sat) != amount.to_sats_floor() {
             return Err(BackendError::InvalidResponse(format!(
                 "phoenixd reports {recipient_sat} sat delivered for an invoice of {amount}"
             )));
         }
-        if payment.fee > max_fee {
-            tracing::warn!(fee = %payment.fee, max_fee = %max_fee, "phoenixd paid more fees than the limit (phoenixd takes no fee limit)");
-        }
-        Ok(payment)
+        // phoenixd takes no fee limit: one above `max_fee` is only logged.
+        rules::check_paid("phoenixd", &invoice, payment, max_fee)
     }
 
     /// `balanceSat` (what channels can send; the fee credit cannot be spent).
@@ -451,9 +355,7 @@ impl PaymentBackend for PhoenixdBackend {
             OneOrMany::One(p) => vec![p],
             OneOrMany::Many(ps) => ps,
         };
-        let mut pending = false;
-        let mut failed = false;
-        for p in payments {
+        let attempts = payments.iter().map(|p| {
             if parse_hex32(&p.payment_hash, "paymentHash")? != hash.0 {
                 return Err(BackendError::InvalidResponse(format!(
                     "phoenixd answered the look-up of {hash} with another payment"
@@ -467,26 +369,20 @@ impl PaymentBackend for PhoenixdBackend {
                 })?;
                 let fee = Msat(p.fees);
                 let sent = sats_to_msat(p.sent, "sent")?;
-                return OutgoingState::succeeded(
+                return Ok(Attempt::Succeeded(OutgoingState::succeeded(
                     hash,
                     parse_hex32(preimage, "preimage").map(Preimage)?,
                     Msat(sent.0.saturating_sub(fee.0)),
                     fee,
-                );
+                )?));
             }
-            if p.completed_at.is_some_and(|t| t > 0) {
-                failed = true;
+            Ok(if p.completed_at.is_some_and(|t| t > 0) {
+                Attempt::Failed
             } else {
-                pending = true;
-            }
-        }
-        Ok(if pending {
-            OutgoingState::Pending
-        } else if failed {
-            OutgoingState::Failed("phoenixd reports the payment as failed".into())
-        } else {
-            OutgoingState::Unknown
-        })
+                Attempt::Pending
+            })
+        });
+        rules::outgoing_from_attempts(attempts, "phoenixd reports the payment as failed")
     }
 }
 
@@ -529,20 +425,9 @@ impl Diagnose for PhoenixdBackend {
             backend: "phoenixd",
             alias: None,
             node_id: Some(info.node_id).filter(|id| !id.is_empty()),
-            network: Some(normalize_chain(&info.chain)).filter(|n| !n.is_empty()),
+            network: Some(rules::normalize_network(&info.chain)).filter(|n| !n.is_empty()),
             balance,
         })
-    }
-}
-
-/// phoenixd says `mainnet`, `testnet`, `testnet3`, `testnet4`...; Turnpike says `bitcoin`,
-/// `testnet`.
-fn normalize_chain(chain: &str) -> String {
-    let chain = chain.to_ascii_lowercase();
-    match chain.as_str() {
-        "mainnet" => "bitcoin".to_owned(),
-        c if c.starts_with("testnet") => "testnet".to_owned(),
-        _ => chain,
     }
 }
 
@@ -575,11 +460,7 @@ fn map_error(status: StatusCode, body: &[u8]) -> BackendError {
 }
 
 fn parse_hex32(text: &str, field: &str) -> Result<[u8; 32], BackendError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).map_err(|_| {
-        BackendError::InvalidResponse(format!("phoenixd: {field} is not 32 bytes of hex"))
-    })?;
-    Ok(out)
+    rules::hex32("phoenixd", text, field)
 }
 
 #[derive(Deserialize)]
@@ -700,8 +581,8 @@ mod tests {
             ),
             BackendError::Rejected(_)
         ));
-        assert_eq!(normalize_chain("mainnet"), "bitcoin");
-        assert_eq!(normalize_chain("testnet3"), "testnet");
-        assert_eq!(normalize_chain("regtest"), "regtest");
+        assert_eq!(rules::normalize_network("mainnet"), "bitcoin");
+        assert_eq!(rules::normalize_network("testnet3"), "testnet");
+        assert_eq!(rules::normalize_network("regtest"), "regtest");
     }
 }

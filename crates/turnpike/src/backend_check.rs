@@ -59,7 +59,8 @@ fn print_info(what: &str, info: &NodeInfo) {
         println!("  network: {network}");
     }
     match info.balance {
-        Some(b) => println!("  balance: {} sat ({} msat)", b.0 / 1000, b.0),
+        // Whole satoshis rounded down (what can be spent in satoshis), then exact.
+        Some(b) => println!("  balance: {} ({b})", b.to_sats_floor()),
         None => println!("  balance: not readable with these credentials"),
     }
 }
