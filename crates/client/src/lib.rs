@@ -82,7 +82,7 @@ pub enum ClientError {
     /// The payment needs a person's approval, which was not given; nothing was paid.
     #[error(
         "paying {} sats needs approval (above approve_above) and none was given: nothing was paid",
-        .0.reserve_msat.div_ceil(1000)
+        turnpike_l402::Msat(.0.reserve_msat).to_sats_ceil().0
     )]
     NotApproved(Box<Quote>),
     /// The ledger failed; nothing was paid after the failure.

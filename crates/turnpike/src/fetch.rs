@@ -100,15 +100,15 @@ fn ask_on_terminal(quote: &Quote) -> bool {
     if !std::io::stdin().is_terminal() {
         eprintln!(
             "turnpike: paying {} sats for {} needs approval, and there is no terminal to ask",
-            quote.reserve_msat.div_ceil(1000),
+            turnpike_l402::Msat(quote.reserve_msat).to_sats_ceil().0,
             quote.url
         );
         return false;
     }
     eprint!(
         "Pay up to {} sats ({} sats + fee reserve) for {}? [y/N] ",
-        quote.reserve_msat.div_ceil(1000),
-        quote.amount_msat.div_ceil(1000),
+        turnpike_l402::Msat(quote.reserve_msat).to_sats_ceil().0,
+        turnpike_l402::Msat(quote.amount_msat).to_sats_ceil().0,
         quote.url
     );
     let mut line = String::new();
@@ -333,8 +333,8 @@ async fn dry_run(client: &L402Client, req: FetchRequest, json: bool) -> anyhow::
             } else {
                 println!(
                     "would pay {} sats (up to {} with the fee reserve) for {}{}; payment hash {}",
-                    q.amount_msat.div_ceil(1000),
-                    q.reserve_msat.div_ceil(1000),
+                    turnpike_l402::Msat(q.amount_msat).to_sats_ceil().0,
+                    turnpike_l402::Msat(q.reserve_msat).to_sats_ceil().0,
                     q.url,
                     q.service
                         .as_deref()

@@ -54,12 +54,19 @@ pub fn parse_since(text: &str) -> anyhow::Result<u64> {
 
 /// Msat rounded up to whole sats.
 pub fn sats(msat: u64) -> u64 {
-    msat.div_ceil(1000)
+    turnpike_l402::Msat(msat).to_sats_ceil().0
 }
 
 /// What is left under each limit of `budget`, given what was spent (per_host for `origin`).
 pub fn left(budget: &Budget, spent: &Spent) -> serde_json::Value {
-    let rest = |cap: u64, used: u64| (cap * 1000).saturating_sub(used) / 1000;
+    let rest = |cap: u64, used: u64| {
+        let cap = turnpike_l402::Sats(cap)
+            .to_msat()
+            .unwrap_or(turnpike_l402::Msat(u64::MAX));
+        turnpike_l402::Msat(cap.0.saturating_sub(used))
+            .to_sats_floor()
+            .0
+    };
     serde_json::json!({
         "max_per_call": budget.max_per_call,
         "per_period": budget.per_period.map(|w| serde_json::json!({
@@ -249,7 +256,7 @@ pub async fn balance(
         let spent = ledger.spent(&name, "", &entry.budget, now_unix()).await?;
         out.push(serde_json::json!({
             "wallet": name,
-            "balance_sats": balance.as_ref().ok().map(|m| m.0 / 1000),
+            "balance_sats": balance.as_ref().ok().map(|m| m.to_sats_floor().0),
             "balance_msat": balance.as_ref().ok().map(|m| m.0),
             "error": balance.as_ref().err(),
             "spent_total_sats": sats(spent.total.0),
