@@ -13,3 +13,40 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 
 /// Set on a response replayed for an idempotent retry.
 pub const IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("turnpike-idempotent-replay");
+
+/// Fields the proxy sets itself, or that change what the upstream acts on: never the client's.
+pub(crate) fn is_managed(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-real-ip"
+            | "forwarded"
+            | "x-original-url"
+            | "x-rewrite-url"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+    ) || crate::upstream::head::is_hop_by_hop_name(name)
+        || name == "content-length"
+        || turnpike_l402::credential::CREDENTIAL_FIELDS[1..].contains(&name)
+}
+
+/// Fields naming the client's address or the original request, believed only from a proxy.
+pub(crate) fn is_address_field(name: &str) -> bool {
+    matches!(
+        name,
+        "true-client-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "cf-connecting-ip"
+            | "fastly-client-ip"
+            | "x-forwarded-server"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-ssl"
+            | "x-original-forwarded-for"
+    )
+}

@@ -290,53 +290,16 @@ pub fn forwarded(
     let s = name.as_str();
     if s.contains('_') {
         let dashed = s.replace('_', "-");
-        return !(is_managed(&dashed)
-            || is_address_field(&dashed)
+        return !(crate::headers::is_managed(&dashed)
+            || crate::headers::is_address_field(&dashed)
             || connection_named.contains(name));
     }
     !(turnpike_l402::credential::is_credential_field(s, value.as_bytes())
         || crate::upstream::head::is_hop_by_hop(name)
         || *name == header::CONTENT_LENGTH
-        || is_managed(s)
-        || (!from_trusted && is_address_field(s))
+        || crate::headers::is_managed(s)
+        || (!from_trusted && crate::headers::is_address_field(s))
         || connection_named.contains(name))
-}
-
-/// Fields the proxy sets itself, or that change what the upstream acts on: never the client's.
-pub(crate) fn is_managed(name: &str) -> bool {
-    matches!(
-        name,
-        "host"
-            | "x-forwarded-for"
-            | "x-forwarded-proto"
-            | "x-forwarded-host"
-            | "x-real-ip"
-            | "forwarded"
-            | "x-original-url"
-            | "x-rewrite-url"
-            | "x-http-method-override"
-            | "x-http-method"
-            | "x-method-override"
-    ) || crate::upstream::head::is_hop_by_hop_name(name)
-        || name == "content-length"
-        || turnpike_l402::credential::CREDENTIAL_FIELDS[1..].contains(&name)
-}
-
-/// Fields naming the client's address or the original request, believed only from a proxy.
-fn is_address_field(name: &str) -> bool {
-    matches!(
-        name,
-        "true-client-ip"
-            | "x-client-ip"
-            | "x-cluster-client-ip"
-            | "cf-connecting-ip"
-            | "fastly-client-ip"
-            | "x-forwarded-server"
-            | "x-forwarded-port"
-            | "x-forwarded-prefix"
-            | "x-forwarded-ssl"
-            | "x-original-forwarded-for"
-    )
 }
 
 /// Where a request came from, for the forwarding fields sent upstream.

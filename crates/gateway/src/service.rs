@@ -295,7 +295,7 @@ fn upstream_headers(
             let key = format!("headers.{name}");
             let header = http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid(&key, "is not a header field name"))?;
-            if crate::proxy::is_managed(header.as_str()) {
+            if crate::headers::is_managed(header.as_str()) {
                 return Err(invalid(&key, "is set by the gateway itself"));
             }
             let secret = source.resolve().map_err(|e| invalid(&key, e.to_string()))?;

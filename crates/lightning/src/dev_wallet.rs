@@ -187,7 +187,7 @@ impl PaymentBackend for DevPayWallet {
             .await
             .map_err(|e| http::map_transport_error(&e))?;
         let status = resp.status();
-        let body = rules::read_limited(resp, rules::MAX_RESPONSE_BYTES).await?;
+        let body = http::read_limited(resp, rules::MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
             return Err(map_error_response(status, &body));
         }
@@ -227,7 +227,7 @@ impl PaymentBackend for DevPayWallet {
             .await
             .map_err(|e| http::map_transport_error(&e))?;
         let status = resp.status();
-        let body = rules::read_limited(resp, rules::MAX_RESPONSE_BYTES).await?;
+        let body = http::read_limited(resp, rules::MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
             return match map_error_response(status, &body) {
                 BackendError::UnknownInvoice => Ok(OutgoingState::Unknown),

@@ -5,7 +5,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use crate::BackendError;
-use crate::rules::{MAX_RESPONSE_BYTES, read_limited};
+use crate::rules::MAX_RESPONSE_BYTES;
 
 /// Makes sure rustls has a process-wide crypto provider, installing ring's if none is.
 ///
@@ -56,6 +56,24 @@ pub(crate) fn map_transport_error(e: &reqwest::Error) -> BackendError {
     } else {
         BackendError::Unreachable(error_chain(e))
     }
+}
+
+/// Reads a response body of at most `limit` bytes ([`MAX_RESPONSE_BYTES`] for ordinary
+/// answers, [`crate::rules::MAX_PAYMENT_BYTES`] for payment results).
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BackendError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| map_transport_error(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(BackendError::InvalidResponse(format!(
+                "response body larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// An error and its sources on one line (reqwest's own message alone is often just

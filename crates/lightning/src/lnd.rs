@@ -354,7 +354,7 @@ impl PaymentBackend for LndBackend {
                     .await
                     .map_err(|e| http::attempt_error(&e, Idempotency::ConnectOnly))?;
                 let status = resp.status();
-                let bytes = rules::read_limited(resp, rules::MAX_PAYMENT_BYTES)
+                let bytes = http::read_limited(resp, rules::MAX_PAYMENT_BYTES)
                     .await
                     .map_err(AttemptError::fatal)?;
                 if !status.is_success() {
@@ -391,7 +391,7 @@ impl PaymentBackend for LndBackend {
                 .map_err(|e| http::map_transport_error(&e))?;
             let status = resp.status();
             if !status.is_success() {
-                let bytes = rules::read_limited(resp, rules::MAX_PAYMENT_BYTES).await?;
+                let bytes = http::read_limited(resp, rules::MAX_PAYMENT_BYTES).await?;
                 return Ok(Err((status, bytes)));
             }
             let mut buf = Vec::new();

@@ -15,7 +15,6 @@
 
 use turnpike_l402::bolt11::Invoice;
 
-use crate::http::map_transport_error;
 use crate::{
     BackendError, CreateInvoice, InvoiceState, IssuedInvoice, Msat, OutgoingState, Payment,
     PaymentHash, Preimage, Sats,
@@ -318,24 +317,6 @@ pub(crate) fn normalize_network(network: &str) -> String {
         n if n.starts_with("testnet") => "testnet".to_owned(),
         _ => network,
     }
-}
-
-/// Reads a response body of at most `limit` bytes ([`MAX_RESPONSE_BYTES`] for ordinary
-/// answers, [`MAX_PAYMENT_BYTES`] for payment results).
-pub(crate) async fn read_limited(
-    mut resp: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, BackendError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| map_transport_error(&e))? {
-        if body.len() + chunk.len() > limit {
-            return Err(BackendError::InvalidResponse(format!(
-                "response body larger than {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 #[cfg(test)]
