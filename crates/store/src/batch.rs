@@ -306,7 +306,10 @@ mod tests {
         ) -> Result<(Vec<Consumption>, Vec<bool>), StoreError> {
             self.entered.notify_one();
             self.release.notified().await;
-            let granted = Consumption::Granted { remaining: 0 };
+            let granted = Consumption::Granted {
+                remaining: 0,
+                first_use: false,
+            };
             Ok((vec![granted; consumes.len()], vec![true; invoices.len()]))
         }
 
@@ -378,7 +381,10 @@ mod tests {
         let (written, ()) = tokio::join!(batcher.write(consume(TokenId::random())), release);
         assert_eq!(
             written.unwrap(),
-            Written::Consumed(Consumption::Granted { remaining: 0 })
+            Written::Consumed(Consumption::Granted {
+                remaining: 0,
+                first_use: false
+            })
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(gate.refunds.lock().unwrap().is_empty());

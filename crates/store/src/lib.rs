@@ -18,6 +18,7 @@ mod batch;
 mod postgres;
 mod sql;
 mod sqlite;
+mod stats;
 
 use async_trait::async_trait;
 use turnpike_l402::{Msat, PaymentHash, TokenId};
@@ -25,6 +26,7 @@ use turnpike_l402::{Msat, PaymentHash, TokenId};
 pub use postgres::PgStore;
 pub use sql::{Codec, Dialect, SqlStore};
 pub use sqlite::SqliteStore;
+pub use stats::{DailyStats, Day, DayError, StatCounts, StatsStore};
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,9 @@ pub enum Consumption {
     Granted {
         /// Calls left after this one.
         remaining: u64,
+        /// This was the token's first paid use (its usage row was created): one payment.
+        /// A call given back does not make the next one a first use again.
+        first_use: bool,
     },
     /// The token has no calls left; nothing was consumed.
     Exhausted,
@@ -123,6 +128,8 @@ pub enum IdempotencyBegin {
     Charged {
         /// Calls left after this one (`None`: the token is not counted).
         remaining: Option<u64>,
+        /// The consume was the token's first paid use (as [`Consumption::Granted`]'s).
+        first_use: bool,
     },
     /// The token has no call left: nothing was recorded and nothing consumed.
     Exhausted,
@@ -163,8 +170,10 @@ pub struct IdempotencyRequest<'a> {
 /// Turnpike's durable state. Every operation is atomic across processes sharing the database:
 /// under any concurrency a token never serves more calls than it grants, a paid call is never
 /// charged twice nor lost, and a free tier never grants more than its limit per window.
+///
+/// Every store also keeps the statistics of [`StatsStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: StatsStore + Send + Sync + 'static {
     /// Consumes one call of `token`, which grants `calls_total` calls for `service`. When the
     /// token's earlier use recorded a different total, the smaller one applies (caveats only
     /// ever narrow a token).
@@ -269,22 +278,29 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     }
 }
 
-/// Maps the rows a batched consume returned (`token_id, used, calls_total`) back to the batch's
-/// requests: a request without a row consumed nothing.
+/// A row a batched consume returned: `token_id, used, calls_total, charges`.
+pub(crate) type ConsumedRow = (Vec<u8>, i64, i64, i64);
+
+/// Maps the rows a batched consume returned back to the batch's requests: a request without a
+/// row consumed nothing; `charges = 1` marks the token's first paid use.
 pub(crate) fn batch_outcomes(
     batch: &[batch::ConsumeRequest],
-    rows: Vec<(Vec<u8>, i64, i64)>,
+    rows: Vec<ConsumedRow>,
 ) -> Result<Vec<Consumption>, StoreError> {
     let mut granted = std::collections::HashMap::with_capacity(rows.len());
-    for (token, used, total) in rows {
+    for (token, used, total, charges) in rows {
         let used = to_u64(used, "token_usage.used")?;
         let total = to_u64(total, "token_usage.calls_total")?;
-        granted.insert(token, total.saturating_sub(used));
+        let charges = to_u64(charges, "token_usage.charges")?;
+        granted.insert(token, (total.saturating_sub(used), charges == 1));
     }
     Ok(batch
         .iter()
         .map(|r| match granted.get(&r.token.0[..]) {
-            Some(&remaining) => Consumption::Granted { remaining },
+            Some(&(remaining, first_use)) => Consumption::Granted {
+                remaining,
+                first_use,
+            },
             None => Consumption::Exhausted,
         })
         .collect())

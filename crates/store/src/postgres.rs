@@ -34,7 +34,7 @@ impl Dialect for Postgres {
     async fn consume_rows(
         conn: &mut PgConnection,
         batch: &[ConsumeRequest],
-    ) -> Result<Vec<(Vec<u8>, i64, i64)>, sqlx::Error> {
+    ) -> Result<Vec<crate::ConsumedRow>, sqlx::Error> {
         sqlx::query_as(concat!(
             consume_insert!(),
             "SELECT t, s, c, 1, n, n

@@ -33,9 +33,10 @@ macro_rules! consume_upsert {
     SET used = token_usage.used + 1,
         calls_total = CASE WHEN excluded.calls_total < token_usage.calls_total
                            THEN excluded.calls_total ELSE token_usage.calls_total END,
-        last_used_at = excluded.last_used_at
+        last_used_at = excluded.last_used_at,
+        charges = token_usage.charges + 1
   WHERE token_usage.used < token_usage.calls_total AND token_usage.used < excluded.calls_total
- RETURNING token_id, used, calls_total"
+ RETURNING token_id, used, calls_total, charges"
     };
 }
 
@@ -70,6 +71,10 @@ macro_rules! migrations {
                     $dir,
                     "/0002_free_tier_idempotency.sql"
                 )),
+            ),
+            (
+                4,
+                include_str!(concat!("../migrations/", $dir, "/0004_stats.sql")),
             ),
         ]
     };
@@ -190,7 +195,7 @@ pub trait Dialect:
     fn consume_rows(
         conn: &mut Self::Connection,
         batch: &[ConsumeRequest],
-    ) -> impl Future<Output = Result<Vec<(Vec<u8>, i64, i64)>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<crate::ConsumedRow>, sqlx::Error>> + Send;
 
     /// Runs `invoice_insert!`, the batch's rows, `invoice_upsert!`: the hashes returned.
     #[doc(hidden)]
@@ -458,8 +463,8 @@ where
                 .execute(&mut *tx)
                 .await?;
             if claimed.rows_affected() == 1 {
-                let remaining = match r.calls_total {
-                    None => None,
+                let (remaining, first_use) = match r.calls_total {
+                    None => (None, false),
                     Some(calls_total) => {
                         let request = ConsumeRequest {
                             token: *r.token,
@@ -468,7 +473,10 @@ where
                             now_unix: r.now_unix,
                         };
                         match consume::<DB>(&mut tx, request).await? {
-                            Consumption::Granted { remaining } => Some(remaining),
+                            Consumption::Granted {
+                                remaining,
+                                first_use,
+                            } => (Some(remaining), first_use),
                             Consumption::Exhausted => {
                                 tx.rollback().await?;
                                 return Ok(IdempotencyBegin::Exhausted);
@@ -477,7 +485,10 @@ where
                     }
                 };
                 tx.commit().await?;
-                return Ok(IdempotencyBegin::Charged { remaining });
+                return Ok(IdempotencyBegin::Charged {
+                    remaining,
+                    first_use,
+                });
             }
             let row = sqlx::query(DB::SELECT_ENTRY)
                 .bind(token.clone())
@@ -548,6 +559,136 @@ where
 
     async fn prune_idempotency(&self, older_than_unix: u64) -> Result<u64, StoreError> {
         delete(&self.pool, PRUNE_IDEMPOTENCY, older_than_unix).await
+    }
+}
+
+/// Adds one delta to its row: created at the delta, else each column summed.
+const ADD_DAILY: &str = "INSERT INTO stats_daily
+    (day, service, earned_msat, challenges, payments, calls_served, calls_refunded, free_calls,
+     rate_limited)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (day, service) DO UPDATE
+       SET earned_msat = stats_daily.earned_msat + excluded.earned_msat,
+           challenges = stats_daily.challenges + excluded.challenges,
+           payments = stats_daily.payments + excluded.payments,
+           calls_served = stats_daily.calls_served + excluded.calls_served,
+           calls_refunded = stats_daily.calls_refunded + excluded.calls_refunded,
+           free_calls = stats_daily.free_calls + excluded.free_calls,
+           rate_limited = stats_daily.rate_limited + excluded.rate_limited";
+
+/// The columns [`daily_row`] reads, of days `$1..=$2`; a service filter may follow.
+macro_rules! select_daily {
+    ($filter:literal) => {
+        concat!(
+            "SELECT day, service, earned_msat, challenges, payments, calls_served, calls_refunded,
+                    free_calls, rate_limited
+               FROM stats_daily WHERE day >= $1 AND day <= $2",
+            $filter,
+            " ORDER BY day, service"
+        )
+    };
+}
+
+/// A time pass's first use: a usage row granting unlimited calls, none used.
+const RECORD_PASS_USE: &str = "INSERT INTO token_usage
+    (token_id, service, calls_total, used, first_used_at, last_used_at)
+    VALUES ($1, $2, $3, 0, $4, $4)
+    ON CONFLICT (token_id) DO NOTHING";
+
+/// Reads a `stats_daily` row of `select_daily!`.
+fn daily_row<'r, R>(row: &'r R) -> Result<crate::DailyStats, StoreError>
+where
+    R: sqlx::Row,
+    usize: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let count = |i: usize, what: &'static str| -> Result<u64, StoreError> {
+        crate::to_u64(row.try_get(i)?, what)
+    };
+    let day: String = row.try_get(0)?;
+    Ok(crate::DailyStats {
+        day: day
+            .parse()
+            .map_err(|_| StoreError::Corrupt("stats_daily.day"))?,
+        service: row.try_get(1)?,
+        counts: crate::StatCounts {
+            earned_msat: count(2, "stats_daily.earned_msat")?,
+            challenges: count(3, "stats_daily.challenges")?,
+            payments: count(4, "stats_daily.payments")?,
+            calls_served: count(5, "stats_daily.calls_served")?,
+            calls_refunded: count(6, "stats_daily.calls_refunded")?,
+            free_calls: count(7, "stats_daily.free_calls")?,
+            rate_limited: count(8, "stats_daily.rate_limited")?,
+        },
+    })
+}
+
+#[async_trait]
+impl<DB: Dialect> crate::StatsStore for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Codec<DB>,
+    Vec<u8>: Codec<DB>,
+    String: Codec<DB>,
+{
+    async fn add_daily_stats(&self, deltas: &[crate::DailyStats]) -> Result<(), StoreError> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        for d in deltas {
+            let c = &d.counts;
+            sqlx::query(ADD_DAILY)
+                .bind(d.day.to_string())
+                .bind(d.service.clone())
+                .bind(to_i64(c.earned_msat))
+                .bind(to_i64(c.challenges))
+                .bind(to_i64(c.payments))
+                .bind(to_i64(c.calls_served))
+                .bind(to_i64(c.calls_refunded))
+                .bind(to_i64(c.free_calls))
+                .bind(to_i64(c.rate_limited))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn daily_stats(
+        &self,
+        from: crate::Day,
+        to: crate::Day,
+        service: Option<&str>,
+    ) -> Result<Vec<crate::DailyStats>, StoreError> {
+        let sql = match service {
+            None => select_daily!(""),
+            Some(_) => select_daily!(" AND service = $3"),
+        };
+        let mut query = sqlx::query(sql).bind(from.to_string()).bind(to.to_string());
+        if let Some(s) = service {
+            query = query.bind(s.to_owned());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(daily_row).collect()
+    }
+
+    async fn record_pass_use(
+        &self,
+        token: &TokenId,
+        service: &str,
+        now_unix: u64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(RECORD_PASS_USE)
+            .bind(token.0.to_vec())
+            .bind(service.to_owned())
+            .bind(i64::MAX)
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

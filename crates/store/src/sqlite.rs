@@ -40,7 +40,7 @@ impl Dialect for Sqlite {
     async fn consume_rows(
         conn: &mut SqliteConnection,
         batch: &[ConsumeRequest],
-    ) -> Result<Vec<(Vec<u8>, i64, i64)>, sqlx::Error> {
+    ) -> Result<Vec<crate::ConsumedRow>, sqlx::Error> {
         let mut query = QueryBuilder::<Sqlite>::new(consume_insert!());
         query.push_values(batch, |mut row, r| {
             row.push_bind(r.token.0.to_vec())

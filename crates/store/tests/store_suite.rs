@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use turnpike_l402::{Msat, PaymentHash, TokenId};
 
 use turnpike_store::{
-    Consumption, IdempotencyBegin, IdempotencyRequest, Inspect, InvoiceRecord, PgStore,
-    SqliteStore, StoreError, StoredResponse,
+    Consumption, DailyStats, Day, IdempotencyBegin, IdempotencyRequest, Inspect, InvoiceRecord,
+    PgStore, SqliteStore, StatCounts, StoreError, StoredResponse,
 };
 
 /// A fresh, empty database of one kind; `open` may be called several times (like several
@@ -105,6 +105,14 @@ store_test!(
 );
 store_test!(reopen, state_survives_reopening);
 store_test!(
+    daily_stats_add_up,
+    daily_stats_from_two_pools_add_up_and_filter_by_day_and_service
+);
+store_test!(
+    pass_use_once,
+    a_time_pass_is_recorded_used_exactly_once_across_pools
+);
+store_test!(
     concurrency,
     concurrent_consumers_on_two_pools_never_oversubscribe
 );
@@ -161,7 +169,8 @@ async fn a_bundle_serves_exactly_its_calls_and_refunds_give_calls_back(db: &Test
         assert_eq!(
             store.consume_call(&token, "svc", 3, 100).await.unwrap(),
             Consumption::Granted {
-                remaining: expected_remaining
+                remaining: expected_remaining,
+                first_use: expected_remaining == 2,
             }
         );
     }
@@ -170,9 +179,13 @@ async fn a_bundle_serves_exactly_its_calls_and_refunds_give_calls_back(db: &Test
         Consumption::Exhausted
     );
     store.refund_call(&token).await.unwrap();
+    // A call given back does not make the next one a first use (one payment, counted once).
     assert_eq!(
         store.consume_call(&token, "svc", 3, 101).await.unwrap(),
-        Consumption::Granted { remaining: 0 }
+        Consumption::Granted {
+            remaining: 0,
+            first_use: false
+        }
     );
     let usage = store.token_usage(&token).await.unwrap().unwrap();
     assert_eq!((usage.calls_total, usage.used), (3, 3));
@@ -222,11 +235,20 @@ async fn many_tokens_consumed_at_once_each_serve_exactly_their_calls(db: &TestDb
         }));
     }
     let mut granted: std::collections::HashMap<TokenId, Vec<u64>> = Default::default();
+    let mut first_uses: std::collections::HashMap<TokenId, u64> = Default::default();
     for t in tasks {
         let (token, outcome) = t.await.unwrap();
-        if let Consumption::Granted { remaining } = outcome {
+        if let Consumption::Granted {
+            remaining,
+            first_use,
+        } = outcome
+        {
             granted.entry(token).or_default().push(remaining);
+            *first_uses.entry(token).or_default() += u64::from(first_use);
         }
+    }
+    for (token, _) in &tokens {
+        assert_eq!(first_uses.get(token), Some(&1), "one first use per token");
     }
     for (token, calls) in &tokens {
         let mut remaining = granted.remove(token).unwrap_or_default();
@@ -254,12 +276,18 @@ async fn a_token_narrowed_after_first_use_keeps_the_smaller_total(db: &TestDb) {
     let token = TokenId::random();
     assert_eq!(
         store.consume_call(&token, "svc", 5, 1).await.unwrap(),
-        Consumption::Granted { remaining: 4 }
+        Consumption::Granted {
+            remaining: 4,
+            first_use: true
+        }
     );
     // Same token now presented with a caveat granting 2: one more call, then exhausted.
     assert_eq!(
         store.consume_call(&token, "svc", 2, 2).await.unwrap(),
-        Consumption::Granted { remaining: 0 }
+        Consumption::Granted {
+            remaining: 0,
+            first_use: false
+        }
     );
     assert_eq!(
         store.consume_call(&token, "svc", 2, 3).await.unwrap(),
@@ -288,7 +316,10 @@ async fn state_survives_reopening(db: &TestDb) {
     let store = db.open().await;
     assert_eq!(
         store.consume_call(&token, "svc", 2, 2).await.unwrap(),
-        Consumption::Granted { remaining: 0 }
+        Consumption::Granted {
+            remaining: 0,
+            first_use: false
+        }
     );
     assert_eq!(
         store.consume_call(&token, "svc", 2, 3).await.unwrap(),
@@ -309,12 +340,14 @@ async fn concurrent_consumers_on_two_pools_never_oversubscribe(db: &TestDb) {
                 store.consume_call(&token, "svc", calls, 1).await.unwrap()
             }));
         }
-        let mut granted = 0;
+        let (mut granted, mut first_uses) = (0, 0);
         for t in tasks {
-            if matches!(t.await.unwrap(), Consumption::Granted { .. }) {
+            if let Consumption::Granted { first_use, .. } = t.await.unwrap() {
                 granted += 1;
+                first_uses += u64::from(first_use);
             }
         }
+        assert_eq!(first_uses, 1, "one first use across both pools");
         assert_eq!(
             granted, calls,
             "exactly {calls} of 200 concurrent calls granted"
@@ -553,7 +586,10 @@ async fn idempotency_charges_once_then_replays_identical_bytes(db: &TestDb) {
     };
     assert_eq!(
         begin("k1", FP_A, 100).await,
-        IdempotencyBegin::Charged { remaining: Some(2) }
+        IdempotencyBegin::Charged {
+            remaining: Some(2),
+            first_use: true
+        }
     );
     assert_eq!(begin("k1", FP_A, 101).await, IdempotencyBegin::InFlight);
     assert_eq!(begin("k1", FP_B, 101).await, IdempotencyBegin::Mismatch);
@@ -596,17 +632,26 @@ async fn idempotency_charges_once_then_replays_identical_bytes(db: &TestDb) {
             })
             .await
             .unwrap(),
-        IdempotencyBegin::Charged { remaining: Some(2) }
+        IdempotencyBegin::Charged {
+            remaining: Some(2),
+            first_use: true
+        }
     );
     assert_eq!(
         begin("k2", FP_A, 105).await,
-        IdempotencyBegin::Charged { remaining: Some(1) }
+        IdempotencyBegin::Charged {
+            remaining: Some(1),
+            first_use: false
+        }
     );
     assert_eq!(used(&store, &token).await, 2);
     // Plain calls and keyed calls share the token's calls.
     assert_eq!(
         store.consume_call(&token, "svc", 3, 106).await.unwrap(),
-        Consumption::Granted { remaining: 0 }
+        Consumption::Granted {
+            remaining: 0,
+            first_use: false
+        }
     );
     assert_eq!(begin("k3", FP_A, 107).await, IdempotencyBegin::Exhausted);
     // A 255-byte key works.
@@ -624,7 +669,10 @@ async fn idempotency_charges_once_then_replays_identical_bytes(db: &TestDb) {
             })
             .await
             .unwrap(),
-        IdempotencyBegin::Charged { remaining: Some(1) }
+        IdempotencyBegin::Charged {
+            remaining: Some(1),
+            first_use: false
+        }
     );
 }
 
@@ -650,14 +698,20 @@ async fn idempotency_abort_deletes_the_entry_and_refunds_when_asked(db: &TestDb)
     };
     assert_eq!(
         begin().await,
-        IdempotencyBegin::Charged { remaining: Some(1) }
+        IdempotencyBegin::Charged {
+            remaining: Some(1),
+            first_use: true
+        }
     );
     store.idempotency_abort(&token, "key", true).await.unwrap();
     assert_eq!(used(&store, &token).await, 0);
     // The retry executes afresh and is charged afresh.
     assert_eq!(
         begin().await,
-        IdempotencyBegin::Charged { remaining: Some(1) }
+        IdempotencyBegin::Charged {
+            remaining: Some(1),
+            first_use: false
+        }
     );
     assert_eq!(used(&store, &token).await, 1);
     // Abort without refund: the entry goes, the call stays consumed.
@@ -665,7 +719,10 @@ async fn idempotency_abort_deletes_the_entry_and_refunds_when_asked(db: &TestDb)
     assert_eq!(used(&store, &token).await, 1);
     assert_eq!(
         begin().await,
-        IdempotencyBegin::Charged { remaining: Some(0) }
+        IdempotencyBegin::Charged {
+            remaining: Some(0),
+            first_use: false
+        }
     );
     // Aborting a missing entry does nothing, refund or not.
     store.idempotency_abort(&token, "nope", true).await.unwrap();
@@ -679,7 +736,10 @@ async fn idempotency_abort_deletes_the_entry_and_refunds_when_asked(db: &TestDb)
     assert_eq!(used(&store, &token).await, 1);
     assert_eq!(
         begin().await,
-        IdempotencyBegin::Charged { remaining: Some(0) }
+        IdempotencyBegin::Charged {
+            remaining: Some(0),
+            first_use: false
+        }
     );
 }
 
@@ -706,7 +766,10 @@ async fn idempotency_on_an_exhausted_token_records_nothing(db: &TestDb) {
     store.refund_call(&token).await.unwrap();
     assert_eq!(
         store.idempotency_begin(&request).await.unwrap(),
-        IdempotencyBegin::Charged { remaining: Some(0) }
+        IdempotencyBegin::Charged {
+            remaining: Some(0),
+            first_use: false
+        }
     );
     // A token granting no calls.
     let zero = TokenId::random();
@@ -738,7 +801,10 @@ async fn idempotency_on_an_uncounted_token_consumes_and_refunds_nothing(db: &Tes
     };
     assert_eq!(
         store.idempotency_begin(&request).await.unwrap(),
-        IdempotencyBegin::Charged { remaining: None }
+        IdempotencyBegin::Charged {
+            remaining: None,
+            first_use: false
+        }
     );
     assert_eq!(store.token_usage(&token).await.unwrap(), None);
     assert_eq!(
@@ -773,7 +839,10 @@ async fn idempotency_stale_in_flight_entry_is_taken_over_without_a_new_charge(db
     };
     assert_eq!(
         begin("k", FP_A, 100).await,
-        IdempotencyBegin::Charged { remaining: Some(4) }
+        IdempotencyBegin::Charged {
+            remaining: Some(4),
+            first_use: true
+        }
     );
     assert_eq!(begin("k", FP_A, 130).await, IdempotencyBegin::InFlight);
     assert_eq!(begin("k", FP_B, 500).await, IdempotencyBegin::Mismatch);
@@ -795,7 +864,10 @@ async fn idempotency_stale_in_flight_entry_is_taken_over_without_a_new_charge(db
     // A new owner that fails gives back the call the first attempt paid.
     assert_eq!(
         begin("j", FP_A, 200).await,
-        IdempotencyBegin::Charged { remaining: Some(3) }
+        IdempotencyBegin::Charged {
+            remaining: Some(3),
+            first_use: false
+        }
     );
     assert_eq!(begin("j", FP_A, 300).await, IdempotencyBegin::TakenOver);
     assert_eq!(used(&store, &token).await, 2);
@@ -841,7 +913,10 @@ async fn concurrent_begins_on_two_pools_charge_exactly_once(db: &TestDb) {
     };
     let same = || vec!["same-key".to_owned(); 50];
     let outcomes = run(same(), 100).await;
-    assert_eq!(outcomes.get("Charged { remaining: Some(9) }"), Some(&1));
+    assert_eq!(
+        outcomes.get("Charged { remaining: Some(9), first_use: true }"),
+        Some(&1)
+    );
     assert_eq!(outcomes.get("InFlight"), Some(&49), "{outcomes:?}");
     assert_eq!(used(&a, &token).await, 1);
 
@@ -912,7 +987,10 @@ async fn idempotency_prune_removes_old_done_entries_only(db: &TestDb) {
     // The pruned key runs (and is charged) afresh; the others are kept.
     assert_eq!(
         begin("old", 300).await,
-        IdempotencyBegin::Charged { remaining: Some(6) }
+        IdempotencyBegin::Charged {
+            remaining: Some(6),
+            first_use: false
+        }
     );
     assert_eq!(
         begin("new", 300).await,
@@ -986,6 +1064,8 @@ async fn check_against_model(
     let tokens: Vec<TokenId> = totals.iter().map(|_| TokenId::random()).collect();
     let keys = ["a", "b", "c"];
     let mut used = vec![0u64; totals.len()];
+    // Whether a call of the token was ever consumed (its next consume is not a first use).
+    let mut ever_used = vec![false; totals.len()];
     let mut entries: HashMap<(usize, usize), ModelEntry> = HashMap::new();
     let mut now = 1_000u64;
     for op in ops {
@@ -998,10 +1078,12 @@ async fn check_against_model(
                     .unwrap();
                 if used[i] < totals[i] {
                     used[i] += 1;
+                    let first_use = !std::mem::replace(&mut ever_used[i], true);
                     prop_assert_eq!(
                         got,
                         Consumption::Granted {
-                            remaining: totals[i] - used[i]
+                            remaining: totals[i] - used[i],
+                            first_use,
                         }
                     );
                 } else {
@@ -1052,6 +1134,7 @@ async fn check_against_model(
                         );
                         IdempotencyBegin::Charged {
                             remaining: Some(totals[i] - used[i]),
+                            first_use: !std::mem::replace(&mut ever_used[i], true),
                         }
                     }
                     None => IdempotencyBegin::Exhausted,
@@ -1162,7 +1245,10 @@ async fn sqlite_files_are_readable_by_their_owner_only() {
                 .consume_call(&TokenId::random(), "svc", 1, 100)
                 .await
                 .unwrap(),
-            Consumption::Granted { remaining: 0 }
+            Consumption::Granted {
+                remaining: 0,
+                first_use: true
+            }
         );
         for suffix in ["", "-wal", "-shm"] {
             let mut file = db.clone().into_os_string();
@@ -1170,4 +1256,131 @@ async fn sqlite_files_are_readable_by_their_owner_only() {
             assert_eq!(mode(file.as_ref()), 0o600, "{}", db.display());
         }
     }
+}
+
+fn day(s: &str) -> Day {
+    s.parse().unwrap()
+}
+
+fn delta(d: &str, service: &str, n: u64) -> DailyStats {
+    DailyStats {
+        day: day(d),
+        service: service.into(),
+        counts: StatCounts {
+            earned_msat: 1_000 * n,
+            challenges: n + 1,
+            payments: n,
+            calls_served: 2 * n,
+            calls_refunded: 1,
+            free_calls: 3,
+            rate_limited: n % 2,
+        },
+    }
+}
+
+/// Replicas flushing at once (two pools, 40 concurrent adds) sum up exactly; queries select
+/// days inclusively and by service, ordered by day then service.
+async fn daily_stats_from_two_pools_add_up_and_filter_by_day_and_service(db: &TestDb) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let mut tasks = Vec::new();
+    for i in 0..40u64 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store
+                .add_daily_stats(&[
+                    delta("2026-12-01", "weather", i),
+                    delta("2026-12-02", "weather", 1),
+                    delta("2026-12-02", "joke", 2),
+                ])
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    a.add_daily_stats(&[]).await.unwrap();
+    let all = a
+        .daily_stats(day("2026-11-01"), day("2026-12-31"), None)
+        .await
+        .unwrap();
+    let keys: Vec<(String, &str)> = all
+        .iter()
+        .map(|r| (r.day.to_string(), r.service.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("2026-12-01".to_owned(), "weather"),
+            ("2026-12-02".to_owned(), "joke"),
+            ("2026-12-02".to_owned(), "weather"),
+        ]
+    );
+    let sum: u64 = (0..40).sum();
+    assert_eq!(
+        all[0].counts,
+        StatCounts {
+            earned_msat: 1_000 * sum,
+            challenges: sum + 40,
+            payments: sum,
+            calls_served: 2 * sum,
+            calls_refunded: 40,
+            free_calls: 120,
+            rate_limited: 20,
+        }
+    );
+    assert_eq!(all[1].counts.payments, 80);
+    assert_eq!(all[2].counts.earned_msat, 40_000);
+    let one_day = b
+        .daily_stats(day("2026-12-02"), day("2026-12-02"), Some("weather"))
+        .await
+        .unwrap();
+    assert_eq!(one_day.len(), 1);
+    assert_eq!(one_day[0].counts.calls_served, 80);
+    assert!(
+        b.daily_stats(day("2026-12-03"), day("2027-01-01"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        b.daily_stats(day("2026-12-02"), day("2026-12-01"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Of many concurrent first sights of one time pass on two pools, exactly one records it; a
+/// holder who later narrows the token to counted calls is charged as usual, and that is not a
+/// second first use.
+async fn a_time_pass_is_recorded_used_exactly_once_across_pools(db: &TestDb) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let token = TokenId::random();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store.record_pass_use(&token, "pass", 100).await.unwrap()
+        }));
+    }
+    let mut recorded = 0;
+    for t in tasks {
+        recorded += u64::from(t.await.unwrap());
+    }
+    assert_eq!(recorded, 1);
+    assert_eq!(
+        a.consume_call(&token, "pass", 2, 101).await.unwrap(),
+        Consumption::Granted {
+            remaining: 1,
+            first_use: false
+        }
+    );
+    // A counted token already used is not recorded as a pass's first use either.
+    let counted = TokenId::random();
+    a.consume_call(&counted, "svc", 1, 100).await.unwrap();
+    assert!(!b.record_pass_use(&counted, "svc", 101).await.unwrap());
+    assert_eq!(used(&a, &counted).await, 1);
 }
