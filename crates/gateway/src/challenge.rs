@@ -10,6 +10,7 @@ use turnpike_store::InvoiceRecord;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::{BackendOp, StoreOp};
 use crate::service::Service;
 
 /// Why a challenge is being sent.
@@ -52,7 +53,10 @@ pub async fn issue(
     dynamic_price: Option<turnpike_l402::Sats>,
 ) -> Response {
     match try_issue(state, service, reason, now, dynamic_price).await {
-        Ok(resp) => resp,
+        Ok(resp) => {
+            service.metrics.challenges.inc();
+            resp
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -74,10 +78,19 @@ async fn try_issue(
     let calls = service.calls;
     let grant = service.grant_text();
     let memo = format!("{}: {grant}", service.name);
+    let started = std::time::Instant::now();
     let invoice = state
         .backend
-        .create_invoice(CreateInvoice { amount: price, memo, expiry_secs: state.invoice_expiry_secs })
-        .await
+        .create_invoice(CreateInvoice {
+            amount: price,
+            memo,
+            expiry_secs: state.invoice_expiry_secs,
+        })
+        .await;
+    state
+        .metrics
+        .backend_op(BackendOp::CreateInvoice, started.elapsed());
+    let invoice = invoice
         .map_err(|e| {
             tracing::warn!(service = %service.name, backend = state.backend.name(), error = %e, "cannot create invoice");
             ApiError::new(
@@ -102,7 +115,8 @@ async fn try_issue(
         capabilities: &[],
         max_price_msat: dynamic_price.map(|_| price),
     });
-    state
+    let started = std::time::Instant::now();
+    let recorded = state
         .store
         .record_invoice(&InvoiceRecord {
             payment_hash: invoice.payment_hash,
@@ -113,15 +127,18 @@ async fn try_issue(
             created_at: now,
             expires_at: invoice.expires_at,
         })
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot record invoice");
-            ApiError::new(
-                ErrorCode::StoreUnavailable,
-                "The gateway's store is unavailable.",
-            )
-            .retry_after(5)
-        })?;
+        .await;
+    state
+        .metrics
+        .store_op(StoreOp::RecordInvoice, started.elapsed());
+    recorded.map_err(|e| {
+        tracing::error!(error = %e, "cannot record invoice");
+        ApiError::new(
+            ErrorCode::StoreUnavailable,
+            "The gateway's store is unavailable.",
+        )
+        .retry_after(5)
+    })?;
 
     let challenge = Challenge {
         macaroon,

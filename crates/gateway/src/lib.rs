@@ -23,6 +23,7 @@ pub mod error;
 pub mod headers;
 pub mod idempotency;
 pub mod keys;
+pub mod metrics;
 pub mod pipeline;
 pub mod pricer;
 pub mod proxy;
@@ -31,6 +32,7 @@ pub mod router;
 pub mod service;
 mod serving;
 pub mod settlement;
+pub mod stats;
 pub mod upstream;
 pub mod verified;
 mod workers;
@@ -174,6 +176,9 @@ pub struct Shared {
     open_connections: Arc<serving::OpenConnections>,
     settlement: Option<settlement::SettledTokens>,
     background: Background,
+    metrics: Arc<metrics::Metrics>,
+    /// Time passes this process has seen paid and used (each recorded once in the store).
+    passes_seen: settlement::SettledTokens,
 }
 
 /// The rate limiters in force (bounded memory each).
@@ -273,7 +278,8 @@ impl Gateway {
     /// parsed here, once).
     pub fn new(parts: GatewayParts) -> Result<Gateway, config::ConfigError> {
         parts.config.validate()?;
-        let router = router::Router::from_configs(&parts.config.services)?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let router = router::Router::from_configs_in(&parts.config.services, &metrics)?;
         let trusted_proxies = client_ip::TrustedProxies::parse(&parts.config.trusted_proxies)
             .map_err(|message| config::ConfigError::Invalid {
                 key: "trusted_proxies".into(),
@@ -282,7 +288,7 @@ impl Gateway {
             .with_header(parts.config.forwarded_header);
         Ok(Gateway {
             state: Arc::new(AppState::for_worker(Arc::new(Shared {
-                services: Arc::new(router::ServiceTable::new(router)),
+                services: Arc::new(router::ServiceTable::with_metrics(router, metrics.clone())),
                 minter: Minter::new(parts.master_key),
                 store: parts.store,
                 backend: parts.backend,
@@ -292,7 +298,9 @@ impl Gateway {
                 background: Background::new(),
                 idempotency: parts.config.idempotency.clone(),
                 connections: parts.config.connections,
-                open_connections: Arc::default(),
+                open_connections: metrics.open_connections(),
+                metrics,
+                passes_seen: settlement::SettledTokens::default(),
                 settlement: parts
                     .config
                     .checks_settlement()
@@ -326,6 +334,34 @@ impl Gateway {
         self.state.services.clone()
     }
 
+    /// The gateway's counters and histograms: render them with
+    /// [`metrics::Metrics::render_prometheus`] (what `/metrics` serves).
+    pub fn metrics(&self) -> Arc<metrics::Metrics> {
+        self.state.metrics.clone()
+    }
+
+    /// Adds what this gateway counted since its last flush to the store's daily statistics now
+    /// (the gateway also does so every [`stats::FLUSH_INTERVAL`] while it serves, and when it
+    /// stops).
+    pub async fn flush_stats(&self) -> Result<(), turnpike_store::StoreError> {
+        stats::flush(&self.state.metrics, &*self.state.store, unix_now()).await
+    }
+
+    /// The statistics of days `from..=to` (of `service` only, when given), as `/api/v1/stats`
+    /// answers them, including what this gateway counted up to now (it flushes first; the
+    /// other replicas' last few seconds may be missing).
+    pub async fn stats(
+        &self,
+        from: turnpike_store::Day,
+        to: turnpike_store::Day,
+        service: Option<&str>,
+    ) -> Result<stats::StatsReport, turnpike_store::StoreError> {
+        if let Err(e) = self.flush_stats().await {
+            tracing::warn!(error = %e, "cannot add statistics to the store; will retry");
+        }
+        stats::query(&*self.state.store, from, to, service).await
+    }
+
     /// The HTTP application: internal endpoints under `/_turnpike/`, every other request
     /// through the pipeline.
     pub fn app(&self) -> axum::Router {
@@ -342,6 +378,7 @@ impl Gateway {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let pruner = self.spawn_pruner();
+        let flusher = stats::spawn_flusher(self.state.metrics.clone(), self.state.store.clone());
         let server = serving::ConnectionServer::new(self.state.clone());
         let mut acceptor = serving::Acceptor::new(&self.state);
         let accept = async {
@@ -358,6 +395,7 @@ impl Gateway {
         server.shutdown().await;
         self.state.background.drain().await;
         pruner.abort();
+        self.final_flush(flusher).await;
         Ok(())
     }
 
@@ -372,10 +410,23 @@ impl Gateway {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let pruner = self.spawn_pruner();
+        let flusher = stats::spawn_flusher(self.state.metrics.clone(), self.state.store.clone());
         let result = workers::serve(&self.state, listener, workers.max(1), shutdown).await;
         self.state.background.drain().await;
         pruner.abort();
+        self.final_flush(flusher).await;
         result
+    }
+
+    /// Stops the periodic flush and adds the last counts (waiting at most
+    /// [`stats::FINAL_FLUSH`]).
+    async fn final_flush(&self, flusher: tokio::task::JoinHandle<()>) {
+        flusher.abort();
+        match tokio::time::timeout(stats::FINAL_FLUSH, self.flush_stats()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the last statistics could not be stored"),
+            Err(_) => tracing::error!("the last statistics could not be stored in time"),
+        }
     }
 
     /// Every minute: prunes expired unpaid invoices, ended free-tier windows and idempotent

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{ConfigError, ServiceConfig};
+use crate::metrics::Metrics;
 use crate::service::{Service, ServiceRoutes};
 
 /// One snapshot of the services, in matching order.
@@ -28,6 +29,19 @@ impl Router {
     /// Parses `[[services]]` tables (each one's routes before it). Errors name the key, as
     /// `services[1].routes[0].path`; names must be unique across services and routes.
     pub fn from_configs(configs: &[ServiceConfig]) -> Result<Router, ConfigError> {
+        Router::parse(configs, None)
+    }
+
+    /// Like [`Router::from_configs`], each service counting in `metrics` (the counters of a
+    /// name already there are kept, so a reload resets nothing).
+    pub fn from_configs_in(
+        configs: &[ServiceConfig],
+        metrics: &Metrics,
+    ) -> Result<Router, ConfigError> {
+        Router::parse(configs, Some(metrics))
+    }
+
+    fn parse(configs: &[ServiceConfig], metrics: Option<&Metrics>) -> Result<Router, ConfigError> {
         let mut all = Vec::new();
         let mut names = HashSet::new();
         for (i, c) in configs.iter().enumerate() {
@@ -48,6 +62,11 @@ impl Router {
                 }
             }
             all.extend(routes);
+        }
+        if let Some(metrics) = metrics {
+            for s in &mut all {
+                s.metrics = metrics.service(&s.name);
+            }
         }
         Ok(Router::new(all))
     }
@@ -73,14 +92,30 @@ impl Router {
 #[derive(Debug)]
 pub struct ServiceTable {
     current: ArcSwap<Router>,
+    metrics: Arc<Metrics>,
 }
 
 impl ServiceTable {
-    /// A table starting with `router`.
+    /// A table starting with `router`, its services' counters in a registry of their own.
     pub fn new(router: Router) -> ServiceTable {
+        ServiceTable::with_metrics(router, Arc::new(Metrics::new()))
+    }
+
+    /// A table starting with `router`, whose services (and every replacement's) count in
+    /// `metrics`.
+    pub fn with_metrics(router: Router, metrics: Arc<Metrics>) -> ServiceTable {
+        for s in router.services() {
+            metrics.adopt(&s.metrics);
+        }
         ServiceTable {
             current: ArcSwap::from_pointee(router),
+            metrics,
         }
+    }
+
+    /// The registry its services count in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The snapshot in force now.
@@ -91,7 +126,7 @@ impl ServiceTable {
     /// Replaces every service with those of `configs`, if they are all valid; otherwise the
     /// table is unchanged and the error names the key at fault.
     pub fn replace(&self, configs: &[ServiceConfig]) -> Result<(), ConfigError> {
-        let router = Router::from_configs(configs)?;
+        let router = Router::from_configs_in(configs, &self.metrics)?;
         self.current.store(Arc::new(router));
         Ok(())
     }
@@ -148,6 +183,32 @@ mod tests {
         assert_eq!(table.load().services().len(), 2);
         // A snapshot taken before the swap is unchanged.
         assert_eq!(before.services()[0].name, "a");
+    }
+
+    #[test]
+    fn counters_survive_a_replacement_by_name() {
+        let metrics = Arc::new(Metrics::new());
+        let router = Router::from_configs_in(&[svc("a", None, None)], &metrics).unwrap();
+        let table = ServiceTable::with_metrics(router, metrics.clone());
+        table.load().services()[0].metrics.calls_served.add(3);
+        table
+            .replace(&[svc("b", None, None), svc("a", None, Some("/x"))])
+            .unwrap();
+        let snapshot = table.load();
+        let a = snapshot.services().iter().find(|s| s.name == "a").unwrap();
+        assert_eq!(a.metrics.calls_served.get(), 3);
+        // A removed service keeps its counts in the registry (a counter never goes back).
+        table.replace(&[svc("b", None, None)]).unwrap();
+        let names: Vec<String> = metrics
+            .services()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(metrics.service("a").calls_served.get(), 3);
+        // A table built without a registry still renders its services' counters.
+        let plain = ServiceTable::new(Router::from_configs(&[svc("c", None, None)]).unwrap());
+        assert_eq!(plain.metrics().services()[0].name(), "c");
     }
 
     impl ServiceTable {

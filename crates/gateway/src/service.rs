@@ -38,6 +38,9 @@ pub struct Service {
     /// Header fields set on every upstream request, replacing the client's (values marked
     /// sensitive: never printed).
     pub upstream_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Its counters (the same ones across reloads when the table is built with a registry:
+    /// [`crate::router::Router::from_configs_in`]).
+    pub metrics: std::sync::Arc<crate::metrics::ServiceMetrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +116,7 @@ impl TryFrom<&ServiceConfig> for ServiceRoutes {
             pricer,
             allow_encoded_slashes: c.allow_encoded_slashes,
             upstream_headers,
+            metrics: std::sync::Arc::new(crate::metrics::ServiceMetrics::new(&c.name)),
         };
         let mut all = Vec::with_capacity(c.routes.len() + 1);
         for (j, r) in c.routes.iter().enumerate() {
@@ -148,7 +152,6 @@ impl Service {
             r.token_lifetime_secs,
         )?;
         Ok(Service {
-            name,
             host: self.host.clone(),
             path: Some(path),
             method,
@@ -162,6 +165,8 @@ impl Service {
             pricer: None,
             allow_encoded_slashes: self.allow_encoded_slashes,
             upstream_headers: self.upstream_headers.clone(),
+            metrics: std::sync::Arc::new(crate::metrics::ServiceMetrics::new(&name)),
+            name,
         })
     }
 

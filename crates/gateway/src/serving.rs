@@ -62,6 +62,11 @@ impl OpenConnections {
             .ok()
             .map(|_| ConnectionPermit(self.clone()))
     }
+
+    /// How many connections are open now.
+    pub(crate) fn count(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
 }
 
 /// Accepts connections for one listener, within the connection cap.

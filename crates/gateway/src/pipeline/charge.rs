@@ -10,8 +10,11 @@ use axum::response::Response;
 use http::HeaderValue;
 use turnpike_l402::TokenId;
 
+use std::sync::Arc;
+
 use crate::SharedState;
 use crate::headers::CALLS_REMAINING;
+use crate::metrics::{ServiceMetrics, StoreOp};
 
 /// The charge a request carries to the upstream.
 #[derive(Debug)]
@@ -45,11 +48,13 @@ impl Charge {
         }
     }
 
-    /// Arms a guard that gives the charge back if the request is dropped before it is disarmed.
-    pub(crate) fn guard(self, state: &SharedState) -> ChargeGuard {
+    /// Arms a guard that gives the charge back if the request is dropped before it is disarmed
+    /// (a counted call given back so is counted refunded in `metrics`).
+    pub(crate) fn guard(self, state: &SharedState, metrics: &Arc<ServiceMetrics>) -> ChargeGuard {
         ChargeGuard {
             state: state.clone(),
             charge: Some(self),
+            metrics: metrics.clone(),
         }
     }
 
@@ -83,12 +88,14 @@ impl Charge {
         if self.remaining().is_some() {
             state.limits.record_refund(&token);
         }
-        let store = state.store.clone();
+        let (store, metrics) = (state.store.clone(), state.metrics.clone());
         Some(async move {
+            let started = std::time::Instant::now();
             let done = match &key {
                 Some(key) => store.idempotency_abort(&token, key, true).await,
                 None => store.refund_call(&token).await,
             };
+            metrics.store_op(StoreOp::RefundCall, started.elapsed());
             if let Err(e) = &done {
                 tracing::error!(token = %token, error = %e, "could not give back a call");
             }
@@ -130,6 +137,7 @@ impl Charge {
 pub(crate) struct ChargeGuard {
     state: SharedState,
     charge: Option<Charge>,
+    metrics: Arc<ServiceMetrics>,
 }
 
 impl ChargeGuard {
@@ -144,9 +152,12 @@ impl Drop for ChargeGuard {
         let Some(charge) = self.charge.take() else {
             return;
         };
+        let counted = charge.remaining().is_some();
         if let Some(task) = charge.give_back_task(&self.state) {
+            let metrics = self.metrics.clone();
             self.state.background.spawn(async move {
-                if task.await {
+                if task.await && counted {
+                    metrics.calls_refunded.inc();
                     tracing::debug!("client left before the upstream answered: call given back");
                 }
             });

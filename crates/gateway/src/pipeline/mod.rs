@@ -32,6 +32,7 @@ use crate::SharedState;
 use crate::challenge::ChallengeReason;
 use crate::error::{ApiError, ErrorCode};
 use crate::headers::FREE_CALL;
+use crate::metrics::{BackendOp, StoreOp, UpstreamClass, VerifyFailure};
 use crate::proxy::Via;
 use crate::service::Service;
 use crate::verified::VerifiedMemo;
@@ -83,8 +84,41 @@ pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Bod
     match run(&state, &mut ctx, req).await {
         Ok(resp) => resp,
         Err(Halt::Respond(resp)) => *resp,
-        Err(Halt::Reject(e)) => e.into_response(),
-        Err(Halt::Challenge(reason)) => challenge(&state, &ctx, reason).await,
+        Err(Halt::Reject(e)) => {
+            count_rejection(&state, &ctx, e.code);
+            e.into_response()
+        }
+        Err(Halt::Challenge(reason)) => {
+            if let Some(why) = failure_of(reason) {
+                state.metrics.verification_failed(why);
+            }
+            challenge(&state, &ctx, reason).await
+        }
+    }
+}
+
+/// Counts a request refused with `code`: a rate limit, or a credential not accepted.
+fn count_rejection(state: &SharedState, ctx: &RequestCtx, code: ErrorCode) {
+    match code {
+        ErrorCode::RateLimited => ctx.service.metrics.rate_limited.inc(),
+        ErrorCode::InvalidCredential => state
+            .metrics
+            .verification_failed(VerifyFailure::InvalidCredential),
+        ErrorCode::PaymentNotSettled => state
+            .metrics
+            .verification_failed(VerifyFailure::PaymentNotSettled),
+        _ => {}
+    }
+}
+
+/// The verification failure a challenge answers, if it answers one (not a missing credential).
+fn failure_of(reason: ChallengeReason) -> Option<VerifyFailure> {
+    match reason {
+        ChallengeReason::NoCredential => None,
+        ChallengeReason::TokenUsedUp => Some(VerifyFailure::TokenUsedUp),
+        ChallengeReason::TokenExpired => Some(VerifyFailure::TokenExpired),
+        ChallengeReason::OtherService => Some(VerifyFailure::OtherService),
+        ChallengeReason::PriceAboveToken => Some(VerifyFailure::PriceAboveToken),
     }
 }
 
@@ -95,18 +129,60 @@ async fn run(
     req: Request<Body>,
 ) -> Result<Response, Halt> {
     if ctx.service.is_free() {
-        return Ok(forward(state, ctx, req, Charge::None).await);
+        return Ok(forward(state, ctx, req, Charge::None, Paid::No).await);
     }
     let req = price(state, ctx, req).await?;
     if ctx.dynamic_price == Some(Sats::ZERO) {
-        return Ok(forward(state, ctx, req, Charge::None).await);
+        return Ok(forward(state, ctx, req, Charge::None, Paid::No).await);
     }
-    let Some(token) = authenticate(state, ctx, &req)? else {
+    let Some((token, fresh)) = authenticate(state, ctx, &req)? else {
         return free_call(state, ctx, req).await;
     };
     admit(state, ctx, &token).await?;
+    if fresh && token.grant.calls.is_none() {
+        note_pass_use(state, ctx, &token);
+    }
     let (req, charge) = charge(state, ctx, &token, req).await?;
-    Ok(forward(state, ctx, req, charge).await)
+    Ok(forward(state, ctx, req, charge, Paid::Yes).await)
+}
+
+/// Whether a forwarded call was paid for (by a token) or free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paid {
+    Yes,
+    No,
+}
+
+/// What `token`'s payment was for: the price it was bought at (a dynamic price's cap), else
+/// the service's price now.
+fn payment_of(ctx: &RequestCtx, token: &VerifiedToken) -> turnpike_l402::Msat {
+    token
+        .grant
+        .max_price_msat
+        .map_or_else(|| ctx.service.price_msat(), turnpike_l402::Msat)
+}
+
+/// A time pass (a token that counts no calls) this worker verified afresh: the first time this
+/// process sees it, it is recorded in the store in the background, and counted as a payment if
+/// no process recorded it before. No store write on later calls.
+fn note_pass_use(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) {
+    if state.passes_seen.contains(&token.token_id) {
+        return;
+    }
+    state.passes_seen.insert(token.token_id);
+    let (store, metrics) = (state.store.clone(), state.metrics.clone());
+    let service = ctx.service.metrics.clone();
+    let (token_id, amount, now) = (token.token_id, payment_of(ctx, token), ctx.now);
+    state.background.spawn(async move {
+        let started = Instant::now();
+        let recorded = store.record_pass_use(&token_id, service.name(), now).await;
+        metrics.store_op(StoreOp::RecordPassUse, started.elapsed());
+        match recorded {
+            Ok(true) => service.payment(amount),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot record a time pass's first use"),
+        }
+    });
 }
 
 /// Phase 0: Canonical form, match, client, per-address limit.
@@ -138,6 +214,7 @@ fn begin(
     if let Some(limiter) = &state.limits.per_ip
         && let Err(wait) = limiter.check(&crate::client_ip::client_key(via.client), Instant::now())
     {
+        service.metrics.rate_limited.inc();
         return Err(too_many(wait, "Too many requests from this address."));
     }
     let ctx = RequestCtx {
@@ -191,16 +268,18 @@ async fn price(
     Ok(Request::from_parts(parts, body))
 }
 
-/// Phase 2: The request's verified token, `None` when it carries no credential. No I/O: the root key
-/// is derived; a credential this worker verified lately is recognised by its exact bytes.
+/// Phase 2: The request's verified token, `None` when it carries no credential, and whether it
+/// was verified afresh (not recognised from this worker's memo). No I/O: the root key is
+/// derived; a credential this worker verified lately is recognised by its exact bytes.
 fn authenticate(
     state: &SharedState,
     ctx: &RequestCtx,
     req: &Request<Body>,
-) -> Result<Option<VerifiedToken>, Halt> {
+) -> Result<Option<(VerifiedToken, bool)>, Halt> {
     let service = &ctx.service.name;
     let field = VerifiedMemo::credential_field(req.headers());
     let remembered = field.and_then(|f| state.verified.get(f, service, ctx.now));
+    let fresh = remembered.is_none();
     let verified = match remembered {
         Some(result) => result,
         None => {
@@ -223,7 +302,7 @@ fn authenticate(
         }
     };
     match verified {
-        Ok(token) => Ok(Some(token)),
+        Ok(token) => Ok(Some((token, fresh))),
         Err(VerifyError::Caveat(CaveatError::Expired { .. })) => {
             Err(Halt::Challenge(ChallengeReason::TokenExpired))
         }
@@ -275,7 +354,12 @@ async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> 
     if settled.contains(&token.token_id) {
         return Ok(());
     }
-    match state.backend.lookup_invoice(&token.payment_hash).await {
+    let started = Instant::now();
+    let looked_up = state.backend.lookup_invoice(&token.payment_hash).await;
+    state
+        .metrics
+        .backend_op(BackendOp::Lookup, started.elapsed());
+    match looked_up {
         Ok(status) if status.state.is_settled() => {
             settled.insert(token.token_id);
             Ok(())
@@ -308,6 +392,7 @@ async fn charge(
     if let Some(key) = crate::idempotency::key(req.headers())? {
         let read = crate::idempotency::fingerprint(req, state.idempotency.max_request_bytes);
         let (req, fingerprint) = within_body_timeout(state, read).await??;
+        let started = Instant::now();
         let begun = state
             .store
             .idempotency_begin(&IdempotencyRequest {
@@ -319,10 +404,20 @@ async fn charge(
                 now_unix: ctx.now,
                 stale_after_secs: state.idempotency.stale_after_secs,
             })
-            .await
-            .map_err(|e| store_unavailable(&e))?;
-        let remaining = match begun {
-            IdempotencyBegin::Charged { remaining } => remaining,
+            .await;
+        state
+            .metrics
+            .store_op(StoreOp::IdempotencyBegin, started.elapsed());
+        let remaining = match begun.map_err(|e| store_unavailable(&e))? {
+            IdempotencyBegin::Charged {
+                remaining,
+                first_use,
+            } => {
+                if first_use {
+                    ctx.service.metrics.payment(payment_of(ctx, token));
+                }
+                remaining
+            }
             IdempotencyBegin::TakenOver => None,
             IdempotencyBegin::Exhausted => {
                 return Err(Halt::Challenge(ChallengeReason::TokenUsedUp));
@@ -343,46 +438,73 @@ async fn charge(
     let Some(calls) = token.grant.calls else {
         return Ok((req, Charge::None));
     };
+    let started = Instant::now();
     let consumed = state
         .store
         .consume_call(&token.token_id, &ctx.service.name, calls, ctx.now)
-        .await
-        .map_err(|e| store_unavailable(&e))?;
-    match consumed {
-        Consumption::Granted { remaining } => Ok((
-            req,
-            Charge::Counted {
-                token: token.token_id,
-                remaining,
-            },
-        )),
+        .await;
+    state
+        .metrics
+        .store_op(StoreOp::ConsumeCall, started.elapsed());
+    match consumed.map_err(|e| store_unavailable(&e))? {
+        Consumption::Granted {
+            remaining,
+            first_use,
+        } => {
+            if first_use {
+                ctx.service.metrics.payment(payment_of(ctx, token));
+            }
+            Ok((
+                req,
+                Charge::Counted {
+                    token: token.token_id,
+                    remaining,
+                },
+            ))
+        }
         Consumption::Exhausted => Err(Halt::Challenge(ChallengeReason::TokenUsedUp)),
     }
 }
 
 /// Phase 4: Forwards the request and accounts for its charge: a call the upstream did not serve (no
 /// answer, or a 5xx the service does not charge) is given back; a served idempotent call is
-/// recorded for retries.
+/// recorded for retries. A paid call is counted served or refunded (given back), a free one
+/// free.
 async fn forward(
     state: &SharedState,
     ctx: &RequestCtx,
     req: Request<Body>,
     charge: Charge,
+    paid: Paid,
 ) -> Response {
-    let guard = charge.guard(state);
+    let metrics = &ctx.service.metrics;
+    let guard = charge.guard(state, metrics);
+    let started = Instant::now();
     let result = state.forwarder.forward(&ctx.service, req, ctx.via).await;
+    let class = match &result {
+        Ok(resp) => UpstreamClass::of(resp.status()),
+        Err(_) => UpstreamClass::Failed,
+    };
+    metrics.upstream(class, started.elapsed());
     let charge = guard.disarm();
-    match result {
+    let (resp, given_back) = match result {
         Ok(resp) if ctx.service.refund_on_5xx && resp.status().is_server_error() => {
             let given_back = charge.give_back(state).await;
-            charge.with_remaining(resp, given_back)
+            (charge.with_remaining(resp, given_back), given_back)
         }
-        Ok(resp) => charge.settle(state, resp),
+        Ok(resp) => (charge.settle(state, resp), false),
         Err(e) => {
             let given_back = charge.give_back(state).await;
-            forward_error(&ctx.service, e, given_back).into_response()
+            let resp = forward_error(&ctx.service, e, given_back).into_response();
+            (resp, given_back)
         }
+    };
+    match (paid, given_back) {
+        (Paid::No, _) => metrics.free_calls.inc(),
+        (Paid::Yes, true) => metrics.calls_refunded.inc(),
+        (Paid::Yes, false) => metrics.calls_served.inc(),
     }
+    resp
 }
 
 /// A request without a credential: a free-tier call if the client has one left, else a 402.
@@ -395,6 +517,7 @@ async fn free_call(
         return Err(Halt::Challenge(ChallengeReason::NoCredential));
     };
     let who = crate::client_ip::client_key(ctx.via.client);
+    let started = Instant::now();
     let granted = state
         .store
         .take_free_call(
@@ -404,12 +527,14 @@ async fn free_call(
             free.window_secs,
             ctx.now,
         )
-        .await
-        .map_err(|e| store_unavailable(&e))?;
-    if !granted {
+        .await;
+    state
+        .metrics
+        .store_op(StoreOp::TakeFreeCall, started.elapsed());
+    if !granted.map_err(|e| store_unavailable(&e))? {
         return Err(Halt::Challenge(ChallengeReason::NoCredential));
     }
-    let mut resp = forward(state, ctx, req, Charge::None).await;
+    let mut resp = forward(state, ctx, req, Charge::None, Paid::No).await;
     resp.headers_mut()
         .insert(FREE_CALL, HeaderValue::from_static("true"));
     Ok(resp)
@@ -423,6 +548,7 @@ async fn challenge(state: &SharedState, ctx: &RequestCtx, reason: ChallengeReaso
             Instant::now(),
         )
     {
+        ctx.service.metrics.rate_limited.inc();
         return too_many(
             wait,
             "Too many payment challenges for this address: pay one of them or wait.",
