@@ -16,8 +16,8 @@ use turnpike_l402::root_key::MasterKey;
 use turnpike_l402::{Msat, PaymentHash, TokenId};
 use turnpike_lightning::{DevBackend, PaymentBackend};
 use turnpike_store::{
-    Consumption, IdempotencyBegin, IdempotencyRequest, Inspect, InvoiceRecord, SqliteStore, Store,
-    StoreError, StoredResponse, TokenUsage,
+    Consumption, DailyStats, Day, IdempotencyBegin, IdempotencyRequest, Inspect, InvoiceRecord,
+    SqliteStore, StatsStore, Store, StoreError, StoredResponse, TokenUsage,
 };
 
 /// A real SQLite store whose refunds take a while (as under load), so a client can hang up in
@@ -25,6 +25,29 @@ use turnpike_store::{
 struct SlowRefunds(SqliteStore);
 
 const REFUND_DELAY: Duration = Duration::from_millis(700);
+
+#[async_trait]
+impl StatsStore for SlowRefunds {
+    async fn add_daily_stats(&self, deltas: &[DailyStats]) -> Result<(), StoreError> {
+        self.0.add_daily_stats(deltas).await
+    }
+    async fn daily_stats(
+        &self,
+        from: Day,
+        to: Day,
+        service: Option<&str>,
+    ) -> Result<Vec<DailyStats>, StoreError> {
+        self.0.daily_stats(from, to, service).await
+    }
+    async fn record_pass_use(
+        &self,
+        token: &TokenId,
+        service: &str,
+        now_unix: u64,
+    ) -> Result<bool, StoreError> {
+        self.0.record_pass_use(token, service, now_unix).await
+    }
+}
 
 #[async_trait]
 impl Store for SlowRefunds {
