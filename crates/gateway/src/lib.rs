@@ -298,7 +298,9 @@ impl Gateway {
                 background: Background::new(),
                 idempotency: parts.config.idempotency.clone(),
                 connections: parts.config.connections,
-                open_connections: metrics.open_connections(),
+                open_connections: Arc::new(serving::OpenConnections::counting_in(
+                    metrics.open_connections(),
+                )),
                 metrics,
                 passes_seen: settlement::SettledTokens::default(),
                 settlement: parts

@@ -39,7 +39,7 @@ const INTERNAL_PREFIX: &str = "/_turnpike/";
 /// The count of open client connections, shared by every worker.
 #[derive(Debug, Default)]
 pub(crate) struct OpenConnections {
-    open: AtomicUsize,
+    open: Arc<AtomicUsize>,
 }
 
 /// One open connection, counted until it is dropped.
@@ -63,9 +63,9 @@ impl OpenConnections {
             .map(|_| ConnectionPermit(self.clone()))
     }
 
-    /// How many connections are open now.
-    pub(crate) fn count(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+    /// A count kept in `open` (the metrics' gauge).
+    pub(crate) fn counting_in(open: Arc<AtomicUsize>) -> OpenConnections {
+        OpenConnections { open }
     }
 }
 

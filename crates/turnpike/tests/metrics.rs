@@ -363,6 +363,17 @@ async fn drive(g: &Running) {
     }
 }
 
+/// Waits (up to 5 s) until `ok` holds.
+async fn wait_until(ok: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok(), "condition not reached in 5 s");
+}
+
 /// Checks the exposition of `gateway` after one [`drive`] with the official parser.
 fn check_exposition(gateway: &Gateway) {
     let mut text = String::new();
@@ -502,6 +513,27 @@ async fn every_counter_moves_by_exactly_the_calls_made_and_reaches_the_store_sql
     let g = start(store.clone(), dir.path(), "192.0.2.1").await;
     drive(&g).await;
     check_exposition(&g.gateway);
+
+    // The gauge of open connections follows a connection opened and closed.
+    let open = || {
+        let mut text = String::new();
+        g.gateway.metrics().render_prometheus(&mut text);
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("turnpike_open_connections "))
+            .unwrap()
+            .to_owned();
+        line.parse::<u64>().unwrap()
+    };
+    let before = open();
+    let mut conn = tokio::net::TcpStream::connect(g.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    wait_until(|| open() == before + 1).await;
+    use tokio::io::AsyncWriteExt;
+    conn.shutdown().await.unwrap();
+    drop(conn);
+    wait_until(|| open() == before).await;
 
     // Stopping flushes the counts; nothing counted twice by a flush that finds nothing new.
     let gateway = g.stop().await;
