@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Turnpike's whole test suite: formatting, lints, and every test, including the interop
 # test against pymacaroons (an independent macaroon implementation, installed here in a venv),
-# the `turnpike mcp` tests with the official MCP Python SDK (`mcp`, same venv),
+# the `turnpike mcp` tests with the official MCP Python SDK (`mcp`, same venv), the metrics test
+# with the official Prometheus client's text-format parser (`prometheus-client`, same venv),
 # the LNbits backend's tests against a real LNbits (scripts/lnbits.sh), and the x402 crate's
 # interop test against the official x402 client and facilitator on a local chain
 # (scripts/x402-env.sh; Node.js and npm needed).
@@ -13,7 +14,7 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "==> creating the test venv in $venv"
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import pymacaroons, mcp" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import pymacaroons, mcp, prometheus_client" 2>/dev/null; then
     echo "==> installing the Python test requirements"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
 fi
