@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use turnpike_l402::Msat;
-use turnpike_store::{DailyStats, Day, StatCounts, StatsStore, StoreError};
+use turnpike_store::{DailyStats, StatCounts, StatsStore, StoreError};
 
 use crate::metrics::{Metrics, StoreOp};
+
+/// Days as the report and its query take them (`YYYY-MM-DD`, parsed with `str::parse`).
+pub use turnpike_store::{Day, DayError};
 
 /// How often the counts are added to the store.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);

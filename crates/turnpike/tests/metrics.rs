@@ -10,6 +10,8 @@
 //! (scripts/test-requirements.txt); without it that part is skipped with a message (failed
 //! under `TURNPIKE_STRICT_TESTS=1`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -607,4 +609,49 @@ async fn two_gateways_on_one_postgres_database_add_up() {
         .execute(&admin)
         .await
         .unwrap();
+}
+
+/// Sends `signal` (`-HUP`, `-TERM`) to the process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {signal} {pid}");
+}
+
+/// `turnpike serve` itself: counts kept across a SIGHUP reload reach the store, the last ones
+/// through the flush when SIGTERM stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_keeps_counts_across_a_reload_and_flushes_them_when_it_stops() {
+    turnpike_lightning::ensure_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let services = "[[services]]\nname = \"paid\"\npath = \"/paid\"\nupstream = \"http://{upstream}\"\nprice_sats = 2\n";
+    let (mut gateway, base, _served) = common::dev_gateway(dir.path(), services);
+    let challenge = || async {
+        let resp = reqwest::get(format!("{base}/paid")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    };
+    challenge().await;
+    challenge().await;
+    // A periodic flush stores those two; a reload then must not restart the counter (a
+    // restarted counter would make the next flush add nothing).
+    tokio::time::sleep(turnpike_gateway::stats::FLUSH_INTERVAL + Duration::from_millis(800)).await;
+    let pid = gateway.0.id();
+    signal(pid, "-HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    challenge().await;
+    signal(pid, "-TERM");
+    let status = tokio::task::spawn_blocking(move || gateway.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let db = dir.path().join("gateway-data").join("turnpike.db");
+    let store = turnpike_store::SqliteStore::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let stored = stored_today(&store).await;
+    assert_eq!(stored["paid"].challenges, 3, "{stored:?}");
 }
