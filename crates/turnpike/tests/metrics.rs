@@ -271,14 +271,14 @@ impl Running {
 fn expected() -> BTreeMap<&'static str, StatCounts> {
     BTreeMap::from([
         (
-            // 4 challenges (one never paid), 3 tokens used: two served, one refunded by a 5xx
-            // and then used again (served, not a second payment).
+            // 5 challenges (one never paid), 4 tokens used: two served, one refunded by a 5xx
+            // and then used again (served, not a second payment), one by an idempotent request.
             "paid",
             StatCounts {
-                earned_msat: 6_000,
-                challenges: 4,
-                payments: 3,
-                calls_served: 3,
+                earned_msat: 8_000,
+                challenges: 5,
+                payments: 4,
+                calls_served: 4,
                 calls_refunded: 1,
                 free_calls: 0,
                 rate_limited: 0,
@@ -332,6 +332,18 @@ async fn drive(g: &Running) {
     g.expect("/paid/fail", Some(&auth), S::INTERNAL_SERVER_ERROR)
         .await;
     g.expect("/paid/ok", Some(&auth), S::OK).await;
+    // A token first used by an idempotent request is a payment too.
+    let auth = g.buy("/paid").await;
+    let resp = g
+        .http
+        .get(format!("{}/paid/idem", g.base))
+        .header("x-forwarded-for", &g.client_ip)
+        .header("authorization", &auth)
+        .header("idempotency-key", "k1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), S::OK);
     g.expect("/paid", Some("L402 AgEEbHNhdAJC:00"), S::UNAUTHORIZED)
         .await;
 
@@ -435,7 +447,8 @@ fn check_exposition(gateway: &Gateway) {
     let store_ops = |op| value("turnpike_store_latency_seconds_count", &[("operation", op)]);
     // Consumes: "paid" 2 + 1 + 1, "bundle" 3 + the exhausted one.
     assert_eq!(store_ops("consume_call"), 8.0);
-    assert_eq!(store_ops("record_invoice"), 8.0, "one per challenge");
+    assert_eq!(store_ops("record_invoice"), 9.0, "one per challenge");
+    assert_eq!(store_ops("idempotency_begin"), 1.0);
     assert_eq!(store_ops("take_free_call"), 3.0);
     assert_eq!(store_ops("refund_call"), 1.0);
     assert_eq!(store_ops("record_pass_use"), 1.0);
@@ -445,7 +458,7 @@ fn check_exposition(gateway: &Gateway) {
             &[("operation", op)],
         )
     };
-    assert_eq!(backend("create_invoice"), 8.0);
+    assert_eq!(backend("create_invoice"), 9.0);
     assert_eq!(
         backend("lookup"),
         0.0,
@@ -549,9 +562,9 @@ async fn every_counter_moves_by_exactly_the_calls_made_and_reaches_the_store_sql
         .await
         .unwrap();
     let json = serde_json::to_value(&report).unwrap();
-    assert_eq!(json["totals"]["earned_msat"], 6_000);
-    assert_eq!(json["totals"]["earned_sats"], 6);
-    assert_eq!(json["totals"]["payments"], 3);
+    assert_eq!(json["totals"]["earned_msat"], 8_000);
+    assert_eq!(json["totals"]["earned_sats"], 8);
+    assert_eq!(json["totals"]["payments"], 4);
     assert_eq!(json["totals"]["calls_refunded"], 1);
     assert!(
         json["days"]
