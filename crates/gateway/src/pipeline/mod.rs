@@ -105,6 +105,9 @@ async fn run(
         return free_call(state, ctx, req).await;
     };
     admit(state, ctx, &token).await?;
+    if token.grant.calls.is_none() {
+        note_pass(state, ctx, &token);
+    }
     let (req, charge) = charge(state, ctx, &token, req).await?;
     Ok(forward(state, ctx, req, charge).await)
 }
@@ -223,6 +226,12 @@ fn authenticate(
         }
     };
     match verified {
+        // Checked after the memo, so a remembered credential of a revoked token is refused too.
+        Ok(token) if state.control.is_revoked(&token.token_id) => Err(ApiError::new(
+            ErrorCode::TokenRevoked,
+            "This L402 token was revoked by the provider.",
+        )
+        .into()),
         Ok(token) => Ok(Some(token)),
         Err(VerifyError::Caveat(CaveatError::Expired { .. })) => {
             Err(Halt::Challenge(ChallengeReason::TokenExpired))
@@ -295,6 +304,28 @@ async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> 
             .into())
         }
     }
+}
+
+/// Writes the use of a time pass (which charges nothing per call) in the background, on this
+/// worker's first sight of it and then at most once a minute.
+fn note_pass(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) {
+    let Some(admin) = state.control.store() else {
+        return;
+    };
+    if !state.passes.due(&token.token_id, ctx.now) {
+        return;
+    }
+    let (admin, token, service, now) = (
+        admin.clone(),
+        token.token_id,
+        ctx.service.name.clone(),
+        ctx.now,
+    );
+    state.background.spawn(async move {
+        if let Err(e) = admin.note_pass_use(&token, &service, now).await {
+            tracing::warn!(error = %e, "cannot record a time pass's use");
+        }
+    });
 }
 
 /// Phase 3: Charges one call, only for tokens that count calls. With an `Idempotency-Key`, the entry
