@@ -14,7 +14,11 @@ use crate::ledger_cmd::civil_from_unix;
 #[derive(Args)]
 pub struct AdminArgs {
     /// The admin listener's URL.
-    #[arg(long, env = "TURNPIKE_ADMIN_URL", default_value = "http://127.0.0.1:8403")]
+    #[arg(
+        long,
+        env = "TURNPIKE_ADMIN_URL",
+        default_value = "http://127.0.0.1:8403"
+    )]
     url: String,
     /// A file holding the admin token (default: $TURNPIKE_ADMIN_TOKEN, else
     /// ./turnpike-data/admin.token).
@@ -150,7 +154,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCommand::Tokens { command } => tokens(&client, command, json).await,
         AdminCommand::Payments { limit } => {
             let v = client
-                .call(reqwest::Method::GET, &format!("/payments?limit={limit}"), None)
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/payments?limit={limit}"),
+                    None,
+                )
                 .await?;
             print(json, &v, payments_table);
             Ok(ExitCode::SUCCESS)
@@ -163,7 +171,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             let v = client
-                .call(reqwest::Method::GET, &format!("/stats?{}", query.join("&")), None)
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/stats?{}", query.join("&")),
+                    None,
+                )
                 .await?;
             print(json, &v, stats_table);
             Ok(ExitCode::SUCCESS)
@@ -208,10 +220,7 @@ impl Client {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("calling {url}"))?;
+        let resp = req.send().await.with_context(|| format!("calling {url}"))?;
         let status = resp.status();
         let text = resp.text().await.context("reading the answer")?;
         let value: Value = match text.is_empty() {
@@ -254,8 +263,12 @@ async fn services(c: &Client, command: ServicesCommand, json: bool) -> anyhow::R
             print(json, &v, |v| println!("added service {}", v["name"]));
         }
         ServicesCommand::Rm { name } => {
-            c.call(Method::DELETE, &format!("/services/{}", encode(&name)), None)
-                .await?;
+            c.call(
+                Method::DELETE,
+                &format!("/services/{}", encode(&name)),
+                None,
+            )
+            .await?;
             if !json {
                 println!("deleted service {name:?}");
             }
@@ -382,7 +395,8 @@ fn service_from_text(text: &str) -> anyhow::Result<Value> {
     if let Ok(v) = serde_json::from_str::<Value>(text) {
         return Ok(v);
     }
-    let table: toml::Table = toml::from_str(text).context("the service is neither JSON nor TOML")?;
+    let table: toml::Table =
+        toml::from_str(text).context("the service is neither JSON nor TOML")?;
     let value = serde_json::to_value(&table)?;
     match value.get("services") {
         Some(Value::Array(list)) if list.len() == 1 => Ok(list[0].clone()),
@@ -445,11 +459,14 @@ fn text(v: &Value) -> String {
 }
 
 fn when(v: &Value) -> String {
-    v.as_u64().map_or_else(|| "-".into(), |t| {
-        let day = civil_from_unix(t);
-        let secs = t % 86_400;
-        format!("{day} {:02}:{:02}", secs / 3600, secs % 3600 / 60)
-    })
+    v.as_u64().map_or_else(
+        || "-".into(),
+        |t| {
+            let day = civil_from_unix(t);
+            let secs = t % 86_400;
+            format!("{day} {:02}:{:02}", secs / 3600, secs % 3600 / 60)
+        },
+    )
 }
 
 /// Prints rows as left-aligned columns.
@@ -497,7 +514,9 @@ fn services_table(v: &Value) {
         })
         .collect();
     table(
-        &["NAME", "SOURCE", "SATS", "CALLS", "HOST", "PATH", "UPSTREAM"],
+        &[
+            "NAME", "SOURCE", "SATS", "CALLS", "HOST", "PATH", "UPSTREAM",
+        ],
         rows,
     );
 }

@@ -262,7 +262,10 @@ fn the_demo_prints_commands_that_work() {
     let dashboard = format!("http://{admin}/");
     assert!(printed.contains(&dashboard), "{printed}");
     let token_file = dir.path().join("admin.token");
-    assert!(printed.contains(&token_file.display().to_string()), "{printed}");
+    assert!(
+        printed.contains(&token_file.display().to_string()),
+        "{printed}"
+    );
     let token = std::fs::read_to_string(&token_file).unwrap();
 
     // The printed curl target answers 402 with both challenges.
