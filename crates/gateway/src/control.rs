@@ -163,11 +163,12 @@ impl Control {
             .map(|c| serde_json::to_string(c).map_err(|e| ConfigError::Parse(e.to_string())))
             .transpose()?;
         let mut overlay = self.overlay.lock().await;
-        let previous = overlay.stored.insert(name.to_owned(), config);
+        let before = overlay.stored.clone();
+        overlay.stored.insert(name.to_owned(), config);
         let router = match overlay.router() {
             Ok(router) => router,
             Err(e) => {
-                restore(&mut overlay.stored, name, previous);
+                overlay.stored = before;
                 return Err(e.into());
             }
         };
@@ -175,7 +176,7 @@ impl Control {
             .put_service(name, json.as_deref(), crate::unix_now())
             .await
         {
-            restore(&mut overlay.stored, name, previous);
+            overlay.stored = before;
             return Err(e.into());
         }
         self.install(&overlay, router);
@@ -263,21 +264,6 @@ impl Control {
     fn install(&self, overlay: &Overlay, router: Router) {
         self.view.store(Arc::new(overlay.effective()));
         self.table.install(router);
-    }
-}
-
-fn restore(
-    stored: &mut BTreeMap<String, Option<ServiceConfig>>,
-    name: &str,
-    previous: Option<Option<ServiceConfig>>,
-) {
-    match previous {
-        Some(p) => {
-            stored.insert(name.to_owned(), p);
-        }
-        None => {
-            stored.remove(name);
-        }
     }
 }
 
