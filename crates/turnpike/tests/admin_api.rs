@@ -31,7 +31,7 @@ fn free_port() -> SocketAddr {
 
 /// One `turnpike serve` with its public and admin addresses.
 struct Gw {
-    _process: Running,
+    process: Running,
     public: SocketAddr,
     admin: SocketAddr,
     token_file: PathBuf,
@@ -44,6 +44,10 @@ impl Gw {
 
     fn api(&self, path: &str) -> String {
         format!("http://{}/api/v1{path}", self.admin)
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.0.id()
     }
 
     fn token(&self) -> String {
@@ -110,7 +114,7 @@ fn start(dir: &Path, name: &str, config: &str) -> Gw {
         .map(|d| PathBuf::from(d.trim_end_matches('"')))
         .unwrap();
     Gw {
-        _process: process,
+        process: process,
         public,
         admin,
         token_file: data_dir.join("admin.token"),
@@ -343,6 +347,28 @@ async fn runtime_services_charge_at_once_are_validated_and_survive_a_restart() {
     let (code, rt) = call(&gw, "PUT", "/services/rt", Some(&rt.to_string())).await;
     assert_eq!(code, 200, "{rt}");
     assert_eq!(call(&gw, "DELETE", "/services/file", None).await.0, 204);
+    assert_eq!(status(&gw.url("/file"), None).await, 404);
+
+    // SIGHUP reloads the file's services under the stored ones: a new file service appears,
+    // the stored one and the tombstone stay.
+    let reloaded = format!(
+        "{conf}[[services]]\nname = \"late\"\npath = \"/late\"\nupstream = \"http://{up}\"\nprice_sats = 1\n"
+    );
+    let toml = dir.path().join("gw.toml");
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace(&conf, &reloaded);
+    std::fs::write(&toml, text).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    eventually("SIGHUP adds the file's new service", async || {
+        status(&gw.url("/late"), None).await == 402
+    })
+    .await;
+    assert_eq!(status(&gw.url("/rt"), None).await, 402);
     assert_eq!(status(&gw.url("/file"), None).await, 404);
     drop(gw);
 
