@@ -114,7 +114,7 @@ fn start(dir: &Path, name: &str, config: &str) -> Gw {
         .map(|d| PathBuf::from(d.trim_end_matches('"')))
         .unwrap();
     Gw {
-        process: process,
+        process,
         public,
         admin,
         token_file: data_dir.join("admin.token"),
