@@ -316,6 +316,41 @@ mod tests {
         assert_eq!(back.headers, c.headers);
     }
 
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z]{0,4}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                proptest::collection::btree_map("[a-d]", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_merge_patch_applied_twice_changes_nothing_more(target in json(), patch in json()) {
+            let mut once = target;
+            merge_patch(&mut once, patch.clone());
+            let mut twice = once.clone();
+            merge_patch(&mut twice, patch);
+            proptest::prop_assert_eq!(once, twice);
+        }
+
+        #[test]
+        fn any_json_is_a_service_or_an_error_naming_a_field(value in json()) {
+            if let Err(e) = parse(value, None) {
+                proptest::prop_assert!(e.field.is_some() || e.code == Code::BadRequest);
+            }
+        }
+    }
+
     #[test]
     fn merge_patch_follows_rfc_7386() {
         let mut v = serde_json::json!({ "a": "b", "c": { "d": "e", "f": "g" } });

@@ -153,3 +153,35 @@ pub async fn payments(
         json!({ "payments": payments.iter().map(payment_json).collect::<Vec<_>>() }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn cursors_round_trip(at in any::<u64>(), id in any::<[u8; 32]>()) {
+            let record = TokenRecord {
+                token_id: TokenId(id),
+                service: "s".into(),
+                amount: Msat(0),
+                issued_at: at,
+                paid: false,
+                calls_total: None,
+                calls_used: 0,
+                first_used: None,
+                last_used: None,
+                revoked: false,
+            };
+            prop_assert_eq!(parse_cursor(&cursor(&record)).unwrap(), (at, TokenId(id)));
+        }
+
+        #[test]
+        fn any_text_is_a_cursor_or_an_invalid_before(s in ".{0,100}") {
+            if let Err(e) = parse_cursor(&s) {
+                prop_assert_eq!(e.field.as_deref(), Some("before"));
+            }
+        }
+    }
+}
