@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use turnpike_l402::Preimage;
 use turnpike_l402::credential::Credential;
 use turnpike_l402::identifier::Identifier;
 use turnpike_l402::macaroon::Macaroon;
+use turnpike_l402::{Preimage, TokenId};
 
 use common::Running;
 
@@ -235,6 +235,63 @@ async fn runtime_services_charge_at_once_are_validated_and_survive_a_restart() {
     assert_eq!(body["headers"]["X-Api-Key"], json!({ "redacted": true }));
     assert!(!body.to_string().contains("s3cret"));
     assert_eq!(status(&gw.url("/rt/x"), None).await, 402);
+
+    // Every documented private route, over real HTTP, without the token or with a wrong one:
+    // 401 and nothing changes.
+    let doc: Value = serde_json::from_str(turnpike_admin::OPENAPI).unwrap();
+    let public = [
+        "/",
+        "/assets/app.js",
+        "/assets/style.css",
+        "/api/v1/openapi.json",
+    ];
+    let victim = TokenId::random().to_hex();
+    let mut tried = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str())
+                || public.contains(&path.as_str())
+            {
+                continue;
+            }
+            let url = format!("http://{}{}", gw.admin, path)
+                .replace("{name}", "rt")
+                .replace("{token_id}", &victim);
+            for auth in [None, Some("Bearer wrong"), Some("Basic cnQ6cnQ=")] {
+                let mut req = http()
+                    .request(method.to_uppercase().parse().unwrap(), &url)
+                    .header("content-type", "application/json")
+                    .body(r#"{"name":"rt","upstream":"http://127.0.0.1:1","price_sats":0}"#);
+                if let Some(auth) = auth {
+                    req = req.header("authorization", auth);
+                }
+                let resp = req.send().await.unwrap();
+                assert_eq!(resp.status(), 401, "{method} {url} with {auth:?}");
+                let body: Value = resp.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "unauthorized");
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried >= 30, "{tried}");
+    // In the database: no revocation, and still only the one change (the service added).
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let (revoked, seq): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM revocations), (SELECT seq FROM admin_sequence)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((revoked, seq), (0, 1));
+    pool.close().await;
+    for public in public {
+        let resp = http()
+            .get(format!("http://{}{public}", gw.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{public}");
+    }
 
     // Refused input names the key and changes nothing.
     let bad: [(&str, &str, Option<&str>, &str); 10] = [
