@@ -154,6 +154,8 @@ gateway_config() { # FILE DATA_DIR STORE_URL [PORT [CREDENTIAL_MEMO]]
     cat >"$1" <<EOF
 # Turnpike under benchmark: dev backend, no rate limits (the load comes from one address).
 listen = "127.0.0.1:${4:-$tp_port}"
+# Several gateways may run at once (replicas): each takes a free port for its admin listener.
+admin.listen = "127.0.0.1:0"
 data_dir = "$2"
 master_key = { env = "TURNPIKE_BENCH_MASTER_KEY" }
 credential_memo = ${5:-4096}

@@ -4,12 +4,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rate_limit::Limit;
 
 /// Default address the gateway listens on.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8402";
+/// Default address of the admin listener (`[admin] listen`).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8403";
 /// Default lifetime of an invoice in a 402 challenge.
 pub const DEFAULT_INVOICE_EXPIRY_SECS: u32 = 600;
 /// Default time allowed for an upstream to send its response headers.
@@ -157,9 +159,72 @@ pub struct GatewayConfig {
     /// against a backend that could leak a preimage of an unpaid invoice; turning it off makes
     /// verification need no backend call at all.
     pub check_settlement: Option<bool>,
+    /// The admin listener (JSON API, dashboard) and how replicas pick up its changes.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The priced services, matched in order.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+}
+
+/// `[admin]`: the admin listener (JSON API under `/api/v1/`, dashboard), on its own address,
+/// never the public one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin listener (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Its address (default `127.0.0.1:8403`). Must differ from `listen`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// The bearer token: `{ env = "VAR" }` or `{ file = "PATH" }` (or inline). Default:
+    /// `<data_dir>/admin.token`, created on first start (32 random bytes as hex, mode 0600).
+    pub token: Option<turnpike_lightning::SecretSource>,
+    /// Seconds between two looks at the store for services and revocations changed by other
+    /// replicas (default 2).
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: default_admin_listen(),
+            token: None,
+            sync_interval_secs: default_sync_interval(),
+        }
+    }
+}
+
+impl AdminConfig {
+    fn validate(&self, public: SocketAddr) -> Result<(), ConfigError> {
+        if self.sync_interval_secs == 0 || self.sync_interval_secs > 3600 {
+            return Err(invalid(
+                "admin.sync_interval_secs",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        let (a, p) = (self.listen, public);
+        let overlaps = a.ip() == p.ip() || a.ip().is_unspecified() || p.ip().is_unspecified();
+        if self.enabled && a.port() != 0 && a.port() == p.port() && overlaps {
+            return Err(invalid(
+                "admin.listen",
+                format!("must not be the public listener ({p}): the admin API has its own address"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    DEFAULT_ADMIN_LISTEN
+        .parse()
+        .expect("constant address parses")
+}
+fn default_sync_interval() -> u64 {
+    2
 }
 
 /// `[connections]`: limits that keep slow, idle and too many clients from holding the gateway.
@@ -351,7 +416,7 @@ fn default_idem_stale() -> u64 {
 
 /// `free_tier = { calls = N, window_secs = S }`: N free calls per client IP per window,
 /// counted in the store (so they hold across replicas and restarts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FreeTierConfig {
     /// Free calls per client per window.
@@ -381,7 +446,7 @@ pub use turnpike_lightning::config::DevConfig as DevBackendConfig;
 /// (`calls_per_payment = N`, optionally expiring after `token_lifetime_secs`), and time passes
 /// (`time_pass_secs = T`: one payment buys unlimited calls for T seconds). `routes` give parts
 /// of the service prices of their own.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Service name, used in token caveats: letters, digits, `_`, `-`, `.` (1 to 64).
@@ -457,7 +522,7 @@ impl ServiceConfig {
 
 /// `[[services.routes]]`: a path (and optionally a method) of a service with its own price.
 /// Its tokens are minted for `<service>.<route>` and are valid on this route only.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Route name; the token's service name is `<service>.<name>`.
@@ -513,6 +578,7 @@ impl GatewayConfig {
             store: StoreConfig::default(),
             backend,
             check_settlement: None,
+            admin: AdminConfig::default(),
             services: Vec::new(),
         }
     }
@@ -573,6 +639,7 @@ impl GatewayConfig {
             ));
         }
         self.connections.validate()?;
+        self.admin.validate(self.listen)?;
         let limits = [
             ("rate_limits.per_ip", self.rate_limits.per_ip),
             ("rate_limits.per_token", self.rate_limits.per_token),
@@ -623,7 +690,7 @@ impl GatewayConfig {
 }
 
 /// `pricer = { url = "...", timeout_ms = 1000, body_bytes = 4096 }` on a service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PricerConfig {
     /// Where to POST price requests (`http://` or `https://`).

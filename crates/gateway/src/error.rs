@@ -22,6 +22,8 @@ pub enum ErrorCode {
     InvalidIdempotencyKey,
     /// The credential is malformed, forged, tampered or foreign (`401`).
     InvalidCredential,
+    /// The token was revoked through the admin API (`401`).
+    TokenRevoked,
     /// The backend does not report the token's invoice as paid (`401`).
     PaymentNotSettled,
     /// The client must pay (`402`; the body of a challenge).
@@ -70,7 +72,7 @@ impl ErrorCode {
             InvalidPath | InvalidHost | BadRequest | InvalidIdempotencyKey | PaymentRejected => {
                 StatusCode::BAD_REQUEST
             }
-            InvalidCredential | PaymentNotSettled => StatusCode::UNAUTHORIZED,
+            InvalidCredential | TokenRevoked | PaymentNotSettled => StatusCode::UNAUTHORIZED,
             PaymentRequired => StatusCode::PAYMENT_REQUIRED,
             NoSuchService | NotFound | UnknownInvoice => StatusCode::NOT_FOUND,
             AlreadyPaid | IdempotencyInFlight => StatusCode::CONFLICT,
@@ -99,6 +101,7 @@ impl ErrorCode {
             BadRequest => "bad_request",
             InvalidIdempotencyKey => "invalid_idempotency_key",
             InvalidCredential => "invalid_credential",
+            TokenRevoked => "token_revoked",
             PaymentNotSettled => "payment_not_settled",
             PaymentRequired => "payment_required",
             AlreadyPaid => "already_paid",
@@ -194,6 +197,7 @@ mod tests {
             BadRequest,
             InvalidIdempotencyKey,
             InvalidCredential,
+            TokenRevoked,
             PaymentNotSettled,
             PaymentRequired,
             AlreadyPaid,

@@ -16,6 +16,7 @@
 pub mod challenge;
 pub mod client_ip;
 pub mod config;
+pub mod control;
 pub mod dev_pay;
 pub mod discovery;
 pub mod edge;
@@ -85,6 +86,33 @@ pub struct AppState {
     shared: Arc<Shared>,
     forwarder: proxy::Forwarder,
     verified: verified::VerifiedMemo,
+    passes: PassesSeen,
+}
+
+/// Time passes (tokens that count no calls, so write nothing per call) this worker saw lately,
+/// with when their use was last written: a use is written on first sight, then at most once a
+/// minute, so the admin API lists them with their first and last use.
+#[derive(Default)]
+struct PassesSeen(std::sync::Mutex<std::collections::HashMap<turnpike_l402::TokenId, u64>>);
+
+/// Most time passes a worker remembers (then it starts afresh, writing each again once).
+const PASSES_SEEN: usize = 16_384;
+
+impl PassesSeen {
+    /// Whether a use of `token` at `now` should be written (and notes it as written).
+    fn due(&self, token: &turnpike_l402::TokenId, now: u64) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get(token) {
+            Some(&at) if now < at.saturating_add(60) => false,
+            _ => {
+                if seen.len() >= PASSES_SEEN {
+                    seen.clear();
+                }
+                seen.insert(*token, now);
+                true
+            }
+        }
+    }
 }
 
 impl AppState {
@@ -95,6 +123,7 @@ impl AppState {
             shared,
             forwarder: proxy::Forwarder::new(),
             verified: memo,
+            passes: PassesSeen::default(),
         }
     }
 }
@@ -179,6 +208,8 @@ pub struct Shared {
     metrics: Arc<metrics::Metrics>,
     /// Time passes this process has seen paid and used (each recorded once in the store).
     passes_seen: settlement::SettledTokens,
+    control: Arc<control::Control>,
+    sync_interval: Duration,
 }
 
 /// The rate limiters in force (bounded memory each).
@@ -223,6 +254,8 @@ pub struct GatewayParts {
     pub backend: Arc<dyn InvoiceBackend>,
     /// The dev backend, when it is the backend: mounts the dev pay endpoint.
     pub dev: Option<Arc<DevBackend>>,
+    /// The admin API's store (services and revocations changed at runtime), when there is one.
+    pub admin: Option<Arc<dyn turnpike_store::AdminStore>>,
 }
 
 impl Gateway {
@@ -253,7 +286,7 @@ impl Gateway {
             }
             None => MasterKey::from_bytes(secret("master.key")?),
         };
-        let store = turnpike_store::open(&config.store_url()).await?;
+        let (store, admin) = turnpike_store::open_with_admin(&config.store_url()).await?;
         let (backend, dev): (Arc<dyn InvoiceBackend>, _) = match &config.backend {
             config::BackendConfig::Dev(_) => {
                 let dev = Arc::new(DevBackend::new(secret("dev-node.key")?));
@@ -265,13 +298,16 @@ impl Gateway {
                 (backend, None)
             }
         };
-        Ok(Gateway::new(GatewayParts {
+        let gateway = Gateway::new(GatewayParts {
             config,
             master_key,
             store,
             backend,
             dev,
-        })?)
+            admin: Some(admin),
+        })?;
+        gateway.state.control.sync().await?;
+        Ok(gateway)
     }
 
     /// Builds a gateway from its parts. Errors name the config key at fault (services are
@@ -286,9 +322,17 @@ impl Gateway {
                 message,
             })?
             .with_header(parts.config.forwarded_header);
+        let services = Arc::new(router::ServiceTable::with_metrics(router, metrics.clone()));
+        let control = Arc::new(control::Control::new(
+            services.clone(),
+            parts.config.services.clone(),
+            parts.admin,
+        ));
         Ok(Gateway {
             state: Arc::new(AppState::for_worker(Arc::new(Shared {
-                services: Arc::new(router::ServiceTable::with_metrics(router, metrics.clone())),
+                services,
+                control,
+                sync_interval: Duration::from_secs(parts.config.admin.sync_interval_secs),
                 minter: Minter::new(parts.master_key),
                 store: parts.store,
                 backend: parts.backend,
@@ -364,6 +408,16 @@ impl Gateway {
         stats::query(&*self.state.store, from, to, service).await
     }
 
+    /// Runtime control: services overlaid from the store, revoked tokens (see [`control`]).
+    pub fn control(&self) -> Arc<control::Control> {
+        self.state.control.clone()
+    }
+
+    /// The Lightning backend issuing this gateway's invoices.
+    pub fn backend(&self) -> Arc<dyn InvoiceBackend> {
+        self.state.backend.clone()
+    }
+
     /// The HTTP application: internal endpoints under `/_turnpike/`, every other request
     /// through the pipeline.
     pub fn app(&self) -> axum::Router {
@@ -381,6 +435,7 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let pruner = self.spawn_pruner();
         let flusher = stats::spawn_flusher(self.state.metrics.clone(), self.state.store.clone());
+        let sync = self.spawn_sync();
         let server = serving::ConnectionServer::new(self.state.clone());
         let mut acceptor = serving::Acceptor::new(&self.state);
         let accept = async {
@@ -398,6 +453,7 @@ impl Gateway {
         self.state.background.drain().await;
         pruner.abort();
         self.final_flush(flusher).await;
+        sync.abort();
         Ok(())
     }
 
@@ -413,11 +469,30 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let pruner = self.spawn_pruner();
         let flusher = stats::spawn_flusher(self.state.metrics.clone(), self.state.store.clone());
+        let sync = self.spawn_sync();
         let result = workers::serve(&self.state, listener, workers.max(1), shutdown).await;
         self.state.background.drain().await;
         pruner.abort();
+        sync.abort();
         self.final_flush(flusher).await;
         result
+    }
+
+    /// Every `[admin] sync_interval_secs`: picks up the services and revocations other replicas
+    /// changed (see [`control::Control::sync`]).
+    fn spawn_sync(&self) -> tokio::task::JoinHandle<()> {
+        let control = self.state.control.clone();
+        let every = self.state.sync_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = control.sync().await {
+                    tracing::warn!(error = %e, "cannot read admin changes from the store");
+                }
+            }
+        })
     }
 
     /// Stops the periodic flush and adds the last counts (waiting at most

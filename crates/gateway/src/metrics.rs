@@ -233,16 +233,19 @@ pub enum VerifyFailure {
     TokenUsedUp,
     /// The request costs more than the token covers (a fresh `402`).
     PriceAboveToken,
+    /// The provider revoked the token (`401 token_revoked`).
+    TokenRevoked,
 }
 
 impl VerifyFailure {
-    const ALL: [VerifyFailure; 6] = [
+    const ALL: [VerifyFailure; 7] = [
         VerifyFailure::InvalidCredential,
         VerifyFailure::PaymentNotSettled,
         VerifyFailure::TokenExpired,
         VerifyFailure::OtherService,
         VerifyFailure::TokenUsedUp,
         VerifyFailure::PriceAboveToken,
+        VerifyFailure::TokenRevoked,
     ];
 
     fn label(self) -> &'static str {
@@ -253,6 +256,7 @@ impl VerifyFailure {
             VerifyFailure::OtherService => "other_service",
             VerifyFailure::TokenUsedUp => "token_used_up",
             VerifyFailure::PriceAboveToken => "price_above_token",
+            VerifyFailure::TokenRevoked => "token_revoked",
         }
     }
 }

@@ -127,8 +127,13 @@ impl ServiceTable {
     /// table is unchanged and the error names the key at fault.
     pub fn replace(&self, configs: &[ServiceConfig]) -> Result<(), ConfigError> {
         let router = Router::from_configs_in(configs, &self.metrics)?;
-        self.current.store(Arc::new(router));
+        self.install(router);
         Ok(())
+    }
+
+    /// Puts `router` in force.
+    pub fn install(&self, router: Router) {
+        self.current.store(Arc::new(router));
     }
 }
 

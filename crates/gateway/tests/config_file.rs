@@ -125,3 +125,28 @@ fn invalid_values_are_named() {
         err("[[services]]\nname=\"a\"\nupstream=\"http://x\"\nprice_sats=1").contains("backend")
     );
 }
+
+#[test]
+fn the_admin_listener_has_defaults_and_never_takes_the_public_address() {
+    let c = GatewayConfig::parse(GOOD).unwrap();
+    assert!(c.admin.enabled);
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8403");
+    assert_eq!(c.admin.sync_interval_secs, 2);
+    assert!(c.admin.token.is_none());
+    let head = |admin: &str| {
+        format!("listen = \"127.0.0.1:9999\"\n[admin]\n{admin}\n[backend]\nkind = \"dev\"\n")
+    };
+    for same in ["listen = \"127.0.0.1:9999\"", "listen = \"0.0.0.0:9999\""] {
+        let e = err(&head(same));
+        assert!(e.contains("admin.listen"), "{e}");
+    }
+    // Turned off, its address does not matter.
+    GatewayConfig::parse(&head("enabled = false\nlisten = \"127.0.0.1:9999\"")).unwrap();
+    let e = err(&head("sync_interval_secs = 0"));
+    assert!(e.contains("admin.sync_interval_secs"), "{e}");
+    let e = err(&head("bogus = 1"));
+    assert!(e.contains("bogus"), "{e}");
+    let c =
+        GatewayConfig::parse(&head("token = { env = \"T\" }\nlisten = \"127.0.0.1:0\"")).unwrap();
+    assert!(c.admin.token.is_some());
+}

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a secret could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,7 +26,10 @@ pub enum SecretError {
 
 /// Where a secret comes from, as written in TOML:
 /// `key = "literal"`, `key = { env = "VAR" }` or `key = { file = "/path" }`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+///
+/// `Serialize` writes the same forms, an inline secret included (for storing a configuration):
+/// redact it before showing a serialized source to anyone.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum SecretSource {
     /// The secret itself.

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admin;
 mod batch;
 mod postgres;
 mod sql;
@@ -23,6 +24,7 @@ mod stats;
 use async_trait::async_trait;
 use turnpike_l402::{Msat, PaymentHash, TokenId};
 
+pub use admin::{AdminStore, PaymentRecord, StoredService, TokenQuery, TokenRecord};
 pub use postgres::PgStore;
 pub use sql::{Codec, Dialect, SqlStore};
 pub use sqlite::SqliteStore;
@@ -273,6 +275,22 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
         Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(std::sync::Arc::new(PgStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// Opens the store named by `url` like [`open`], returning it both as the request path's
+/// [`Store`] and as the admin API's [`AdminStore`] (one pool).
+pub async fn open_with_admin(
+    url: &str,
+) -> Result<(std::sync::Arc<dyn Store>, std::sync::Arc<dyn AdminStore>), StoreError> {
+    if url.starts_with("sqlite:") {
+        let store = std::sync::Arc::new(SqliteStore::open(url).await?);
+        Ok((store.clone(), store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = std::sync::Arc::new(PgStore::open(url).await?);
+        Ok((store.clone(), store))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }

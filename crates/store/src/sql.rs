@@ -73,6 +73,10 @@ macro_rules! migrations {
                 )),
             ),
             (
+                3,
+                include_str!(concat!("../migrations/", $dir, "/0003_admin.sql")),
+            ),
+            (
                 4,
                 include_str!(concat!("../migrations/", $dir, "/0004_stats.sql")),
             ),
@@ -85,7 +89,8 @@ pub(crate) use {consume_insert, consume_upsert, invoice_insert, invoice_upsert, 
 const REFUND: &str = "UPDATE token_usage SET used = used - 1 WHERE token_id = $1 AND used > 0";
 
 const PRUNE_INVOICES: &str = "DELETE FROM invoices WHERE expires_at < $1
-    AND NOT EXISTS (SELECT 1 FROM token_usage u WHERE u.token_id = invoices.token_id)";
+    AND NOT EXISTS (SELECT 1 FROM token_usage u WHERE u.token_id = invoices.token_id)
+    AND NOT EXISTS (SELECT 1 FROM token_passes p WHERE p.token_id = invoices.token_id)";
 
 /// One statement: a row from an earlier window restarts at 1; otherwise count one more while
 /// under the limit. No row back means refused, nothing changed. A row from a later window
@@ -589,10 +594,11 @@ macro_rules! select_daily {
     };
 }
 
-/// A time pass's first use: a usage row granting unlimited calls, none used.
-const RECORD_PASS_USE: &str = "INSERT INTO token_usage
-    (token_id, service, calls_total, used, first_used_at, last_used_at)
-    VALUES ($1, $2, $3, 0, $4, $4)
+/// A time pass's first use: its row in `token_passes` (later uses move `last_used_at` through
+/// the admin store's `note_pass_use`).
+const RECORD_PASS_USE: &str =
+    "INSERT INTO token_passes (token_id, service, first_used_at, last_used_at)
+    VALUES ($1, $2, $3, $3)
     ON CONFLICT (token_id) DO NOTHING";
 
 /// Reads a `stats_daily` row of `select_daily!`.
@@ -684,7 +690,6 @@ where
         let done = sqlx::query(RECORD_PASS_USE)
             .bind(token.0.to_vec())
             .bind(service.to_owned())
-            .bind(i64::MAX)
             .bind(to_i64(now_unix))
             .execute(&self.pool)
             .await?;
@@ -731,5 +736,239 @@ where
         .await?;
         row.map(|row| crate::invoice_from_row(*hash, &row))
             .transpose()
+    }
+}
+
+const NEXT_SEQUENCE: &str = "UPDATE admin_sequence SET seq = seq + 1 WHERE id = 1 RETURNING seq";
+
+const SEQUENCE: &str = "SELECT seq FROM admin_sequence WHERE id = 1";
+
+const STORED_SERVICES: &str =
+    "SELECT name, config, updated_at, seq FROM admin_services ORDER BY name";
+
+const PUT_SERVICE: &str = "INSERT INTO admin_services (name, config, updated_at, seq)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (name) DO UPDATE
+       SET config = excluded.config, updated_at = excluded.updated_at, seq = excluded.seq";
+
+const REVOKE: &str = "INSERT INTO revocations (token_id, revoked_at, seq) VALUES ($1, $2, $3)
+    ON CONFLICT (token_id) DO NOTHING";
+
+const REVOCATIONS_SINCE: &str = "SELECT token_id FROM revocations WHERE seq > $1";
+
+/// Tokens minted (an invoice), with their use, newest first. `$1` service ('' = any), `$2` 0
+/// any / 1 paid / 2 unpaid, `$3`/`$4` the cursor position, `$5` the limit.
+const LIST_TOKENS: &str = "SELECT i.token_id, i.service, i.amount_msat, i.created_at,
+        u.calls_total, u.used, COALESCE(u.first_used_at, p.first_used_at),
+        COALESCE(u.last_used_at, p.last_used_at), r.revoked_at
+   FROM invoices i
+   LEFT JOIN token_usage u ON u.token_id = i.token_id
+   LEFT JOIN token_passes p ON p.token_id = i.token_id
+   LEFT JOIN revocations r ON r.token_id = i.token_id
+  WHERE ($1 = '' OR i.service = $1)
+    AND ($2 = 0
+         OR ($2 = 1 AND (u.token_id IS NOT NULL OR p.token_id IS NOT NULL))
+         OR ($2 = 2 AND u.token_id IS NULL AND p.token_id IS NULL))
+    AND (i.created_at < $3 OR (i.created_at = $3 AND i.token_id < $4))
+  ORDER BY i.created_at DESC, i.token_id DESC
+  LIMIT $5";
+
+/// First uses of counted tokens and of time passes, newest first.
+const RECENT_PAYMENTS: &str = "SELECT token_id, service, amount_msat, paid_at FROM (
+    SELECT u.token_id AS token_id, i.service AS service, i.amount_msat AS amount_msat,
+           u.first_used_at AS paid_at
+      FROM token_usage u JOIN invoices i ON i.token_id = u.token_id
+    UNION ALL
+    SELECT p.token_id, i.service, i.amount_msat, p.first_used_at
+      FROM token_passes p JOIN invoices i ON i.token_id = p.token_id
+     WHERE NOT EXISTS (SELECT 1 FROM token_usage u2 WHERE u2.token_id = p.token_id)
+  ) paid ORDER BY paid_at DESC, token_id DESC LIMIT $1";
+
+const NOTE_PASS: &str = "INSERT INTO token_passes (token_id, service, first_used_at, last_used_at)
+    VALUES ($1, $2, $3, $3)
+    ON CONFLICT (token_id) DO UPDATE
+       SET last_used_at = CASE WHEN excluded.last_used_at > token_passes.last_used_at
+                               THEN excluded.last_used_at ELSE token_passes.last_used_at END";
+
+type TokenRow = (
+    Vec<u8>,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn token_record(row: TokenRow) -> Result<crate::TokenRecord, StoreError> {
+    let (token, service, amount, issued, total, used, first, last, revoked) = row;
+    let opt = |v: Option<i64>, what| v.map(|v| crate::to_u64(v, what)).transpose();
+    let first_used = opt(first, "token.first_used_at")?;
+    Ok(crate::TokenRecord {
+        token_id: crate::admin::token_id(token, "invoices.token_id")?,
+        service,
+        amount: turnpike_l402::Msat(crate::to_u64(amount, "invoices.amount_msat")?),
+        issued_at: crate::to_u64(issued, "invoices.created_at")?,
+        paid: first_used.is_some(),
+        calls_total: opt(total, "token_usage.calls_total")?,
+        calls_used: opt(used, "token_usage.used")?.unwrap_or(0),
+        first_used,
+        last_used: opt(last, "token.last_used_at")?,
+        revoked: revoked.is_some(),
+    })
+}
+
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Codec<DB>,
+{
+    /// Runs `write` (binding the change's sequence number) in one writing transaction that first
+    /// takes the next sequence number.
+    async fn with_next_sequence(
+        &self,
+        write: impl FnOnce(i64) -> sqlx::query::Query<'static, DB, <DB as Database>::Arguments>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let seq: i64 = sqlx::query_scalar(NEXT_SEQUENCE)
+            .fetch_one(&mut *tx)
+            .await?;
+        write(seq).execute(&mut *tx).await?;
+        tx.commit().await?;
+        crate::to_u64(seq, "admin_sequence.seq")
+    }
+}
+
+#[async_trait]
+impl<DB: Dialect> crate::AdminStore for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Codec<DB>,
+    Vec<u8>: Codec<DB>,
+    String: Codec<DB>,
+    Option<String>: Codec<DB>,
+    Option<i64>: Codec<DB>,
+{
+    async fn sequence(&self) -> Result<u64, StoreError> {
+        let seq: i64 = sqlx::query_scalar(SEQUENCE).fetch_one(&self.pool).await?;
+        crate::to_u64(seq, "admin_sequence.seq")
+    }
+
+    async fn stored_services(&self) -> Result<Vec<crate::StoredService>, StoreError> {
+        let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(STORED_SERVICES)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(name, config, updated_at, seq)| {
+                Ok(crate::StoredService {
+                    name,
+                    config,
+                    updated_at: crate::to_u64(updated_at, "admin_services.updated_at")?,
+                    seq: crate::to_u64(seq, "admin_services.seq")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_service(
+        &self,
+        name: &str,
+        config: Option<&str>,
+        now_unix: u64,
+    ) -> Result<u64, StoreError> {
+        let (name, config) = (name.to_owned(), config.map(str::to_owned));
+        self.with_next_sequence(move |seq| {
+            sqlx::query(PUT_SERVICE)
+                .bind(name)
+                .bind(config)
+                .bind(to_i64(now_unix))
+                .bind(seq)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, token: &TokenId, now_unix: u64) -> Result<u64, StoreError> {
+        let token = token.0.to_vec();
+        self.with_next_sequence(move |seq| {
+            sqlx::query(REVOKE)
+                .bind(token)
+                .bind(to_i64(now_unix))
+                .bind(seq)
+        })
+        .await
+    }
+
+    async fn revocations_since(&self, after: u64) -> Result<Vec<TokenId>, StoreError> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(REVOCATIONS_SINCE)
+            .bind(to_i64(after))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|t| crate::admin::token_id(t, "revocations.token_id"))
+            .collect()
+    }
+
+    async fn list_tokens(
+        &self,
+        q: &crate::TokenQuery<'_>,
+    ) -> Result<Vec<crate::TokenRecord>, StoreError> {
+        let paid: i64 = match q.paid {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        };
+        let (before_at, before_id) = q.before.map_or((i64::MAX, vec![0xff; 33]), |(at, id)| {
+            (to_i64(at), id.0.to_vec())
+        });
+        let rows: Vec<TokenRow> = sqlx::query_as(LIST_TOKENS)
+            .bind(q.service.unwrap_or_default().to_owned())
+            .bind(paid)
+            .bind(before_at)
+            .bind(before_id)
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(token_record).collect()
+    }
+
+    async fn recent_payments(&self, limit: u32) -> Result<Vec<crate::PaymentRecord>, StoreError> {
+        let rows: Vec<(Vec<u8>, String, i64, i64)> = sqlx::query_as(RECENT_PAYMENTS)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(token, service, amount, paid_at)| {
+                Ok(crate::PaymentRecord {
+                    token_id: crate::admin::token_id(token, "token_usage.token_id")?,
+                    service,
+                    amount: turnpike_l402::Msat(crate::to_u64(amount, "invoices.amount_msat")?),
+                    paid_at: crate::to_u64(paid_at, "token_usage.first_used_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn note_pass_use(
+        &self,
+        token: &TokenId,
+        service: &str,
+        now_unix: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(NOTE_PASS)
+            .bind(token.0.to_vec())
+            .bind(service.to_owned())
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: i64 = sqlx::query_scalar(SEQUENCE).fetch_one(&self.pool).await?;
+        Ok(())
     }
 }

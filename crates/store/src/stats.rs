@@ -194,9 +194,8 @@ pub trait StatsStore: Send + Sync + 'static {
     ) -> Result<Vec<DailyStats>, StoreError>;
 
     /// Records the first use of a token that counts no calls (a time pass) for `service`:
-    /// `true` if this call recorded it, `false` if the token was used before. The usage row it
-    /// creates grants unlimited calls (`calls_total` = `i64::MAX`, none used), so a holder who
-    /// narrows the token with a calls caveat is still counted by [`crate::Store::consume_call`].
+    /// `true` if this call recorded it, `false` if the token was used before. The row is the
+    /// token's in `token_passes` (the admin store moves its last use later).
     async fn record_pass_use(
         &self,
         token: &TokenId,

@@ -100,7 +100,11 @@ pub fn demo_config(listen: SocketAddr, data_dir: PathBuf, upstream: SocketAddr) 
 }
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn run(
+    listen: SocketAddr,
+    data_dir: Option<PathBuf>,
+    admin_listen: SocketAddr,
+) -> anyhow::Result<()> {
     let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("turnpike-demo"));
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -111,13 +115,22 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
             tracing::error!(error = %e, "demo API stopped");
         }
     });
-    let config = demo_config(listen, data_dir.clone(), upstream_addr);
+    let mut config = demo_config(listen, data_dir.clone(), upstream_addr);
+    config.admin.listen = admin_listen;
+    let admin_config = config.admin.clone();
     let gateway = turnpike_gateway::Gateway::from_config(config)
         .await
         .context("starting the gateway")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen} (is another turnpike running?)"))?;
+    let admin = crate::start_admin(&gateway, &admin_config, &data_dir, listener.local_addr()?)
+        .await?
+        .context("the demo runs the admin listener")?;
+    let admin_token = admin
+        .token_file
+        .as_ref()
+        .map_or_else(|| "[admin] token".to_owned(), |p| p.display().to_string());
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "turnpike".into());
@@ -125,7 +138,8 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     println!(
         "\nTurnpike demo gateway on {base}\n\
          Dev Lightning backend: real BOLT11 invoices on regtest, NO REAL MONEY moves.\n\
-         Data (master key, SQLite): {}\n\n\
+         Data (master key, SQLite): {}\n\
+         Dashboard and admin API: http://{}/ (admin token in {admin_token})\n\n\
          Priced endpoints of the built-in demo API:\n\
          \x20 GET {base}/hello              free\n\
          \x20 GET {base}/joke               1 sat per call\n\
@@ -136,7 +150,8 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
          \x20 {exe} fetch --wallet dev --max-sats 10 -v {base}/joke\n\
          \x20 {exe} fetch --wallet dev --max-sats 10 {base}/stream\n\n\
          Ctrl-C stops the demo.\n",
-        data_dir.display()
+        data_dir.display(),
+        admin.addr,
     );
     gateway
         .serve(listener, crate::shutdown_signal())

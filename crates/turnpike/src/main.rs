@@ -1,5 +1,6 @@
 //! `turnpike`: charge for any HTTP API per call over Lightning (L402).
 
+mod admin_cmd;
 mod backend_check;
 mod demo;
 mod fetch;
@@ -29,6 +30,8 @@ enum Command {
         #[arg(long, short, default_value = "turnpike.toml")]
         config: PathBuf,
     },
+    /// Manage a running gateway through its admin API: services, tokens, payments, stats.
+    Admin(admin_cmd::AdminArgs),
     /// Fetch a URL like curl, paying L402 challenges within a limit.
     Fetch(fetch::FetchArgs),
     /// Lightning backends and wallets.
@@ -72,6 +75,9 @@ enum Command {
         /// Data directory (default: turnpike-demo in the system's temporary directory).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Address of the admin listener (API and dashboard).
+        #[arg(long, default_value = turnpike_gateway::config::DEFAULT_ADMIN_LISTEN)]
+        admin_listen: SocketAddr,
     },
 }
 
@@ -167,6 +173,7 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let listen = config.listen;
     let services = config.services.len();
     let workers = config.worker_threads();
+    let (admin, data_dir) = (config.admin.clone(), config.data_dir.clone());
     raise_file_limit(config.connections.max);
     let gateway = turnpike_gateway::Gateway::from_config(config)
         .await
@@ -174,23 +181,73 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let admin = start_admin(&gateway, &admin, &data_dir, listener.local_addr()?).await?;
     tracing::info!(%listen, services, workers, "turnpike gateway listening");
-    let reloader = tokio::spawn(reload_on_sighup(config_path, gateway.services()));
+    let reloader = tokio::spawn(reload_on_sighup(config_path, gateway.control()));
     let served = gateway
         .serve_on_workers(listener, workers, shutdown_signal())
         .await
         .context("serving");
     reloader.abort();
+    if let Some(admin) = admin {
+        admin.task.abort();
+    }
     served
 }
 
-/// On each SIGHUP, reads the config file again and replaces the services with its
-/// `[[services]]`: a file with any error is refused (the old services stay) and the error logged
-/// with the key at fault. Requests in flight finish on the services they matched. Other keys
-/// take effect at the next start.
+/// A running admin listener.
+pub struct AdminListener {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The default token file, when the token is in it.
+    pub token_file: Option<PathBuf>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the admin listener of `gateway` (unless `[admin] enabled = false`), refusing the
+/// public listener's address.
+pub async fn start_admin(
+    gateway: &turnpike_gateway::Gateway,
+    config: &turnpike_gateway::config::AdminConfig,
+    data_dir: &std::path::Path,
+    public: SocketAddr,
+) -> anyhow::Result<Option<AdminListener>> {
+    if !config.enabled {
+        return Ok(None);
+    }
+    if config.listen == public {
+        anyhow::bail!("admin.listen {} is the public listener", config.listen);
+    }
+    let (token, token_file) = turnpike_admin::token_file::load(config.token.as_ref(), data_dir)
+        .context("the admin token")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the admin listener {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let gateway = gateway.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) =
+            turnpike_admin::serve(&gateway, &token, listener, std::future::pending()).await
+        {
+            tracing::error!(error = %e, "the admin listener stopped");
+        }
+    });
+    tracing::info!(%addr, "admin API and dashboard listening");
+    Ok(Some(AdminListener {
+        addr,
+        token_file,
+        task,
+    }))
+}
+
+/// On each SIGHUP, reads the config file again and replaces the file's services with its
+/// `[[services]]`, keeping the services stored through the admin API over them: a file with any
+/// error (or one that clashes with the stored services) is refused (the old services stay) and
+/// the error logged with the key at fault. Requests in flight finish on the services they
+/// matched. Other keys take effect at the next start.
 async fn reload_on_sighup(
     config_path: PathBuf,
-    services: std::sync::Arc<turnpike_gateway::router::ServiceTable>,
+    control: std::sync::Arc<turnpike_gateway::control::Control>,
 ) {
     #[cfg(unix)]
     {
@@ -201,8 +258,13 @@ async fn reload_on_sighup(
             return;
         };
         while hangups.recv().await.is_some() {
-            let reloaded = turnpike_gateway::GatewayConfig::load(&config_path)
-                .and_then(|config| services.replace(&config.services).map(|()| config));
+            let reloaded = match turnpike_gateway::GatewayConfig::load(&config_path) {
+                Ok(config) => control
+                    .replace_file_services(config.services.clone())
+                    .await
+                    .map(|()| config),
+                Err(e) => Err(e),
+            };
             match reloaded {
                 Ok(config) => tracing::info!(
                     services = config.services.len(),
@@ -218,7 +280,7 @@ async fn reload_on_sighup(
         }
     }
     #[cfg(not(unix))]
-    let _ = (config_path, services);
+    let _ = (config_path, control);
 }
 
 /// Raises the soft limit on open files to the hard one, and warns when it is still too low for
@@ -261,9 +323,13 @@ fn main() -> std::process::ExitCode {
                     .await
                     .map(|()| std::process::ExitCode::SUCCESS)
             }
-            Command::Demo { listen, data_dir } => {
+            Command::Demo {
+                listen,
+                data_dir,
+                admin_listen,
+            } => {
                 init_logging("info");
-                demo::run(listen, data_dir)
+                demo::run(listen, data_dir, admin_listen)
                     .await
                     .map(|()| std::process::ExitCode::SUCCESS)
             }
@@ -314,6 +380,10 @@ fn main() -> std::process::ExitCode {
             Command::Mcp(args) => {
                 init_logging("warn");
                 mcp::run(args).await
+            }
+            Command::Admin(args) => {
+                init_logging("warn");
+                admin_cmd::run(args).await
             }
             Command::Fetch(args) => {
                 init_logging(if args.verbose { "warn" } else { "error" });

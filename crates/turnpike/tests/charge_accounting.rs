@@ -157,6 +157,7 @@ async fn a_refund_survives_the_client_hanging_up_while_it_is_written() {
         store: store.clone(),
         backend: dev.clone(),
         dev: Some(dev.clone()),
+        admin: None,
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -55,6 +55,7 @@ fn write_config(
         format!(
             r#"
 listen = "{listen}"
+admin.listen = "127.0.0.1:0"
 data_dir = "data"
 
 [backend]
@@ -226,9 +227,11 @@ fn a_bad_config_fails_at_start_naming_the_key() {
 fn the_demo_prints_commands_that_work() {
     let dir = tempfile::tempdir().unwrap();
     let listen = free_port();
+    let admin = free_port();
     let mut demo = Running(
         Command::new(BIN)
-            .args(["demo", "--listen", &listen.to_string(), "--data-dir"])
+            .args(["demo", "--listen", &listen.to_string()])
+            .args(["--admin-listen", &admin.to_string(), "--data-dir"])
             .arg(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -255,6 +258,16 @@ fn the_demo_prints_commands_that_work() {
         .find(|l| l.contains(" fetch --wallet dev") && l.contains("/joke"))
         .expect("a fetch command");
 
+    // The printed dashboard answers, and the printed token file opens the admin API.
+    let dashboard = format!("http://{admin}/");
+    assert!(printed.contains(&dashboard), "{printed}");
+    let token_file = dir.path().join("admin.token");
+    assert!(
+        printed.contains(&token_file.display().to_string()),
+        "{printed}"
+    );
+    let token = std::fs::read_to_string(&token_file).unwrap();
+
     // The printed curl target answers 402 with both challenges.
     let url = curl.split_whitespace().last().unwrap();
     turnpike_lightning::ensure_crypto_provider();
@@ -262,6 +275,20 @@ fn the_demo_prints_commands_that_work() {
     let resp = rt.block_on(reqwest::get(url)).unwrap();
     assert_eq!(resp.status(), 402);
     assert_eq!(resp.headers().get_all("www-authenticate").iter().count(), 2);
+    let page = rt.block_on(reqwest::get(&dashboard)).unwrap();
+    assert_eq!(page.status(), 200);
+    let services = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{dashboard}api/v1/services"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    assert_eq!(services["services"].as_array().unwrap().len(), 4);
 
     // The printed fetch command pays and gets a joke.
     let words: Vec<&str> = fetch_line.split_whitespace().collect();

@@ -134,7 +134,7 @@ fn start(connections: &str, file_limit: Option<u32>) -> Gateway {
     std::fs::write(
         &config,
         format!(
-            "listen = \"{addr}\"\nworkers = 2\n[connections]\n{connections}\n\
+            "listen = \"{addr}\"\nadmin.listen = \"127.0.0.1:0\"\nworkers = 2\n[connections]\n{connections}\n\
              [backend]\nkind = \"dev\"\n\
              [[services]]\nname = \"priced\"\npath = \"/priced\"\nupstream = \"http://{up}\"\n\
              price_sats = 5\npricer = {{ url = \"http://127.0.0.1:9/\" }}\n\

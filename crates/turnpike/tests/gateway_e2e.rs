@@ -170,6 +170,7 @@ async fn start_full(
         store: store.clone(),
         backend: dev.clone(),
         dev: Some(dev.clone()),
+        admin: None,
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -133,7 +133,7 @@ fn serve(
     std::fs::write(
         &path,
         format!(
-            "listen = \"{addr}\"\ndata_dir = \"data\"\n{top}\n[backend]\n{backend}\n\
+            "listen = \"{addr}\"\nadmin.listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n{top}\n[backend]\n{backend}\n\
              [[services]]\nname = \"quote\"\npath = \"/quote\"\nupstream = \"http://{upstream}\"\nprice_sats = 21\n"
         ),
     )

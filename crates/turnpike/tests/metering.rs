@@ -44,7 +44,11 @@ fn free_port() -> SocketAddr {
 /// Starts `turnpike serve` with `config` (the `listen` key is prepended) and waits until healthy.
 fn spawn_gateway(dir: &std::path::Path, name: &str, config: &str, addr: SocketAddr) -> Gateway {
     let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, format!("listen = \"{addr}\"\n{config}")).unwrap();
+    std::fs::write(
+        &path,
+        format!("listen = \"{addr}\"\nadmin.listen = \"127.0.0.1:0\"\n{config}"),
+    )
+    .unwrap();
     let child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&path)

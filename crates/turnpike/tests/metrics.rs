@@ -200,6 +200,7 @@ async fn start(store: Arc<dyn Store>, data_dir: &std::path::Path, client_ip: &st
         store,
         backend: dev.clone(),
         dev: Some(dev.clone()),
+        admin: None,
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -122,7 +122,8 @@ fn sighup_reloads_the_services_and_a_bad_file_keeps_them() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("turnpike.toml");
-    let head = format!("listen = \"{addr}\"\n[backend]\nkind = \"dev\"\n");
+    let head =
+        format!("listen = \"{addr}\"\nadmin.listen = \"127.0.0.1:0\"\n[backend]\nkind = \"dev\"\n");
     let free = format!(
         "[[services]]\nname = \"free\"\npath = \"/free\"\nupstream = \"http://{up}\"\nprice_sats = 0\n"
     );

@@ -107,6 +107,9 @@ fn count_rejection(state: &SharedState, ctx: &RequestCtx, code: ErrorCode) {
         ErrorCode::PaymentNotSettled => state
             .metrics
             .verification_failed(VerifyFailure::PaymentNotSettled),
+        ErrorCode::TokenRevoked => state
+            .metrics
+            .verification_failed(VerifyFailure::TokenRevoked),
         _ => {}
     }
 }
@@ -139,8 +142,8 @@ async fn run(
         return free_call(state, ctx, req).await;
     };
     admit(state, ctx, &token).await?;
-    if fresh && token.grant.calls.is_none() {
-        note_pass_use(state, ctx, &token);
+    if token.grant.calls.is_none() {
+        note_pass(state, ctx, &token, fresh);
     }
     let (req, charge) = charge(state, ctx, &token, req).await?;
     Ok(forward(state, ctx, req, charge, Paid::Yes).await)
@@ -162,14 +165,22 @@ fn payment_of(ctx: &RequestCtx, token: &VerifiedToken) -> turnpike_l402::Msat {
         .map_or_else(|| ctx.service.price_msat(), turnpike_l402::Msat)
 }
 
-/// A time pass (a token that counts no calls) this worker verified afresh: the first time this
-/// process sees it, it is recorded in the store in the background, and counted as a payment if
-/// no process recorded it before. No store write on later calls.
-fn note_pass_use(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) {
-    if state.passes_seen.contains(&token.token_id) {
-        return;
+/// A time pass (a token that counts no calls, so writes nothing per call): the first time this
+/// process verifies it afresh, its first use is recorded in the store in the background and
+/// counted as a payment if no process recorded it before; later, this worker moves its last use
+/// at most once a minute.
+fn note_pass(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken, fresh: bool) {
+    if fresh && !state.passes_seen.contains(&token.token_id) {
+        state.passes_seen.insert(token.token_id);
+        state.passes.due(&token.token_id, ctx.now);
+        record_pass_use(state, ctx, token);
+    } else {
+        note_pass_last_use(state, ctx, token);
     }
-    state.passes_seen.insert(token.token_id);
+}
+
+/// Records a time pass's first use; counts the payment when this was the first record.
+fn record_pass_use(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) {
     let (store, metrics) = (state.store.clone(), state.metrics.clone());
     let service = ctx.service.metrics.clone();
     let (token_id, amount, now) = (token.token_id, payment_of(ctx, token), ctx.now);
@@ -302,6 +313,12 @@ fn authenticate(
         }
     };
     match verified {
+        // Checked after the memo, so a remembered credential of a revoked token is refused too.
+        Ok(token) if state.control.is_revoked(&token.token_id) => Err(ApiError::new(
+            ErrorCode::TokenRevoked,
+            "This L402 token was revoked by the provider.",
+        )
+        .into()),
         Ok(token) => Ok(Some((token, fresh))),
         Err(VerifyError::Caveat(CaveatError::Expired { .. })) => {
             Err(Halt::Challenge(ChallengeReason::TokenExpired))
@@ -379,6 +396,27 @@ async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> 
             .into())
         }
     }
+}
+
+/// Moves a time pass's last use in the store (admin listings), at most once a minute per worker.
+fn note_pass_last_use(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) {
+    let Some(admin) = state.control.store() else {
+        return;
+    };
+    if !state.passes.due(&token.token_id, ctx.now) {
+        return;
+    }
+    let (admin, token, service, now) = (
+        admin.clone(),
+        token.token_id,
+        ctx.service.name.clone(),
+        ctx.now,
+    );
+    state.background.spawn(async move {
+        if let Err(e) = admin.note_pass_use(&token, &service, now).await {
+            tracing::warn!(error = %e, "cannot record a time pass's use");
+        }
+    });
 }
 
 /// Phase 3: Charges one call, only for tokens that count calls. With an `Idempotency-Key`, the entry

@@ -92,7 +92,7 @@ pub fn dev_gateway(
     std::fs::write(
         &config,
         format!(
-            "listen = \"{listen}\"\ndata_dir = \"gateway-data\"\n\n[backend]\nkind = \"dev\"\n\n{services}"
+            "listen = \"{listen}\"\nadmin.listen = \"127.0.0.1:0\"\ndata_dir = \"gateway-data\"\n\n[backend]\nkind = \"dev\"\n\n{services}"
         ),
     )
     .unwrap();

@@ -1,0 +1,2 @@
+// Placeholder: the dashboard's script replaces this file.
+"use strict";

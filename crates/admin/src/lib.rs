@@ -1,0 +1,184 @@
+//! # turnpike-admin
+//!
+//! The admin listener of a Turnpike gateway, on its own address: a JSON API under `/api/v1/`
+//! (services changed at runtime, tokens listed and revoked, payments, health), described by the
+//! OpenAPI document served at `/api/v1/openapi.json`, and the dashboard's files, embedded.
+//! Every route but the dashboard's files and the OpenAPI document (which hold no data) requires
+//! `Authorization: Bearer <admin token>`, compared in constant time.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+mod health;
+pub mod services;
+mod stats;
+pub mod token_file;
+mod tokens;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderValue, header};
+use subtle::ConstantTimeEq;
+use turnpike_gateway::Gateway;
+use turnpike_gateway::control::Control;
+use turnpike_lightning::InvoiceBackend;
+use turnpike_store::AdminStore;
+
+use crate::error::{AdminError, Code};
+
+/// The OpenAPI 3.1 document of the admin API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Routes served without the admin token (they hold no data).
+const PUBLIC: [&str; 4] = [
+    "/",
+    "/assets/app.js",
+    "/assets/style.css",
+    "/api/v1/openapi.json",
+];
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Api {
+    gateway: Gateway,
+    control: Arc<Control>,
+    backend: Arc<dyn InvoiceBackend>,
+    token: Arc<str>,
+}
+
+impl Api {
+    /// The admin API of `gateway`, opened by the bearer `token`.
+    pub fn new(gateway: &Gateway, token: &str) -> Api {
+        Api {
+            gateway: gateway.clone(),
+            control: gateway.control(),
+            backend: gateway.backend(),
+            token: token.into(),
+        }
+    }
+
+    fn store(&self) -> Result<&Arc<dyn AdminStore>, AdminError> {
+        self.control
+            .store()
+            .ok_or_else(|| AdminError::store(&"this gateway has no admin store"))
+    }
+}
+
+/// The admin listener's application.
+pub fn router(api: Api) -> axum::Router {
+    let v1 = axum::Router::new()
+        .route("/health", get(health::health))
+        .route("/services", get(services::list).post(services::create))
+        .route(
+            "/services/{name}",
+            get(services::get)
+                .put(services::replace)
+                .patch(services::patch)
+                .delete(services::delete),
+        )
+        .route("/tokens", get(tokens::list))
+        .route("/tokens/{token_id}/revoke", post(tokens::revoke))
+        .route("/payments", get(tokens::payments))
+        .route("/stats", get(stats::stats))
+        .route("/openapi.json", get(openapi));
+    axum::Router::new()
+        .route("/", get(index))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/style.css", get(style_css))
+        .route("/metrics", get(stats::metrics))
+        .nest("/api/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
+        .with_state(api)
+}
+
+/// Serves the admin API of `gateway` on `listener` until `shutdown` completes.
+pub async fn serve(
+    gateway: &Gateway,
+    token: &str,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(Api::new(gateway, token)))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Lets public routes through; every other request needs `Authorization: Bearer <token>`.
+async fn authorize(State(api): State<Api>, req: Request, next: Next) -> Response {
+    if PUBLIC.contains(&req.uri().path()) || bearer_matches(&req, &api.token) {
+        return next.run(req).await;
+    }
+    AdminError::new(
+        Code::Unauthorized,
+        "The admin API needs `Authorization: Bearer <admin token>`.",
+    )
+    .into_response()
+}
+
+/// Whether the request carries exactly one `Authorization: Bearer <token>`. The digests are
+/// compared in constant time, so neither the token's bytes nor its length leak through timing.
+fn bearer_matches(req: &Request, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+        return false;
+    };
+    let (given, expected) = (Sha256::digest(given), Sha256::digest(token.as_bytes()));
+    !token.is_empty() && bool::from(given.as_slice().ct_eq(expected.as_slice()))
+}
+
+async fn not_found() -> AdminError {
+    AdminError::new(Code::NotFound, "No such admin route.")
+}
+
+async fn method_not_allowed() -> AdminError {
+    AdminError::new(
+        Code::MethodNotAllowed,
+        "This route does not serve this method.",
+    )
+}
+
+fn asset(content_type: &'static str, body: &'static [u8]) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    asset(
+        "text/html; charset=utf-8",
+        include_bytes!("../assets/index.html"),
+    )
+}
+
+async fn app_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/app.js"),
+    )
+}
+
+async fn style_css() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/style.css"),
+    )
+}
+
+async fn openapi() -> Response {
+    asset("application/json", OPENAPI.as_bytes())
+}

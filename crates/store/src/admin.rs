@@ -1,0 +1,126 @@
+//! The admin API's state, kept off the request path's [`Store`](crate::Store): services stored
+//! at runtime, revoked tokens, the use of time passes, and read-only listings of tokens and
+//! payments. One [`AdminStore`] implementation serves both databases (`sql.rs`).
+
+use async_trait::async_trait;
+use turnpike_l402::{Msat, TokenId};
+
+use crate::StoreError;
+
+/// A service stored through the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredService {
+    /// The service's name.
+    pub name: String,
+    /// Its `[[services]]` table as JSON; `None` is a tombstone (the name is deleted, hiding a
+    /// config-file service of that name).
+    pub config: Option<String>,
+    /// When it was last written (unix seconds).
+    pub updated_at: u64,
+    /// The change sequence number of that write.
+    pub seq: u64,
+}
+
+/// Which tokens [`AdminStore::list_tokens`] returns, newest issued first.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenQuery<'a> {
+    /// Only tokens minted for this service.
+    pub service: Option<&'a str>,
+    /// Only paid (used at least once) or only unpaid tokens.
+    pub paid: Option<bool>,
+    /// At most this many.
+    pub limit: u32,
+    /// Only tokens issued before this `(issued_at, token_id)` position (the previous page's
+    /// last).
+    pub before: Option<(u64, TokenId)>,
+}
+
+/// A token as the admin API lists it: minted with a 402 challenge, and paid once used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The token.
+    pub token_id: TokenId,
+    /// The service it was minted for.
+    pub service: String,
+    /// The invoice's amount.
+    pub amount: Msat,
+    /// When it was issued (unix seconds).
+    pub issued_at: u64,
+    /// Whether it was used (so paid).
+    pub paid: bool,
+    /// Calls it grants (`None`: uncounted, a time pass).
+    pub calls_total: Option<u64>,
+    /// Calls used so far (0 for an uncounted token).
+    pub calls_used: u64,
+    /// First use (unix seconds).
+    pub first_used: Option<u64>,
+    /// Last use known to the store (time passes: at most a minute behind).
+    pub last_used: Option<u64>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+/// A payment: a token's first paid use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    /// The token paid for.
+    pub token_id: TokenId,
+    /// Its service.
+    pub service: String,
+    /// The amount of its invoice.
+    pub amount: Msat,
+    /// When it was first used (unix seconds).
+    pub paid_at: u64,
+}
+
+/// The admin API's durable state. Obligations: every write takes the next change sequence
+/// number in the same transaction, so [`AdminStore::sequence`] grows with every change any
+/// replica makes, and a reader that saw sequence N and reads again sees every change after N.
+#[async_trait]
+pub trait AdminStore: Send + Sync + 'static {
+    /// The number of the latest change (0: none). One cheap read, for polling replicas.
+    async fn sequence(&self) -> Result<u64, StoreError>;
+
+    /// Every stored service and tombstone, by name.
+    async fn stored_services(&self) -> Result<Vec<StoredService>, StoreError>;
+
+    /// Stores `config` (JSON) as the service `name`, or a tombstone when `None`. Returns the
+    /// change's sequence number.
+    async fn put_service(
+        &self,
+        name: &str,
+        config: Option<&str>,
+        now_unix: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// Records `token` as revoked (again: nothing changes). Returns the change's sequence
+    /// number.
+    async fn revoke_token(&self, token: &TokenId, now_unix: u64) -> Result<u64, StoreError>;
+
+    /// Tokens revoked by changes numbered above `after`.
+    async fn revocations_since(&self, after: u64) -> Result<Vec<TokenId>, StoreError>;
+
+    /// Tokens, newest issued first (see [`TokenQuery`]).
+    async fn list_tokens(&self, query: &TokenQuery<'_>) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// The latest `limit` payments, newest first.
+    async fn recent_payments(&self, limit: u32) -> Result<Vec<PaymentRecord>, StoreError>;
+
+    /// Records a use of an uncounted token (a time pass) at `now_unix`: its first use, or a
+    /// later last use.
+    async fn note_pass_use(
+        &self,
+        token: &TokenId,
+        service: &str,
+        now_unix: u64,
+    ) -> Result<(), StoreError>;
+
+    /// A trivial query, to tell whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A token id read from a column.
+pub(crate) fn token_id(bytes: Vec<u8>, what: &'static str) -> Result<TokenId, StoreError> {
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt(what))?;
+    Ok(TokenId(bytes))
+}

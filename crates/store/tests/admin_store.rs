@@ -1,0 +1,246 @@
+//! The admin store's contract on a real SQLite file and the real PostgreSQL server: change
+//! sequence numbers, stored services and tombstones, revocations, token listings and payments
+//! (time passes included), and the invoice pruning that keeps a used time pass's invoice.
+//!
+//! PostgreSQL runs use `TURNPIKE_TEST_POSTGRES_URL` (a schema of their own); without it they are
+//! skipped with a message, unless `TURNPIKE_REQUIRE_POSTGRES=1`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use turnpike_l402::{Msat, PaymentHash, TokenId};
+use turnpike_store::{AdminStore, InvoiceRecord, PgStore, SqliteStore, Store, TokenQuery};
+
+type Both = (Arc<dyn Store>, Arc<dyn AdminStore>);
+
+async fn sqlite(dir: &tempfile::TempDir) -> Both {
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let s = Arc::new(SqliteStore::open(&url).await.unwrap());
+    let both: Both = (s.clone(), s);
+    both
+}
+
+async fn postgres() -> Option<(Both, Both, String, String)> {
+    let Ok(url) = std::env::var("TURNPIKE_TEST_POSTGRES_URL") else {
+        if std::env::var("TURNPIKE_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+            panic!("TURNPIKE_REQUIRE_POSTGRES=1 but TURNPIKE_TEST_POSTGRES_URL is not set");
+        }
+        eprintln!("SKIPPED: PostgreSQL admin store test (set TURNPIKE_TEST_POSTGRES_URL)");
+        return None;
+    };
+    let schema = format!("turnpike_admin_{}", &TokenId::random().to_hex()[..16]);
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let open = async || -> Both {
+        let options = sqlx::postgres::PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let s = Arc::new(PgStore::open_with(options).await.unwrap());
+        let both: Both = (s.clone(), s);
+        both
+    };
+    let (a, b) = (open().await, open().await);
+    Some((a, b, url, schema))
+}
+
+fn invoice(token: TokenId, service: &str, calls: Option<u64>, at: u64) -> InvoiceRecord {
+    InvoiceRecord {
+        payment_hash: PaymentHash(rand_bytes()),
+        token_id: token,
+        service: service.into(),
+        amount: Msat(2000),
+        calls,
+        created_at: at,
+        expires_at: at + 600,
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    TokenId::random().0
+}
+
+/// Services, tombstones and revocations, each change numbered; a second pool (another replica)
+/// sees them; concurrent writers get distinct numbers.
+async fn changes_are_numbered_and_shared(a: &Both, b: &Both) {
+    let (_, admin) = a;
+    let (_, other) = b;
+    assert_eq!(admin.sequence().await.unwrap(), 0);
+    let s1 = admin.put_service("x", Some("{\"a\":1}"), 10).await.unwrap();
+    let s2 = admin.put_service("y", None, 11).await.unwrap();
+    let s3 = admin.put_service("x", Some("{\"a\":2}"), 12).await.unwrap();
+    assert!(s1 < s2 && s2 < s3);
+    assert_eq!(other.sequence().await.unwrap(), s3);
+    let stored = other.stored_services().await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(
+        (stored[0].name.as_str(), stored[0].config.as_deref()),
+        ("x", Some("{\"a\":2}"))
+    );
+    assert_eq!(
+        (stored[1].name.as_str(), stored[1].config.as_deref()),
+        ("y", None)
+    );
+
+    let t = TokenId::random();
+    let r1 = admin.revoke_token(&t, 20).await.unwrap();
+    let r2 = other.revoke_token(&t, 21).await.unwrap();
+    assert!(r2 > r1);
+    assert_eq!(other.revocations_since(s3).await.unwrap(), [t]);
+    assert!(other.revocations_since(r1).await.unwrap().is_empty());
+
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 {
+            admin.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .put_service(&format!("s{i}"), Some("{}"), 30)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 20);
+    assert_eq!(admin.sequence().await.unwrap(), r2 + 20);
+}
+
+/// Tokens minted, used (counted and time passes), unpaid; filters, pages, payments, pruning.
+async fn tokens_and_payments_are_listed(both: &Both) {
+    let (store, admin) = both;
+    let (counted, pass, unpaid) = (TokenId([1; 32]), TokenId([2; 32]), TokenId([3; 32]));
+    store
+        .record_invoice(&invoice(counted, "a", Some(5), 100))
+        .await
+        .unwrap();
+    store
+        .record_invoice(&invoice(pass, "b", None, 101))
+        .await
+        .unwrap();
+    store
+        .record_invoice(&invoice(unpaid, "a", Some(5), 102))
+        .await
+        .unwrap();
+    store.consume_call(&counted, "a", 5, 200).await.unwrap();
+    store.consume_call(&counted, "a", 5, 210).await.unwrap();
+    admin.note_pass_use(&pass, "b", 300).await.unwrap();
+    admin.note_pass_use(&pass, "b", 360).await.unwrap();
+    admin.note_pass_use(&pass, "b", 330).await.unwrap();
+    admin.revoke_token(&counted, 400).await.unwrap();
+
+    let list = |service, paid, limit, before| async move {
+        admin
+            .list_tokens(&TokenQuery {
+                service,
+                paid,
+                limit,
+                before,
+            })
+            .await
+            .unwrap()
+    };
+    let all = list(None, None, 10, None).await;
+    let ids: Vec<TokenId> = all.iter().map(|t| t.token_id).collect();
+    assert_eq!(ids, [unpaid, pass, counted]);
+    let c = &all[2];
+    assert_eq!(
+        (
+            c.paid,
+            c.calls_total,
+            c.calls_used,
+            c.first_used,
+            c.last_used,
+            c.revoked
+        ),
+        (true, Some(5), 2, Some(200), Some(210), true)
+    );
+    assert_eq!(
+        (c.amount, c.issued_at, c.service.as_str()),
+        (Msat(2000), 100, "a")
+    );
+    let p = &all[1];
+    assert_eq!(
+        (
+            p.paid,
+            p.calls_total,
+            p.calls_used,
+            p.first_used,
+            p.last_used,
+            p.revoked
+        ),
+        (true, None, 0, Some(300), Some(360), false)
+    );
+    assert!(!all[0].paid && all[0].first_used.is_none());
+    let paid: Vec<TokenId> = list(None, Some(true), 10, None)
+        .await
+        .iter()
+        .map(|t| t.token_id)
+        .collect();
+    assert_eq!(paid, [pass, counted]);
+    let unpaid_only: Vec<TokenId> = list(None, Some(false), 10, None)
+        .await
+        .iter()
+        .map(|t| t.token_id)
+        .collect();
+    assert_eq!(unpaid_only, [unpaid]);
+    let of_a: Vec<TokenId> = list(Some("a"), None, 10, None)
+        .await
+        .iter()
+        .map(|t| t.token_id)
+        .collect();
+    assert_eq!(of_a, [unpaid, counted]);
+    let page = list(None, None, 1, Some((102, unpaid))).await;
+    assert_eq!(page[0].token_id, pass);
+
+    let payments = admin.recent_payments(10).await.unwrap();
+    let got: Vec<(TokenId, u64)> = payments.iter().map(|p| (p.token_id, p.paid_at)).collect();
+    assert_eq!(got, [(pass, 300), (counted, 200)]);
+    assert_eq!(admin.recent_payments(1).await.unwrap().len(), 1);
+
+    // Long after expiry only the unpaid invoice is pruned (the used time pass's is kept).
+    assert_eq!(store.prune_expired_invoices(10_000).await.unwrap(), 1);
+    assert_eq!(list(None, None, 10, None).await.len(), 2);
+    admin.ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_admin_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = sqlite(&dir).await;
+    let b = sqlite(&dir).await;
+    changes_are_numbered_and_shared(&a, &b).await;
+    let dir2 = tempfile::tempdir().unwrap();
+    tokens_and_payments_are_listed(&sqlite(&dir2).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_admin_store() {
+    let Some((a, b, url, schema)) = postgres().await else {
+        return;
+    };
+    changes_are_numbered_and_shared(&a, &b).await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let Some((c, _, url, schema)) = postgres().await else {
+        return;
+    };
+    tokens_and_payments_are_listed(&c).await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
