@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the dashboard's browser test needs (crates/turnpike/tests/dashboard_e2e.rs, which runs
-# tests/dashboard/dashboard.mjs): Debian's `chromium` and npm `playwright-core` (pinned in
-# tests/dashboard/package-lock.json; it drives that chromium and downloads no browser of its own).
+# crates/turnpike/tests/dashboard/dashboard.mjs): Debian's `chromium` and npm `playwright-core`
+# (pinned in the package-lock.json beside that script; it drives that chromium and downloads
+# no browser of its own).
 #
 #   scripts/dashboard-env.sh install   apt-get install chromium when missing (only as root, and
 #                                      only on CI or with TURNPIKE_INSTALL_CHROMIUM=1); npm ci of
@@ -15,7 +16,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-src="$repo/tests/dashboard"
+src="$repo/crates/turnpike/tests/dashboard"
 env_dir="${TURNPIKE_DASHBOARD_ENV:-$repo/.dashboard-env}"
 chromium="${TURNPIKE_CHROMIUM:-/usr/bin/chromium}"
 install_timeout=300

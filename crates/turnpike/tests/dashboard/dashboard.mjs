@@ -7,16 +7,17 @@
 // log out. No request may leave the admin origin, and the page must log no error (a CSP
 // violation included).
 //
-//   node tests/dashboard/dashboard.mjs --admin http://127.0.0.1:8403 --token-file DATA/admin.token \
-//        --public http://127.0.0.1:8080 --upstream http://127.0.0.1:9000 \
-//        [--screenshot target/test-output/dashboard.png] [--chromium /usr/bin/chromium] [--env DIR]
+//   node crates/turnpike/tests/dashboard/dashboard.mjs --admin http://127.0.0.1:8403 \
+//        --token-file DATA/admin.token --public http://127.0.0.1:8080 \
+//        --upstream http://127.0.0.1:9000 [--screenshot target/test-output/dashboard.png] \
+//        [--chromium /usr/bin/chromium] [--env DIR]
 //
 // --token TOKEN may replace --token-file. The paid call uses the gateway's dev backend
 // (`POST /_turnpike/dev/pay`), so the gateway must run with `[backend] kind = "dev"`.
-// The upstream must answer 2xx to `GET /<anything>`.
-// playwright-core is resolved from --env (default: $TURNPIKE_DASHBOARD_ENV or <repo>/.dashboard-env,
-// installed by `scripts/dashboard-env.sh install`). Exits 0 when every expectation held, 1
-// with `FAIL: ...` otherwise, 2 on bad arguments.
+// The upstream must answer 2xx to `GET /<anything>`. playwright-core is resolved from --env
+// (default: $TURNPIKE_DASHBOARD_ENV or <repo>/.dashboard-env, installed by
+// `scripts/dashboard-env.sh install`). Exits 0 when every expectation held, 1 with
+// `FAIL: ...` otherwise, 2 on bad arguments.
 
 import { createRequire } from "node:module";
 import { readFileSync, mkdirSync } from "node:fs";
@@ -24,7 +25,7 @@ import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
 
 function parseArgs(argv) {
   const out = {};
