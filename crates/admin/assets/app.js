@@ -17,6 +17,7 @@ const state = {
   timer: null,
   editing: null, // null: editor closed; {} adding; a service: editing it
   confirm: null, // {kind: "revoke"|"delete", id}
+  gen: 0, // refreshes started
   rendered: {}, // last JSON rendered per table, to keep focus when nothing changed
   services: [],
 };
@@ -165,13 +166,16 @@ function logout(message = "") {
 
 // ---------- refresh loop ----------
 
+// One refresh loop: a refresh started while another runs (a filter changed, a save) takes over
+// its timer.
 async function refresh() {
   clearTimeout(state.timer);
   if (!state.token) return;
+  const gen = ++state.gen;
   const results = await Promise.allSettled([
     loadHealth(), loadStats(), loadPayments(), loadServices(), loadTokens(),
   ]);
-  if (!state.token) return; // logged out meanwhile (401)
+  if (!state.token || gen !== state.gen) return; // logged out (401) or a newer refresh runs
   const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
   byTestId("updated").textContent = failed.length
     ? `update failed: ${failed[0]}`
@@ -572,13 +576,20 @@ async function saveService(ev) {
 
 // ---------- tokens ----------
 
-async function loadTokens() {
+function tokenQuery() {
   const f = byTestId("token-filters").elements;
   const q = new URLSearchParams({ limit: "50" });
   if (f.service.value.trim()) q.set("service", f.service.value.trim());
   if (f.paid.value) q.set("paid", f.paid.value);
-  const { tokens } = await api("GET", `/tokens?${q}`);
+  return q.toString();
+}
+
+async function loadTokens() {
+  const q = tokenQuery();
+  const { tokens, next } = await api("GET", `/tokens?${q}`);
+  if (q !== tokenQuery()) return; // the filter changed meanwhile: a newer answer is on its way
   state.tokens = tokens;
+  byTestId("tokens-more").textContent = next ? "Showing the newest 50: filter by service or payment to see others." : "";
   renderTokens();
 }
 

@@ -164,6 +164,18 @@ async function run(browser) {
   if (stored !== token) fail("the token is not kept in sessionStorage");
   ok("a wrong token is refused; the right one logs in; health is ok");
 
+  // --- Accessible names: every form control has a label, every button a name.
+  const unnamed = await page.evaluate(() => [
+    ...[...document.querySelectorAll("input, select, textarea")].filter((e) => e.labels.length === 0)
+      .map((e) => `${e.tagName.toLowerCase()} ${e.name || e.id}`),
+    ...[...document.querySelectorAll("button")].filter((b) => !(b.getAttribute("aria-label") || b.textContent.trim()))
+      .map((b) => `button ${b.dataset.testid}`),
+  ]);
+  if (unnamed.length) fail(`controls without a label or name: ${unnamed.join(", ")}`);
+  const charts = await page.locator('[data-testid$="-chart"] svg[role="img"][aria-label]').count();
+  if (charts !== 2) fail(`expected two charts with role="img" and an aria-label, found ${charts}`);
+  ok("every control is labelled and the charts have text alternatives");
+
   // --- Add a service through the editor; the API's field-named error shows next to the field.
   await byId("service-add").click();
   await byId("field-name").fill(service);
@@ -226,10 +238,9 @@ async function run(browser) {
   await byId("token-filter-service").fill(service);
   await byId("token-filter-service").press("Enter");
   const tokenRow = page.locator(`[data-testid="token-row"][data-token="${tokenId}"]`);
+  await until("only the new service's tokens in the filtered token list", () => page.locator('[data-testid="token-row"]')
+    .evaluateAll((rows, s) => rows.length > 0 && rows.every((r) => r.dataset.service === s), service), 10000);
   await tokenRow.waitFor({ state: "visible", timeout: 10000 });
-  if (await page.locator('[data-testid="token-row"]').evaluateAll((rows, s) => rows.some((r) => r.dataset.service !== s), service)) {
-    fail("the token filter by service shows tokens of other services");
-  }
   await tokenRow.getByTestId("token-revoke").click();
   await tokenRow.getByTestId("token-revoke-confirm").click();
   await until("the token row marked revoked", async () => (await tokenRow.getAttribute("data-revoked")) === "true", 10000);
