@@ -218,7 +218,15 @@ async function loadHealth() {
 // ---------- stats: totals, charts, top services ----------
 
 async function loadStats() {
-  const s = await api("GET", "/stats");
+  let s;
+  try {
+    s = await api("GET", "/stats");
+  } catch (e) {
+    delete state.rendered.stats;
+    const why = el("p", { class: "error", "data-testid": "stats-error", text: `Statistics unavailable: ${e.message}` });
+    byTestId("revenue-chart").replaceChildren(why);
+    throw e;
+  }
   const t = s.totals ?? {};
   byTestId("range").textContent = `(${s.from} to ${s.to})`;
   byTestId("total-earned").textContent = `${fmt(t.earned_sats)} sats`;
