@@ -5,7 +5,8 @@
 # with the official Prometheus client's text-format parser (`prometheus-client`, same venv),
 # the LNbits backend's tests against a real LNbits (scripts/lnbits.sh), and the x402 crate's
 # interop test against the official x402 client and facilitator on a local chain
-# (scripts/x402-env.sh; Node.js and npm needed).
+# (scripts/x402-env.sh; Node.js and npm needed), and the admin dashboard's test in Debian's
+# chromium driven by npm playwright-core (scripts/dashboard-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,6 +74,15 @@ if ! bash scripts/x402-env.sh status >/dev/null 2>&1; then
     cleanup+=(scripts/x402-env.sh)
 fi
 bash scripts/x402-env.sh start >/dev/null
+
+# The dashboard's browser test: Debian's chromium (installed here when missing, as root on CI)
+# and playwright-core pinned in crates/turnpike/tests/dashboard (npm ci, about 2 s; no browser
+# download). Nothing to start: the test starts the gateway and the browser itself.
+echo "==> dashboard browser test env"
+if [ "${CI:-}" = "true" ]; then
+    export TURNPIKE_INSTALL_CHROMIUM=1
+fi
+bash scripts/dashboard-env.sh install
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
