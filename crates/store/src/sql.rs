@@ -71,6 +71,10 @@ macro_rules! migrations {
                     "/0002_free_tier_idempotency.sql"
                 )),
             ),
+            (
+                5,
+                include_str!(concat!("../migrations/", $dir, "/0005_x402.sql")),
+            ),
         ]
     };
 }
@@ -132,6 +136,15 @@ const ABORT: &str = "DELETE FROM idempotency
   RETURNING charged";
 
 const PRUNE_IDEMPOTENCY: &str = "DELETE FROM idempotency WHERE state = 'done' AND created_at < $1";
+
+/// Claims an x402 payment: a new row, or nothing when the key is already held (one statement,
+/// atomic across processes sharing the database).
+const CLAIM_X402: &str = "INSERT INTO x402_payments (replay_key, claimed_at, expires_at)
+    VALUES ($1, $2, $3) ON CONFLICT (replay_key) DO NOTHING";
+
+const RELEASE_X402: &str = "DELETE FROM x402_payments WHERE replay_key = $1";
+
+const PRUNE_X402: &str = "DELETE FROM x402_payments WHERE expires_at < $1";
 
 const MIGRATION_APPLIED: &str = "SELECT version FROM turnpike_migrations WHERE version = $1";
 
@@ -548,6 +561,38 @@ where
 
     async fn prune_idempotency(&self, older_than_unix: u64) -> Result<u64, StoreError> {
         delete(&self.pool, PRUNE_IDEMPOTENCY, older_than_unix).await
+    }
+
+    async fn claim_x402_payment(
+        &self,
+        replay_key: &str,
+        now_unix: u64,
+        expires_at: u64,
+    ) -> Result<bool, StoreError> {
+        if replay_key.is_empty() || replay_key.len() > crate::MAX_X402_KEY_LEN {
+            return Err(StoreError::InvalidArgument(
+                "an x402 replay key is 1 to 512 bytes",
+            ));
+        }
+        let done = sqlx::query(CLAIM_X402)
+            .bind(replay_key.to_owned())
+            .bind(to_i64(now_unix))
+            .bind(to_i64(expires_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_x402_payment(&self, replay_key: &str) -> Result<(), StoreError> {
+        sqlx::query(RELEASE_X402)
+            .bind(replay_key.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_x402_payments(&self, now_unix: u64) -> Result<u64, StoreError> {
+        delete(&self.pool, PRUNE_X402, now_unix).await
     }
 }
 

@@ -1171,3 +1171,46 @@ async fn sqlite_files_are_readable_by_their_owner_only() {
         }
     }
 }
+
+store_test!(
+    x402_claims,
+    an_x402_payment_is_claimed_once_across_pools_released_and_pruned
+);
+
+/// Of many concurrent claims of one x402 payment, on two pools (two gateway processes), exactly
+/// one wins; other keys are independent; a released claim can be taken again; pruning removes
+/// only claims whose authorisation has expired.
+async fn an_x402_payment_is_claimed_once_across_pools_released_and_pruned(db: &TestDb) {
+    let (a, b) = (db.open().await, db.open().await);
+    let key = "eip155:84532/0xe7f1/0x7099/0x11";
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store.claim_x402_payment(key, 1000, 2000).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += u32::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one claim wins");
+    assert!(!b.claim_x402_payment(key, 1001, 2000).await.unwrap());
+    assert!(a.claim_x402_payment("other", 1000, 1500).await.unwrap());
+    assert!(matches!(
+        a.claim_x402_payment("", 1000, 1500).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        a.claim_x402_payment(&"k".repeat(513), 1000, 1500).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    b.release_x402_payment(key).await.unwrap();
+    b.release_x402_payment("never claimed").await.unwrap();
+    assert!(a.claim_x402_payment(key, 1002, 2000).await.unwrap());
+    // At 1600 only "other" (valid before 1500) has expired.
+    assert_eq!(a.prune_x402_payments(1600).await.unwrap(), 1);
+    assert!(!a.claim_x402_payment(key, 1600, 2000).await.unwrap());
+    assert!(b.claim_x402_payment("other", 1600, 1700).await.unwrap());
+    assert_eq!(a.prune_x402_payments(2001).await.unwrap(), 2);
+}
