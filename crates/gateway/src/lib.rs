@@ -34,6 +34,7 @@ pub mod settlement;
 pub mod upstream;
 pub mod verified;
 mod workers;
+pub mod x402;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,6 +175,7 @@ pub struct Shared {
     open_connections: Arc<serving::OpenConnections>,
     settlement: Option<settlement::SettledTokens>,
     background: Background,
+    x402: Option<Arc<x402::X402Settings>>,
 }
 
 /// The rate limiters in force (bounded memory each).
@@ -273,7 +275,14 @@ impl Gateway {
     /// parsed here, once).
     pub fn new(parts: GatewayParts) -> Result<Gateway, config::ConfigError> {
         parts.config.validate()?;
-        let router = router::Router::from_configs(&parts.config.services)?;
+        let x402 = parts
+            .config
+            .x402
+            .as_ref()
+            .map(x402::X402Settings::parse)
+            .transpose()?
+            .map(Arc::new);
+        let router = router::Router::from_configs_with(&parts.config.services, x402.as_deref())?;
         let trusted_proxies = client_ip::TrustedProxies::parse(&parts.config.trusted_proxies)
             .map_err(|message| config::ConfigError::Invalid {
                 key: "trusted_proxies".into(),
@@ -282,7 +291,8 @@ impl Gateway {
             .with_header(parts.config.forwarded_header);
         Ok(Gateway {
             state: Arc::new(AppState::for_worker(Arc::new(Shared {
-                services: Arc::new(router::ServiceTable::new(router)),
+                services: Arc::new(router::ServiceTable::with_x402(router, x402.clone())),
+                x402,
                 minter: Minter::new(parts.master_key),
                 store: parts.store,
                 backend: parts.backend,
@@ -335,7 +345,8 @@ impl Gateway {
     /// Serves on `listener` until `shutdown` completes, then closes idle connections and lets
     /// requests in flight finish (within `connections.shutdown_grace_secs`), all on the current
     /// Tokio runtime. Every minute it prunes expired unpaid invoices, ended free-tier
-    /// windows and idempotent responses older than the retry window.
+    /// windows, idempotent responses older than the retry window and x402 claims whose
+    /// authorisation has expired.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -394,6 +405,10 @@ impl Gateway {
                         store.prune_expired_invoices(now).await,
                     ),
                     ("ended free-tier windows", store.prune_free_tier(now).await),
+                    (
+                        "expired x402 payment claims",
+                        store.prune_x402_payments(now).await,
+                    ),
                     (
                         "old idempotent responses",
                         store

@@ -28,12 +28,20 @@ impl Router {
     /// Parses `[[services]]` tables (each one's routes before it). Errors name the key, as
     /// `services[1].routes[0].path`; names must be unique across services and routes.
     pub fn from_configs(configs: &[ServiceConfig]) -> Result<Router, ConfigError> {
+        Router::from_configs_with(configs, None)
+    }
+
+    /// Like [`Router::from_configs`], for a gateway with an `[x402]` section.
+    pub fn from_configs_with(
+        configs: &[ServiceConfig],
+        x402: Option<&crate::x402::X402Settings>,
+    ) -> Result<Router, ConfigError> {
         let mut all = Vec::new();
         let mut names = HashSet::new();
         for (i, c) in configs.iter().enumerate() {
             let within = format!("services[{i}]");
             let ServiceRoutes(routes) =
-                ServiceRoutes::try_from(c).map_err(|e| e.within(&within))?;
+                ServiceRoutes::parse(c, x402).map_err(|e| e.within(&within))?;
             let own = routes.len() - 1;
             for (j, s) in routes.iter().enumerate() {
                 if !names.insert(s.name.clone()) {
@@ -73,13 +81,21 @@ impl Router {
 #[derive(Debug)]
 pub struct ServiceTable {
     current: ArcSwap<Router>,
+    x402: Option<Arc<crate::x402::X402Settings>>,
 }
 
 impl ServiceTable {
     /// A table starting with `router`.
     pub fn new(router: Router) -> ServiceTable {
+        ServiceTable::with_x402(router, None)
+    }
+
+    /// A table starting with `router`, whose replacements are parsed with the gateway's
+    /// `[x402]` section.
+    pub fn with_x402(router: Router, x402: Option<Arc<crate::x402::X402Settings>>) -> ServiceTable {
         ServiceTable {
             current: ArcSwap::from_pointee(router),
+            x402,
         }
     }
 
@@ -91,7 +107,7 @@ impl ServiceTable {
     /// Replaces every service with those of `configs`, if they are all valid; otherwise the
     /// table is unchanged and the error names the key at fault.
     pub fn replace(&self, configs: &[ServiceConfig]) -> Result<(), ConfigError> {
-        let router = Router::from_configs(configs)?;
+        let router = Router::from_configs_with(configs, self.x402.as_deref())?;
         self.current.store(Arc::new(router));
         Ok(())
     }

@@ -38,6 +38,10 @@ pub struct Service {
     /// Header fields set on every upstream request, replacing the client's (values marked
     /// sensitive: never printed).
     pub upstream_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Whether its 402 offers a Lightning invoice (`"l402"` in `rails`).
+    pub l402: bool,
+    /// What it offers over x402 (`"x402"` in `rails`), if anything.
+    pub x402: Option<crate::x402::X402Offer>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,7 +60,19 @@ pub struct ServiceRoutes(pub Vec<Service>);
 impl TryFrom<&ServiceConfig> for ServiceRoutes {
     type Error = ConfigError;
 
+    /// Parses a service of a gateway without `[x402]` (a service with `"x402"` in its `rails`
+    /// is then an error).
     fn try_from(c: &ServiceConfig) -> Result<ServiceRoutes, ConfigError> {
+        ServiceRoutes::parse(c, None)
+    }
+}
+
+impl ServiceRoutes {
+    /// Parses one `[[services]]` table; `x402` is the gateway's `[x402]` section, if any.
+    pub fn parse(
+        c: &ServiceConfig,
+        x402: Option<&crate::x402::X402Settings>,
+    ) -> Result<ServiceRoutes, ConfigError> {
         check_name(&c.name).map_err(|m| invalid("name", m))?;
         let host = c
             .host
@@ -98,6 +114,7 @@ impl TryFrom<&ServiceConfig> for ServiceRoutes {
             c.token_lifetime_secs,
         )?;
         let upstream_headers = upstream_headers(&c.headers)?;
+        let (l402, x402) = rails(c, x402)?;
         let own = Service {
             name: c.name.clone(),
             host,
@@ -113,6 +130,8 @@ impl TryFrom<&ServiceConfig> for ServiceRoutes {
             pricer,
             allow_encoded_slashes: c.allow_encoded_slashes,
             upstream_headers,
+            l402,
+            x402,
         };
         let mut all = Vec::with_capacity(c.routes.len() + 1);
         for (j, r) in c.routes.iter().enumerate() {
@@ -162,6 +181,8 @@ impl Service {
             pricer: None,
             allow_encoded_slashes: self.allow_encoded_slashes,
             upstream_headers: self.upstream_headers.clone(),
+            l402: true,
+            x402: None,
         })
     }
 
@@ -193,9 +214,9 @@ impl Service {
         })
     }
 
-    /// Whether this service is free (no payment asked).
+    /// Whether this service is free (no payment asked on any rail).
     pub fn is_free(&self) -> bool {
-        self.price == Sats::ZERO
+        self.price == Sats::ZERO && self.x402.is_none()
     }
 
     /// The price of one payment in millisatoshis.
@@ -305,6 +326,66 @@ fn upstream_headers(
             Ok((header, value))
         })
         .collect()
+}
+
+/// The `rails` of a service and its x402 offer (`price_usdc` in the `[x402]` token). A service
+/// priced on one rail is priced on every rail it has.
+fn rails(
+    c: &ServiceConfig,
+    settings: Option<&crate::x402::X402Settings>,
+) -> Result<(bool, Option<crate::x402::X402Offer>), ConfigError> {
+    use crate::config::Rail;
+    if c.rails.is_empty() {
+        return Err(invalid(
+            "rails",
+            "must name at least one of \"l402\", \"x402\"",
+        ));
+    }
+    let l402 = c.rails.contains(&Rail::L402);
+    if !c.rails.contains(&Rail::X402) {
+        if c.price_usdc.is_some() {
+            return Err(invalid("price_usdc", "needs \"x402\" in rails"));
+        }
+        return Ok((l402, None));
+    }
+    let settings = settings.ok_or_else(|| {
+        invalid(
+            "rails",
+            "\"x402\" needs the gateway's [x402] section (facilitator, network, asset, pay_to)",
+        )
+    })?;
+    let price = c
+        .price_usdc
+        .as_ref()
+        .ok_or_else(|| invalid("price_usdc", "is required with \"x402\" in rails"))?;
+    let offer = settings
+        .offer(price)
+        .map_err(|m| invalid("price_usdc", m))?;
+    if l402 && c.price_sats == 0 {
+        return Err(invalid(
+            "price_sats",
+            "must be above 0 when the service is priced over x402 too",
+        ));
+    }
+    if !l402 && c.price_sats != 0 {
+        return Err(invalid(
+            "price_sats",
+            "must be 0 when \"l402\" is not in rails",
+        ));
+    }
+    if !c.routes.is_empty() {
+        return Err(invalid(
+            "rails",
+            "\"x402\" is not supported yet on a service with [[services.routes]]",
+        ));
+    }
+    if c.pricer.is_some() {
+        return Err(invalid(
+            "pricer",
+            "dynamic prices are in sats: not supported with \"x402\"",
+        ));
+    }
+    Ok((l402, Some(offer)))
 }
 
 fn check_name(name: &str) -> Result<(), String> {

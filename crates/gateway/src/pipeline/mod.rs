@@ -4,7 +4,8 @@
 //! 0. [`begin`]: put the target and host in canonical form, **match** a service, find the client.
 //! 1. [`price`]: ask the dynamic pricer, when the service has one.
 //! 2. [`authenticate`]: verify the L402 credential (no I/O), then [`admit`] the token (its price
-//!    cap, rate limits, the backend's word that it was paid).
+//!    cap, rate limits, the backend's word that it was paid). Without a credential, an x402
+//!    payment ([`pay_x402`]) is settled and buys a token instead.
 //! 3. [`charge`]: one call in the store (with an `Idempotency-Key`, entry and charge at once).
 //! 4. [`forward`] to the upstream, and **account**: a call the upstream did not serve is given
 //!    back ([`Charge`]).
@@ -47,6 +48,8 @@ pub(crate) struct RequestCtx {
     pub now: u64,
     /// The price the pricer set for it, when the service has one.
     pub dynamic_price: Option<Sats>,
+    /// Its URL, as an x402 challenge names the resource (only for services taking x402).
+    pub resource: String,
 }
 
 /// Why a phase ended the request.
@@ -102,6 +105,9 @@ async fn run(
         return Ok(forward(state, ctx, req, Charge::None).await);
     }
     let Some(token) = authenticate(state, ctx, &req)? else {
+        if ctx.service.x402.is_some() && crate::x402::carries_payment(req.headers()) {
+            return pay_x402(state, ctx, req).await;
+        }
         return free_call(state, ctx, req).await;
     };
     admit(state, ctx, &token).await?;
@@ -140,11 +146,16 @@ fn begin(
     {
         return Err(too_many(wait, "Too many requests from this address."));
     }
+    let resource = match service.x402 {
+        Some(_) => crate::x402::resource_url(&req),
+        None => String::new(),
+    };
     let ctx = RequestCtx {
         service,
         via,
         now: crate::unix_now(),
         dynamic_price: None,
+        resource,
     };
     Ok((req, ctx))
 }
@@ -241,6 +252,45 @@ fn authenticate(
     }
 }
 
+/// Phase 2 (x402): A request paying with x402 instead of a credential: the payment is checked,
+/// claimed, settled ([`crate::x402::pay`]) and buys a token, which this call is charged to as
+/// an L402 call would be. The response carries the settlement and the token's credential
+/// (which holds what the payment bought beyond this call, and this call if it is given back).
+async fn pay_x402(
+    state: &SharedState,
+    ctx: &RequestCtx,
+    req: Request<Body>,
+) -> Result<Response, Halt> {
+    let Some(settings) = &state.x402 else {
+        return Err(Halt::Challenge(ChallengeReason::NoCredential));
+    };
+    let cx = crate::x402::PayCtx {
+        settings,
+        store: &*state.store,
+        minter: &state.minter,
+        service: &ctx.service,
+        resource: &ctx.resource,
+        now: ctx.now,
+    };
+    let paid = match crate::x402::pay(&cx, req.headers()).await {
+        Ok(paid) => paid,
+        Err(crate::x402::PayError::Refused(r)) => {
+            return Err(Halt::Challenge(ChallengeReason::X402Refused(Box::new(r))));
+        }
+        Err(crate::x402::PayError::Error(e)) => return Err(e.into()),
+    };
+    if let Some(settled) = &state.settlement {
+        settled.insert(paid.token.token_id);
+    }
+    let resp = match charge(state, ctx, &paid.token, req).await {
+        Ok((req, charge)) => forward(state, ctx, req, charge).await,
+        Err(Halt::Respond(resp)) => *resp,
+        Err(Halt::Reject(e)) => e.into_response(),
+        Err(Halt::Challenge(reason)) => challenge(state, ctx, reason).await,
+    };
+    Ok(paid.decorate(resp))
+}
+
 /// Phase 2b: Whether a valid token may be used now: within its price cap and rate limits, and (once
 /// per token, when `check_settlement` is on) reported paid by the backend.
 async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> Result<(), Halt> {
@@ -273,6 +323,11 @@ async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> 
         return Ok(());
     };
     if settled.contains(&token.token_id) {
+        return Ok(());
+    }
+    // Bought with x402: no Lightning backend knows it, and it was settled before it was minted.
+    if crate::x402::is_issued(&state.minter, token) {
+        settled.insert(token.token_id);
         return Ok(());
     }
     match state.backend.lookup_invoice(&token.payment_hash).await {
@@ -429,7 +484,15 @@ async fn challenge(state: &SharedState, ctx: &RequestCtx, reason: ChallengeReaso
         )
         .into_response();
     }
-    crate::challenge::issue(state, &ctx.service, reason, ctx.now, ctx.dynamic_price).await
+    crate::challenge::issue(
+        state,
+        &ctx.service,
+        reason,
+        ctx.now,
+        ctx.dynamic_price,
+        &ctx.resource,
+    )
+    .await
 }
 
 /// Runs `read` (reading a request body the gateway needs before forwarding) within

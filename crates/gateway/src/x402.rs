@@ -1,0 +1,722 @@
+//! x402 on the gateway: a service with `rails = [.., "x402"]` also takes stablecoin payments
+//! (the `exact` scheme: a signed EIP-3009 transfer authorisation, settled on chain by a
+//! facilitator).
+//!
+//! A request carrying `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) goes through [`pay`]:
+//!
+//! 1. decode it, pick the offer it is for, and check it **here** against our own offer
+//!    ([`turnpike_x402::verify`]: network, asset, `payTo`, exact amount, time window, the
+//!    EIP-712 signature recovering `from`). A failing check is a `402`; nothing is sent anywhere.
+//! 2. **claim** its replay key (`network/asset/payer/nonce`) once in the shared store, so one
+//!    authorisation serves at most once, however many copies arrive at however many replicas.
+//! 3. the facilitator's `/verify` (balance, nonce state on chain, simulation), then `/settle`
+//!    (never retried). A claim is released only while nothing was sent to `/settle`.
+//! 4. what the payment bought is an ordinary L402 token ([`Paid`]): its id derived from the
+//!    replay key (unique per payment), its caveats those of an L402 token of the service, its
+//!    preimage issued by the gateway ([`turnpike_l402::root_key::MasterKey::issued_preimage`]).
+//!    This call is charged to it like any L402 call; the rest (a bundle, a time pass, a call
+//!    given back because the upstream failed) is used by presenting it in `Authorization`. The
+//!    response carries it in `Turnpike-Credential`, with `PAYMENT-RESPONSE`.
+
+use std::time::Duration;
+
+use axum::response::Response;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use turnpike_l402::TokenId;
+use turnpike_l402::credential::Credential;
+use turnpike_l402::token::{MintRequest, Minter, VerifiedToken};
+use turnpike_x402::facilitator::{self, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE};
+use turnpike_x402::payload::{PAYMENT_SIGNATURE, X_PAYMENT};
+use turnpike_x402::requirements::PAYMENT_REQUIRED;
+use turnpike_x402::{
+    Network, PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse,
+    TokenAmount, TokenDomain, VerifyResponse, X402Version, parse_address,
+};
+
+use crate::config::{ConfigError, TokenPrice, X402Config};
+use crate::error::{ApiError, ErrorCode};
+use crate::service::Service;
+
+/// Response header carrying the credential an x402 payment bought, ready to send back as
+/// `Authorization: <value>` (`L402 <macaroon>:<preimage>`).
+pub const CREDENTIAL: HeaderName = HeaderName::from_static("turnpike-credential");
+
+/// Domain separation of the token id derived from a payment's replay key.
+const TOKEN_ID_DOMAIN: &[u8] = b"turnpike-x402-token-id-v1";
+
+/// Largest facilitator answer read.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The `[x402]` section, parsed once: the chain, token, recipient and facilitator.
+#[derive(Debug)]
+pub struct X402Settings {
+    network: Network,
+    asset: turnpike_x402::Address,
+    pay_to: turnpike_x402::Address,
+    domain: TokenDomain,
+    decimals: u8,
+    max_timeout_secs: u64,
+    facilitator: Facilitator,
+}
+
+impl X402Settings {
+    /// Checks `[x402]`; errors name the key (`x402.asset`) and never repeat the URL.
+    pub fn parse(c: &X402Config) -> Result<X402Settings, ConfigError> {
+        let bad = |key: &str, m: &dyn std::fmt::Display| ConfigError::Invalid {
+            key: format!("x402.{key}"),
+            message: m.to_string(),
+        };
+        let network = Network::parse_caip2(&c.network).map_err(|e| bad("network", &e))?;
+        let asset = parse_address(&c.asset).map_err(|e| bad("asset", &e))?;
+        let pay_to = parse_address(&c.pay_to).map_err(|e| bad("pay_to", &e))?;
+        if pay_to.is_zero() {
+            return Err(bad("pay_to", &"must not be the zero address"));
+        }
+        for (key, text) in [
+            ("token_name", &c.token_name),
+            ("token_version", &c.token_version),
+        ] {
+            if text.is_empty() || text.len() > 64 {
+                return Err(bad(key, &"must be 1 to 64 characters"));
+            }
+        }
+        if c.decimals > 30 {
+            return Err(bad("decimals", &"must be at most 30"));
+        }
+        if c.max_timeout_secs < 30 || c.max_timeout_secs > 86_400 {
+            return Err(bad(
+                "max_timeout_secs",
+                &"must be between 30 and 86400 seconds",
+            ));
+        }
+        for (key, ms) in [
+            ("verify_timeout_ms", c.verify_timeout_ms),
+            ("settle_timeout_ms", c.settle_timeout_ms),
+        ] {
+            if ms == 0 || ms > 600_000 {
+                return Err(bad(key, &"must be between 1 and 600000"));
+            }
+        }
+        let facilitator = Facilitator::new(c).map_err(|m| bad("facilitator_url", &m))?;
+        Ok(X402Settings {
+            network,
+            asset,
+            pay_to,
+            domain: TokenDomain {
+                name: c.token_name.clone(),
+                version: c.token_version.clone(),
+            },
+            decimals: c.decimals,
+            max_timeout_secs: c.max_timeout_secs,
+            facilitator,
+        })
+    }
+
+    /// The offer of a service priced `price`: what its 402 carries and what a payment must
+    /// match exactly. Errors are messages for the `price_usdc` key.
+    pub fn offer(&self, price: &TokenPrice) -> Result<X402Offer, String> {
+        let amount = match price {
+            TokenPrice::BaseUnits(n) => TokenAmount::from_base_units(u128::from(*n)),
+            TokenPrice::Text(t) => match t.strip_suffix('u') {
+                Some(units) => TokenAmount::parse_base_units(units).map_err(|e| e.to_string())?,
+                None => TokenAmount::parse_decimal(t, self.decimals).map_err(|e| e.to_string())?,
+            },
+        };
+        if amount == TokenAmount::ZERO {
+            return Err(
+                "must be above zero (a free service sets price_sats = 0 and no x402)".into(),
+            );
+        }
+        Ok(X402Offer {
+            requirements: PaymentRequirements {
+                network: self.network,
+                amount,
+                asset: self.asset,
+                pay_to: self.pay_to,
+                max_timeout_seconds: self.max_timeout_secs,
+                extra: self.domain.clone(),
+            },
+            decimals: self.decimals,
+        })
+    }
+}
+
+/// What a service offers over x402.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct X402Offer {
+    /// The one `accepts` entry (scheme `exact`).
+    pub requirements: PaymentRequirements,
+    /// The token's decimals, to show the price to people.
+    pub decimals: u8,
+}
+
+impl X402Offer {
+    /// The price as people write it (`"0.01"`).
+    pub fn price_text(&self) -> String {
+        self.requirements.amount.to_decimal_string(self.decimals)
+    }
+
+    fn challenge(&self, resource: &str, service: &Service, error: &str) -> PaymentRequired {
+        let mut required = PaymentRequired::new(
+            ResourceInfo {
+                url: resource.to_owned(),
+                description: format!("{}: {}", service.name, service.grant_text()),
+                mime_type: String::new(),
+            },
+            vec![self.requirements.clone()],
+        );
+        required.error = Some(error.to_owned());
+        required
+    }
+}
+
+/// Why an x402 payment was refused with a `402` (a fresh challenge is sent with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The x402 reason code (`invalid_exact_evm_payload_signature`, …), in the challenge's
+    /// `error` and the JSON error's `reason`.
+    pub reason: String,
+    /// For people.
+    pub message: String,
+    /// The failure `PAYMENT-RESPONSE` (header name, value) of a refused settlement.
+    pub settle_header: Option<(HeaderName, String)>,
+}
+
+impl Refusal {
+    fn new(reason: impl Into<String>, message: impl Into<String>) -> Refusal {
+        Refusal {
+            reason: reason.into(),
+            message: message.into(),
+            settle_header: None,
+        }
+    }
+}
+
+/// The x402 parts of a 402 for `service`: the `PAYMENT-REQUIRED` header is added to `headers`
+/// and the v1 requirements to `body` (`x402Version`, `accepts`, `price_usdc`), keeping its
+/// other fields. A refusal's reason goes in `error.reason` and the v2 header's `error`.
+pub(crate) fn add_to_challenge(
+    service: &Service,
+    resource: &str,
+    refusal: Option<&Refusal>,
+    headers: &mut HeaderMap,
+    body: &mut Map<String, Value>,
+) {
+    let Some(offer) = &service.x402 else {
+        return;
+    };
+    let error = refusal.map_or("Payment required", |r| r.reason.as_str());
+    let required = offer.challenge(resource, service, error);
+    if let Ok(v) = HeaderValue::from_str(&required.to_header()) {
+        headers.insert(HeaderName::from_static(PAYMENT_REQUIRED), v);
+    }
+    let v1 = required.to_v1_body();
+    body.insert("x402Version".into(), v1["x402Version"].clone());
+    body.insert("accepts".into(), v1["accepts"].clone());
+    body.insert("price_usdc".into(), json!(offer.price_text()));
+    if let Some(r) = refusal {
+        if let Some(Value::Object(e)) = body.get_mut("error") {
+            e.insert("reason".into(), json!(r.reason));
+        }
+        if let Some((name, value)) = &r.settle_header
+            && let Ok(v) = HeaderValue::from_str(value)
+        {
+            headers.insert(name.clone(), v);
+        }
+    }
+}
+
+/// The resource URL a challenge names: the request's own (`http://host/path?query`).
+pub(crate) fn resource_url<B>(req: &http::Request<B>) -> String {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{host}{path}")
+}
+
+/// A settled payment: the token it bought (this call is charged to it) and what the response
+/// tells the client.
+pub(crate) struct Paid {
+    /// The token, as if its credential had just been verified.
+    pub token: VerifiedToken,
+    credential: String,
+    settle_header: (HeaderName, String),
+}
+
+impl Paid {
+    /// Adds `PAYMENT-RESPONSE` (v1: `X-PAYMENT-RESPONSE`) and `Turnpike-Credential` to the
+    /// response, whatever it is (a failed upstream's error included: the credential holds the
+    /// call given back). The response is marked `Cache-Control: private, no-store`.
+    pub fn decorate(self, mut resp: Response) -> Response {
+        let headers = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&self.settle_header.1) {
+            headers.insert(self.settle_header.0, v);
+        }
+        if let Ok(mut v) = HeaderValue::from_str(&self.credential) {
+            v.set_sensitive(true);
+            headers.insert(CREDENTIAL, v);
+        }
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
+        resp
+    }
+}
+
+/// Why [`pay`] did not produce a payment.
+pub(crate) enum PayError {
+    /// Refused: answer a fresh 402 with this.
+    Refused(Refusal),
+    /// Answer this error (store or facilitator unavailable, settlement unknown).
+    Error(ApiError),
+}
+
+/// Whether `headers` carry an x402 payment.
+pub(crate) fn carries_payment(headers: &HeaderMap) -> bool {
+    headers.contains_key(PAYMENT_SIGNATURE) || headers.contains_key(X_PAYMENT)
+}
+
+/// What [`pay`] needs of the gateway.
+pub(crate) struct PayCtx<'a> {
+    pub settings: &'a X402Settings,
+    pub store: &'a dyn turnpike_store::Store,
+    pub minter: &'a Minter,
+    pub service: &'a Service,
+    pub resource: &'a str,
+    pub now: u64,
+}
+
+/// Takes the x402 payment in `headers` for `cx.service`: checks it here, claims it, has the
+/// facilitator verify and settle it, and mints the token it bought. See the module's steps.
+pub(crate) async fn pay(cx: &PayCtx<'_>, headers: &HeaderMap) -> Result<Paid, PayError> {
+    let Some(offer) = &cx.service.x402 else {
+        return Err(PayError::Refused(Refusal::new(
+            "unsupported_scheme",
+            "This service does not take x402 payments.",
+        )));
+    };
+    let payment = decode(headers)?;
+    let offered = payment
+        .select(std::slice::from_ref(&offer.requirements))
+        .ok_or_else(|| {
+            PayError::Refused(Refusal::new(
+                "invalid_payment_requirements",
+                "The payment is not for what this service offers (network, asset, payTo, amount, maxTimeoutSeconds or token domain differ).",
+            ))
+        })?;
+    let verified = turnpike_x402::verify(&payment, offered, cx.now)
+        .map_err(|e| PayError::Refused(Refusal::new(e.reason(), format!("{e}."))))?;
+    let key = verified.replay_key();
+    let claimed = cx
+        .store
+        .claim_x402_payment(&key, cx.now, verified.valid_before)
+        .await
+        .map_err(|e| PayError::Error(store_unavailable(&e)))?;
+    if !claimed {
+        return Err(PayError::Refused(Refusal::new(
+            "payment_already_used",
+            "This payment authorisation was already presented. Sign a new one (a new nonce).",
+        )));
+    }
+    let resource = ResourceInfo {
+        url: cx.resource.to_owned(),
+        description: format!("{}: {}", cx.service.name, cx.service.grant_text()),
+        mime_type: String::new(),
+    };
+    let body = facilitator::request_body(&payment, offered, &resource)
+        .map_err(|e| PayError::Refused(Refusal::new("invalid_network", format!("{e}."))))?;
+    let release = || async {
+        if let Err(e) = cx.store.release_x402_payment(&key).await {
+            tracing::error!(error = %e, "could not release an x402 claim");
+        }
+    };
+    if let Err(e) = cx.settings.facilitator.verify(&body).await {
+        release().await;
+        return Err(e);
+    }
+    let settled = match cx.settings.facilitator.settle(&body).await {
+        Ok(s) => s,
+        Err(SettleFailure::NotSent(e)) => {
+            release().await;
+            return Err(e);
+        }
+        Err(SettleFailure::Unknown(why)) => {
+            tracing::error!(replay_key = %key, service = %cx.service.name, error = %why,
+                "x402 settlement outcome unknown: the payment may have moved; no call served");
+            return Err(PayError::Error(ApiError::new(
+                ErrorCode::X402SettlementUnknown,
+                "The facilitator did not confirm the settlement of this payment; it may or may not have moved. No call was served. Do not resend this payment: check the authorisation's state on chain (authorizationState(from, nonce) on the token) and sign a new one if it is unused.",
+            )));
+        }
+    };
+    let settle_header = settle_header(&settled, payment.version);
+    if !settled.success {
+        let reason = settled
+            .error_reason
+            .clone()
+            .unwrap_or_else(|| "unexpected_settle_error".into());
+        return Err(PayError::Refused(Refusal {
+            message: format!("The facilitator did not settle the payment ({reason})."),
+            reason,
+            settle_header: Some(settle_header),
+        }));
+    }
+    tracing::info!(service = %cx.service.name, payer = %verified.payer,
+        tx = ?settled.transaction, amount = %verified.amount, "x402 payment settled");
+    let (token, credential) = mint(cx.minter, cx.service, &key, cx.now)?;
+    Ok(Paid {
+        token,
+        credential,
+        settle_header,
+    })
+}
+
+fn decode(headers: &HeaderMap) -> Result<PaymentPayload, PayError> {
+    let decoded = match (headers.get(PAYMENT_SIGNATURE), headers.get(X_PAYMENT)) {
+        (Some(v), _) => PaymentPayload::from_payment_signature(v.as_bytes()),
+        (None, Some(v)) => PaymentPayload::from_x_payment(v.as_bytes()),
+        (None, None) => {
+            return Err(PayError::Refused(Refusal::new(
+                "invalid_payload",
+                "No payment.",
+            )));
+        }
+    };
+    decoded.map_err(|e| {
+        PayError::Refused(Refusal::new(
+            e.reason(),
+            format!("The payment cannot be decoded: {e}."),
+        ))
+    })
+}
+
+fn settle_header(settled: &SettleResponse, version: X402Version) -> (HeaderName, String) {
+    let name = match version {
+        X402Version::V1 => X_PAYMENT_RESPONSE,
+        X402Version::V2 => PAYMENT_RESPONSE,
+    };
+    (HeaderName::from_static(name), settled.to_header(version))
+}
+
+/// The token id of the payment `replay_key`: `SHA-256(domain || replay_key)`, so one payment
+/// always names one token (its calls are counted once, in the store, by this id).
+pub fn token_id(replay_key: &str) -> TokenId {
+    let mut h = Sha256::new();
+    h.update(TOKEN_ID_DOMAIN);
+    h.update(replay_key.as_bytes());
+    TokenId(h.finalize().into())
+}
+
+/// Mints the token a settled payment bought: the service's caveats, the id derived from the
+/// replay key, the payment hash that of the preimage the gateway issues for it. Returns it as
+/// the minter verifies it, with its credential as an `Authorization` value.
+fn mint(
+    minter: &Minter,
+    service: &Service,
+    replay_key: &str,
+    now: u64,
+) -> Result<(VerifiedToken, String), PayError> {
+    let token_id = token_id(replay_key);
+    let preimage = minter.master_key().issued_preimage(&token_id);
+    let macaroon = minter.mint_with_token_id(
+        &MintRequest {
+            payment_hash: preimage.payment_hash(),
+            service: &service.name,
+            calls: service.calls,
+            valid_until: service.lifetime_secs.map(|t| now.saturating_add(t)),
+            capabilities: &[],
+            max_price_msat: None,
+        },
+        token_id,
+    );
+    let credential = format!("L402 {}:{}", macaroon.to_base64(), preimage.to_hex());
+    let token = minter
+        .verify(&Credential { macaroon, preimage }, &service.name, now)
+        .map_err(|e| {
+            tracing::error!(error = %e, "a token minted for an x402 payment does not verify");
+            PayError::Error(ApiError::new(
+                ErrorCode::BackendError,
+                "The gateway could not mint the credential of a settled payment.",
+            ))
+        })?;
+    Ok((token, credential))
+}
+
+/// Whether `token` was bought with an x402 payment (its payment hash is that of the preimage
+/// the gateway issues for its id; only the master key's holder can mint such a token), so no
+/// Lightning backend knows of it.
+pub(crate) fn is_issued(minter: &Minter, token: &VerifiedToken) -> bool {
+    minter
+        .master_key()
+        .issued_preimage(&token.token_id)
+        .matches(&token.payment_hash)
+}
+
+/// The facilitator's HTTP API, with timeouts; a settle is never retried.
+#[derive(Debug)]
+struct Facilitator {
+    verify_url: reqwest::Url,
+    settle_url: reqwest::Url,
+    verify_timeout: Duration,
+    settle_timeout: Duration,
+    client: reqwest::Client,
+}
+
+/// Why a settle produced no answer.
+enum SettleFailure {
+    /// The request never left (no connection): nothing can have moved.
+    NotSent(PayError),
+    /// It was sent and no usable answer came: the payment may have moved.
+    Unknown(String),
+}
+
+impl Facilitator {
+    fn new(c: &X402Config) -> Result<Facilitator, String> {
+        let base =
+            reqwest::Url::parse(&c.facilitator_url).map_err(|_| "is not a URL".to_owned())?;
+        if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+            return Err("must be an http:// or https:// URL".into());
+        }
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err("must not hold user:password@".into());
+        }
+        let join = |p: &str| {
+            let mut u = base.clone();
+            let path = format!("{}/{p}", base.path().trim_end_matches('/'));
+            u.set_path(&path);
+            u
+        };
+        turnpike_lightning::ensure_crypto_provider();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        Ok(Facilitator {
+            verify_url: join("verify"),
+            settle_url: join("settle"),
+            verify_timeout: Duration::from_millis(c.verify_timeout_ms),
+            settle_timeout: Duration::from_millis(c.settle_timeout_ms),
+            client,
+        })
+    }
+
+    /// `POST /verify`: `Ok` only for `isValid: true`. Nothing moves either way.
+    async fn verify(&self, body: &Value) -> Result<(), PayError> {
+        let unavailable = |why: String| {
+            tracing::warn!(error = %why, "x402 facilitator /verify failed");
+            PayError::Error(
+                ApiError::new(
+                    ErrorCode::FacilitatorUnavailable,
+                    "The x402 facilitator cannot verify payments right now; nothing was charged. Retry later (the same payment may be resent).",
+                )
+                .retry_after(5),
+            )
+        };
+        let answer = self
+            .post(&self.verify_url, body, self.verify_timeout)
+            .await
+            .map_err(|(_, why)| unavailable(why))?;
+        let v = VerifyResponse::from_json(&answer)
+            .map_err(|e| unavailable(format!("malformed answer: {e}")))?;
+        if v.is_valid {
+            return Ok(());
+        }
+        let reason = v.invalid_reason.unwrap_or_else(|| "invalid_payload".into());
+        Err(PayError::Refused(Refusal::new(
+            reason.clone(),
+            format!("The facilitator refused the payment ({reason}); nothing was charged."),
+        )))
+    }
+
+    /// `POST /settle`, once.
+    async fn settle(&self, body: &Value) -> Result<SettleResponse, SettleFailure> {
+        let answer = self
+            .post(&self.settle_url, body, self.settle_timeout)
+            .await
+            .map_err(|(sent, why)| match sent {
+                false => SettleFailure::NotSent(PayError::Error(
+                    ApiError::new(
+                        ErrorCode::FacilitatorUnavailable,
+                        "The x402 facilitator cannot be reached; nothing was charged. Retry later (the same payment may be resent).",
+                    )
+                    .retry_after(5),
+                )),
+                true => SettleFailure::Unknown(why),
+            })?;
+        SettleResponse::from_json(&answer)
+            .map_err(|e| SettleFailure::Unknown(format!("malformed /settle answer: {e}")))
+    }
+
+    /// POSTs `body` as JSON and reads a 200 answer (at most [`MAX_ANSWER_BYTES`]). The error
+    /// says whether the request may have reached the facilitator, and why it failed.
+    async fn post(
+        &self,
+        url: &reqwest::Url,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, (bool, String)> {
+        let mut resp = self
+            .client
+            .post(url.clone())
+            .timeout(timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| (!e.is_connect(), transport(&e)))?;
+        let status = resp.status();
+        let mut answer = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+                        return Err((true, "answer too large".into()));
+                    }
+                    answer.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err((true, transport(&e))),
+            }
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err((
+                true,
+                format!(
+                    "status {status}: {}",
+                    String::from_utf8_lossy(&answer[..answer.len().min(200)])
+                ),
+            ));
+        }
+        Ok(answer)
+    }
+}
+
+fn transport(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+fn store_unavailable(e: &turnpike_store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store failed");
+    ApiError::new(
+        ErrorCode::StoreUnavailable,
+        "The gateway's store is unavailable; nothing was charged.",
+    )
+    .retry_after(5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turnpike_l402::root_key::MasterKey;
+
+    fn config() -> X402Config {
+        X402Config {
+            facilitator_url: "http://127.0.0.1:18547/".into(),
+            network: "eip155:84532".into(),
+            asset: "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".into(),
+            token_name: "USDC".into(),
+            token_version: "2".into(),
+            decimals: 6,
+            pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into(),
+            max_timeout_secs: 300,
+            verify_timeout_ms: 1000,
+            settle_timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn settings_and_prices_are_parsed_once_with_named_errors() {
+        let s = X402Settings::parse(&config()).unwrap();
+        assert_eq!(
+            s.facilitator.verify_url.as_str(),
+            "http://127.0.0.1:18547/verify"
+        );
+        let amount = |p: TokenPrice| s.offer(&p).map(|o| o.requirements.amount.base_units());
+        assert_eq!(amount(TokenPrice::Text("0.01".into())), Ok(10_000));
+        assert_eq!(amount(TokenPrice::Text("10000u".into())), Ok(10_000));
+        assert_eq!(amount(TokenPrice::BaseUnits(7)), Ok(7));
+        for bad in ["0.0000001", "-1", "1e3", "", "0", "0u", "0.000000", " 1"] {
+            assert!(amount(TokenPrice::Text(bad.into())).is_err(), "{bad}");
+        }
+        assert!(amount(TokenPrice::BaseUnits(0)).is_err());
+        let cases: Vec<(fn(&mut X402Config), &str)> = vec![
+            (|c| c.network = "solana:x".into(), "x402.network"),
+            (|c| c.network = "84532".into(), "x402.network"),
+            (|c| c.asset = "0x12".into(), "x402.asset"),
+            (
+                |c| c.pay_to = format!("0x{}", "0".repeat(40)),
+                "x402.pay_to",
+            ),
+            (|c| c.token_name = String::new(), "x402.token_name"),
+            (|c| c.decimals = 77, "x402.decimals"),
+            (|c| c.max_timeout_secs = 5, "x402.max_timeout_secs"),
+            (|c| c.settle_timeout_ms = 0, "x402.settle_timeout_ms"),
+            (
+                |c| c.facilitator_url = "ftp://x/".into(),
+                "x402.facilitator_url",
+            ),
+            (
+                |c| c.facilitator_url = "http://u:s3cr3t@h/".into(),
+                "x402.facilitator_url",
+            ),
+        ];
+        for (edit, key) in cases {
+            let mut c = config();
+            edit(&mut c);
+            let e = X402Settings::parse(&c).unwrap_err().to_string();
+            assert!(e.contains(&format!("{key}:")), "{key}: {e}");
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_payment_names_one_token_only_the_master_key_can_issue() {
+        let minter = Minter::new(MasterKey::from_bytes([3; 32]));
+        let other = Minter::new(MasterKey::from_bytes([4; 32]));
+        let service = crate::service::ServiceRoutes::try_from(&crate::config::ServiceConfig::new(
+            "svc",
+            "http://127.0.0.1:1",
+            1,
+        ))
+        .unwrap()
+        .0
+        .remove(0);
+        let mint = |key: &str, now| mint(&minter, &service, key, now).ok().unwrap();
+        let (token, credential) = mint("eip155:1/0xa/0xb/0xc", 100);
+        let (again, same) = mint("eip155:1/0xa/0xb/0xc", 200);
+        assert_eq!(token.token_id, again.token_id);
+        assert_eq!(credential, same);
+        assert_ne!(token.token_id, mint("eip155:1/0xa/0xb/0xd", 100).0.token_id);
+        assert!(is_issued(&minter, &token));
+        assert!(!is_issued(&other, &token));
+        // The credential is an ordinary L402 credential of this service, and of no other.
+        let cred = turnpike_l402::credential::Credential::parse_authorization(&credential)
+            .unwrap()
+            .unwrap();
+        let verified = minter.verify(&cred, "svc", 100).unwrap();
+        assert_eq!(verified.token_id, token.token_id);
+        assert_eq!(verified.grant.calls, Some(1));
+        assert!(minter.verify(&cred, "other", 100).is_err());
+        assert!(other.verify(&cred, "svc", 100).is_err());
+        // An invoice-backed token (a random payment hash) is never taken for an issued one.
+        let lightning = VerifiedToken {
+            payment_hash: turnpike_l402::PaymentHash([9; 32]),
+            ..token
+        };
+        assert!(!is_issued(&minter, &lightning));
+    }
+}
