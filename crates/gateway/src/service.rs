@@ -766,6 +766,114 @@ mod tests {
     }
 
     #[test]
+    fn rails_and_x402_prices_are_checked_with_named_keys() {
+        use crate::config::{Rail, TokenPrice, X402Config};
+        let settings = crate::x402::X402Settings::parse(&X402Config {
+            facilitator_url: "http://127.0.0.1:1".into(),
+            network: "eip155:84532".into(),
+            asset: "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".into(),
+            token_name: "USDC".into(),
+            token_version: "2".into(),
+            decimals: 6,
+            pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into(),
+            max_timeout_secs: 300,
+            verify_timeout_ms: 1000,
+            settle_timeout_ms: 1000,
+        })
+        .unwrap();
+        let both = ServiceConfig {
+            rails: vec![Rail::L402, Rail::X402],
+            price_usdc: Some(TokenPrice::Text("0.01".into())),
+            ..svc()
+        };
+        let parse_with = |c: &ServiceConfig| {
+            ServiceRoutes::parse(c, Some(&settings))
+                .map(|r| r.0)
+                .map_err(|e| e.to_string())
+        };
+        let s = parse_with(&both).unwrap();
+        assert!(s[0].l402 && !s[0].is_free());
+        let offer = s[0].x402.as_ref().unwrap();
+        assert_eq!(offer.requirements.amount.base_units(), 10_000);
+        assert_eq!(offer.price_text(), "0.01");
+        let only = ServiceConfig {
+            rails: vec![Rail::X402],
+            price_sats: 0,
+            ..both.clone()
+        };
+        let s = parse_with(&only).unwrap();
+        assert!(!s[0].l402 && !s[0].is_free(), "x402 only is not free");
+        // Without [x402], and each inconsistency, name the key.
+        assert!(parse(&both).unwrap_err().contains("invalid config: rails:"));
+        let cases: Vec<(ServiceConfig, &str)> = vec![
+            (
+                ServiceConfig {
+                    rails: vec![],
+                    ..both.clone()
+                },
+                "rails",
+            ),
+            (
+                ServiceConfig {
+                    price_usdc: None,
+                    ..both.clone()
+                },
+                "price_usdc",
+            ),
+            (
+                ServiceConfig {
+                    price_usdc: Some(TokenPrice::Text("0.0000001".into())),
+                    ..both.clone()
+                },
+                "price_usdc",
+            ),
+            (
+                ServiceConfig {
+                    price_usdc: Some(TokenPrice::BaseUnits(0)),
+                    ..both.clone()
+                },
+                "price_usdc",
+            ),
+            (
+                ServiceConfig {
+                    rails: vec![Rail::L402],
+                    ..both.clone()
+                },
+                "price_usdc",
+            ),
+            (
+                ServiceConfig {
+                    price_sats: 0,
+                    ..both.clone()
+                },
+                "price_sats",
+            ),
+            (
+                ServiceConfig {
+                    price_sats: 5,
+                    ..only.clone()
+                },
+                "price_sats",
+            ),
+            (
+                ServiceConfig {
+                    pricer: Some(PricerConfig {
+                        url: "http://127.0.0.1:9/p".into(),
+                        timeout_ms: 100,
+                        body_bytes: 0,
+                    }),
+                    ..both.clone()
+                },
+                "pricer",
+            ),
+        ];
+        for (c, key) in cases {
+            let e = parse_with(&c).unwrap_err();
+            assert!(e.contains(&format!("invalid config: {key}:")), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn pricers_are_parsed_once() {
         let p = Pricer::parse(&PricerConfig {
             url: "http://127.0.0.1:9100/price".into(),

@@ -653,7 +653,8 @@ mod tests {
             assert!(amount(TokenPrice::Text(bad.into())).is_err(), "{bad}");
         }
         assert!(amount(TokenPrice::BaseUnits(0)).is_err());
-        let cases: Vec<(fn(&mut X402Config), &str)> = vec![
+        type Edit = fn(&mut X402Config);
+        let cases: Vec<(Edit, &str)> = vec![
             (|c| c.network = "solana:x".into(), "x402.network"),
             (|c| c.network = "84532".into(), "x402.network"),
             (|c| c.asset = "0x12".into(), "x402.asset"),

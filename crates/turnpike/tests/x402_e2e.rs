@@ -397,9 +397,9 @@ async fn wrong_amount_payto_window_or_signature_get_402_and_move_no_money() {
         ..offered.clone()
     };
     let good = pay(&offered, X402Version::V2, now());
-    let forged = {
-        let mut json = good.raw_json().clone();
-        json["payload"]["authorization"]["nonce"] = json!(format!("0x{}", "ab".repeat(32)));
+    let edited = |p: &PaymentPayload, edit: &dyn Fn(&mut Value)| {
+        let mut json = p.raw_json().clone();
+        edit(&mut json);
         PaymentPayload::from_payment_signature(
             base64::engine::general_purpose::STANDARD
                 .encode(json.to_string())
@@ -407,11 +407,24 @@ async fn wrong_amount_payto_window_or_signature_get_402_and_move_no_money() {
         )
         .unwrap()
     };
+    let forged = edited(&good, &|j| {
+        j["payload"]["authorization"]["nonce"] = json!(format!("0x{}", "ab".repeat(32)));
+    });
+    // Signed for other terms, but echoing our offer as `accepted` (which is not signed).
+    let echo = |p: PaymentPayload| edited(&p, &|j| j["accepted"] = offered.to_json_v2());
     let cases = [
         ("wrong amount (v2)", pay(&cheaper, X402Version::V2, now())),
         ("wrong amount (v1)", pay(&cheaper, X402Version::V1, now())),
         ("wrong payTo (v2)", pay(&elsewhere, X402Version::V2, now())),
         ("wrong payTo (v1)", pay(&elsewhere, X402Version::V1, now())),
+        (
+            "wrong amount, our offer echoed",
+            echo(pay(&cheaper, X402Version::V2, now())),
+        ),
+        (
+            "wrong payTo, our offer echoed",
+            echo(pay(&elsewhere, X402Version::V2, now())),
+        ),
         (
             "expired window",
             pay(&offered, X402Version::V2, now() - 1_000),
