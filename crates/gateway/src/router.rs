@@ -34,7 +34,7 @@ impl Router {
     /// Like [`Router::from_configs`], for a gateway with an `[x402]` section.
     pub fn from_configs_with(
         configs: &[ServiceConfig],
-        x402: Option<&crate::x402::X402Settings>,
+        x402: Option<&crate::x402::settings::X402Settings>,
     ) -> Result<Router, ConfigError> {
         let mut all = Vec::new();
         let mut names = HashSet::new();
@@ -81,7 +81,7 @@ impl Router {
 #[derive(Debug)]
 pub struct ServiceTable {
     current: ArcSwap<Router>,
-    x402: Option<Arc<crate::x402::X402Settings>>,
+    x402: Option<Arc<crate::x402::settings::X402Settings>>,
 }
 
 impl ServiceTable {
@@ -92,7 +92,10 @@ impl ServiceTable {
 
     /// A table starting with `router`, whose replacements are parsed with the gateway's
     /// `[x402]` section.
-    pub fn with_x402(router: Router, x402: Option<Arc<crate::x402::X402Settings>>) -> ServiceTable {
+    pub fn with_x402(
+        router: Router,
+        x402: Option<Arc<crate::x402::settings::X402Settings>>,
+    ) -> ServiceTable {
         ServiceTable {
             current: ArcSwap::from_pointee(router),
             x402,

@@ -41,7 +41,7 @@ pub struct Service {
     /// Whether its 402 offers a Lightning invoice (`"l402"` in `rails`).
     pub l402: bool,
     /// What it offers over x402 (`"x402"` in `rails`), if anything.
-    pub x402: Option<crate::x402::X402Offer>,
+    pub x402: Option<crate::x402::settings::X402Offer>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ impl ServiceRoutes {
     /// Parses one `[[services]]` table; `x402` is the gateway's `[x402]` section, if any.
     pub fn parse(
         c: &ServiceConfig,
-        x402: Option<&crate::x402::X402Settings>,
+        x402: Option<&crate::x402::settings::X402Settings>,
     ) -> Result<ServiceRoutes, ConfigError> {
         check_name(&c.name).map_err(|m| invalid("name", m))?;
         let host = c
@@ -332,8 +332,8 @@ fn upstream_headers(
 /// priced on one rail is priced on every rail it has.
 fn rails(
     c: &ServiceConfig,
-    settings: Option<&crate::x402::X402Settings>,
-) -> Result<(bool, Option<crate::x402::X402Offer>), ConfigError> {
+    settings: Option<&crate::x402::settings::X402Settings>,
+) -> Result<(bool, Option<crate::x402::settings::X402Offer>), ConfigError> {
     use crate::config::Rail;
     if c.rails.is_empty() {
         return Err(invalid(
@@ -768,7 +768,7 @@ mod tests {
     #[test]
     fn rails_and_x402_prices_are_checked_with_named_keys() {
         use crate::config::{Rail, TokenPrice, X402Config};
-        let settings = crate::x402::X402Settings::parse(&X402Config {
+        let settings = crate::x402::settings::X402Settings::parse(&X402Config {
             facilitator_url: "http://127.0.0.1:1".into(),
             network: "eip155:84532".into(),
             asset: "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".into(),

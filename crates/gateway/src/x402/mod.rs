@@ -18,8 +18,6 @@
 //!    given back because the upstream failed) is used by presenting it in `Authorization`. The
 //!    response carries it in `Turnpike-Credential`, with `PAYMENT-RESPONSE`.
 
-use std::time::Duration;
-
 use axum::response::Response;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::{Map, Value, json};
@@ -30,14 +28,14 @@ use turnpike_l402::token::{MintRequest, Minter, VerifiedToken};
 use turnpike_x402::facilitator::{self, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE};
 use turnpike_x402::payload::{PAYMENT_SIGNATURE, X_PAYMENT};
 use turnpike_x402::requirements::PAYMENT_REQUIRED;
-use turnpike_x402::{
-    Network, PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse,
-    TokenAmount, TokenDomain, VerifyResponse, X402Version, parse_address,
-};
+use turnpike_x402::{PaymentPayload, PaymentRequired, ResourceInfo, SettleResponse, X402Version};
 
-use crate::config::{ConfigError, TokenPrice, X402Config};
+pub mod settings;
+
 use crate::error::{ApiError, ErrorCode};
 use crate::service::Service;
+use settings::FacilitatorFailure;
+pub use settings::{X402Offer, X402Settings};
 
 /// Response header carrying the credential an x402 payment bought, ready to send back as
 /// `Authorization: <value>` (`L402 <macaroon>:<preimage>`).
@@ -46,130 +44,18 @@ pub const CREDENTIAL: HeaderName = HeaderName::from_static("turnpike-credential"
 /// Domain separation of the token id derived from a payment's replay key.
 const TOKEN_ID_DOMAIN: &[u8] = b"turnpike-x402-token-id-v1";
 
-/// Largest facilitator answer read.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// The `[x402]` section, parsed once: the chain, token, recipient and facilitator.
-#[derive(Debug)]
-pub struct X402Settings {
-    network: Network,
-    asset: turnpike_x402::Address,
-    pay_to: turnpike_x402::Address,
-    domain: TokenDomain,
-    decimals: u8,
-    max_timeout_secs: u64,
-    facilitator: Facilitator,
-}
-
-impl X402Settings {
-    /// Checks `[x402]`; errors name the key (`x402.asset`) and never repeat the URL.
-    pub fn parse(c: &X402Config) -> Result<X402Settings, ConfigError> {
-        let bad = |key: &str, m: &dyn std::fmt::Display| ConfigError::Invalid {
-            key: format!("x402.{key}"),
-            message: m.to_string(),
-        };
-        let network = Network::parse_caip2(&c.network).map_err(|e| bad("network", &e))?;
-        let asset = parse_address(&c.asset).map_err(|e| bad("asset", &e))?;
-        let pay_to = parse_address(&c.pay_to).map_err(|e| bad("pay_to", &e))?;
-        if pay_to.is_zero() {
-            return Err(bad("pay_to", &"must not be the zero address"));
-        }
-        for (key, text) in [
-            ("token_name", &c.token_name),
-            ("token_version", &c.token_version),
-        ] {
-            if text.is_empty() || text.len() > 64 {
-                return Err(bad(key, &"must be 1 to 64 characters"));
-            }
-        }
-        if c.decimals > 30 {
-            return Err(bad("decimals", &"must be at most 30"));
-        }
-        if c.max_timeout_secs < 30 || c.max_timeout_secs > 86_400 {
-            return Err(bad(
-                "max_timeout_secs",
-                &"must be between 30 and 86400 seconds",
-            ));
-        }
-        for (key, ms) in [
-            ("verify_timeout_ms", c.verify_timeout_ms),
-            ("settle_timeout_ms", c.settle_timeout_ms),
-        ] {
-            if ms == 0 || ms > 600_000 {
-                return Err(bad(key, &"must be between 1 and 600000"));
-            }
-        }
-        let facilitator = Facilitator::new(c).map_err(|m| bad("facilitator_url", &m))?;
-        Ok(X402Settings {
-            network,
-            asset,
-            pay_to,
-            domain: TokenDomain {
-                name: c.token_name.clone(),
-                version: c.token_version.clone(),
-            },
-            decimals: c.decimals,
-            max_timeout_secs: c.max_timeout_secs,
-            facilitator,
-        })
-    }
-
-    /// The offer of a service priced `price`: what its 402 carries and what a payment must
-    /// match exactly. Errors are messages for the `price_usdc` key.
-    pub fn offer(&self, price: &TokenPrice) -> Result<X402Offer, String> {
-        let amount = match price {
-            TokenPrice::BaseUnits(n) => TokenAmount::from_base_units(u128::from(*n)),
-            TokenPrice::Text(t) => match t.strip_suffix('u') {
-                Some(units) => TokenAmount::parse_base_units(units).map_err(|e| e.to_string())?,
-                None => TokenAmount::parse_decimal(t, self.decimals).map_err(|e| e.to_string())?,
-            },
-        };
-        if amount == TokenAmount::ZERO {
-            return Err(
-                "must be above zero (a free service sets price_sats = 0 and no x402)".into(),
-            );
-        }
-        Ok(X402Offer {
-            requirements: PaymentRequirements {
-                network: self.network,
-                amount,
-                asset: self.asset,
-                pay_to: self.pay_to,
-                max_timeout_seconds: self.max_timeout_secs,
-                extra: self.domain.clone(),
-            },
-            decimals: self.decimals,
-        })
-    }
-}
-
-/// What a service offers over x402.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct X402Offer {
-    /// The one `accepts` entry (scheme `exact`).
-    pub requirements: PaymentRequirements,
-    /// The token's decimals, to show the price to people.
-    pub decimals: u8,
-}
-
-impl X402Offer {
-    /// The price as people write it (`"0.01"`).
-    pub fn price_text(&self) -> String {
-        self.requirements.amount.to_decimal_string(self.decimals)
-    }
-
-    fn challenge(&self, resource: &str, service: &Service, error: &str) -> PaymentRequired {
-        let mut required = PaymentRequired::new(
-            ResourceInfo {
-                url: resource.to_owned(),
-                description: format!("{}: {}", service.name, service.grant_text()),
-                mime_type: String::new(),
-            },
-            vec![self.requirements.clone()],
-        );
-        required.error = Some(error.to_owned());
-        required
-    }
+/// The v2 challenge of `offer` for `resource`, with `error`.
+fn challenge(offer: &X402Offer, resource: &str, service: &Service, error: &str) -> PaymentRequired {
+    let mut required = PaymentRequired::new(
+        ResourceInfo {
+            url: resource.to_owned(),
+            description: format!("{}: {}", service.name, service.grant_text()),
+            mime_type: String::new(),
+        },
+        vec![offer.requirements.clone()],
+    );
+    required.error = Some(error.to_owned());
+    required
 }
 
 /// Why an x402 payment was refused with a `402` (a fresh challenge is sent with it).
@@ -208,7 +94,7 @@ pub(crate) fn add_to_challenge(
         return;
     };
     let error = refusal.map_or("Payment required", |r| r.reason.as_str());
-    let required = offer.challenge(resource, service, error);
+    let required = challenge(offer, resource, service, error);
     if let Ok(v) = HeaderValue::from_str(&required.to_header()) {
         headers.insert(HeaderName::from_static(PAYMENT_REQUIRED), v);
     }
@@ -338,21 +224,21 @@ pub(crate) async fn pay(cx: &PayCtx<'_>, headers: &HeaderMap) -> Result<Paid, Pa
     };
     if let Err(e) = cx.settings.facilitator.verify(&body).await {
         release().await;
-        return Err(e);
+        return Err(verify_failure(e));
     }
     let settled = match cx.settings.facilitator.settle(&body).await {
         Ok(s) => s,
-        Err(SettleFailure::NotSent(e)) => {
-            release().await;
-            return Err(e);
-        }
-        Err(SettleFailure::Unknown(why)) => {
+        Err(FacilitatorFailure::Unknown(why)) => {
             tracing::error!(replay_key = %key, service = %cx.service.name, error = %why,
                 "x402 settlement outcome unknown: the payment may have moved; no call served");
             return Err(PayError::Error(ApiError::new(
                 ErrorCode::X402SettlementUnknown,
                 "The facilitator did not confirm the settlement of this payment; it may or may not have moved. No call was served. Do not resend this payment: check the authorisation's state on chain (authorizationState(from, nonce) on the token) and sign a new one if it is unused.",
             )));
+        }
+        Err(e) => {
+            release().await;
+            return Err(verify_failure(e));
         }
     };
     let settle_header = settle_header(&settled, payment.version);
@@ -375,6 +261,26 @@ pub(crate) async fn pay(cx: &PayCtx<'_>, headers: &HeaderMap) -> Result<Paid, Pa
         credential,
         settle_header,
     })
+}
+
+/// The answer to a facilitator that refused a payment or could not be asked: nothing moved.
+fn verify_failure(e: FacilitatorFailure) -> PayError {
+    match e {
+        FacilitatorFailure::Refused(reason) => PayError::Refused(Refusal::new(
+            reason.clone(),
+            format!("The facilitator refused the payment ({reason}); nothing was charged."),
+        )),
+        FacilitatorFailure::Unavailable(why) | FacilitatorFailure::Unknown(why) => {
+            tracing::warn!(error = %why, "x402 facilitator unavailable");
+            PayError::Error(
+                ApiError::new(
+                    ErrorCode::FacilitatorUnavailable,
+                    "The x402 facilitator cannot be asked right now; nothing was charged. Retry later (the same payment may be resent).",
+                )
+                .retry_after(5),
+            )
+        }
+    }
 }
 
 fn decode(headers: &HeaderMap) -> Result<PaymentPayload, PayError> {
@@ -458,157 +364,6 @@ pub(crate) fn is_issued(minter: &Minter, token: &VerifiedToken) -> bool {
         .matches(&token.payment_hash)
 }
 
-/// The facilitator's HTTP API, with timeouts; a settle is never retried.
-#[derive(Debug)]
-struct Facilitator {
-    verify_url: reqwest::Url,
-    settle_url: reqwest::Url,
-    verify_timeout: Duration,
-    settle_timeout: Duration,
-    client: reqwest::Client,
-}
-
-/// Why a settle produced no answer.
-enum SettleFailure {
-    /// The request never left (no connection): nothing can have moved.
-    NotSent(PayError),
-    /// It was sent and no usable answer came: the payment may have moved.
-    Unknown(String),
-}
-
-impl Facilitator {
-    fn new(c: &X402Config) -> Result<Facilitator, String> {
-        let base =
-            reqwest::Url::parse(&c.facilitator_url).map_err(|_| "is not a URL".to_owned())?;
-        if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
-            return Err("must be an http:// or https:// URL".into());
-        }
-        if !base.username().is_empty() || base.password().is_some() {
-            return Err("must not hold user:password@".into());
-        }
-        let join = |p: &str| {
-            let mut u = base.clone();
-            let path = format!("{}/{p}", base.path().trim_end_matches('/'));
-            u.set_path(&path);
-            u
-        };
-        turnpike_lightning::ensure_crypto_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-        Ok(Facilitator {
-            verify_url: join("verify"),
-            settle_url: join("settle"),
-            verify_timeout: Duration::from_millis(c.verify_timeout_ms),
-            settle_timeout: Duration::from_millis(c.settle_timeout_ms),
-            client,
-        })
-    }
-
-    /// `POST /verify`: `Ok` only for `isValid: true`. Nothing moves either way.
-    async fn verify(&self, body: &Value) -> Result<(), PayError> {
-        let unavailable = |why: String| {
-            tracing::warn!(error = %why, "x402 facilitator /verify failed");
-            PayError::Error(
-                ApiError::new(
-                    ErrorCode::FacilitatorUnavailable,
-                    "The x402 facilitator cannot verify payments right now; nothing was charged. Retry later (the same payment may be resent).",
-                )
-                .retry_after(5),
-            )
-        };
-        let answer = self
-            .post(&self.verify_url, body, self.verify_timeout)
-            .await
-            .map_err(|(_, why)| unavailable(why))?;
-        let v = VerifyResponse::from_json(&answer)
-            .map_err(|e| unavailable(format!("malformed answer: {e}")))?;
-        if v.is_valid {
-            return Ok(());
-        }
-        let reason = v.invalid_reason.unwrap_or_else(|| "invalid_payload".into());
-        Err(PayError::Refused(Refusal::new(
-            reason.clone(),
-            format!("The facilitator refused the payment ({reason}); nothing was charged."),
-        )))
-    }
-
-    /// `POST /settle`, once.
-    async fn settle(&self, body: &Value) -> Result<SettleResponse, SettleFailure> {
-        let answer = self
-            .post(&self.settle_url, body, self.settle_timeout)
-            .await
-            .map_err(|(sent, why)| match sent {
-                false => SettleFailure::NotSent(PayError::Error(
-                    ApiError::new(
-                        ErrorCode::FacilitatorUnavailable,
-                        "The x402 facilitator cannot be reached; nothing was charged. Retry later (the same payment may be resent).",
-                    )
-                    .retry_after(5),
-                )),
-                true => SettleFailure::Unknown(why),
-            })?;
-        SettleResponse::from_json(&answer)
-            .map_err(|e| SettleFailure::Unknown(format!("malformed /settle answer: {e}")))
-    }
-
-    /// POSTs `body` as JSON and reads a 200 answer (at most [`MAX_ANSWER_BYTES`]). The error
-    /// says whether the request may have reached the facilitator, and why it failed.
-    async fn post(
-        &self,
-        url: &reqwest::Url,
-        body: &Value,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, (bool, String)> {
-        let mut resp = self
-            .client
-            .post(url.clone())
-            .timeout(timeout)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| (!e.is_connect(), transport(&e)))?;
-        let status = resp.status();
-        let mut answer = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
-                        return Err((true, "answer too large".into()));
-                    }
-                    answer.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err((true, transport(&e))),
-            }
-        }
-        if status != reqwest::StatusCode::OK {
-            return Err((
-                true,
-                format!(
-                    "status {status}: {}",
-                    String::from_utf8_lossy(&answer[..answer.len().min(200)])
-                ),
-            ));
-        }
-        Ok(answer)
-    }
-}
-
-fn transport(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
-
 fn store_unavailable(e: &turnpike_store::StoreError) -> ApiError {
     tracing::error!(error = %e, "store failed");
     ApiError::new(
@@ -622,67 +377,6 @@ fn store_unavailable(e: &turnpike_store::StoreError) -> ApiError {
 mod tests {
     use super::*;
     use turnpike_l402::root_key::MasterKey;
-
-    fn config() -> X402Config {
-        X402Config {
-            facilitator_url: "http://127.0.0.1:18547/".into(),
-            network: "eip155:84532".into(),
-            asset: "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".into(),
-            token_name: "USDC".into(),
-            token_version: "2".into(),
-            decimals: 6,
-            pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into(),
-            max_timeout_secs: 300,
-            verify_timeout_ms: 1000,
-            settle_timeout_ms: 1000,
-        }
-    }
-
-    #[test]
-    fn settings_and_prices_are_parsed_once_with_named_errors() {
-        let s = X402Settings::parse(&config()).unwrap();
-        assert_eq!(
-            s.facilitator.verify_url.as_str(),
-            "http://127.0.0.1:18547/verify"
-        );
-        let amount = |p: TokenPrice| s.offer(&p).map(|o| o.requirements.amount.base_units());
-        assert_eq!(amount(TokenPrice::Text("0.01".into())), Ok(10_000));
-        assert_eq!(amount(TokenPrice::Text("10000u".into())), Ok(10_000));
-        assert_eq!(amount(TokenPrice::BaseUnits(7)), Ok(7));
-        for bad in ["0.0000001", "-1", "1e3", "", "0", "0u", "0.000000", " 1"] {
-            assert!(amount(TokenPrice::Text(bad.into())).is_err(), "{bad}");
-        }
-        assert!(amount(TokenPrice::BaseUnits(0)).is_err());
-        type Edit = fn(&mut X402Config);
-        let cases: Vec<(Edit, &str)> = vec![
-            (|c| c.network = "solana:x".into(), "x402.network"),
-            (|c| c.network = "84532".into(), "x402.network"),
-            (|c| c.asset = "0x12".into(), "x402.asset"),
-            (
-                |c| c.pay_to = format!("0x{}", "0".repeat(40)),
-                "x402.pay_to",
-            ),
-            (|c| c.token_name = String::new(), "x402.token_name"),
-            (|c| c.decimals = 77, "x402.decimals"),
-            (|c| c.max_timeout_secs = 5, "x402.max_timeout_secs"),
-            (|c| c.settle_timeout_ms = 0, "x402.settle_timeout_ms"),
-            (
-                |c| c.facilitator_url = "ftp://x/".into(),
-                "x402.facilitator_url",
-            ),
-            (
-                |c| c.facilitator_url = "http://u:s3cr3t@h/".into(),
-                "x402.facilitator_url",
-            ),
-        ];
-        for (edit, key) in cases {
-            let mut c = config();
-            edit(&mut c);
-            let e = X402Settings::parse(&c).unwrap_err().to_string();
-            assert!(e.contains(&format!("{key}:")), "{key}: {e}");
-            assert!(!e.contains("s3cr3t"), "{e}");
-        }
-    }
 
     #[test]
     fn a_payment_names_one_token_only_the_master_key_can_issue() {
