@@ -131,7 +131,23 @@ price_usdc = "0.01"
             version = s(info, "/token_version"),
         );
         let dir = tempfile::tempdir().unwrap();
-        let (running, base, served) = common::dev_gateway(dir.path(), &services);
+        let (upstream, served) = common::counting_upstream();
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // check_settlement on: tokens bought over x402 must pass without the Lightning backend.
+        let config = dir.path().join("turnpike.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{listen}\"\ndata_dir = \"gateway-data\"\ncheck_settlement = true\n\n[backend]\nkind = \"dev\"\n{}",
+                services.replace("{upstream}", &upstream.to_string())
+            ),
+        )
+        .unwrap();
+        let running = common::serve_gateway(&config, listen);
+        let base = format!("http://{listen}");
         Gateway {
             _running: running,
             _dir: dir,

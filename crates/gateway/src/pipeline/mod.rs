@@ -259,7 +259,7 @@ fn authenticate(
 async fn pay_x402(
     state: &SharedState,
     ctx: &RequestCtx,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> Result<Response, Halt> {
     let Some(settings) = &state.x402 else {
         return Err(Halt::Challenge(ChallengeReason::NoCredential));
@@ -279,9 +279,8 @@ async fn pay_x402(
         }
         Err(crate::x402::PayError::Error(e)) => return Err(e.into()),
     };
-    if let Some(settled) = &state.settlement {
-        settled.insert(paid.token.token_id);
-    }
+    // The upstream gets the call, not the payment.
+    crate::x402::strip_payment(req.headers_mut());
     let resp = match charge(state, ctx, &paid.token, req).await {
         Ok((req, charge)) => forward(state, ctx, req, charge).await,
         Err(Halt::Respond(resp)) => *resp,

@@ -168,6 +168,12 @@ pub(crate) fn carries_payment(headers: &HeaderMap) -> bool {
     headers.contains_key(PAYMENT_SIGNATURE) || headers.contains_key(X_PAYMENT)
 }
 
+/// Removes the payment fields from a request's headers (before it is forwarded).
+pub(crate) fn strip_payment(headers: &mut HeaderMap) {
+    headers.remove(PAYMENT_SIGNATURE);
+    headers.remove(X_PAYMENT);
+}
+
 /// What [`pay`] needs of the gateway.
 pub(crate) struct PayCtx<'a> {
     pub settings: &'a X402Settings,
