@@ -62,6 +62,11 @@ pub async fn issue(
     let lightning = match service.l402 {
         true => match l402_part(state, service, &reason, now, dynamic_price).await {
             Ok(part) => Some(part),
+            // x402 does not need the Lightning backend: its offer is still made.
+            Err(e) if service.x402.is_some() => {
+                tracing::warn!(service = %service.name, error = ?e, "challenge without an invoice: x402 only");
+                None
+            }
             Err(e) => return e.into_response(),
         },
         false => None,

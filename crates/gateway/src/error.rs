@@ -126,7 +126,7 @@ impl ErrorCode {
             OverCapacity => "over_capacity",
             UpstreamTimeout => "upstream_timeout",
             FacilitatorUnavailable => "facilitator_unavailable",
-            X402SettlementUnknown => "x402_settlement_unknown",
+            X402SettlementUnknown => "settlement_unknown",
         }
     }
 }
