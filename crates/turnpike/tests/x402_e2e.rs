@@ -76,6 +76,10 @@ struct Gateway {
 
 impl Gateway {
     fn start(info: &Value, facilitator_url: &str) -> Gateway {
+        Gateway::start_with(info, facilitator_url, 60_000)
+    }
+
+    fn start_with(info: &Value, facilitator_url: &str, settle_timeout_ms: u64) -> Gateway {
         let pay_to = format!("0x{}", hex_of(&rand::random::<[u8; 20]>()));
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -91,6 +95,7 @@ token_name = "{name}"
 token_version = "{version}"
 decimals = 6
 pay_to = "{pay_to}"
+settle_timeout_ms = {settle_timeout_ms}
 
 [[services]]
 name = "paid"
@@ -131,7 +136,7 @@ price_usdc = "0.01"
             version = s(info, "/token_version"),
         );
         let dir = tempfile::tempdir().unwrap();
-        let (upstream, served) = common::counting_upstream();
+        let (upstream, served) = upstream();
         let listen = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -164,6 +169,24 @@ price_usdc = "0.01"
     fn served(&self) -> u64 {
         self.served.load(Ordering::SeqCst)
     }
+}
+
+/// An upstream counting the calls it serves; it answers `ok`, or `leaked` to a request that
+/// still carries a payment field (the gateway must not pass payments on).
+fn upstream() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    let served = Arc::new(AtomicU64::new(0));
+    let counter = served.clone();
+    let app = axum::Router::new().fallback(move |headers: http::HeaderMap| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let leaked = ["payment-signature", "x-payment", "authorization"]
+                .iter()
+                .any(|h| headers.contains_key(*h));
+            if leaked { "leaked" } else { "ok" }
+        }
+    });
+    (common::spawn_app(app), served)
 }
 
 fn hex_of(bytes: &[u8]) -> String {
@@ -655,5 +678,47 @@ async fn an_unreachable_facilitator_charges_nothing_and_releases_the_payment() {
         assert!(body.contains("facilitator_unavailable"), "{body}");
         assert!(headers.contains_key("retry-after"));
     }
+    assert_eq!(gw.served(), 0);
+}
+
+/// A facilitator on loopback that accepts every payment at `/verify` and never answers
+/// `/settle` (a settlement whose outcome the gateway cannot know).
+fn silent_settler() -> std::net::SocketAddr {
+    use axum::routing::post;
+    let app = axum::Router::new()
+        .route(
+            "/verify",
+            post(|| async { axum::Json(json!({"isValid": true})) }),
+        )
+        .route(
+            "/settle",
+            post(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                axum::Json(json!({"success": true, "transaction": "", "network": "eip155:84532"}))
+            }),
+        );
+    common::spawn_app(app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_without_an_answer_serves_nothing_and_keeps_the_claim() {
+    let Some(info) = info("a_settlement_without_an_answer_serves_nothing_and_keeps_the_claim")
+    else {
+        return;
+    };
+    let gw = Gateway::start_with(&info, &format!("http://{}", silent_settler()), 500);
+    let url = gw.url("/paid");
+    let offered = offer(&url).await;
+    let payment = payer(&info)
+        .pay(&offered, None, X402Version::V2, now(), rand::random())
+        .unwrap();
+    let (status, headers, body) = send(&url, &payment).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("settlement_unknown"), "{body}");
+    assert!(!headers.contains_key("turnpike-credential"));
+    // The settle may have happened: the same payment is never sent for settlement again.
+    let (status, _, body) = send(&url, &payment).await;
+    assert_eq!(status, 402, "{body}");
+    assert!(body.contains("payment_already_used"), "{body}");
     assert_eq!(gw.served(), 0);
 }
