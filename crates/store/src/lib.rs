@@ -247,16 +247,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims the x402 payment named `replay_key` (its authorisation's
     /// `network/asset/payer/nonce`, at most [`MAX_X402_KEY_LEN`] bytes) until `expires_at` (its
-    /// `validBefore`, after which it can no longer be settled): `true` for the one caller that
-    /// inserted it, `false` for every other, concurrent or later, in any process sharing the
-    /// database. One atomic statement. The gateway claims a payment before settling it, so one
-    /// authorisation serves at most once.
+    /// `validBefore`, after which it can no longer be settled): [`X402Claim::Claimed`] for the
+    /// one caller that inserted it; every other, concurrent or later, in any process sharing
+    /// the database, learns whether it was settled ([`Store::record_x402_settlement`]). One
+    /// atomic insert. The gateway claims a payment before settling it, so one authorisation is
+    /// sent for settlement at most once.
     async fn claim_x402_payment(
         &self,
         replay_key: &str,
         now_unix: u64,
         expires_at: u64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<X402Claim, StoreError>;
+
+    /// Records that the claimed payment `replay_key` settled, with its `PAYMENT-RESPONSE`
+    /// value. Does nothing for a key not claimed.
+    async fn record_x402_settlement(
+        &self,
+        replay_key: &str,
+        settle_header: &str,
+    ) -> Result<(), StoreError>;
 
     /// Releases a claim, so the same authorisation may be presented again. Only for a claim
     /// whose payment was provably never sent for settlement (the facilitator refused or could
@@ -266,6 +275,22 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes claims whose `expires_at` is before `now_unix` (those authorisations can no
     /// longer be settled, so a replay fails on chain and offline). Returns how many.
     async fn prune_x402_payments(&self, now_unix: u64) -> Result<u64, StoreError>;
+}
+
+/// The outcome of [`Store::claim_x402_payment`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum X402Claim {
+    /// This caller holds the payment now: settle it, then record the settlement (or release
+    /// the claim if nothing was sent).
+    Claimed,
+    /// Another caller holds it and has not recorded a settlement (in progress, refused, or of
+    /// unknown outcome).
+    Taken,
+    /// It was settled earlier; its `PAYMENT-RESPONSE` value.
+    Settled {
+        /// The header value recorded with the settlement.
+        settle_header: String,
+    },
 }
 
 /// Longest x402 replay key a store accepts (`network/asset/payer/nonce` is about 190 bytes).

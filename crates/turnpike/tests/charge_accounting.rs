@@ -98,9 +98,18 @@ impl Store for SlowRefunds {
         replay_key: &str,
         now_unix: u64,
         expires_at: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<turnpike_store::X402Claim, StoreError> {
         self.0
             .claim_x402_payment(replay_key, now_unix, expires_at)
+            .await
+    }
+    async fn record_x402_settlement(
+        &self,
+        replay_key: &str,
+        settle_header: &str,
+    ) -> Result<(), StoreError> {
+        self.0
+            .record_x402_settlement(replay_key, settle_header)
             .await
     }
     async fn release_x402_payment(&self, replay_key: &str) -> Result<(), StoreError> {

@@ -32,6 +32,8 @@ use turnpike_x402::{PaymentPayload, PaymentRequired, ResourceInfo, SettleRespons
 
 pub mod settings;
 
+use turnpike_store::X402Claim;
+
 use crate::error::{ApiError, ErrorCode};
 use crate::service::Service;
 use settings::FacilitatorFailure;
@@ -205,16 +207,36 @@ pub(crate) async fn pay(cx: &PayCtx<'_>, headers: &HeaderMap) -> Result<Paid, Pa
     let verified = turnpike_x402::verify(&payment, offered, cx.now)
         .map_err(|e| PayError::Refused(Refusal::new(e.reason(), format!("{e}."))))?;
     let key = verified.replay_key();
-    let claimed = cx
+    // What the payment bought runs from when it was signed (as official clients sign:
+    // validBefore = then + maxTimeoutSeconds), never later than now + 60 s: the same for every
+    // presentation of the payment, so a token minted again is the same token.
+    let anchor = verified
+        .valid_before
+        .saturating_sub(offered.max_timeout_seconds);
+    let claim = cx
         .store
         .claim_x402_payment(&key, cx.now, verified.valid_before)
         .await
         .map_err(|e| PayError::Error(store_unavailable(&e)))?;
-    if !claimed {
-        return Err(PayError::Refused(Refusal::new(
-            "payment_already_used",
-            "This payment authorisation was already presented. Sign a new one (a new nonce).",
-        )));
+    match claim {
+        X402Claim::Claimed => {}
+        X402Claim::Taken => {
+            return Err(PayError::Refused(Refusal::new(
+                "payment_already_used",
+                "This payment authorisation was already presented and is not settled (being settled, refused, or of unknown outcome). Sign a new one (a new nonce).",
+            )));
+        }
+        // Settled earlier (its answer may have been lost): the same token again, whose
+        // calls are counted in the store, so nothing is served twice.
+        X402Claim::Settled { settle_header } => {
+            let (token, credential) = mint(cx.minter, cx.service, &key, anchor, cx.now)?;
+            let name = settle_header_name(payment.version);
+            return Ok(Paid {
+                token,
+                credential,
+                settle_header: (name, settle_header),
+            });
+        }
     }
     let resource = ResourceInfo {
         url: cx.resource.to_owned(),
@@ -259,9 +281,17 @@ pub(crate) async fn pay(cx: &PayCtx<'_>, headers: &HeaderMap) -> Result<Paid, Pa
             settle_header: Some(settle_header),
         }));
     }
+    if let Err(e) = cx
+        .store
+        .record_x402_settlement(&key, &settle_header.1)
+        .await
+    {
+        // The call is still served; only a re-presentation would be refused.
+        tracing::error!(error = %e, "could not record an x402 settlement");
+    }
     tracing::info!(service = %cx.service.name, payer = %verified.payer,
         tx = ?settled.transaction, amount = %verified.amount, "x402 payment settled");
-    let (token, credential) = mint(cx.minter, cx.service, &key, cx.now)?;
+    let (token, credential) = mint(cx.minter, cx.service, &key, anchor, cx.now)?;
     Ok(Paid {
         token,
         credential,
@@ -309,11 +339,14 @@ fn decode(headers: &HeaderMap) -> Result<PaymentPayload, PayError> {
 }
 
 fn settle_header(settled: &SettleResponse, version: X402Version) -> (HeaderName, String) {
-    let name = match version {
+    (settle_header_name(version), settled.to_header(version))
+}
+
+fn settle_header_name(version: X402Version) -> HeaderName {
+    HeaderName::from_static(match version {
         X402Version::V1 => X_PAYMENT_RESPONSE,
         X402Version::V2 => PAYMENT_RESPONSE,
-    };
-    (HeaderName::from_static(name), settled.to_header(version))
+    })
 }
 
 /// The token id of the payment `replay_key`: `SHA-256(domain || replay_key)`, so one payment
@@ -325,13 +358,15 @@ pub fn token_id(replay_key: &str) -> TokenId {
     TokenId(h.finalize().into())
 }
 
-/// Mints the token a settled payment bought: the service's caveats, the id derived from the
-/// replay key, the payment hash that of the preimage the gateway issues for it. Returns it as
-/// the minter verifies it, with its credential as an `Authorization` value.
+/// Mints the token a settled payment bought: the service's caveats (a lifetime counted from
+/// `anchor`), the id derived from the replay key, the payment hash that of the preimage the
+/// gateway issues for it. Returns it as the minter verifies it at `now`, with its credential as
+/// an `Authorization` value. The same arguments give the same token, byte for byte.
 fn mint(
     minter: &Minter,
     service: &Service,
     replay_key: &str,
+    anchor: u64,
     now: u64,
 ) -> Result<(VerifiedToken, String), PayError> {
     let token_id = token_id(replay_key);
@@ -341,7 +376,7 @@ fn mint(
             payment_hash: preimage.payment_hash(),
             service: &service.name,
             calls: service.calls,
-            valid_until: service.lifetime_secs.map(|t| now.saturating_add(t)),
+            valid_until: service.lifetime_secs.map(|t| anchor.saturating_add(t)),
             capabilities: &[],
             max_price_msat: None,
         },
@@ -396,7 +431,7 @@ mod tests {
         .unwrap()
         .0
         .remove(0);
-        let mint = |key: &str, now| mint(&minter, &service, key, now).ok().unwrap();
+        let mint = |key: &str, now| mint(&minter, &service, key, 90, now).ok().unwrap();
         let (token, credential) = mint("eip155:1/0xa/0xb/0xc", 100);
         let (again, same) = mint("eip155:1/0xa/0xb/0xc", 200);
         assert_eq!(token.token_id, again.token_id);
@@ -419,5 +454,18 @@ mod tests {
             ..token
         };
         assert!(!is_issued(&minter, &lightning));
+        // A time pass runs from the anchor, not from when it is minted: minting it again later
+        // gives the same credential, so presenting a payment again never extends it.
+        let pass = crate::service::ServiceRoutes::try_from(&crate::config::ServiceConfig {
+            time_pass_secs: Some(3600),
+            ..crate::config::ServiceConfig::new("pass", "http://127.0.0.1:1", 1)
+        })
+        .unwrap()
+        .0
+        .remove(0);
+        let first = super::mint(&minter, &pass, "k", 1000, 1000).ok().unwrap();
+        let later = super::mint(&minter, &pass, "k", 1000, 4000).ok().unwrap();
+        assert_eq!(first.1, later.1);
+        assert_eq!(first.0.grant.valid_until, Some(4600));
     }
 }
