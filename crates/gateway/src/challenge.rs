@@ -49,7 +49,7 @@ impl ChallengeReason {
 /// also carries `<service>_max_price_msat`, so it pays only for requests priced that much or less.
 ///
 /// A service taking x402 also gets its `PAYMENT-REQUIRED` header and the v1 requirements in the
-/// body ([`crate::x402::add_to_challenge`]) for `resource` (the request's URL); a service
+/// body (`x402::add_to_challenge`) for `resource` (the request's URL); a service
 /// without `"l402"` in its rails gets no invoice.
 pub async fn issue(
     state: &AppState,

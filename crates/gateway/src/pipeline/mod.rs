@@ -5,7 +5,7 @@
 //! 1. [`price`]: ask the dynamic pricer, when the service has one.
 //! 2. [`authenticate`]: verify the L402 credential (no I/O), then [`admit`] the token (its price
 //!    cap, rate limits, the backend's word that it was paid). Without a credential, an x402
-//!    payment ([`pay_x402`]) is settled and buys a token instead.
+//!    payment (`pay_x402`) is settled and buys a token instead.
 //! 3. [`charge`]: one call in the store (with an `Idempotency-Key`, entry and charge at once).
 //! 4. [`forward`] to the upstream, and **account**: a call the upstream did not serve is given
 //!    back ([`Charge`]).

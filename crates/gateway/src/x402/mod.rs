@@ -2,16 +2,17 @@
 //! (the `exact` scheme: a signed EIP-3009 transfer authorisation, settled on chain by a
 //! facilitator).
 //!
-//! A request carrying `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) goes through [`pay`]:
+//! A request carrying `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) goes through `pay`:
 //!
 //! 1. decode it, pick the offer it is for, and check it **here** against our own offer
-//!    ([`turnpike_x402::verify`]: network, asset, `payTo`, exact amount, time window, the
+//!    ([`turnpike_x402::verify()`]: network, asset, `payTo`, exact amount, time window, the
 //!    EIP-712 signature recovering `from`). A failing check is a `402`; nothing is sent anywhere.
 //! 2. **claim** its replay key (`network/asset/payer/nonce`) once in the shared store, so one
-//!    authorisation serves at most once, however many copies arrive at however many replicas.
+//!    authorisation is settled at most once, however many copies arrive at however many
+//!    replicas; a copy of a payment that settled gets the token it bought, never a new one.
 //! 3. the facilitator's `/verify` (balance, nonce state on chain, simulation), then `/settle`
 //!    (never retried). A claim is released only while nothing was sent to `/settle`.
-//! 4. what the payment bought is an ordinary L402 token ([`Paid`]): its id derived from the
+//! 4. what the payment bought is an ordinary L402 token (`Paid`): its id derived from the
 //!    replay key (unique per payment), its caveats those of an L402 token of the service, its
 //!    preimage issued by the gateway ([`turnpike_l402::root_key::MasterKey::issued_preimage`]).
 //!    This call is charged to it like any L402 call; the rest (a bundle, a time pass, a call

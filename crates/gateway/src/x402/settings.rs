@@ -1,5 +1,5 @@
 //! The `[x402]` section parsed once ([`X402Settings`]), the offer of a priced service
-//! ([`X402Offer`]), and the facilitator's HTTP API ([`Facilitator`]: timeouts, bounded answers,
+//! ([`X402Offer`]), and the facilitator's HTTP API (`Facilitator`: timeouts, bounded answers,
 //! a settle never retried).
 
 use std::time::Duration;
