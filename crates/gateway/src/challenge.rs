@@ -14,7 +14,7 @@ use crate::metrics::{BackendOp, StoreOp};
 use crate::service::Service;
 
 /// Why a challenge is being sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChallengeReason {
     /// The request carried no credential.
     NoCredential,
@@ -26,11 +26,14 @@ pub enum ChallengeReason {
     OtherService,
     /// The dynamic price of this request is above what the token was bought for.
     PriceAboveToken,
+    /// An x402 payment was refused (nothing was charged, or a settlement failed).
+    X402Refused(Box<crate::x402::Refusal>),
 }
 
 impl ChallengeReason {
-    fn lead(self) -> &'static str {
+    fn lead(&self) -> &str {
         match self {
+            ChallengeReason::X402Refused(r) => &r.message,
             ChallengeReason::NoCredential => "Payment required.",
             ChallengeReason::TokenUsedUp => "This token has no calls left.",
             ChallengeReason::TokenExpired => "This token has expired.",
@@ -45,29 +48,84 @@ impl ChallengeReason {
 ///
 /// `dynamic_price` (sats) is the price a dynamic pricer set for this request; the token then
 /// also carries `<service>_max_price_msat`, so it pays only for requests priced that much or less.
+///
+/// A service taking x402 also gets its `PAYMENT-REQUIRED` header and the v1 requirements in the
+/// body (`x402::add_to_challenge`) for `resource` (the request's URL); a service
+/// without `"l402"` in its rails gets no invoice.
 pub async fn issue(
     state: &AppState,
     service: &Service,
     reason: ChallengeReason,
     now: u64,
     dynamic_price: Option<turnpike_l402::Sats>,
+    resource: &str,
 ) -> Response {
-    match try_issue(state, service, reason, now, dynamic_price).await {
-        Ok(resp) => {
-            service.metrics.challenges.inc();
-            resp
-        }
-        Err(e) => e.into_response(),
+    let lightning = match service.l402 {
+        true => match l402_part(state, service, &reason, now, dynamic_price).await {
+            Ok(part) => Some(part),
+            // x402 does not need the Lightning backend: its offer is still made.
+            Err(e) if service.x402.is_some() => {
+                tracing::warn!(service = %service.name, error = ?e, "challenge without an invoice: x402 only");
+                None
+            }
+            Err(e) => return e.into_response(),
+        },
+        false => None,
+    };
+    let (mut body, www) = lightning.unwrap_or_else(|| x402_only_body(service, &reason));
+    let mut resp = StatusCode::PAYMENT_REQUIRED.into_response();
+    let headers = resp.headers_mut();
+    for value in www {
+        headers.append(header::WWW_AUTHENTICATE, value);
     }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let refusal = match &reason {
+        ChallengeReason::X402Refused(r) => Some(&**r),
+        _ => None,
+    };
+    crate::x402::add_to_challenge(service, resource, refusal, headers, &mut body);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    *resp.body_mut() = axum::body::Body::from(serde_json::Value::Object(body).to_string());
+    service.metrics.challenges.inc();
+    resp
 }
 
-async fn try_issue(
+/// The body of a challenge with no invoice (a service paid over x402 only).
+fn x402_only_body(
+    service: &Service,
+    reason: &ChallengeReason,
+) -> (serde_json::Map<String, serde_json::Value>, Vec<HeaderValue>) {
+    let price = service
+        .x402
+        .as_ref()
+        .map(crate::x402::X402Offer::price_text)
+        .unwrap_or_default();
+    let message = format!(
+        "{} Pay {price} (token units) for {} to {} over x402: sign the offer in the PAYMENT-REQUIRED header and retry with PAYMENT-SIGNATURE.",
+        reason.lead(),
+        service.grant_text(),
+        service.name,
+    );
+    let body = serde_json::json!({
+        "error": { "code": "payment_required", "message": message },
+        "service": service.name,
+        "calls": service.calls,
+    });
+    (object(body), Vec::new())
+}
+
+/// The Lightning part of a challenge: an invoice and a macaroon committing to it (recorded in
+/// the store), as the JSON body's fields and the `WWW-Authenticate` values.
+async fn l402_part(
     state: &AppState,
     service: &Service,
-    reason: ChallengeReason,
+    reason: &ChallengeReason,
     now: u64,
     dynamic_price: Option<turnpike_l402::Sats>,
-) -> Result<Response, ApiError> {
+) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<HeaderValue>), ApiError> {
     let price_sats = dynamic_price.unwrap_or(service.price);
     let price = price_sats.to_msat().ok_or_else(|| {
         ApiError::new(
@@ -145,8 +203,15 @@ async fn try_issue(
         invoice: invoice.bolt11,
     };
     let macaroon_b64 = challenge.macaroon.to_base64();
+    let or_x402 = match &service.x402 {
+        Some(offer) => format!(
+            " Or pay {} (token units) over x402: sign the offer in the PAYMENT-REQUIRED header and retry with PAYMENT-SIGNATURE.",
+            offer.price_text()
+        ),
+        None => String::new(),
+    };
     let message = format!(
-        "{} Pay the Lightning invoice ({} sats for {grant} to {}), then retry with the header `Authorization: L402 <macaroon>:<preimage hex>`.",
+        "{} Pay the Lightning invoice ({} sats for {grant} to {}), then retry with the header `Authorization: L402 <macaroon>:<preimage hex>`.{or_x402}",
         reason.lead(),
         price_sats.0,
         service.name,
@@ -164,17 +229,22 @@ async fn try_issue(
         "expires_at": invoice.expires_at,
     });
     tracing::debug!(service = %service.name, token = %token_id, ?reason, "issued challenge");
-    let mut resp = (StatusCode::PAYMENT_REQUIRED, axum::Json(body)).into_response();
-    let headers = resp.headers_mut();
+    let mut www = Vec::new();
     for value in challenge.header_values() {
-        let value = HeaderValue::from_str(&value).map_err(|_| {
+        www.push(HeaderValue::from_str(&value).map_err(|_| {
             ApiError::new(
                 ErrorCode::BackendError,
                 "The backend issued an invoice that cannot be sent in a header.",
             )
-        })?;
-        headers.append(header::WWW_AUTHENTICATE, value);
+        })?);
     }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
+    Ok((object(body), www))
+}
+
+/// The members of a JSON object literal.
+fn object(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match v {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
 }

@@ -162,6 +162,9 @@ pub struct GatewayConfig {
     /// The admin listener (JSON API, dashboard) and how replicas pick up its changes.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// x402 (stablecoin) payments: the facilitator, the chain and token, who is paid. Needed
+    /// by every service with `"x402"` in its `rails`.
+    pub x402: Option<X402Config>,
     /// The priced services, matched in order.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
@@ -225,6 +228,63 @@ fn default_admin_listen() -> SocketAddr {
 }
 fn default_sync_interval() -> u64 {
     2
+}
+
+/// `[x402]`: how the gateway takes x402 payments (the `exact` scheme, EIP-3009 tokens on EVM
+/// chains). Checked when the gateway starts ([`crate::x402::X402Settings::parse`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X402Config {
+    /// The facilitator's base URL (`http://` or `https://`); the gateway POSTs to
+    /// `<url>/verify` and `<url>/settle`.
+    pub facilitator_url: String,
+    /// The chain, in CAIP-2 form (`eip155:8453` for Base, `eip155:84532` for Base Sepolia).
+    pub network: String,
+    /// The token contract (EIP-3009, e.g. USDC), a 0x address.
+    pub asset: String,
+    /// The token's EIP-712 domain name (`"USD Coin"` for USDC on Base, `"USDC"` on Base Sepolia).
+    pub token_name: String,
+    /// The token's EIP-712 domain version (`"2"` for USDC).
+    pub token_version: String,
+    /// The token's decimals (6 for USDC): `price_usdc = "0.01"` is 10000 base units.
+    pub decimals: u8,
+    /// Who is paid: the provider's 0x address.
+    pub pay_to: String,
+    /// The longest authorisation window a payer may sign, in seconds (default 300).
+    #[serde(default = "default_x402_max_timeout")]
+    pub max_timeout_secs: u64,
+    /// Time allowed for the facilitator's `/verify` answer, in milliseconds (default 10000).
+    #[serde(default = "default_x402_verify_timeout_ms")]
+    pub verify_timeout_ms: u64,
+    /// Time allowed for the facilitator's `/settle` answer (an on-chain transaction), in
+    /// milliseconds (default 60000). A settle is never retried; one that times out is an
+    /// unknown outcome (see the README).
+    #[serde(default = "default_x402_settle_timeout_ms")]
+    pub settle_timeout_ms: u64,
+}
+
+fn default_x402_max_timeout() -> u64 {
+    300
+}
+fn default_x402_verify_timeout_ms() -> u64 {
+    10_000
+}
+fn default_x402_settle_timeout_ms() -> u64 {
+    60_000
+}
+
+/// A way to pay a service: `"l402"` (Lightning) or `"x402"` (stablecoins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rail {
+    /// L402: a Lightning invoice and a macaroon.
+    L402,
+    /// x402: a signed EIP-3009 transfer authorisation, settled by a facilitator.
+    X402,
+}
+
+fn default_rails() -> Vec<Rail> {
+    vec![Rail::L402]
 }
 
 /// `[connections]`: limits that keep slow, idle and too many clients from holding the gateway.
@@ -491,6 +551,23 @@ pub struct ServiceConfig {
     /// Parts of this service with prices of their own, matched before the service itself.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// How the service may be paid: `["l402"]` (the default), `["l402", "x402"]` or
+    /// `["x402"]`. x402 needs the `[x402]` section and `price_usdc`.
+    #[serde(default = "default_rails")]
+    pub rails: Vec<Rail>,
+    /// Price of one payment over x402, in the `[x402]` token's units: a decimal (`"0.01"`, at
+    /// most `decimals` fractional digits) or base units (`"10000u"`, or an integer `10000`).
+    pub price_usdc: Option<TokenPrice>,
+}
+
+/// `price_usdc`: `"0.01"` (a decimal amount of the token) or `10000` / `"10000u"` (base units).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum TokenPrice {
+    /// An integer: base units.
+    BaseUnits(u64),
+    /// A string: a decimal amount, or base units with a `u` suffix.
+    Text(String),
 }
 
 impl ServiceConfig {
@@ -516,6 +593,8 @@ impl ServiceConfig {
             headers: std::collections::BTreeMap::new(),
             allow_encoded_slashes: false,
             routes: Vec::new(),
+            rails: default_rails(),
+            price_usdc: None,
         }
     }
 }
@@ -579,6 +658,7 @@ impl GatewayConfig {
             backend,
             check_settlement: None,
             admin: AdminConfig::default(),
+            x402: None,
             services: Vec::new(),
         }
     }

@@ -13,7 +13,6 @@ use turnpike_l402::TokenId;
 use turnpike_store::{AdminStore, StoreError};
 
 use crate::config::{ConfigError, ServiceConfig};
-use crate::metrics::Metrics;
 use crate::router::{Router, ServiceTable};
 
 /// Where a service in force comes from.
@@ -81,10 +80,11 @@ impl Overlay {
         out
     }
 
-    /// The router of the services in force, each counting in `metrics` (counters kept by name).
-    fn router(&self, metrics: &Metrics) -> Result<Router, ConfigError> {
+    /// The router of the services in force, parsed as `table` parses (see
+    /// [`ServiceTable::parse`]).
+    fn router(&self, table: &ServiceTable) -> Result<Router, ConfigError> {
         let configs: Vec<ServiceConfig> = self.effective().into_iter().map(|(c, _)| c).collect();
-        Router::from_configs_in(&configs, metrics)
+        table.parse(&configs)
     }
 }
 
@@ -167,7 +167,7 @@ impl Control {
         let mut overlay = self.overlay.lock().await;
         let before = overlay.stored.clone();
         overlay.stored.insert(name.to_owned(), config);
-        let router = match overlay.router(self.table.metrics()) {
+        let router = match overlay.router(&self.table) {
             Ok(router) => router,
             Err(e) => {
                 overlay.stored = before;
@@ -190,7 +190,7 @@ impl Control {
     pub async fn replace_file_services(&self, file: Vec<ServiceConfig>) -> Result<(), ConfigError> {
         let mut overlay = self.overlay.lock().await;
         let old = std::mem::replace(&mut overlay.file, file);
-        match overlay.router(self.table.metrics()) {
+        match overlay.router(&self.table) {
             Ok(router) => {
                 self.install(&overlay, router);
                 Ok(())
@@ -252,7 +252,7 @@ impl Control {
             parsed.insert(s.name, config);
         }
         let old = std::mem::replace(&mut overlay.stored, parsed);
-        match overlay.router(self.table.metrics()) {
+        match overlay.router(&self.table) {
             Ok(router) => self.install(&overlay, router),
             Err(e) => {
                 tracing::error!(error = %e, "stored services refused: the services in force stay");
@@ -299,7 +299,10 @@ mod tests {
             [("/a2".into(), Source::Admin), ("/c".into(), Source::Admin)]
         );
         o.stored.insert("d".into(), Some(svc("d", "no-slash")));
-        let e = o.router(&Metrics::new()).unwrap_err().to_string();
+        let e = o
+            .router(&ServiceTable::new(Router::default()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("services[2].path"), "{e}");
     }
 }

@@ -62,6 +62,11 @@ pub enum ErrorCode {
     OverCapacity,
     /// The upstream did not answer in time (`504`).
     UpstreamTimeout,
+    /// The x402 facilitator cannot be asked right now; nothing was charged (`503`).
+    FacilitatorUnavailable,
+    /// An x402 settlement was sent and not confirmed: the payment may have moved; no call was
+    /// served (`502`).
+    X402SettlementUnknown,
 }
 
 impl ErrorCode {
@@ -82,10 +87,12 @@ impl ErrorCode {
             RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            BackendError | UpstreamUnreachable => StatusCode::BAD_GATEWAY,
-            BackendUnavailable | StoreUnavailable | PricerUnavailable | OverCapacity => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            BackendError | UpstreamUnreachable | X402SettlementUnknown => StatusCode::BAD_GATEWAY,
+            BackendUnavailable
+            | StoreUnavailable
+            | PricerUnavailable
+            | OverCapacity
+            | FacilitatorUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -121,6 +128,8 @@ impl ErrorCode {
             PricerUnavailable => "pricer_unavailable",
             OverCapacity => "over_capacity",
             UpstreamTimeout => "upstream_timeout",
+            FacilitatorUnavailable => "facilitator_unavailable",
+            X402SettlementUnknown => "settlement_unknown",
         }
     }
 }
@@ -215,6 +224,8 @@ mod tests {
             PricerUnavailable,
             OverCapacity,
             UpstreamTimeout,
+            FacilitatorUnavailable,
+            X402SettlementUnknown,
         ];
         let mut names = std::collections::HashSet::new();
         for code in all {

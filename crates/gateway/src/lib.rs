@@ -37,6 +37,7 @@ pub mod stats;
 pub mod upstream;
 pub mod verified;
 mod workers;
+pub mod x402;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -210,6 +211,7 @@ pub struct Shared {
     passes_seen: settlement::SettledTokens,
     control: Arc<control::Control>,
     sync_interval: Duration,
+    x402: Option<Arc<x402::X402Settings>>,
 }
 
 /// The rate limiters in force (bounded memory each).
@@ -315,14 +317,25 @@ impl Gateway {
     pub fn new(parts: GatewayParts) -> Result<Gateway, config::ConfigError> {
         parts.config.validate()?;
         let metrics = Arc::new(metrics::Metrics::new());
-        let router = router::Router::from_configs_in(&parts.config.services, &metrics)?;
+        let x402 = parts
+            .config
+            .x402
+            .as_ref()
+            .map(x402::X402Settings::parse)
+            .transpose()?
+            .map(Arc::new);
+        let router = router::Router::from_configs_with(&parts.config.services, x402.as_deref())?;
         let trusted_proxies = client_ip::TrustedProxies::parse(&parts.config.trusted_proxies)
             .map_err(|message| config::ConfigError::Invalid {
                 key: "trusted_proxies".into(),
                 message,
             })?
             .with_header(parts.config.forwarded_header);
-        let services = Arc::new(router::ServiceTable::with_metrics(router, metrics.clone()));
+        let services = Arc::new(router::ServiceTable::with(
+            router,
+            metrics.clone(),
+            x402.clone(),
+        ));
         let control = Arc::new(control::Control::new(
             services.clone(),
             parts.config.services.clone(),
@@ -333,6 +346,7 @@ impl Gateway {
                 services,
                 control,
                 sync_interval: Duration::from_secs(parts.config.admin.sync_interval_secs),
+                x402,
                 minter: Minter::new(parts.master_key),
                 store: parts.store,
                 backend: parts.backend,
@@ -427,7 +441,8 @@ impl Gateway {
     /// Serves on `listener` until `shutdown` completes, then closes idle connections and lets
     /// requests in flight finish (within `connections.shutdown_grace_secs`), all on the current
     /// Tokio runtime. Every minute it prunes expired unpaid invoices, ended free-tier
-    /// windows and idempotent responses older than the retry window.
+    /// windows, idempotent responses older than the retry window and x402 claims whose
+    /// authorisation has expired.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -522,6 +537,10 @@ impl Gateway {
                         store.prune_expired_invoices(now).await,
                     ),
                     ("ended free-tier windows", store.prune_free_tier(now).await),
+                    (
+                        "expired x402 payment claims",
+                        store.prune_x402_payments(now).await,
+                    ),
                     (
                         "old idempotent responses",
                         store

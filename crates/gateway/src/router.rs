@@ -29,7 +29,7 @@ impl Router {
     /// Parses `[[services]]` tables (each one's routes before it). Errors name the key, as
     /// `services[1].routes[0].path`; names must be unique across services and routes.
     pub fn from_configs(configs: &[ServiceConfig]) -> Result<Router, ConfigError> {
-        Router::parse(configs, None)
+        Router::parse(configs, None, None)
     }
 
     /// Like [`Router::from_configs`], each service counting in `metrics` (the counters of a
@@ -38,16 +38,28 @@ impl Router {
         configs: &[ServiceConfig],
         metrics: &Metrics,
     ) -> Result<Router, ConfigError> {
-        Router::parse(configs, Some(metrics))
+        Router::parse(configs, Some(metrics), None)
     }
 
-    fn parse(configs: &[ServiceConfig], metrics: Option<&Metrics>) -> Result<Router, ConfigError> {
+    /// Like [`Router::from_configs`], for a gateway with an `[x402]` section.
+    pub fn from_configs_with(
+        configs: &[ServiceConfig],
+        x402: Option<&crate::x402::settings::X402Settings>,
+    ) -> Result<Router, ConfigError> {
+        Router::parse(configs, None, x402)
+    }
+
+    fn parse(
+        configs: &[ServiceConfig],
+        metrics: Option<&Metrics>,
+        x402: Option<&crate::x402::settings::X402Settings>,
+    ) -> Result<Router, ConfigError> {
         let mut all = Vec::new();
         let mut names = HashSet::new();
         for (i, c) in configs.iter().enumerate() {
             let within = format!("services[{i}]");
             let ServiceRoutes(routes) =
-                ServiceRoutes::try_from(c).map_err(|e| e.within(&within))?;
+                ServiceRoutes::parse(c, x402).map_err(|e| e.within(&within))?;
             let own = routes.len() - 1;
             for (j, s) in routes.iter().enumerate() {
                 if !names.insert(s.name.clone()) {
@@ -93,23 +105,44 @@ impl Router {
 pub struct ServiceTable {
     current: ArcSwap<Router>,
     metrics: Arc<Metrics>,
+    x402: Option<Arc<crate::x402::settings::X402Settings>>,
 }
 
 impl ServiceTable {
     /// A table starting with `router`, its services' counters in a registry of their own.
     pub fn new(router: Router) -> ServiceTable {
-        ServiceTable::with_metrics(router, Arc::new(Metrics::new()))
+        ServiceTable::with(router, Arc::new(Metrics::new()), None)
     }
 
     /// A table starting with `router`, whose services (and every replacement's) count in
     /// `metrics`.
     pub fn with_metrics(router: Router, metrics: Arc<Metrics>) -> ServiceTable {
+        ServiceTable::with(router, metrics, None)
+    }
+
+    /// A table starting with `router`, whose replacements are parsed with the gateway's
+    /// `[x402]` section.
+    pub fn with_x402(
+        router: Router,
+        x402: Option<Arc<crate::x402::settings::X402Settings>>,
+    ) -> ServiceTable {
+        ServiceTable::with(router, Arc::new(Metrics::new()), x402)
+    }
+
+    /// A table starting with `router`, whose services (and every replacement's) count in
+    /// `metrics`, replacements parsed with the gateway's `[x402]` section.
+    pub fn with(
+        router: Router,
+        metrics: Arc<Metrics>,
+        x402: Option<Arc<crate::x402::settings::X402Settings>>,
+    ) -> ServiceTable {
         for s in router.services() {
             metrics.adopt(&s.metrics);
         }
         ServiceTable {
             current: ArcSwap::from_pointee(router),
             metrics,
+            x402,
         }
     }
 
@@ -126,9 +159,15 @@ impl ServiceTable {
     /// Replaces every service with those of `configs`, if they are all valid; otherwise the
     /// table is unchanged and the error names the key at fault.
     pub fn replace(&self, configs: &[ServiceConfig]) -> Result<(), ConfigError> {
-        let router = Router::from_configs_in(configs, &self.metrics)?;
+        let router = self.parse(configs)?;
         self.install(router);
         Ok(())
+    }
+
+    /// Parses `configs` as this table's replacements are: counting in its registry (counters
+    /// kept by name), with its `[x402]` section. Nothing is put in force.
+    pub fn parse(&self, configs: &[ServiceConfig]) -> Result<Router, ConfigError> {
+        Router::parse(configs, Some(&self.metrics), self.x402.as_deref())
     }
 
     /// Puts `router` in force.

@@ -41,6 +41,10 @@ pub struct Service {
     /// Its counters (the same ones across reloads when the table is built with a registry:
     /// [`crate::router::Router::from_configs_in`]).
     pub metrics: std::sync::Arc<crate::metrics::ServiceMetrics>,
+    /// Whether its 402 offers a Lightning invoice (`"l402"` in `rails`).
+    pub l402: bool,
+    /// What it offers over x402 (`"x402"` in `rails`), if anything.
+    pub x402: Option<crate::x402::settings::X402Offer>,
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +63,19 @@ pub struct ServiceRoutes(pub Vec<Service>);
 impl TryFrom<&ServiceConfig> for ServiceRoutes {
     type Error = ConfigError;
 
+    /// Parses a service of a gateway without `[x402]` (a service with `"x402"` in its `rails`
+    /// is then an error).
     fn try_from(c: &ServiceConfig) -> Result<ServiceRoutes, ConfigError> {
+        ServiceRoutes::parse(c, None)
+    }
+}
+
+impl ServiceRoutes {
+    /// Parses one `[[services]]` table; `x402` is the gateway's `[x402]` section, if any.
+    pub fn parse(
+        c: &ServiceConfig,
+        x402: Option<&crate::x402::settings::X402Settings>,
+    ) -> Result<ServiceRoutes, ConfigError> {
         check_name(&c.name).map_err(|m| invalid("name", m))?;
         let host = c
             .host
@@ -101,6 +117,7 @@ impl TryFrom<&ServiceConfig> for ServiceRoutes {
             c.token_lifetime_secs,
         )?;
         let upstream_headers = upstream_headers(&c.headers)?;
+        let (l402, x402) = rails(c, x402)?;
         let own = Service {
             name: c.name.clone(),
             host,
@@ -117,6 +134,8 @@ impl TryFrom<&ServiceConfig> for ServiceRoutes {
             allow_encoded_slashes: c.allow_encoded_slashes,
             upstream_headers,
             metrics: std::sync::Arc::new(crate::metrics::ServiceMetrics::new(&c.name)),
+            l402,
+            x402,
         };
         let mut all = Vec::with_capacity(c.routes.len() + 1);
         for (j, r) in c.routes.iter().enumerate() {
@@ -167,6 +186,8 @@ impl Service {
             upstream_headers: self.upstream_headers.clone(),
             metrics: std::sync::Arc::new(crate::metrics::ServiceMetrics::new(&name)),
             name,
+            l402: true,
+            x402: None,
         })
     }
 
@@ -198,9 +219,9 @@ impl Service {
         })
     }
 
-    /// Whether this service is free (no payment asked).
+    /// Whether this service is free (no payment asked on any rail).
     pub fn is_free(&self) -> bool {
-        self.price == Sats::ZERO
+        self.price == Sats::ZERO && self.x402.is_none()
     }
 
     /// The price of one payment in millisatoshis.
@@ -310,6 +331,66 @@ fn upstream_headers(
             Ok((header, value))
         })
         .collect()
+}
+
+/// The `rails` of a service and its x402 offer (`price_usdc` in the `[x402]` token). A service
+/// priced on one rail is priced on every rail it has.
+fn rails(
+    c: &ServiceConfig,
+    settings: Option<&crate::x402::settings::X402Settings>,
+) -> Result<(bool, Option<crate::x402::settings::X402Offer>), ConfigError> {
+    use crate::config::Rail;
+    if c.rails.is_empty() {
+        return Err(invalid(
+            "rails",
+            "must name at least one of \"l402\", \"x402\"",
+        ));
+    }
+    let l402 = c.rails.contains(&Rail::L402);
+    if !c.rails.contains(&Rail::X402) {
+        if c.price_usdc.is_some() {
+            return Err(invalid("price_usdc", "needs \"x402\" in rails"));
+        }
+        return Ok((l402, None));
+    }
+    let settings = settings.ok_or_else(|| {
+        invalid(
+            "rails",
+            "\"x402\" needs the gateway's [x402] section (facilitator, network, asset, pay_to)",
+        )
+    })?;
+    let price = c
+        .price_usdc
+        .as_ref()
+        .ok_or_else(|| invalid("price_usdc", "is required with \"x402\" in rails"))?;
+    let offer = settings
+        .offer(price)
+        .map_err(|m| invalid("price_usdc", m))?;
+    if l402 && c.price_sats == 0 {
+        return Err(invalid(
+            "price_sats",
+            "must be above 0 when the service is priced over x402 too",
+        ));
+    }
+    if !l402 && c.price_sats != 0 {
+        return Err(invalid(
+            "price_sats",
+            "must be 0 when \"l402\" is not in rails",
+        ));
+    }
+    if !c.routes.is_empty() {
+        return Err(invalid(
+            "rails",
+            "\"x402\" is not supported yet on a service with [[services.routes]]",
+        ));
+    }
+    if c.pricer.is_some() {
+        return Err(invalid(
+            "pricer",
+            "dynamic prices are in sats: not supported with \"x402\"",
+        ));
+    }
+    Ok((l402, Some(offer)))
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -686,6 +767,114 @@ mod tests {
                 parse(&c).unwrap_err().contains("set by the gateway"),
                 "{managed}"
             );
+        }
+    }
+
+    #[test]
+    fn rails_and_x402_prices_are_checked_with_named_keys() {
+        use crate::config::{Rail, TokenPrice, X402Config};
+        let settings = crate::x402::settings::X402Settings::parse(&X402Config {
+            facilitator_url: "http://127.0.0.1:1".into(),
+            network: "eip155:84532".into(),
+            asset: "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".into(),
+            token_name: "USDC".into(),
+            token_version: "2".into(),
+            decimals: 6,
+            pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into(),
+            max_timeout_secs: 300,
+            verify_timeout_ms: 1000,
+            settle_timeout_ms: 1000,
+        })
+        .unwrap();
+        let both = ServiceConfig {
+            rails: vec![Rail::L402, Rail::X402],
+            price_usdc: Some(TokenPrice::Text("0.01".into())),
+            ..svc()
+        };
+        let parse_with = |c: &ServiceConfig| {
+            ServiceRoutes::parse(c, Some(&settings))
+                .map(|r| r.0)
+                .map_err(|e| e.to_string())
+        };
+        let s = parse_with(&both).unwrap();
+        assert!(s[0].l402 && !s[0].is_free());
+        let offer = s[0].x402.as_ref().unwrap();
+        assert_eq!(offer.requirements.amount.base_units(), 10_000);
+        assert_eq!(offer.price_text(), "0.01");
+        let only = ServiceConfig {
+            rails: vec![Rail::X402],
+            price_sats: 0,
+            ..both.clone()
+        };
+        let s = parse_with(&only).unwrap();
+        assert!(!s[0].l402 && !s[0].is_free(), "x402 only is not free");
+        // Without [x402], and each inconsistency, name the key.
+        assert!(parse(&both).unwrap_err().contains("invalid config: rails:"));
+        let cases: Vec<(ServiceConfig, &str)> = vec![
+            (
+                ServiceConfig {
+                    rails: vec![],
+                    ..both.clone()
+                },
+                "rails",
+            ),
+            (
+                ServiceConfig {
+                    price_usdc: None,
+                    ..both.clone()
+                },
+                "price_usdc",
+            ),
+            (
+                ServiceConfig {
+                    price_usdc: Some(TokenPrice::Text("0.0000001".into())),
+                    ..both.clone()
+                },
+                "price_usdc",
+            ),
+            (
+                ServiceConfig {
+                    price_usdc: Some(TokenPrice::BaseUnits(0)),
+                    ..both.clone()
+                },
+                "price_usdc",
+            ),
+            (
+                ServiceConfig {
+                    rails: vec![Rail::L402],
+                    ..both.clone()
+                },
+                "price_usdc",
+            ),
+            (
+                ServiceConfig {
+                    price_sats: 0,
+                    ..both.clone()
+                },
+                "price_sats",
+            ),
+            (
+                ServiceConfig {
+                    price_sats: 5,
+                    ..only.clone()
+                },
+                "price_sats",
+            ),
+            (
+                ServiceConfig {
+                    pricer: Some(PricerConfig {
+                        url: "http://127.0.0.1:9/p".into(),
+                        timeout_ms: 100,
+                        body_bytes: 0,
+                    }),
+                    ..both.clone()
+                },
+                "pricer",
+            ),
+        ];
+        for (c, key) in cases {
+            let e = parse_with(&c).unwrap_err();
+            assert!(e.contains(&format!("invalid config: {key}:")), "{key}: {e}");
         }
     }
 

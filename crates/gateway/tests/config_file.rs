@@ -150,3 +150,53 @@ fn the_admin_listener_has_defaults_and_never_takes_the_public_address() {
         GatewayConfig::parse(&head("token = { env = \"T\" }\nlisten = \"127.0.0.1:0\"")).unwrap();
     assert!(c.admin.token.is_some());
 }
+
+#[test]
+fn an_x402_config_is_parsed_with_the_gateway_section() {
+    let text = r#"
+    [backend]
+    kind = "dev"
+    [x402]
+    facilitator_url = "https://facilitator.example.com/x402"
+    network = "eip155:8453"
+    asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    token_name = "USD Coin"
+    token_version = "2"
+    decimals = 6
+    pay_to = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+    [[services]]
+    name = "both"
+    path = "/both"
+    upstream = "http://127.0.0.1:9000"
+    price_sats = 5
+    rails = ["l402", "x402"]
+    price_usdc = "0.25"
+    [[services]]
+    name = "units"
+    path = "/units"
+    upstream = "http://127.0.0.1:9000"
+    price_sats = 0
+    rails = ["x402"]
+    price_usdc = 1234
+"#;
+    let c = GatewayConfig::parse(text).unwrap();
+    let settings = turnpike_gateway::x402::X402Settings::parse(c.x402.as_ref().unwrap()).unwrap();
+    let router = Router::from_configs_with(&c.services, Some(&settings)).unwrap();
+    let offer = |i: usize| {
+        router.services()[i]
+            .x402
+            .as_ref()
+            .unwrap()
+            .requirements
+            .amount
+            .base_units()
+    };
+    assert_eq!((offer(0), offer(1)), (250_000, 1_234));
+    assert_eq!(c.x402.as_ref().unwrap().max_timeout_secs, 300);
+    // Without the section, the service naming x402 is refused, by key.
+    let e = Router::from_configs(&c.services).unwrap_err().to_string();
+    assert!(e.contains("services[0].rails"), "{e}");
+    // An unknown rail or key in [x402] fails parsing.
+    assert!(err(&text.replace(r#"["x402"]"#, r#"["bitcoin"]"#)).contains("rails"));
+    assert!(err(&text.replace("decimals = 6", "decimals = 6\n    colour = 1")).contains("colour"));
+}

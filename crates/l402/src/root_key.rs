@@ -10,6 +10,9 @@ use crate::macaroon::hmac_sha256;
 
 /// Domain separation prefix of the root-key derivation.
 const ROOT_KEY_DOMAIN: &[u8] = b"turnpike-l402-root-key-v1";
+/// Domain separation prefix of the preimages the gateway issues itself (for payments made
+/// other than by a Lightning invoice).
+const ISSUED_PREIMAGE_DOMAIN: &[u8] = b"turnpike-issued-preimage-v1";
 
 /// The gateway's 32-byte master secret. Its `Debug` output is redacted and it has no
 /// `Display`.
@@ -57,6 +60,16 @@ impl MasterKey {
     pub fn root_key(&self, token_id: &TokenId) -> [u8; 32] {
         hmac_sha256(&self.0, &[ROOT_KEY_DOMAIN, &token_id.0])
     }
+
+    /// The preimage the gateway issues itself for the token `token_id` when the token was paid
+    /// other than by a Lightning invoice (x402): `HMAC-SHA256(master,
+    /// "turnpike-issued-preimage-v1" || token_id)`. The token's payment hash is its SHA-256, so
+    /// the token is an ordinary L402 credential, and only the holder of the master key can
+    /// produce a token whose payment hash matches its id this way. Distinct from the root key
+    /// (another domain), which is never handed out.
+    pub fn issued_preimage(&self, token_id: &TokenId) -> crate::hash::Preimage {
+        crate::hash::Preimage(hmac_sha256(&self.0, &[ISSUED_PREIMAGE_DOMAIN, &token_id.0]))
+    }
 }
 
 #[cfg(test)]
@@ -75,6 +88,7 @@ mod tests {
         let expected: [u8; 32] = mac.finalize().into_bytes().into();
         assert_eq!(master.root_key(&tid), expected);
         assert_ne!(master.root_key(&TokenId([8; 32])), expected);
+        assert_ne!(master.issued_preimage(&tid).0, expected);
         assert_ne!(
             MasterKey::from_bytes([6; 32]).root_key(&tid),
             master.root_key(&tid)

@@ -5,7 +5,8 @@
 //! - the invoices issued with 402 challenges (pruned once they expire unpaid),
 //! - free-tier calls taken per (service, client) in fixed windows, and
 //! - idempotency entries, so a retried request carrying an `Idempotency-Key` is executed and
-//!   charged once (created together with the charge, in one transaction).
+//!   charged once (created together with the charge, in one transaction), and
+//! - x402 payments claimed before settlement, so one authorisation serves at most once.
 //!
 //! Credentials themselves are verified without the store (root keys are derived), so the store
 //! is touched only to count calls. [`SqliteStore`] is the embedded default, [`PgStore`] lets
@@ -254,7 +255,57 @@ pub trait Store: StatsStore + Send + Sync + 'static {
     /// a later request with such a key is executed and charged afresh). In-flight entries are
     /// kept. Returns how many were deleted.
     async fn prune_idempotency(&self, older_than_unix: u64) -> Result<u64, StoreError>;
+
+    /// Claims the x402 payment named `replay_key` (its authorisation's
+    /// `network/asset/payer/nonce`, at most [`MAX_X402_KEY_LEN`] bytes) until `expires_at` (its
+    /// `validBefore`, after which it can no longer be settled): [`X402Claim::Claimed`] for the
+    /// one caller that inserted it; every other, concurrent or later, in any process sharing
+    /// the database, learns whether it was settled ([`Store::record_x402_settlement`]). One
+    /// atomic insert. The gateway claims a payment before settling it, so one authorisation is
+    /// sent for settlement at most once.
+    async fn claim_x402_payment(
+        &self,
+        replay_key: &str,
+        now_unix: u64,
+        expires_at: u64,
+    ) -> Result<X402Claim, StoreError>;
+
+    /// Records that the claimed payment `replay_key` settled, with its `PAYMENT-RESPONSE`
+    /// value. Does nothing for a key not claimed.
+    async fn record_x402_settlement(
+        &self,
+        replay_key: &str,
+        settle_header: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Releases a claim, so the same authorisation may be presented again. Only for a claim
+    /// whose payment was provably never sent for settlement (the facilitator refused or could
+    /// not be asked to verify it). Releasing a missing key does nothing.
+    async fn release_x402_payment(&self, replay_key: &str) -> Result<(), StoreError>;
+
+    /// Deletes claims whose `expires_at` is before `now_unix` (those authorisations can no
+    /// longer be settled, so a replay fails on chain and offline). Returns how many.
+    async fn prune_x402_payments(&self, now_unix: u64) -> Result<u64, StoreError>;
 }
+
+/// The outcome of [`Store::claim_x402_payment`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum X402Claim {
+    /// This caller holds the payment now: settle it, then record the settlement (or release
+    /// the claim if nothing was sent).
+    Claimed,
+    /// Another caller holds it and has not recorded a settlement (in progress, refused, or of
+    /// unknown outcome).
+    Taken,
+    /// It was settled earlier; its `PAYMENT-RESPONSE` value.
+    Settled {
+        /// The header value recorded with the settlement.
+        settle_header: String,
+    },
+}
+
+/// Longest x402 replay key a store accepts (`network/asset/payer/nonce` is about 190 bytes).
+pub const MAX_X402_KEY_LEN: usize = 512;
 
 /// Read-back queries for tests, kept off [`Store`]: the gateway never reads usage or invoices
 /// back. Enabled by the `test-support` feature.

@@ -13,7 +13,7 @@ use turnpike_l402::TokenId;
 use crate::batch::{self, BatchWriter, ConsumeRequest};
 use crate::{
     Consumption, IdempotencyBegin, IdempotencyRequest, InvoiceRecord, Store, StoreError,
-    StoredResponse, Verdict, to_i64,
+    StoredResponse, Verdict, X402Claim, to_i64,
 };
 
 /// The first half of the batched consume: the dialect appends its rows, then `consume_upsert!`.
@@ -80,6 +80,10 @@ macro_rules! migrations {
                 4,
                 include_str!(concat!("../migrations/", $dir, "/0004_stats.sql")),
             ),
+            (
+                5,
+                include_str!(concat!("../migrations/", $dir, "/0005_x402.sql")),
+            ),
         ]
     };
 }
@@ -142,6 +146,20 @@ const ABORT: &str = "DELETE FROM idempotency
   RETURNING charged";
 
 const PRUNE_IDEMPOTENCY: &str = "DELETE FROM idempotency WHERE state = 'done' AND created_at < $1";
+
+/// Claims an x402 payment: a new row, or nothing when the key is already held (one statement,
+/// atomic across processes sharing the database).
+const CLAIM_X402: &str = "INSERT INTO x402_payments (replay_key, claimed_at, expires_at)
+    VALUES ($1, $2, $3) ON CONFLICT (replay_key) DO NOTHING";
+
+const X402_SETTLED: &str = "SELECT settle_header FROM x402_payments WHERE replay_key = $1";
+
+const RECORD_X402_SETTLEMENT: &str =
+    "UPDATE x402_payments SET settle_header = $2 WHERE replay_key = $1";
+
+const RELEASE_X402: &str = "DELETE FROM x402_payments WHERE replay_key = $1";
+
+const PRUNE_X402: &str = "DELETE FROM x402_payments WHERE expires_at < $1";
 
 const MIGRATION_APPLIED: &str = "SELECT version FROM turnpike_migrations WHERE version = $1";
 
@@ -564,6 +582,61 @@ where
 
     async fn prune_idempotency(&self, older_than_unix: u64) -> Result<u64, StoreError> {
         delete(&self.pool, PRUNE_IDEMPOTENCY, older_than_unix).await
+    }
+
+    async fn claim_x402_payment(
+        &self,
+        replay_key: &str,
+        now_unix: u64,
+        expires_at: u64,
+    ) -> Result<X402Claim, StoreError> {
+        if replay_key.is_empty() || replay_key.len() > crate::MAX_X402_KEY_LEN {
+            return Err(StoreError::InvalidArgument(
+                "an x402 replay key is 1 to 512 bytes",
+            ));
+        }
+        let done = sqlx::query(CLAIM_X402)
+            .bind(replay_key.to_owned())
+            .bind(to_i64(now_unix))
+            .bind(to_i64(expires_at))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            return Ok(X402Claim::Claimed);
+        }
+        let settled: Option<Option<String>> = sqlx::query_scalar(X402_SETTLED)
+            .bind(replay_key.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match settled.flatten() {
+            Some(settle_header) => X402Claim::Settled { settle_header },
+            None => X402Claim::Taken,
+        })
+    }
+
+    async fn record_x402_settlement(
+        &self,
+        replay_key: &str,
+        settle_header: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(RECORD_X402_SETTLEMENT)
+            .bind(replay_key.to_owned())
+            .bind(settle_header.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn release_x402_payment(&self, replay_key: &str) -> Result<(), StoreError> {
+        sqlx::query(RELEASE_X402)
+            .bind(replay_key.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_x402_payments(&self, now_unix: u64) -> Result<u64, StoreError> {
+        delete(&self.pool, PRUNE_X402, now_unix).await
     }
 }
 

@@ -1374,3 +1374,77 @@ async fn a_time_pass_is_recorded_used_exactly_once_across_pools(db: &TestDb) {
     // A time pass writes no per-call usage: nothing is consumed by recording it.
     assert!(a.token_usage(&token).await.unwrap().is_none());
 }
+
+store_test!(
+    x402_claims,
+    an_x402_payment_is_claimed_once_across_pools_released_and_pruned
+);
+
+/// Of many concurrent claims of one x402 payment, on two pools (two gateway processes), exactly
+/// one wins; the others learn it is taken, then, once recorded, that it settled (with its
+/// header); other keys are independent; a released claim can be taken again; pruning removes
+/// only claims whose authorisation has expired.
+async fn an_x402_payment_is_claimed_once_across_pools_released_and_pruned(db: &TestDb) {
+    use turnpike_store::X402Claim;
+    let (a, b) = (db.open().await, db.open().await);
+    let key = "eip155:84532/0xe7f1/0x7099/0x11";
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store.claim_x402_payment(key, 1000, 2000).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            X402Claim::Claimed => won += 1,
+            X402Claim::Taken => {}
+            X402Claim::Settled { .. } => panic!("nothing was settled"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one claim wins");
+    assert_eq!(
+        b.claim_x402_payment(key, 1001, 2000).await.unwrap(),
+        X402Claim::Taken
+    );
+    a.record_x402_settlement(key, "eyJzdWNjZXNzIjp0cnVlfQ==")
+        .await
+        .unwrap();
+    assert_eq!(
+        b.claim_x402_payment(key, 1001, 2000).await.unwrap(),
+        X402Claim::Settled {
+            settle_header: "eyJzdWNjZXNzIjp0cnVlfQ==".into()
+        }
+    );
+    a.record_x402_settlement("never claimed", "x")
+        .await
+        .unwrap();
+    assert_eq!(
+        a.claim_x402_payment("other", 1000, 1500).await.unwrap(),
+        X402Claim::Claimed
+    );
+    for bad in [String::new(), "k".repeat(513)] {
+        assert!(matches!(
+            a.claim_x402_payment(&bad, 1000, 1500).await,
+            Err(StoreError::InvalidArgument(_))
+        ));
+    }
+    b.release_x402_payment("other").await.unwrap();
+    b.release_x402_payment("never claimed").await.unwrap();
+    assert_eq!(
+        a.claim_x402_payment("other", 1002, 1500).await.unwrap(),
+        X402Claim::Claimed
+    );
+    // At 1600 only "other" (valid before 1500) has expired.
+    assert_eq!(a.prune_x402_payments(1600).await.unwrap(), 1);
+    assert!(matches!(
+        a.claim_x402_payment(key, 1600, 2000).await.unwrap(),
+        X402Claim::Settled { .. }
+    ));
+    assert_eq!(
+        b.claim_x402_payment("other", 1600, 1700).await.unwrap(),
+        X402Claim::Claimed
+    );
+    assert_eq!(a.prune_x402_payments(2001).await.unwrap(), 2);
+}

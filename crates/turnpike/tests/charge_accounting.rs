@@ -116,6 +116,31 @@ impl Store for SlowRefunds {
     async fn prune_idempotency(&self, older_than_unix: u64) -> Result<u64, StoreError> {
         self.0.prune_idempotency(older_than_unix).await
     }
+    async fn claim_x402_payment(
+        &self,
+        replay_key: &str,
+        now_unix: u64,
+        expires_at: u64,
+    ) -> Result<turnpike_store::X402Claim, StoreError> {
+        self.0
+            .claim_x402_payment(replay_key, now_unix, expires_at)
+            .await
+    }
+    async fn record_x402_settlement(
+        &self,
+        replay_key: &str,
+        settle_header: &str,
+    ) -> Result<(), StoreError> {
+        self.0
+            .record_x402_settlement(replay_key, settle_header)
+            .await
+    }
+    async fn release_x402_payment(&self, replay_key: &str) -> Result<(), StoreError> {
+        self.0.release_x402_payment(replay_key).await
+    }
+    async fn prune_x402_payments(&self, now_unix: u64) -> Result<u64, StoreError> {
+        self.0.prune_x402_payments(now_unix).await
+    }
 }
 
 #[async_trait]

@@ -4,7 +4,8 @@
 //! 0. [`begin`]: put the target and host in canonical form, **match** a service, find the client.
 //! 1. [`price`]: ask the dynamic pricer, when the service has one.
 //! 2. [`authenticate`]: verify the L402 credential (no I/O), then [`admit`] the token (its price
-//!    cap, rate limits, the backend's word that it was paid).
+//!    cap, rate limits, the backend's word that it was paid). Without a credential, an x402
+//!    payment (`pay_x402`) is settled and buys a token instead.
 //! 3. [`charge`]: one call in the store (with an `Idempotency-Key`, entry and charge at once).
 //! 4. [`forward`] to the upstream, and **account**: a call the upstream did not serve is given
 //!    back ([`Charge`]).
@@ -48,6 +49,8 @@ pub(crate) struct RequestCtx {
     pub now: u64,
     /// The price the pricer set for it, when the service has one.
     pub dynamic_price: Option<Sats>,
+    /// Its URL, as an x402 challenge names the resource (only for services taking x402).
+    pub resource: String,
 }
 
 /// Why a phase ended the request.
@@ -89,7 +92,7 @@ pub(crate) async fn serve(state: SharedState, peer: SocketAddr, req: Request<Bod
             e.into_response()
         }
         Err(Halt::Challenge(reason)) => {
-            if let Some(why) = failure_of(reason) {
+            if let Some(why) = failure_of(&reason) {
                 state.metrics.verification_failed(why);
             }
             challenge(&state, &ctx, reason).await
@@ -115,9 +118,9 @@ fn count_rejection(state: &SharedState, ctx: &RequestCtx, code: ErrorCode) {
 }
 
 /// The verification failure a challenge answers, if it answers one (not a missing credential).
-fn failure_of(reason: ChallengeReason) -> Option<VerifyFailure> {
+fn failure_of(reason: &ChallengeReason) -> Option<VerifyFailure> {
     match reason {
-        ChallengeReason::NoCredential => None,
+        ChallengeReason::NoCredential | ChallengeReason::X402Refused(_) => None,
         ChallengeReason::TokenUsedUp => Some(VerifyFailure::TokenUsedUp),
         ChallengeReason::TokenExpired => Some(VerifyFailure::TokenExpired),
         ChallengeReason::OtherService => Some(VerifyFailure::OtherService),
@@ -139,6 +142,9 @@ async fn run(
         return Ok(forward(state, ctx, req, Charge::None, Paid::No).await);
     }
     let Some((token, fresh)) = authenticate(state, ctx, &req)? else {
+        if ctx.service.x402.is_some() && crate::x402::carries_payment(req.headers()) {
+            return pay_x402(state, ctx, req).await;
+        }
         return free_call(state, ctx, req).await;
     };
     admit(state, ctx, &token).await?;
@@ -156,9 +162,13 @@ enum Paid {
     No,
 }
 
-/// What `token`'s payment was for: the price it was bought at (a dynamic price's cap), else
-/// the service's price now.
-fn payment_of(ctx: &RequestCtx, token: &VerifiedToken) -> turnpike_l402::Msat {
+/// What `token`'s payment was for, in msat: the price it was bought at (a dynamic price's cap),
+/// else the service's price now. A token bought over x402 counts as a payment of 0 msat (it was
+/// paid in the x402 token's units, not in sats).
+fn payment_of(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> turnpike_l402::Msat {
+    if crate::x402::is_issued(&state.minter, token) {
+        return turnpike_l402::Msat::ZERO;
+    }
     token
         .grant
         .max_price_msat
@@ -183,7 +193,7 @@ fn note_pass(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken, fresh
 fn record_pass_use(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) {
     let (store, metrics) = (state.store.clone(), state.metrics.clone());
     let service = ctx.service.metrics.clone();
-    let (token_id, amount, now) = (token.token_id, payment_of(ctx, token), ctx.now);
+    let (token_id, amount, now) = (token.token_id, payment_of(state, ctx, token), ctx.now);
     state.background.spawn(async move {
         let started = Instant::now();
         let recorded = store.record_pass_use(&token_id, service.name(), now).await;
@@ -228,11 +238,16 @@ fn begin(
         service.metrics.rate_limited.inc();
         return Err(too_many(wait, "Too many requests from this address."));
     }
+    let resource = match service.x402 {
+        Some(_) => crate::x402::resource_url(&req),
+        None => String::new(),
+    };
     let ctx = RequestCtx {
         service,
         via,
         now: crate::unix_now(),
         dynamic_price: None,
+        resource,
     };
     Ok((req, ctx))
 }
@@ -337,6 +352,44 @@ fn authenticate(
     }
 }
 
+/// Phase 2 (x402): A request paying with x402 instead of a credential: the payment is checked,
+/// claimed, settled ([`crate::x402::pay`]) and buys a token, which this call is charged to as
+/// an L402 call would be. The response carries the settlement and the token's credential
+/// (which holds what the payment bought beyond this call, and this call if it is given back).
+async fn pay_x402(
+    state: &SharedState,
+    ctx: &RequestCtx,
+    mut req: Request<Body>,
+) -> Result<Response, Halt> {
+    let Some(settings) = &state.x402 else {
+        return Err(Halt::Challenge(ChallengeReason::NoCredential));
+    };
+    let cx = crate::x402::PayCtx {
+        settings,
+        store: &*state.store,
+        minter: &state.minter,
+        service: &ctx.service,
+        resource: &ctx.resource,
+        now: ctx.now,
+    };
+    let paid = match crate::x402::pay(&cx, req.headers()).await {
+        Ok(paid) => paid,
+        Err(crate::x402::PayError::Refused(r)) => {
+            return Err(Halt::Challenge(ChallengeReason::X402Refused(Box::new(r))));
+        }
+        Err(crate::x402::PayError::Error(e)) => return Err(e.into()),
+    };
+    // The upstream gets the call, not the payment.
+    crate::x402::strip_payment(req.headers_mut());
+    let resp = match charge(state, ctx, &paid.token, req).await {
+        Ok((req, charge)) => forward(state, ctx, req, charge, Paid::Yes).await,
+        Err(Halt::Respond(resp)) => *resp,
+        Err(Halt::Reject(e)) => e.into_response(),
+        Err(Halt::Challenge(reason)) => challenge(state, ctx, reason).await,
+    };
+    Ok(paid.decorate(resp))
+}
+
 /// Phase 2b: Whether a valid token may be used now: within its price cap and rate limits, and (once
 /// per token, when `check_settlement` is on) reported paid by the backend.
 async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> Result<(), Halt> {
@@ -369,6 +422,11 @@ async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> 
         return Ok(());
     };
     if settled.contains(&token.token_id) {
+        return Ok(());
+    }
+    // Bought with x402: no Lightning backend knows it, and it was settled before it was minted.
+    if crate::x402::is_issued(&state.minter, token) {
+        settled.insert(token.token_id);
         return Ok(());
     }
     let started = Instant::now();
@@ -452,7 +510,7 @@ async fn charge(
                 first_use,
             } => {
                 if first_use {
-                    ctx.service.metrics.payment(payment_of(ctx, token));
+                    ctx.service.metrics.payment(payment_of(state, ctx, token));
                 }
                 remaining
             }
@@ -490,7 +548,7 @@ async fn charge(
             first_use,
         } => {
             if first_use {
-                ctx.service.metrics.payment(payment_of(ctx, token));
+                ctx.service.metrics.payment(payment_of(state, ctx, token));
             }
             Ok((
                 req,
@@ -593,7 +651,15 @@ async fn challenge(state: &SharedState, ctx: &RequestCtx, reason: ChallengeReaso
         )
         .into_response();
     }
-    crate::challenge::issue(state, &ctx.service, reason, ctx.now, ctx.dynamic_price).await
+    crate::challenge::issue(
+        state,
+        &ctx.service,
+        reason,
+        ctx.now,
+        ctx.dynamic_price,
+        &ctx.resource,
+    )
+    .await
 }
 
 /// Runs `read` (reading a request body the gateway needs before forwarding) within

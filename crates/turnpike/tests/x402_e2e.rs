@@ -1,0 +1,731 @@
+//! x402 on the gateway, end to end with real parts on loopback: `turnpike serve` (dev
+//! Lightning backend) with an `[x402]` section, the offline chain of `scripts/x402-env.sh`
+//! (anvil, Circle's FiatTokenV2_2, the reference facilitator of @x402/core + @x402/evm 2.27.0),
+//! the official client (@x402/fetch 2.27.0, `scripts/x402/fetch.mjs`; @x402/core's
+//! x402HTTPClient, `pay.mjs`) and Turnpike's own `PayerKey`. Money is read from the chain
+//! (`balanceOf(payTo)` by `eth_call`); each test pays a fresh random `payTo`, so its balance
+//! moves only by that test's payments.
+//!
+//! Needs the chain running:
+//!
+//! ```text
+//! scripts/x402-env.sh install && scripts/x402-env.sh start
+//! cargo test -p turnpike --test x402_e2e
+//! ```
+//!
+//! Without it the tests print `SKIPPED: ...` and pass, unless `TURNPIKE_STRICT_TESTS=1`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use turnpike_x402::{
+    PayerKey, PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse, U256,
+    X402Version, parse_address,
+};
+
+const SETUP: &str = "start the offline x402 chain: `scripts/x402-env.sh install && scripts/x402-env.sh start` \
+     (it writes target/x402/info.json; TURNPIKE_X402_INFO overrides the path)";
+
+/// Settlements go through one facilitator account: the tests settle one at a time.
+static CHAIN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn info(test: &str) -> Option<Value> {
+    let path = std::env::var("TURNPIKE_X402_INFO").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/x402/info.json").to_owned()
+    });
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).expect("info.json is JSON")),
+        Err(e) => {
+            if std::env::var("TURNPIKE_STRICT_TESTS").as_deref() == Ok("1") {
+                panic!("{test}: cannot read {path} ({e}) and TURNPIKE_STRICT_TESTS=1: {SETUP}");
+            }
+            eprintln!("SKIPPED: {test}: cannot read {path} ({e}); to run it, {SETUP}");
+            None
+        }
+    }
+}
+
+fn s<'a>(info: &'a Value, pointer: &str) -> &'a str {
+    info.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("info.json lacks {pointer}"))
+}
+
+fn now() -> u64 {
+    turnpike_gateway::unix_now()
+}
+
+fn http() -> reqwest::Client {
+    turnpike_lightning::ensure_crypto_provider();
+    reqwest::Client::new()
+}
+
+/// A gateway in front of a counting upstream, taking x402 on the test chain for `pay_to`.
+struct Gateway {
+    _running: common::Running,
+    _dir: tempfile::TempDir,
+    base: String,
+    served: Arc<AtomicU64>,
+    pay_to: String,
+}
+
+impl Gateway {
+    fn start(info: &Value, facilitator_url: &str) -> Gateway {
+        Gateway::start_with(info, facilitator_url, 60_000)
+    }
+
+    fn start_with(info: &Value, facilitator_url: &str, settle_timeout_ms: u64) -> Gateway {
+        let pay_to = format!("0x{}", hex_of(&rand::random::<[u8; 20]>()));
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let services = format!(
+            r#"
+[x402]
+facilitator_url = "{facilitator_url}"
+network = "{network}"
+asset = "{token}"
+token_name = "{name}"
+token_version = "{version}"
+decimals = 6
+pay_to = "{pay_to}"
+settle_timeout_ms = {settle_timeout_ms}
+
+[[services]]
+name = "paid"
+path = "/paid"
+upstream = "http://{{upstream}}"
+price_sats = 10
+rails = ["l402", "x402"]
+price_usdc = "0.01"
+
+[[services]]
+name = "bundle"
+path = "/bundle"
+upstream = "http://{{upstream}}"
+price_sats = 10
+calls_per_payment = 3
+rails = ["l402", "x402"]
+price_usdc = "0.02"
+
+[[services]]
+name = "usdconly"
+path = "/usdconly"
+upstream = "http://{{upstream}}"
+price_sats = 0
+rails = ["x402"]
+price_usdc = "5000u"
+
+[[services]]
+name = "down"
+path = "/down"
+upstream = "http://{closed}"
+price_sats = 10
+rails = ["l402", "x402"]
+price_usdc = "0.01"
+"#,
+            network = s(info, "/network"),
+            token = s(info, "/token"),
+            name = s(info, "/token_name"),
+            version = s(info, "/token_version"),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (upstream, served) = upstream();
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // check_settlement on: tokens bought over x402 must pass without the Lightning backend.
+        let config = dir.path().join("turnpike.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{listen}\"\nadmin.listen = \"127.0.0.1:0\"\ndata_dir = \"gateway-data\"\ncheck_settlement = true\n\n[backend]\nkind = \"dev\"\n{}",
+                services.replace("{upstream}", &upstream.to_string())
+            ),
+        )
+        .unwrap();
+        let running = common::serve_gateway(&config, listen);
+        let base = format!("http://{listen}");
+        Gateway {
+            _running: running,
+            _dir: dir,
+            base,
+            served,
+            pay_to,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
+    }
+}
+
+/// An upstream counting the calls it serves; it answers `ok`, or `leaked` to a request that
+/// still carries a payment field (the gateway must not pass payments on).
+fn upstream() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    let served = Arc::new(AtomicU64::new(0));
+    let counter = served.clone();
+    let app = axum::Router::new().fallback(move |headers: http::HeaderMap| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let leaked = ["payment-signature", "x-payment", "authorization"]
+                .iter()
+                .any(|h| headers.contains_key(*h));
+            if leaked { "leaked" } else { "ok" }
+        }
+    });
+    (common::spawn_app(app), served)
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn rpc(info: &Value, method: &str, params: Value) -> Value {
+    let v: Value = http()
+        .post(s(info, "/rpc_url"))
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v.get("error").is_none(), "{method}: {v}");
+    v["result"].clone()
+}
+
+/// The chain mines only on a transaction: a fresh block brings its time to now (the reference
+/// facilitator simulates transfers against the latest block).
+async fn mine(info: &Value) {
+    rpc(info, "evm_mine", json!([])).await;
+}
+
+/// `balanceOf(who)` of the test token, read from the chain.
+async fn balance(info: &Value, who: &str) -> U256 {
+    let data = format!("0x70a08231{:0>64}", who.trim_start_matches("0x"));
+    let result = rpc(
+        info,
+        "eth_call",
+        json!([{"to": s(info, "/token"), "data": data}, "latest"]),
+    )
+    .await;
+    U256::from_str_radix(result.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Runs the official client (@x402/fetch) on `url`; `v1` hides the v2 header from it.
+async fn official_fetch(info: &Value, url: &str, v1: bool) -> Value {
+    let node = s(info, "/node").to_owned();
+    let script = std::path::Path::new(s(info, "/pay_script")).with_file_name("fetch.mjs");
+    let key = s(info, "/payer/private_key").to_owned();
+    let url = url.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(node);
+        cmd.arg(script).arg(key).arg(url);
+        if v1 {
+            cmd.arg("v1");
+        }
+        cmd.stderr(Stdio::piped()).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "fetch.mjs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("fetch.mjs prints JSON")
+}
+
+/// Has the official client (pay.mjs) sign a payment for the 402 `resp` answered; returns its
+/// `PAYMENT-SIGNATURE` header value.
+async fn official_signature(info: &Value, required: &str, body: &Value) -> String {
+    let node = s(info, "/node").to_owned();
+    let script = s(info, "/pay_script").to_owned();
+    let key = s(info, "/payer/private_key").to_owned();
+    let input = json!({"headers": {"payment-required": required}, "body": body}).to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = Command::new(node)
+            .arg(script)
+            .arg(key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "pay.mjs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["headers"]["PAYMENT-SIGNATURE"]
+        .as_str()
+        .or_else(|| v["headers"]["payment-signature"].as_str())
+        .unwrap_or_else(|| panic!("no PAYMENT-SIGNATURE in {v}"))
+        .to_owned()
+}
+
+/// An unpaid GET: the 402's `PAYMENT-REQUIRED` value and JSON body.
+async fn challenge(url: &str) -> (reqwest::header::HeaderMap, String, Value) {
+    let resp = http().get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let headers = resp.headers().clone();
+    let required = headers["payment-required"].to_str().unwrap().to_owned();
+    (headers, required, resp.json().await.unwrap())
+}
+
+/// Our offer for `url`, as the 402 states it.
+async fn offer(url: &str) -> PaymentRequirements {
+    let (_, required, _) = challenge(url).await;
+    PaymentRequired::from_header(required.as_bytes())
+        .unwrap()
+        .accepts
+        .remove(0)
+}
+
+fn payer(info: &Value) -> PayerKey {
+    PayerKey::from_hex(s(info, "/payer/private_key")).unwrap()
+}
+
+fn header_name(version: X402Version) -> (&'static str, &'static str) {
+    match version {
+        X402Version::V2 => ("payment-signature", "payment-response"),
+        X402Version::V1 => ("x-payment", "x-payment-response"),
+    }
+}
+
+/// Sends `payment` to `url`: status, headers, body.
+async fn send(url: &str, payment: &PaymentPayload) -> (u16, reqwest::header::HeaderMap, String) {
+    let (name, _) = header_name(payment.version);
+    send_raw(url, name, &payment.to_header()).await
+}
+
+async fn send_raw(url: &str, name: &str, value: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let resp = http().get(url).header(name, value).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_client_pays_turnpike_and_gets_the_body() {
+    let Some(info) = info("the_official_client_pays_turnpike_and_gets_the_body") else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+
+    // The 402 offers both rails: L402 headers and invoice, and x402 v2 header and v1 body.
+    let (headers, required, body) = challenge(&gw.url("/paid")).await;
+    assert_eq!(headers.get_all("www-authenticate").iter().count(), 2);
+    assert_eq!(headers["cache-control"], "no-store");
+    let required = PaymentRequired::from_header(required.as_bytes()).unwrap();
+    let offered = &required.accepts[0];
+    assert_eq!(offered.amount.base_units(), 10_000);
+    assert_eq!(offered.pay_to, parse_address(&gw.pay_to).unwrap());
+    assert_eq!(required.resource.url, gw.url("/paid"));
+    assert_eq!(body["error"]["code"], "payment_required");
+    assert!(body["invoice"].as_str().unwrap().starts_with("lnbcrt"));
+    assert_eq!(body["x402Version"], 1);
+    assert_eq!(body["accepts"][0]["maxAmountRequired"], "10000");
+    assert_eq!(body["accepts"][0]["network"], "base-sepolia");
+    assert_eq!(body["price_usdc"], "0.01");
+
+    mine(&info).await;
+    let before = balance(&info, &gw.pay_to).await;
+    for (round, v1) in [(1u64, false), (2, true)] {
+        let got = official_fetch(&info, &gw.url("/paid"), v1).await;
+        assert_eq!(got["status"], 200, "{got}");
+        assert_eq!(got["body"], "ok");
+        let settled = &got["payment_response"];
+        assert_eq!(settled["success"], true, "{got}");
+        assert_eq!(
+            settled["payer"].as_str().unwrap().to_lowercase(),
+            s(&info, "/payer/address").to_lowercase()
+        );
+        assert!(settled["transaction"].as_str().unwrap().len() == 66);
+        assert!(got["credential"].as_str().unwrap().starts_with("L402 "));
+        assert_eq!(gw.served(), round);
+        assert_eq!(
+            balance(&info, &gw.pay_to).await - before,
+            U256::from(10_000 * round),
+            "payTo rises by exactly the price per payment"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_payment_sent_twice_concurrently_serves_one_call() {
+    let Some(info) = info("one_payment_sent_twice_concurrently_serves_one_call") else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let before = balance(&info, &gw.pay_to).await;
+    let url = gw.url("/paid");
+    let (_, required, body) = challenge(&url).await;
+    let signature = official_signature(&info, &required, &body).await;
+    let (a, b) = tokio::join!(
+        send_raw(&url, "payment-signature", &signature),
+        send_raw(&url, "payment-signature", &signature)
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 402], "{a:?} {b:?}");
+    // A later copy gets the token the payment bought, whose one call is spent: nothing reaches
+    // the chain again and nothing more is served.
+    let (status, headers, body) = send_raw(&url, "payment-signature", &signature).await;
+    assert_eq!(status, 402, "{body}");
+    assert!(body.contains("no calls left"), "{body}");
+    assert!(headers.contains_key("turnpike-credential"));
+    assert_eq!(gw.served(), 1);
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(10_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_amount_payto_window_or_signature_get_402_and_move_no_money() {
+    let Some(info) = info("wrong_amount_payto_window_or_signature_get_402_and_move_no_money")
+    else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let url = gw.url("/paid");
+    let offered = offer(&url).await;
+    let key = payer(&info);
+    let before_pay_to = balance(&info, &gw.pay_to).await;
+    let before_payer = balance(&info, s(&info, "/payer/address")).await;
+    let pay = |req: &PaymentRequirements, version, at| {
+        key.pay(req, None, version, at, rand::random()).unwrap()
+    };
+    let cheaper = PaymentRequirements {
+        amount: turnpike_x402::TokenAmount::from_base_units(9_999),
+        ..offered.clone()
+    };
+    let elsewhere = PaymentRequirements {
+        pay_to: parse_address(s(&info, "/payer/address")).unwrap(),
+        ..offered.clone()
+    };
+    let good = pay(&offered, X402Version::V2, now());
+    let edited = |p: &PaymentPayload, edit: &dyn Fn(&mut Value)| {
+        let mut json = p.raw_json().clone();
+        edit(&mut json);
+        PaymentPayload::from_payment_signature(
+            base64::engine::general_purpose::STANDARD
+                .encode(json.to_string())
+                .as_bytes(),
+        )
+        .unwrap()
+    };
+    let forged = edited(&good, &|j| {
+        j["payload"]["authorization"]["nonce"] = json!(format!("0x{}", "ab".repeat(32)));
+    });
+    // Signed for other terms, but echoing our offer as `accepted` (which is not signed).
+    let echo = |p: PaymentPayload| edited(&p, &|j| j["accepted"] = offered.to_json_v2());
+    let cases = [
+        ("wrong amount (v2)", pay(&cheaper, X402Version::V2, now())),
+        ("wrong amount (v1)", pay(&cheaper, X402Version::V1, now())),
+        ("wrong payTo (v2)", pay(&elsewhere, X402Version::V2, now())),
+        ("wrong payTo (v1)", pay(&elsewhere, X402Version::V1, now())),
+        (
+            "wrong amount, our offer echoed",
+            echo(pay(&cheaper, X402Version::V2, now())),
+        ),
+        (
+            "wrong payTo, our offer echoed",
+            echo(pay(&elsewhere, X402Version::V2, now())),
+        ),
+        (
+            "expired window",
+            pay(&offered, X402Version::V2, now() - 1_000),
+        ),
+        ("bad signature", forged),
+    ];
+    for (what, payment) in &cases {
+        let (status, headers, body) = send(&url, payment).await;
+        assert_eq!(status, 402, "{what}: {body}");
+        assert!(headers.contains_key("payment-required"), "{what}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let reason = body["error"]["reason"].as_str().unwrap_or_default();
+        assert!(!reason.is_empty(), "{what}: {body}");
+        eprintln!("{what}: {reason}");
+    }
+    let (status, _, body) = send_raw(&url, "payment-signature", "bm90IGpzb24=").await;
+    assert_eq!(status, 402, "{body}");
+    assert!(body.contains("invalid_payload"), "{body}");
+    assert_eq!(gw.served(), 0);
+    assert_eq!(balance(&info, &gw.pay_to).await, before_pay_to);
+    assert_eq!(
+        balance(&info, s(&info, "/payer/address")).await,
+        before_payer,
+        "no money moved"
+    );
+    // The good payment, sent after all that, still works: refusals claimed nothing.
+    let (status, headers, body) = send(&url, &good).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.contains_key("payment-response"));
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before_pay_to,
+        U256::from(10_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turnpike_payer_key_pays_through_the_gateway_v2_and_v1() {
+    let Some(info) = info("turnpike_payer_key_pays_through_the_gateway_v2_and_v1") else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let url = gw.url("/paid");
+    let offered = offer(&url).await;
+    let key = payer(&info);
+    let before = balance(&info, &gw.pay_to).await;
+    for version in [X402Version::V2, X402Version::V1] {
+        let payment = key
+            .pay(&offered, None, version, now(), rand::random())
+            .unwrap();
+        let (status, headers, body) = send(&url, &payment).await;
+        assert_eq!(status, 200, "{version:?}: {body}");
+        assert_eq!(body, "ok");
+        let (_, response_header) = header_name(version);
+        let settled = SettleResponse::from_header(headers[response_header].as_bytes()).unwrap();
+        assert!(settled.success);
+        assert_eq!(settled.payer, Some(key.address()));
+        assert!(settled.transaction.is_some());
+        assert_eq!(headers["cache-control"], "private, no-store");
+    }
+    assert_eq!(gw.served(), 2);
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(20_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credential_holds_the_rest_of_a_bundle_for_its_service_only() {
+    let Some(info) = info("the_credential_holds_the_rest_of_a_bundle_for_its_service_only") else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let url = gw.url("/bundle");
+    let offered = offer(&url).await;
+    assert_eq!(offered.amount.base_units(), 20_000);
+    let before = balance(&info, &gw.pay_to).await;
+    let payment = payer(&info)
+        .pay(&offered, None, X402Version::V2, now(), rand::random())
+        .unwrap();
+    let (status, headers, _) = send(&url, &payment).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["turnpike-calls-remaining"], "2");
+    let credential = headers["turnpike-credential"].to_str().unwrap().to_owned();
+    let with = |url: String, credential: String| async move {
+        let resp = http()
+            .get(url)
+            .header("authorization", credential)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.headers().clone())
+    };
+    // Another service does not take it; a tampered one is refused; neither spends a call.
+    assert_eq!(with(gw.url("/paid"), credential.clone()).await.0, 402);
+    let tampered = format!("{}00", &credential[..credential.len() - 2]);
+    assert_eq!(with(url.clone(), tampered).await.0, 401);
+    // A client that lost the answer presents the settled payment again: the same credential
+    // and settlement, and the call is the token's next one (nothing is paid twice).
+    let (status, again, _) = send(&url, &payment).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["turnpike-calls-remaining"], "1");
+    assert_eq!(again["turnpike-credential"], credential.as_str());
+    assert_eq!(again["payment-response"], headers["payment-response"]);
+    let (status, headers_now) = with(url.clone(), credential.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers_now["turnpike-calls-remaining"], "0");
+    assert_eq!(with(url.clone(), credential.clone()).await.0, 402);
+    assert_eq!(gw.served(), 3);
+    let (status, _, body) = send(&url, &payment).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(20_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_upstream_fails_after_settlement_stays_in_the_credential() {
+    let Some(info) = info("a_call_the_upstream_fails_after_settlement_stays_in_the_credential")
+    else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let url = gw.url("/down");
+    let offered = offer(&url).await;
+    let before = balance(&info, &gw.pay_to).await;
+    let payment = payer(&info)
+        .pay(&offered, None, X402Version::V2, now(), rand::random())
+        .unwrap();
+    let (status, headers, body) = send(&url, &payment).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("not charged"), "{body}");
+    assert!(headers.contains_key("payment-response"));
+    let credential = headers["turnpike-credential"].to_str().unwrap().to_owned();
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(10_000)
+    );
+    // The paid call is still there: the credential gets the upstream's failure again, not a
+    // new 402, however often it is tried.
+    for _ in 0..3 {
+        let resp = http()
+            .get(&url)
+            .header("authorization", &credential)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 502);
+        assert!(resp.text().await.unwrap().contains("not charged"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lightning_and_x402_clients_each_pay_their_way_on_one_url() {
+    let Some(info) = info("lightning_and_x402_clients_each_pay_their_way_on_one_url") else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let url = gw.url("/paid");
+    let url2 = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_turnpike"))
+            .args(["fetch", "--wallet", "dev", "--max-sats", "20", "--no-cache"])
+            .arg(url2)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok");
+    let got = official_fetch(&info, &url, false).await;
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(gw.served(), 2);
+
+    // A service paid over x402 only: no invoice in its 402, and the official client pays it.
+    let (headers, _, body) = challenge(&gw.url("/usdconly")).await;
+    assert!(!headers.contains_key("www-authenticate"));
+    assert!(body.get("invoice").is_none());
+    assert_eq!(body["accepts"][0]["maxAmountRequired"], "5000");
+    let before = balance(&info, &gw.pay_to).await;
+    let got = official_fetch(&info, &gw.url("/usdconly"), false).await;
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(balance(&info, &gw.pay_to).await - before, U256::from(5_000));
+    assert_eq!(gw.served(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_facilitator_charges_nothing_and_releases_the_payment() {
+    let Some(info) = info("an_unreachable_facilitator_charges_nothing_and_releases_the_payment")
+    else {
+        return;
+    };
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = Gateway::start(&info, &format!("http://{closed}"));
+    let url = gw.url("/paid");
+    let offered = offer(&url).await;
+    let payment = payer(&info)
+        .pay(&offered, None, X402Version::V2, now(), rand::random())
+        .unwrap();
+    for _ in 0..2 {
+        let (status, headers, body) = send(&url, &payment).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("facilitator_unavailable"), "{body}");
+        assert!(headers.contains_key("retry-after"));
+    }
+    assert_eq!(gw.served(), 0);
+}
+
+/// A facilitator on loopback that accepts every payment at `/verify` and never answers
+/// `/settle` (a settlement whose outcome the gateway cannot know).
+fn silent_settler() -> std::net::SocketAddr {
+    use axum::routing::post;
+    let app = axum::Router::new()
+        .route(
+            "/verify",
+            post(|| async { axum::Json(json!({"isValid": true})) }),
+        )
+        .route(
+            "/settle",
+            post(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                axum::Json(json!({"success": true, "transaction": "", "network": "eip155:84532"}))
+            }),
+        );
+    common::spawn_app(app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_without_an_answer_serves_nothing_and_keeps_the_claim() {
+    let Some(info) = info("a_settlement_without_an_answer_serves_nothing_and_keeps_the_claim")
+    else {
+        return;
+    };
+    let gw = Gateway::start_with(&info, &format!("http://{}", silent_settler()), 500);
+    let url = gw.url("/paid");
+    let offered = offer(&url).await;
+    let payment = payer(&info)
+        .pay(&offered, None, X402Version::V2, now(), rand::random())
+        .unwrap();
+    let (status, headers, body) = send(&url, &payment).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("settlement_unknown"), "{body}");
+    assert!(!headers.contains_key("turnpike-credential"));
+    // The settle may have happened: the same payment is never sent for settlement again.
+    let (status, _, body) = send(&url, &payment).await;
+    assert_eq!(status, 402, "{body}");
+    assert!(body.contains("payment_already_used"), "{body}");
+    assert_eq!(gw.served(), 0);
+}
