@@ -47,6 +47,8 @@ pub(crate) struct RequestCtx {
     pub now: u64,
     /// The price the pricer set for it, when the service has one.
     pub dynamic_price: Option<Sats>,
+    /// Its token was minted by an Aperture (`[aperture]`), not by this gateway.
+    pub aperture_token: bool,
 }
 
 /// Why a phase ended the request.
@@ -101,7 +103,7 @@ async fn run(
     if ctx.dynamic_price == Some(Sats::ZERO) {
         return Ok(forward(state, ctx, req, Charge::None).await);
     }
-    let Some(token) = authenticate(state, ctx, &req)? else {
+    let Some(token) = authenticate(state, ctx, req.headers()).await? else {
         return free_call(state, ctx, req).await;
     };
     admit(state, ctx, &token).await?;
@@ -145,6 +147,7 @@ fn begin(
         via,
         now: crate::unix_now(),
         dynamic_price: None,
+        aperture_token: false,
     };
     Ok((req, ctx))
 }
@@ -192,19 +195,21 @@ async fn price(
 }
 
 /// Phase 2: The request's verified token, `None` when it carries no credential. No I/O: the root key
-/// is derived; a credential this worker verified lately is recognised by its exact bytes.
-fn authenticate(
+/// is derived; a credential this worker verified lately is recognised by its exact bytes. With
+/// `[aperture]`, a credential whose signature does not verify under Turnpike's key is tried as
+/// an Aperture token (root key from Aperture's database, cached).
+async fn authenticate(
     state: &SharedState,
-    ctx: &RequestCtx,
-    req: &Request<Body>,
+    ctx: &mut RequestCtx,
+    headers: &http::HeaderMap,
 ) -> Result<Option<VerifiedToken>, Halt> {
-    let service = &ctx.service.name;
-    let field = VerifiedMemo::credential_field(req.headers());
+    let service = &ctx.service.name.clone();
+    let field = VerifiedMemo::credential_field(headers);
     let remembered = field.and_then(|f| state.verified.get(f, service, ctx.now));
     let verified = match remembered {
         Some(result) => result,
         None => {
-            let credential = match Credential::from_headers(req.headers()) {
+            let credential = match Credential::from_headers(headers) {
                 Ok(Some(c)) => c,
                 Ok(None) => return Ok(None),
                 Err(e) => {
@@ -216,14 +221,54 @@ fn authenticate(
                 }
             };
             let result = state.minter.verify(&credential, service, ctx.now);
+            if let (Err(VerifyError::BadSignature), Some(aperture)) = (&result, &state.aperture) {
+                return aperture_token(aperture, ctx, &credential).await.map(Some);
+            }
             if let (Ok(token), Some(field)) = (&result, field) {
                 state.verified.insert(field, service, token);
             }
             result
         }
     };
+    verdict(service, verified).map(Some)
+}
+
+/// Phase 2, for a token an Aperture minted. Not remembered in the worker's memo, so a token
+/// revoked in Aperture stops within `[aperture] cache_secs`.
+async fn aperture_token(
+    aperture: &turnpike_aperture::ApertureTokens,
+    ctx: &mut RequestCtx,
+    credential: &Credential,
+) -> Result<VerifiedToken, Halt> {
+    use turnpike_aperture::ApertureError;
+    let service = &ctx.service.name;
+    match aperture.verify(credential, service, ctx.now).await {
+        Ok(token) => {
+            ctx.aperture_token = true;
+            Ok(token)
+        }
+        Err(ApertureError::Verify(e)) => verdict(service, Err(e)),
+        Err(ApertureError::Unknown) => verdict(service, Err(VerifyError::BadSignature)),
+        Err(ApertureError::Unavailable(e)) => {
+            tracing::error!(error = %e, "cannot read Aperture's root keys");
+            Err(ApiError::new(
+                ErrorCode::StoreUnavailable,
+                "Aperture's token database is unavailable. Retry later.",
+            )
+            .retry_after(5)
+            .into())
+        }
+    }
+}
+
+/// What a verification result means for the request: the token, a fresh challenge (genuine
+/// but expired or for another service), or `401`.
+fn verdict(
+    service: &str,
+    verified: Result<VerifiedToken, VerifyError>,
+) -> Result<VerifiedToken, Halt> {
     match verified {
-        Ok(token) => Ok(Some(token)),
+        Ok(token) => Ok(token),
         Err(VerifyError::Caveat(CaveatError::Expired { .. })) => {
             Err(Halt::Challenge(ChallengeReason::TokenExpired))
         }
@@ -269,7 +314,9 @@ async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> 
         )
         .into());
     }
-    let Some(settled) = &state.settlement else {
+    // An Aperture token's invoice was issued by Aperture's node: like Aperture (without
+    // `strictverify`), the preimage is the proof of payment.
+    let Some(settled) = state.settlement.as_ref().filter(|_| !ctx.aperture_token) else {
         return Ok(());
     };
     if settled.contains(&token.token_id) {
