@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod import;
 pub mod secrets;
 
 pub use secrets::{ApertureError, AperturePolicy, ApertureTokens};
