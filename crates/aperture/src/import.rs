@@ -157,6 +157,7 @@ struct Database {
     backend: Option<String>,
     sqlite: Option<Yaml>,
     postgres: Option<Yaml>,
+    etcd: bool,
 }
 
 #[derive(Default)]
@@ -218,7 +219,7 @@ impl Converter {
             "dbbackend" => db.backend = scalar(v),
             "sqlite" => db.sqlite = Some(v.clone()),
             "postgres" => db.postgres = Some(v.clone()),
-            "etcd" => {}
+            "etcd" => db.etcd = true,
             "strictverify" => {
                 if truthy(v) {
                     self.out
@@ -298,7 +299,11 @@ impl Converter {
         for (k, _) in a {
             let k = key_text(k);
             let why = match k.as_str() {
-                "lndhost" | "tlspath" | "macdir" | "disable" | "passphrase" => continue,
+                "lndhost" | "tlspath" | "macdir" | "disable" => continue,
+                "passphrase" if get("lndhost").is_none() => continue,
+                "passphrase" => {
+                    "not converted: Lightning Node Connect is not supported (lndhost is used)"
+                }
                 "network" => "not needed: Turnpike reads the network from the node",
                 "mailboxaddress" | "devserver" => {
                     "not converted: Lightning Node Connect is not supported"
@@ -348,6 +353,17 @@ impl Converter {
 
     fn database(&mut self, db: &Database) {
         let backend = db.backend.as_deref().map(str::to_ascii_lowercase);
+        for (section, present) in [
+            ("sqlite", db.sqlite.is_some()),
+            ("postgres", db.postgres.is_some()),
+            ("etcd", db.etcd),
+        ] {
+            let used =
+                backend.as_deref() == Some(section) || (section == "sqlite" && backend.is_none());
+            if present && !used {
+                self.note(section, "not used: dbbackend names another database");
+            }
+        }
         let url = match backend.as_deref() {
             Some("sqlite") | None if db.sqlite.is_some() || backend.is_some() => {
                 sqlite_url(db.sqlite.as_ref())
@@ -685,6 +701,9 @@ impl Converter {
         }
         text.push('\n');
         text.push_str(&toml::to_string(&self.out).unwrap_or_default());
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
         Conversion {
             toml: text,
             notes: self.notes,
