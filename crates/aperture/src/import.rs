@@ -799,7 +799,11 @@ fn path_from_regex(re: &str) -> PathConv {
             .iter()
             .find_map(|suffix| body.strip_suffix(suffix))
             .and_then(literal)
-            .filter(|p| p.len() > 1 && p.starts_with('/') && !p.contains("//"))
+            .filter(|p| {
+                p.len() > 1
+                    && p.starts_with('/')
+                    && p[1..].split('/').all(|seg| !matches!(seg, "" | "." | ".."))
+            })
     });
     match prefix {
         Some(p)
@@ -941,5 +945,42 @@ mod tests {
         ));
         let c = convert("services: 3\nfoo: 1\n").unwrap();
         assert!(c.notes.iter().any(|n| n.key == "foo"));
+    }
+
+    proptest::proptest! {
+        /// A `path` made from a `pathregexp` never prices less than Aperture did: every path
+        /// the regex matches is under the prefix.
+        #[test]
+        fn a_converted_prefix_covers_every_path_the_regex_matched(
+            prefix in "/[a-z0-9_~-]{1,8}(/[a-z0-9.]{1,5}){0,2}",
+            form in 0usize..4,
+            tails in proptest::collection::vec("[a-zA-Z0-9./_-]{0,12}", 1..20),
+        ) {
+            let escaped = prefix.replace('.', r"\.");
+            let re = match form {
+                0 => format!("^{escaped}/"),
+                1 => format!("^{escaped}/.*$"),
+                2 => format!("^{escaped}(/.*)?$"),
+                _ => format!("^{escaped}/.*"),
+            };
+            let PathConv::Prefix(p) = path_from_regex(&re) else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("{re} kept as a regex")));
+            };
+            proptest::prop_assert_eq!(&p, &prefix);
+            let compiled = regex::Regex::new(&re).unwrap();
+            for tail in tails {
+                for path in [format!("{prefix}{tail}"), format!("{prefix}/{tail}"), tail.clone()] {
+                    if compiled.is_match(&path) {
+                        proptest::prop_assert!(path == p || path.starts_with(&format!("{p}/")), "{re} matched {path}");
+                    }
+                }
+            }
+        }
+
+        /// Anything that parses as YAML converts without a panic.
+        #[test]
+        fn conversion_never_panics(text in "[a-z:\\[\\]{}, \n'\"*^$./0-9-]{0,200}") {
+            let _ = convert(&text);
+        }
     }
 }

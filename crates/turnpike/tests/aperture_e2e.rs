@@ -44,6 +44,7 @@ struct Token {
     macaroon_preimage_hex: String,
     preimage_hex: String,
     id_hash_hex: String,
+    root_key_hex: String,
 }
 
 impl Token {
@@ -87,6 +88,7 @@ fn build_fixture(python: &str, db: &std::path::Path, specs: &Value) -> HashMap<S
                 macaroon_preimage_hex: text(t, "macaroon_preimage_hex"),
                 preimage_hex: text(t, "preimage_hex"),
                 id_hash_hex: text(t, "id_hash_hex"),
+                root_key_hex: text(t, "root_key_hex"),
             };
             (name.clone(), token)
         })
@@ -304,4 +306,85 @@ async fn delete_secret(db: &std::path::Path, id_hash_hex: &str) {
         .unwrap()
         .rows_affected();
     assert_eq!(n, 1);
+}
+
+/// The same with Aperture's `postgres` backend: its migration's schema (`BLOB` as `BYTEA`,
+/// `INTEGER PRIMARY KEY` as `SERIAL PRIMARY KEY`, as Aperture rewrites it for PostgreSQL) in a
+/// fresh database, the pymacaroons tokens' rows copied in.
+#[tokio::test]
+async fn aperture_tokens_from_postgresql() {
+    let Some(py) = python("aperture_tokens_from_postgresql") else {
+        return;
+    };
+    let Ok(admin) = std::env::var("TURNPIKE_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("TURNPIKE_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "TURNPIKE_REQUIRE_POSTGRES=1 but TURNPIKE_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!("SKIPPED: Aperture on PostgreSQL (set TURNPIKE_TEST_POSTGRES_URL to run it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = build_fixture(&py, &dir.path().join("unused.db"), &specs());
+    let name = format!(
+        "aperture_{}",
+        &turnpike_l402::TokenId::random().to_hex()[..12]
+    );
+    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let url = format!("{base}/{name}");
+    {
+        let db = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS secrets (id SERIAL PRIMARY KEY, hash BYTEA UNIQUE NOT NULL, \
+             secret BYTEA UNIQUE NOT NULL, created_at TIMESTAMP NOT NULL)",
+        )
+        .execute(&db)
+        .await
+        .unwrap();
+        for t in ["good", "other"] {
+            sqlx::query("INSERT INTO secrets (hash, secret, created_at) VALUES ($1, $2, now())")
+                .bind(hex::decode(&tokens[t].id_hash_hex).unwrap())
+                .bind(hex::decode(&tokens[t].root_key_hex).unwrap())
+                .execute(&db)
+                .await
+                .unwrap();
+        }
+        db.close().await;
+    }
+    let services = format!(
+        "[[services]]\nname = \"service1\"\nupstream = \"http://{{upstream}}\"\nprice_sats = 5\n\n\
+         [aperture]\nsecrets = \"{url}\"\n"
+    );
+    let (gw, base_url, served) = common::dev_gateway(dir.path(), &services);
+    let good = &tokens["good"];
+    assert_eq!(
+        call(&base_url, &[("authorization", &good.l402())]).await.0,
+        200
+    );
+    assert_eq!(
+        call(&base_url, &[("authorization", &good.l402())]).await.0,
+        200
+    );
+    let forged = tamper(good, "services=service1:0", "services=service7:0");
+    assert_eq!(call(&base_url, &[("authorization", &forged)]).await.0, 401);
+    let unknown = tokens["second"].l402();
+    assert_eq!(call(&base_url, &[("authorization", &unknown)]).await.0, 401);
+    assert_eq!(
+        call(&base_url, &[("authorization", &tokens["other"].l402())])
+            .await
+            .0,
+        402
+    );
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    drop(gw);
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await;
 }

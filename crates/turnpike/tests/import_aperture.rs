@@ -244,3 +244,64 @@ async fn create_empty_aperture_db(db: &std::path::Path) {
     .await
     .unwrap();
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Whatever services an Aperture configuration holds (within what Aperture itself accepts),
+    /// the conversion loads as a valid Turnpike configuration.
+    #[test]
+    fn every_conversion_loads(
+        services in proptest::collection::vec(
+            (
+                "[a-z0-9_]{1,10}",
+                "[a-z]{1,6}",
+                0usize..8,
+                0usize..4,
+                -5i64..1000,
+                proptest::option::of(0i64..100_000),
+                0usize..5,
+                proptest::collection::vec("[a-z]{1,5}", 0..3),
+            ),
+            0..4,
+        ),
+    ) {
+        let mut yaml = String::from("listenaddr: \"localhost:8081\"\nservices:\n");
+        for (i, (name, seg, path_form, host_form, price, timeout, auth, free)) in services.iter().enumerate() {
+            let path = [
+                "^/.*$".to_owned(),
+                format!("^/{seg}/"),
+                format!("^/{seg}"),
+                format!("^/{seg}/.*$"),
+                seg.clone(),
+                format!("^/{seg}(/.*)?$"),
+                format!("^/{seg}/\\.\\./"),
+                format!("^/{seg}|^/x{seg}"),
+            ][*path_form].clone();
+            let host = [
+                format!("^{seg}\\.com$"),
+                format!("{seg}.com:8080"),
+                ".*".to_owned(),
+                format!("^{seg}.com$"),
+            ][*host_form].clone();
+            let auth = ["on", "off", "freebie 3", "weird", ""][*auth];
+            yaml.push_str(&format!(
+                "  - name: \"{name}{i}\"\n    hostregexp: '{host}'\n    pathregexp: '{path}'\n    \
+                 address: \"127.0.0.1:9000\"\n    protocol: http\n    price: {price}\n    auth: \"{auth}\"\n"
+            ));
+            if let Some(t) = timeout {
+                yaml.push_str(&format!("    timeout: {t}\n"));
+            }
+            if !free.is_empty() {
+                yaml.push_str("    authwhitelistpaths:\n");
+                for f in free {
+                    yaml.push_str(&format!("      - '^/{f}'\n"));
+                }
+            }
+        }
+        let conversion = turnpike_aperture::import::convert(&yaml).unwrap();
+        let config = GatewayConfig::parse(&conversion.toml)
+            .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{}", conversion.toml)))?;
+        Router::from_configs(&config.services)
+            .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{}", conversion.toml)))?;
+    }
+}
