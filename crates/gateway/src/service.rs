@@ -924,4 +924,16 @@ mod tests {
         };
         assert!(!Pricer::parse(&bad).unwrap_err().contains("s3cr3t"));
     }
+
+    proptest::proptest! {
+        /// Any pattern compiles within the limits or is refused with a message; never a panic,
+        /// and a compiled one is a regex of at most the allowed length.
+        #[test]
+        fn match_regexes_compile_or_are_refused(pattern in "[a-z()\\[\\]{}*+?.^$|\\\\0-9,/:-]{0,64}") {
+            match compile_match_regex(&pattern) {
+                Ok(r) => proptest::prop_assert!(r.as_str().len() <= REGEX_MAX_LEN),
+                Err(m) => proptest::prop_assert!(!m.is_empty()),
+            }
+        }
+    }
 }
