@@ -103,9 +103,10 @@ async fn run(
     if ctx.dynamic_price == Some(Sats::ZERO) {
         return Ok(forward(state, ctx, req, Charge::None).await);
     }
-    let Some(token) = authenticate(state, ctx, req.headers()).await? else {
+    let Some((token, from_aperture)) = authenticate(state, ctx, req.headers()).await? else {
         return free_call(state, ctx, req).await;
     };
+    ctx.aperture_token = from_aperture;
     admit(state, ctx, &token).await?;
     let (req, charge) = charge(state, ctx, &token, req).await?;
     Ok(forward(state, ctx, req, charge).await)
@@ -197,13 +198,13 @@ async fn price(
 /// Phase 2: The request's verified token, `None` when it carries no credential. No I/O: the root key
 /// is derived; a credential this worker verified lately is recognised by its exact bytes. With
 /// `[aperture]`, a credential whose signature does not verify under Turnpike's key is tried as
-/// an Aperture token (root key from Aperture's database, cached).
+/// an Aperture token (root key from Aperture's database, cached); the flag says it was one.
 async fn authenticate(
     state: &SharedState,
-    ctx: &mut RequestCtx,
+    ctx: &RequestCtx,
     headers: &http::HeaderMap,
-) -> Result<Option<VerifiedToken>, Halt> {
-    let service = &ctx.service.name.clone();
+) -> Result<Option<(VerifiedToken, bool)>, Halt> {
+    let service = &ctx.service.name;
     let field = VerifiedMemo::credential_field(headers);
     let remembered = field.and_then(|f| state.verified.get(f, service, ctx.now));
     let verified = match remembered {
@@ -222,7 +223,8 @@ async fn authenticate(
             };
             let result = state.minter.verify(&credential, service, ctx.now);
             if let (Err(VerifyError::BadSignature), Some(aperture)) = (&result, &state.aperture) {
-                return aperture_token(aperture, ctx, &credential).await.map(Some);
+                let token = aperture_token(aperture, ctx, &credential).await?;
+                return Ok(Some((token, true)));
             }
             if let (Ok(token), Some(field)) = (&result, field) {
                 state.verified.insert(field, service, token);
@@ -230,23 +232,20 @@ async fn authenticate(
             result
         }
     };
-    verdict(service, verified).map(Some)
+    verdict(service, verified).map(|token| Some((token, false)))
 }
 
 /// Phase 2, for a token an Aperture minted. Not remembered in the worker's memo, so a token
 /// revoked in Aperture stops within `[aperture] cache_secs`.
 async fn aperture_token(
     aperture: &turnpike_aperture::ApertureTokens,
-    ctx: &mut RequestCtx,
+    ctx: &RequestCtx,
     credential: &Credential,
 ) -> Result<VerifiedToken, Halt> {
     use turnpike_aperture::ApertureError;
     let service = &ctx.service.name;
     match aperture.verify(credential, service, ctx.now).await {
-        Ok(token) => {
-            ctx.aperture_token = true;
-            Ok(token)
-        }
+        Ok(token) => Ok(token),
         Err(ApertureError::Verify(e)) => verdict(service, Err(e)),
         Err(ApertureError::Unknown) => verdict(service, Err(VerifyError::BadSignature)),
         Err(ApertureError::Unavailable(e)) => {
