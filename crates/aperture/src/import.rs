@@ -449,7 +449,27 @@ impl Converter {
     }
 
     fn service_name(&mut self, key: &str, name: Option<String>) -> String {
-        let name = name.unwrap_or_default();
+        let name = self.valid_name(key, name.unwrap_or_default());
+        let taken = |n: &str| {
+            self.services
+                .iter()
+                .any(|s| s.get("name").and_then(Value::as_str) == Some(n))
+        };
+        if !taken(&name) {
+            return name;
+        }
+        let unique = (2..)
+            .map(|i| format!("{name}-{i}"))
+            .find(|n| !taken(n))
+            .unwrap_or_default();
+        self.note(
+            format!("{key}.name"),
+            format!("renamed {unique:?}: an earlier service has the same name (Turnpike names are unique); Aperture tokens for it are valid on the first one only"),
+        );
+        unique
+    }
+
+    fn valid_name(&mut self, key: &str, name: String) -> String {
         let ok = (1..=64).contains(&name.len())
             && name
                 .bytes()

@@ -105,6 +105,32 @@ fn the_sample_configuration_converts_and_loads() {
 }
 
 #[test]
+fn duplicate_and_unusable_names_are_renamed_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("a.yaml");
+    std::fs::write(
+        &yaml,
+        "services:\n  - name: api\n    address: \"127.0.0.1:1\"\n  - name: api\n    address: \"127.0.0.1:2\"\n  - name: \"my api\"\n    address: \"127.0.0.1:3\"\n",
+    )
+    .unwrap();
+    let run = import(&[yaml.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let config = GatewayConfig::parse(&String::from_utf8_lossy(&run.stdout)).unwrap();
+    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["api", "api-2", "my_api"]);
+    assert!(
+        stderr.contains("services[1].name: renamed \"api-2\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("services[2].name: renamed \"my_api\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("dbbackend"), "{stderr}");
+}
+
+#[test]
 fn broken_files_are_refused_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
