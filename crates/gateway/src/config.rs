@@ -168,6 +168,28 @@ pub struct GatewayConfig {
     /// The priced services, matched in order.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// Accept the L402 tokens an existing Aperture minted (`[aperture]`).
+    pub aperture: Option<ApertureConfig>,
+}
+
+/// `[aperture]`: tokens minted by an existing Aperture keep working. Their root keys are read
+/// (read-only) from Aperture's own database, by `sha256(identifier)` in its `secrets` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApertureConfig {
+    /// Aperture's database: `sqlite:///path/aperture.db` or `postgres://user@host/aperture`.
+    pub secrets: String,
+    /// Seconds a root key found is kept in memory (default 60): a token revoked in Aperture
+    /// stops working within this long. Unknown identifiers are remembered 10 s.
+    #[serde(default = "default_aperture_cache_secs")]
+    pub cache_secs: u64,
+    /// Calls one Aperture token may make per service, counted in Turnpike's store. Default:
+    /// unlimited until the token's own expiry caveat, as Aperture served it.
+    pub calls_per_token: Option<u64>,
+}
+
+fn default_aperture_cache_secs() -> u64 {
+    60
 }
 
 /// `[admin]`: the admin listener (JSON API under `/api/v1/`, dashboard), on its own address,
@@ -516,6 +538,13 @@ pub struct ServiceConfig {
     /// Match requests whose path is this prefix or below it (`/api` matches `/api` and
     /// `/api/x`, not `/apix`).
     pub path: Option<String>,
+    /// Match requests whose host (lower case, without port) this regular expression finds a
+    /// match in (unanchored unless it anchors; letter case ignored). Not with `host`.
+    pub host_regex: Option<String>,
+    /// Match requests whose canonical path this regular expression finds a match in
+    /// (unanchored unless it anchors; letter case ignored unless it says `(?-i)`). Not with
+    /// `path`.
+    pub path_regex: Option<String>,
     /// Where to forward paid requests: `http://` or `https://` URL; a path in it is prepended.
     pub upstream: String,
     /// Price of one payment in satoshis. `0` makes the service free (no payment asked).
@@ -581,6 +610,8 @@ impl ServiceConfig {
             name: name.into(),
             host: None,
             path: None,
+            host_regex: None,
+            path_regex: None,
             upstream: upstream.into(),
             price_sats,
             calls_per_payment: None,
@@ -606,8 +637,10 @@ impl ServiceConfig {
 pub struct RouteConfig {
     /// Route name; the token's service name is `<service>.<name>`.
     pub name: String,
-    /// Path prefix this route covers.
-    pub path: String,
+    /// Path prefix this route covers (this or `path_regex`).
+    pub path: Option<String>,
+    /// Regular expression the canonical path must match (this or `path`).
+    pub path_regex: Option<String>,
     /// Only this HTTP method (default: any).
     pub method: Option<String>,
     /// Price of one payment in satoshis (`0`: free).
@@ -660,6 +693,7 @@ impl GatewayConfig {
             admin: AdminConfig::default(),
             x402: None,
             services: Vec::new(),
+            aperture: None,
         }
     }
 
@@ -717,6 +751,26 @@ impl GatewayConfig {
                 "store.url",
                 "unsupported store: expected sqlite://PATH or postgres://USER@HOST/DB",
             ));
+        }
+        if let Some(a) = &self.aperture {
+            if !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|p| a.secrets.starts_with(p))
+            {
+                return Err(invalid(
+                    "aperture.secrets",
+                    "expected sqlite:///PATH/aperture.db or postgres://USER@HOST/DB",
+                ));
+            }
+            if a.cache_secs == 0 || a.cache_secs > 86_400 {
+                return Err(invalid(
+                    "aperture.cache_secs",
+                    "must be between 1 and 86400 seconds",
+                ));
+            }
+            if a.calls_per_token == Some(0) {
+                return Err(invalid("aperture.calls_per_token", "must be at least 1"));
+            }
         }
         self.connections.validate()?;
         self.admin.validate(self.listen)?;

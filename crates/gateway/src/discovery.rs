@@ -56,6 +56,8 @@ fn resource(s: &Service) -> Value {
             "valid_secs": s.lifetime_secs,
             "any_method": s.method().is_none(),
             "host": s.host(),
+            "host_regex": s.host_regex(),
+            "path_regex": s.path_regex(),
             "free_tier": s.free_tier.as_ref().map(|f| json!({
                 "calls": f.calls, "window_secs": f.window_secs,
             })),

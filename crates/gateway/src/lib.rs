@@ -79,6 +79,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] turnpike_store::StoreError),
+    /// Aperture's database (`[aperture] secrets`) could not be opened.
+    #[error("cannot open aperture.secrets: {0}")]
+    Aperture(#[from] turnpike_aperture::secrets::SecretsError),
 }
 
 /// Everything the pipeline needs: the state shared by all requests, plus what the worker serving
@@ -212,6 +215,8 @@ pub struct Shared {
     control: Arc<control::Control>,
     sync_interval: Duration,
     x402: Option<Arc<x402::X402Settings>>,
+    /// Verifies tokens an existing Aperture minted (`[aperture]`).
+    aperture: Option<Arc<turnpike_aperture::ApertureTokens>>,
 }
 
 /// The rate limiters in force (bounded memory each).
@@ -300,21 +305,42 @@ impl Gateway {
                 (backend, None)
             }
         };
-        let gateway = Gateway::new(GatewayParts {
+        let aperture = match &config.aperture {
+            Some(a) => Some(Arc::new(
+                turnpike_aperture::ApertureTokens::open(
+                    &a.secrets,
+                    Duration::from_secs(a.cache_secs),
+                    turnpike_aperture::AperturePolicy {
+                        calls_per_token: a.calls_per_token,
+                    },
+                )
+                .await?,
+            )),
+            None => None,
+        };
+        let parts = GatewayParts {
             config,
             master_key,
             store,
             backend,
             dev,
             admin: Some(admin),
-        })?;
+        };
+        let gateway = Gateway::build(parts, aperture)?;
         gateway.state.control.sync().await?;
         Ok(gateway)
     }
 
     /// Builds a gateway from its parts. Errors name the config key at fault (services are
-    /// parsed here, once).
+    /// parsed here, once). `[aperture]` is not opened here (see [`Gateway::from_config`]).
     pub fn new(parts: GatewayParts) -> Result<Gateway, config::ConfigError> {
+        Gateway::build(parts, None)
+    }
+
+    fn build(
+        parts: GatewayParts,
+        aperture: Option<Arc<turnpike_aperture::ApertureTokens>>,
+    ) -> Result<Gateway, config::ConfigError> {
         parts.config.validate()?;
         let metrics = Arc::new(metrics::Metrics::new());
         let x402 = parts
@@ -354,6 +380,7 @@ impl Gateway {
                 invoice_expiry_secs: parts.config.invoice_expiry_secs,
                 credential_memo: parts.config.credential_memo,
                 background: Background::new(),
+                aperture,
                 idempotency: parts.config.idempotency.clone(),
                 connections: parts.config.connections,
                 open_connections: Arc::new(serving::OpenConnections::counting_in(

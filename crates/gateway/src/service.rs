@@ -15,7 +15,7 @@ pub struct Service {
     /// Name used in caveats (`<service>` or `<service>.<route>`).
     pub name: String,
     host: Option<HostMatch>,
-    path: Option<String>,
+    path: Option<PathMatch>,
     method: Option<http::Method>,
     /// Upstream to forward to.
     pub upstream: UpstreamUrl,
@@ -52,6 +52,48 @@ enum HostMatch {
     Exact(String),
     /// `*.example.com`, stored as `.example.com`.
     Suffix(String),
+    /// `host_regex`: searched in the host (lower case, without port).
+    Regex(regex::Regex),
+}
+
+/// How a service matches the canonical path.
+#[derive(Debug, Clone)]
+enum PathMatch {
+    /// `path`: this prefix (in matching form, without trailing `/`) or below it.
+    Prefix(String),
+    /// `path_regex`: searched in the canonical match path.
+    Regex(regex::Regex),
+}
+
+/// Largest compiled size of one `host_regex` / `path_regex` (and of its lazy DFA cache), so a
+/// config (or a service added at runtime) cannot make the gateway allocate without bound.
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// Longest `host_regex` / `path_regex` accepted, in bytes.
+pub const REGEX_MAX_LEN: usize = 1024;
+
+/// Compiles a `host_regex` or `path_regex`: Rust `regex` syntax (RE2's, as Aperture's
+/// `hostregexp` / `pathregexp`), unanchored unless the pattern anchors itself, letter case
+/// ignored unless the pattern says `(?-i)`, bounded in size and nesting.
+pub fn compile_match_regex(pattern: &str) -> Result<regex::Regex, String> {
+    if pattern.is_empty() {
+        return Err("must not be empty (leave the key out to match everything)".into());
+    }
+    if pattern.len() > REGEX_MAX_LEN {
+        return Err(format!("is longer than {REGEX_MAX_LEN} bytes"));
+    }
+    regex::RegexBuilder::new(pattern)
+        .case_insensitive(true)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(64)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(limit) => {
+                format!("is too large once compiled (more than {limit} bytes)")
+            }
+            regex::Error::Syntax(m) => format!("is not a valid regular expression: {m}"),
+            other => format!("is not a valid regular expression: {other}"),
+        })
 }
 
 /// A service's routes (most specific first) followed by the service itself, parsed from one
@@ -77,18 +119,8 @@ impl ServiceRoutes {
         x402: Option<&crate::x402::settings::X402Settings>,
     ) -> Result<ServiceRoutes, ConfigError> {
         check_name(&c.name).map_err(|m| invalid("name", m))?;
-        let host = c
-            .host
-            .as_deref()
-            .map(HostMatch::parse)
-            .transpose()
-            .map_err(|m| invalid("host", m))?;
-        let path = c
-            .path
-            .as_deref()
-            .map(canonical_prefix)
-            .transpose()
-            .map_err(|m| invalid("path", m))?;
+        let host = HostMatch::from_keys(c.host.as_deref(), c.host_regex.as_deref())?;
+        let path = PathMatch::from_keys(c.path.as_deref(), c.path_regex.as_deref())?;
         let upstream = UpstreamUrl::parse(&c.upstream).map_err(|m| invalid("upstream", m))?;
         if c.upstream_timeout_secs == 0 {
             return Err(invalid(
@@ -155,7 +187,8 @@ impl Service {
     fn route(&self, r: &RouteConfig) -> Result<Service, ConfigError> {
         let name = format!("{}.{}", self.name, r.name);
         check_name(&name).map_err(|m| invalid("name", m))?;
-        let path = canonical_prefix(&r.path).map_err(|m| invalid("path", m))?;
+        let path = PathMatch::from_keys(r.path.as_deref(), r.path_regex.as_deref())?
+            .ok_or_else(|| invalid("path", "a route needs path or path_regex"))?;
         let method = r
             .method
             .as_deref()
@@ -203,7 +236,26 @@ impl Service {
 
     /// The path prefix it matches, if it has one.
     pub fn path(&self) -> Option<&str> {
-        self.path.as_deref()
+        match &self.path {
+            Some(PathMatch::Prefix(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The regular expression its path must match, if it has one (`path_regex`).
+    pub fn path_regex(&self) -> Option<&str> {
+        match &self.path {
+            Some(PathMatch::Regex(r)) => Some(r.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The regular expression its host must match, if it has one (`host_regex`).
+    pub fn host_regex(&self) -> Option<&str> {
+        match &self.host {
+            Some(HostMatch::Regex(r)) => Some(r.as_str()),
+            _ => None,
+        }
     }
 
     /// The only method it matches, if restricted to one.
@@ -211,11 +263,12 @@ impl Service {
         self.method.as_ref()
     }
 
-    /// The host it matches (`*.example.com` for a suffix), if restricted.
+    /// The host it matches (`*.example.com` for a suffix), if restricted by `host`.
     pub fn host(&self) -> Option<String> {
-        self.host.as_ref().map(|h| match h {
-            HostMatch::Exact(h) => h.clone(),
-            HostMatch::Suffix(s) => format!("*{s}"),
+        self.host.as_ref().and_then(|h| match h {
+            HostMatch::Exact(h) => Some(h.clone()),
+            HostMatch::Suffix(s) => Some(format!("*{s}")),
+            HostMatch::Regex(_) => None,
         })
     }
 
@@ -243,6 +296,7 @@ impl Service {
                 HostMatch::Suffix(s) => {
                     host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
                 }
+                HostMatch::Regex(r) => r.is_match(host),
             };
             if !ok {
                 return false;
@@ -250,12 +304,33 @@ impl Service {
         }
         match &self.path {
             None => true,
-            Some(prefix) => path_has_prefix(path, prefix),
+            Some(PathMatch::Prefix(prefix)) => path_has_prefix(path, prefix),
+            Some(PathMatch::Regex(r)) => r.is_match(path),
         }
     }
 }
 
 impl HostMatch {
+    /// From a service's `host` and `host_regex` keys (at most one of them).
+    fn from_keys(
+        host: Option<&str>,
+        regex: Option<&str>,
+    ) -> Result<Option<HostMatch>, ConfigError> {
+        match (host, regex) {
+            (Some(_), Some(_)) => Err(invalid(
+                "host_regex",
+                "set host or host_regex, not both (host_regex can express any host)",
+            )),
+            (Some(h), None) => HostMatch::parse(h)
+                .map(Some)
+                .map_err(|m| invalid("host", m)),
+            (None, Some(r)) => compile_match_regex(r)
+                .map(|r| Some(HostMatch::Regex(r)))
+                .map_err(|m| invalid("host_regex", m)),
+            (None, None) => Ok(None),
+        }
+    }
+
     fn parse(pattern: &str) -> Result<HostMatch, String> {
         let h = crate::edge::host::normalize_pattern(pattern).map_err(|_| {
             format!("{pattern:?} is not a host name or *.domain pattern (without port)")
@@ -264,6 +339,28 @@ impl HostMatch {
             Some(suffix) => HostMatch::Suffix(suffix.to_owned()),
             None => HostMatch::Exact(h),
         })
+    }
+}
+
+impl PathMatch {
+    /// From a `path` and a `path_regex` key (at most one of them).
+    fn from_keys(
+        path: Option<&str>,
+        regex: Option<&str>,
+    ) -> Result<Option<PathMatch>, ConfigError> {
+        match (path, regex) {
+            (Some(_), Some(_)) => Err(invalid(
+                "path_regex",
+                "set path or path_regex, not both (path_regex can express any prefix)",
+            )),
+            (Some(p), None) => canonical_prefix(p)
+                .map(|p| Some(PathMatch::Prefix(p)))
+                .map_err(|m| invalid("path", m)),
+            (None, Some(r)) => compile_match_regex(r)
+                .map(|r| Some(PathMatch::Regex(r)))
+                .map_err(|m| invalid("path_regex", m)),
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -671,7 +768,8 @@ mod tests {
         c.routes = vec![
             RouteConfig {
                 name: "big".into(),
-                path: "/weather/big".into(),
+                path: Some("/weather/big".into()),
+                path_regex: None,
                 method: Some("post".into()),
                 price_sats: 50,
                 calls_per_payment: None,
@@ -680,7 +778,8 @@ mod tests {
             },
             RouteConfig {
                 name: "pass".into(),
-                path: "/weather/pass".into(),
+                path: Some("/weather/pass".into()),
+                path_regex: None,
                 method: None,
                 price_sats: 500,
                 calls_per_payment: None,
@@ -709,7 +808,7 @@ mod tests {
                 path: Some(p.into()),
                 ..svc()
             };
-            parse(&c).unwrap()[0].path.clone().unwrap()
+            parse(&c).unwrap()[0].path().unwrap().to_owned()
         };
         assert_eq!(prefix("/v1/models:predict"), "/v1/models:predict");
         assert_eq!(prefix("/v1/models%3Apredict"), "/v1/models:predict");
@@ -879,6 +978,130 @@ mod tests {
     }
 
     #[test]
+    fn regexes_are_parsed_once_and_cannot_be_mixed_or_huge() {
+        let with = |host: Option<&str>,
+                    host_re: Option<&str>,
+                    path: Option<&str>,
+                    path_re: Option<&str>| {
+            parse(&ServiceConfig {
+                host: host.map(Into::into),
+                host_regex: host_re.map(Into::into),
+                path: path.map(Into::into),
+                path_regex: path_re.map(Into::into),
+                ..svc()
+            })
+        };
+        let s = with(
+            None,
+            Some(r"^api\.example\.com$"),
+            None,
+            Some("^/v[0-9]+/admin"),
+        )
+        .unwrap();
+        assert_eq!(s[0].path_regex(), Some("^/v[0-9]+/admin"));
+        assert_eq!(s[0].host(), None);
+        let get = http::Method::GET;
+        assert!(s[0].matches(&get, Some("api.example.com"), "/v2/admin/x"));
+        assert!(s[0].matches(&get, Some("API.example.com"), "/V2/ADMIN"));
+        assert!(!s[0].matches(&get, Some("api.example.com.evil"), "/v2/admin"));
+        assert!(!s[0].matches(&get, None, "/v2/admin"));
+        assert!(!s[0].matches(&get, Some("api.example.com"), "/x/v2/admin"));
+        // Unanchored unless anchored, as in RE2.
+        let s = with(None, None, None, Some("admin")).unwrap();
+        assert!(s[0].matches(&get, None, "/x/admin/y"));
+        let s = with(None, None, None, Some("(?-i)^/admin")).unwrap();
+        assert!(!s[0].matches(&get, None, "/ADMIN"));
+
+        let cases = [
+            (
+                with(Some("a.test"), Some("a"), None, None),
+                "host_regex",
+                "not both",
+            ),
+            (
+                with(None, None, Some("/a"), Some("^/a")),
+                "path_regex",
+                "not both",
+            ),
+            (
+                with(None, None, None, Some("(")),
+                "path_regex",
+                "not a valid regular expression",
+            ),
+            (
+                with(None, Some("["), None, None),
+                "host_regex",
+                "not a valid regular expression",
+            ),
+            (with(None, None, None, Some("")), "path_regex", "empty"),
+            (
+                with(None, None, None, Some(&"a".repeat(2000))),
+                "path_regex",
+                "longer than",
+            ),
+            (
+                with(None, None, None, Some(r"\w{1000}\w{1000}")),
+                "path_regex",
+                "too large",
+            ),
+            (
+                with(
+                    None,
+                    None,
+                    None,
+                    Some(&format!("{}a{}", "(".repeat(100), ")".repeat(100))),
+                ),
+                "path_regex",
+                "not a valid",
+            ),
+        ];
+        for (result, key, why) in cases {
+            let e = result.unwrap_err();
+            assert!(
+                e.contains(&format!("invalid config: {key}:")) && e.contains(why),
+                "{key}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_take_a_path_or_a_path_regex() {
+        let route = |path: Option<&str>, re: Option<&str>| RouteConfig {
+            name: "r".into(),
+            path: path.map(Into::into),
+            path_regex: re.map(Into::into),
+            method: None,
+            price_sats: 1,
+            calls_per_payment: None,
+            time_pass_secs: None,
+            token_lifetime_secs: None,
+        };
+        let mut c = svc();
+        c.routes = vec![route(None, Some("^/weather/[a-z]+/big$"))];
+        let s = parse(&c).unwrap();
+        assert!(s[0].matches(&http::Method::GET, None, "/weather/oslo/big"));
+        assert!(!s[0].matches(&http::Method::GET, None, "/weather/oslo/small"));
+        for (r, why) in [
+            (
+                route(None, None),
+                "routes[0].path: a route needs path or path_regex",
+            ),
+            (
+                route(Some("/w"), Some("^/w")),
+                "routes[0].path_regex: set path or path_regex",
+            ),
+            (
+                route(None, Some(")")),
+                "routes[0].path_regex: is not a valid",
+            ),
+        ] {
+            c.routes = vec![r];
+            let e = parse(&c).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
     fn pricers_are_parsed_once() {
         let p = Pricer::parse(&PricerConfig {
             url: "http://127.0.0.1:9100/price".into(),
@@ -894,5 +1117,17 @@ mod tests {
             body_bytes: 10,
         };
         assert!(!Pricer::parse(&bad).unwrap_err().contains("s3cr3t"));
+    }
+
+    proptest::proptest! {
+        /// Any pattern compiles within the limits or is refused with a message; never a panic,
+        /// and a compiled one is a regex of at most the allowed length.
+        #[test]
+        fn match_regexes_compile_or_are_refused(pattern in "[a-z()\\[\\]{}*+?.^$|\\\\0-9,/:-]{0,64}") {
+            match compile_match_regex(&pattern) {
+                Ok(r) => proptest::prop_assert!(r.as_str().len() <= REGEX_MAX_LEN),
+                Err(m) => proptest::prop_assert!(!m.is_empty()),
+            }
+        }
     }
 }

@@ -205,26 +205,48 @@ impl Minter {
         service: &str,
         now_unix: u64,
     ) -> Result<VerifiedToken, VerifyError> {
-        let mac = &cred.macaroon;
-        let id = Identifier::decode(mac.identifier())?;
-        if !cred.preimage.matches(&id.payment_hash) {
-            return Err(VerifyError::PaymentNotProven);
-        }
-        // The location is not covered by the HMAC; requiring it to be exactly ours makes every
-        // byte of the token significant. An absent location equals an empty one.
-        if mac.location_bytes().unwrap_or_default() != self.location.as_bytes() {
-            return Err(VerifyError::WrongLocation);
-        }
+        let id = check_payment(cred, &self.location)?;
         let root = self.master.root_key(&id.token_id);
-        mac.verify_signature(&root)
-            .map_err(|_| VerifyError::BadSignature)?;
-        let grant = evaluate(mac.first_party_caveats(), service, now_unix)?;
-        Ok(VerifiedToken {
-            token_id: id.token_id,
-            payment_hash: id.payment_hash,
-            grant,
-        })
+        check_signature_and_caveats(cred, &id, &root, service, now_unix)
     }
+}
+
+/// The checks of a credential that need no root key, cheapest first: the identifier is an L402
+/// v0 identifier, the preimage hashes to its payment hash, and the macaroon's location is
+/// exactly `location`. Then look the root key up (or derive it) and finish with
+/// [`check_signature_and_caveats`].
+pub fn check_payment(cred: &Credential, location: &str) -> Result<Identifier, VerifyError> {
+    let mac = &cred.macaroon;
+    let id = Identifier::decode(mac.identifier())?;
+    if !cred.preimage.matches(&id.payment_hash) {
+        return Err(VerifyError::PaymentNotProven);
+    }
+    // The location is not covered by the HMAC; requiring it to be exactly ours makes every
+    // byte of the token significant. An absent location equals an empty one.
+    if mac.location_bytes().unwrap_or_default() != location.as_bytes() {
+        return Err(VerifyError::WrongLocation);
+    }
+    Ok(id)
+}
+
+/// The rest of a verification after [`check_payment`]: the HMAC chain under `root_key`
+/// (constant time; third-party caveats refused), then the caveats for `service` at `now_unix`.
+pub fn check_signature_and_caveats(
+    cred: &Credential,
+    id: &Identifier,
+    root_key: &[u8],
+    service: &str,
+    now_unix: u64,
+) -> Result<VerifiedToken, VerifyError> {
+    let mac = &cred.macaroon;
+    mac.verify_signature(root_key)
+        .map_err(|_| VerifyError::BadSignature)?;
+    let grant = evaluate(mac.first_party_caveats(), service, now_unix)?;
+    Ok(VerifiedToken {
+        token_id: id.token_id,
+        payment_hash: id.payment_hash,
+        grant,
+    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ mod admin_cmd;
 mod backend_check;
 mod demo;
 mod fetch;
+mod import_aperture;
 mod ledger_cmd;
 mod mcp;
 mod wallets;
@@ -66,6 +67,18 @@ enum Command {
     Wallet {
         #[command(subcommand)]
         command: WalletCommand,
+    },
+    /// Convert an Aperture configuration (aperture.yaml) into a turnpike.toml, listing on
+    /// standard error every key that could not be converted, or not exactly.
+    ImportAperture {
+        /// Aperture's YAML configuration.
+        input: PathBuf,
+        /// Where to write the TOML (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Run a demo: the gateway with the dev Lightning backend in front of a built-in API.
     Demo {
@@ -385,6 +398,11 @@ fn main() -> std::process::ExitCode {
                 init_logging("warn");
                 admin_cmd::run(args).await
             }
+            Command::ImportAperture {
+                input,
+                output,
+                force,
+            } => import_aperture::run(&input, output.as_deref(), force),
             Command::Fetch(args) => {
                 init_logging(if args.verbose { "warn" } else { "error" });
                 fetch::run(args).await

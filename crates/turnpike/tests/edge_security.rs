@@ -196,48 +196,56 @@ async fn get(addr: SocketAddr, target: &str, host: &str) -> (u16, String) {
     .await
 }
 
+/// Spellings of `/secret` (and of paths around it) that permissive servers read as `/secret`.
+const ATTACKS: &[&str] = &[
+    "/secret",
+    "/docs/../secret",
+    "/docs/%2e%2e/secret",
+    "/docs/%2E%2e/secret",
+    "/docs/.%2E/secret",
+    "/docs/..%2fsecret",
+    "/docs/..%2Fsecret",
+    "/docs/..%5csecret",
+    "/docs/..\\secret",
+    "/secr%65t",
+    "/secr%45t",
+    "//secret",
+    "///secret",
+    "/%2fsecret",
+    "/./secret",
+    "/x/.%2e/secret",
+    "/docs/../../secret",
+    "/SECRET",
+    "/Secret/x",
+    "/secret.json",
+    "/secret.",
+    "/secret%20",
+    "/secret::$DATA",
+    "/secret;jsessionid=1",
+    "/docs/..;/secret",
+    "/docs/.;/../secret",
+    "/;x/secret",
+    "/docs/x/;x/../../secret",
+    "/docs/%252e%252e/secret",
+    "/%c0%ae%c0%ae/secret",
+    "/docs/%c0%ae%c0%ae/secret",
+    "/docs/%e0%80%ae%e0%80%ae/secret",
+    "/docs/..%00/secret",
+    "/docs/%2e%2e%2fsecret",
+    "/docs%2f..%2fsecret",
+    "/docs/%2E%2E/%53ECRET",
+];
+
 #[tokio::test]
 async fn no_spelling_of_a_priced_path_reaches_it_unpaid() {
     let edge = start(|_| {}).await;
-    let attacks = [
-        "/secret",
-        "/docs/../secret",
-        "/docs/%2e%2e/secret",
-        "/docs/%2E%2e/secret",
-        "/docs/.%2E/secret",
-        "/docs/..%2fsecret",
-        "/docs/..%2Fsecret",
-        "/docs/..%5csecret",
-        "/docs/..\\secret",
-        "/secr%65t",
-        "/secr%45t",
-        "//secret",
-        "///secret",
-        "/%2fsecret",
-        "/./secret",
-        "/x/.%2e/secret",
-        "/docs/../../secret",
-        "/SECRET",
-        "/Secret/x",
-        "/secret.json",
-        "/secret.",
-        "/secret%20",
-        "/secret::$DATA",
-        "/secret;jsessionid=1",
-        "/docs/..;/secret",
-        "/docs/.;/../secret",
-        "/;x/secret",
-        "/docs/x/;x/../../secret",
-        "/docs/%252e%252e/secret",
-        "/%c0%ae%c0%ae/secret",
-        "/docs/%c0%ae%c0%ae/secret",
-        "/docs/%e0%80%ae%e0%80%ae/secret",
-        "/docs/..%00/secret",
-        "/docs/%2e%2e%2fsecret",
-        "/docs%2f..%2fsecret",
-        "/docs/%2E%2E/%53ECRET",
-    ];
-    for path in attacks {
+    assert_no_spelling_reaches_the_secret(&edge).await;
+}
+
+/// Sends every spelling in [`ATTACKS`]: none may reach the priced content, and whatever the
+/// upstream saw was free by its own reading.
+async fn assert_no_spelling_reaches_the_secret(edge: &Edge) {
+    for path in ATTACKS {
         let (status, answer) = get(edge.addr, path, "gw.test").await;
         assert!(
             matches!(status, 400 | 402 | 404),
@@ -259,6 +267,83 @@ async fn no_spelling_of_a_priced_path_reaches_it_unpaid() {
     for r in edge.log.lock().unwrap().iter() {
         assert!(!server_view(&r.target).starts_with("/secret"), "{r:?}");
     }
+}
+
+/// Makes service 1 (`secret`) match by `path_regex` instead of `path`.
+fn secret_by_regex(pattern: &str) -> impl FnOnce(&mut GatewayConfig) {
+    let pattern = pattern.to_owned();
+    move |c: &mut GatewayConfig| {
+        c.services[1].path = None;
+        c.services[1].path_regex = Some(pattern);
+    }
+}
+
+#[tokio::test]
+async fn a_path_regex_sees_the_canonical_path_so_no_spelling_gets_around_it() {
+    // Aperture's `pathregexp: '^/secret'`: searched in the canonical path (escapes of
+    // unreserved characters decoded, dot segments resolved, slashes merged, `;` parameters
+    // dropped), letter case ignored by default.
+    let edge = start(secret_by_regex("^/secret")).await;
+    assert_no_spelling_reaches_the_secret(&edge).await;
+    for target in [
+        "http://gw.test/secret",
+        "http://gw.test//secret",
+        "http://gw.test/docs/../secret",
+        "http://gw.test/%73ecret",
+        "http://GW.test/SECRET",
+    ] {
+        let (status, answer) = raw(edge.addr, &format!("GET {target} HTTP/1.1\r\n"), b"").await;
+        assert_eq!(status, 402, "{target}: {answer}");
+        assert!(!answer.contains(PRICED), "{target}");
+    }
+    // What a client sees is a challenge for the regex-matched service.
+    let (status, answer) = get(edge.addr, "/%73ecret/x", "gw.test").await;
+    assert_eq!(status, 402, "{answer}");
+    assert!(answer.contains("\"service\":\"secret\""), "{answer}");
+    assert!(edge.log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_case_sensitive_path_regex_is_only_for_case_sensitive_upstreams() {
+    // `(?-i)` asks for Aperture's exact RE2 semantics: `/SECRET` no longer matches and falls
+    // through to the free catch-all. An upstream that routes without regard to case (this one
+    // does) then serves the priced content for free, so the default ignores case.
+    let edge = start(secret_by_regex("(?-i)^/secret")).await;
+    let (status, answer) = get(edge.addr, "/secret", "gw.test").await;
+    assert_eq!(status, 402, "{answer}");
+    let (status, answer) = get(edge.addr, "/SECRET", "gw.test").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(PRICED), "{answer}");
+    // The other spellings still fold into the canonical path the regex sees.
+    for path in ["//secret", "/x/../secret", "/%73ecret", "/secret;x"] {
+        let (status, answer) = get(edge.addr, path, "gw.test").await;
+        assert_eq!(status, 402, "{path}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_host_regex_sees_the_host_in_one_spelling_without_port() {
+    let edge = start(|c| {
+        c.services[2].host = None;
+        c.services[2].host_regex = Some(r"^paid\.test$".into());
+    })
+    .await;
+    for host in [
+        "paid.test",
+        "PAID.test",
+        "paid.test.",
+        "paid.test:8402",
+        "Paid.Test.:1",
+    ] {
+        let (status, answer) = get(edge.addr, "/x", host).await;
+        assert_eq!(status, 402, "{host}: {answer}");
+    }
+    let (status, answer) = get(edge.addr, "http://free.test/x", "paid.test").await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = raw(edge.addr, "GET http://paid.test/x HTTP/1.1\r\n", b"").await;
+    assert_eq!(status, 402, "{answer}");
+    let (status, _) = get(edge.addr, "/x", "notpaid.test").await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
@@ -439,7 +524,8 @@ async fn methods_are_matched_in_upper_case_and_connect_is_refused() {
         let mut docs = c.services.remove(0);
         docs.routes = vec![turnpike_gateway::config::RouteConfig {
             name: "gen".into(),
-            path: "/docs/gen".into(),
+            path: Some("/docs/gen".into()),
+            path_regex: None,
             method: Some("POST".into()),
             price_sats: 50,
             calls_per_payment: None,

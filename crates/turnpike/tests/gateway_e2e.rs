@@ -984,7 +984,8 @@ async fn routes_have_their_own_price_and_tokens() {
         vec![ServiceConfig {
             routes: vec![turnpike_gateway::config::RouteConfig {
                 name: "big".into(),
-                path: "/echo/llm/big".into(),
+                path: Some("/echo/llm/big".into()),
+                path_regex: None,
                 method: Some("GET".into()),
                 price_sats: 7,
                 calls_per_payment: None,

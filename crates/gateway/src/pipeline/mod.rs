@@ -51,6 +51,8 @@ pub(crate) struct RequestCtx {
     pub dynamic_price: Option<Sats>,
     /// Its URL, as an x402 challenge names the resource (only for services taking x402).
     pub resource: String,
+    /// Its token was minted by an Aperture (`[aperture]`), not by this gateway.
+    pub aperture_token: bool,
 }
 
 /// Why a phase ended the request.
@@ -141,15 +143,16 @@ async fn run(
     if ctx.dynamic_price == Some(Sats::ZERO) {
         return Ok(forward(state, ctx, req, Charge::None, Paid::No).await);
     }
-    let Some((token, fresh)) = authenticate(state, ctx, &req)? else {
+    let Some((token, how)) = authenticate(state, ctx, req.headers()).await? else {
         if ctx.service.x402.is_some() && crate::x402::carries_payment(req.headers()) {
             return pay_x402(state, ctx, req).await;
         }
         return free_call(state, ctx, req).await;
     };
+    ctx.aperture_token = how == Verified::ByAperture;
     admit(state, ctx, &token).await?;
     if token.grant.calls.is_none() {
-        note_pass(state, ctx, &token, fresh);
+        note_pass(state, ctx, &token, how != Verified::Remembered);
     }
     let (req, charge) = charge(state, ctx, &token, req).await?;
     Ok(forward(state, ctx, req, charge, Paid::Yes).await)
@@ -248,6 +251,7 @@ fn begin(
         now: crate::unix_now(),
         dynamic_price: None,
         resource,
+        aperture_token: false,
     };
     Ok((req, ctx))
 }
@@ -294,22 +298,55 @@ async fn price(
     Ok(Request::from_parts(parts, body))
 }
 
-/// Phase 2: The request's verified token, `None` when it carries no credential, and whether it
-/// was verified afresh (not recognised from this worker's memo). No I/O: the root key is
-/// derived; a credential this worker verified lately is recognised by its exact bytes.
-fn authenticate(
+/// Phase 2: The request's verified token, `None` when it carries no credential. No I/O: the root key
+/// is derived; a credential this worker verified lately is recognised by its exact bytes. With
+/// `[aperture]`, a credential whose signature does not verify under Turnpike's key is tried as
+/// an Aperture token (root key from Aperture's database, cached); the flag says it was one.
+async fn authenticate(
     state: &SharedState,
     ctx: &RequestCtx,
-    req: &Request<Body>,
-) -> Result<Option<(VerifiedToken, bool)>, Halt> {
+    headers: &http::HeaderMap,
+) -> Result<Option<(VerifiedToken, Verified)>, Halt> {
+    let (token, how) = match verify_credential(state, ctx, headers).await? {
+        Some(verified) => verified,
+        None => return Ok(None),
+    };
+    // Checked after the memo, so a remembered credential of a revoked token is refused too.
+    if state.control.is_revoked(&token.token_id) {
+        return Err(ApiError::new(
+            ErrorCode::TokenRevoked,
+            "This L402 token was revoked by the provider.",
+        )
+        .into());
+    }
+    Ok(Some((token, how)))
+}
+
+/// How a credential was verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verified {
+    /// Recognised from this worker's memo (verified before).
+    Remembered,
+    /// Verified afresh under Turnpike's key.
+    Fresh,
+    /// An Aperture minted it (`[aperture]`); never remembered.
+    ByAperture,
+}
+
+/// Phase 2's verification: the token of the request's credential, if it carries one.
+async fn verify_credential(
+    state: &SharedState,
+    ctx: &RequestCtx,
+    headers: &http::HeaderMap,
+) -> Result<Option<(VerifiedToken, Verified)>, Halt> {
     let service = &ctx.service.name;
-    let field = VerifiedMemo::credential_field(req.headers());
+    let field = VerifiedMemo::credential_field(headers);
     let remembered = field.and_then(|f| state.verified.get(f, service, ctx.now));
     let fresh = remembered.is_none();
     let verified = match remembered {
         Some(result) => result,
         None => {
-            let credential = match Credential::from_headers(req.headers()) {
+            let credential = match Credential::from_headers(headers) {
                 Ok(Some(c)) => c,
                 Ok(None) => return Ok(None),
                 Err(e) => {
@@ -321,20 +358,56 @@ fn authenticate(
                 }
             };
             let result = state.minter.verify(&credential, service, ctx.now);
+            if let (Err(VerifyError::BadSignature), Some(aperture)) = (&result, &state.aperture) {
+                let token = aperture_token(aperture, ctx, &credential).await?;
+                return Ok(Some((token, Verified::ByAperture)));
+            }
             if let (Ok(token), Some(field)) = (&result, field) {
                 state.verified.insert(field, service, token);
             }
             result
         }
     };
+    let how = match fresh {
+        true => Verified::Fresh,
+        false => Verified::Remembered,
+    };
+    verdict(service, verified).map(|token| Some((token, how)))
+}
+
+/// Phase 2, for a token an Aperture minted. Not remembered in the worker's memo, so a token
+/// revoked in Aperture stops within `[aperture] cache_secs`.
+async fn aperture_token(
+    aperture: &turnpike_aperture::ApertureTokens,
+    ctx: &RequestCtx,
+    credential: &Credential,
+) -> Result<VerifiedToken, Halt> {
+    use turnpike_aperture::ApertureError;
+    let service = &ctx.service.name;
+    match aperture.verify(credential, service, ctx.now).await {
+        Ok(token) => Ok(token),
+        Err(ApertureError::Verify(e)) => verdict(service, Err(e)),
+        Err(ApertureError::Unknown) => verdict(service, Err(VerifyError::BadSignature)),
+        Err(ApertureError::Unavailable(e)) => {
+            tracing::error!(error = %e, "cannot read Aperture's root keys");
+            Err(ApiError::new(
+                ErrorCode::StoreUnavailable,
+                "Aperture's token database is unavailable. Retry later.",
+            )
+            .retry_after(5)
+            .into())
+        }
+    }
+}
+
+/// What a verification result means for the request: the token, a fresh challenge (genuine
+/// but expired or for another service), or `401`.
+fn verdict(
+    service: &str,
+    verified: Result<VerifiedToken, VerifyError>,
+) -> Result<VerifiedToken, Halt> {
     match verified {
-        // Checked after the memo, so a remembered credential of a revoked token is refused too.
-        Ok(token) if state.control.is_revoked(&token.token_id) => Err(ApiError::new(
-            ErrorCode::TokenRevoked,
-            "This L402 token was revoked by the provider.",
-        )
-        .into()),
-        Ok(token) => Ok(Some((token, fresh))),
+        Ok(token) => Ok(token),
         Err(VerifyError::Caveat(CaveatError::Expired { .. })) => {
             Err(Halt::Challenge(ChallengeReason::TokenExpired))
         }
@@ -418,7 +491,9 @@ async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> 
         )
         .into());
     }
-    let Some(settled) = &state.settlement else {
+    // An Aperture token's invoice was issued by Aperture's node: like Aperture (without
+    // `strictverify`), the preimage is the proof of payment.
+    let Some(settled) = state.settlement.as_ref().filter(|_| !ctx.aperture_token) else {
         return Ok(());
     };
     if settled.contains(&token.token_id) {
