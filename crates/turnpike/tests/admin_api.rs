@@ -701,3 +701,88 @@ async fn replicas_on_postgres_see_each_others_changes_and_revocations() {
     .execute(&pool)
     .await;
 }
+
+/// The value of the sample `name{labels}` in Prometheus text, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// `/metrics` and `/api/v1/stats` over HTTP on the admin listener: the counters and the daily
+/// totals move by exactly the calls made; bad query parameters are refused naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_stats_are_served_on_the_admin_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, _served) = common::counting_upstream();
+    let db = format!("sqlite://{}", dir.path().join("turnpike.db").display());
+    let gw = start(dir.path(), "gw", &config(&dir.path().join("data"), &db, up));
+
+    // Three challenges, two of them paid; the first token used three times.
+    let (first, _) = buy(&gw, "/file").await;
+    let (second, _) = buy(&gw, "/file").await;
+    assert_eq!(status(&gw.url("/file"), None).await, 402);
+    for _ in 0..3 {
+        assert_eq!(status(&gw.url("/file"), Some(&first)).await, 200);
+    }
+    assert_eq!(status(&gw.url("/file"), Some(&second)).await, 200);
+
+    let metrics = format!("http://{}/metrics", gw.admin);
+    assert_eq!(status(&metrics, None).await, 401);
+    let resp = http()
+        .get(&metrics)
+        .bearer_auth(gw.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = resp.text().await.unwrap();
+    let of = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series}:\n{text}"));
+    assert_eq!(of("turnpike_challenges_total{service=\"file\"}"), 3.0);
+    assert_eq!(of("turnpike_payments_total{service=\"file\"}"), 2.0);
+    assert_eq!(of("turnpike_earned_msat_total{service=\"file\"}"), 2000.0);
+    assert_eq!(of("turnpike_calls_served_total{service=\"file\"}"), 4.0);
+
+    // The stats flush what this replica counted before answering.
+    let (code, stats) = call(&gw, "GET", "/stats?service=file", None).await;
+    assert_eq!(code, 200, "{stats}");
+    let totals = &stats["totals"];
+    assert_eq!(
+        (
+            totals["challenges"].as_u64(),
+            totals["payments"].as_u64(),
+            totals["earned_msat"].as_u64(),
+            totals["earned_sats"].as_u64(),
+            totals["calls_served"].as_u64(),
+        ),
+        (Some(3), Some(2), Some(2000), Some(2), Some(4)),
+        "{stats}"
+    );
+    assert_eq!(stats["days"].as_array().unwrap().len(), 1, "{stats}");
+    let (_, other) = call(&gw, "GET", "/stats?service=nothing", None).await;
+    assert_eq!(other["totals"]["challenges"].as_u64(), Some(0), "{other}");
+
+    for (query, field) in [
+        ("from=2026-13-01", "from"),
+        ("to=yesterday", "to"),
+        ("from=2026-12-02&to=2026-12-01", "from"),
+        ("from=2020-01-01&to=2026-12-01", "from"),
+        ("colour=blue", "colour"),
+    ] {
+        let (code, body) = call(&gw, "GET", &format!("/stats?{query}"), None).await;
+        assert_eq!(
+            (code, body["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{query}: {body}"
+        );
+    }
+}
