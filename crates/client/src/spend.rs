@@ -231,7 +231,7 @@ pub(crate) async fn recover(
     acc: &Accounting,
     wallet: &dyn PaymentBackend,
 ) -> Result<(), LedgerError> {
-    for row in acc.ledger.unresolved(&acc.wallet).await? {
+    for row in acc.ledger.unresolved(&acc.wallet, "l402").await? {
         if row.state == crate::ledger::PaymentState::Reserved && process_alive(row.pid) {
             continue;
         }
@@ -254,8 +254,20 @@ pub(crate) async fn store_token_for(
     let Ok(macaroon) = Macaroon::from_base64(&row.macaroon) else {
         return Ok(None);
     };
-    let terms = token_terms(&macaroon);
-    let authorization = Credential { macaroon, preimage }.authorization_value();
+    store_credential(acc, row, Credential { macaroon, preimage }, payer_uses_one).await
+}
+
+/// Keeps a credential bought by the payment of `row` (an L402 token, or the
+/// `Turnpike-Credential` an x402 payment was answered with) for reuse on its origin. Returns
+/// its id (-1 when its caveats name no service, so it is not kept) and `Authorization` value.
+pub(crate) async fn store_credential(
+    acc: &Accounting,
+    row: &PaymentRow,
+    credential: Credential,
+    payer_uses_one: bool,
+) -> Result<Option<(i64, String)>, LedgerError> {
+    let terms = token_terms(&credential.macaroon);
+    let authorization = credential.authorization_value();
     let Some(service) = terms.service.as_deref() else {
         return Ok(Some((-1, authorization)));
     };

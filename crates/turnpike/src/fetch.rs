@@ -1,4 +1,5 @@
-//! `turnpike fetch`: curl-like, paying L402 challenges within a limit.
+//! `turnpike fetch`: curl-like, paying L402 challenges (and x402 ones, from a wallet with an
+//! `[x402]` key) within a limit.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -63,12 +64,16 @@ pub struct FetchArgs {
     url: String,
 }
 
-/// The paying backend and the accounting of wallet `name`.
+/// The paying backend, the accounting and the x402 side of wallet `name`.
 pub async fn wallet_named(
     name: &str,
     url: &reqwest::Url,
     file: Option<&std::path::Path>,
-) -> anyhow::Result<(Arc<dyn PaymentBackend>, Accounting)> {
+) -> anyhow::Result<(
+    Arc<dyn PaymentBackend>,
+    Accounting,
+    crate::wallets::WalletEntry,
+)> {
     let entry = crate::wallets::wallet_entry(name, file)?;
     let backend: Arc<dyn PaymentBackend> = match entry.backend {
         BackendConfig::Dev(_) => {
@@ -76,7 +81,8 @@ pub async fn wallet_named(
         }
         _ => crate::wallets::connect_entry(name, &entry)?,
     };
-    Ok((backend, accounting_for(name, &entry).await?))
+    let accounting = accounting_for(name, &entry).await?;
+    Ok((backend, accounting, entry))
 }
 
 /// The accounting of wallet `name`: the default ledger, its budget and fee reserve.
@@ -181,7 +187,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)?;
     let mut client = match &args.wallet {
         Some(name) => {
-            let (wallet, mut accounting) =
+            let (wallet, mut accounting, entry) =
                 wallet_named(name, &url, args.wallet_config.as_deref()).await?;
             accounting.cache = !args.no_cache;
             accounting.approver = Some(Arc::new(|quote: Quote| {
@@ -199,7 +205,9 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
                     }
                 }));
             }
-            L402Client::new(wallet, Sats(args.max_sats))?.with_accounting(accounting)
+            L402Client::new(wallet, Sats(args.max_sats))?
+                .with_accounting(accounting)
+                .with_x402(entry.x402_wallet(name)?, entry.prefer())
         }
         None => L402Client::new(Arc::new(NoWallet), Sats(args.max_sats))?,
     };
@@ -229,6 +237,26 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
             }
             Event::Retrying { authorization } => {
                 eprintln!("> Authorization: {authorization}");
+            }
+            Event::X402Paying {
+                asset,
+                amount_units,
+                pay_to,
+                resent,
+            } => {
+                let what = if *resent {
+                    "sending again the x402 payment signed earlier for this challenge"
+                } else {
+                    "paying over x402"
+                };
+                eprintln!("* {what}: {amount_units} base units of {asset} to {pay_to}");
+            }
+            Event::X402Answered {
+                settled,
+                transaction,
+            } => {
+                let tx = transaction.as_deref().unwrap_or("not reported");
+                eprintln!("* x402 settled: {settled}, transaction {tx}");
             }
         });
     }
@@ -270,6 +298,14 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
     }
     drop(out);
+    if let Some(x) = &fetched.x402
+        && args.verbose
+    {
+        eprintln!(
+            "* x402: {} base units of {} (ledger row {}, {:?})",
+            x.amount_units, x.asset, x.ledger_id, x.state
+        );
+    }
     if let Some(receipt) = fetched.receipt
         && args.verbose
     {
@@ -287,16 +323,14 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints a refusal (exit 3) or returns other errors.
 fn refused_or_failed(e: ClientError, json: bool) -> anyhow::Result<ExitCode> {
-    let refused = matches!(
-        e,
-        ClientError::OverBudget(_) | ClientError::NotApproved(_) | ClientError::OverLimit { .. }
-    );
+    let refused = e.is_refusal();
     if !refused {
         return Err(e.into());
     }
     if json {
         let detail = match &e {
             ClientError::OverBudget(r) => serde_json::to_value(r).unwrap_or_default(),
+            ClientError::OverTokenBudget(r) => serde_json::to_value(r).unwrap_or_default(),
             _ => serde_json::Value::Null,
         };
         println!(
@@ -394,6 +428,7 @@ async fn print_json(fetched: turnpike_client::Fetched) -> anyhow::Result<ExitCod
             "body": body,
             "body_encoding": encoding,
             "payment": payment,
+            "x402_payment": fetched.x402,
             "reused_token": fetched.reused_token,
         })
     );

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use turnpike_client::budget::{Budget, Period, Window};
 use turnpike_client::ledger::now_unix;
 use turnpike_client::spend::{Accounting, Approver, Quote};
+use turnpike_client::x402pay::X402Wallet;
 use turnpike_client::{ClientError, FetchRequest, L402Client, Quoted};
 use turnpike_l402::Sats;
 use turnpike_lightning::PaymentBackend;
@@ -85,6 +86,8 @@ struct Shared {
     /// The paying backend (none for a dev wallet: it pays the gateway it calls).
     backend: Option<Arc<dyn PaymentBackend>>,
     accounting: Accounting,
+    /// The wallet's x402 key and assets, if it has them.
+    x402: Option<X402Wallet>,
     allowed: AllowedHosts,
     http: reqwest::Client,
     max_sats: u64,
@@ -150,6 +153,23 @@ struct FetchOutput {
     payment_hash: Option<String>,
     /// Whether a stored token paid earlier was used instead of paying.
     reused_token: bool,
+    /// The x402 (stablecoin) payment made for this call, if any.
+    x402_payment: Option<X402Output>,
+}
+
+/// An x402 payment made by `l402_fetch`.
+#[derive(Debug, Serialize, JsonSchema)]
+struct X402Output {
+    /// The asset, `network/address`.
+    asset: String,
+    /// The amount in the asset's base units (USDC: millionths), as a decimal string.
+    amount_units: String,
+    /// The recipient.
+    pay_to: String,
+    /// Whether it settled.
+    settled: bool,
+    /// The settlement transaction, when reported.
+    transaction: Option<String>,
 }
 
 /// The result of `l402_quote`.
@@ -465,7 +485,8 @@ impl TurnpikeMcp {
         Ok(L402Client::new(backend, Sats(cap))
             .map_err(|e| chain(&e))?
             .with_http_client(s.http.clone())
-            .with_accounting(accounting))
+            .with_accounting(accounting)
+            .with_x402(s.x402.clone(), s.entry.prefer()))
     }
 
     fn client_error(e: &ClientError, could_ask: bool) -> String {
@@ -504,13 +525,25 @@ impl TurnpikeMcp {
             Err(e) => return tool_error(Self::client_error(&e, could_ask)),
         };
         let receipt = fetched.receipt;
-        let paid_note = receipt.as_ref().map_or_else(String::new, |r| {
-            format!(
+        let x402 = fetched.x402.map(|x| X402Output {
+            asset: x.asset,
+            amount_units: x.amount_units.to_string(),
+            pay_to: x.pay_to,
+            settled: x.settled,
+            transaction: x.transaction,
+        });
+        let paid_note = match (&receipt, &x402) {
+            (Some(r), _) => format!(
                 " (a payment of {} sats was made, payment hash {})",
                 r.amount.to_sats_ceil().0,
                 r.payment_hash.to_hex()
-            )
-        });
+            ),
+            (None, Some(x)) => format!(
+                " (an x402 payment of {} base units of {} was made)",
+                x.amount_units, x.asset
+            ),
+            (None, None) => String::new(),
+        };
         let mut response = fetched.response;
         let status = response.status().as_u16();
         let mut headers: BTreeMap<String, String> = BTreeMap::new();
@@ -558,11 +591,12 @@ impl TurnpikeMcp {
             headers,
             body,
             body_encoding: body_encoding.into(),
-            paid: receipt.is_some(),
+            paid: receipt.is_some() || x402.is_some(),
             paid_sats: receipt.as_ref().map_or(0, |r| r.amount.to_sats_ceil().0),
             fee_msat: receipt.as_ref().map_or(0, |r| r.fee.0),
             payment_hash: receipt.as_ref().map(|r| r.payment_hash.to_hex()),
             reused_token: fetched.reused_token,
+            x402_payment: x402,
         })
     }
 
@@ -837,7 +871,9 @@ async fn shared(args: &McpArgs) -> anyhow::Result<Shared> {
         }
     };
     let accounting = crate::fetch::accounting_for(&args.wallet, &entry).await?;
+    let x402 = entry.x402_wallet(&args.wallet)?;
     Ok(Shared {
+        x402,
         wallet: args.wallet.clone(),
         entry,
         backend,

@@ -15,6 +15,18 @@
 //! total = 10000
 //! approve_above = 200
 //!
+//! # x402 (optional): pay stablecoin 402s from an EVM key, within budgets per asset.
+//! [wallets.alice.x402]
+//! evm_key = { env = "ALICE_EVM_KEY" }   # 0x + 64 hex; inline, { env } or { file }; never shown
+//! prefer = "l402"                      # rail first tried when a 402 offers both (or "x402")
+//!
+//! [[wallets.alice.x402.assets]]        # what it pays with, first preferred
+//! network = "eip155:8453"              # CAIP-2
+//! asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"   # USDC on Base
+//! decimals = 6                         # for display (default 6)
+//! rpc_url = "https://mainnet.base.org" # optional: resolves payments of unknown outcome
+//! budget = { max_per_call = 100000, per_period = { units = 1000000, per = "day" } }
+//!
 //! [mcp]
 //! allow_hosts = ["127.0.0.1"]   # hosts `turnpike mcp` may reach on private addresses
 //! ```
@@ -25,8 +37,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use turnpike_client::budget::Budget;
+use turnpike_client::budget::{Budget, TokenBudget};
+use turnpike_client::x402pay::{PayableAsset, Rail, X402Wallet};
 use turnpike_lightning::config::{Backend, BackendConfig};
+use turnpike_lightning::secret::SecretSource;
 
 /// Default fee reserved per payment, sats (a dev wallet reserves none).
 pub const DEFAULT_MAX_FEE_SATS: u64 = 10;
@@ -62,12 +76,94 @@ pub struct WalletEntry {
     /// The most fee one payment may cost, sats (default 10; a dev wallet: 0).
     #[serde(default)]
     pub max_fee_sats: Option<u64>,
+    /// Paying x402 challenges (none when absent).
+    #[serde(default)]
+    pub x402: Option<X402Settings>,
     /// The backend.
     #[serde(flatten)]
     pub backend: BackendConfig,
 }
 
+/// The `[wallets.NAME.x402]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X402Settings {
+    /// The EVM private key (a secret: inline, `{ env }` or `{ file }`).
+    pub evm_key: SecretSource,
+    /// The rail tried first when a 402 offers both (default `l402`).
+    #[serde(default)]
+    pub prefer: Rail,
+    /// The assets it pays with, first preferred.
+    #[serde(default)]
+    pub assets: Vec<AssetSettings>,
+}
+
+/// One `[[wallets.NAME.x402.assets]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetSettings {
+    /// CAIP-2 network, `eip155:<chain id>`.
+    pub network: String,
+    /// The token contract's address.
+    pub asset: String,
+    /// The token's decimals (default 6), for display.
+    #[serde(default = "six")]
+    pub decimals: u8,
+    /// A JSON-RPC endpoint of the chain, to resolve payments whose outcome is unknown.
+    #[serde(default)]
+    pub rpc_url: Option<String>,
+    /// Limits in base units.
+    #[serde(default)]
+    pub budget: TokenBudget,
+}
+
+fn six() -> u8 {
+    6
+}
+
 impl WalletEntry {
+    /// The rail tried first when a 402 offers both.
+    pub fn prefer(&self) -> Rail {
+        self.x402.as_ref().map_or(Rail::L402, |x| x.prefer)
+    }
+
+    /// The x402 side of wallet `name`, its key read now (from wherever the file says).
+    pub fn x402_wallet(&self, name: &str) -> anyhow::Result<Option<X402Wallet>> {
+        let Some(x) = &self.x402 else {
+            return Ok(None);
+        };
+        let at = format!("wallets.{name}.x402");
+        let secret = x
+            .evm_key
+            .resolve()
+            .with_context(|| format!("{at}.evm_key"))?;
+        let key = turnpike_x402::PayerKey::from_hex(secret.expose())
+            .with_context(|| format!("{at}.evm_key"))?;
+        let mut assets = Vec::new();
+        for (i, a) in x.assets.iter().enumerate() {
+            let at = format!("{at}.assets[{i}]");
+            assets.push(PayableAsset {
+                network: turnpike_x402::Network::parse_caip2(&a.network)
+                    .with_context(|| format!("{at}.network"))?,
+                asset: turnpike_x402::parse_address(&a.asset)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("{at}.asset"))?,
+                decimals: a.decimals,
+                budget: a.budget,
+                rpc_url: a
+                    .rpc_url
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .with_context(|| format!("{at}.rpc_url"))?,
+            });
+        }
+        if assets.is_empty() {
+            bail!("{at}.assets: list at least one asset the wallet pays with");
+        }
+        Ok(Some(X402Wallet::new(key, assets)?))
+    }
+
     /// The fee reserved per payment: none for a dev wallet (it pays no fee).
     pub fn max_fee_sats(&self) -> u64 {
         match self.backend {
@@ -114,6 +210,7 @@ pub fn wallet_entry(name: &str, explicit: Option<&Path>) -> anyhow::Result<Walle
             .unwrap_or(WalletEntry {
                 budget: Budget::default(),
                 max_fee_sats: None,
+                x402: None,
                 backend: BackendConfig::Dev(Default::default()),
             });
         return Ok(entry);

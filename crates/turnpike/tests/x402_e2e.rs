@@ -14,6 +14,10 @@
 //! ```
 //!
 //! Without it the tests print `SKIPPED: ...` and pass, unless `TURNPIKE_STRICT_TESTS=1`.
+//!
+//! The client side (`turnpike fetch` paying x402 from a wallet file's EVM key) is tested against
+//! a server built with the official `@x402/express` middleware (`scripts/x402/express.mjs`) and
+//! against Turnpike's own gateway.
 
 mod common;
 
@@ -121,6 +125,15 @@ upstream = "http://{{upstream}}"
 price_sats = 0
 rails = ["x402"]
 price_usdc = "5000u"
+
+[[services]]
+name = "usdcbundle"
+path = "/usdcbundle"
+upstream = "http://{{upstream}}"
+price_sats = 0
+calls_per_payment = 3
+rails = ["x402"]
+price_usdc = "0.03"
 
 [[services]]
 name = "down"
@@ -728,4 +741,370 @@ async fn a_settlement_without_an_answer_serves_nothing_and_keeps_the_claim() {
     assert_eq!(status, 402, "{body}");
     assert!(body.contains("payment_already_used"), "{body}");
     assert_eq!(gw.served(), 0);
+}
+
+// ---- The client: `turnpike fetch` paying x402 from a wallet's EVM key ----
+
+/// A paid API built with the official `@x402/express` middleware (`express.mjs`): GET
+/// /weather for `amount` base units of the test token to a fresh random payTo.
+struct Express {
+    _running: common::Running,
+    url: String,
+    pay_to: String,
+}
+
+impl Express {
+    fn start(info: &Value, amount: u64) -> Express {
+        use std::io::BufRead as _;
+        let pay_to = format!("0x{}", hex_of(&rand::random::<[u8; 20]>()));
+        let script = std::path::Path::new(s(info, "/pay_script")).with_file_name("express.mjs");
+        let mut child = Command::new(s(info, "/node"))
+            .arg(script)
+            .args([
+                s(info, "/facilitator_url"),
+                s(info, "/network"),
+                s(info, "/token"),
+                s(info, "/token_name"),
+                s(info, "/token_version"),
+                &pay_to,
+                &amount.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let running = common::Running(child);
+        let port = serde_json::from_str::<Value>(&line)
+            .unwrap_or_else(|e| panic!("express.mjs printed {line:?}: {e}"))["port"]
+            .as_u64()
+            .unwrap();
+        Express {
+            _running: running,
+            url: format!("http://127.0.0.1:{port}/weather"),
+            pay_to,
+        }
+    }
+}
+
+/// A wallet file and ledger directory for `turnpike fetch --wallet agent`: a dev Lightning
+/// wallet with the test chain's payer key (read from an environment variable) and the test
+/// token as its one x402 asset, with `budget` (inline TOML) and `prefer`.
+struct Agent {
+    dir: tempfile::TempDir,
+}
+
+const KEY_VAR: &str = "TURNPIKE_TEST_X402_PAYER_KEY";
+
+impl Agent {
+    fn new(info: &Value, prefer: &str, budget: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("wallets.toml"),
+            format!(
+                r#"[wallets.agent]
+kind = "dev"
+
+[wallets.agent.x402]
+evm_key = {{ env = "{KEY_VAR}" }}
+prefer = "{prefer}"
+
+[[wallets.agent.x402.assets]]
+network = "{network}"
+asset = "{token}"
+rpc_url = "{rpc}"
+budget = {{ {budget} }}
+"#,
+                network = s(info, "/network"),
+                token = s(info, "/token"),
+                rpc = s(info, "/rpc_url"),
+            ),
+        )
+        .unwrap();
+        Agent { dir }
+    }
+
+    fn command(&self, info: &Value, url: &str, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnpike"));
+        cmd.args(["fetch", "--wallet", "agent", "--json", "--wallet-config"])
+            .arg(self.dir.path().join("wallets.toml"))
+            .args(extra)
+            .arg(url)
+            .env("TURNPIKE_DATA_DIR", self.dir.path().join("data"))
+            .env(KEY_VAR, s(info, "/payer/private_key"));
+        cmd
+    }
+
+    /// Runs `turnpike fetch --json`: exit code, the JSON printed, standard error.
+    async fn fetch(&self, info: &Value, url: &str, extra: &[&str]) -> (i32, Value, String) {
+        let mut cmd = self.command(info, url, extra);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), json, stderr)
+    }
+
+    async fn ledger(&self) -> Vec<turnpike_client::ledger::PaymentRow> {
+        let ledger = turnpike_client::ledger::Ledger::open_in(&self.dir.path().join("data"))
+            .await
+            .unwrap();
+        ledger.payments(None, None).await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turnpike_fetch_pays_an_official_express_server_within_its_usdc_budget() {
+    let Some(info) = info("turnpike_fetch_pays_an_official_express_server_within_its_usdc_budget")
+    else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let server = Express::start(&info, 10_000);
+    mine(&info).await;
+    let before = balance(&info, &server.pay_to).await;
+    // A total of 0.015 USDC: the first call fits, the second does not.
+    let agent = Agent::new(&info, "l402", "max_per_call = 10000, total = 15000");
+    let (code, got, stderr) = agent.fetch(&info, &server.url, &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(got["body"], r#"{"weather":"sunny"}"#);
+    assert!(got["payment"].is_null(), "no Lightning payment: {got}");
+    let paid = &got["x402_payment"];
+    assert_eq!(paid["amount_units"], 10_000, "{got}");
+    assert_eq!(paid["settled"], true);
+    assert_eq!(
+        paid["pay_to"].as_str().unwrap(),
+        server.pay_to.to_lowercase()
+    );
+    let tx = paid["transaction"].as_str().unwrap().to_owned();
+    assert_eq!(tx.len(), 66);
+    assert_eq!(
+        balance(&info, &server.pay_to).await - before,
+        U256::from(10_000),
+        "payTo rises by exactly the price"
+    );
+    let rows = agent.ledger().await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(
+        (
+            row.rail.as_str(),
+            row.amount_units,
+            row.amount_msat,
+            row.state
+        ),
+        (
+            "x402",
+            Some(10_000),
+            0,
+            turnpike_client::ledger::PaymentState::Paid
+        )
+    );
+    assert_eq!(row.tx_hash.as_deref(), Some(tx.as_str()));
+    assert_eq!(
+        row.asset.as_deref().unwrap(),
+        format!(
+            "{}/{}",
+            s(&info, "/network"),
+            s(&info, "/token").to_lowercase()
+        )
+    );
+    assert_eq!(row.http_status, Some(200));
+
+    // Over the total: refused before signing, nothing moves, the error names the limit.
+    let payer_before = balance(&info, s(&info, "/payer/address")).await;
+    let (code, got, stderr) = agent.fetch(&info, &server.url, &[]).await;
+    assert_eq!(code, 1, "{got} {stderr}");
+    assert_eq!(got["paid"], false);
+    assert_eq!(got["refusal"]["limit"]["limit"], "total", "{got}");
+    assert_eq!(got["refusal"]["left"], 5_000);
+    assert!(
+        stderr.contains("total") && stderr.contains("nothing was paid"),
+        "{stderr}"
+    );
+    // Over the per-call cap of another wallet: the same.
+    let small = Agent::new(&info, "x402", "max_per_call = 9999");
+    let (code, _, stderr) = small.fetch(&info, &server.url, &[]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("max_per_call"), "{stderr}");
+    assert!(small.ledger().await.is_empty());
+    assert_eq!(
+        balance(&info, &server.pay_to).await - before,
+        U256::from(10_000)
+    );
+    assert_eq!(
+        balance(&info, s(&info, "/payer/address")).await,
+        payer_before,
+        "no money moved"
+    );
+    assert_eq!(agent.ledger().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_whose_run_crashed_is_sent_again_not_signed_again() {
+    let Some(info) = info("a_payment_whose_run_crashed_is_sent_again_not_signed_again") else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let server = Express::start(&info, 7_000);
+    mine(&info).await;
+    let before = balance(&info, &server.pay_to).await;
+    let agent = Agent::new(&info, "x402", "max_per_call = 10000");
+    // The run is killed right after the server answered the payment, before it recorded it.
+    let marker = agent.dir.path().join("paid.marker");
+    let mut cmd = agent.command(&info, &server.url, &[]);
+    cmd.env("TURNPIKE_TEST_HOLD_AFTER_PAYMENT", &marker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = common::Running(cmd.spawn().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "no payment was made");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    assert_eq!(
+        balance(&info, &server.pay_to).await - before,
+        U256::from(7_000)
+    );
+    let rows = agent.ledger().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].state,
+        turnpike_client::ledger::PaymentState::Reserved
+    );
+
+    // The next run finds the open payment of this same challenge and sends it again: the
+    // server refuses a used authorisation, the chain shows it was used, and the row is
+    // settled. No second authorisation is signed.
+    let (code, got, stderr) = agent.fetch(&info, &server.url, &["-v"]).await;
+    assert_eq!(code, 22, "{got} {stderr}");
+    assert_eq!(got["status"], 402);
+    assert_eq!(got["x402_payment"]["resent"], true, "{got}");
+    assert_eq!(got["x402_payment"]["settled"], true, "{got}");
+    assert!(stderr.contains("sending again"), "{stderr}");
+    assert!(
+        !stderr.contains("payment-signature: "),
+        "the payment is never printed"
+    );
+    let rows = agent.ledger().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, turnpike_client::ledger::PaymentState::Paid);
+    assert_eq!(
+        balance(&info, &server.pay_to).await - before,
+        U256::from(7_000),
+        "paid once"
+    );
+    // A new call is a new challenge answered: paid once more.
+    let (code, got, stderr) = agent.fetch(&info, &server.url, &[]).await;
+    assert_eq!(code, 0, "{got} {stderr}");
+    assert_eq!(got["x402_payment"]["resent"], false);
+    assert_eq!(agent.ledger().await.len(), 2);
+    assert_eq!(
+        balance(&info, &server.pay_to).await - before,
+        U256::from(14_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turnpike_fetch_pays_turnpike_over_x402_and_reuses_the_credential() {
+    let Some(info) = info("turnpike_fetch_pays_turnpike_over_x402_and_reuses_the_credential")
+    else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let before = balance(&info, &gw.pay_to).await;
+    let agent = Agent::new(&info, "l402", "max_per_call = 50000");
+    let url = gw.url("/usdcbundle");
+    // The bundle (3 calls for 0.03 USDC) is paid once; its credential serves the next two.
+    let (code, got, stderr) = agent.fetch(&info, &url, &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(got["body"], "ok");
+    assert_eq!(got["x402_payment"]["amount_units"], 30_000, "{got}");
+    for _ in 0..2 {
+        let (code, got, stderr) = agent.fetch(&info, &url, &[]).await;
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(got["body"], "ok");
+        assert_eq!(got["reused_token"], true, "{got}");
+        assert!(got["x402_payment"].is_null(), "paid again: {got}");
+    }
+    assert_eq!(gw.served(), 3);
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(30_000),
+        "one transfer for three calls"
+    );
+    // Used up: the next call pays for a new bundle.
+    let (code, got, stderr) = agent.fetch(&info, &url, &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(got["x402_payment"]["amount_units"], 30_000, "{got}");
+    assert_eq!(gw.served(), 4);
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(60_000)
+    );
+    let rows = agent.ledger().await;
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.rail == "x402" && r.amount_units == Some(30_000))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wallet_preference_picks_the_rail_and_the_other_pays_when_it_cannot() {
+    let Some(info) = info("the_wallet_preference_picks_the_rail_and_the_other_pays_when_it_cannot")
+    else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let url = gw.url("/paid");
+    let before = balance(&info, &gw.pay_to).await;
+    let moved = || async { balance(&info, &gw.pay_to).await - before };
+    // (prefer, x402 budget, --max-sats, pays in USDC?)
+    let cases = [
+        ("x402", "max_per_call = 10000", "100", true),
+        ("l402", "max_per_call = 10000", "100", false),
+        // The preferred rail cannot pay within its limits: the other one does.
+        ("x402", "max_per_call = 9999", "100", false),
+        ("l402", "max_per_call = 10000", "9", true),
+    ];
+    let mut usdc = 0u64;
+    for (i, (prefer, budget, max_sats, in_usdc)) in cases.into_iter().enumerate() {
+        let agent = Agent::new(&info, prefer, budget);
+        let (code, got, stderr) = agent
+            .fetch(&info, &url, &["--no-cache", "--max-sats", max_sats])
+            .await;
+        assert_eq!(code, 0, "case {i}: {got} {stderr}");
+        assert_eq!(got["body"], "ok", "case {i}");
+        assert_eq!(got["x402_payment"].is_null(), !in_usdc, "case {i}: {got}");
+        assert_eq!(got["payment"].is_null(), in_usdc, "case {i}: {got}");
+        let rows = agent.ledger().await;
+        assert_eq!(rows.len(), 1, "case {i}");
+        assert_eq!(rows[0].rail, if in_usdc { "x402" } else { "l402" });
+        if in_usdc {
+            usdc += 10_000;
+        } else {
+            assert_eq!(rows[0].amount_msat, 10_000, "case {i}");
+        }
+        assert_eq!(moved().await, U256::from(usdc), "case {i}");
+    }
+    // Neither rail can pay: the budget's refusal is told, nothing moves.
+    let agent = Agent::new(&info, "x402", "max_per_call = 9999");
+    let (code, _, stderr) = agent.fetch(&info, &url, &["--max-sats", "9"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("nothing was paid"), "{stderr}");
+    assert!(agent.ledger().await.is_empty());
+    assert_eq!(moved().await, U256::from(usdc));
+    assert_eq!(gw.served(), 4);
 }

@@ -269,6 +269,17 @@ impl PaymentPayload {
         })
     }
 
+    /// Echoes in a v2 payment the server's own JSON of the accepted entry (`entry`, as the
+    /// server wrote it in `PAYMENT-REQUIRED`) instead of this crate's rendering of it: servers
+    /// such as `@x402/express` compare the echo with their offer verbatim (address case
+    /// included). The echo is not signed; a v1 payment has none and is returned unchanged.
+    pub fn with_accepted_json(mut self, entry: Value) -> PaymentPayload {
+        if self.version == X402Version::V2 {
+            self.raw["accepted"] = entry;
+        }
+        self
+    }
+
     /// The header value: standard base64 of the JSON, for `PAYMENT-SIGNATURE` (v2) or
     /// `X-PAYMENT` (v1) according to [`PaymentPayload::version`].
     pub fn to_header(&self) -> String {
