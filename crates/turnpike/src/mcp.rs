@@ -323,8 +323,9 @@ fn tools() -> Vec<Tool> {
     vec![
         tool::<FetchParams>(
             "l402_fetch",
-            "Fetch a URL, paying its L402 (HTTP 402 + Lightning) price from the wallet within \
-             the budget, and return the status, headers and body, with what was paid.",
+            "Fetch a URL, paying its HTTP 402 price from the wallet within the budget (L402 over \
+             Lightning, or x402 in a stablecoin when the wallet has an x402 key), and return the \
+             status, headers and body, with what was paid.",
         )
         .with_output_schema::<FetchOutput>()
         .with_annotations(

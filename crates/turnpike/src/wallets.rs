@@ -142,6 +142,12 @@ impl WalletEntry {
         let mut assets = Vec::new();
         for (i, a) in x.assets.iter().enumerate() {
             let at = format!("{at}.assets[{i}]");
+            if a.budget.max_per_call.is_none() {
+                bail!(
+                    "{at}.budget.max_per_call is required: the most one x402 payment may cost, \
+                     in the asset's base units (10000 = 0.01 USDC)"
+                );
+            }
             assets.push(PayableAsset {
                 network: turnpike_x402::Network::parse_caip2(&a.network)
                     .with_context(|| format!("{at}.network"))?,
@@ -235,4 +241,61 @@ pub fn connect_entry(name: &str, entry: &WalletEntry) -> anyhow::Result<Arc<dyn 
         bail!("wallet {name:?} is of kind dev: it pays through the gateway it calls");
     }
     Ok(entry.backend.connect()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+    fn entry(x402: &str) -> WalletEntry {
+        let file: WalletFile =
+            toml::from_str(&format!("[wallets.a]\nkind = \"dev\"\n{x402}")).unwrap();
+        file.wallets["a"].clone()
+    }
+
+    fn error(x402: &str) -> String {
+        format!("{:#}", entry(x402).x402_wallet("a").unwrap_err())
+    }
+
+    #[test]
+    fn the_x402_table_gives_a_wallet_and_its_errors_name_the_key() {
+        let asset =
+            "network = \"eip155:8453\"\nasset = \"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913\"";
+        let good = format!(
+            "[wallets.a.x402]\nevm_key = \"{KEY}\"\nprefer = \"x402\"\n\
+             [[wallets.a.x402.assets]]\n{asset}\nbudget = {{ max_per_call = 10000 }}\n"
+        );
+        let e = entry(&good);
+        assert_eq!(e.prefer(), Rail::X402);
+        let w = e.x402_wallet("a").unwrap().unwrap();
+        assert_eq!(
+            w.address().to_checksum(None),
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+        );
+        assert_eq!(w.assets()[0].decimals, 6);
+        // The key never shows, not even in the wallet's Debug.
+        assert!(!format!("{e:?} {w:?}").contains(&KEY[2..]));
+        assert_eq!(entry("").prefer(), Rail::L402);
+        assert!(entry("").x402_wallet("a").unwrap().is_none());
+
+        let no_cap = good.replace("budget = { max_per_call = 10000 }", "");
+        assert!(error(&no_cap).contains("wallets.a.x402.assets[0].budget.max_per_call"));
+        let bad_key = good.replace(KEY, "0x1234");
+        let text = error(&bad_key);
+        assert!(text.contains("wallets.a.x402.evm_key"), "{text}");
+        assert!(!text.contains("1234"), "{text}");
+        let unset = good.replace(&format!("\"{KEY}\""), "{ env = \"TURNPIKE_SURELY_UNSET\" }");
+        assert!(error(&unset).contains("TURNPIKE_SURELY_UNSET"));
+        assert!(error(&good.replace("eip155:8453", "solana:x")).contains("assets[0].network"));
+        let mixed = good.replace("0x833589fCD6", "0x833589fcD6");
+        assert!(error(&mixed).contains("assets[0].asset"));
+        let none = format!("[wallets.a.x402]\nevm_key = \"{KEY}\"\n");
+        assert!(error(&none).contains("wallets.a.x402.assets"));
+        assert!(
+            toml::from_str::<WalletFile>(&format!("{good}bogus = 1\n"))
+                .is_err_and(|e| e.to_string().contains("bogus"))
+        );
+    }
 }

@@ -915,6 +915,19 @@ async fn turnpike_fetch_pays_an_official_express_server_within_its_usdc_budget()
         )
     );
     assert_eq!(row.http_status, Some(200));
+    // `turnpike spend` sums it per asset, in base units, apart from sats.
+    let out = Command::new(env!("CARGO_BIN_EXE_turnpike"))
+        .args(["spend", "--json"])
+        .env("TURNPIKE_DATA_DIR", agent.dir.path().join("data"))
+        .output()
+        .unwrap();
+    let spend: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(spend["total_sats"], 0, "{spend}");
+    assert_eq!(
+        spend["x402_units_by_asset"][row.asset.as_deref().unwrap()],
+        10_000,
+        "{spend}"
+    );
 
     // Over the total: refused before signing, nothing moves, the error names the limit.
     let payer_before = balance(&info, s(&info, "/payer/address")).await;
@@ -1107,4 +1120,79 @@ async fn the_wallet_preference_picks_the_rail_and_the_other_pays_when_it_cannot(
     assert!(agent.ledger().await.is_empty());
     assert_eq!(moved().await, U256::from(usdc));
     assert_eq!(gw.served(), 4);
+}
+
+/// `turnpike mcp` (started by the official MCP Python SDK over stdio, `tests/mcp/mcp_call.py`)
+/// pays an x402-only service of Turnpike's gateway from the wallet's EVM key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turnpike_mcp_pays_over_x402() {
+    let Some(info) = info("turnpike_mcp_pays_over_x402") else {
+        return;
+    };
+    let python = match std::env::var("TURNPIKE_TEST_PYTHON") {
+        Ok(p) if !p.trim().is_empty() => p,
+        _ if std::env::var("TURNPIKE_STRICT_TESTS").as_deref() == Ok("1") => {
+            panic!("turnpike_mcp_pays_over_x402: set TURNPIKE_TEST_PYTHON to a Python with `mcp`")
+        }
+        _ => {
+            eprintln!("SKIPPED: turnpike_mcp_pays_over_x402: TURNPIKE_TEST_PYTHON is not set");
+            return;
+        }
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let before = balance(&info, &gw.pay_to).await;
+    let agent = Agent::new(&info, "l402", "max_per_call = 10000");
+    let call = |url: String| {
+        let mut cmd = Command::new(&python);
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/mcp/mcp_call.py"
+        ))
+        .arg(env!("CARGO_BIN_EXE_turnpike"))
+        .arg("l402_fetch")
+        .arg(json!({ "url": url }).to_string())
+        .args(["--wallet", "agent", "--allow-host", "127.0.0.1"])
+        .env("TURNPIKE_WALLETS", agent.dir.path().join("wallets.toml"))
+        .env("TURNPIKE_DATA_DIR", agent.dir.path().join("data"))
+        .env(KEY_VAR, s(&info, "/payer/private_key"));
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "mcp_call.py: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        }
+    };
+    let got = call(gw.url("/usdconly")).await;
+    assert_eq!(got["is_error"], false, "{got}");
+    let out = &got["structured"];
+    assert_eq!(out["status"], 200, "{got}");
+    assert_eq!(out["body"], "ok");
+    assert_eq!(out["paid"], true);
+    assert_eq!(out["paid_sats"], 0);
+    assert_eq!(out["x402_payment"]["amount_units"], "5000", "{got}");
+    assert_eq!(out["x402_payment"]["settled"], true);
+    assert_eq!(balance(&info, &gw.pay_to).await - before, U256::from(5_000));
+    let rows = agent.ledger().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].rail.as_str(), rows[0].amount_units),
+        ("x402", Some(5_000))
+    );
+    // Over the wallet's x402 budget: a tool error, nothing paid.
+    let got = call(gw.url("/usdcbundle")).await;
+    assert_eq!(got["is_error"], true, "{got}");
+    let text = got["text"].as_str().unwrap();
+    assert!(
+        text.contains("max_per_call") && text.contains("nothing was paid"),
+        "{text}"
+    );
+    assert_eq!(balance(&info, &gw.pay_to).await - before, U256::from(5_000));
+    assert_eq!(gw.served(), 1);
 }
