@@ -1196,3 +1196,120 @@ async fn turnpike_mcp_pays_over_x402() {
     assert_eq!(balance(&info, &gw.pay_to).await - before, U256::from(5_000));
     assert_eq!(gw.served(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_run_gets_its_bundle_back_from_turnpike_by_resending_the_payment() {
+    let Some(info) =
+        info("a_crashed_run_gets_its_bundle_back_from_turnpike_by_resending_the_payment")
+    else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let before = balance(&info, &gw.pay_to).await;
+    let agent = Agent::new(&info, "x402", "max_per_call = 50000");
+    let url = gw.url("/usdcbundle");
+    // Killed right after the gateway answered the payment: the credential is lost with it.
+    let marker = agent.dir.path().join("paid.marker");
+    let mut cmd = agent.command(&info, &url, &[]);
+    cmd.env("TURNPIKE_TEST_HOLD_AFTER_PAYMENT", &marker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = common::Running(cmd.spawn().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "no payment was made");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    assert_eq!(gw.served(), 1);
+    // The next run sends the same payment again: the gateway answers with the bundle's next
+    // call and its credential, which serves the third call. One transfer for three calls.
+    let (code, got, stderr) = agent.fetch(&info, &url, &[]).await;
+    assert_eq!(code, 0, "{got} {stderr}");
+    assert_eq!(got["body"], "ok");
+    assert_eq!(got["x402_payment"]["resent"], true, "{got}");
+    assert_eq!(got["x402_payment"]["settled"], true, "{got}");
+    assert_eq!(got["headers"]["turnpike-calls-remaining"], "1", "{got}");
+    let (code, got, stderr) = agent.fetch(&info, &url, &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(got["reused_token"], true, "{got}");
+    assert_eq!(gw.served(), 3);
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(30_000)
+    );
+    let rows = agent.ledger().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, turnpike_client::ledger::PaymentState::Paid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_fetches_in_one_process_pay_a_bundle_once() {
+    use turnpike_client::x402pay::{PayableAsset, Rail, X402Wallet};
+    let Some(info) = info("concurrent_fetches_in_one_process_pay_a_bundle_once") else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let before = balance(&info, &gw.pay_to).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = turnpike_client::ledger::Ledger::open_in(dir.path())
+        .await
+        .unwrap();
+    let accounting = turnpike_client::spend::Accounting::new(
+        ledger.clone(),
+        "agent",
+        turnpike_client::budget::Budget::default(),
+        turnpike_l402::Msat(0),
+    );
+    let url: reqwest::Url = gw.url("/usdcbundle").parse().unwrap();
+    let wallet = X402Wallet::new(
+        payer(&info),
+        vec![PayableAsset {
+            network: turnpike_x402::Network::parse_caip2(s(&info, "/network")).unwrap(),
+            asset: parse_address(s(&info, "/token")).unwrap(),
+            decimals: 6,
+            budget: turnpike_client::budget::TokenBudget {
+                max_per_call: Some(30_000),
+                ..Default::default()
+            },
+            rpc_url: None,
+        }],
+    )
+    .unwrap();
+    let client = turnpike_client::L402Client::new(
+        Arc::new(turnpike_lightning::DevPayWallet::for_origin(&url).unwrap()),
+        turnpike_l402::Sats(0),
+    )
+    .unwrap()
+    .with_accounting(accounting)
+    .with_x402(Some(wallet), Rail::X402);
+    let fetches = (0..3).map(|_| {
+        let client = client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let got = client
+                .fetch(turnpike_client::FetchRequest::get(url))
+                .await
+                .unwrap();
+            (got.response.status().as_u16(), got.x402.is_some())
+        })
+    });
+    let mut paid = 0;
+    for f in fetches {
+        let (status, x402) = f.await.unwrap();
+        assert_eq!(status, 200);
+        paid += u32::from(x402);
+    }
+    assert_eq!(paid, 1, "one fetch paid, the others used its credential");
+    assert_eq!(gw.served(), 3);
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(30_000)
+    );
+    assert_eq!(ledger.payments(None, None).await.unwrap().len(), 1);
+}
