@@ -849,6 +849,25 @@ budget = {{ {budget} }}
         (out.status.code().unwrap_or(-1), json, stderr)
     }
 
+    /// Runs `turnpike fetch` and kills it (SIGKILL) right after the server answered its
+    /// payment, before it recorded anything (`TURNPIKE_TEST_HOLD_AFTER_PAYMENT`).
+    async fn fetch_killed_after_payment(&self, info: &Value, url: &str) {
+        let marker = self.dir.path().join("paid.marker");
+        let mut cmd = self.command(info, url, &[]);
+        cmd.env("TURNPIKE_TEST_HOLD_AFTER_PAYMENT", &marker)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = common::Running(cmd.spawn().unwrap());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !marker.exists() {
+            assert!(std::time::Instant::now() < deadline, "no payment was made");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        let _ = std::fs::remove_file(&marker);
+    }
+
     async fn ledger(&self) -> Vec<turnpike_client::ledger::PaymentRow> {
         let ledger = turnpike_client::ledger::Ledger::open_in(&self.dir.path().join("data"))
             .await
@@ -969,19 +988,7 @@ async fn a_payment_whose_run_crashed_is_sent_again_not_signed_again() {
     let before = balance(&info, &server.pay_to).await;
     let agent = Agent::new(&info, "x402", "max_per_call = 10000");
     // The run is killed right after the server answered the payment, before it recorded it.
-    let marker = agent.dir.path().join("paid.marker");
-    let mut cmd = agent.command(&info, &server.url, &[]);
-    cmd.env("TURNPIKE_TEST_HOLD_AFTER_PAYMENT", &marker)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = common::Running(cmd.spawn().unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !marker.exists() {
-        assert!(std::time::Instant::now() < deadline, "no payment was made");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    agent.fetch_killed_after_payment(&info, &server.url).await;
     assert_eq!(
         balance(&info, &server.pay_to).await - before,
         U256::from(7_000)
@@ -1211,19 +1218,7 @@ async fn a_crashed_run_gets_its_bundle_back_from_turnpike_by_resending_the_payme
     let agent = Agent::new(&info, "x402", "max_per_call = 50000");
     let url = gw.url("/usdcbundle");
     // Killed right after the gateway answered the payment: the credential is lost with it.
-    let marker = agent.dir.path().join("paid.marker");
-    let mut cmd = agent.command(&info, &url, &[]);
-    cmd.env("TURNPIKE_TEST_HOLD_AFTER_PAYMENT", &marker)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = common::Running(cmd.spawn().unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !marker.exists() {
-        assert!(std::time::Instant::now() < deadline, "no payment was made");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    agent.fetch_killed_after_payment(&info, &url).await;
     assert_eq!(gw.served(), 1);
     // The next run sends the same payment again: the gateway answers with the bundle's next
     // call and its credential, which serves the third call. One transfer for three calls.
