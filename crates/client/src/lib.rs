@@ -197,6 +197,13 @@ pub enum Event {
         /// Whether it is a payment of the same challenge signed earlier, sent again.
         resent: bool,
     },
+    /// One rail of a 402 cannot pay (nothing was paid on it); the other is tried if offered.
+    RailCannotPay {
+        /// `l402` or `x402`.
+        rail: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The answer to an x402 payment.
     X402Answered {
         /// Whether it settled.
@@ -645,7 +652,10 @@ impl L402Client {
             match attempt {
                 Ok(paid) => return Ok(paid),
                 Err(e) if e.nothing_paid() => {
-                    tracing::debug!("the {rail:?} rail cannot pay: {e}");
+                    self.emit(Event::RailCannotPay {
+                        rail: rail.name(),
+                        reason: e.to_string(),
+                    });
                     if failed.as_ref().is_none_or(|f| rank(&e) < rank(f)) {
                         failed = Some(e);
                     }

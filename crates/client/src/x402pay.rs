@@ -54,6 +54,14 @@ pub enum Rail {
 }
 
 impl Rail {
+    /// `l402` or `x402`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rail::L402 => "l402",
+            Rail::X402 => "x402",
+        }
+    }
+
     /// Both rails, `self` first.
     pub fn order(self) -> [Rail; 2] {
         match self {

@@ -251,6 +251,9 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
                 };
                 eprintln!("* {what}: {amount_units} base units of {asset} to {pay_to}");
             }
+            Event::RailCannotPay { rail, reason } => {
+                eprintln!("* the {rail} rail cannot pay: {reason}");
+            }
             Event::X402Answered {
                 settled,
                 transaction,

@@ -1103,9 +1103,15 @@ async fn the_wallet_preference_picks_the_rail_and_the_other_pays_when_it_cannot(
     for (i, (prefer, budget, max_sats, in_usdc)) in cases.into_iter().enumerate() {
         let agent = Agent::new(&info, prefer, budget);
         let (code, got, stderr) = agent
-            .fetch(&info, &url, &["--no-cache", "--max-sats", max_sats])
+            .fetch(&info, &url, &["--no-cache", "-v", "--max-sats", max_sats])
             .await;
         assert_eq!(code, 0, "case {i}: {got} {stderr}");
+        let fell_back = (prefer == "x402") != in_usdc;
+        assert_eq!(
+            stderr.contains(&format!("the {prefer} rail cannot pay")),
+            fell_back,
+            "case {i}: {stderr}"
+        );
         assert_eq!(got["body"], "ok", "case {i}");
         assert_eq!(got["x402_payment"].is_null(), !in_usdc, "case {i}: {got}");
         assert_eq!(got["payment"].is_null(), in_usdc, "case {i}: {got}");
@@ -1307,4 +1313,63 @@ async fn concurrent_fetches_in_one_process_pay_a_bundle_once() {
         U256::from(30_000)
     );
     assert_eq!(ledger.payments(None, None).await.unwrap().len(), 1);
+}
+
+/// A loopback proxy to `target` that hides `PAYMENT-REQUIRED` from 402 answers, so that a
+/// client sees only the x402 v1 JSON body.
+fn v1_only_proxy(target: String) -> String {
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let target = target.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let mut headers = parts.headers.clone();
+            headers.remove(http::header::HOST);
+            let resp = http()
+                .request(parts.method, format!("{target}{}", parts.uri))
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let mut headers = resp.headers().clone();
+            if status == 402 {
+                headers.remove("payment-required");
+            }
+            headers.remove(http::header::CONTENT_LENGTH);
+            let bytes = resp.bytes().await.unwrap();
+            (status, headers, bytes)
+        }
+    });
+    format!("http://{}", common::spawn_app(app))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turnpike_fetch_pays_an_x402_v1_challenge_with_x_payment() {
+    let Some(info) = info("turnpike_fetch_pays_an_x402_v1_challenge_with_x_payment") else {
+        return;
+    };
+    let _chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let before = balance(&info, &gw.pay_to).await;
+    let proxy = v1_only_proxy(gw.base.clone());
+    let agent = Agent::new(&info, "x402", "max_per_call = 10000");
+    let (code, got, stderr) = agent
+        .fetch(&info, &format!("{proxy}/paid"), &["--no-cache"])
+        .await;
+    assert_eq!(code, 0, "{got} {stderr}");
+    assert_eq!(got["body"], "ok");
+    assert!(
+        got["headers"].get("x-payment-response").is_some(),
+        "a v1 answer: {got}"
+    );
+    assert!(got["payment"].is_null(), "not paid over Lightning: {got}");
+    assert_eq!(got["x402_payment"]["settled"], true, "{got}");
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(10_000)
+    );
+    assert_eq!(gw.served(), 1);
 }
