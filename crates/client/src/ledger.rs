@@ -968,10 +968,10 @@ async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<(), LedgerError> {
 /// What a wallet was charged in one x402 asset: in the origin's window, in the period's
 /// window, ever (failed rows count for nothing; open ones for their amount).
 const SPENT_UNITS_SQL: &str = "SELECT \
-     COALESCE(SUM(CASE WHEN origin = ?3 AND created_at > ?4 THEN amount_units END), 0), \
-     COALESCE(SUM(CASE WHEN created_at > ?5 THEN amount_units END), 0), \
+     COALESCE(SUM(CASE WHEN origin = ?2 AND created_at > ?3 THEN amount_units END), 0), \
+     COALESCE(SUM(CASE WHEN created_at > ?4 THEN amount_units END), 0), \
      COALESCE(SUM(amount_units), 0) \
-     FROM payments WHERE wallet = ?1 AND rail = 'x402' AND asset = ?2 AND state <> 'failed'";
+     FROM payments WHERE wallet = ?1 AND rail = 'x402' AND asset = ?5 AND state <> 'failed'";
 
 async fn spent_units_on(
     conn: &mut sqlx::SqliteConnection,
@@ -981,26 +981,24 @@ async fn spent_units_on(
     budget: &TokenBudget,
     now: u64,
 ) -> Result<TokenSpent, LedgerError> {
-    let since = |w: Option<budget::UnitsWindow>| {
-        w.map_or(Ok(i64::MAX), |w| {
-            to_i64(now.saturating_sub(w.per.seconds()))
-        })
-    };
-    let row = sqlx::query(SPENT_UNITS_SQL)
-        .bind(wallet)
-        .bind(asset)
-        .bind(origin)
-        .bind(since(budget.per_host)?)
-        .bind(since(budget.per_period)?)
-        .fetch_one(&mut *conn)
-        .await?;
-    let get = |i: usize| -> Result<u128, LedgerError> {
-        Ok(u128::from(to_u64(row.try_get::<i64, _>(i)?)))
-    };
+    let windows = [
+        budget.per_host.map(|w| w.per),
+        budget.per_period.map(|w| w.per),
+    ];
+    let [host, period, total] = sums(
+        conn,
+        SPENT_UNITS_SQL,
+        wallet,
+        origin,
+        windows,
+        Some(asset),
+        now,
+    )
+    .await?;
     Ok(TokenSpent {
-        host_window: get(0)?,
-        period_window: get(1)?,
-        total: get(2)?,
+        host_window: u128::from(host),
+        period_window: u128::from(period),
+        total: u128::from(total),
     })
 }
 
@@ -1011,24 +1009,45 @@ async fn spent_on(
     budget: &Budget,
     now: u64,
 ) -> Result<Spent, LedgerError> {
-    let since = |w: Option<budget::Window>| {
-        w.map_or(Ok(i64::MAX), |w| {
-            to_i64(now.saturating_sub(w.per.seconds()))
+    let windows = [
+        budget.per_host.map(|w| w.per),
+        budget.per_period.map(|w| w.per),
+    ];
+    let [host, period, total] = sums(conn, SPENT_SQL, wallet, origin, windows, None, now).await?;
+    Ok(Spent {
+        host_window: Msat(host),
+        period_window: Msat(period),
+        total: Msat(total),
+    })
+}
+
+/// Runs one of the spending sums: `?1` wallet, `?2` origin, `?3`/`?4` the start of the
+/// per-host and per-period windows (none: never), `?5` the asset when given.
+async fn sums(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &'static str,
+    wallet: &str,
+    origin: &str,
+    windows: [Option<budget::Period>; 2],
+    asset: Option<&str>,
+    now: u64,
+) -> Result<[u64; 3], LedgerError> {
+    let since = |w: Option<budget::Period>| {
+        w.map_or(Ok(i64::MAX), |per| {
+            to_i64(now.saturating_sub(per.seconds()))
         })
     };
-    let row = sqlx::query(SPENT_SQL)
+    let mut query = sqlx::query(sql)
         .bind(wallet)
         .bind(origin)
-        .bind(since(budget.per_host)?)
-        .bind(since(budget.per_period)?)
-        .fetch_one(&mut *conn)
-        .await?;
-    let get = |i: usize| -> Result<Msat, LedgerError> { Ok(Msat(to_u64(row.try_get(i)?))) };
-    Ok(Spent {
-        host_window: get(0)?,
-        period_window: get(1)?,
-        total: get(2)?,
-    })
+        .bind(since(windows[0])?)
+        .bind(since(windows[1])?);
+    if let Some(asset) = asset {
+        query = query.bind(asset);
+    }
+    let row = query.fetch_one(&mut *conn).await?;
+    let get = |i: usize| -> Result<u64, LedgerError> { Ok(to_u64(row.try_get::<i64, _>(i)?)) };
+    Ok([get(0)?, get(1)?, get(2)?])
 }
 
 #[cfg(test)]

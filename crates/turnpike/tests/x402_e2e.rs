@@ -745,6 +745,32 @@ async fn a_settlement_without_an_answer_serves_nothing_and_keeps_the_claim() {
 
 // ---- The client: `turnpike fetch` paying x402 from a wallet's EVM key ----
 
+/// The chain (held for the whole test), a gateway paid on it, and its payTo's balance now.
+async fn on_gateway(
+    test: &str,
+) -> Option<(Value, tokio::sync::MutexGuard<'static, ()>, Gateway, U256)> {
+    let info = info(test)?;
+    let chain = CHAIN.lock().await;
+    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
+    mine(&info).await;
+    let before = balance(&info, &gw.pay_to).await;
+    Some((info, chain, gw, before))
+}
+
+/// The chain (held for the whole test), an `@x402/express` server selling GET /weather for
+/// `amount` base units, and its payTo's balance now.
+async fn on_express(
+    test: &str,
+    amount: u64,
+) -> Option<(Value, tokio::sync::MutexGuard<'static, ()>, Express, U256)> {
+    let info = info(test)?;
+    let chain = CHAIN.lock().await;
+    let server = Express::start(&info, amount);
+    mine(&info).await;
+    let before = balance(&info, &server.pay_to).await;
+    Some((info, chain, server, before))
+}
+
 /// A paid API built with the official `@x402/express` middleware (`express.mjs`): GET
 /// /weather for `amount` base units of the test token to a fresh random payTo.
 struct Express {
@@ -878,14 +904,14 @@ budget = {{ {budget} }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turnpike_fetch_pays_an_official_express_server_within_its_usdc_budget() {
-    let Some(info) = info("turnpike_fetch_pays_an_official_express_server_within_its_usdc_budget")
+    let Some((info, _chain, server, before)) = on_express(
+        "turnpike_fetch_pays_an_official_express_server_within_its_usdc_budget",
+        10_000,
+    )
+    .await
     else {
         return;
     };
-    let _chain = CHAIN.lock().await;
-    let server = Express::start(&info, 10_000);
-    mine(&info).await;
-    let before = balance(&info, &server.pay_to).await;
     // A total of 0.015 USDC: the first call fits, the second does not.
     let agent = Agent::new(&info, "l402", "max_per_call = 10000, total = 15000");
     let (code, got, stderr) = agent.fetch(&info, &server.url, &[]).await;
@@ -979,13 +1005,14 @@ async fn turnpike_fetch_pays_an_official_express_server_within_its_usdc_budget()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_whose_run_crashed_is_sent_again_not_signed_again() {
-    let Some(info) = info("a_payment_whose_run_crashed_is_sent_again_not_signed_again") else {
+    let Some((info, _chain, server, before)) = on_express(
+        "a_payment_whose_run_crashed_is_sent_again_not_signed_again",
+        7_000,
+    )
+    .await
+    else {
         return;
     };
-    let _chain = CHAIN.lock().await;
-    let server = Express::start(&info, 7_000);
-    mine(&info).await;
-    let before = balance(&info, &server.pay_to).await;
     let agent = Agent::new(&info, "x402", "max_per_call = 10000");
     // The run is killed right after the server answered the payment, before it recorded it.
     agent.fetch_killed_after_payment(&info, &server.url).await;
@@ -1034,14 +1061,11 @@ async fn a_payment_whose_run_crashed_is_sent_again_not_signed_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turnpike_fetch_pays_turnpike_over_x402_and_reuses_the_credential() {
-    let Some(info) = info("turnpike_fetch_pays_turnpike_over_x402_and_reuses_the_credential")
+    let Some((info, _chain, gw, before)) =
+        on_gateway("turnpike_fetch_pays_turnpike_over_x402_and_reuses_the_credential").await
     else {
         return;
     };
-    let _chain = CHAIN.lock().await;
-    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
-    mine(&info).await;
-    let before = balance(&info, &gw.pay_to).await;
     let agent = Agent::new(&info, "l402", "max_per_call = 50000");
     let url = gw.url("/usdcbundle");
     // The bundle (3 calls for 0.03 USDC) is paid once; its credential serves the next two.
@@ -1081,15 +1105,12 @@ async fn turnpike_fetch_pays_turnpike_over_x402_and_reuses_the_credential() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wallet_preference_picks_the_rail_and_the_other_pays_when_it_cannot() {
-    let Some(info) = info("the_wallet_preference_picks_the_rail_and_the_other_pays_when_it_cannot")
+    let Some((info, _chain, gw, before)) =
+        on_gateway("the_wallet_preference_picks_the_rail_and_the_other_pays_when_it_cannot").await
     else {
         return;
     };
-    let _chain = CHAIN.lock().await;
-    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
-    mine(&info).await;
     let url = gw.url("/paid");
-    let before = balance(&info, &gw.pay_to).await;
     let moved = || async { balance(&info, &gw.pay_to).await - before };
     // (prefer, x402 budget, --max-sats, pays in USDC?)
     let cases = [
@@ -1139,9 +1160,6 @@ async fn the_wallet_preference_picks_the_rail_and_the_other_pays_when_it_cannot(
 /// pays an x402-only service of Turnpike's gateway from the wallet's EVM key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turnpike_mcp_pays_over_x402() {
-    let Some(info) = info("turnpike_mcp_pays_over_x402") else {
-        return;
-    };
     let python = match std::env::var("TURNPIKE_TEST_PYTHON") {
         Ok(p) if !p.trim().is_empty() => p,
         _ if std::env::var("TURNPIKE_STRICT_TESTS").as_deref() == Ok("1") => {
@@ -1152,10 +1170,9 @@ async fn turnpike_mcp_pays_over_x402() {
             return;
         }
     };
-    let _chain = CHAIN.lock().await;
-    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
-    mine(&info).await;
-    let before = balance(&info, &gw.pay_to).await;
+    let Some((info, _chain, gw, before)) = on_gateway("turnpike_mcp_pays_over_x402").await else {
+        return;
+    };
     let agent = Agent::new(&info, "l402", "max_per_call = 10000");
     let call = |url: String| {
         let mut cmd = Command::new(&python);
@@ -1212,15 +1229,12 @@ async fn turnpike_mcp_pays_over_x402() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_run_gets_its_bundle_back_from_turnpike_by_resending_the_payment() {
-    let Some(info) =
-        info("a_crashed_run_gets_its_bundle_back_from_turnpike_by_resending_the_payment")
+    let Some((info, _chain, gw, before)) =
+        on_gateway("a_crashed_run_gets_its_bundle_back_from_turnpike_by_resending_the_payment")
+            .await
     else {
         return;
     };
-    let _chain = CHAIN.lock().await;
-    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
-    mine(&info).await;
-    let before = balance(&info, &gw.pay_to).await;
     let agent = Agent::new(&info, "x402", "max_per_call = 50000");
     let url = gw.url("/usdcbundle");
     // Killed right after the gateway answered the payment: the credential is lost with it.
@@ -1250,13 +1264,11 @@ async fn a_crashed_run_gets_its_bundle_back_from_turnpike_by_resending_the_payme
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_fetches_in_one_process_pay_a_bundle_once() {
     use turnpike_client::x402pay::{PayableAsset, Rail, X402Wallet};
-    let Some(info) = info("concurrent_fetches_in_one_process_pay_a_bundle_once") else {
+    let Some((info, _chain, gw, before)) =
+        on_gateway("concurrent_fetches_in_one_process_pay_a_bundle_once").await
+    else {
         return;
     };
-    let _chain = CHAIN.lock().await;
-    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
-    mine(&info).await;
-    let before = balance(&info, &gw.pay_to).await;
     let dir = tempfile::tempdir().unwrap();
     let ledger = turnpike_client::ledger::Ledger::open_in(dir.path())
         .await
@@ -1347,13 +1359,11 @@ fn v1_only_proxy(target: String) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turnpike_fetch_pays_an_x402_v1_challenge_with_x_payment() {
-    let Some(info) = info("turnpike_fetch_pays_an_x402_v1_challenge_with_x_payment") else {
+    let Some((info, _chain, gw, before)) =
+        on_gateway("turnpike_fetch_pays_an_x402_v1_challenge_with_x_payment").await
+    else {
         return;
     };
-    let _chain = CHAIN.lock().await;
-    let gw = Gateway::start(&info, s(&info, "/facilitator_url"));
-    mine(&info).await;
-    let before = balance(&info, &gw.pay_to).await;
     let proxy = v1_only_proxy(gw.base.clone());
     let agent = Agent::new(&info, "x402", "max_per_call = 10000");
     let (code, got, stderr) = agent
