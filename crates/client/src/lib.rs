@@ -426,7 +426,7 @@ impl L402Client {
             });
         }
         let (headers, body) = read_402(first).await?;
-        let challenge = read_challenge(&headers, &body)?;
+        let challenge = read_l402_only(&headers, &body)?;
         let invoice = self.check_challenge(&challenge)?;
         self.emit(Event::Challenged {
             invoice: Box::new(invoice.clone()),
@@ -613,7 +613,7 @@ impl L402Client {
         req: &FetchRequest,
         origin: &str,
         l402: Result<Challenge, ClientError>,
-        x402: Option<Result<(x402pay_types::PaymentRequired, x402pay_types::X402Version), String>>,
+        x402: Option<x402pay::ReadX402>,
         headers: &HeaderMap,
     ) -> Result<RailPaid, ClientError> {
         let mut l402 = Some(l402);
@@ -724,7 +724,7 @@ impl L402Client {
             return Ok(Quoted::Free(first));
         }
         let (headers, body) = read_402(first).await?;
-        let challenge = read_challenge(&headers, &body)?;
+        let challenge = read_l402_only(&headers, &body)?;
         let invoice = self.check_challenge(&challenge)?;
         let amount = invoice.amount().ok_or(ClientError::NoAmount)?;
         let origin = req.url.origin().ascii_serialization();
@@ -972,7 +972,14 @@ impl L402Client {
     }
 }
 
-use turnpike_x402 as x402pay_types;
+/// The L402 challenge of a 402 answer, for the paths that pay over Lightning only (no wallet,
+/// or a quote): an x402-only challenge says so.
+fn read_l402_only(headers: &HeaderMap, body: &[u8]) -> Result<Challenge, ClientError> {
+    read_challenge(headers, body).map_err(|e| match x402pay::read_x402(headers, body) {
+        Some(_) => ClientError::X402NotConfigured,
+        None => e,
+    })
+}
 
 /// Which error of two rails to tell: a budget's refusal first, then a rail that was offered
 /// but could not pay, last an L402 challenge missing or unreadable.

@@ -189,12 +189,13 @@ pub fn payable_offers<'a>(
         .collect()
 }
 
+/// The x402 part of a 402 answer as read: what it offers and in which version, or why it is
+/// unusable.
+pub type ReadX402 = Result<(PaymentRequired, X402Version), String>;
+
 /// The x402 part of a 402 answer, if it has one: the v2 `PAYMENT-REQUIRED` header, else a v1
 /// JSON body (`x402Version: 1` with `accepts`).
-pub fn read_x402(
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Option<Result<(PaymentRequired, X402Version), String>> {
+pub fn read_x402(headers: &HeaderMap, body: &[u8]) -> Option<ReadX402> {
     if let Some(value) = headers.get("payment-required") {
         return Some(
             PaymentRequired::from_header(value.as_bytes())

@@ -279,6 +279,9 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         Ok(f) => f,
         Err(e) => return refused_or_failed(e, args.json),
     };
+    if let Some(x) = &fetched.x402 {
+        note_unsettled(x);
+    }
     if args.json {
         return print_json(fetched).await;
     }
@@ -322,6 +325,25 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_HTTP_ERROR));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says on standard error what became of an x402 payment that did not settle.
+fn note_unsettled(x: &turnpike_client::x402pay::X402Receipt) {
+    use turnpike_client::ledger::PaymentState;
+    match x.state {
+        PaymentState::Paid => {}
+        PaymentState::Failed => eprintln!(
+            "turnpike: the server reported that the x402 payment did not settle (ledger row {}): \
+             released, nothing moved",
+            x.ledger_id
+        ),
+        PaymentState::Reserved | PaymentState::Unknown => eprintln!(
+            "turnpike: the server did not report settling the x402 payment (ledger row {}); it \
+             stays charged to the budget until its outcome is known, and a fetch of the same \
+             challenge sends the same authorisation again rather than a new one",
+            x.ledger_id
+        ),
+    }
 }
 
 /// Prints a refusal (exit 3) or returns other errors.

@@ -1068,6 +1068,21 @@ async fn turnpike_fetch_pays_turnpike_over_x402_and_reuses_the_credential() {
     };
     let agent = Agent::new(&info, "l402", "max_per_call = 50000");
     let url = gw.url("/usdcbundle");
+    // Without a wallet, or with one without an x402 key: refused, saying why.
+    let dev = tempfile::tempdir().unwrap();
+    for wallet in [&[][..], &["--wallet", "dev"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_turnpike"))
+            .arg("fetch")
+            .args(wallet)
+            .arg(&url)
+            .env("TURNPIKE_DATA_DIR", dev.path())
+            .env("TURNPIKE_WALLETS", dev.path().join("none.toml"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("no x402 key"), "{wallet:?}: {stderr}");
+    }
     // The bundle (3 calls for 0.03 USDC) is paid once; its credential serves the next two.
     let (code, got, stderr) = agent.fetch(&info, &url, &[]).await;
     assert_eq!(code, 0, "{stderr}");
@@ -1382,4 +1397,35 @@ async fn turnpike_fetch_pays_an_x402_v1_challenge_with_x_payment() {
         U256::from(10_000)
     );
     assert_eq!(gw.served(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_of_unknown_outcome_stays_charged_and_is_only_ever_resent() {
+    let Some(info) = info("a_payment_of_unknown_outcome_stays_charged_and_is_only_ever_resent")
+    else {
+        return;
+    };
+    // A facilitator that never answers /settle: the gateway cannot tell, nor can the client.
+    let gw = Gateway::start_with(&info, &format!("http://{}", silent_settler()), 500);
+    let url = gw.url("/paid");
+    // A budget of one payment: a second authorisation could not be signed anyway.
+    let agent = Agent::new(&info, "x402", "max_per_call = 10000, total = 10000");
+    let (code, got, stderr) = agent.fetch(&info, &url, &["--no-cache"]).await;
+    assert_eq!(code, 22, "{got} {stderr}");
+    assert_eq!(got["status"], 502, "{got}");
+    assert_eq!(got["x402_payment"]["settled"], false, "{got}");
+    assert_eq!(got["x402_payment"]["state"], "unknown", "{got}");
+    assert!(stderr.contains("did not report settling"), "{stderr}");
+    // The next fetch sends the same authorisation again (the gateway refuses it as used); the
+    // reservation stays charged, nothing new is signed.
+    let (code, got, stderr) = agent.fetch(&info, &url, &["--no-cache"]).await;
+    assert_eq!(code, 22, "{got} {stderr}");
+    assert_eq!(got["x402_payment"]["resent"], true, "{got}");
+    let rows = agent.ledger().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].state,
+        turnpike_client::ledger::PaymentState::Unknown
+    );
+    assert_eq!(gw.served(), 0);
 }
