@@ -329,10 +329,11 @@ async fn record(acc: &Accounting, id: i64, outcome: &Outcome) -> Result<(), Ledg
     }
 }
 
-/// Resolves the x402 rows of this wallet left open by processes that are gone: a row never
-/// signed and sent is released; an expired one is settled or released from the chain when its
-/// asset has an RPC endpoint. One still valid stays for the next fetch of its challenge, which
-/// sends it again.
+/// Resolves the x402 rows of this wallet left open (by processes that are gone, or with an
+/// unknown outcome): a row never signed and sent is released; an expired one is settled or
+/// released from the chain when its asset has an RPC endpoint. One still valid stays for the
+/// next fetch of its challenge, which sends it again. Runs at the first fetch and before each
+/// new x402 reservation.
 pub(crate) async fn recover(acc: &Accounting, wallet: &X402Wallet) -> Result<(), LedgerError> {
     let now = now_unix();
     for row in acc.ledger.unresolved(&acc.wallet, "x402").await? {
@@ -406,6 +407,9 @@ impl L402Client {
                     .await;
             }
         }
+        // Payments whose window closed since (in a long-running `turnpike mcp` too) are
+        // resolved from the chain first, so that they stop holding the budget.
+        recover(acc, wallet).await?;
         let mut refusal = None;
         for (offer, asset) in candidates {
             let challenge = challenge_key(req, offer);

@@ -1429,3 +1429,52 @@ async fn a_payment_of_unknown_outcome_stays_charged_and_is_only_ever_resent() {
     );
     assert_eq!(gw.served(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_payment_of_unknown_outcome_is_released_from_the_chain() {
+    let Some((info, _chain, gw, before)) =
+        on_gateway("an_expired_payment_of_unknown_outcome_is_released_from_the_chain").await
+    else {
+        return;
+    };
+    // The budget holds one payment, taken by an earlier one whose outcome was never known and
+    // whose window has closed.
+    let agent = Agent::new(&info, "x402", "max_per_call = 5000, total = 5000");
+    let ledger = turnpike_client::ledger::Ledger::open_in(&agent.dir.path().join("data"))
+        .await
+        .unwrap();
+    let asset = format!(
+        "{}/{}",
+        s(&info, "/network"),
+        s(&info, "/token").to_lowercase()
+    );
+    let payer = s(&info, "/payer/address").to_lowercase();
+    let old = ledger
+        .reserve_x402(
+            &turnpike_client::ledger::NewX402Payment {
+                wallet: "agent",
+                url: "http://elsewhere/x",
+                origin: "http://elsewhere",
+                asset: &asset,
+                amount: 5_000,
+                nonce: rand::random(),
+                valid_before: now() - 1,
+                challenge: "an earlier challenge",
+                payer: &payer,
+            },
+            &turnpike_client::budget::TokenBudget::default(),
+            now() - 100,
+        )
+        .await
+        .unwrap();
+    ledger.set_x402_payment(old, "eyJ9").await.unwrap();
+    ledger.mark_unknown(old, "no answer", now()).await.unwrap();
+    // The chain says its nonce was never used: released, and the budget pays this call.
+    let (code, got, stderr) = agent.fetch(&info, &gw.url("/usdconly"), &[]).await;
+    assert_eq!(code, 0, "{got} {stderr}");
+    assert_eq!(got["x402_payment"]["amount_units"], 5_000, "{got}");
+    let row = ledger.payment(old).await.unwrap().unwrap();
+    assert_eq!(row.state, turnpike_client::ledger::PaymentState::Failed);
+    assert!(row.error.unwrap().contains("authorizationState"));
+    assert_eq!(balance(&info, &gw.pay_to).await - before, U256::from(5_000));
+}
