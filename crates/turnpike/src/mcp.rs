@@ -701,6 +701,10 @@ impl TurnpikeMcp {
                     "state": r.state,
                     "http_status": r.http_status,
                     "payment_hash": r.payment_hash,
+                    "rail": r.rail,
+                    "asset": r.asset,
+                    "amount_units": r.amount_units,
+                    "tx_hash": r.tx_hash,
                 })
             })
             .collect();
@@ -711,6 +715,7 @@ impl TurnpikeMcp {
             "total_msat": t.total,
             "by_origin": to_sats(&t.by_origin),
             "by_day": to_sats(&t.by_day),
+            "x402_units_by_asset": crate::ledger_cmd::x402_totals(&rows),
             "payments": payments,
         }))
     }

@@ -1189,15 +1189,15 @@ async fn turnpike_mcp_pays_over_x402() {
         return;
     };
     let agent = Agent::new(&info, "l402", "max_per_call = 10000");
-    let call = |url: String| {
+    let call = |tool: &str, arguments: Value| {
         let mut cmd = Command::new(&python);
         cmd.arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/mcp/mcp_call.py"
         ))
         .arg(env!("CARGO_BIN_EXE_turnpike"))
-        .arg("l402_fetch")
-        .arg(json!({ "url": url }).to_string())
+        .arg(tool)
+        .arg(arguments.to_string())
         .args(["--wallet", "agent", "--allow-host", "127.0.0.1"])
         .env("TURNPIKE_WALLETS", agent.dir.path().join("wallets.toml"))
         .env("TURNPIKE_DATA_DIR", agent.dir.path().join("data"))
@@ -1214,7 +1214,7 @@ async fn turnpike_mcp_pays_over_x402() {
             serde_json::from_slice::<Value>(&out.stdout).unwrap()
         }
     };
-    let got = call(gw.url("/usdconly")).await;
+    let got = call("l402_fetch", json!({"url": gw.url("/usdconly")})).await;
     assert_eq!(got["is_error"], false, "{got}");
     let out = &got["structured"];
     assert_eq!(out["status"], 200, "{got}");
@@ -1231,7 +1231,7 @@ async fn turnpike_mcp_pays_over_x402() {
         ("x402", Some(5_000))
     );
     // Over the wallet's x402 budget: a tool error, nothing paid.
-    let got = call(gw.url("/usdcbundle")).await;
+    let got = call("l402_fetch", json!({"url": gw.url("/usdcbundle")})).await;
     assert_eq!(got["is_error"], true, "{got}");
     let text = got["text"].as_str().unwrap();
     assert!(
@@ -1240,6 +1240,16 @@ async fn turnpike_mcp_pays_over_x402() {
     );
     assert_eq!(balance(&info, &gw.pay_to).await - before, U256::from(5_000));
     assert_eq!(gw.served(), 1);
+    // The spending report gives it in base units of its asset.
+    let got = call("l402_spending_report", json!({})).await;
+    let report = &got["structured"];
+    assert_eq!(report["total_sats"], 0, "{got}");
+    assert_eq!(
+        report["x402_units_by_asset"][rows[0].asset.as_deref().unwrap()],
+        5_000
+    );
+    assert_eq!(report["payments"][0]["rail"], "x402");
+    assert_eq!(report["payments"][0]["amount_units"], 5_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
