@@ -248,6 +248,19 @@ pub enum Quoted {
     Free(reqwest::Response),
     /// The price of the challenge; nothing was paid.
     Priced(Box<Quote>),
+    /// The price of the x402 offer the wallet would pay; nothing was signed or paid.
+    X402(Box<x402pay::X402Quote>),
+}
+
+impl Quoted {
+    /// Whether a budget or limit would refuse this price.
+    fn refused(&self) -> bool {
+        match self {
+            Quoted::Free(_) => false,
+            Quoted::Priced(q) => q.refusal.is_some(),
+            Quoted::X402(q) => q.refusal.is_some(),
+        }
+    }
 }
 
 /// A request to send.
@@ -616,38 +629,28 @@ impl L402Client {
         x402: Option<x402pay::ReadX402>,
         headers: &HeaderMap,
     ) -> Result<RailPaid, ClientError> {
-        let mut l402 = Some(l402);
-        let mut x402 = x402;
         let mut failed: Option<ClientError> = None;
-        for rail in self.prefer.order() {
-            let attempt = match rail {
-                Rail::L402 => match l402.take() {
-                    Some(Ok(challenge)) => self
-                        .pay_l402(acc, req, origin, &challenge)
-                        .await
-                        .map(RailPaid::L402),
-                    Some(Err(e)) => Err(e),
-                    None => continue,
-                },
-                Rail::X402 => match (x402.take(), &self.x402) {
-                    (None, _) => continue,
-                    (Some(_), None) => Err(ClientError::X402NotConfigured),
-                    (Some(Err(e)), Some(_)) => Err(ClientError::InvalidX402(e)),
-                    (Some(Ok((required, version))), Some(wallet)) => self
-                        .pay_x402(
-                            acc,
-                            wallet,
-                            req,
-                            origin,
-                            x402pay::Offered {
-                                required: &required,
-                                version,
-                                headers,
-                            },
-                        )
-                        .await
-                        .map(RailPaid::X402),
-                },
+        for (rail, offer) in self.rails_offered(l402, x402) {
+            let attempt = match offer {
+                Ok(RailOffer::L402(challenge)) => self
+                    .pay_l402(acc, req, origin, &challenge)
+                    .await
+                    .map(RailPaid::L402),
+                Ok(RailOffer::X402(wallet, required, version)) => self
+                    .pay_x402(
+                        acc,
+                        &wallet,
+                        req,
+                        origin,
+                        x402pay::Offered {
+                            required: &required,
+                            version,
+                            headers,
+                        },
+                    )
+                    .await
+                    .map(RailPaid::X402),
+                Err(e) => Err(e),
             };
             match attempt {
                 Ok(paid) => return Ok(paid),
@@ -666,6 +669,34 @@ impl L402Client {
         Err(failed.unwrap_or_else(|| {
             ClientError::InvalidChallenge("the 402 offers no payment this client knows".into())
         }))
+    }
+
+    /// The rails a 402 offers, in the wallet's order of preference: what each would pay, or
+    /// why it cannot (an x402 offer and no x402 key, an unreadable challenge).
+    fn rails_offered(
+        &self,
+        l402: Result<Challenge, ClientError>,
+        x402: Option<x402pay::ReadX402>,
+    ) -> Vec<(Rail, Result<RailOffer, ClientError>)> {
+        let mut l402 = Some(l402);
+        let mut x402 = x402;
+        self.prefer
+            .order()
+            .into_iter()
+            .filter_map(|rail| match rail {
+                Rail::L402 => l402.take().map(|c| (rail, c.map(RailOffer::L402))),
+                Rail::X402 => x402.take().map(|x| {
+                    let offer = match (x, &self.x402) {
+                        (_, None) => Err(ClientError::X402NotConfigured),
+                        (Err(e), Some(_)) => Err(ClientError::InvalidX402(e)),
+                        (Ok((required, version)), Some(wallet)) => {
+                            Ok(RailOffer::X402(wallet.clone(), required, version))
+                        }
+                    };
+                    (rail, offer)
+                }),
+            })
+            .collect()
     }
 
     /// Checks an L402 challenge against `--max-sats` and pays it within the budget.
@@ -724,8 +755,49 @@ impl L402Client {
             return Ok(Quoted::Free(first));
         }
         let (headers, body) = read_402(first).await?;
-        let challenge = read_l402_only(&headers, &body)?;
-        let invoice = self.check_challenge(&challenge)?;
+        let l402 = read_challenge(&headers, &body);
+        let x402 = x402pay::read_x402(&headers, &body);
+        // The rail the wallet would pay on: the preferred one unless its budget refuses.
+        let mut fallback: Option<Result<Quoted, ClientError>> = None;
+        for (_, offer) in self.rails_offered(l402, x402) {
+            let quoted = match offer {
+                Ok(RailOffer::L402(challenge)) => self.quote_l402(&req, &challenge).await,
+                Ok(RailOffer::X402(wallet, required, _)) => {
+                    x402pay::quote(self.accounting.as_ref(), &wallet, &req, &required)
+                        .await
+                        .map(|q| Quoted::X402(Box::new(q)))
+                }
+                Err(e) => Err(e),
+            };
+            match quoted {
+                Ok(q) if !q.refused() => return Ok(q),
+                q => {
+                    let better = match (&fallback, &q) {
+                        (None, _) => true,
+                        (Some(Err(_)), Ok(_)) => true,
+                        (Some(Err(f)), Err(e)) => rank(e) < rank(f),
+                        _ => false,
+                    };
+                    if better {
+                        fallback = Some(q);
+                    }
+                }
+            }
+        }
+        fallback.unwrap_or_else(|| {
+            Err(ClientError::InvalidChallenge(
+                "the 402 offers no payment this client knows".into(),
+            ))
+        })
+    }
+
+    /// The price of an L402 challenge and what the budget says of it.
+    async fn quote_l402(
+        &self,
+        req: &FetchRequest,
+        challenge: &Challenge,
+    ) -> Result<Quoted, ClientError> {
+        let invoice = self.check_challenge(challenge)?;
         let amount = invoice.amount().ok_or(ClientError::NoAmount)?;
         let origin = req.url.origin().ascii_serialization();
         let quote = match &self.accounting {
@@ -734,7 +806,7 @@ impl L402Client {
                     acc,
                     req.url.as_str(),
                     &origin,
-                    &challenge,
+                    challenge,
                     &invoice,
                     amount,
                     None,
@@ -989,6 +1061,18 @@ fn rank(e: &ClientError) -> u8 {
         ClientError::InvalidChallenge(_) => 2,
         _ => 1,
     }
+}
+
+/// What a 402 offers on one rail, usable by this client.
+enum RailOffer {
+    /// An L402 challenge.
+    L402(Challenge),
+    /// x402 offers, and the wallet to pay them.
+    X402(
+        Arc<X402Wallet>,
+        turnpike_x402::PaymentRequired,
+        turnpike_x402::X402Version,
+    ),
 }
 
 /// What paying a 402 on one rail did.

@@ -25,7 +25,7 @@ use turnpike_x402::{
     keccak256,
 };
 
-use crate::budget::TokenBudget;
+use crate::budget::{TokenBudget, TokenRefusal, check_tokens};
 use crate::ledger::{LedgerError, NewX402Payment, PaymentRow, PaymentState, now_unix};
 use crate::spend::{self, Accounting, process_alive};
 use crate::{ClientError, Event, FetchRequest, L402Client};
@@ -165,6 +165,68 @@ pub struct X402Receipt {
     pub resent: bool,
     /// The ledger state after the answer.
     pub state: PaymentState,
+}
+
+/// What paying an x402 challenge would cost, before anything is signed.
+#[derive(Debug, Clone, Serialize)]
+pub struct X402Quote {
+    /// The URL.
+    pub url: String,
+    /// The asset, `network/address`.
+    pub asset: String,
+    /// The amount, base units.
+    pub amount_units: u64,
+    /// The token's decimals.
+    pub decimals: u8,
+    /// The recipient.
+    pub pay_to: String,
+    /// Why the asset's budget would refuse it, if it would.
+    pub refusal: Option<TokenRefusal>,
+}
+
+/// The quote of the offer the wallet would pay: the first payable one its budget allows, else
+/// the first payable one with the refusal.
+pub(crate) async fn quote(
+    acc: Option<&Accounting>,
+    wallet: &X402Wallet,
+    req: &FetchRequest,
+    required: &PaymentRequired,
+) -> Result<X402Quote, ClientError> {
+    let candidates = payable_offers(&wallet.assets, &required.accepts);
+    let origin = req.url.origin().ascii_serialization();
+    let mut first = None;
+    for (offer, asset) in candidates {
+        let amount = u64::try_from(offer.amount.base_units()).unwrap_or(u64::MAX);
+        let refusal = match acc {
+            Some(acc) => {
+                let spent = acc
+                    .ledger
+                    .spent_units(
+                        &acc.wallet,
+                        &asset.key(),
+                        &origin,
+                        &asset.budget,
+                        now_unix(),
+                    )
+                    .await?;
+                check_tokens(&asset.budget, &asset.key(), u128::from(amount), &spent).err()
+            }
+            None => None,
+        };
+        let quote = X402Quote {
+            url: req.url.to_string(),
+            asset: asset.key(),
+            amount_units: amount,
+            decimals: asset.decimals,
+            pay_to: format!("{:#x}", offer.pay_to),
+            refusal,
+        };
+        if quote.refusal.is_none() {
+            return Ok(quote);
+        }
+        first.get_or_insert(quote);
+    }
+    first.ok_or_else(|| ClientError::NoPayableOffer(describe_offers(wallet, required)))
 }
 
 /// The offers of a 402 the wallet can pay, best first: in the order of the wallet's assets,

@@ -408,6 +408,23 @@ async fn dry_run(client: &L402Client, req: FetchRequest, json: bool) -> anyhow::
                 }
             }
         }
+        Quoted::X402(q) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "payment_required": true, "x402_quote": q })
+                );
+            } else {
+                println!(
+                    "would pay {} base units of {} over x402 to {} for {}",
+                    q.amount_units, q.asset, q.pay_to, q.url
+                );
+                match &q.refusal {
+                    Some(r) => println!("the budget would refuse it: {r}"),
+                    None => println!("the budget allows it; nothing was signed (--dry-run)"),
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

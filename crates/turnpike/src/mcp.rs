@@ -193,6 +193,10 @@ struct QuoteOutput {
     needs_approval: bool,
     /// Why the budget would refuse it.
     refusal: Option<String>,
+    /// When the wallet would pay over x402: the asset (`network/address`).
+    x402_asset: Option<String>,
+    /// When the wallet would pay over x402: the amount in the asset's base units.
+    x402_amount_units: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -337,8 +341,8 @@ fn tools() -> Vec<Tool> {
         ),
         tool::<RequestParams>(
             "l402_quote",
-            "What a URL would cost: the price of its L402 challenge and whether the budget \
-             allows it. Nothing is paid.",
+            "What a URL would cost: the price of its L402 challenge (or of the x402 offer the \
+             wallet would pay) and whether the budget allows it. Nothing is paid.",
         )
         .with_output_schema::<QuoteOutput>()
         .with_annotations(read_only("Price of a URL")),
@@ -624,6 +628,8 @@ impl TurnpikeMcp {
                 allowed: true,
                 needs_approval: false,
                 refusal: None,
+                x402_asset: None,
+                x402_amount_units: None,
             },
             Ok(Quoted::Priced(q)) => QuoteOutput {
                 payment_required: true,
@@ -635,6 +641,21 @@ impl TurnpikeMcp {
                 allowed: q.refusal.is_none(),
                 needs_approval: q.needs_approval,
                 refusal: q.refusal.map(|r| r.to_string()),
+                x402_asset: None,
+                x402_amount_units: None,
+            },
+            Ok(Quoted::X402(q)) => QuoteOutput {
+                payment_required: true,
+                status: None,
+                amount_sats: None,
+                reserve_sats: None,
+                service: None,
+                payment_hash: None,
+                allowed: q.refusal.is_none(),
+                needs_approval: false,
+                refusal: q.refusal.map(|r| r.to_string()),
+                x402_asset: Some(q.asset),
+                x402_amount_units: Some(q.amount_units.to_string()),
             },
             Err(e) => return tool_error(chain(&e)),
         };

@@ -914,6 +914,12 @@ async fn turnpike_fetch_pays_an_official_express_server_within_its_usdc_budget()
     };
     // A total of 0.015 USDC: the first call fits, the second does not.
     let agent = Agent::new(&info, "l402", "max_per_call = 10000, total = 15000");
+    // --dry-run prices it and signs nothing.
+    let (code, got, stderr) = agent.fetch(&info, &server.url, &["--dry-run"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(got["x402_quote"]["amount_units"], 10_000, "{got}");
+    assert!(got["x402_quote"]["refusal"].is_null(), "{got}");
+    assert!(agent.ledger().await.is_empty());
     let (code, got, stderr) = agent.fetch(&info, &server.url, &[]).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(got["status"], 200, "{got}");
@@ -976,6 +982,11 @@ async fn turnpike_fetch_pays_an_official_express_server_within_its_usdc_budget()
 
     // Over the total: refused before signing, nothing moves, the error names the limit.
     let payer_before = balance(&info, s(&info, "/payer/address")).await;
+    let (_, got, _) = agent.fetch(&info, &server.url, &["--dry-run"]).await;
+    assert_eq!(
+        got["x402_quote"]["refusal"]["limit"]["limit"], "total",
+        "{got}"
+    );
     let (code, got, stderr) = agent.fetch(&info, &server.url, &[]).await;
     assert_eq!(code, 1, "{got} {stderr}");
     assert_eq!(got["paid"], false);
@@ -1240,6 +1251,11 @@ async fn turnpike_mcp_pays_over_x402() {
     );
     assert_eq!(balance(&info, &gw.pay_to).await - before, U256::from(5_000));
     assert_eq!(gw.served(), 1);
+    // A quote says what the bundle would cost and that the budget refuses it.
+    let got = call("l402_quote", json!({"url": gw.url("/usdcbundle")})).await;
+    let quote = &got["structured"];
+    assert_eq!(quote["x402_amount_units"], "30000", "{got}");
+    assert_eq!(quote["allowed"], false, "{got}");
     // The spending report gives it in base units of its asset.
     let got = call("l402_spending_report", json!({})).await;
     let report = &got["structured"];
