@@ -341,4 +341,41 @@ mod tests {
         .unwrap();
         assert_eq!(SECP256K1_HALF_ORDER, n >> 1);
     }
+
+    #[test]
+    fn the_echo_can_be_the_servers_own_json() {
+        let req = PaymentRequirements {
+            network: crate::Network::BASE_SEPOLIA,
+            amount: crate::TokenAmount::from_base_units(10_000),
+            asset: "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
+                .parse()
+                .unwrap(),
+            pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+                .parse()
+                .unwrap(),
+            max_timeout_seconds: 300,
+            extra: crate::TokenDomain {
+                name: "USDC".into(),
+                version: "2".into(),
+            },
+        };
+        let key = crate::PayerKey::from_bytes(&[7; 32]).unwrap();
+        // The server wrote its addresses in lowercase: that exact JSON is echoed.
+        let mut theirs = req.to_json_v2();
+        theirs["payTo"] = json!("0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc");
+        let paid = key
+            .pay(&req, None, X402Version::V2, 1_000, [1; 32])
+            .unwrap()
+            .with_accepted_json(theirs.clone());
+        assert_eq!(paid.raw_json()["accepted"], theirs);
+        let back = PaymentPayload::from_payment_signature(paid.to_header().as_bytes()).unwrap();
+        assert_eq!(back.select(std::slice::from_ref(&req)), Some(&req));
+        assert_eq!(back.signature, paid.signature);
+        // A v1 payment has no echo: unchanged.
+        let v1 = key
+            .pay(&req, None, X402Version::V1, 1_000, [1; 32])
+            .unwrap();
+        let same = v1.clone().with_accepted_json(theirs);
+        assert_eq!(same.raw_json(), v1.raw_json());
+    }
 }
