@@ -1440,4 +1440,41 @@ mod tests {
             Vec::<PaymentRow>::new()
         );
     }
+
+    #[tokio::test]
+    async fn concurrent_x402_reservations_never_exceed_the_asset_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two handles, as two processes would have.
+        let one = Ledger::open_in(dir.path()).await.unwrap();
+        let two = Ledger::open_in(dir.path()).await.unwrap();
+        let budget = TokenBudget {
+            per_period: Some(budget::UnitsWindow {
+                units: 100,
+                per: budget::Period::Hour,
+            }),
+            ..TokenBudget::default()
+        };
+        let mut tasks = Vec::new();
+        for i in 0..40u8 {
+            let ledger = if i % 2 == 0 { one.clone() } else { two.clone() };
+            tasks.push(tokio::spawn(async move {
+                let challenge = format!("c{i}");
+                ledger
+                    .reserve_x402(&x402_payment(i, 7, &challenge), &budget, 5000)
+                    .await
+            }));
+        }
+        let mut reserved = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                reserved += 1;
+            }
+        }
+        assert_eq!(reserved, 100 / 7);
+        let spent = one
+            .spent_units("w", "eip155:84532/0xabc", "http://x", &budget, 5000)
+            .await
+            .unwrap();
+        assert_eq!(spent.period_window, 7 * (100 / 7));
+    }
 }
