@@ -109,6 +109,12 @@ pub enum ClientError {
     /// None of the x402 offers can be paid by this wallet.
     #[error("no x402 offer this wallet can pay: {0}; nothing was paid")]
     NoPayableOffer(String),
+    /// The server asks for a Lightning payment and the wallet has no Lightning side.
+    #[error(
+        "the server asks for a Lightning (L402) payment and this wallet has no Lightning \
+         backend (it pays x402 only): nothing was paid"
+    )]
+    NoLightning,
     /// The x402 part of the 402 is malformed.
     #[error("the server's x402 challenge is unusable: {0}; nothing was paid")]
     InvalidX402(String),
@@ -131,6 +137,7 @@ impl ClientError {
             | ClientError::NoAmount
             | ClientError::InvoiceExpired { .. }
             | ClientError::X402NotConfigured
+            | ClientError::NoLightning
             | ClientError::NoPayableOffer(_)
             | ClientError::InvalidX402(_) => true,
             ClientError::Payment(e) => spend::surely_not_sent(e),
@@ -301,6 +308,7 @@ pub struct L402Client {
     accounting: Option<Accounting>,
     x402: Option<Arc<X402Wallet>>,
     prefer: Rail,
+    lightning: bool,
 }
 
 impl std::fmt::Debug for L402Client {
@@ -333,6 +341,7 @@ impl L402Client {
             accounting: None,
             x402: None,
             prefer: Rail::L402,
+            lightning: true,
         })
     }
 
@@ -349,6 +358,13 @@ impl L402Client {
     pub fn with_x402(mut self, wallet: Option<X402Wallet>, prefer: Rail) -> L402Client {
         self.x402 = wallet.map(Arc::new);
         self.prefer = prefer;
+        self
+    }
+
+    /// Marks the wallet as having no Lightning side (it pays x402 only): L402 challenges are
+    /// not attempted, nothing is reserved for them.
+    pub fn without_lightning(mut self) -> L402Client {
+        self.lightning = false;
         self
     }
 
@@ -684,7 +700,13 @@ impl L402Client {
             .order()
             .into_iter()
             .filter_map(|rail| match rail {
-                Rail::L402 => l402.take().map(|c| (rail, c.map(RailOffer::L402))),
+                Rail::L402 => l402.take().map(|c| {
+                    let offer = match c {
+                        Ok(_) if !self.lightning => Err(ClientError::NoLightning),
+                        c => c.map(RailOffer::L402),
+                    };
+                    (rail, offer)
+                }),
                 Rail::X402 => x402.take().map(|x| {
                     let offer = match (x, &self.x402) {
                         (_, None) => Err(ClientError::X402NotConfigured),
@@ -1058,7 +1080,7 @@ fn read_l402_only(headers: &HeaderMap, body: &[u8]) -> Result<Challenge, ClientE
 fn rank(e: &ClientError) -> u8 {
     match e {
         e if e.is_refusal() => 0,
-        ClientError::InvalidChallenge(_) => 2,
+        ClientError::InvalidChallenge(_) | ClientError::NoLightning => 2,
         _ => 1,
     }
 }

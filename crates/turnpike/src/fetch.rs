@@ -76,10 +76,11 @@ pub async fn wallet_named(
 )> {
     let entry = crate::wallets::wallet_entry(name, file)?;
     let backend: Arc<dyn PaymentBackend> = match entry.backend {
-        BackendConfig::Dev(_) => {
+        Some(BackendConfig::Dev(_)) => {
             Arc::new(DevPayWallet::for_origin(url).context("building the dev wallet")?)
         }
-        _ => crate::wallets::connect_entry(name, &entry)?,
+        Some(_) => crate::wallets::connect_entry(name, &entry)?,
+        None => Arc::new(NoWallet::X402_ONLY),
     };
     let accounting = accounting_for(name, &entry).await?;
     Ok((backend, accounting, entry))
@@ -124,8 +125,22 @@ fn ask_on_terminal(quote: &Quote) -> bool {
     matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
 }
 
-/// A wallet that refuses to pay: used when no `--wallet` is given.
-struct NoWallet;
+/// A Lightning wallet that refuses to pay: used when no `--wallet` is given, and for a wallet
+/// that pays x402 only.
+pub(crate) struct NoWallet {
+    why: &'static str,
+}
+
+impl NoWallet {
+    /// No `--wallet` given.
+    const NONE_GIVEN: NoWallet = NoWallet {
+        why: "no wallet configured: pass --wallet dev (or another wallet) to pay",
+    };
+    /// A wallet without a Lightning backend.
+    pub(crate) const X402_ONLY: NoWallet = NoWallet {
+        why: "this wallet has no Lightning backend (it pays x402 only)",
+    };
+}
 
 #[async_trait::async_trait]
 impl PaymentBackend for NoWallet {
@@ -137,14 +152,10 @@ impl PaymentBackend for NoWallet {
         _bolt11: &str,
         _max_fee: turnpike_l402::Msat,
     ) -> Result<turnpike_lightning::Payment, turnpike_lightning::BackendError> {
-        Err(turnpike_lightning::BackendError::Rejected(
-            "no wallet configured: pass --wallet dev (or another wallet) to pay".into(),
-        ))
+        Err(turnpike_lightning::BackendError::Rejected(self.why.into()))
     }
     async fn balance(&self) -> Result<turnpike_l402::Msat, turnpike_lightning::BackendError> {
-        Err(turnpike_lightning::BackendError::Unsupported(
-            "no wallet configured",
-        ))
+        Err(turnpike_lightning::BackendError::Unsupported(self.why))
     }
     async fn lookup_payment(
         &self,
@@ -205,11 +216,15 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
                     }
                 }));
             }
-            L402Client::new(wallet, Sats(args.max_sats))?
+            let client = L402Client::new(wallet, Sats(args.max_sats))?
                 .with_accounting(accounting)
-                .with_x402(entry.x402_wallet(name)?, entry.prefer())
+                .with_x402(entry.x402_wallet(name)?, entry.prefer());
+            match entry.backend {
+                Some(_) => client,
+                None => client.without_lightning(),
+            }
         }
-        None => L402Client::new(Arc::new(NoWallet), Sats(args.max_sats))?,
+        None => L402Client::new(Arc::new(NoWallet::NONE_GIVEN), Sats(args.max_sats))?,
     };
     if args.verbose {
         client = client.on_event(|event| match event {

@@ -268,9 +268,10 @@ pub async fn balance(
     for name in names {
         let entry = crate::wallets::wallet_entry(&name, wallet_file)?;
         let balance = match &entry.backend {
-            turnpike_lightning::config::BackendConfig::Dev(_) => {
+            Some(turnpike_lightning::config::BackendConfig::Dev(_)) => {
                 Err("a dev wallet has no balance of its own".to_owned())
             }
+            None => Err("no Lightning backend (it pays x402 only)".to_owned()),
             _ => match crate::wallets::connect_entry(&name, &entry) {
                 Ok(b) => b.balance().await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

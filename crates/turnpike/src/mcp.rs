@@ -487,11 +487,15 @@ impl TurnpikeMcp {
         accounting.budget = self.budget();
         accounting.approver = approver;
         let cap = max_sats.map_or(s.max_sats, |m| m.min(s.max_sats));
-        Ok(L402Client::new(backend, Sats(cap))
+        let client = L402Client::new(backend, Sats(cap))
             .map_err(|e| chain(&e))?
             .with_http_client(s.http.clone())
             .with_accounting(accounting)
-            .with_x402(s.x402.clone(), s.entry.prefer()))
+            .with_x402(s.x402.clone(), s.entry.prefer());
+        Ok(match s.entry.backend {
+            Some(_) => client,
+            None => client.without_lightning(),
+        })
     }
 
     fn client_error(e: &ClientError, could_ask: bool) -> String {
@@ -891,9 +895,13 @@ async fn shared(args: &McpArgs) -> anyhow::Result<Shared> {
             .map(String::as_str),
     );
     let backend = match entry.backend {
-        BackendConfig::Dev(_) => None,
-        _ => {
+        Some(BackendConfig::Dev(_)) => None,
+        Some(_) => {
             let b: Arc<dyn PaymentBackend> = crate::wallets::connect_entry(&args.wallet, &entry)?;
+            Some(b)
+        }
+        None => {
+            let b: Arc<dyn PaymentBackend> = Arc::new(crate::fetch::NoWallet::X402_ONLY);
             Some(b)
         }
     };

@@ -15,7 +15,8 @@
 //! total = 10000
 //! approve_above = 200
 //!
-//! # x402 (optional): pay stablecoin 402s from an EVM key, within budgets per asset.
+//! # x402 (optional): pay stablecoin 402s from an EVM key, within budgets per asset. A wallet
+//! without `kind` and with this table pays x402 only.
 //! [wallets.alice.x402]
 //! evm_key = { env = "ALICE_EVM_KEY" }   # 0x + 64 hex; inline, { env } or { file }; never shown
 //! prefer = "l402"                      # rail first tried when a 402 offers both (or "x402")
@@ -67,21 +68,47 @@ pub struct McpSettings {
     pub allow_hosts: Vec<String>,
 }
 
-/// One wallet: its backend, its budget and its fee reserve.
-#[derive(Debug, Clone, Deserialize)]
+/// One wallet: its Lightning backend (none for a wallet that only pays x402: no `kind`, an
+/// `[x402]` table), its budget and its fee reserve.
+#[derive(Debug, Clone)]
 pub struct WalletEntry {
     /// The budget (no limits when absent).
-    #[serde(default)]
     pub budget: Budget,
     /// The most fee one payment may cost, sats (default 10; a dev wallet: 0).
-    #[serde(default)]
     pub max_fee_sats: Option<u64>,
     /// Paying x402 challenges (none when absent).
-    #[serde(default)]
     pub x402: Option<X402Settings>,
-    /// The backend.
-    #[serde(flatten)]
-    pub backend: BackendConfig,
+    /// The Lightning backend; `None` for an x402-only wallet.
+    pub backend: Option<BackendConfig>,
+}
+
+impl<'de> Deserialize<'de> for WalletEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<WalletEntry, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            budget: Budget,
+            #[serde(default)]
+            max_fee_sats: Option<u64>,
+            #[serde(default)]
+            x402: Option<X402Settings>,
+            #[serde(flatten)]
+            backend: toml::Table,
+        }
+        let raw = Raw::deserialize(d)?;
+        let backend = if raw.backend.is_empty() && raw.x402.is_some() {
+            None
+        } else {
+            let table = toml::Value::Table(raw.backend);
+            Some(BackendConfig::deserialize(table).map_err(serde::de::Error::custom)?)
+        };
+        Ok(WalletEntry {
+            budget: raw.budget,
+            max_fee_sats: raw.max_fee_sats,
+            x402: raw.x402,
+            backend,
+        })
+    }
 }
 
 /// The `[wallets.NAME.x402]` table.
@@ -170,11 +197,12 @@ impl WalletEntry {
         Ok(Some(X402Wallet::new(key, assets)?))
     }
 
-    /// The fee reserved per payment: none for a dev wallet (it pays no fee).
+    /// The fee reserved per payment: none for a dev wallet (it pays no fee) or one without
+    /// Lightning.
     pub fn max_fee_sats(&self) -> u64 {
         match self.backend {
-            BackendConfig::Dev(_) => 0,
-            _ => self.max_fee_sats.unwrap_or(DEFAULT_MAX_FEE_SATS),
+            Some(BackendConfig::Dev(_)) | None => 0,
+            Some(_) => self.max_fee_sats.unwrap_or(DEFAULT_MAX_FEE_SATS),
         }
     }
 }
@@ -190,9 +218,11 @@ pub fn wallet_file_path(explicit: Option<&Path>) -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/turnpike/wallets.toml"))
 }
 
-/// The configuration of wallet `name` from the wallet file.
+/// The Lightning configuration of wallet `name` from the wallet file.
 pub fn wallet_config(name: &str, explicit: Option<&Path>) -> anyhow::Result<BackendConfig> {
-    Ok(wallet_entry(name, explicit)?.backend)
+    wallet_entry(name, explicit)?
+        .backend
+        .with_context(|| format!("wallet {name:?} has no Lightning backend (it pays x402 only)"))
 }
 
 /// Reads the wallet file.
@@ -217,7 +247,7 @@ pub fn wallet_entry(name: &str, explicit: Option<&Path>) -> anyhow::Result<Walle
                 budget: Budget::default(),
                 max_fee_sats: None,
                 x402: None,
-                backend: BackendConfig::Dev(Default::default()),
+                backend: Some(BackendConfig::Dev(Default::default())),
             });
         return Ok(entry);
     }
@@ -237,10 +267,13 @@ pub fn wallet_entry(name: &str, explicit: Option<&Path>) -> anyhow::Result<Walle
 
 /// A paying backend for a wallet entry that is not of kind dev.
 pub fn connect_entry(name: &str, entry: &WalletEntry) -> anyhow::Result<Arc<dyn Backend>> {
-    if matches!(entry.backend, BackendConfig::Dev(_)) {
-        bail!("wallet {name:?} is of kind dev: it pays through the gateway it calls");
+    match &entry.backend {
+        Some(BackendConfig::Dev(_)) => {
+            bail!("wallet {name:?} is of kind dev: it pays through the gateway it calls")
+        }
+        Some(b) => Ok(b.connect()?),
+        None => bail!("wallet {name:?} has no Lightning backend (it pays x402 only)"),
     }
-    Ok(entry.backend.connect()?)
 }
 
 #[cfg(test)]
@@ -293,6 +326,23 @@ mod tests {
         assert!(error(&mixed).contains("assets[0].asset"));
         let none = format!("[wallets.a.x402]\nevm_key = \"{KEY}\"\n");
         assert!(error(&none).contains("wallets.a.x402.assets"));
+        // Without `kind`: a wallet that pays x402 only; without either, an error.
+        let file: WalletFile = toml::from_str(
+            &good
+                .replace("wallets.a.", "wallets.b.")
+                .replace("[wallets.b.x402]", "[wallets.b]\n[wallets.b.x402]"),
+        )
+        .unwrap();
+        let b = &file.wallets["b"];
+        assert!(b.backend.is_none() && b.x402_wallet("b").unwrap().is_some());
+        assert_eq!(b.max_fee_sats(), 0);
+        assert!(
+            toml::from_str::<WalletFile>("[wallets.c]\nmax_fee_sats = 1\n")
+                .is_err_and(|e| e.to_string().contains("kind"))
+        );
+        let e = toml::from_str::<WalletFile>("[wallets.c]\nkind = \"lnbits\"\nbogus = 1\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
         assert!(
             toml::from_str::<WalletFile>(&format!("{good}bogus = 1\n"))
                 .is_err_and(|e| e.to_string().contains("bogus"))

@@ -827,12 +827,17 @@ const KEY_VAR: &str = "TURNPIKE_TEST_X402_PAYER_KEY";
 
 impl Agent {
     fn new(info: &Value, prefer: &str, budget: &str) -> Agent {
+        Agent::with_lightning(info, "kind = \"dev\"", prefer, budget)
+    }
+
+    /// `lightning`: the wallet's Lightning keys (`kind = …`), or nothing for an x402-only one.
+    fn with_lightning(info: &Value, lightning: &str, prefer: &str, budget: &str) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("wallets.toml"),
             format!(
                 r#"[wallets.agent]
-kind = "dev"
+{lightning}
 
 [wallets.agent.x402]
 evm_key = {{ env = "{KEY_VAR}" }}
@@ -1172,6 +1177,16 @@ async fn the_wallet_preference_picks_the_rail_and_the_other_pays_when_it_cannot(
         }
         assert_eq!(moved().await, U256::from(usdc), "case {i}");
     }
+    // A wallet without Lightning (no `kind`) preferring L402 pays over x402, trying nothing
+    // on Lightning.
+    let agent = Agent::with_lightning(&info, "", "l402", "max_per_call = 10000");
+    let (code, got, stderr) = agent.fetch(&info, &url, &["--no-cache", "-v"]).await;
+    assert_eq!(code, 0, "{got} {stderr}");
+    assert!(stderr.contains("no Lightning backend"), "{stderr}");
+    assert_eq!(got["x402_payment"]["amount_units"], 10_000, "{got}");
+    assert_eq!(agent.ledger().await.len(), 1);
+    usdc += 10_000;
+    assert_eq!(moved().await, U256::from(usdc));
     // Neither rail can pay: the budget's refusal is told, nothing moves.
     let agent = Agent::new(&info, "x402", "max_per_call = 9999");
     let (code, _, stderr) = agent.fetch(&info, &url, &["--max-sats", "9"]).await;
@@ -1179,7 +1194,7 @@ async fn the_wallet_preference_picks_the_rail_and_the_other_pays_when_it_cannot(
     assert!(stderr.contains("nothing was paid"), "{stderr}");
     assert!(agent.ledger().await.is_empty());
     assert_eq!(moved().await, U256::from(usdc));
-    assert_eq!(gw.served(), 4);
+    assert_eq!(gw.served(), 5);
 }
 
 /// `turnpike mcp` (started by the official MCP Python SDK over stdio, `tests/mcp/mcp_call.py`)
