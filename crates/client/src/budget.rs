@@ -237,6 +237,16 @@ pub struct TokenBudget {
     pub per_period: Option<UnitsWindow>,
     /// Most ever spent in this asset by this wallet.
     pub total: Option<u64>,
+    /// Above this amount a payment needs a person's yes.
+    pub approve_above: Option<u64>,
+}
+
+impl TokenBudget {
+    /// Whether a payment of `amount` base units needs a person's approval.
+    pub fn needs_approval(&self, amount: u128) -> bool {
+        self.approve_above
+            .is_some_and(|above| amount > u128::from(above))
+    }
 }
 
 /// What the ledger says was already charged in one asset, in base units, per scope.
@@ -429,6 +439,7 @@ mod tests {
                 per: Period::Week,
             }),
             total: Some(1_000_000),
+            approve_above: None,
         }
     }
 
@@ -440,7 +451,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b, token_budget());
-        assert!(toml::from_str::<TokenBudget>("approve_above = 1").is_err());
+        assert!(toml::from_str::<TokenBudget>("approve_sats = 1").is_err());
+        let asks: TokenBudget = toml::from_str("approve_above = 5000").unwrap();
+        assert!(!asks.needs_approval(5_000) && asks.needs_approval(5_001));
+        assert!(!TokenBudget::default().needs_approval(u128::MAX));
         assert!(toml::from_str::<TokenBudget>("per_host = { sats = 1, per = \"day\" }").is_err());
         let r = check_tokens(&b, "eip155:8453/0xa", 10_001, &TokenSpent::default()).unwrap_err();
         assert_eq!(

@@ -83,8 +83,8 @@ pub enum ClientError {
     OverBudget(budget::Refusal),
     /// The payment needs a person's approval, which was not given; nothing was paid.
     #[error(
-        "paying {} sats needs approval (above approve_above) and none was given: nothing was paid",
-        turnpike_l402::Msat(.0.reserve_msat).to_sats_ceil().0
+        "paying {} needs approval (above approve_above) and none was given: nothing was paid",
+        .0.price()
     )]
     NotApproved(Box<Quote>),
     /// The ledger failed; nothing was paid after the failure.
@@ -843,6 +843,7 @@ impl L402Client {
                 payment_hash: invoice.payment_hash().to_hex(),
                 needs_approval: false,
                 refusal: None,
+                x402: None,
             },
         };
         Ok(Quoted::Priced(Box::new(quote)))

@@ -105,6 +105,53 @@ pub struct Quote {
     pub needs_approval: bool,
     /// Why the budget would refuse it, if it would.
     pub refusal: Option<budget::Refusal>,
+    /// For an x402 payment (the sats fields are then 0): what it would pay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x402: Option<crate::x402pay::X402Quote>,
+}
+
+impl Quote {
+    /// The quote of an x402 payment, for an approver.
+    pub fn for_x402(q: crate::x402pay::X402Quote) -> Quote {
+        Quote {
+            url: q.url.clone(),
+            service: None,
+            amount_msat: 0,
+            reserve_msat: 0,
+            payment_hash: String::new(),
+            needs_approval: q.needs_approval,
+            refusal: None,
+            x402: Some(q),
+        }
+    }
+
+    /// The most it may cost, in words: `N sats`, or `N base units of ASSET`.
+    pub fn price(&self) -> String {
+        match &self.x402 {
+            Some(x) => format!("{} base units of {}", x.amount_units, x.asset),
+            None => format!("{} sats", Msat(self.reserve_msat).to_sats_ceil().0),
+        }
+    }
+
+    /// The question put to a person: what would be paid, to whom, for what.
+    pub fn question(&self) -> String {
+        match &self.x402 {
+            Some(x) => format!(
+                "pay {} base units of {} over x402 to {} for {}",
+                x.amount_units, x.asset, x.pay_to, self.url
+            ),
+            None => format!(
+                "pay up to {} sats ({} sats + fee reserve) for {}{}",
+                Msat(self.reserve_msat).to_sats_ceil().0,
+                Msat(self.amount_msat).to_sats_ceil().0,
+                self.url,
+                self.service
+                    .as_deref()
+                    .map(|s| format!(" (service {s})"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
 }
 
 /// What a token's caveats grant, read without verifying (the client cannot).
@@ -334,6 +381,7 @@ pub(crate) async fn quote(
         payment_hash: invoice.payment_hash().to_hex(),
         needs_approval: budget::needs_approval(&acc.budget, reserve),
         refusal: budget::check(&acc.budget, call_cap, reserve, &spent).err(),
+        x402: None,
     })
 }
 

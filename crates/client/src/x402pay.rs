@@ -182,6 +182,8 @@ pub struct X402Quote {
     pub pay_to: String,
     /// Why the asset's budget would refuse it, if it would.
     pub refusal: Option<TokenRefusal>,
+    /// Whether the asset's `approve_above` asks a person.
+    pub needs_approval: bool,
 }
 
 /// The quote of the offer the wallet would pay: the first payable one its budget allows, else
@@ -220,6 +222,7 @@ pub(crate) async fn quote(
             decimals: asset.decimals,
             pay_to: format!("{:#x}", offer.pay_to),
             refusal,
+            needs_approval: asset.budget.needs_approval(u128::from(amount)),
         };
         if quote.refusal.is_none() {
             return Ok(quote);
@@ -417,6 +420,44 @@ pub(crate) async fn recover(acc: &Accounting, wallet: &X402Wallet) -> Result<(),
     Ok(())
 }
 
+/// What asking a person about an x402 payment gave.
+enum Approval {
+    /// Yes.
+    Given,
+    /// Not asked: the budget refuses it anyway.
+    OverBudget(TokenRefusal),
+}
+
+/// Asks the wallet's approver about paying `offer` (above its asset's `approve_above`), unless
+/// the budget refuses it anyway; a no, or no one to ask, is [`ClientError::NotApproved`].
+async fn approve(
+    acc: &Accounting,
+    wallet: &X402Wallet,
+    req: &FetchRequest,
+    required: &PaymentRequired,
+    offer: &PaymentRequirements,
+) -> Result<Approval, ClientError> {
+    let one = PaymentRequired {
+        accepts: vec![offer.clone()],
+        skipped: Vec::new(),
+        ..required.clone()
+    };
+    let q = quote(Some(acc), wallet, req, &one).await?;
+    if let Some(r) = q.refusal {
+        return Ok(Approval::OverBudget(r));
+    }
+    let q = crate::spend::Quote::for_x402(q);
+    let yes = match &acc.approver {
+        Some(ask) => ask(q.clone()).await,
+        None => false,
+    };
+    if yes {
+        Ok(Approval::Given)
+    } else {
+        Err(ClientError::NotApproved(Box::new(q)))
+    }
+}
+
 /// The x402 challenge of a 402 answer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Offered<'a> {
@@ -490,6 +531,15 @@ impl L402Client {
                 challenge: &challenge,
                 payer: &payer,
             };
+            if asset.budget.needs_approval(u128::from(new.amount)) {
+                match approve(acc, wallet, req, required, offer).await? {
+                    Approval::Given => {}
+                    Approval::OverBudget(r) => {
+                        refusal.get_or_insert(r);
+                        continue;
+                    }
+                }
+            }
             let id = match acc.ledger.reserve_x402(&new, &asset.budget, now).await {
                 Ok(id) => id,
                 Err(LedgerError::OverTokenBudget(r)) => {

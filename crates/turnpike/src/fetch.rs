@@ -106,18 +106,17 @@ fn ask_on_terminal(quote: &Quote) -> bool {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
         eprintln!(
-            "turnpike: paying {} sats for {} needs approval, and there is no terminal to ask",
-            turnpike_l402::Msat(quote.reserve_msat).to_sats_ceil().0,
+            "turnpike: paying {} for {} needs approval, and there is no terminal to ask",
+            quote.price(),
             quote.url
         );
         return false;
     }
-    eprint!(
-        "Pay up to {} sats ({} sats + fee reserve) for {}? [y/N] ",
-        turnpike_l402::Msat(quote.reserve_msat).to_sats_ceil().0,
-        turnpike_l402::Msat(quote.amount_msat).to_sats_ceil().0,
-        quote.url
-    );
+    let mut question = quote.question();
+    if let Some(first) = question.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    eprint!("{question}? [y/N] ");
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err() {
         return false;
@@ -436,6 +435,7 @@ async fn dry_run(client: &L402Client, req: FetchRequest, json: bool) -> anyhow::
                 );
                 match &q.refusal {
                     Some(r) => println!("the budget would refuse it: {r}"),
+                    None if q.needs_approval => println!("it would need approval (approve_above)"),
                     None => println!("the budget allows it; nothing was signed (--dry-run)"),
                 }
             }

@@ -449,16 +449,8 @@ impl TurnpikeMcp {
             let peer = peer.clone();
             Box::pin(async move {
                 let message = format!(
-                    "Turnpike: pay up to {} sats ({} sats + fee reserve) for {}{}? Your budget asks \
-                     for approval above approve_above.",
-                    quote.reserve_msat.div_ceil(1000),
-                    quote.amount_msat.div_ceil(1000),
-                    quote.url,
-                    quote
-                        .service
-                        .as_deref()
-                        .map(|s| format!(" (service {s})"))
-                        .unwrap_or_default(),
+                    "Turnpike: {}? Your budget asks for approval above approve_above.",
+                    quote.question()
                 );
                 matches!(
                     peer.elicit_with_timeout::<Approval>(message, Some(APPROVAL_TIMEOUT))
@@ -501,13 +493,13 @@ impl TurnpikeMcp {
     fn client_error(e: &ClientError, could_ask: bool) -> String {
         match e {
             ClientError::NotApproved(q) if !could_ask => format!(
-                "paying {} sats needs the person's approval (above approve_above) and this MCP \
+                "paying {} needs the person's approval (above approve_above) and this MCP \
                  client cannot ask them (no elicitation support): nothing was paid",
-                q.reserve_msat.div_ceil(1000)
+                q.price()
             ),
             ClientError::NotApproved(q) => format!(
-                "the person did not approve paying {} sats for {}: nothing was paid",
-                q.reserve_msat.div_ceil(1000),
+                "the person did not approve paying {} for {}: nothing was paid",
+                q.price(),
                 q.url
             ),
             e => chain(e),
@@ -656,7 +648,7 @@ impl TurnpikeMcp {
                 service: None,
                 payment_hash: None,
                 allowed: q.refusal.is_none(),
-                needs_approval: false,
+                needs_approval: q.needs_approval,
                 refusal: q.refusal.map(|r| r.to_string()),
                 x402_asset: Some(q.asset),
                 x402_amount_units: Some(q.amount_units.to_string()),

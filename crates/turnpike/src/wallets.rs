@@ -26,7 +26,7 @@
 //! asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"   # USDC on Base
 //! decimals = 6                         # for display (default 6)
 //! rpc_url = "https://mainnet.base.org" # optional: resolves payments of unknown outcome
-//! budget = { max_per_call = 100000, per_period = { units = 1000000, per = "day" } }
+//! budget = { max_per_call = 100000, per_period = { units = 1000000, per = "day" }, approve_above = 50000 }
 //!
 //! [mcp]
 //! allow_hosts = ["127.0.0.1"]   # hosts `turnpike mcp` may reach on private addresses

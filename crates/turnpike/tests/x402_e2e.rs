@@ -1001,6 +1001,17 @@ async fn turnpike_fetch_pays_an_official_express_server_within_its_usdc_budget()
         stderr.contains("total") && stderr.contains("nothing was paid"),
         "{stderr}"
     );
+    // Above approve_above with no terminal to ask: refused, nothing signed; --dry-run says so.
+    let asks = Agent::new(&info, "x402", "max_per_call = 20000, approve_above = 5000");
+    let (_, got, _) = asks.fetch(&info, &server.url, &["--dry-run"]).await;
+    assert_eq!(got["x402_quote"]["needs_approval"], true, "{got}");
+    let (code, _, stderr) = asks.fetch(&info, &server.url, &[]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("10000 base units of") && stderr.contains("needs approval"),
+        "{stderr}"
+    );
+    assert!(asks.ledger().await.is_empty());
     // Over the per-call cap of another wallet: the same.
     let small = Agent::new(&info, "x402", "max_per_call = 9999");
     let (code, _, stderr) = small.fetch(&info, &server.url, &[]).await;
@@ -1215,7 +1226,7 @@ async fn turnpike_mcp_pays_over_x402() {
         return;
     };
     let agent = Agent::new(&info, "l402", "max_per_call = 10000");
-    let call = |tool: &str, arguments: Value| {
+    let call_as = |agent: &Agent, elicit: &str, tool: &str, arguments: Value| {
         let mut cmd = Command::new(&python);
         cmd.arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -1227,6 +1238,7 @@ async fn turnpike_mcp_pays_over_x402() {
         .args(["--wallet", "agent", "--allow-host", "127.0.0.1"])
         .env("TURNPIKE_WALLETS", agent.dir.path().join("wallets.toml"))
         .env("TURNPIKE_DATA_DIR", agent.dir.path().join("data"))
+        .env("TURNPIKE_TEST_ELICIT", elicit)
         .env(KEY_VAR, s(&info, "/payer/private_key"));
         async move {
             let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
@@ -1240,6 +1252,7 @@ async fn turnpike_mcp_pays_over_x402() {
             serde_json::from_slice::<Value>(&out.stdout).unwrap()
         }
     };
+    let call = |tool: &str, arguments: Value| call_as(&agent, "", tool, arguments);
     let got = call("l402_fetch", json!({"url": gw.url("/usdconly")})).await;
     assert_eq!(got["is_error"], false, "{got}");
     let out = &got["structured"];
@@ -1281,6 +1294,31 @@ async fn turnpike_mcp_pays_over_x402() {
     );
     assert_eq!(report["payments"][0]["rail"], "x402");
     assert_eq!(report["payments"][0]["amount_units"], 5_000);
+    // Above approve_above the person is asked through the MCP client: a no pays nothing, a yes
+    // pays.
+    let asks = Agent::new(&info, "l402", "max_per_call = 10000, approve_above = 1000");
+    let url = json!({"url": gw.url("/usdconly")});
+    let got = call_as(&asks, "decline", "l402_fetch", url.clone()).await;
+    assert_eq!(got["is_error"], true, "{got}");
+    assert!(
+        got["text"].as_str().unwrap().contains("did not approve"),
+        "{got}"
+    );
+    let asked = got["asked"][0].as_str().unwrap();
+    assert!(
+        asked.contains("5000 base units of") && asked.contains("/usdconly"),
+        "{asked}"
+    );
+    assert!(asks.ledger().await.is_empty());
+    let got = call_as(&asks, "accept", "l402_fetch", url).await;
+    assert_eq!(
+        got["structured"]["x402_payment"]["amount_units"], "5000",
+        "{got}"
+    );
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(10_000)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

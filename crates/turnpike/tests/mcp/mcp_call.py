@@ -4,7 +4,8 @@ Usage: mcp_call.py TURNPIKE_BIN TOOL ARGUMENTS_JSON [SERVER_ARG...]
 
 The SDK starts `TURNPIKE_BIN mcp SERVER_ARG...` over stdio (the environment passes through),
 calls TOOL with the JSON arguments and prints one JSON line: {"is_error", "text",
-"structured"}.
+"structured", "asked"}. With TURNPIKE_TEST_ELICIT=accept (or decline) the client supports
+elicitation and answers every approval request so; "asked" lists the messages it was shown.
 """
 
 import asyncio
@@ -12,12 +13,25 @@ import json
 import os
 import sys
 
+import mcp_types as types
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
+ASKED = []
+
+
+async def on_elicit(_context, params):
+    ASKED.append(params.message)
+    if os.environ.get("TURNPIKE_TEST_ELICIT") == "accept":
+        return types.ElicitResult(action="accept", content={"approve": True})
+    return types.ElicitResult(action="decline")
+
 
 async def run(server, tool, arguments):
-    async with Client(server) as client:
+    options = {}
+    if os.environ.get("TURNPIKE_TEST_ELICIT"):
+        options["elicitation_callback"] = on_elicit
+    async with Client(server, **options) as client:
         result = await client.call_tool(tool, arguments)
         text = " ".join(c.text for c in result.content if getattr(c, "text", None))
         print(
@@ -26,6 +40,7 @@ async def run(server, tool, arguments):
                     "is_error": bool(result.is_error),
                     "text": text,
                     "structured": result.structured_content,
+                    "asked": ASKED,
                 }
             )
         )
