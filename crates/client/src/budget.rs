@@ -241,7 +241,35 @@ pub struct TokenBudget {
     pub approve_above: Option<u64>,
 }
 
+fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
 impl TokenBudget {
+    /// The stricter of two budgets, limit by limit (a window keeps `self`'s period when both
+    /// have one): what a connection that lowered `self` by `other` may spend.
+    pub fn stricter(&self, other: &TokenBudget) -> TokenBudget {
+        let window = |a: Option<UnitsWindow>, b: Option<UnitsWindow>| match (a, b) {
+            (Some(x), Some(y)) => Some(UnitsWindow {
+                units: x.units.min(y.units),
+                per: x.per,
+            }),
+            (x, None) => x,
+            (None, y) => y,
+        };
+        TokenBudget {
+            max_per_call: min_opt(self.max_per_call, other.max_per_call),
+            per_host: window(self.per_host, other.per_host),
+            per_period: window(self.per_period, other.per_period),
+            total: min_opt(self.total, other.total),
+            approve_above: min_opt(self.approve_above, other.approve_above),
+        }
+    }
+
     /// Whether a payment of `amount` base units needs a person's approval.
     pub fn needs_approval(&self, amount: u128) -> bool {
         self.approve_above
@@ -482,6 +510,32 @@ mod tests {
             check_tokens(&TokenBudget::default(), "a", u128::MAX, &spent),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_token_budget_is_only_ever_lowered() {
+        let asked = TokenBudget {
+            max_per_call: Some(50_000),
+            per_host: Some(UnitsWindow {
+                units: 1_000,
+                per: Period::Hour,
+            }),
+            per_period: None,
+            total: None,
+            approve_above: Some(10),
+        };
+        let b = token_budget().stricter(&asked);
+        assert_eq!(b.max_per_call, Some(10_000));
+        assert_eq!(
+            b.per_host,
+            Some(UnitsWindow {
+                units: 1_000,
+                per: Period::Day
+            })
+        );
+        assert_eq!(b.per_period, token_budget().per_period);
+        assert_eq!((b.total, b.approve_above), (Some(1_000_000), Some(10)));
+        assert_eq!(TokenBudget::default().stricter(&asked), asked);
     }
 
     proptest! {

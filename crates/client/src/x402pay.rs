@@ -139,6 +139,15 @@ impl X402Wallet {
         &self.assets
     }
 
+    /// The same wallet with each asset's budget replaced by `f` of it (to lower them).
+    pub fn with_budgets(&self, f: impl Fn(&TokenBudget) -> TokenBudget) -> X402Wallet {
+        let mut lowered = self.clone();
+        for asset in &mut lowered.assets {
+            asset.budget = f(&asset.budget);
+        }
+        lowered
+    }
+
     fn asset_by_key(&self, key: &str) -> Option<&PayableAsset> {
         self.assets.iter().find(|a| a.key() == key)
     }

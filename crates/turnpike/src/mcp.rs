@@ -30,7 +30,7 @@ use rmcp::service::{ElicitationMode, RequestContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use turnpike_client::budget::{Budget, Period, Window};
+use turnpike_client::budget::{Budget, Period, TokenBudget, UnitsWindow, Window};
 use turnpike_client::ledger::now_unix;
 use turnpike_client::spend::{Accounting, Approver, Quote};
 use turnpike_client::x402pay::X402Wallet;
@@ -94,11 +94,13 @@ struct Shared {
     max_body: usize,
 }
 
-/// One MCP connection: the shared state and the budget lowered for this connection only.
+/// One MCP connection: the shared state and the budgets lowered for this connection only.
 #[derive(Clone)]
 struct TurnpikeMcp {
     shared: Arc<Shared>,
     lowered: Arc<Mutex<Budget>>,
+    /// Lowers every x402 asset's budget (each keeps its own windows' periods).
+    lowered_x402: Arc<Mutex<TokenBudget>>,
 }
 
 /// The request of `l402_fetch` and `l402_quote`.
@@ -237,6 +239,24 @@ struct LowerParams {
     /// Above this, ask the person.
     #[serde(default)]
     approve_above: Option<u64>,
+    /// x402: most one payment may cost, in base units of the asset (USDC: 10000 = 0.01), for
+    /// every asset of the wallet.
+    #[serde(default)]
+    x402_max_per_call: Option<u64>,
+    /// x402: most spent on one origin per the asset's per_host window (a day when it has none),
+    /// base units.
+    #[serde(default)]
+    x402_per_host_units: Option<u64>,
+    /// x402: most spent in all per the asset's per_period window (a day when it has none), base
+    /// units.
+    #[serde(default)]
+    x402_per_period_units: Option<u64>,
+    /// x402: most ever spent in each asset, base units.
+    #[serde(default)]
+    x402_total: Option<u64>,
+    /// x402: above this many base units, ask the person.
+    #[serde(default)]
+    x402_approve_above: Option<u64>,
 }
 
 /// The person's answer to an approval request.
@@ -364,8 +384,8 @@ fn tools() -> Vec<Tool> {
         .with_annotations(read_only("Discover a gateway's paid services")),
         tool::<LowerParams>(
             "l402_lower_budget",
-            "Lower the budget for this connection (limits in sats). It can never raise a limit \
-             of the wallet file.",
+            "Lower the budget for this connection: limits in sats, and x402_* limits in base \
+             units of each x402 asset. It can never raise a limit of the wallet file.",
         )
         .with_annotations(
             ToolAnnotations::with_title("Lower the budget for this connection")
@@ -382,6 +402,7 @@ impl TurnpikeMcp {
         TurnpikeMcp {
             shared,
             lowered: Arc::new(Mutex::new(Budget::default())),
+            lowered_x402: Arc::new(Mutex::new(TokenBudget::default())),
         }
     }
 
@@ -392,6 +413,16 @@ impl TurnpikeMcp {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         stricter(&self.shared.entry.budget, &lowered)
+    }
+
+    /// The wallet's x402 side under this connection's lowered x402 limits.
+    fn x402_wallet(&self) -> Option<X402Wallet> {
+        let lowered = *self
+            .lowered_x402
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let wallet = self.shared.x402.as_ref()?;
+        Some(wallet.with_budgets(|b| b.stricter(&lowered)))
     }
 
     fn request(params: RequestParams) -> Result<FetchRequest, String> {
@@ -483,7 +514,7 @@ impl TurnpikeMcp {
             .map_err(|e| chain(&e))?
             .with_http_client(s.http.clone())
             .with_accounting(accounting)
-            .with_x402(s.x402.clone(), s.entry.prefer());
+            .with_x402(self.x402_wallet(), s.entry.prefer());
         Ok(match s.entry.backend {
             Some(_) => client,
             None => client.without_lightning(),
@@ -803,8 +834,40 @@ impl TurnpikeMcp {
             let current = stricter(file, &lowered);
             *lowered = stricter(&current, &asked);
         }
+        let units = |units: Option<u64>| {
+            units.map(|units| UnitsWindow {
+                units,
+                per: Period::Day,
+            })
+        };
+        let asked_x402 = TokenBudget {
+            max_per_call: params.x402_max_per_call,
+            per_host: units(params.x402_per_host_units),
+            per_period: units(params.x402_per_period_units),
+            total: params.x402_total,
+            approve_above: params.x402_approve_above,
+        };
+        let x402 = {
+            let mut lowered = self
+                .lowered_x402
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *lowered = lowered.stricter(&asked_x402);
+            *lowered
+        };
+        let x402_budgets: Vec<serde_json::Value> = self
+            .x402_wallet()
+            .map(|w| {
+                w.assets()
+                    .iter()
+                    .map(|a| serde_json::json!({"asset": a.key(), "budget": a.budget}))
+                    .collect()
+            })
+            .unwrap_or_default();
         CallToolResult::structured(serde_json::json!({
             "budget": self.budget(),
+            "x402_lowered": x402,
+            "x402_budgets": x402_budgets,
             "note": "limits only ever go down; they last as long as this connection",
         }))
     }

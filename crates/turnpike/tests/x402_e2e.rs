@@ -1310,10 +1310,31 @@ async fn turnpike_mcp_pays_over_x402() {
         "{asked}"
     );
     assert!(asks.ledger().await.is_empty());
-    let got = call_as(&asks, "accept", "l402_fetch", url).await;
+    let got = call_as(&asks, "accept", "l402_fetch", url.clone()).await;
     assert_eq!(
         got["structured"]["x402_payment"]["amount_units"], "5000",
         "{got}"
+    );
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(10_000)
+    );
+    // A connection lowers its x402 limit below the price: refused on it, nothing paid; it
+    // cannot raise one.
+    let calls = json!([
+        {"tool": "l402_lower_budget", "arguments": {"x402_max_per_call": 4999}},
+        {"tool": "l402_lower_budget", "arguments": {"x402_max_per_call": 99999}},
+        {"tool": "l402_fetch", "arguments": url},
+    ]);
+    let got = call_as(&agent, "", "--calls", calls).await;
+    let results = &got["results"];
+    let lowered = &results[1]["structured"]["x402_budgets"][0]["budget"];
+    assert_eq!(lowered["max_per_call"], 4999, "{got}");
+    assert_eq!(results[2]["is_error"], true, "{got}");
+    let text = results[2]["text"].as_str().unwrap();
+    assert!(
+        text.contains("max_per_call") && text.contains("nothing was paid"),
+        "{text}"
     );
     assert_eq!(
         balance(&info, &gw.pay_to).await - before,
