@@ -705,6 +705,30 @@ impl TurnpikeMcp {
             Ok(spent) => spent,
             Err(e) => return tool_error(format!("reading the ledger failed: {}", chain(&e))),
         };
+        let mut x402 = Vec::new();
+        for asset in self.x402_wallet().iter().flat_map(|w| w.assets().to_vec()) {
+            let key = asset.key();
+            let spent = s
+                .accounting
+                .ledger
+                .spent_units(&s.wallet, &key, "", &asset.budget, now_unix())
+                .await;
+            let spent = match spent {
+                Ok(spent) => spent,
+                Err(e) => return tool_error(format!("reading the ledger failed: {}", chain(&e))),
+            };
+            let left = |cap: Option<u64>, used: u128| {
+                cap.map(|c| u128::from(c).saturating_sub(used).to_string())
+            };
+            x402.push(serde_json::json!({
+                "asset": key,
+                "decimals": asset.decimals,
+                "budget": asset.budget,
+                "spent_total_units": spent.total.to_string(),
+                "left_in_period_units": left(asset.budget.per_period.map(|w| w.units), spent.period_window),
+                "left_in_total_units": left(asset.budget.total, spent.total),
+            }));
+        }
         CallToolResult::structured(serde_json::json!({
             "wallet": s.wallet,
             "balance_sats": balance.as_ref().ok().map(|m| m.0 / 1000),
@@ -713,6 +737,7 @@ impl TurnpikeMcp {
             "budget": budget,
             "budget_left": crate::ledger_cmd::left(&budget, &spent),
             "max_sats_per_call": s.max_sats,
+            "x402": x402,
         }))
     }
 

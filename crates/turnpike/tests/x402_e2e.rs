@@ -1322,16 +1322,20 @@ async fn turnpike_mcp_pays_over_x402() {
     // A connection lowers its x402 limit below the price: refused on it, nothing paid; it
     // cannot raise one.
     let calls = json!([
+        {"tool": "l402_balance", "arguments": {}},
         {"tool": "l402_lower_budget", "arguments": {"x402_max_per_call": 4999}},
         {"tool": "l402_lower_budget", "arguments": {"x402_max_per_call": 99999}},
         {"tool": "l402_fetch", "arguments": url},
     ]);
     let got = call_as(&agent, "", "--calls", calls).await;
     let results = &got["results"];
-    let lowered = &results[1]["structured"]["x402_budgets"][0]["budget"];
+    let x402 = &results[0]["structured"]["x402"][0];
+    assert_eq!(x402["spent_total_units"], "5000", "{got}");
+    assert_eq!(x402["budget"]["max_per_call"], 10_000, "{got}");
+    let lowered = &results[2]["structured"]["x402_budgets"][0]["budget"];
     assert_eq!(lowered["max_per_call"], 4999, "{got}");
-    assert_eq!(results[2]["is_error"], true, "{got}");
-    let text = results[2]["text"].as_str().unwrap();
+    assert_eq!(results[3]["is_error"], true, "{got}");
+    let text = results[3]["text"].as_str().unwrap();
     assert!(
         text.contains("max_per_call") && text.contains("nothing was paid"),
         "{text}"
