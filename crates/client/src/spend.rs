@@ -88,6 +88,25 @@ impl Accounting {
     }
 }
 
+/// What paying an x402 challenge would cost, before anything is signed.
+#[derive(Debug, Clone, Serialize)]
+pub struct X402Quote {
+    /// The URL.
+    pub url: String,
+    /// The asset, `network/address`.
+    pub asset: String,
+    /// The amount, base units.
+    pub amount_units: u64,
+    /// The token's decimals.
+    pub decimals: u8,
+    /// The recipient.
+    pub pay_to: String,
+    /// Why the asset's budget would refuse it, if it would.
+    pub refusal: Option<budget::TokenRefusal>,
+    /// Whether the asset's `approve_above` asks a person.
+    pub needs_approval: bool,
+}
+
 /// What a challenge would cost, before anything is paid.
 #[derive(Debug, Clone, Serialize)]
 pub struct Quote {
@@ -107,12 +126,12 @@ pub struct Quote {
     pub refusal: Option<budget::Refusal>,
     /// For an x402 payment (the sats fields are then 0): what it would pay.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub x402: Option<crate::x402pay::X402Quote>,
+    pub x402: Option<X402Quote>,
 }
 
 impl Quote {
     /// The quote of an x402 payment, for an approver.
-    pub fn for_x402(q: crate::x402pay::X402Quote) -> Quote {
+    pub fn for_x402(q: X402Quote) -> Quote {
         Quote {
             url: q.url.clone(),
             service: None,

@@ -27,6 +27,7 @@ use turnpike_x402::{
 
 use crate::budget::{TokenBudget, TokenRefusal, check_tokens};
 use crate::ledger::{LedgerError, NewX402Payment, PaymentRow, PaymentState, now_unix};
+pub use crate::spend::X402Quote;
 use crate::spend::{self, Accounting, process_alive};
 use crate::{ClientError, Event, FetchRequest, L402Client};
 
@@ -174,25 +175,6 @@ pub struct X402Receipt {
     pub resent: bool,
     /// The ledger state after the answer.
     pub state: PaymentState,
-}
-
-/// What paying an x402 challenge would cost, before anything is signed.
-#[derive(Debug, Clone, Serialize)]
-pub struct X402Quote {
-    /// The URL.
-    pub url: String,
-    /// The asset, `network/address`.
-    pub asset: String,
-    /// The amount, base units.
-    pub amount_units: u64,
-    /// The token's decimals.
-    pub decimals: u8,
-    /// The recipient.
-    pub pay_to: String,
-    /// Why the asset's budget would refuse it, if it would.
-    pub refusal: Option<TokenRefusal>,
-    /// Whether the asset's `approve_above` asks a person.
-    pub needs_approval: bool,
 }
 
 /// The quote of the offer the wallet would pay: the first payable one its budget allows, else
