@@ -344,21 +344,7 @@ mod tests {
 
     #[test]
     fn the_echo_can_be_the_servers_own_json() {
-        let req = PaymentRequirements {
-            network: crate::Network::BASE_SEPOLIA,
-            amount: crate::TokenAmount::from_base_units(10_000),
-            asset: "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
-                .parse()
-                .unwrap(),
-            pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
-                .parse()
-                .unwrap(),
-            max_timeout_seconds: 300,
-            extra: crate::TokenDomain {
-                name: "USDC".into(),
-                version: "2".into(),
-            },
-        };
+        let req = crate::requirements::tests::example();
         let key = crate::PayerKey::from_bytes(&[7; 32]).unwrap();
         // The server wrote its addresses in lowercase: that exact JSON is echoed.
         let mut theirs = req.to_json_v2();

@@ -345,10 +345,11 @@ fn parse_accepts<T>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn example() -> PaymentRequirements {
+    /// The offer of payment-schemes.md §3.6 (the test chain's token and payTo).
+    pub(crate) fn example() -> PaymentRequirements {
         PaymentRequirements {
             network: Network::BASE_SEPOLIA,
             amount: TokenAmount::from_base_units(10_000),
