@@ -38,12 +38,12 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$mode" = smoke ]; then
-    duration=1; warmup=0; tokens_sqlite=20000; tokens_pg=20000; startup_runs=1
+    duration=1; warmup=0; tokens_sqlite=20000; tokens_pg=20000; grow_rows=10000; startup_runs=1
     wallet_fetches=20; wallet_secs=1
     rounds=1; round_duration=1
     profile=debug; out="${out:-target/bench/smoke.md}"
 else
-    duration="${BENCH_DURATION:-10}"; warmup=2; tokens_sqlite=400000; tokens_pg=200000; startup_runs=7
+    duration="${BENCH_DURATION:-10}"; warmup=2; tokens_sqlite=400000; tokens_pg=200000; grow_rows=1000000; startup_runs=7
     wallet_fetches=300; wallet_secs=5
     rounds="${BENCH_ROUNDS:-5}"; round_duration="${BENCH_ROUND_DURATION:-4}"
     profile=release; out="${out:-bench/results.md}"
@@ -255,6 +255,7 @@ gateway_config "$run/sqlite.toml" "$run/data-sqlite" "sqlite://$run/data-sqlite/
 echo "==> minting $tokens_sqlite + $tokens_pg single-call tokens"
 "$tb" tokens --service call --calls 1 --count "$tokens_sqlite" --files "$wrk_threads" --out "$run/tokens-sqlite" 2>/dev/null
 "$tb" tokens --service call --calls 1 --count "$tokens_pg" --files "$wrk_threads" --out "$run/tokens-pg" 2>/dev/null
+"$tb" tokens --service call --calls 1 --count "$tokens_sqlite" --files "$wrk_threads" --out "$run/tokens-sqlite-grown" 2>/dev/null
 "$tb" tokens --service pass --calls 0 --valid-secs 86400 --count 1 --out "$run/pass" 2>/dev/null
 pass_credential="$(cat "$run/pass.0")"
 # d': a second gateway that remembers no credential, so every call is parsed and HMAC-checked.
@@ -277,6 +278,16 @@ load_tokens e_sqlite "http://127.0.0.1:$tp_port/call/x" "$run/tokens-sqlite"
 sleep 1
 "$tb" served-check --store "sqlite://$run/data-sqlite/turnpike.db" --upstream "127.0.0.1:$upstream_port" \
     --wrk "$results/e_sqlite.json" --connections "$connections" --out "$results/served_sqlite.json" >/dev/null || failed=1
+
+# e again on a grown store: used tokens added (a million in a full run), fresh tokens presented.
+echo "==> e: the SQLite store grown by $grow_rows used tokens"
+"$tb" fill --store "sqlite://$run/data-sqlite/turnpike.db" --rows "$grow_rows" >/dev/null
+curl -s "$up/_bench/reset" >/dev/null
+load_tokens e_sqlite_grown "http://127.0.0.1:$tp_port/call/x" "$run/tokens-sqlite-grown"
+sleep 1
+"$tb" served-check --store "sqlite://$run/data-sqlite/turnpike.db" --upstream "127.0.0.1:$upstream_port" \
+    --wrk "$results/e_sqlite_grown.json" --connections "$connections" --out "$results/served_sqlite_grown.json" \
+    --before "$results/served_sqlite.json" >/dev/null || failed=1
 
 load f_challenge "http://127.0.0.1:$tp_port/call/x" -s bench/wrk/plain.lua
 

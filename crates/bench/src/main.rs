@@ -10,6 +10,7 @@
 //! - `served-check`: after a paid-call run, that no call was served twice or unpaid;
 //! - `report`: the markdown results table, with ratios and targets.
 
+mod fill;
 mod probe;
 mod report;
 mod served;
@@ -50,6 +51,8 @@ enum Command {
     Sse(sse::Args),
     /// Measure what the ledger and budget add to a paid fetch, and reservations per second.
     Wallet(wallet::Args),
+    /// Add used single-call tokens to a gateway's store (to measure charging on a grown store).
+    Fill(fill::Args),
     /// Check a paid-call run: no token used beyond its calls, every served call charged once.
     ServedCheck(served::Args),
     /// Write the markdown results table from a results directory.
@@ -78,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sse(args) => sse::run(&args),
         Command::Wallet(args) => wallet::run(&args),
         Command::ServedCheck(args) => served::run(&args),
+        Command::Fill(args) => fill::run(&args),
         Command::Report {
             dir,
             out,

@@ -21,6 +21,10 @@ const SCENARIOS: &[(&str, &str)] = &[
         "d′. Turnpike, time-pass token parsed and HMAC-checked on every call (`credential_memo = 0`)",
     ),
     ("e_sqlite", "e. Turnpike, single-call tokens, SQLite"),
+    (
+        "e_sqlite_grown",
+        "e. the same, after a million used tokens were added to the store",
+    ),
     ("e_postgres", "e. Turnpike, single-call tokens, PostgreSQL"),
     ("f_challenge", "f. Turnpike, 402 challenges (dev backend)"),
 ];
@@ -207,25 +211,25 @@ pub fn run(
     if let Some(r) = ratio_of("c_free", "rps_vs_nginx") {
         targets.push(Target {
             what: "c. free route throughput".into(),
-            goal: "≥ 0.95 × nginx".into(),
+            goal: "≥ 1.0 × nginx".into(),
             measured: format!("{r:.2} ×"),
-            met: Some(r >= 0.95),
+            met: Some(r >= 1.0),
         });
     }
     if let Some(r) = ratio_of("d_pass", "rps_vs_nginx") {
         targets.push(Target {
             what: "d. time-pass throughput".into(),
-            goal: "≥ 0.9 × nginx".into(),
+            goal: "≥ 1.0 × nginx".into(),
             measured: format!("{r:.2} ×"),
-            met: Some(r >= 0.9),
+            met: Some(r >= 1.0),
         });
     }
     if let Some(r) = ratio_of("d_pass_full", "rps_vs_nginx") {
         targets.push(Target {
             what: "d′. time-pass throughput, HMAC check on every call".into(),
-            goal: "≥ 0.9 × nginx".into(),
+            goal: "≥ 1.0 × nginx".into(),
             measured: format!("{r:.2} ×"),
-            met: Some(r >= 0.9),
+            met: Some(r >= 1.0),
         });
     }
     if let Some(r) = ratio_of("d_pass", "p99_vs_nginx") {
@@ -237,8 +241,8 @@ pub fn run(
         });
     }
     for (stem, label, goal) in [
-        ("e_sqlite", "e. paid calls/s, SQLite", 10_000.0),
-        ("e_postgres", "e. paid calls/s, PostgreSQL", 5_000.0),
+        ("e_sqlite", "e. paid calls/s, SQLite", 30_000.0),
+        ("e_postgres", "e. paid calls/s, PostgreSQL", 20_000.0),
     ] {
         if let Some(v) = load_results.get(stem) {
             let paid = num(v, "ok").zip(num(v, "duration_s")).map(|(ok, d)| ok / d);
@@ -252,6 +256,19 @@ pub fn run(
             }
         }
     }
+    let paid_rate = |stem: &str| {
+        let v = load_results.get(stem)?;
+        Some(num(v, "ok")? / num(v, "duration_s")?)
+    };
+    if let (Some(empty), Some(grown)) = (paid_rate("e_sqlite"), paid_rate("e_sqlite_grown")) {
+        let ratio = grown / empty;
+        targets.push(Target {
+            what: "e. paid calls/s as the store grows (SQLite, 1M used tokens added)".into(),
+            goal: "within 10 % of the empty store's".into(),
+            measured: format!("{grown:.0}/s vs {empty:.0}/s ({ratio:.2} ×)"),
+            met: Some(ratio >= 0.9),
+        });
+    }
     writeln!(md, "\n## Paid calls: no call served twice\n")?;
     writeln!(
         md,
@@ -263,6 +280,7 @@ pub fn run(
     )?;
     for (stem, label) in [
         ("served_sqlite", "SQLite"),
+        ("served_sqlite_grown", "SQLite, grown store"),
         ("served_postgres", "PostgreSQL"),
     ] {
         if let Some(v) = load(dir, stem) {

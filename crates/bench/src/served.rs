@@ -24,7 +24,13 @@ pub struct Args {
     /// JSON file to write.
     #[arg(long)]
     out: PathBuf,
+    /// An earlier check's JSON of the same store: the calls it counted are not this run's.
+    #[arg(long)]
+    before: Option<PathBuf>,
 }
+
+/// The service `turnpike-bench fill` charges its rows to; never counted here.
+pub const FILLED_SERVICE: &str = "bench-fill";
 
 fn upstream_count(addr: std::net::SocketAddr) -> anyhow::Result<u64> {
     use std::io::{Read, Write};
@@ -49,7 +55,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .build()?;
     let (rows, sum_used, over): (i64, i64, i64) = rt.block_on(async {
         let sql = "SELECT COUNT(*), CAST(COALESCE(SUM(used), 0) AS BIGINT), \
-                   CAST(COALESCE(SUM(CASE WHEN used > calls_total THEN 1 ELSE 0 END), 0) AS BIGINT) FROM token_usage";
+                   CAST(COALESCE(SUM(CASE WHEN used > calls_total THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                   FROM token_usage WHERE service <> 'bench-fill'";
         let (a, b, c) = if args.store.starts_with("postgres") {
             let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&args.store).await?;
             let row = sqlx::query(sql).fetch_one(&mut conn).await?;
@@ -61,6 +68,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         };
         Ok::<_, anyhow::Error>((a, b, c))
     })?;
+    let (rows, sum_used) = match &args.before {
+        Some(path) => {
+            let before: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
+            let earlier = |k: &str| before[k].as_i64().unwrap_or(0);
+            (
+                rows - earlier("tokens_used"),
+                sum_used - earlier("calls_charged"),
+            )
+        }
+        None => (rows, sum_used),
+    };
     let served = upstream_count(args.upstream)?;
     let wrk: serde_json::Value = serde_json::from_slice(&std::fs::read(&args.wrk)?)?;
     let ok_2xx = wrk["ok"].as_u64().unwrap_or(0);

@@ -372,6 +372,14 @@ impl Metrics {
         fresh
     }
 
+    /// The counters registered under `name`, if any.
+    pub(crate) fn existing(&self, name: &str) -> Option<Arc<ServiceMetrics>> {
+        self.lock_services()
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+    }
+
     /// Registers `metrics` under its name, unless that name has counters already.
     pub(crate) fn adopt(&self, metrics: &Arc<ServiceMetrics>) {
         let mut services = self.lock_services();

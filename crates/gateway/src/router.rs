@@ -32,15 +32,6 @@ impl Router {
         Router::parse(configs, None, None)
     }
 
-    /// Like [`Router::from_configs`], each service counting in `metrics` (the counters of a
-    /// name already there are kept, so a reload resets nothing).
-    pub fn from_configs_in(
-        configs: &[ServiceConfig],
-        metrics: &Metrics,
-    ) -> Result<Router, ConfigError> {
-        Router::parse(configs, Some(metrics), None)
-    }
-
     /// Like [`Router::from_configs`], for a gateway with an `[x402]` section.
     pub fn from_configs_with(
         configs: &[ServiceConfig],
@@ -75,9 +66,13 @@ impl Router {
             }
             all.extend(routes);
         }
+        // A name already counted keeps its counters; a new one is registered only when the
+        // table is put in force ([`ServiceTable::install`]), so a refused change leaves none.
         if let Some(metrics) = metrics {
             for s in &mut all {
-                s.metrics = metrics.service(&s.name);
+                if let Some(kept) = metrics.existing(&s.name) {
+                    s.metrics = kept;
+                }
             }
         }
         Ok(Router::new(all))
@@ -112,21 +107,6 @@ impl ServiceTable {
     /// A table starting with `router`, its services' counters in a registry of their own.
     pub fn new(router: Router) -> ServiceTable {
         ServiceTable::with(router, Arc::new(Metrics::new()), None)
-    }
-
-    /// A table starting with `router`, whose services (and every replacement's) count in
-    /// `metrics`.
-    pub fn with_metrics(router: Router, metrics: Arc<Metrics>) -> ServiceTable {
-        ServiceTable::with(router, metrics, None)
-    }
-
-    /// A table starting with `router`, whose replacements are parsed with the gateway's
-    /// `[x402]` section.
-    pub fn with_x402(
-        router: Router,
-        x402: Option<Arc<crate::x402::settings::X402Settings>>,
-    ) -> ServiceTable {
-        ServiceTable::with(router, Arc::new(Metrics::new()), x402)
     }
 
     /// A table starting with `router`, whose services (and every replacement's) count in
@@ -170,8 +150,11 @@ impl ServiceTable {
         Router::parse(configs, Some(&self.metrics), self.x402.as_deref())
     }
 
-    /// Puts `router` in force.
+    /// Puts `router` in force; its services' counters join the registry.
     pub fn install(&self, router: Router) {
+        for s in router.services() {
+            self.metrics.adopt(&s.metrics);
+        }
         self.current.store(Arc::new(router));
     }
 }
@@ -232,8 +215,8 @@ mod tests {
     #[test]
     fn counters_survive_a_replacement_by_name() {
         let metrics = Arc::new(Metrics::new());
-        let router = Router::from_configs_in(&[svc("a", None, None)], &metrics).unwrap();
-        let table = ServiceTable::with_metrics(router, metrics.clone());
+        let router = Router::from_configs(&[svc("a", None, None)]).unwrap();
+        let table = ServiceTable::with(router, metrics.clone(), None);
         table.load().services()[0].metrics.calls_served.add(3);
         table
             .replace(&[svc("b", None, None), svc("a", None, Some("/x"))])
@@ -250,6 +233,14 @@ mod tests {
             .collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(metrics.service("a").calls_served.get(), 3);
+        // A change refused, or parsed and never put in force, registers no counters.
+        assert!(
+            table
+                .replace(&[svc("z", None, None), svc("z", None, None)])
+                .is_err()
+        );
+        table.parse(&[svc("y", None, None)]).unwrap();
+        assert_eq!(metrics.services().len(), 2);
         // A table built without a registry still renders its services' counters.
         let plain = ServiceTable::new(Router::from_configs(&[svc("c", None, None)]).unwrap());
         assert_eq!(plain.metrics().services()[0].name(), "c");

@@ -38,8 +38,8 @@ pub struct Service {
     /// Header fields set on every upstream request, replacing the client's (values marked
     /// sensitive: never printed).
     pub upstream_headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    /// Its counters (the same ones across reloads when the table is built with a registry:
-    /// [`crate::router::Router::from_configs_in`]).
+    /// Its counters (the same ones across reloads and admin changes: a table's replacements
+    /// keep the counters of a name already registered, [`crate::router::ServiceTable::parse`]).
     pub metrics: std::sync::Arc<crate::metrics::ServiceMetrics>,
     /// Whether its 402 offers a Lightning invoice (`"l402"` in `rails`).
     pub l402: bool,
