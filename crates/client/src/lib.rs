@@ -558,10 +558,8 @@ impl L402Client {
                 .ok()
                 .and_then(|c| spend::token_terms(&c.macaroon).service);
             if let Some(token) = &refused
-                && service.as_deref().is_none_or(|s| s == token.service)
+                && refuses_token(service.as_deref(), token, &path)
             {
-                // A fresh challenge for the token's own service (or for its path, when the
-                // challenge names no service): it is used up or revoked.
                 acc.ledger.drop_token(token.id).await?;
             }
             let lock = acc.lock_for(&format!(
@@ -1113,6 +1111,17 @@ struct Paid {
     receipt: Receipt,
 }
 
+/// Whether a 402 answered to `token` on `path` shows the token used up or revoked: the
+/// challenge names the token's own service, or names none and the token was bought for this
+/// very path. A token tried on another path (the origin's newest) whose 402 names no service
+/// (x402 only, or an unreadable L402 challenge) may be for something else: it is kept.
+fn refuses_token(service: Option<&str>, token: &StoredToken, path: &str) -> bool {
+    match service {
+        Some(s) => s == token.service,
+        None => token.path == path,
+    }
+}
+
 fn spend_row_alive(row: &ledger::PaymentRow) -> bool {
     spend::process_alive(row.pid)
 }
@@ -1186,4 +1195,90 @@ pub fn parse_header_lines<'a>(
         map.append(name, value);
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Ledger, NewToken};
+
+    #[tokio::test]
+    async fn a_paid_token_survives_a_402_from_another_path_naming_no_service() {
+        // One origin: `/l402` (a Turnpike service bought with a bundle) and `/x402` (x402 only).
+        let required = turnpike_x402::PaymentRequired::new(
+            turnpike_x402::ResourceInfo {
+                url: "http://a/x402".into(),
+                description: String::new(),
+                mime_type: String::new(),
+            },
+            Vec::new(),
+        );
+        let header = required.to_header();
+        let app = axum::Router::new().route(
+            "/x402",
+            axum::routing::get(move || {
+                let header = header.clone();
+                async move { (StatusCode::PAYMENT_REQUIRED, [("payment-required", header)]) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_in(dir.path()).await.unwrap();
+        let bought = ledger
+            .store_token(
+                &NewToken {
+                    origin: &origin,
+                    service: "joke",
+                    path: "/l402",
+                    authorization: "L402 mac:pre",
+                    payment_id: None,
+                    calls_remaining: Some(5),
+                    valid_until: None,
+                },
+                now_unix(),
+            )
+            .await
+            .unwrap();
+        let url: reqwest::Url = format!("{origin}/x402").parse().unwrap();
+        let lightning = turnpike_lightning::DevPayWallet::new(url.clone()).unwrap();
+        let client = L402Client::new(Arc::new(lightning), Sats(1))
+            .unwrap()
+            .with_accounting(Accounting::new(
+                ledger.clone(),
+                "w",
+                budget::Budget::default(),
+                Msat(0),
+            ));
+        let err = client.fetch(FetchRequest::get(url)).await.unwrap_err();
+        assert!(matches!(err, ClientError::X402NotConfigured), "{err}");
+        let kept: Vec<i64> = ledger
+            .tokens()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(kept, [bought]);
+    }
+
+    #[test]
+    fn a_402_drops_a_token_only_for_its_service_or_its_own_path() {
+        let token = StoredToken {
+            id: 1,
+            origin: "http://a".into(),
+            service: "joke".into(),
+            path: "/joke".into(),
+            authorization: String::new(),
+            payment_id: None,
+            calls_remaining: Some(1),
+            valid_until: None,
+            created_at: 0,
+        };
+        assert!(refuses_token(Some("joke"), &token, "/other"));
+        assert!(!refuses_token(Some("other"), &token, "/joke"));
+        assert!(refuses_token(None, &token, "/joke"));
+        assert!(!refuses_token(None, &token, "/other"));
+    }
 }
