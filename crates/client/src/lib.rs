@@ -87,6 +87,10 @@ pub enum ClientError {
         .0.price()
     )]
     NotApproved(Box<Quote>),
+    /// The person asked to approve the payment said no; nothing was paid, and the other rail
+    /// of the 402 is not tried (the no is about the URL, not the currency).
+    #[error("paying {} was declined by the person asked: nothing was paid", .0.price())]
+    Declined(Box<Quote>),
     /// The ledger failed; nothing was paid after the failure.
     #[error("{0}")]
     Ledger(LedgerError),
@@ -132,6 +136,7 @@ impl ClientError {
             | ClientError::OverTokenBudget(_)
             | ClientError::OverLimit { .. }
             | ClientError::NotApproved(_)
+            | ClientError::Declined(_)
             | ClientError::InvalidChallenge(_)
             | ClientError::HashMismatch { .. }
             | ClientError::NoAmount
@@ -153,7 +158,14 @@ impl ClientError {
                 | ClientError::OverTokenBudget(_)
                 | ClientError::OverLimit { .. }
                 | ClientError::NotApproved(_)
+                | ClientError::Declined(_)
         )
+    }
+
+    /// Whether the other rail of a 402 that offers both may be tried after this error: nothing
+    /// was paid, and no person said no.
+    pub fn may_try_other_rail(&self) -> bool {
+        self.nothing_paid() && !matches!(self, ClientError::Declined(_))
     }
 }
 
@@ -668,7 +680,7 @@ impl L402Client {
             };
             match attempt {
                 Ok(paid) => return Ok(paid),
-                Err(e) if e.nothing_paid() => {
+                Err(e) if e.may_try_other_rail() => {
                     self.emit(Event::RailCannotPay {
                         rail: rail.name(),
                         reason: e.to_string(),
@@ -872,13 +884,7 @@ impl L402Client {
             return Err(ClientError::OverBudget(refusal));
         }
         if quote.needs_approval {
-            let yes = match &acc.approver {
-                Some(ask) => ask(quote.clone()).await,
-                None => false,
-            };
-            if !yes {
-                return Err(ClientError::NotApproved(Box::new(quote)));
-            }
+            ask_approval(acc, quote.clone()).await?;
         }
         self.emit(Event::Challenged {
             invoice: Box::new(invoice.clone()),
@@ -1122,6 +1128,17 @@ fn refuses_token(service: Option<&str>, token: &StoredToken, path: &str) -> bool
     }
 }
 
+/// Asks the person about a payment above `approve_above`: a no is
+/// [`ClientError::Declined`] (no other rail is tried); no one to
+/// ask is [`ClientError::NotApproved`].
+pub(crate) async fn ask_approval(acc: &Accounting, quote: Quote) -> Result<(), ClientError> {
+    match &acc.approver {
+        Some(ask) if ask(quote.clone()).await => Ok(()),
+        Some(_) => Err(ClientError::Declined(Box::new(quote))),
+        None => Err(ClientError::NotApproved(Box::new(quote))),
+    }
+}
+
 fn spend_row_alive(row: &ledger::PaymentRow) -> bool {
     spend::process_alive(row.pid)
 }
@@ -1261,6 +1278,27 @@ mod tests {
             .map(|t| t.id)
             .collect();
         assert_eq!(kept, [bought]);
+    }
+
+    #[test]
+    fn a_persons_no_stops_the_fetch_but_no_one_to_ask_tries_the_other_rail() {
+        let quote = || {
+            Box::new(Quote {
+                url: "http://a/".into(),
+                service: None,
+                amount_msat: 1000,
+                reserve_msat: 1000,
+                payment_hash: String::new(),
+                needs_approval: true,
+                refusal: None,
+                x402: None,
+            })
+        };
+        let declined = ClientError::Declined(quote());
+        assert!(declined.nothing_paid() && declined.is_refusal());
+        assert!(!declined.may_try_other_rail());
+        assert!(ClientError::NotApproved(quote()).may_try_other_rail());
+        assert!(!ClientError::Unresolved(1).may_try_other_rail());
     }
 
     #[test]

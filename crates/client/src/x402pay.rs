@@ -533,7 +533,7 @@ enum Approval {
 }
 
 /// Asks the wallet's approver about paying `offer` (above its asset's `approve_above`), unless
-/// the budget refuses it anyway; a no, or no one to ask, is [`ClientError::NotApproved`].
+/// the budget refuses it anyway; see [`crate::ask_approval`].
 async fn approve(
     acc: &Accounting,
     wallet: &X402Wallet,
@@ -550,16 +550,8 @@ async fn approve(
     if let Some(r) = q.refusal {
         return Ok(Approval::OverBudget(r));
     }
-    let q = crate::spend::Quote::for_x402(q);
-    let yes = match &acc.approver {
-        Some(ask) => ask(q.clone()).await,
-        None => false,
-    };
-    if yes {
-        Ok(Approval::Given)
-    } else {
-        Err(ClientError::NotApproved(Box::new(q)))
-    }
+    crate::ask_approval(acc, crate::spend::Quote::for_x402(q)).await?;
+    Ok(Approval::Given)
 }
 
 /// The x402 challenge of a 402 answer.

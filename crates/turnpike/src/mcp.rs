@@ -128,8 +128,9 @@ struct RequestParams {
 struct FetchParams {
     #[serde(flatten)]
     request: RequestParams,
-    /// The most this call may pay, in sats; it can only lower the server's limit and the
-    /// wallet's budget.
+    /// The most this call may pay over Lightning, in sats; it can only lower the server's
+    /// limit and the wallet's budget. It does not bound an x402 payment (bounded by the
+    /// asset's budget; lower that with l402_lower_budget's x402_* keys).
     #[serde(default)]
     max_sats: Option<u64>,
 }
@@ -349,7 +350,8 @@ fn tools() -> Vec<Tool> {
             "l402_fetch",
             "Fetch a URL, paying its HTTP 402 price from the wallet within the budget (L402 over \
              Lightning, or x402 in a stablecoin when the wallet has an x402 key), and return the \
-             status, headers and body, with what was paid.",
+             status, headers and body, with what was paid. max_sats bounds Lightning payments \
+             only; x402 payments are bounded by the wallet's per-asset budget.",
         )
         .with_output_schema::<FetchOutput>()
         .with_annotations(
@@ -528,7 +530,7 @@ impl TurnpikeMcp {
                  client cannot ask them (no elicitation support): nothing was paid",
                 q.price()
             ),
-            ClientError::NotApproved(q) => format!(
+            ClientError::NotApproved(q) | ClientError::Declined(q) => format!(
                 "the person did not approve paying {} for {}: nothing was paid",
                 q.price(),
                 q.url
