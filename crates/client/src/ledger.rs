@@ -518,6 +518,12 @@ impl Ledger {
         Ledger::open_in(&dir).await
     }
 
+    /// Closes the database now: every later operation fails (tests of a ledger failure).
+    #[cfg(test)]
+    pub(crate) fn close_now(&self) {
+        drop(self.pool.close());
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -725,9 +725,17 @@ impl L402Client {
         {
             result = known;
         }
-        record(acc, row.id, &result).await?;
-        acc.ledger.set_http_status(row.id, status.as_u16()).await?;
-        self.keep_credential(acc, &row, &response).await?;
+        // The answer was paid for: a ledger failure from here on is logged, never a reason to
+        // drop the answer. The credential is kept first; a row left unrecorded stays charged.
+        if let Err(e) = self.keep_credential(acc, &row, &response).await {
+            tracing::error!(id = row.id, "keeping the x402 credential failed: {e}");
+        }
+        if let Err(e) = record(acc, row.id, &result).await {
+            tracing::error!(id = row.id, "recording the x402 outcome failed: {e}");
+        }
+        if let Err(e) = acc.ledger.set_http_status(row.id, status.as_u16()).await {
+            tracing::error!(id = row.id, "recording the answer's status failed: {e}");
+        }
         let transaction = match &result {
             Settled(tx) => tx.clone(),
             _ => None,
@@ -736,11 +744,10 @@ impl L402Client {
             settled: matches!(result, Settled(_)),
             transaction: transaction.clone(),
         });
-        let state = acc
-            .ledger
-            .payment(row.id)
-            .await?
-            .map_or(PaymentState::Unknown, |r| r.state);
+        let state = match acc.ledger.payment(row.id).await {
+            Ok(Some(r)) => r.state,
+            _ => PaymentState::Unknown,
+        };
         Ok(X402Paid {
             response,
             receipt: X402Receipt {
@@ -1073,9 +1080,13 @@ mod tests {
         assert!(!in_flight_elsewhere(&row));
     }
 
-    /// A payee that answers every payment with a reported settlement failure (it could still
-    /// settle the authorisation itself): the signed payments it received.
-    async fn lying_payee(required: PaymentRequired) -> (reqwest::Url, Arc<Mutex<Vec<String>>>) {
+    /// A payee that answers every payment with a settlement report: with `settled`, 200 and
+    /// a body; without, 402 and a reported failure (it could still settle the authorisation
+    /// itself). The signed payments it received.
+    async fn payee(
+        required: PaymentRequired,
+        settled: bool,
+    ) -> (reqwest::Url, Arc<Mutex<Vec<String>>>) {
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let log = seen.clone();
         let app = axum::Router::new().route(
@@ -1089,8 +1100,9 @@ mod tests {
                         Some(p) => {
                             log.lock().unwrap().push(p.to_str().unwrap().to_owned());
                             let report = SettleResponse {
-                                success: false,
-                                error_reason: Some("unexpected_settle_error".into()),
+                                success: settled,
+                                error_reason: (!settled)
+                                    .then(|| "unexpected_settle_error".to_owned()),
                                 payer: None,
                                 transaction: None,
                                 network: Network::eip155(84532).unwrap(),
@@ -1099,12 +1111,15 @@ mod tests {
                                 "payment-response",
                                 report.to_header(X402Version::V2).parse().unwrap(),
                             );
+                            if settled {
+                                return (StatusCode::OK, out, "paid");
+                            }
                         }
                         None => {
                             out.insert("payment-required", required.to_header().parse().unwrap());
                         }
                     }
-                    (StatusCode::PAYMENT_REQUIRED, out)
+                    (StatusCode::PAYMENT_REQUIRED, out, "")
                 }
             }),
         );
@@ -1114,24 +1129,19 @@ mod tests {
         (url.parse().unwrap(), seen)
     }
 
-    #[tokio::test]
-    async fn a_reported_settlement_failure_stays_charged_and_the_same_payment_is_resent() {
-        let required = PaymentRequired::new(
+    fn usdc_offer() -> PaymentRequired {
+        PaymentRequired::new(
             ResourceInfo {
                 url: "http://a/paid".into(),
                 description: String::new(),
                 mime_type: String::new(),
             },
             vec![offer(84532, 1, 40, 600)],
-        );
-        let (url, seen) = lying_payee(required).await;
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = crate::ledger::Ledger::open_in(dir.path()).await.unwrap();
-        let budget = TokenBudget {
-            max_per_call: Some(40),
-            total: Some(100),
-            ..TokenBudget::default()
-        };
+        )
+    }
+
+    /// A client paying x402 only, from anvil's well-known payer key, within `budget`.
+    fn paying_client(url: &reqwest::Url, acc: Accounting, budget: TokenBudget) -> L402Client {
         let key =
             PayerKey::from_hex("59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
                 .unwrap();
@@ -1143,18 +1153,54 @@ mod tests {
             }],
         )
         .unwrap();
-        let acc = Accounting::new(
+        let lightning = turnpike_lightning::dev_wallet::DevPayWallet::new(url.clone()).unwrap();
+        L402Client::new(Arc::new(lightning), turnpike_l402::Sats(1))
+            .unwrap()
+            .with_accounting(acc)
+            .with_x402(Some(wallet), Rail::X402)
+            .without_lightning()
+    }
+
+    fn accounting(ledger: &crate::ledger::Ledger) -> Accounting {
+        Accounting::new(
             ledger.clone(),
             "w",
             crate::budget::Budget::default(),
             turnpike_l402::Msat(0),
-        );
-        let lightning = turnpike_lightning::dev_wallet::DevPayWallet::new(url.clone()).unwrap();
-        let client = L402Client::new(Arc::new(lightning), turnpike_l402::Sats(1))
-            .unwrap()
-            .with_accounting(acc)
-            .with_x402(Some(wallet), Rail::X402)
-            .without_lightning();
+        )
+    }
+
+    #[tokio::test]
+    async fn a_settled_answer_is_returned_when_the_ledger_fails_after_it() {
+        let (url, seen) = payee(usdc_offer(), true).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = crate::ledger::Ledger::open_in(dir.path()).await.unwrap();
+        let mut acc = accounting(&ledger);
+        // The ledger stops working right after the payment was sent.
+        let broken = ledger.clone();
+        acc.after_payment = Some(Arc::new(move || broken.close_now()));
+        let budget = TokenBudget {
+            max_per_call: Some(40),
+            ..TokenBudget::default()
+        };
+        let client = paying_client(&url, acc, budget);
+        let fetched = client.fetch(FetchRequest::get(url)).await.unwrap();
+        assert_eq!(fetched.response.status(), StatusCode::OK);
+        assert_eq!(fetched.response.text().await.unwrap(), "paid");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reported_settlement_failure_stays_charged_and_the_same_payment_is_resent() {
+        let (url, seen) = payee(usdc_offer(), false).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = crate::ledger::Ledger::open_in(dir.path()).await.unwrap();
+        let budget = TokenBudget {
+            max_per_call: Some(40),
+            total: Some(100),
+            ..TokenBudget::default()
+        };
+        let client = paying_client(&url, accounting(&ledger), budget);
         let mut receipts = Vec::new();
         for _ in 0..3 {
             let fetched = client.fetch(FetchRequest::get(url.clone())).await.unwrap();
