@@ -464,21 +464,32 @@ async fn chain_view(
 
 /// Asks the chain about a row whose outcome is unknown, when its asset has an RPC endpoint:
 /// used → settled; unused well past `validBefore` → it can never settle. `None`: still
-/// unknown (anything unexpected leaves it so).
-async fn ask_chain(wallet: &X402Wallet, row: &PaymentRow) -> Option<Outcome> {
-    let asset = wallet.asset_by_key(row.asset.as_deref()?)?;
-    let url = asset.rpc_url.as_ref()?;
-    let payer = row.payer.as_deref()?.parse::<Address>().ok()?;
+/// unknown (anything unexpected leaves it so; a failed RPC call is logged, never with its URL).
+async fn ask_chain(wallet: &X402Wallet, row: &PaymentRow) -> Result<Option<Outcome>, ChainError> {
+    let Some((asset, url, payer)) = chain_of(wallet, row) else {
+        return Ok(None);
+    };
     match chain_view(&wallet.rpc, url, asset.asset, payer, &row.payment_hash).await {
-        Ok(view) => view.verdict(row.valid_before, row.tx_hash.clone()),
+        Ok(view) => Ok(view.verdict(row.valid_before, row.tx_hash.clone())),
         Err(e) => {
             tracing::warn!(
                 id = row.id,
                 "asking the chain about an x402 payment failed: {e}"
             );
-            None
+            Err(e)
         }
     }
+}
+
+/// The asset of a row, its RPC endpoint and the payer, when all are known.
+fn chain_of<'a>(
+    wallet: &'a X402Wallet,
+    row: &PaymentRow,
+) -> Option<(&'a PayableAsset, &'a reqwest::Url, Address)> {
+    let asset = wallet.asset_by_key(row.asset.as_deref()?)?;
+    let url = asset.rpc_url.as_ref()?;
+    let payer = row.payer.as_deref()?.parse::<Address>().ok()?;
+    Some((asset, url, payer))
 }
 
 async fn record(acc: &Accounting, id: i64, outcome: &Outcome) -> Result<(), LedgerError> {
@@ -497,6 +508,9 @@ async fn record(acc: &Accounting, id: i64, outcome: &Outcome) -> Result<(), Ledg
 /// new x402 reservation.
 pub(crate) async fn recover(acc: &Accounting, wallet: &X402Wallet) -> Result<(), LedgerError> {
     let now = now_unix();
+    // An asset whose RPC failed once is not asked again in this pass: a dead endpoint costs
+    // one timeout, not one per open row.
+    let mut unreachable: Vec<String> = Vec::new();
     for row in acc.ledger.unresolved(&acc.wallet, "x402").await? {
         if row.state == PaymentState::Reserved && process_alive(row.pid) {
             continue;
@@ -507,12 +521,17 @@ pub(crate) async fn recover(acc: &Accounting, wallet: &X402Wallet) -> Result<(),
                 .await?;
             continue;
         }
-        if row
+        let expired = row
             .valid_before
-            .is_some_and(|v| v.saturating_add(EXPIRY_MARGIN_SECONDS) <= now)
-            && let Some(outcome) = ask_chain(wallet, &row).await
-        {
-            record(acc, row.id, &outcome).await?;
+            .is_some_and(|v| v.saturating_add(EXPIRY_MARGIN_SECONDS) <= now);
+        let asset = row.asset.clone().unwrap_or_default();
+        if !expired || unreachable.contains(&asset) {
+            continue;
+        }
+        match ask_chain(wallet, &row).await {
+            Ok(Some(outcome)) => record(acc, row.id, &outcome).await?,
+            Ok(None) => {}
+            Err(_) => unreachable.push(asset),
         }
     }
     Ok(())
@@ -721,7 +740,7 @@ impl L402Client {
         let status = response.status();
         let mut result = outcome(status, response.headers());
         if let Outcome::Unknown(_) = result
-            && let Some(known) = ask_chain(wallet, &row).await
+            && let Ok(Some(known)) = ask_chain(wallet, &row).await
         {
             result = known;
         }
@@ -1168,6 +1187,60 @@ mod tests {
             crate::budget::Budget::default(),
             turnpike_l402::Msat(0),
         )
+    }
+
+    #[tokio::test]
+    async fn a_dead_rpc_is_asked_once_per_recovery_not_once_per_row() {
+        let calls: Arc<Mutex<u32>> = Arc::default();
+        let count = calls.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move || {
+                *count.lock().unwrap() += 1;
+                async { StatusCode::BAD_GATEWAY }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rpc: reqwest::Url = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = crate::ledger::Ledger::open_in(dir.path()).await.unwrap();
+        let key =
+            PayerKey::from_hex("59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
+                .unwrap();
+        let payer = format!("{:#x}", key.address());
+        let usdc = PayableAsset {
+            rpc_url: Some(rpc),
+            ..asset(84532, 1)
+        };
+        let asset_key = usdc.key();
+        // Three payments of unknown outcome, long expired.
+        for n in 1..=3u8 {
+            let new = NewX402Payment {
+                wallet: "w",
+                url: "http://x/",
+                origin: "http://x",
+                asset: &asset_key,
+                amount: 1,
+                nonce: [n; 32],
+                valid_before: 1_000,
+                challenge: "c",
+                payer: &payer,
+            };
+            let id = ledger
+                .reserve_x402(&new, &TokenBudget::default(), 900)
+                .await
+                .unwrap();
+            ledger.set_x402_payment(id, "eyJ9").await.unwrap();
+            ledger.mark_unknown(id, "no answer", 901).await.unwrap();
+        }
+        let wallet = X402Wallet::new(key, vec![usdc]).unwrap();
+        recover(&accounting(&ledger), &wallet).await.unwrap();
+        assert_eq!(*calls.lock().unwrap(), 1);
+        // Nothing was learnt: all three stay charged.
+        assert_eq!(ledger.unresolved("w", "x402").await.unwrap().len(), 3);
     }
 
     #[tokio::test]
