@@ -122,6 +122,20 @@ pub enum ClientError {
     /// The x402 part of the 402 is malformed.
     #[error("the server's x402 challenge is unusable: {0}; nothing was paid")]
     InvalidX402(String),
+    /// The 402 came from another origin than the URL fetched, after a redirect: the budgets
+    /// are kept per origin, so it is not paid.
+    #[error(
+        "the payment was asked by {answered}, reached by a redirect from {asked}: nothing was \
+         paid (fetch the final URL {url} itself to pay it)"
+    )]
+    RedirectedPayment {
+        /// The origin fetched.
+        asked: String,
+        /// The origin that answered 402.
+        answered: String,
+        /// The URL that answered 402.
+        url: String,
+    },
     /// The 402 answer had no challenge in its headers and a body larger than the limit.
     #[error("the 402 answer's body is larger than {MAX_CHALLENGE_BODY} bytes")]
     BodyTooLarge,
@@ -144,7 +158,8 @@ impl ClientError {
             | ClientError::X402NotConfigured
             | ClientError::NoLightning
             | ClientError::NoPayableOffer(_)
-            | ClientError::InvalidX402(_) => true,
+            | ClientError::InvalidX402(_)
+            | ClientError::RedirectedPayment { .. } => true,
             ClientError::Payment(e) => spend::surely_not_sent(e),
             _ => false,
         }
@@ -558,6 +573,7 @@ impl L402Client {
                     x402: None,
                 });
             }
+            same_origin(&req.url, resp.url())?;
             let (headers, body) = read_402(resp).await?;
             let l402 = read_challenge(&headers, &body);
             let x402 = x402pay::read_x402(&headers, &body);
@@ -1139,6 +1155,19 @@ pub(crate) async fn ask_approval(acc: &Accounting, quote: Quote) -> Result<(), C
     }
 }
 
+/// Refuses a 402 that came from another origin than the URL fetched (a redirect): the budget
+/// would be charged to the wrong origin, and the payment sent where it was not budgeted.
+fn same_origin(asked: &reqwest::Url, answered: &reqwest::Url) -> Result<(), ClientError> {
+    if asked.origin() == answered.origin() {
+        return Ok(());
+    }
+    Err(ClientError::RedirectedPayment {
+        asked: asked.origin().ascii_serialization(),
+        answered: answered.origin().ascii_serialization(),
+        url: answered.to_string(),
+    })
+}
+
 fn spend_row_alive(row: &ledger::PaymentRow) -> bool {
     spend::process_alive(row.pid)
 }
@@ -1299,6 +1328,53 @@ mod tests {
         assert!(!declined.may_try_other_rail());
         assert!(ClientError::NotApproved(quote()).may_try_other_rail());
         assert!(!ClientError::Unresolved(1).may_try_other_rail());
+    }
+
+    #[tokio::test]
+    async fn a_402_reached_by_a_redirect_to_another_origin_is_not_paid() {
+        // `payee` asks for payment; `redirector`, another origin, sends there.
+        let payee = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let paid_url = format!("http://{}/paid", payee.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/paid",
+            axum::routing::get(|| async { (StatusCode::PAYMENT_REQUIRED, "pay") }),
+        );
+        tokio::spawn(async move { axum::serve(payee, app).await });
+        let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let start: reqwest::Url = format!("http://{}/go", redirector.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let target = paid_url.clone();
+        let app = axum::Router::new().route(
+            "/go",
+            axum::routing::get(move || {
+                let target = target.clone();
+                async move { (StatusCode::FOUND, [(header::LOCATION, target)]) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(redirector, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_in(dir.path()).await.unwrap();
+        let lightning = turnpike_lightning::DevPayWallet::new(start.clone()).unwrap();
+        let client = L402Client::new(Arc::new(lightning), Sats(1))
+            .unwrap()
+            .with_accounting(Accounting::new(
+                ledger.clone(),
+                "w",
+                budget::Budget::default(),
+                Msat(0),
+            ));
+        let err = client.fetch(FetchRequest::get(start)).await.unwrap_err();
+        match &err {
+            ClientError::RedirectedPayment { url, .. } => assert_eq!(*url, paid_url),
+            other => panic!("{other}"),
+        }
+        assert!(err.nothing_paid());
+        assert!(ledger.payments(None, None).await.unwrap().is_empty());
+        // The same origin, whatever the path: paid as usual.
+        let here: reqwest::Url = "http://a:1/x".parse().unwrap();
+        assert!(same_origin(&here, &"http://a:1/y?z".parse().unwrap()).is_ok());
+        assert!(same_origin(&here, &"https://a:1/x".parse().unwrap()).is_err());
     }
 
     #[test]
