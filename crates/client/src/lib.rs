@@ -1248,6 +1248,19 @@ mod tests {
     use super::*;
     use crate::ledger::{Ledger, NewToken};
 
+    /// A client with a ledger and no budget limits; its Lightning wallet is never reached.
+    fn accounted_client(url: &reqwest::Url, ledger: &Ledger) -> L402Client {
+        let lightning = turnpike_lightning::DevPayWallet::new(url.clone()).unwrap();
+        L402Client::new(Arc::new(lightning), Sats(1))
+            .unwrap()
+            .with_accounting(Accounting::new(
+                ledger.clone(),
+                "w",
+                budget::Budget::default(),
+                Msat(0),
+            ))
+    }
+
     #[tokio::test]
     async fn a_paid_token_survives_a_402_from_another_path_naming_no_service() {
         // One origin: `/l402` (a Turnpike service bought with a bundle) and `/x402` (x402 only).
@@ -1288,15 +1301,7 @@ mod tests {
             .await
             .unwrap();
         let url: reqwest::Url = format!("{origin}/x402").parse().unwrap();
-        let lightning = turnpike_lightning::DevPayWallet::new(url.clone()).unwrap();
-        let client = L402Client::new(Arc::new(lightning), Sats(1))
-            .unwrap()
-            .with_accounting(Accounting::new(
-                ledger.clone(),
-                "w",
-                budget::Budget::default(),
-                Msat(0),
-            ));
+        let client = accounted_client(&url, &ledger);
         let err = client.fetch(FetchRequest::get(url)).await.unwrap_err();
         assert!(matches!(err, ClientError::X402NotConfigured), "{err}");
         let kept: Vec<i64> = ledger
@@ -1355,15 +1360,7 @@ mod tests {
         tokio::spawn(async move { axum::serve(redirector, app).await });
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open_in(dir.path()).await.unwrap();
-        let lightning = turnpike_lightning::DevPayWallet::new(start.clone()).unwrap();
-        let client = L402Client::new(Arc::new(lightning), Sats(1))
-            .unwrap()
-            .with_accounting(Accounting::new(
-                ledger.clone(),
-                "w",
-                budget::Budget::default(),
-                Msat(0),
-            ));
+        let client = accounted_client(&start, &ledger);
         let err = client.fetch(FetchRequest::get(start)).await.unwrap_err();
         match &err {
             ClientError::RedirectedPayment { url, .. } => assert_eq!(*url, paid_url),
