@@ -1343,7 +1343,12 @@ mod tests {
 
         /// The challenge identity changes with the URL and with every term of the offer.
         #[test]
-        fn the_challenge_key_tells_terms_apart(amount in 1u128..1_000_000, timeout in 1u64..600) {
+        fn the_challenge_key_tells_terms_apart(
+            amount in 1u128..1_000_000,
+            timeout in 1u64..600,
+            pay_to in 0u8..0xee,
+            name in "[A-Za-z]{0,8}".prop_filter("another name", |n| n != "USDC"),
+        ) {
             let req = FetchRequest::get("http://a/x".parse().unwrap());
             let base = offer(84532, 1, amount, timeout);
             let key = challenge_key(&req, &base);
@@ -1352,6 +1357,14 @@ mod tests {
             prop_assert_ne!(&key, &challenge_key(&req, &offer(84532, 1, amount + 1, timeout)));
             prop_assert_ne!(&key, &challenge_key(&req, &offer(84532, 1, amount, timeout + 1)));
             prop_assert_ne!(&key, &challenge_key(&req, &offer(84532, 2, amount, timeout)));
+            let pay_to = PaymentRequirements { pay_to: addr(pay_to), ..base.clone() };
+            prop_assert_ne!(&key, &challenge_key(&req, &pay_to));
+            let mut extra = base.clone();
+            extra.extra.name = name;
+            prop_assert_ne!(&key, &challenge_key(&req, &extra));
+            let mut version = base.clone();
+            version.extra.version = "3".into();
+            prop_assert_ne!(&key, &challenge_key(&req, &version));
         }
     }
 }
