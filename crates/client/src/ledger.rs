@@ -518,6 +518,12 @@ impl Ledger {
         Ledger::open_in(&dir).await
     }
 
+    /// Closes the database now: every later operation fails (tests of a ledger failure).
+    #[cfg(test)]
+    pub(crate) fn close_now(&self) {
+        drop(self.pool.close());
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -619,7 +625,7 @@ impl Ledger {
             .bind(new.wallet)
             .bind(new.url)
             .bind(new.origin)
-            .bind(hex_of(&new.nonce))
+            .bind(hex::encode(new.nonce))
             .bind(i64::from(std::process::id()))
             .bind(new.asset)
             .bind(to_i64(new.amount)?)
@@ -663,27 +669,31 @@ impl Ledger {
         Ok(())
     }
 
-    /// The newest x402 payment of `wallet` for `challenge` whose outcome is not recorded and
-    /// whose signed authorisation is still valid at `now` (with `margin` seconds to spare):
-    /// send it again rather than sign another.
+    /// The x402 payments of `wallet` for `challenge` whose outcome is not recorded and whose
+    /// signed authorisation is still valid at `now` (with `margin` seconds to spare), newest
+    /// first: send one again rather than sign another. Only rows that got no answer, or an
+    /// error status, are returned: a 2xx without a settlement report was served (its nonce is
+    /// likely spent), so it stays charged but is not sent again. The caller skips rows whose send is
+    /// still in flight in another process (`reserved`, its pid alive).
     pub async fn reusable_x402(
         &self,
         wallet: &str,
         challenge: &str,
         now: u64,
         margin: u64,
-    ) -> Result<Option<PaymentRow>, LedgerError> {
-        let row = sqlx::query(
+    ) -> Result<Vec<PaymentRow>, LedgerError> {
+        let rows = sqlx::query(
             "SELECT * FROM payments WHERE wallet = ?1 AND challenge = ?2 AND rail = 'x402' \
              AND state IN ('reserved', 'unknown') AND x402_payment IS NOT NULL \
-             AND valid_before > ?3 ORDER BY id DESC LIMIT 1",
+             AND (http_status IS NULL OR http_status >= 400) \
+             AND valid_before > ?3 ORDER BY id DESC",
         )
         .bind(wallet)
         .bind(challenge)
         .bind(to_i64(now.saturating_add(margin))?)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        row.as_ref().map(row_to_payment).transpose()
+        rows.iter().map(row_to_payment).collect()
     }
 
     /// Records a payment as paid, at its real amount and fee.
@@ -709,31 +719,41 @@ impl Ledger {
         Ok(())
     }
 
-    /// Releases a reservation whose payment provably failed.
-    pub async fn release(&self, id: i64, reason: &str, now: u64) -> Result<(), LedgerError> {
-        self.set_state(id, PaymentState::Failed, reason, now).await
+    /// Releases a reservation whose payment provably failed. Only an open row (`reserved` or
+    /// `unknown`) is released: a row recorded `paid` or `failed` stays so. Returns whether it
+    /// changed.
+    pub async fn release(&self, id: i64, reason: &str, now: u64) -> Result<bool, LedgerError> {
+        self.set_open_state(id, PaymentState::Failed, reason, now)
+            .await
     }
 
-    /// Keeps a reservation whose outcome the wallet could not tell.
-    pub async fn mark_unknown(&self, id: i64, reason: &str, now: u64) -> Result<(), LedgerError> {
-        self.set_state(id, PaymentState::Unknown, reason, now).await
+    /// Keeps a reservation whose outcome the wallet could not tell. Only an open row
+    /// (`reserved` or `unknown`) changes: a recorded outcome is never taken back. Returns
+    /// whether it changed.
+    pub async fn mark_unknown(&self, id: i64, reason: &str, now: u64) -> Result<bool, LedgerError> {
+        self.set_open_state(id, PaymentState::Unknown, reason, now)
+            .await
     }
 
-    async fn set_state(
+    /// Moves an open row forward to `state`; rows already `paid` or `failed` are left alone.
+    async fn set_open_state(
         &self,
         id: i64,
         state: PaymentState,
         reason: &str,
         now: u64,
-    ) -> Result<(), LedgerError> {
-        sqlx::query("UPDATE payments SET state = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")
-            .bind(id)
-            .bind(state.as_str())
-            .bind(reason)
-            .bind(to_i64(now)?)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    ) -> Result<bool, LedgerError> {
+        let done = sqlx::query(
+            "UPDATE payments SET state = ?2, error = ?3, updated_at = ?4 WHERE id = ?1 \
+             AND state IN ('reserved', 'unknown')",
+        )
+        .bind(id)
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(to_i64(now)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Records the HTTP status of the call a payment was for.
@@ -918,10 +938,6 @@ pub struct NewX402Payment<'a> {
     pub challenge: &'a str,
     /// The paying address.
     pub payer: &'a str,
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn begin_immediate(
@@ -1418,6 +1434,7 @@ mod tests {
                     .reusable_x402("w", "same", now, 10)
                     .await
                     .unwrap()
+                    .first()
                     .map(|r| r.id)
             }
         };
@@ -1431,14 +1448,79 @@ mod tests {
         assert_eq!(found(1990).await, None);
         assert_eq!(
             ledger.reusable_x402("w", "other", 1000, 10).await.unwrap(),
-            None
+            Vec::<PaymentRow>::new()
         );
+        // Refused (an error status): still offered; served (2xx) without a settlement
+        // report: charged but not sent again, its nonce is likely spent.
+        ledger.set_http_status(id, 402).await.unwrap();
+        assert_eq!(found(1000).await, Some(id));
+        ledger.set_http_status(id, 200).await.unwrap();
+        assert_eq!(found(1000).await, None);
+        ledger.set_http_status(id, 402).await.unwrap();
         ledger.settle_x402(id, None, 1002).await.unwrap();
         assert_eq!(found(1000).await, None);
         assert_eq!(
             ledger.unresolved("w", "x402").await.unwrap(),
             Vec::<PaymentRow>::new()
         );
+    }
+
+    #[tokio::test]
+    async fn a_recorded_outcome_is_never_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_in(dir.path()).await.unwrap();
+        let none = TokenBudget::default();
+        let state = |id: i64| {
+            let ledger = ledger.clone();
+            async move { ledger.payment(id).await.unwrap().unwrap().state }
+        };
+        // Paid (one process's send settled): another's late refusal or failure changes nothing.
+        let paid = ledger
+            .reserve_x402(&x402_payment(1, 10, "c1"), &none, 1000)
+            .await
+            .unwrap();
+        assert!(ledger.mark_unknown(paid, "reserved", 1001).await.unwrap());
+        ledger.settle_x402(paid, Some("0xtx"), 1002).await.unwrap();
+        assert!(!ledger.mark_unknown(paid, "refused", 1003).await.unwrap());
+        assert!(!ledger.release(paid, "said failed", 1003).await.unwrap());
+        assert_eq!(state(paid).await, PaymentState::Paid);
+        // Released: it is not reopened as unknown.
+        let failed = ledger
+            .reserve_x402(&x402_payment(2, 10, "c2"), &none, 1000)
+            .await
+            .unwrap();
+        assert!(
+            ledger
+                .release(failed, "expired unused", 1001)
+                .await
+                .unwrap()
+        );
+        assert!(!ledger.mark_unknown(failed, "late", 1002).await.unwrap());
+        assert_eq!(state(failed).await, PaymentState::Failed);
+        // The same holds for Lightning rows.
+        let Reservation::New(l402) = ledger
+            .reserve(
+                &payment(PaymentHash([9; 32]), "o", 1),
+                &per_period(10),
+                None,
+                1000,
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("not reserved")
+        };
+        ledger
+            .settle(l402, Msat(1000), Msat(0), &Preimage([1; 32]), 1001)
+            .await
+            .unwrap();
+        assert!(!ledger.release(l402, "late", 1002).await.unwrap());
+        assert_eq!(state(l402).await, PaymentState::Paid);
+        let spent = ledger
+            .spent_units("w", "eip155:84532/0xabc", "http://x", &none, 1004)
+            .await
+            .unwrap();
+        assert_eq!(spent.total, 10);
     }
 
     #[tokio::test]

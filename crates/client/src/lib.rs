@@ -87,6 +87,10 @@ pub enum ClientError {
         .0.price()
     )]
     NotApproved(Box<Quote>),
+    /// The person asked to approve the payment said no; nothing was paid, and the other rail
+    /// of the 402 is not tried (the no is about the URL, not the currency).
+    #[error("paying {} was declined by the person asked: nothing was paid", .0.price())]
+    Declined(Box<Quote>),
     /// The ledger failed; nothing was paid after the failure.
     #[error("{0}")]
     Ledger(LedgerError),
@@ -118,6 +122,20 @@ pub enum ClientError {
     /// The x402 part of the 402 is malformed.
     #[error("the server's x402 challenge is unusable: {0}; nothing was paid")]
     InvalidX402(String),
+    /// The 402 came from another origin than the URL fetched, after a redirect: the budgets
+    /// are kept per origin, so it is not paid.
+    #[error(
+        "the payment was asked by {answered}, reached by a redirect from {asked}: nothing was \
+         paid (fetch the final URL {url} itself to pay it)"
+    )]
+    RedirectedPayment {
+        /// The origin fetched.
+        asked: String,
+        /// The origin that answered 402.
+        answered: String,
+        /// The URL that answered 402.
+        url: String,
+    },
     /// The 402 answer had no challenge in its headers and a body larger than the limit.
     #[error("the 402 answer's body is larger than {MAX_CHALLENGE_BODY} bytes")]
     BodyTooLarge,
@@ -132,6 +150,7 @@ impl ClientError {
             | ClientError::OverTokenBudget(_)
             | ClientError::OverLimit { .. }
             | ClientError::NotApproved(_)
+            | ClientError::Declined(_)
             | ClientError::InvalidChallenge(_)
             | ClientError::HashMismatch { .. }
             | ClientError::NoAmount
@@ -139,7 +158,8 @@ impl ClientError {
             | ClientError::X402NotConfigured
             | ClientError::NoLightning
             | ClientError::NoPayableOffer(_)
-            | ClientError::InvalidX402(_) => true,
+            | ClientError::InvalidX402(_)
+            | ClientError::RedirectedPayment { .. } => true,
             ClientError::Payment(e) => spend::surely_not_sent(e),
             _ => false,
         }
@@ -153,7 +173,14 @@ impl ClientError {
                 | ClientError::OverTokenBudget(_)
                 | ClientError::OverLimit { .. }
                 | ClientError::NotApproved(_)
+                | ClientError::Declined(_)
         )
+    }
+
+    /// Whether the other rail of a 402 that offers both may be tried after this error: nothing
+    /// was paid, and no person said no.
+    pub fn may_try_other_rail(&self) -> bool {
+        self.nothing_paid() && !matches!(self, ClientError::Declined(_))
     }
 }
 
@@ -546,6 +573,7 @@ impl L402Client {
                     x402: None,
                 });
             }
+            same_origin(&req.url, resp.url())?;
             let (headers, body) = read_402(resp).await?;
             let l402 = read_challenge(&headers, &body);
             let x402 = x402pay::read_x402(&headers, &body);
@@ -558,10 +586,8 @@ impl L402Client {
                 .ok()
                 .and_then(|c| spend::token_terms(&c.macaroon).service);
             if let Some(token) = &refused
-                && service.as_deref().is_none_or(|s| s == token.service)
+                && refuses_token(service.as_deref(), token, &path)
             {
-                // A fresh challenge for the token's own service (or for its path, when the
-                // challenge names no service): it is used up or revoked.
                 acc.ledger.drop_token(token.id).await?;
             }
             let lock = acc.lock_for(&format!(
@@ -670,7 +696,7 @@ impl L402Client {
             };
             match attempt {
                 Ok(paid) => return Ok(paid),
-                Err(e) if e.nothing_paid() => {
+                Err(e) if e.may_try_other_rail() => {
                     self.emit(Event::RailCannotPay {
                         rail: rail.name(),
                         reason: e.to_string(),
@@ -874,13 +900,7 @@ impl L402Client {
             return Err(ClientError::OverBudget(refusal));
         }
         if quote.needs_approval {
-            let yes = match &acc.approver {
-                Some(ask) => ask(quote.clone()).await,
-                None => false,
-            };
-            if !yes {
-                return Err(ClientError::NotApproved(Box::new(quote)));
-            }
+            ask_approval(acc, quote.clone()).await?;
         }
         self.emit(Event::Challenged {
             invoice: Box::new(invoice.clone()),
@@ -1113,6 +1133,41 @@ struct Paid {
     receipt: Receipt,
 }
 
+/// Whether a 402 answered to `token` on `path` shows the token used up or revoked: the
+/// challenge names the token's own service, or names none and the token was bought for this
+/// very path. A token tried on another path (the origin's newest) whose 402 names no service
+/// (x402 only, or an unreadable L402 challenge) may be for something else: it is kept.
+fn refuses_token(service: Option<&str>, token: &StoredToken, path: &str) -> bool {
+    match service {
+        Some(s) => s == token.service,
+        None => token.path == path,
+    }
+}
+
+/// Asks the person about a payment above `approve_above`: a no is
+/// [`ClientError::Declined`] (no other rail is tried); no one to
+/// ask is [`ClientError::NotApproved`].
+pub(crate) async fn ask_approval(acc: &Accounting, quote: Quote) -> Result<(), ClientError> {
+    match &acc.approver {
+        Some(ask) if ask(quote.clone()).await => Ok(()),
+        Some(_) => Err(ClientError::Declined(Box::new(quote))),
+        None => Err(ClientError::NotApproved(Box::new(quote))),
+    }
+}
+
+/// Refuses a 402 that came from another origin than the URL fetched (a redirect): the budget
+/// would be charged to the wrong origin, and the payment sent where it was not budgeted.
+fn same_origin(asked: &reqwest::Url, answered: &reqwest::Url) -> Result<(), ClientError> {
+    if asked.origin() == answered.origin() {
+        return Ok(());
+    }
+    Err(ClientError::RedirectedPayment {
+        asked: asked.origin().ascii_serialization(),
+        answered: answered.origin().ascii_serialization(),
+        url: answered.to_string(),
+    })
+}
+
 fn spend_row_alive(row: &ledger::PaymentRow) -> bool {
     spend::process_alive(row.pid)
 }
@@ -1186,4 +1241,155 @@ pub fn parse_header_lines<'a>(
         map.append(name, value);
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Ledger, NewToken};
+
+    /// A client with a ledger and no budget limits; its Lightning wallet is never reached.
+    fn accounted_client(url: &reqwest::Url, ledger: &Ledger) -> L402Client {
+        let lightning = turnpike_lightning::DevPayWallet::new(url.clone()).unwrap();
+        L402Client::new(Arc::new(lightning), Sats(1))
+            .unwrap()
+            .with_accounting(Accounting::new(
+                ledger.clone(),
+                "w",
+                budget::Budget::default(),
+                Msat(0),
+            ))
+    }
+
+    #[tokio::test]
+    async fn a_paid_token_survives_a_402_from_another_path_naming_no_service() {
+        // One origin: `/l402` (a Turnpike service bought with a bundle) and `/x402` (x402 only).
+        let required = turnpike_x402::PaymentRequired::new(
+            turnpike_x402::ResourceInfo {
+                url: "http://a/x402".into(),
+                description: String::new(),
+                mime_type: String::new(),
+            },
+            Vec::new(),
+        );
+        let header = required.to_header();
+        let app = axum::Router::new().route(
+            "/x402",
+            axum::routing::get(move || {
+                let header = header.clone();
+                async move { (StatusCode::PAYMENT_REQUIRED, [("payment-required", header)]) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_in(dir.path()).await.unwrap();
+        let bought = ledger
+            .store_token(
+                &NewToken {
+                    origin: &origin,
+                    service: "joke",
+                    path: "/l402",
+                    authorization: "L402 mac:pre",
+                    payment_id: None,
+                    calls_remaining: Some(5),
+                    valid_until: None,
+                },
+                now_unix(),
+            )
+            .await
+            .unwrap();
+        let url: reqwest::Url = format!("{origin}/x402").parse().unwrap();
+        let client = accounted_client(&url, &ledger);
+        let err = client.fetch(FetchRequest::get(url)).await.unwrap_err();
+        assert!(matches!(err, ClientError::X402NotConfigured), "{err}");
+        let kept: Vec<i64> = ledger
+            .tokens()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(kept, [bought]);
+    }
+
+    #[test]
+    fn a_persons_no_stops_the_fetch_but_no_one_to_ask_tries_the_other_rail() {
+        let quote = || {
+            Box::new(Quote {
+                url: "http://a/".into(),
+                service: None,
+                amount_msat: 1000,
+                reserve_msat: 1000,
+                payment_hash: String::new(),
+                needs_approval: true,
+                refusal: None,
+                x402: None,
+            })
+        };
+        let declined = ClientError::Declined(quote());
+        assert!(declined.nothing_paid() && declined.is_refusal());
+        assert!(!declined.may_try_other_rail());
+        assert!(ClientError::NotApproved(quote()).may_try_other_rail());
+        assert!(!ClientError::Unresolved(1).may_try_other_rail());
+    }
+
+    #[tokio::test]
+    async fn a_402_reached_by_a_redirect_to_another_origin_is_not_paid() {
+        // `payee` asks for payment; `redirector`, another origin, sends there.
+        let payee = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let paid_url = format!("http://{}/paid", payee.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/paid",
+            axum::routing::get(|| async { (StatusCode::PAYMENT_REQUIRED, "pay") }),
+        );
+        tokio::spawn(async move { axum::serve(payee, app).await });
+        let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let start: reqwest::Url = format!("http://{}/go", redirector.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let target = paid_url.clone();
+        let app = axum::Router::new().route(
+            "/go",
+            axum::routing::get(move || {
+                let target = target.clone();
+                async move { (StatusCode::FOUND, [(header::LOCATION, target)]) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(redirector, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_in(dir.path()).await.unwrap();
+        let client = accounted_client(&start, &ledger);
+        let err = client.fetch(FetchRequest::get(start)).await.unwrap_err();
+        match &err {
+            ClientError::RedirectedPayment { url, .. } => assert_eq!(*url, paid_url),
+            other => panic!("{other}"),
+        }
+        assert!(err.nothing_paid());
+        assert!(ledger.payments(None, None).await.unwrap().is_empty());
+        // The same origin, whatever the path: paid as usual.
+        let here: reqwest::Url = "http://a:1/x".parse().unwrap();
+        assert!(same_origin(&here, &"http://a:1/y?z".parse().unwrap()).is_ok());
+        assert!(same_origin(&here, &"https://a:1/x".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_402_drops_a_token_only_for_its_service_or_its_own_path() {
+        let token = StoredToken {
+            id: 1,
+            origin: "http://a".into(),
+            service: "joke".into(),
+            path: "/joke".into(),
+            authorization: String::new(),
+            payment_id: None,
+            calls_remaining: Some(1),
+            valid_until: None,
+            created_at: 0,
+        };
+        assert!(refuses_token(Some("joke"), &token, "/other"));
+        assert!(!refuses_token(Some("other"), &token, "/joke"));
+        assert!(refuses_token(None, &token, "/joke"));
+        assert!(!refuses_token(None, &token, "/other"));
+    }
 }

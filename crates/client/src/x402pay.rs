@@ -42,6 +42,10 @@ pub const MAX_TIMEOUT_SECONDS: u64 = 3_600;
 /// facilitator wants 6 s left).
 const REUSE_MARGIN_SECONDS: u64 = 10;
 
+/// An authorisation is taken as expired unused only once the chain's latest block is this
+/// much past its `validBefore` (clock skew, a lagging RPC node, a reorganisation).
+pub const EXPIRY_MARGIN_SECONDS: u64 = 300;
+
 /// Which rail a wallet uses first when a 402 offers both; the other is used when the first
 /// cannot pay (not configured, no payable offer, over budget, refused).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,12 +288,13 @@ pub fn challenge_key(req: &FetchRequest, offer: &PaymentRequirements) -> String 
 
 use Outcome::Settled;
 
-/// What the answer to a payment says about it.
+/// What is known of a signed payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Settled (the transaction hash when reported).
     Settled(Option<String>),
-    /// The server says the settlement failed: no money moved.
+    /// Provably never settled (the chain shows the authorisation unused past its window):
+    /// no money moved.
     Failed(String),
     /// Not known: the authorisation may still be settled until it expires.
     Unknown(String),
@@ -297,7 +302,9 @@ pub enum Outcome {
 
 /// Reads the outcome of a payment from the answer: `PAYMENT-RESPONSE` (v2) or
 /// `X-PAYMENT-RESPONSE` (v1), else a `Turnpike-Credential` (handed back only for a settled
-/// payment); anything else leaves it unknown.
+/// payment); anything else leaves it unknown. A server's report that the settlement failed
+/// is not proof: whoever holds the signed authorisation can still settle it until it
+/// expires, so it stays [`Outcome::Unknown`] (charged, and sent again on a retry).
 pub fn outcome(status: StatusCode, headers: &HeaderMap) -> Outcome {
     let settle = headers
         .get("payment-response")
@@ -305,10 +312,11 @@ pub fn outcome(status: StatusCode, headers: &HeaderMap) -> Outcome {
     if let Some(value) = settle {
         return match SettleResponse::from_header(value.as_bytes()) {
             Ok(s) if s.success => Settled(s.transaction.map(|t| format!("{t:#x}"))),
-            Ok(s) => Outcome::Failed(
-                s.error_reason
-                    .unwrap_or_else(|| "the settlement failed".to_owned()),
-            ),
+            Ok(s) => Outcome::Unknown(format!(
+                "the server reported the settlement failed ({}); the authorisation can still \
+                 be settled until it expires",
+                s.error_reason.as_deref().unwrap_or("no reason given")
+            )),
             Err(e) => Outcome::Unknown(format!("unreadable PAYMENT-RESPONSE: {e}")),
         };
     }
@@ -321,15 +329,115 @@ pub fn outcome(status: StatusCode, headers: &HeaderMap) -> Outcome {
     ))
 }
 
-/// Whether the authorisation `nonce` of `payer` was used (or cancelled) on the token contract:
-/// `authorizationState(address,bytes32)` over JSON-RPC.
-async fn authorization_used(
+/// Why the chain could not be asked about an authorisation. The RPC URL (which may carry an
+/// API key) is never part of it.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The request failed.
+    #[error("the RPC request failed: {0}")]
+    Http(reqwest::Error),
+    /// The answer has no usable `result`.
+    #[error("the RPC answered without a usable result: {0}")]
+    NoResult(String),
+    /// `authorizationState` did not answer exactly one 32-byte word.
+    #[error("authorizationState answered {0:?}, not one 32-byte word")]
+    NotAWord(String),
+}
+
+impl From<reqwest::Error> for ChainError {
+    fn from(e: reqwest::Error) -> ChainError {
+        ChainError::Http(e.without_url())
+    }
+}
+
+/// One JSON-RPC call; its `result`.
+async fn rpc_call(
+    rpc: &reqwest::Client,
+    url: &reqwest::Url,
+    method: &str,
+    params: serde_json::Value,
+) -> Result<serde_json::Value, ChainError> {
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let mut answer: serde_json::Value = rpc
+        .post(url.clone())
+        .json(&call)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    match answer.get_mut("result").map(serde_json::Value::take) {
+        Some(result) if !result.is_null() => Ok(result),
+        _ => Err(ChainError::NoResult(answer.to_string())),
+    }
+}
+
+/// A JSON-RPC quantity (`0x`-prefixed hex) as a number.
+fn quantity(value: &serde_json::Value) -> Option<u64> {
+    let hex = value.as_str()?.strip_prefix("0x")?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// The answer of `authorizationState`: exactly one 32-byte word, `0x` and 64 hex digits;
+/// non-zero means the nonce was used (or cancelled). Anything else is an error.
+pub fn authorization_state(result: &str) -> Result<bool, ChainError> {
+    let word = result
+        .strip_prefix("0x")
+        .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| ChainError::NotAWord(result.chars().take(80).collect()))?;
+    Ok(word.bytes().any(|b| b != b'0'))
+}
+
+/// What the chain says of an authorisation, read at one block: whether its nonce was used,
+/// and that block's timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainView {
+    /// `authorizationState` at the block.
+    pub used: bool,
+    /// The block's timestamp, unix seconds.
+    pub block_time: u64,
+}
+
+impl ChainView {
+    /// The outcome this view proves, if any: used → settled; unused at a block at least
+    /// [`EXPIRY_MARGIN_SECONDS`] past `valid_before` → it can never settle (the token accepts
+    /// it only while `block.timestamp < validBefore`). Anything else proves nothing.
+    pub fn verdict(self, valid_before: Option<u64>, tx: Option<String>) -> Option<Outcome> {
+        if self.used {
+            return Some(Settled(tx));
+        }
+        let past = valid_before
+            .is_some_and(|v| self.block_time >= v.saturating_add(EXPIRY_MARGIN_SECONDS));
+        past.then(|| {
+            Outcome::Failed(format!(
+                "expired unused (authorizationState at a block {EXPIRY_MARGIN_SECONDS} s or \
+                 more past validBefore)"
+            ))
+        })
+    }
+}
+
+/// Reads the chain's latest block, then the authorisation `nonce` of `payer` on the token
+/// contract (`authorizationState(address,bytes32)`) at that same block.
+async fn chain_view(
     rpc: &reqwest::Client,
     url: &reqwest::Url,
     asset: Address,
     payer: Address,
     nonce: &str,
-) -> Result<bool, String> {
+) -> Result<ChainView, ChainError> {
+    let block = rpc_call(
+        rpc,
+        url,
+        "eth_getBlockByNumber",
+        serde_json::json!(["latest", false]),
+    )
+    .await?;
+    let (Some(number), Some(block_time)) =
+        (quantity(&block["number"]), quantity(&block["timestamp"]))
+    else {
+        return Err(ChainError::NoResult(format!("latest block {block}")));
+    };
     let selector = &keccak256(b"authorizationState(address,bytes32)")[..4];
     let data = format!(
         "0x{}{:0>64}{}",
@@ -337,51 +445,59 @@ async fn authorization_used(
         hex::encode(payer.as_slice()),
         nonce
     );
-    let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
-        "params": [{"to": format!("0x{}", hex::encode(asset.as_slice())), "data": data}, "latest"]});
-    let answer: serde_json::Value = rpc
-        .post(url.clone())
-        .json(&call)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
-    let result = answer["result"]
+    let to = format!("0x{}", hex::encode(asset.as_slice()));
+    let result = rpc_call(
+        rpc,
+        url,
+        "eth_call",
+        serde_json::json!([{"to": to, "data": data}, format!("{number:#x}")]),
+    )
+    .await?;
+    let word = result
         .as_str()
-        .ok_or_else(|| format!("eth_call answered {answer}"))?;
-    Ok(result.trim_start_matches("0x").chars().any(|c| c != '0'))
+        .ok_or_else(|| ChainError::NotAWord(result.to_string()))?;
+    Ok(ChainView {
+        used: authorization_state(word)?,
+        block_time,
+    })
 }
 
 /// Asks the chain about a row whose outcome is unknown, when its asset has an RPC endpoint:
-/// used → settled; unused after `validBefore` → it can never settle. `None`: still unknown.
-async fn ask_chain(wallet: &X402Wallet, row: &PaymentRow, now: u64) -> Option<Outcome> {
-    let asset = wallet.asset_by_key(row.asset.as_deref()?)?;
-    let url = asset.rpc_url.as_ref()?;
-    let payer = row.payer.as_deref()?.parse::<Address>().ok()?;
-    match authorization_used(&wallet.rpc, url, asset.asset, payer, &row.payment_hash).await {
-        Ok(true) => Some(Settled(row.tx_hash.clone())),
-        Ok(false) if row.valid_before.is_some_and(|v| v <= now) => Some(Outcome::Failed(
-            "expired unused (authorizationState on chain)".to_owned(),
-        )),
-        Ok(false) => None,
+/// used → settled; unused well past `validBefore` → it can never settle. `None`: still
+/// unknown (anything unexpected leaves it so; a failed RPC call is logged, never with its URL).
+async fn ask_chain(wallet: &X402Wallet, row: &PaymentRow) -> Result<Option<Outcome>, ChainError> {
+    let Some((asset, url, payer)) = chain_of(wallet, row) else {
+        return Ok(None);
+    };
+    match chain_view(&wallet.rpc, url, asset.asset, payer, &row.payment_hash).await {
+        Ok(view) => Ok(view.verdict(row.valid_before, row.tx_hash.clone())),
         Err(e) => {
             tracing::warn!(
                 id = row.id,
                 "asking the chain about an x402 payment failed: {e}"
             );
-            None
+            Err(e)
         }
     }
+}
+
+/// The asset of a row, its RPC endpoint and the payer, when all are known.
+fn chain_of<'a>(
+    wallet: &'a X402Wallet,
+    row: &PaymentRow,
+) -> Option<(&'a PayableAsset, &'a reqwest::Url, Address)> {
+    let asset = wallet.asset_by_key(row.asset.as_deref()?)?;
+    let url = asset.rpc_url.as_ref()?;
+    let payer = row.payer.as_deref()?.parse::<Address>().ok()?;
+    Some((asset, url, payer))
 }
 
 async fn record(acc: &Accounting, id: i64, outcome: &Outcome) -> Result<(), LedgerError> {
     let now = now_unix();
     match outcome {
         Settled(tx) => acc.ledger.settle_x402(id, tx.as_deref(), now).await,
-        Outcome::Failed(reason) => acc.ledger.release(id, reason, now).await,
-        Outcome::Unknown(reason) => acc.ledger.mark_unknown(id, reason, now).await,
+        Outcome::Failed(reason) => acc.ledger.release(id, reason, now).await.map(drop),
+        Outcome::Unknown(reason) => acc.ledger.mark_unknown(id, reason, now).await.map(drop),
     }
 }
 
@@ -392,6 +508,9 @@ async fn record(acc: &Accounting, id: i64, outcome: &Outcome) -> Result<(), Ledg
 /// new x402 reservation.
 pub(crate) async fn recover(acc: &Accounting, wallet: &X402Wallet) -> Result<(), LedgerError> {
     let now = now_unix();
+    // An asset whose RPC failed once is not asked again in this pass: a dead endpoint costs
+    // one timeout, not one per open row.
+    let mut unreachable: Vec<String> = Vec::new();
     for row in acc.ledger.unresolved(&acc.wallet, "x402").await? {
         if row.state == PaymentState::Reserved && process_alive(row.pid) {
             continue;
@@ -402,13 +521,26 @@ pub(crate) async fn recover(acc: &Accounting, wallet: &X402Wallet) -> Result<(),
                 .await?;
             continue;
         }
-        if row.valid_before.is_some_and(|v| v <= now)
-            && let Some(outcome) = ask_chain(wallet, &row, now).await
-        {
-            record(acc, row.id, &outcome).await?;
+        let expired = row
+            .valid_before
+            .is_some_and(|v| v.saturating_add(EXPIRY_MARGIN_SECONDS) <= now);
+        let asset = row.asset.clone().unwrap_or_default();
+        if !expired || unreachable.contains(&asset) {
+            continue;
+        }
+        match ask_chain(wallet, &row).await {
+            Ok(Some(outcome)) => record(acc, row.id, &outcome).await?,
+            Ok(None) => {}
+            Err(_) => unreachable.push(asset),
         }
     }
     Ok(())
+}
+
+/// Whether `row` is being sent by another live process right now (reserved, not ours, its
+/// process running): sending it again at the same time could race that send's record.
+fn in_flight_elsewhere(row: &PaymentRow) -> bool {
+    row.state == PaymentState::Reserved && row.pid != std::process::id() && process_alive(row.pid)
 }
 
 /// What asking a person about an x402 payment gave.
@@ -420,7 +552,7 @@ enum Approval {
 }
 
 /// Asks the wallet's approver about paying `offer` (above its asset's `approve_above`), unless
-/// the budget refuses it anyway; a no, or no one to ask, is [`ClientError::NotApproved`].
+/// the budget refuses it anyway; see [`crate::ask_approval`].
 async fn approve(
     acc: &Accounting,
     wallet: &X402Wallet,
@@ -437,16 +569,8 @@ async fn approve(
     if let Some(r) = q.refusal {
         return Ok(Approval::OverBudget(r));
     }
-    let q = crate::spend::Quote::for_x402(q);
-    let yes = match &acc.approver {
-        Some(ask) => ask(q.clone()).await,
-        None => false,
-    };
-    if yes {
-        Ok(Approval::Given)
-    } else {
-        Err(ClientError::NotApproved(Box::new(q)))
-    }
+    crate::ask_approval(acc, crate::spend::Quote::for_x402(q)).await?;
+    Ok(Approval::Given)
 }
 
 /// The x402 challenge of a 402 answer.
@@ -491,11 +615,11 @@ impl L402Client {
         let now = now_unix();
         for (offer, asset) in &candidates {
             let challenge = challenge_key(req, offer);
-            if let Some(row) = acc
+            let open = acc
                 .ledger
                 .reusable_x402(&acc.wallet, &challenge, now, REUSE_MARGIN_SECONDS)
-                .await?
-            {
+                .await?;
+            if let Some(row) = open.into_iter().find(|r| !in_flight_elsewhere(r)) {
                 return self
                     .send_x402(acc, wallet, req, row, (offer, asset), true)
                     .await;
@@ -506,23 +630,9 @@ impl L402Client {
         recover(acc, wallet).await?;
         let mut refusal = None;
         for (offer, asset) in candidates {
-            let challenge = challenge_key(req, offer);
-            let nonce: [u8; 32] = rand::random();
-            let payer = format!("{:#x}", wallet.address());
-            let asset_key = asset.key();
-            let new = NewX402Payment {
-                wallet: &acc.wallet,
-                url: req.url.as_str(),
-                origin,
-                asset: &asset_key,
-                amount: u64::try_from(offer.amount.base_units())
-                    .map_err(|_| LedgerError::OutOfRange(u64::MAX))?,
-                nonce,
-                valid_before: now.saturating_add(offer.max_timeout_seconds),
-                challenge: &challenge,
-                payer: &payer,
-            };
-            if asset.budget.needs_approval(u128::from(new.amount)) {
+            let amount = u64::try_from(offer.amount.base_units())
+                .map_err(|_| LedgerError::OutOfRange(u64::MAX))?;
+            if asset.budget.needs_approval(u128::from(amount)) {
                 match approve(acc, wallet, req, required, offer).await? {
                     Approval::Given => {}
                     Approval::OverBudget(r) => {
@@ -531,6 +641,22 @@ impl L402Client {
                     }
                 }
             }
+            // Taken after the approval, which may wait for a person: the window starts now.
+            let now = now_unix();
+            let challenge = challenge_key(req, offer);
+            let payer = format!("{:#x}", wallet.address());
+            let asset_key = asset.key();
+            let new = NewX402Payment {
+                wallet: &acc.wallet,
+                url: req.url.as_str(),
+                origin,
+                asset: &asset_key,
+                amount,
+                nonce: rand::random(),
+                valid_before: now.saturating_add(offer.max_timeout_seconds),
+                challenge: &challenge,
+                payer: &payer,
+            };
             let id = match acc.ledger.reserve_x402(&new, &asset.budget, now).await {
                 Ok(id) => id,
                 Err(LedgerError::OverTokenBudget(r)) => {
@@ -541,7 +667,7 @@ impl L402Client {
             };
             // Signed only now that the reservation is on disk; stored before it is sent.
             let resource = (version == X402Version::V2).then(|| required.resource.clone());
-            let payment = match wallet.key.pay(offer, resource, version, now, nonce) {
+            let payment = match wallet.key.pay(offer, resource, version, now, new.nonce) {
                 Ok(p) => match raw_offer(headers, offer) {
                     Some(entry) => p.with_accepted_json(entry),
                     None => p,
@@ -613,18 +739,22 @@ impl L402Client {
         }
         let status = response.status();
         let mut result = outcome(status, response.headers());
-        if resent && let Outcome::Failed(reason) = &result {
-            // It may have settled when first sent: a refusal now proves nothing.
-            result = Outcome::Unknown(format!("sent again and refused: {reason}"));
-        }
         if let Outcome::Unknown(_) = result
-            && let Some(known) = ask_chain(wallet, &row, now_unix()).await
+            && let Ok(Some(known)) = ask_chain(wallet, &row).await
         {
             result = known;
         }
-        record(acc, row.id, &result).await?;
-        acc.ledger.set_http_status(row.id, status.as_u16()).await?;
-        self.keep_credential(acc, &row, &response).await?;
+        // The answer was paid for: a ledger failure from here on is logged, never a reason to
+        // drop the answer. The credential is kept first; a row left unrecorded stays charged.
+        if let Err(e) = self.keep_credential(acc, &row, &response).await {
+            tracing::error!(id = row.id, "keeping the x402 credential failed: {e}");
+        }
+        if let Err(e) = record(acc, row.id, &result).await {
+            tracing::error!(id = row.id, "recording the x402 outcome failed: {e}");
+        }
+        if let Err(e) = acc.ledger.set_http_status(row.id, status.as_u16()).await {
+            tracing::error!(id = row.id, "recording the answer's status failed: {e}");
+        }
         let transaction = match &result {
             Settled(tx) => tx.clone(),
             _ => None,
@@ -633,11 +763,10 @@ impl L402Client {
             settled: matches!(result, Settled(_)),
             transaction: transaction.clone(),
         });
-        let state = acc
-            .ledger
-            .payment(row.id)
-            .await?
-            .map_or(PaymentState::Unknown, |r| r.state);
+        let state = match acc.ledger.payment(row.id).await {
+            Ok(Some(r)) => r.state,
+            _ => PaymentState::Unknown,
+        };
         Ok(X402Paid {
             response,
             receipt: X402Receipt {
@@ -735,6 +864,8 @@ fn describe_offers(wallet: &X402Wallet, required: &PaymentRequired) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use proptest::prelude::*;
     use turnpike_x402::{ResourceInfo, TokenAmount, TokenDomain};
 
@@ -819,10 +950,11 @@ mod tests {
             outcome(StatusCode::OK, &report(true)),
             Settled(Some(format!("0x{}", "ab".repeat(32))))
         );
-        assert_eq!(
+        // A reported failure is no proof: the authorisation can still be settled.
+        assert!(matches!(
             outcome(StatusCode::PAYMENT_REQUIRED, &report(false)),
-            Outcome::Failed("insufficient_funds".into())
-        );
+            Outcome::Unknown(reason) if reason.contains("insufficient_funds")
+        ));
         let mut credential = HeaderMap::new();
         credential.insert(TURNPIKE_CREDENTIAL, "L402 a:b".parse().unwrap());
         assert_eq!(outcome(StatusCode::OK, &credential), Settled(None));
@@ -870,7 +1002,316 @@ mod tests {
         assert!(read_x402(&bad, b"").unwrap().is_err());
     }
 
+    #[test]
+    fn only_one_full_word_answers_authorization_state() {
+        let word = |last: &str| format!("0x{}{last}", "0".repeat(63));
+        assert!(!authorization_state(&word("0")).unwrap());
+        assert!(authorization_state(&word("1")).unwrap());
+        for bad in [
+            "0x".to_owned(),
+            "0x0".to_owned(),
+            "0x01".to_owned(),
+            "".to_owned(),
+            format!("{}0", "0".repeat(64)),
+            format!("0x{}", "0".repeat(65)),
+            format!("0x{}g", "0".repeat(63)),
+            format!("0x{}", "0".repeat(128)),
+        ] {
+            assert!(authorization_state(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unused_is_expired_only_at_a_block_well_past_the_window() {
+        let unused = |block_time| ChainView {
+            used: false,
+            block_time,
+        };
+        let v = 10_000;
+        // Within the window, just past it, or past it by less than the margin: unknown.
+        for t in [v - 1, v, v + EXPIRY_MARGIN_SECONDS - 1] {
+            assert_eq!(unused(t).verdict(Some(v), None), None, "{t}");
+        }
+        assert!(matches!(
+            unused(v + EXPIRY_MARGIN_SECONDS).verdict(Some(v), None),
+            Some(Outcome::Failed(_))
+        ));
+        // No window recorded: never taken as expired.
+        assert_eq!(unused(u64::MAX).verdict(None, None), None);
+        // Used settles, whenever.
+        let used = ChainView {
+            used: true,
+            block_time: 0,
+        };
+        assert_eq!(
+            used.verdict(Some(v), Some("0xt".into())),
+            Some(Settled(Some("0xt".into())))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_rpc_call_does_not_tell_the_url() {
+        turnpike_lightning::ensure_crypto_provider();
+        let rpc = reqwest::Client::new();
+        let url: reqwest::Url = "http://127.0.0.1:1/v2/SECRETKEY".parse().unwrap();
+        let err = rpc_call(&rpc, &url, "eth_blockNumber", serde_json::json!([]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ChainError::Http(_)));
+        let told = format!("{err} {err:?}");
+        assert!(!told.contains("SECRETKEY"), "{told}");
+    }
+
+    #[tokio::test]
+    async fn a_row_sent_by_another_live_process_is_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = crate::ledger::Ledger::open_in(dir.path()).await.unwrap();
+        let new = NewX402Payment {
+            wallet: "w",
+            url: "http://x/",
+            origin: "http://x",
+            asset: "a",
+            amount: 1,
+            nonce: [1; 32],
+            valid_before: 2_000,
+            challenge: "c",
+            payer: "0x01",
+        };
+        let id = ledger
+            .reserve_x402(&new, &TokenBudget::default(), 1000)
+            .await
+            .unwrap();
+        let mut row = ledger.payment(id).await.unwrap().unwrap();
+        // Ours (the per-path lock serialises our own fetches): may be sent again.
+        assert!(!in_flight_elsewhere(&row));
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        row.pid = other.id();
+        assert!(in_flight_elsewhere(&row));
+        // Its outcome unknown, or its process gone: may be sent again.
+        row.state = PaymentState::Unknown;
+        assert!(!in_flight_elsewhere(&row));
+        row.state = PaymentState::Reserved;
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert!(!in_flight_elsewhere(&row));
+    }
+
+    /// A payee that answers every payment with a settlement report: with `settled`, 200 and
+    /// a body; without, 402 and a reported failure (it could still settle the authorisation
+    /// itself). The signed payments it received.
+    async fn payee(
+        required: PaymentRequired,
+        settled: bool,
+    ) -> (reqwest::Url, Arc<Mutex<Vec<String>>>) {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/paid",
+            axum::routing::get(move |headers: HeaderMap| {
+                let log = log.clone();
+                let required = required.clone();
+                async move {
+                    let mut out = HeaderMap::new();
+                    match headers.get("payment-signature") {
+                        Some(p) => {
+                            log.lock().unwrap().push(p.to_str().unwrap().to_owned());
+                            let report = SettleResponse {
+                                success: settled,
+                                error_reason: (!settled)
+                                    .then(|| "unexpected_settle_error".to_owned()),
+                                payer: None,
+                                transaction: None,
+                                network: Network::eip155(84532).unwrap(),
+                            };
+                            out.insert(
+                                "payment-response",
+                                report.to_header(X402Version::V2).parse().unwrap(),
+                            );
+                            if settled {
+                                return (StatusCode::OK, out, "paid");
+                            }
+                        }
+                        None => {
+                            out.insert("payment-required", required.to_header().parse().unwrap());
+                        }
+                    }
+                    (StatusCode::PAYMENT_REQUIRED, out, "")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/paid", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url.parse().unwrap(), seen)
+    }
+
+    fn usdc_offer() -> PaymentRequired {
+        PaymentRequired::new(
+            ResourceInfo {
+                url: "http://a/paid".into(),
+                description: String::new(),
+                mime_type: String::new(),
+            },
+            vec![offer(84532, 1, 40, 600)],
+        )
+    }
+
+    /// A client paying x402 only, from anvil's well-known payer key, within `budget`.
+    fn paying_client(url: &reqwest::Url, acc: Accounting, budget: TokenBudget) -> L402Client {
+        let key =
+            PayerKey::from_hex("59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
+                .unwrap();
+        let wallet = X402Wallet::new(
+            key,
+            vec![PayableAsset {
+                budget,
+                ..asset(84532, 1)
+            }],
+        )
+        .unwrap();
+        let lightning = turnpike_lightning::dev_wallet::DevPayWallet::new(url.clone()).unwrap();
+        L402Client::new(Arc::new(lightning), turnpike_l402::Sats(1))
+            .unwrap()
+            .with_accounting(acc)
+            .with_x402(Some(wallet), Rail::X402)
+            .without_lightning()
+    }
+
+    fn accounting(ledger: &crate::ledger::Ledger) -> Accounting {
+        Accounting::new(
+            ledger.clone(),
+            "w",
+            crate::budget::Budget::default(),
+            turnpike_l402::Msat(0),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_dead_rpc_is_asked_once_per_recovery_not_once_per_row() {
+        let calls: Arc<Mutex<u32>> = Arc::default();
+        let count = calls.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move || {
+                *count.lock().unwrap() += 1;
+                async { StatusCode::BAD_GATEWAY }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rpc: reqwest::Url = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = crate::ledger::Ledger::open_in(dir.path()).await.unwrap();
+        let key =
+            PayerKey::from_hex("59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
+                .unwrap();
+        let payer = format!("{:#x}", key.address());
+        let usdc = PayableAsset {
+            rpc_url: Some(rpc),
+            ..asset(84532, 1)
+        };
+        let asset_key = usdc.key();
+        // Three payments of unknown outcome, long expired.
+        for n in 1..=3u8 {
+            let new = NewX402Payment {
+                wallet: "w",
+                url: "http://x/",
+                origin: "http://x",
+                asset: &asset_key,
+                amount: 1,
+                nonce: [n; 32],
+                valid_before: 1_000,
+                challenge: "c",
+                payer: &payer,
+            };
+            let id = ledger
+                .reserve_x402(&new, &TokenBudget::default(), 900)
+                .await
+                .unwrap();
+            ledger.set_x402_payment(id, "eyJ9").await.unwrap();
+            ledger.mark_unknown(id, "no answer", 901).await.unwrap();
+        }
+        let wallet = X402Wallet::new(key, vec![usdc]).unwrap();
+        recover(&accounting(&ledger), &wallet).await.unwrap();
+        assert_eq!(*calls.lock().unwrap(), 1);
+        // Nothing was learnt: all three stay charged.
+        assert_eq!(ledger.unresolved("w", "x402").await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_settled_answer_is_returned_when_the_ledger_fails_after_it() {
+        let (url, seen) = payee(usdc_offer(), true).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = crate::ledger::Ledger::open_in(dir.path()).await.unwrap();
+        let mut acc = accounting(&ledger);
+        // The ledger stops working right after the payment was sent.
+        let broken = ledger.clone();
+        acc.after_payment = Some(Arc::new(move || broken.close_now()));
+        let budget = TokenBudget {
+            max_per_call: Some(40),
+            ..TokenBudget::default()
+        };
+        let client = paying_client(&url, acc, budget);
+        let fetched = client.fetch(FetchRequest::get(url)).await.unwrap();
+        assert_eq!(fetched.response.status(), StatusCode::OK);
+        assert_eq!(fetched.response.text().await.unwrap(), "paid");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reported_settlement_failure_stays_charged_and_the_same_payment_is_resent() {
+        let (url, seen) = payee(usdc_offer(), false).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = crate::ledger::Ledger::open_in(dir.path()).await.unwrap();
+        let budget = TokenBudget {
+            max_per_call: Some(40),
+            total: Some(100),
+            ..TokenBudget::default()
+        };
+        let client = paying_client(&url, accounting(&ledger), budget);
+        let mut receipts = Vec::new();
+        for _ in 0..3 {
+            let fetched = client.fetch(FetchRequest::get(url.clone())).await.unwrap();
+            receipts.push(fetched.x402.unwrap());
+        }
+        // Every fetch sent the one authorisation signed first; it still counts.
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|p| *p == seen[0]));
+        assert_eq!(
+            receipts.iter().map(|r| r.resent).collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        assert!(receipts.iter().all(|r| r.state == PaymentState::Unknown));
+        let spent = ledger
+            .spent_units(
+                "w",
+                &receipts[0].asset,
+                url.origin().ascii_serialization().as_str(),
+                &budget,
+                now_unix(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(spent.total, 40);
+        assert_eq!(ledger.payments(None, None).await.unwrap().len(), 1);
+    }
+
     proptest! {
+        /// Any answer but `0x` and 64 hex digits is refused.
+        #[test]
+        fn authorization_state_refuses_all_but_one_word(answer in ".{0,80}") {
+            let word = answer
+                .strip_prefix("0x")
+                .is_some_and(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()));
+            prop_assert_eq!(authorization_state(&answer).is_ok(), word);
+        }
+
         /// Whatever a server offers, only entries on a configured network and asset with a
         /// sane window are chosen, and every such entry is.
         #[test]
@@ -902,7 +1343,12 @@ mod tests {
 
         /// The challenge identity changes with the URL and with every term of the offer.
         #[test]
-        fn the_challenge_key_tells_terms_apart(amount in 1u128..1_000_000, timeout in 1u64..600) {
+        fn the_challenge_key_tells_terms_apart(
+            amount in 1u128..1_000_000,
+            timeout in 1u64..600,
+            pay_to in 0u8..0xee,
+            name in "[A-Za-z]{0,8}".prop_filter("another name", |n| n != "USDC"),
+        ) {
             let req = FetchRequest::get("http://a/x".parse().unwrap());
             let base = offer(84532, 1, amount, timeout);
             let key = challenge_key(&req, &base);
@@ -911,6 +1357,14 @@ mod tests {
             prop_assert_ne!(&key, &challenge_key(&req, &offer(84532, 1, amount + 1, timeout)));
             prop_assert_ne!(&key, &challenge_key(&req, &offer(84532, 1, amount, timeout + 1)));
             prop_assert_ne!(&key, &challenge_key(&req, &offer(84532, 2, amount, timeout)));
+            let pay_to = PaymentRequirements { pay_to: addr(pay_to), ..base.clone() };
+            prop_assert_ne!(&key, &challenge_key(&req, &pay_to));
+            let mut extra = base.clone();
+            extra.extra.name = name;
+            prop_assert_ne!(&key, &challenge_key(&req, &extra));
+            let mut version = base.clone();
+            version.extra.version = "3".into();
+            prop_assert_ne!(&key, &challenge_key(&req, &version));
         }
     }
 }

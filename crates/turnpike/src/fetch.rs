@@ -200,13 +200,18 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
             let (wallet, mut accounting, entry) =
                 wallet_named(name, &url, args.wallet_config.as_deref()).await?;
             accounting.cache = !args.no_cache;
-            accounting.approver = Some(Arc::new(|quote: Quote| {
-                Box::pin(async move {
-                    tokio::task::spawn_blocking(move || ask_on_terminal(&quote))
-                        .await
-                        .unwrap_or(false)
-                })
-            }));
+            // No terminal: no one to ask (such payments are refused, and the other rail of a
+            // 402 offering both may pay); a person's no stops the fetch.
+            accounting.approver = std::io::IsTerminal::is_terminal(&std::io::stdin()).then(|| {
+                let ask: turnpike_client::spend::Approver = Arc::new(|quote: Quote| {
+                    Box::pin(async move {
+                        tokio::task::spawn_blocking(move || ask_on_terminal(&quote))
+                            .await
+                            .unwrap_or(false)
+                    })
+                });
+                ask
+            });
             if let Some(marker) = std::env::var_os(TEST_HOLD_AFTER_PAYMENT) {
                 accounting.after_payment = Some(Arc::new(move || {
                     let _ = std::fs::write(&marker, b"paid");

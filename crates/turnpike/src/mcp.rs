@@ -128,8 +128,9 @@ struct RequestParams {
 struct FetchParams {
     #[serde(flatten)]
     request: RequestParams,
-    /// The most this call may pay, in sats; it can only lower the server's limit and the
-    /// wallet's budget.
+    /// The most this call may pay over Lightning, in sats; it can only lower the server's
+    /// limit and the wallet's budget. It does not bound an x402 payment (bounded by the
+    /// asset's budget; lower that with l402_lower_budget's x402_* keys).
     #[serde(default)]
     max_sats: Option<u64>,
 }
@@ -349,7 +350,8 @@ fn tools() -> Vec<Tool> {
             "l402_fetch",
             "Fetch a URL, paying its HTTP 402 price from the wallet within the budget (L402 over \
              Lightning, or x402 in a stablecoin when the wallet has an x402 key), and return the \
-             status, headers and body, with what was paid.",
+             status, headers and body, with what was paid. max_sats bounds Lightning payments \
+             only; x402 payments are bounded by the wallet's per-asset budget.",
         )
         .with_output_schema::<FetchOutput>()
         .with_annotations(
@@ -528,7 +530,7 @@ impl TurnpikeMcp {
                  client cannot ask them (no elicitation support): nothing was paid",
                 q.price()
             ),
-            ClientError::NotApproved(q) => format!(
+            ClientError::NotApproved(q) | ClientError::Declined(q) => format!(
                 "the person did not approve paying {} for {}: nothing was paid",
                 q.price(),
                 q.url
@@ -578,17 +580,7 @@ impl TurnpikeMcp {
         };
         let mut response = fetched.response;
         let status = response.status().as_u16();
-        let mut headers: BTreeMap<String, String> = BTreeMap::new();
-        for (name, value) in response.headers() {
-            let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            headers
-                .entry(name.to_string())
-                .and_modify(|e| {
-                    e.push_str(", ");
-                    e.push_str(&v);
-                })
-                .or_insert(v);
-        }
+        let headers = agent_headers(response.headers());
         let mut body = Vec::new();
         loop {
             match response.chunk().await {
@@ -1093,9 +1085,55 @@ fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
         && bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
 }
 
+/// Headers that carry the wallet's money or credentials: never handed to the agent (the
+/// credential an x402 payment bought stays in the ledger, as L402 tokens do).
+const WALLET_HEADERS: [&str; 3] = [
+    turnpike_client::x402pay::TURNPIKE_CREDENTIAL,
+    "payment-signature",
+    "x-payment",
+];
+
+/// The response headers shown to the agent, name to value (repeated ones joined with ", "),
+/// without the wallet's own ([`WALLET_HEADERS`]).
+fn agent_headers(from: &http::HeaderMap) -> BTreeMap<String, String> {
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in from {
+        if WALLET_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers
+            .entry(name.to_string())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_never_sees_the_wallets_credential_or_payment() {
+        let mut h = http::HeaderMap::new();
+        h.insert("turnpike-credential", "L402 mac:pre".parse().unwrap());
+        h.insert("Payment-Signature", "eyJ4".parse().unwrap());
+        h.insert("x-payment", "eyJ4".parse().unwrap());
+        h.insert("payment-response", "eyJz".parse().unwrap());
+        h.append("vary", "a".parse().unwrap());
+        h.append("vary", "b".parse().unwrap());
+        let shown = agent_headers(&h);
+        assert_eq!(
+            shown.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["payment-response", "vary"]
+        );
+        assert_eq!(shown["vary"], "a, b");
+        assert!(!format!("{shown:?}").contains("mac:pre"));
+    }
 
     #[test]
     fn a_connection_can_only_lower_the_budget() {

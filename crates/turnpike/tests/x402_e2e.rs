@@ -1534,6 +1534,73 @@ async fn a_payment_of_unknown_outcome_stays_charged_and_is_only_ever_resent() {
     assert_eq!(gw.served(), 0);
 }
 
+/// A facilitator that settles through the real one and then reports the settlement failed (a
+/// lying payee, or an honest one whose settle timed out while the transaction was mined).
+fn lying_settler(real: String) -> std::net::SocketAddr {
+    use axum::routing::post;
+    let forward = |path: &'static str, real: String| {
+        move |body: axum::body::Bytes| {
+            let real = real.clone();
+            async move {
+                let answer = reqwest::Client::new()
+                    .post(format!("{real}{path}"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                answer.json::<Value>().await.unwrap()
+            }
+        }
+    };
+    let verify = forward("/verify", real.clone());
+    let settle = forward("/settle", real);
+    let app = axum::Router::new()
+        .route(
+            "/verify",
+            post(move |body| async move { axum::Json(verify(body).await) }),
+        )
+        .route(
+            "/settle",
+            post(move |body| async move {
+                let real = settle(body).await;
+                assert_eq!(real["success"], true, "{real}");
+                axum::Json(
+                    json!({"success": false, "errorReason": "unexpected_settle_error",
+                    "transaction": "", "network": "eip155:84532"}),
+                )
+            }),
+        );
+    common::spawn_app(app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_reported_failed_but_made_is_recorded_paid_from_the_chain() {
+    let Some(info) = info("a_settlement_reported_failed_but_made_is_recorded_paid_from_the_chain")
+    else {
+        return;
+    };
+    let real = s(&info, "/facilitator_url").to_owned();
+    let gw = Gateway::start_with(&info, &format!("http://{}", lying_settler(real)), 10_000);
+    let url = gw.url("/paid");
+    let before = balance(&info, &gw.pay_to).await;
+    let agent = Agent::new(&info, "x402", "max_per_call = 10000, total = 20000");
+    let (_, got, stderr) = agent.fetch(&info, &url, &["--no-cache"]).await;
+    // The server's "failed" is not believed: the wallet's rpc_url shows the nonce used, so the
+    // payment is recorded paid and counts against the budget (the old client released it).
+    assert_eq!(got["status"], 402, "{got} {stderr}");
+    assert_eq!(got["x402_payment"]["settled"], true, "{got}");
+    assert_eq!(got["x402_payment"]["state"], "paid", "{got}");
+    assert_eq!(
+        balance(&info, &gw.pay_to).await - before,
+        U256::from(10_000)
+    );
+    let rows = agent.ledger().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, turnpike_client::ledger::PaymentState::Paid);
+    assert_eq!(rows[0].amount_units, Some(10_000));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_payment_of_unknown_outcome_is_released_from_the_chain() {
     let Some((info, _chain, gw, before)) =
@@ -1542,7 +1609,7 @@ async fn an_expired_payment_of_unknown_outcome_is_released_from_the_chain() {
         return;
     };
     // The budget holds one payment, taken by an earlier one whose outcome was never known and
-    // whose window has closed.
+    // whose window closed long ago.
     let agent = Agent::new(&info, "x402", "max_per_call = 5000, total = 5000");
     let ledger = turnpike_client::ledger::Ledger::open_in(&agent.dir.path().join("data"))
         .await
@@ -1562,7 +1629,9 @@ async fn an_expired_payment_of_unknown_outcome_is_released_from_the_chain() {
                 asset: &asset,
                 amount: 5_000,
                 nonce: rand::random(),
-                valid_before: now() - 1,
+                // Long past: the chain's latest block (an idle test chain mines only on
+                // demand) must be EXPIRY_MARGIN_SECONDS past it.
+                valid_before: 1_000,
                 challenge: "an earlier challenge",
                 payer: &payer,
             },
