@@ -170,6 +170,8 @@ pub struct GatewayConfig {
     pub services: Vec<ServiceConfig>,
     /// Accept the L402 tokens an existing Aperture minted (`[aperture]`).
     pub aperture: Option<ApertureConfig>,
+    /// Host many providers, each paid on its own wallet (`[hub]`, see [`crate::hub`]).
+    pub hub: Option<crate::hub::HubConfig>,
 }
 
 /// `[aperture]`: tokens minted by an existing Aperture keep working. Their root keys are read
@@ -587,6 +589,11 @@ pub struct ServiceConfig {
     /// Price of one payment over x402, in the `[x402]` token's units: a decimal (`"0.01"`, at
     /// most `decimals` fractional digits) or base units (`"10000u"`, or an integer `10000`).
     pub price_usdc: Option<TokenPrice>,
+    /// The hub provider (its slug) this service belongs to: its invoices are created on the
+    /// provider's wallet and it answers at `<slug>.<hub domain>` and under `/<slug>/`. Set
+    /// through the admin API (a provider's token sets its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// `price_usdc`: `"0.01"` (a decimal amount of the token) or `10000` / `"10000u"` (base units).
@@ -626,6 +633,7 @@ impl ServiceConfig {
             routes: Vec::new(),
             rails: default_rails(),
             price_usdc: None,
+            provider: None,
         }
     }
 }
@@ -694,6 +702,7 @@ impl GatewayConfig {
             x402: None,
             services: Vec::new(),
             aperture: None,
+            hub: None,
         }
     }
 
@@ -774,6 +783,15 @@ impl GatewayConfig {
         }
         self.connections.validate()?;
         self.admin.validate(self.listen)?;
+        if let Some(hub) = self.hub.as_ref().filter(|h| h.enabled) {
+            crate::hub::HubSettings::parse(hub)?;
+        }
+        if let Some(i) = self.services.iter().position(|s| s.provider.is_some()) {
+            return Err(invalid(
+                format!("services[{i}].provider"),
+                "a provider's services are registered through the admin API, not the config file",
+            ));
+        }
         let limits = [
             ("rate_limits.per_ip", self.rate_limits.per_ip),
             ("rate_limits.per_token", self.rate_limits.per_token),

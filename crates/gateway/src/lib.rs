@@ -22,6 +22,7 @@ pub mod discovery;
 pub mod edge;
 pub mod error;
 pub mod headers;
+pub mod hub;
 pub mod idempotency;
 pub mod keys;
 pub mod metrics;
@@ -357,11 +358,13 @@ impl Gateway {
                 message,
             })?
             .with_header(parts.config.forwarded_header);
-        let services = Arc::new(router::ServiceTable::with(
-            router,
-            metrics.clone(),
-            x402.clone(),
-        ));
+        let hub = match parts.config.hub.as_ref().filter(|h| h.enabled) {
+            Some(c) => Some(Arc::new(hub::Hub::new(hub::HubSettings::parse(c)?))),
+            None => None,
+        };
+        let services = Arc::new(
+            router::ServiceTable::with(router, metrics.clone(), x402.clone()).with_hub(hub),
+        );
         let control = Arc::new(control::Control::new(
             services.clone(),
             parts.config.services.clone(),
@@ -591,6 +594,9 @@ fn app_with(state: SharedState) -> axum::Router {
     let mut app = axum::Router::new()
         .route("/_turnpike/health", get(health))
         .route(discovery::PATH, get(discovery::handle));
+    if state.control.hub().is_some() {
+        app = app.route(hub::register::PATH, post(hub::register::public_register));
+    }
     if state.dev.is_some() {
         app = app
             .route(dev_pay::PATH, post(dev_pay::pay))

@@ -29,7 +29,7 @@ impl Router {
     /// Parses `[[services]]` tables (each one's routes before it). Errors name the key, as
     /// `services[1].routes[0].path`; names must be unique across services and routes.
     pub fn from_configs(configs: &[ServiceConfig]) -> Result<Router, ConfigError> {
-        Router::parse(configs, None, None)
+        Router::parse(configs, None, None, None)
     }
 
     /// Like [`Router::from_configs`], each service counting in `metrics` (the counters of a
@@ -38,7 +38,7 @@ impl Router {
         configs: &[ServiceConfig],
         metrics: &Metrics,
     ) -> Result<Router, ConfigError> {
-        Router::parse(configs, Some(metrics), None)
+        Router::parse(configs, Some(metrics), None, None)
     }
 
     /// Like [`Router::from_configs`], for a gateway with an `[x402]` section.
@@ -46,13 +46,14 @@ impl Router {
         configs: &[ServiceConfig],
         x402: Option<&crate::x402::settings::X402Settings>,
     ) -> Result<Router, ConfigError> {
-        Router::parse(configs, None, x402)
+        Router::parse(configs, None, x402, None)
     }
 
     fn parse(
         configs: &[ServiceConfig],
         metrics: Option<&Metrics>,
         x402: Option<&crate::x402::settings::X402Settings>,
+        hub: Option<&crate::hub::Hub>,
     ) -> Result<Router, ConfigError> {
         let mut all = Vec::new();
         let mut names = HashSet::new();
@@ -73,7 +74,10 @@ impl Router {
                     });
                 }
             }
-            all.extend(routes);
+            match &c.provider {
+                None => all.extend(routes),
+                Some(slug) => all.extend(provider_routes(routes, slug, hub, c, &within)?),
+            }
         }
         if let Some(metrics) = metrics {
             for s in &mut all {
@@ -99,6 +103,26 @@ impl Router {
     }
 }
 
+/// A hub provider's service and routes, each reachable by the provider's host and path prefix.
+fn provider_routes(
+    routes: Vec<Service>,
+    slug: &str,
+    hub: Option<&crate::hub::Hub>,
+    c: &ServiceConfig,
+    within: &str,
+) -> Result<Vec<Service>, ConfigError> {
+    let hub = hub.ok_or_else(|| ConfigError::Invalid {
+        key: format!("{within}.provider"),
+        message: "needs the gateway's [hub] section".into(),
+    })?;
+    let payee = hub.check_service(c, slug).map_err(|e| e.within(within))?;
+    let host = hub.settings.host_of(slug);
+    Ok(routes
+        .into_iter()
+        .flat_map(|s| s.for_provider(host.clone(), slug, &payee))
+        .collect())
+}
+
 /// The services in force, replaceable at runtime (SIGHUP, and later the admin API). Reading is
 /// lock-free; a replacement is atomic.
 #[derive(Debug)]
@@ -106,6 +130,7 @@ pub struct ServiceTable {
     current: ArcSwap<Router>,
     metrics: Arc<Metrics>,
     x402: Option<Arc<crate::x402::settings::X402Settings>>,
+    hub: Option<Arc<crate::hub::Hub>>,
 }
 
 impl ServiceTable {
@@ -143,7 +168,19 @@ impl ServiceTable {
             current: ArcSwap::from_pointee(router),
             metrics,
             x402,
+            hub: None,
         }
+    }
+
+    /// This table, its replacements parsed with the gateway's hub (providers' services).
+    pub fn with_hub(mut self, hub: Option<Arc<crate::hub::Hub>>) -> ServiceTable {
+        self.hub = hub;
+        self
+    }
+
+    /// The gateway's hub, if it is one.
+    pub fn hub(&self) -> Option<&Arc<crate::hub::Hub>> {
+        self.hub.as_ref()
     }
 
     /// The registry its services count in.
@@ -167,7 +204,12 @@ impl ServiceTable {
     /// Parses `configs` as this table's replacements are: counting in its registry (counters
     /// kept by name), with its `[x402]` section. Nothing is put in force.
     pub fn parse(&self, configs: &[ServiceConfig]) -> Result<Router, ConfigError> {
-        Router::parse(configs, Some(&self.metrics), self.x402.as_deref())
+        Router::parse(
+            configs,
+            Some(&self.metrics),
+            self.x402.as_deref(),
+            self.hub.as_deref(),
+        )
     }
 
     /// Puts `router` in force.

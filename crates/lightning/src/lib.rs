@@ -27,6 +27,8 @@ pub mod dev_wallet;
 mod http;
 pub mod lnbits;
 pub mod lnd;
+pub mod lnurl;
+pub mod net_guard;
 pub mod nwc;
 pub mod phoenixd;
 pub mod rules;

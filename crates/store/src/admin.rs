@@ -73,6 +73,57 @@ pub struct PaymentRecord {
     pub paid_at: u64,
 }
 
+/// A provider registered on the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRecord {
+    /// Its slug: a DNS label, unique on the hub.
+    pub slug: String,
+    /// Its display name.
+    pub name: String,
+    /// How to reach it (an email address or a URL).
+    pub contact: String,
+    /// Where its invoices are created, as JSON (it may hold an invoice key: never shown).
+    pub payout: String,
+    /// SHA-256 of its admin token.
+    pub token_hash: [u8; 32],
+    /// `active` (or, later, `suspended`).
+    pub status: String,
+    /// When it registered (unix seconds).
+    pub created_at: u64,
+    /// Until when no platform fee is added to its invoices (unix seconds).
+    pub trial_ends_at: u64,
+}
+
+/// A token minted for a provider's service: what the provider asked and the fee added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeeRecord {
+    /// The token.
+    pub token_id: TokenId,
+    /// The provider's slug.
+    pub provider: String,
+    /// The service it was minted for.
+    pub service: String,
+    /// The provider's price.
+    pub price: Msat,
+    /// The platform fee added to the invoice (0 in the trial).
+    pub fee: Msat,
+    /// When it was issued (unix seconds).
+    pub issued_at: u64,
+}
+
+/// What a provider's paid tokens add up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeeTotals {
+    /// The provider's slug.
+    pub provider: String,
+    /// Tokens whose payment was recognised.
+    pub payments: u64,
+    /// The provider's prices of those tokens (what it received).
+    pub revenue: Msat,
+    /// The fees accrued on them.
+    pub fees: Msat,
+}
+
 /// The admin API's durable state. Obligations: every write takes the next change sequence
 /// number in the same transaction, so [`AdminStore::sequence`] grows with every change any
 /// replica makes, and a reader that saw sequence N and reads again sees every change after N.
@@ -114,6 +165,23 @@ pub trait AdminStore: Send + Sync + 'static {
         service: &str,
         now_unix: u64,
     ) -> Result<(), StoreError>;
+
+    /// Registers a provider (taking the next change sequence number); `None` when its slug or
+    /// token hash is taken (then nothing is stored).
+    async fn create_provider(&self, provider: &ProviderRecord) -> Result<Option<u64>, StoreError>;
+
+    /// Every provider, by slug.
+    async fn providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
+
+    /// Records the fee of a token just minted (again for the same token: nothing changes).
+    async fn record_fee(&self, fee: &FeeRecord) -> Result<(), StoreError>;
+
+    /// Marks the fee of `token` accrued: its payment was recognised at `now_unix`. Whether this
+    /// was the first time (false also for a token with no fee record).
+    async fn fee_paid(&self, token: &TokenId, now_unix: u64) -> Result<bool, StoreError>;
+
+    /// The paid tokens of every provider (or of `provider` only) added up, by slug.
+    async fn fee_totals(&self, provider: Option<&str>) -> Result<Vec<FeeTotals>, StoreError>;
 
     /// A trivial query, to tell whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -84,6 +84,10 @@ macro_rules! migrations {
                 5,
                 include_str!(concat!("../migrations/", $dir, "/0005_x402.sql")),
             ),
+            (
+                6,
+                include_str!(concat!("../migrations/", $dir, "/0006_hub.sql")),
+            ),
         ]
     };
 }
@@ -863,6 +867,43 @@ const NOTE_PASS: &str = "INSERT INTO token_passes (token_id, service, first_used
        SET last_used_at = CASE WHEN excluded.last_used_at > token_passes.last_used_at
                                THEN excluded.last_used_at ELSE token_passes.last_used_at END";
 
+const CREATE_PROVIDER: &str = "INSERT INTO hub_providers
+    (slug, name, contact, payout, token_hash, status, created_at, trial_ends_at, seq)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING";
+
+const PROVIDERS: &str = "SELECT slug, name, contact, payout, token_hash, status, created_at,
+    trial_ends_at FROM hub_providers ORDER BY slug";
+
+const RECORD_FEE: &str = "INSERT INTO hub_fees
+    (token_id, provider, service, price_msat, fee_msat, issued_at)
+    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_id) DO NOTHING";
+
+const FEE_PAID: &str = "UPDATE hub_fees SET paid_at = $2 WHERE token_id = $1 AND paid_at IS NULL";
+
+/// `$1` a provider's slug ('' = every provider).
+const FEE_TOTALS: &str = "SELECT provider, COUNT(*), CAST(SUM(price_msat) AS BIGINT),
+        CAST(SUM(fee_msat) AS BIGINT)
+   FROM hub_fees WHERE paid_at IS NOT NULL AND ($1 = '' OR provider = $1)
+  GROUP BY provider ORDER BY provider";
+
+type ProviderRow = (String, String, String, String, Vec<u8>, String, i64, i64);
+
+fn provider_record(row: ProviderRow) -> Result<crate::ProviderRecord, StoreError> {
+    let (slug, name, contact, payout, hash, status, created, trial) = row;
+    Ok(crate::ProviderRecord {
+        slug,
+        name,
+        contact,
+        payout,
+        token_hash: hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("hub_providers.token_hash"))?,
+        status,
+        created_at: crate::to_u64(created, "hub_providers.created_at")?,
+        trial_ends_at: crate::to_u64(trial, "hub_providers.trial_ends_at")?,
+    })
+}
+
 type TokenRow = (
     Vec<u8>,
     String,
@@ -1038,6 +1079,84 @@ where
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn create_provider(&self, p: &crate::ProviderRecord) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let seq: i64 = sqlx::query_scalar(NEXT_SEQUENCE)
+            .fetch_one(&mut *tx)
+            .await?;
+        let done = sqlx::query(CREATE_PROVIDER)
+            .bind(p.slug.clone())
+            .bind(p.name.clone())
+            .bind(p.contact.clone())
+            .bind(p.payout.clone())
+            .bind(p.token_hash.to_vec())
+            .bind(p.status.clone())
+            .bind(to_i64(p.created_at))
+            .bind(to_i64(p.trial_ends_at))
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        crate::to_u64(seq, "admin_sequence.seq").map(Some)
+    }
+
+    async fn providers(&self) -> Result<Vec<crate::ProviderRecord>, StoreError> {
+        let rows: Vec<ProviderRow> = sqlx::query_as(PROVIDERS).fetch_all(&self.pool).await?;
+        rows.into_iter().map(provider_record).collect()
+    }
+
+    async fn record_fee(&self, f: &crate::FeeRecord) -> Result<(), StoreError> {
+        sqlx::query(RECORD_FEE)
+            .bind(f.token_id.0.to_vec())
+            .bind(f.provider.clone())
+            .bind(f.service.clone())
+            .bind(to_i64(f.price.0))
+            .bind(to_i64(f.fee.0))
+            .bind(to_i64(f.issued_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn fee_paid(&self, token: &TokenId, now_unix: u64) -> Result<bool, StoreError> {
+        let done = sqlx::query(FEE_PAID)
+            .bind(token.0.to_vec())
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fee_totals(
+        &self,
+        provider: Option<&str>,
+    ) -> Result<Vec<crate::FeeTotals>, StoreError> {
+        let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(FEE_TOTALS)
+            .bind(provider.unwrap_or_default().to_owned())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(provider, n, revenue, fees)| {
+                Ok(crate::FeeTotals {
+                    provider,
+                    payments: crate::to_u64(n, "hub_fees count")?,
+                    revenue: turnpike_l402::Msat(crate::to_u64(
+                        revenue.unwrap_or(0),
+                        "hub_fees.price_msat",
+                    )?),
+                    fees: turnpike_l402::Msat(crate::to_u64(
+                        fees.unwrap_or(0),
+                        "hub_fees.fee_msat",
+                    )?),
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -9,7 +9,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use turnpike_l402::{Msat, PaymentHash, TokenId};
-use turnpike_store::{AdminStore, InvoiceRecord, PgStore, SqliteStore, Store, TokenQuery};
+use turnpike_store::{
+    AdminStore, FeeRecord, FeeTotals, InvoiceRecord, PgStore, ProviderRecord, SqliteStore, Store,
+    TokenQuery,
+};
 
 type Both = (Arc<dyn Store>, Arc<dyn AdminStore>);
 
@@ -44,6 +47,14 @@ async fn postgres() -> Option<(Both, Both, String, String)> {
     };
     let (a, b) = (open().await, open().await);
     Some((a, b, url, schema))
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&pool)
+        .await
+        .unwrap();
 }
 
 fn invoice(token: TokenId, service: &str, calls: Option<u64>, at: u64) -> InvoiceRecord {
@@ -213,6 +224,123 @@ async fn tokens_and_payments_are_listed(both: &Both) {
     admin.ping().await.unwrap();
 }
 
+fn provider(slug: &str, hash: u8) -> ProviderRecord {
+    ProviderRecord {
+        slug: slug.into(),
+        name: format!("{slug} Ltd"),
+        contact: format!("ops@{slug}.example"),
+        payout: "{\"lightning_address\":\"x@y.z\"}".into(),
+        token_hash: [hash; 32],
+        status: "active".into(),
+        created_at: 100,
+        trial_ends_at: 200,
+    }
+}
+
+/// Providers are numbered changes, unique by slug and by token hash; fees are owed only once a
+/// token's payment is recognised, once, and add up per provider.
+async fn providers_and_fees(a: &Both, b: &Both) {
+    let (_, admin) = a;
+    let (_, other) = b;
+    let before = admin.sequence().await.unwrap();
+    let seq = admin.create_provider(&provider("alice", 1)).await.unwrap();
+    assert!(seq.is_some_and(|s| s > before));
+    assert_eq!(other.sequence().await.unwrap(), seq.unwrap());
+    // The same slug, or another slug with the same token hash: refused, nothing changed.
+    assert_eq!(
+        admin.create_provider(&provider("alice", 2)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        admin.create_provider(&provider("bob", 1)).await.unwrap(),
+        None
+    );
+    assert_eq!(admin.sequence().await.unwrap(), seq.unwrap());
+    admin
+        .create_provider(&provider("bob", 3))
+        .await
+        .unwrap()
+        .unwrap();
+    let all = other.providers().await.unwrap();
+    assert_eq!(all, [provider("alice", 1), provider("bob", 3)]);
+
+    let fee = |slug: &str, price: u64, fee: u64| FeeRecord {
+        token_id: TokenId::random(),
+        provider: slug.into(),
+        service: format!("{slug}.api"),
+        price: Msat(price),
+        fee: Msat(fee),
+        issued_at: 300,
+    };
+    let (a1, a2, b1) = (
+        fee("alice", 21_000, 420),
+        fee("alice", 5_000, 100),
+        fee("bob", 7, 1),
+    );
+    for f in [&a1, &a2, &b1] {
+        admin.record_fee(f).await.unwrap();
+    }
+    // Recorded again: nothing changes.
+    admin.record_fee(&fee("alice", 1, 1)).await.unwrap();
+    admin
+        .record_fee(&FeeRecord {
+            fee: Msat(999),
+            ..a1.clone()
+        })
+        .await
+        .unwrap();
+    assert!(other.fee_totals(None).await.unwrap().is_empty());
+    assert!(admin.fee_paid(&a1.token_id, 400).await.unwrap());
+    assert!(!other.fee_paid(&a1.token_id, 401).await.unwrap());
+    assert!(!admin.fee_paid(&TokenId::random(), 401).await.unwrap());
+    assert!(admin.fee_paid(&b1.token_id, 402).await.unwrap());
+    let totals = other.fee_totals(None).await.unwrap();
+    assert_eq!(
+        totals,
+        [
+            FeeTotals {
+                provider: "alice".into(),
+                payments: 1,
+                revenue: Msat(21_000),
+                fees: Msat(420)
+            },
+            FeeTotals {
+                provider: "bob".into(),
+                payments: 1,
+                revenue: Msat(7),
+                fees: Msat(1)
+            },
+        ]
+    );
+    assert!(admin.fee_paid(&a2.token_id, 403).await.unwrap());
+    let alice = admin.fee_totals(Some("alice")).await.unwrap();
+    assert_eq!(
+        alice,
+        [FeeTotals {
+            provider: "alice".into(),
+            payments: 2,
+            revenue: Msat(26_000),
+            fees: Msat(520)
+        }]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_hub_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (sqlite(&dir).await, sqlite(&dir).await);
+    providers_and_fees(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_hub_store() {
+    let Some((a, b, url, schema)) = postgres().await else {
+        return;
+    };
+    providers_and_fees(&a, &b).await;
+    drop_schema(&url, &schema).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_admin_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,18 +357,10 @@ async fn postgres_admin_store() {
         return;
     };
     changes_are_numbered_and_shared(&a, &b).await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    drop_schema(&url, &schema).await;
     let Some((c, _, url, schema)) = postgres().await else {
         return;
     };
     tokens_and_payments_are_listed(&c).await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    drop_schema(&url, &schema).await;
 }

@@ -178,6 +178,12 @@ fn payment_of(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> t
         .map_or_else(|| ctx.service.price_msat(), turnpike_l402::Msat)
 }
 
+/// A token's payment was recognised (its first paid use): counted, and its hub fee owed.
+fn paid(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) {
+    ctx.service.metrics.payment(payment_of(state, ctx, token));
+    crate::hub::ledger::note_paid(state, &ctx.service, token.token_id, ctx.now);
+}
+
 /// A time pass (a token that counts no calls, so writes nothing per call): the first time this
 /// process verifies it afresh, its first use is recorded in the store in the background and
 /// counted as a payment if no process recorded it before; later, this worker moves its last use
@@ -197,12 +203,24 @@ fn record_pass_use(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken)
     let (store, metrics) = (state.store.clone(), state.metrics.clone());
     let service = ctx.service.metrics.clone();
     let (token_id, amount, now) = (token.token_id, payment_of(state, ctx, token), ctx.now);
+    let fee_owed = ctx
+        .service
+        .payee
+        .is_some()
+        .then(|| state.control.store().cloned());
     state.background.spawn(async move {
         let started = Instant::now();
         let recorded = store.record_pass_use(&token_id, service.name(), now).await;
         metrics.store_op(StoreOp::RecordPassUse, started.elapsed());
         match recorded {
-            Ok(true) => service.payment(amount),
+            Ok(true) => {
+                service.payment(amount);
+                if let Some(Some(admin)) = fee_owed
+                    && let Err(e) = admin.fee_paid(&token_id, now).await
+                {
+                    tracing::error!(error = %e, "cannot accrue a hub fee");
+                }
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "cannot record a time pass's first use"),
         }
@@ -504,8 +522,11 @@ async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> 
         settled.insert(token.token_id);
         return Ok(());
     }
+    let Some(backend) = crate::hub::ledger::settlement_backend(state, &ctx.service) else {
+        return Ok(());
+    };
     let started = Instant::now();
-    let looked_up = state.backend.lookup_invoice(&token.payment_hash).await;
+    let looked_up = backend.lookup_invoice(&token.payment_hash).await;
     state
         .metrics
         .backend_op(BackendOp::Lookup, started.elapsed());
@@ -585,7 +606,7 @@ async fn charge(
                 first_use,
             } => {
                 if first_use {
-                    ctx.service.metrics.payment(payment_of(state, ctx, token));
+                    paid(state, ctx, token);
                 }
                 remaining
             }
@@ -623,7 +644,7 @@ async fn charge(
             first_use,
         } => {
             if first_use {
-                ctx.service.metrics.payment(payment_of(state, ctx, token));
+                paid(state, ctx, token);
             }
             Ok((
                 req,
