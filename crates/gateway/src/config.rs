@@ -170,8 +170,51 @@ pub struct GatewayConfig {
     pub services: Vec<ServiceConfig>,
     /// Accept the L402 tokens an existing Aperture minted (`[aperture]`).
     pub aperture: Option<ApertureConfig>,
-    /// Host many providers, each paid on its own wallet (`[hub]`, see [`crate::hub`]).
-    pub hub: Option<crate::hub::HubConfig>,
+    /// Host many providers, each paid on its own wallet (`[hub]`).
+    pub hub: Option<HubConfig>,
+}
+
+/// `[hub]`: this gateway hosts providers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Serve as a hub (default true when the section is present).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The hub's domain: a provider's services answer at `<slug>.<domain>`.
+    pub domain: String,
+    /// The platform fee added to each invoice: `"2%"` (default), `"0.5%"`, or a fraction
+    /// `"0.02"`.
+    #[serde(default = "default_hub_fee")]
+    pub fee: String,
+    /// Days from registration without fee (default 14).
+    #[serde(default = "default_trial_days")]
+    pub trial_days: u32,
+    /// Anyone may register as a provider (`POST /_turnpike/hub/register` on the public
+    /// listener); otherwise only the operator registers providers (admin API). Default false.
+    #[serde(default)]
+    pub open_registration: bool,
+    /// The network providers' invoices must be for (default `bitcoin`).
+    #[serde(default = "default_hub_network")]
+    pub network: String,
+    /// Tests and development only: allow payouts over `http` and on internal addresses
+    /// (loopback, private networks). Default false: the SSRF guard refuses them.
+    #[serde(default)]
+    pub allow_insecure_payouts: bool,
+    /// Tests and development only: allow providers' upstreams on internal addresses. Default
+    /// false: a provider's upstream must resolve to public addresses.
+    #[serde(default)]
+    pub allow_private_upstreams: bool,
+}
+
+fn default_hub_fee() -> String {
+    "2%".into()
+}
+fn default_trial_days() -> u32 {
+    14
+}
+fn default_hub_network() -> String {
+    "bitcoin".into()
 }
 
 /// `[aperture]`: tokens minted by an existing Aperture keep working. Their root keys are read
@@ -783,9 +826,6 @@ impl GatewayConfig {
         }
         self.connections.validate()?;
         self.admin.validate(self.listen)?;
-        if let Some(hub) = self.hub.as_ref().filter(|h| h.enabled) {
-            crate::hub::HubSettings::parse(hub)?;
-        }
         if let Some(i) = self.services.iter().position(|s| s.provider.is_some()) {
             return Err(invalid(
                 format!("services[{i}].provider"),

@@ -20,61 +20,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use serde::Deserialize;
 use turnpike_l402::Msat;
 use turnpike_l402::bolt11::Network;
 use turnpike_lightning::InvoiceBackend;
 use turnpike_store::ProviderRecord;
 
-use crate::config::{ConfigError, ServiceConfig};
+use crate::config::{ConfigError, HubConfig, ServiceConfig};
 pub use fee::FeeRate;
 pub use payout::{Payout, PayoutPolicy};
-
-/// `[hub]`: this gateway hosts providers.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HubConfig {
-    /// Serve as a hub (default true when the section is present).
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// The hub's domain: a provider's services answer at `<slug>.<domain>`.
-    pub domain: String,
-    /// The platform fee added to each invoice: `"2%"` (default), `"0.5%"`, or a fraction
-    /// `"0.02"`.
-    #[serde(default = "default_fee")]
-    pub fee: String,
-    /// Days from registration without fee (default 14).
-    #[serde(default = "default_trial_days")]
-    pub trial_days: u32,
-    /// Anyone may register as a provider (`POST /_turnpike/hub/register` on the public
-    /// listener); otherwise only the operator registers providers (admin API). Default false.
-    #[serde(default)]
-    pub open_registration: bool,
-    /// The network providers' invoices must be for (default `bitcoin`).
-    #[serde(default = "default_network")]
-    pub network: String,
-    /// Tests and development only: allow payouts over `http` and on internal addresses
-    /// (loopback, private networks). Default false: the SSRF guard refuses them.
-    #[serde(default)]
-    pub allow_insecure_payouts: bool,
-    /// Tests and development only: allow providers' upstreams on internal addresses. Default
-    /// false: a provider's upstream must resolve to public addresses.
-    #[serde(default)]
-    pub allow_private_upstreams: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_fee() -> String {
-    "2%".into()
-}
-fn default_trial_days() -> u32 {
-    14
-}
-fn default_network() -> String {
-    "bitcoin".into()
-}
 
 /// `[hub]`, checked.
 #[derive(Debug, Clone)]
