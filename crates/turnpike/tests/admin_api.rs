@@ -90,24 +90,8 @@ fn start(dir: &Path, name: &str, config: &str) -> Gw {
         ),
     )
     .unwrap();
-    let process = Running(
-        std::process::Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    common::wait_healthy(public);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(admin).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "admin listener of {name} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let log = dir.join(format!("{name}.log"));
+    let process = common::serve_with_admin(&path, &log, public, admin);
     let data_dir = config
         .lines()
         .find_map(|l| l.strip_prefix("data_dir = \""))

@@ -115,3 +115,33 @@ pub fn serve_gateway(config: &std::path::Path, listen: SocketAddr) -> Running {
     wait_healthy(listen);
     gateway
 }
+
+/// Starts `turnpike serve --config <config>` (stderr to `log`) and waits until both its public
+/// listener (healthy) and its admin listener answer.
+#[allow(dead_code)] // not every test binary uses it
+pub fn serve_with_admin(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    public: SocketAddr,
+    admin: SocketAddr,
+) -> Running {
+    let process = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_turnpike"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_healthy(public);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(admin).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the admin listener did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    process
+}
