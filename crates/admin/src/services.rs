@@ -173,13 +173,23 @@ fn claim(caller: &Caller, config: &mut ServiceConfig) -> Result<(), AdminError> 
     Ok(())
 }
 
-/// A hub provider's upstream must resolve to public addresses (unless the hub allows private
-/// ones, for tests): the hub must not become a way into its own network.
+/// A hub provider's service names an active provider, and its upstream resolves to public
+/// addresses (unless the hub allows private ones, for tests): the hub must not become a way
+/// into its own network.
 async fn check_upstream(api: &Api, config: &ServiceConfig) -> Result<(), AdminError> {
-    let Some(hub) = api.control.hub() else {
+    let Some(slug) = &config.provider else {
         return Ok(());
     };
-    if config.provider.is_none() || hub.settings.allow_private_upstreams {
+    let hub = api.control.hub().ok_or_else(|| {
+        AdminError::field("provider", "This gateway is not a hub (no [hub] section).")
+    })?;
+    if !hub.provider(slug).is_some_and(|p| p.is_active()) {
+        return Err(AdminError::field(
+            "provider",
+            format!("No active provider {slug:?}."),
+        ));
+    }
+    if hub.settings.allow_private_upstreams {
         return Ok(());
     }
     let url = reqwest::Url::parse(&config.upstream)

@@ -111,11 +111,18 @@ fn provider_routes(
     c: &ServiceConfig,
     within: &str,
 ) -> Result<Vec<Service>, ConfigError> {
-    let hub = hub.ok_or_else(|| ConfigError::Invalid {
-        key: format!("{within}.provider"),
-        message: "needs the gateway's [hub] section".into(),
-    })?;
-    let payee = hub.check_service(c, slug).map_err(|e| e.within(within))?;
+    // A provider that went away (or was suspended, or a gateway no longer a hub): its services
+    // are off, not an error, so one provider cannot block every other change. Writes are
+    // checked for an active provider by the admin API.
+    let Some((hub, provider)) = hub.and_then(|h| Some((h, h.provider(slug)?))) else {
+        tracing::warn!(service = %c.name, provider = %slug, "no such provider: service off");
+        return Ok(Vec::new());
+    };
+    if !provider.is_active() {
+        return Ok(Vec::new());
+    }
+    hub.check_service(c).map_err(|e| e.within(within))?;
+    let payee = provider.payee.clone();
     let host = hub.settings.host_of(slug);
     Ok(routes
         .into_iter()
@@ -295,6 +302,67 @@ mod tests {
         // A table built without a registry still renders its services' counters.
         let plain = ServiceTable::new(Router::from_configs(&[svc("c", None, None)]).unwrap());
         assert_eq!(plain.metrics().services()[0].name(), "c");
+    }
+
+    fn hub_with(slug: &str, status: &str) -> crate::hub::Hub {
+        let c: crate::config::HubConfig = toml::from_str("domain = \"hub.example\"").unwrap();
+        let hub = crate::hub::Hub::new(crate::hub::HubSettings::parse(&c).unwrap());
+        hub.load(vec![turnpike_store::ProviderRecord {
+            slug: slug.into(),
+            name: "A".into(),
+            contact: "a@x.example".into(),
+            payout: r#"{"kind":"lightning_address","address":"a@x.example"}"#.into(),
+            token_hash: [1; 32],
+            status: status.into(),
+            created_at: 0,
+            trial_ends_at: 0,
+        }]);
+        hub
+    }
+
+    fn provider_svc(name: &str, path: Option<&str>) -> ServiceConfig {
+        ServiceConfig {
+            provider: Some("alice".into()),
+            ..svc(name, None, path)
+        }
+    }
+
+    #[test]
+    fn a_providers_service_answers_at_its_host_and_under_its_prefix() {
+        let hub = hub_with("alice", "active");
+        let r =
+            Router::parse(&[provider_svc("q", Some("/quote"))], None, None, Some(&hub)).unwrap();
+        let get = http::Method::GET;
+        let found = |h: Option<&str>, p: &str| {
+            r.route(&get, h, p)
+                .map(|s| (s.name.clone(), s.strip_first_segment, s.payee.is_some()))
+        };
+        assert_eq!(
+            found(Some("alice.hub.example"), "/quote/x"),
+            Some(("q".into(), false, true))
+        );
+        assert_eq!(
+            found(Some("other.example"), "/alice/quote"),
+            Some(("q".into(), true, true))
+        );
+        assert_eq!(found(Some("bob.hub.example"), "/quote"), None);
+        assert_eq!(found(None, "/quote"), None);
+        assert_eq!(found(None, "/alicequote"), None);
+    }
+
+    #[test]
+    fn a_providers_service_is_off_without_its_provider_and_checked_with_it() {
+        let active = hub_with("alice", "active");
+        let gone = hub_with("bob", "active");
+        let suspended = hub_with("alice", "suspended");
+        for hub in [None, Some(&gone), Some(&suspended)] {
+            let r = Router::parse(&[provider_svc("q", None)], None, None, hub).unwrap();
+            assert!(r.services().is_empty());
+        }
+        let mut bad = provider_svc("q", None);
+        bad.host = Some("evil.example".into());
+        let e = Router::parse(&[svc("a", None, None), bad], None, None, Some(&active)).unwrap_err();
+        assert!(e.to_string().contains("services[1].host"), "{e}");
     }
 
     impl ServiceTable {

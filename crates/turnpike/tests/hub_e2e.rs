@@ -44,18 +44,20 @@ struct Hub {
 }
 
 fn start_hub(dir: &Path, trial_days: u32) -> Hub {
-    start_hub_with(dir, trial_days, "")
+    start_hub_with(dir, "hub", trial_days, "", "")
 }
 
-/// A hub with more `[hub]` keys (`extra`, TOML lines).
-fn start_hub_with(dir: &Path, trial_days: u32, extra: &str) -> Hub {
+/// A hub named `name` in `dir` (its data directory `dir/data`, shared by every hub started
+/// in `dir`), with more top-level keys (`top`) and `[hub]` keys (`extra`), as TOML lines.
+fn start_hub_with(dir: &Path, name: &str, trial_days: u32, top: &str, extra: &str) -> Hub {
     let (public, admin) = (free_port(), free_port());
-    let config = dir.join("hub.toml");
+    let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
             r#"listen = "{public}"
 data_dir = "data"
+{top}
 [rate_limits]
 challenges_per_ip = {{ requests = 0, per_secs = 1, burst = 1 }}
 [backend]
@@ -74,7 +76,8 @@ sync_interval_secs = 1
         ),
     )
     .unwrap();
-    let process = common::serve_with_admin(&config, &dir.join("hub.log"), public, admin);
+    let log = dir.join(format!("{name}.log"));
+    let process = common::serve_with_admin(&config, &log, public, admin);
     let token = std::fs::read_to_string(dir.join("data/admin.token"))
         .unwrap()
         .trim()
@@ -350,6 +353,14 @@ async fn providers_cannot_reach_each_other(hub: &Hub, alice: &str, bob: &str) {
             "{err}"
         );
     }
+    // Even the operator cannot give a service to a provider that does not exist.
+    let orphan = json!({ "name": "orphan", "upstream": "http://127.0.0.1:1", "price_sats": 1, "provider": "nobody" });
+    let (status, err) = hub.operator("POST", "/services", Some(orphan)).await;
+    assert_eq!(
+        (status, &err["error"]["field"]),
+        (400, &json!("provider")),
+        "{err}"
+    );
     // The operator's routes are not hers; a wrong token is nobody's.
     for path in [
         "/tokens",
@@ -627,7 +638,7 @@ async fn open_registration_on_the_public_listener() {
     let Some(node) = node() else { return };
     let wallet = node.wallet("frank", 0).await;
     let dir = tempfile::tempdir().unwrap();
-    let hub = start_hub_with(dir.path(), 14, "open_registration = true");
+    let hub = start_hub_with(dir.path(), "hub", 14, "", "open_registration = true");
     let reg = |slug: &str| {
         json!({ "name": "Frank", "slug": slug, "contact": "f@x.example",
                 "payout": lnbits_payout(&node, &wallet) })
@@ -645,4 +656,54 @@ async fn open_registration_on_the_public_listener() {
     assert_eq!(closed.self_register(reg("frank")).await.0, 404);
     let (_, providers) = closed.operator("GET", "/hub/providers", None).await;
     assert_eq!(providers["providers"], json!([]));
+}
+
+/// One hub on two replicas sharing PostgreSQL: a provider registered on one is known to the
+/// other (its token, its services), a token bought on one is served on the other, and the fee
+/// is owed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgres_share_providers_and_the_ledger() {
+    let Some(node) = node() else { return };
+    let Some((admin_url, url)) = common::pg_database().await else {
+        return;
+    };
+    let alice_w = node.wallet("alice", 0).await;
+    let payer = node.wallet("payer", 1_000).await;
+    let (up, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("[store]\nurl = \"{url}\"");
+    let a = start_hub_with(dir.path(), "a", 0, &store, "");
+    let b = start_hub_with(dir.path(), "b", 0, &store, "");
+    let alice = a.register("alice", lnbits_payout(&node, &alice_w)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.call(&alice, "GET", "/hub/me", None).await.0 != 200 {
+        assert!(Instant::now() < deadline, "B never knew alice's token");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let svc =
+        json!({ "name": "alice-quote", "upstream": format!("http://{up}"), "price_sats": 50 });
+    b.add_service(&alice, svc).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let challenge = loop {
+        let (status, body) = a.get("gw.example", "/alice/q", None).await;
+        if status == 402 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A never served alice's service: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(challenge["amount_msat"], json!(51_000));
+    let credential = pay(&node, &payer, &challenge).await;
+    assert_eq!(
+        b.get("gw.example", "/alice/q", Some(&credential)).await.0,
+        200
+    );
+    assert_eq!(seen.lock().unwrap().as_slice(), ["/q"]);
+    let row = a.fees_of("alice", 1).await;
+    assert_eq!(row["fees_msat"], json!(1_000));
+    drop((a, b));
+    common::drop_pg_database(&admin_url, &url).await;
 }

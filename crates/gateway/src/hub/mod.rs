@@ -179,6 +179,11 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// Whether its services are served (not suspended).
+    pub fn is_active(&self) -> bool {
+        self.record.status == "active"
+    }
+
     /// The provider as the API shows it (the payout's secrets redacted).
     pub fn to_json(&self) -> serde_json::Value {
         let r = &self.record;
@@ -287,15 +292,12 @@ impl Hub {
         })
     }
 
-    /// Checks a provider's service, as a `[[services]]` table: the hub sets where it answers
+    /// Checks a provider's service, as a `[[services]]` table (its provider is looked up by
+    /// the caller: a service whose provider is gone or suspended is off): the hub sets where it answers
     /// (no `host`, `host_regex`, `path_regex`), it is paid over Lightning only (an x402
     /// `pay_to` would be the hub's), header values are inline (never the hub's files or
     /// environment), no pricer yet. Errors name the key.
-    pub fn check_service(&self, c: &ServiceConfig, slug: &str) -> Result<Arc<Payee>, ConfigError> {
-        let provider = self
-            .provider(slug)
-            .filter(|p| p.record.status == "active")
-            .ok_or_else(|| invalid("provider", format!("no active provider {slug:?}")))?;
+    pub fn check_service(&self, c: &ServiceConfig) -> Result<(), ConfigError> {
         let set_by_hub = "is set by the hub: a provider's services answer at <slug>.<hub domain> and under /<slug>/";
         if c.host.is_some() {
             return Err(invalid("host", set_by_hub));
@@ -326,7 +328,7 @@ impl Hub {
                 ));
             }
         }
-        Ok(provider.payee.clone())
+        Ok(())
     }
 }
 
