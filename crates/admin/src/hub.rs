@@ -3,7 +3,7 @@
 //! what is decided once, in [`Caller`].
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use turnpike_gateway::hub::Hub;
 use turnpike_gateway::hub::register::{self, RegisterError};
@@ -14,7 +14,10 @@ use crate::{Api, Caller};
 /// Paths a provider's token may use (its own services, its own record); every other private
 /// route is the operator's.
 pub fn provider_may(path: &str) -> bool {
-    path == "/api/v1/services" || path.starts_with("/api/v1/services/") || path == "/api/v1/hub/me"
+    path == "/api/v1/services"
+        || path.starts_with("/api/v1/services/")
+        || path == "/api/v1/hub/me"
+        || path == "/api/v1/hub/statement"
 }
 
 fn hub(api: &Api) -> Result<&std::sync::Arc<Hub>, AdminError> {
@@ -61,7 +64,7 @@ pub async fn fees(State(api): State<Api>) -> Result<Response, AdminError> {
     hub(&api)?;
     let totals = api
         .store()?
-        .fee_totals(None)
+        .fee_totals(None, 0..u64::MAX)
         .await
         .map_err(|e| AdminError::store(&e))?;
     let rows: Vec<_> = totals.iter().map(fee_json).collect();
@@ -96,7 +99,7 @@ pub async fn me(
         .ok_or_else(|| AdminError::new(Code::NotFound, "No such provider."))?;
     let totals = api
         .store()?
-        .fee_totals(Some(&slug))
+        .fee_totals(Some(&slug), 0..u64::MAX)
         .await
         .map_err(|e| AdminError::store(&e))?;
     let mut body = provider.to_json();
@@ -112,4 +115,79 @@ pub async fn me(
         map.insert("fees".into(), fees);
     }
     Ok(Json(body).into_response())
+}
+
+/// `POST /api/v1/hub/providers/{slug}/suspend` (operator): no new payments for its services
+/// (no 402s); tokens already paid keep working.
+pub async fn suspend(
+    State(api): State<Api>,
+    Path(slug): Path<String>,
+) -> Result<Response, AdminError> {
+    set_status(&api, &slug, turnpike_gateway::hub::SUSPENDED).await
+}
+
+/// `POST /api/v1/hub/providers/{slug}/reinstate` (operator): takes payments again.
+pub async fn reinstate(
+    State(api): State<Api>,
+    Path(slug): Path<String>,
+) -> Result<Response, AdminError> {
+    set_status(&api, &slug, turnpike_gateway::hub::ACTIVE).await
+}
+
+async fn set_status(api: &Api, slug: &str, status: &str) -> Result<Response, AdminError> {
+    let hub = hub(api)?;
+    let store = api.store()?;
+    let changed = store
+        .set_provider_status(slug, status)
+        .await
+        .map_err(|e| AdminError::store(&e))?;
+    if changed.is_none() {
+        return Err(AdminError::new(
+            Code::NotFound,
+            format!("No provider {slug:?}."),
+        ));
+    }
+    api.control
+        .sync()
+        .await
+        .map_err(|e| AdminError::store(&e))?;
+    let provider = hub
+        .provider(slug)
+        .ok_or_else(|| AdminError::new(Code::NotFound, format!("No provider {slug:?}.")))?;
+    Ok(Json(provider.to_json()).into_response())
+}
+
+/// `?month=YYYY-MM`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonthQuery {
+    month: String,
+}
+
+/// `GET /api/v1/hub/statement?month=YYYY-MM`: each provider's payments recognised in that
+/// month (UTC), its revenue and the fees it owes for them; a provider's token sees its own.
+pub async fn statement(
+    State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    query: Result<Query<MonthQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AdminError> {
+    hub(&api)?;
+    let Query(q) = query.map_err(|_| {
+        AdminError::field(
+            "month",
+            "Give the month as ?month=YYYY-MM (and nothing else).",
+        )
+    })?;
+    let period = turnpike_gateway::hub::month_range(&q.month)
+        .map_err(|m| AdminError::field("month", format!("{m}.")))?;
+    let totals = api
+        .store()?
+        .fee_totals(caller.provider(), period.clone())
+        .await
+        .map_err(|e| AdminError::store(&e))?;
+    let rows: Vec<_> = totals.iter().map(fee_json).collect();
+    Ok(Json(serde_json::json!({
+        "month": q.month, "from": period.start, "to": period.end, "providers": rows,
+    }))
+    .into_response())
 }

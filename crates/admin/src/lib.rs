@@ -106,7 +106,10 @@ pub fn router(api: Api) -> axum::Router {
         .route("/payments", get(tokens::payments))
         .route("/stats", get(stats::stats))
         .route("/hub/providers", get(hub::list).post(hub::create))
+        .route("/hub/providers/{slug}/suspend", post(hub::suspend))
+        .route("/hub/providers/{slug}/reinstate", post(hub::reinstate))
         .route("/hub/fees", get(hub::fees))
+        .route("/hub/statement", get(hub::statement))
         .route("/hub/me", get(hub::me))
         .route("/openapi.json", get(openapi));
     axum::Router::new()
@@ -150,7 +153,7 @@ async fn authorize(State(api): State<Api>, mut req: Request, next: Next) -> Resp
     if caller != Caller::Operator && !hub::provider_may(req.uri().path()) {
         return AdminError::new(
             Code::Forbidden,
-            "A provider's token reaches only its own services and /api/v1/hub/me.",
+            "A provider's token reaches only its own services, /api/v1/hub/me and /api/v1/hub/statement.",
         )
         .into_response();
     }

@@ -71,6 +71,8 @@ pub enum ErrorCode {
     Conflict,
     /// A provider's payout did not give a correct test invoice; nothing was stored (`422`).
     PayoutUnusable,
+    /// The hub provider of this service is suspended: no new payment is taken (`403`).
+    ProviderSuspended,
 }
 
 impl ErrorCode {
@@ -87,6 +89,7 @@ impl ErrorCode {
             AlreadyPaid | IdempotencyInFlight | Conflict => StatusCode::CONFLICT,
             InvoiceExpired => StatusCode::GONE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProviderSuspended => StatusCode::FORBIDDEN,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             IdempotencyKeyReused | PayoutUnusable => StatusCode::UNPROCESSABLE_ENTITY,
@@ -136,6 +139,7 @@ impl ErrorCode {
             X402SettlementUnknown => "settlement_unknown",
             Conflict => "conflict",
             PayoutUnusable => "payout_unusable",
+            ProviderSuspended => "provider_suspended",
         }
     }
 }
@@ -232,6 +236,9 @@ mod tests {
             UpstreamTimeout,
             FacilitatorUnavailable,
             X402SettlementUnknown,
+            Conflict,
+            PayoutUnusable,
+            ProviderSuspended,
         ];
         let mut names = std::collections::HashSet::new();
         for code in all {

@@ -118,7 +118,7 @@ fn provider_routes(
         tracing::warn!(service = %c.name, provider = %slug, "no such provider: service off");
         return Ok(Vec::new());
     };
-    if !provider.is_active() {
+    if !provider.is_served() {
         return Ok(Vec::new());
     }
     hub.check_service(c).map_err(|e| e.within(within))?;
@@ -354,8 +354,8 @@ mod tests {
     fn a_providers_service_is_off_without_its_provider_and_checked_with_it() {
         let active = hub_with("alice", "active");
         let gone = hub_with("bob", "active");
-        let suspended = hub_with("alice", "suspended");
-        for hub in [None, Some(&gone), Some(&suspended)] {
+        let closed = hub_with("alice", "closed");
+        for hub in [None, Some(&gone), Some(&closed)] {
             let r = Router::parse(&[provider_svc("q", None)], None, None, hub).unwrap();
             assert!(r.services().is_empty());
         }

@@ -170,6 +170,14 @@ pub trait AdminStore: Send + Sync + 'static {
     /// token hash is taken (then nothing is stored).
     async fn create_provider(&self, provider: &ProviderRecord) -> Result<Option<u64>, StoreError>;
 
+    /// Sets the status of provider `slug` (`active`, `suspended`), taking the next change
+    /// sequence number; `None` when there is no such provider (nothing changed).
+    async fn set_provider_status(
+        &self,
+        slug: &str,
+        status: &str,
+    ) -> Result<Option<u64>, StoreError>;
+
     /// Every provider, by slug.
     async fn providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
 
@@ -180,8 +188,13 @@ pub trait AdminStore: Send + Sync + 'static {
     /// was the first time (false also for a token with no fee record).
     async fn fee_paid(&self, token: &TokenId, now_unix: u64) -> Result<bool, StoreError>;
 
-    /// The paid tokens of every provider (or of `provider` only) added up, by slug.
-    async fn fee_totals(&self, provider: Option<&str>) -> Result<Vec<FeeTotals>, StoreError>;
+    /// The tokens of every provider (or of `provider` only) whose payment was recognised in
+    /// `paid` (unix seconds, end excluded), added up, by slug.
+    async fn fee_totals(
+        &self,
+        provider: Option<&str>,
+        paid: std::ops::Range<u64>,
+    ) -> Result<Vec<FeeTotals>, StoreError>;
 
     /// A trivial query, to tell whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -883,8 +883,10 @@ const FEE_PAID: &str = "UPDATE hub_fees SET paid_at = $2 WHERE token_id = $1 AND
 /// `$1` a provider's slug ('' = every provider).
 const FEE_TOTALS: &str = "SELECT provider, COUNT(*), CAST(SUM(price_msat) AS BIGINT),
         CAST(SUM(fee_msat) AS BIGINT)
-   FROM hub_fees WHERE paid_at IS NOT NULL AND ($1 = '' OR provider = $1)
+   FROM hub_fees WHERE paid_at >= $2 AND paid_at < $3 AND ($1 = '' OR provider = $1)
   GROUP BY provider ORDER BY provider";
+
+const SET_PROVIDER_STATUS: &str = "UPDATE hub_providers SET status = $2, seq = $3 WHERE slug = $1";
 
 type ProviderRow = (String, String, String, String, Vec<u8>, String, i64, i64);
 
@@ -946,13 +948,36 @@ where
         &self,
         write: impl FnOnce(i64) -> sqlx::query::Query<'static, DB, <DB as Database>::Arguments>,
     ) -> Result<u64, StoreError> {
+        self.sequenced(write, false)
+            .await?
+            .ok_or(StoreError::Corrupt("a sequenced write vanished"))
+    }
+
+    /// Like [`Self::with_next_sequence`], but only when `write` changes a row: otherwise
+    /// nothing is kept (the sequence number included) and the answer is `None`.
+    async fn with_next_sequence_if_changed(
+        &self,
+        write: impl FnOnce(i64) -> sqlx::query::Query<'static, DB, <DB as Database>::Arguments>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.sequenced(write, true).await
+    }
+
+    async fn sequenced(
+        &self,
+        write: impl FnOnce(i64) -> sqlx::query::Query<'static, DB, <DB as Database>::Arguments>,
+        must_change: bool,
+    ) -> Result<Option<u64>, StoreError> {
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
         let seq: i64 = sqlx::query_scalar(NEXT_SEQUENCE)
             .fetch_one(&mut *tx)
             .await?;
-        write(seq).execute(&mut *tx).await?;
+        let done = write(seq).execute(&mut *tx).await?;
+        if must_change && done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         tx.commit().await?;
-        crate::to_u64(seq, "admin_sequence.seq")
+        crate::to_u64(seq, "admin_sequence.seq").map(Some)
     }
 }
 
@@ -1082,28 +1107,20 @@ where
     }
 
     async fn create_provider(&self, p: &crate::ProviderRecord) -> Result<Option<u64>, StoreError> {
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
-        let seq: i64 = sqlx::query_scalar(NEXT_SEQUENCE)
-            .fetch_one(&mut *tx)
-            .await?;
-        let done = sqlx::query(CREATE_PROVIDER)
-            .bind(p.slug.clone())
-            .bind(p.name.clone())
-            .bind(p.contact.clone())
-            .bind(p.payout.clone())
-            .bind(p.token_hash.to_vec())
-            .bind(p.status.clone())
-            .bind(to_i64(p.created_at))
-            .bind(to_i64(p.trial_ends_at))
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        tx.commit().await?;
-        crate::to_u64(seq, "admin_sequence.seq").map(Some)
+        let p = p.clone();
+        self.with_next_sequence_if_changed(move |seq| {
+            sqlx::query(CREATE_PROVIDER)
+                .bind(p.slug)
+                .bind(p.name)
+                .bind(p.contact)
+                .bind(p.payout)
+                .bind(p.token_hash.to_vec())
+                .bind(p.status)
+                .bind(to_i64(p.created_at))
+                .bind(to_i64(p.trial_ends_at))
+                .bind(seq)
+        })
+        .await
     }
 
     async fn providers(&self) -> Result<Vec<crate::ProviderRecord>, StoreError> {
@@ -1133,12 +1150,30 @@ where
         Ok(done.rows_affected() == 1)
     }
 
+    async fn set_provider_status(
+        &self,
+        slug: &str,
+        status: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let (slug, status) = (slug.to_owned(), status.to_owned());
+        self.with_next_sequence_if_changed(move |seq| {
+            sqlx::query(SET_PROVIDER_STATUS)
+                .bind(slug)
+                .bind(status)
+                .bind(seq)
+        })
+        .await
+    }
+
     async fn fee_totals(
         &self,
         provider: Option<&str>,
+        paid: std::ops::Range<u64>,
     ) -> Result<Vec<crate::FeeTotals>, StoreError> {
         let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(FEE_TOTALS)
             .bind(provider.unwrap_or_default().to_owned())
+            .bind(to_i64(paid.start))
+            .bind(to_i64(paid.end))
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter()

@@ -261,6 +261,19 @@ async fn providers_and_fees(a: &Both, b: &Both) {
         .await
         .unwrap()
         .unwrap();
+    // A status change is a numbered change; an unknown slug changes nothing.
+    let seq = admin.set_provider_status("bob", "suspended").await.unwrap();
+    assert_eq!(other.sequence().await.unwrap(), seq.unwrap());
+    assert_eq!(
+        admin.set_provider_status("nobody", "x").await.unwrap(),
+        None
+    );
+    assert_eq!(other.sequence().await.unwrap(), seq.unwrap());
+    admin
+        .set_provider_status("bob", "active")
+        .await
+        .unwrap()
+        .unwrap();
     let all = other.providers().await.unwrap();
     assert_eq!(all, [provider("alice", 1), provider("bob", 3)]);
 
@@ -289,12 +302,18 @@ async fn providers_and_fees(a: &Both, b: &Both) {
         })
         .await
         .unwrap();
-    assert!(other.fee_totals(None).await.unwrap().is_empty());
+    assert!(
+        other
+            .fee_totals(None, 0..u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(admin.fee_paid(&a1.token_id, 400).await.unwrap());
     assert!(!other.fee_paid(&a1.token_id, 401).await.unwrap());
     assert!(!admin.fee_paid(&TokenId::random(), 401).await.unwrap());
     assert!(admin.fee_paid(&b1.token_id, 402).await.unwrap());
-    let totals = other.fee_totals(None).await.unwrap();
+    let totals = other.fee_totals(None, 0..u64::MAX).await.unwrap();
     assert_eq!(
         totals,
         [
@@ -313,7 +332,20 @@ async fn providers_and_fees(a: &Both, b: &Both) {
         ]
     );
     assert!(admin.fee_paid(&a2.token_id, 403).await.unwrap());
-    let alice = admin.fee_totals(Some("alice")).await.unwrap();
+    // A period counts the payments recognised in it: 400 and 402 in [400, 403), not 403.
+    let period = admin.fee_totals(None, 400..403).await.unwrap();
+    assert_eq!(
+        period.iter().map(|t| t.payments).collect::<Vec<_>>(),
+        [1, 1]
+    );
+    assert!(
+        admin
+            .fee_totals(Some("alice"), 404..u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let alice = admin.fee_totals(Some("alice"), 0..u64::MAX).await.unwrap();
     assert_eq!(
         alice,
         [FeeTotals {

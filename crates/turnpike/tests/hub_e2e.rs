@@ -281,6 +281,39 @@ async fn two_providers_paid_on_their_own_wallets_with_the_fee_in_the_ledger() {
         (&b["revenue_msat"], &b["fees_msat"]),
         (&json!(100_000), &json!(2_000))
     );
+    // This month's statement: the operator sees both, a provider its own; a bad month is 400.
+    let month = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let (y, m, _) = turnpike_store::Day::from_unix(now.as_secs()).ymd();
+        format!("{y:04}-{m:02}")
+    };
+    let path = format!("/hub/statement?month={month}");
+    let (status, all) = hub.operator("GET", &path, None).await;
+    assert_eq!(
+        (status, all["providers"].as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{all}"
+    );
+    let (_, own) = hub.call(&alice, "GET", &path, None).await;
+    assert_eq!(own["providers"], json!([a]));
+    let (_, none) = hub
+        .operator("GET", "/hub/statement?month=1999-01", None)
+        .await;
+    assert_eq!(none["providers"], json!([]));
+    for bad in [
+        "/hub/statement",
+        "/hub/statement?month=2026-13",
+        "/hub/statement?month=x&y=1",
+    ] {
+        let (status, err) = hub.operator("GET", bad, None).await;
+        assert_eq!(
+            (status, &err["error"]["field"]),
+            (400, &json!("month")),
+            "{bad}"
+        );
+    }
     let (status, me) = hub.call(&alice, "GET", "/hub/me", None).await;
     assert_eq!(
         (status, &me["fees"]["fees_msat"]),
@@ -495,6 +528,38 @@ async fn the_provider_prefix_cannot_be_bypassed() {
         let last = seen.lock().unwrap().last().cloned().unwrap();
         assert_eq!(last, "/quote", "{path} reached the upstream as {last}");
     }
+
+    // Suspended: no new payment (403, no invoice), the token already paid keeps working;
+    // reinstated: 402 again. Only the operator does this.
+    let path = "/hub/providers/alice/suspend";
+    assert_eq!(hub.call(&alice, "POST", path, None).await.0, 403);
+    let (status, body) = hub.operator("POST", path, None).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("suspended")),
+        "{body}"
+    );
+    let (status, body) = hub.get("gw.example", "/alice/quote", None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("provider_suspended"))
+    );
+    assert!(body.get("invoice").is_none());
+    assert_eq!(
+        hub.get("gw.example", "/alice/quote", Some(&credential))
+            .await
+            .0,
+        200
+    );
+    let (status, _) = hub
+        .operator("POST", "/hub/providers/nobody/suspend", None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = hub
+        .operator("POST", "/hub/providers/alice/reinstate", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(hub.get("gw.example", "/alice/quote", None).await.0, 402);
 }
 
 /// A provider paid through a Lightning address only: the invoice comes from its LNURL-pay

@@ -25,6 +25,12 @@ pub(crate) fn invoice_terms<'a>(
     let Some(payee) = &service.payee else {
         return Ok((&state.backend, price, Msat::ZERO));
     };
+    if payee.suspended {
+        return Err(ApiError::new(
+            ErrorCode::ProviderSuspended,
+            "This provider is suspended: it takes no new payments (tokens already paid keep working).",
+        ));
+    }
     let (amount, fee) = payee.invoice_amount(price, now).ok_or_else(|| {
         ApiError::new(
             ErrorCode::PricerUnavailable,

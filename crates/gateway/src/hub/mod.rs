@@ -87,6 +87,22 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The unix seconds of a calendar month `YYYY-MM` (UTC), end excluded: a statement's period.
+pub fn month_range(month: &str) -> Result<std::ops::Range<u64>, String> {
+    let bad = || format!("{month:?} is not a month: write YYYY-MM, e.g. 2026-12");
+    let (y, m) = month.split_once('-').ok_or_else(bad)?;
+    let digits = |t: &str, n: usize| t.len() == n && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(y, 4) || !digits(m, 2) {
+        return Err(bad());
+    }
+    let (y, m): (u32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    let start = turnpike_store::Day::from_ymd(y, m, 1).ok_or_else(bad)?;
+    let end = turnpike_store::Day::from_ymd(ny, nm, 1).ok_or_else(bad)?;
+    let secs = |d: turnpike_store::Day| u64::from(d.days_since_epoch()) * 86_400;
+    Ok(secs(start)..secs(end))
+}
+
 /// Slugs that name parts of the hub itself, never a provider.
 const RESERVED_SLUGS: [&str; 12] = [
     "www",
@@ -138,6 +154,8 @@ pub struct Payee {
     pub whole_sats: bool,
     /// The wallet can be asked whether an invoice was paid before a token's first use.
     pub checks_settlement: bool,
+    /// The provider is suspended: no invoice is created for it.
+    pub suspended: bool,
 }
 
 impl fmt::Debug for Payee {
@@ -178,10 +196,21 @@ pub struct Provider {
     payout_json: String,
 }
 
+/// A provider's status: its services are served and paid.
+pub const ACTIVE: &str = "active";
+/// A provider's status: its services take no new payment (no 402s); tokens already paid keep
+/// working until used.
+pub const SUSPENDED: &str = "suspended";
+
 impl Provider {
-    /// Whether its services are served (not suspended).
+    /// Whether it takes new payments.
     pub fn is_active(&self) -> bool {
-        self.record.status == "active"
+        self.record.status == ACTIVE
+    }
+
+    /// Whether its services are routed at all (active or suspended).
+    pub fn is_served(&self) -> bool {
+        self.is_active() || self.record.status == SUSPENDED
     }
 
     /// The provider as the API shows it (the payout's secrets redacted).
@@ -284,6 +313,7 @@ impl Hub {
             trial_ends_at: record.trial_ends_at,
             whole_sats: connected.whole_sats,
             checks_settlement: connected.checks_settlement,
+            suspended: record.status == SUSPENDED,
         };
         Ok(Provider {
             payout_json: record.payout.clone(),
@@ -293,7 +323,7 @@ impl Hub {
     }
 
     /// Checks a provider's service, as a `[[services]]` table (its provider is looked up by
-    /// the caller: a service whose provider is gone or suspended is off): the hub sets where it answers
+    /// the caller): the hub sets where it answers
     /// (no `host`, `host_regex`, `path_regex`), it is paid over Lightning only (an x402
     /// `pay_to` would be the hub's), header values are inline (never the hub's files or
     /// environment), no pricer yet. Errors name the key.
@@ -363,7 +393,45 @@ mod tests {
         }
     }
 
+    #[test]
+    fn months_are_utc_calendar_months() {
+        assert_eq!(month_range("1970-01"), Ok(0..31 * 86_400));
+        assert_eq!(
+            month_range("2024-02").map(|r| (r.end - r.start) / 86_400),
+            Ok(29)
+        );
+        assert_eq!(
+            month_range("2026-12").map(|r| r.end),
+            month_range("2027-01").map(|r| r.start)
+        );
+        for bad in [
+            "",
+            "2026",
+            "2026-13",
+            "2026-00",
+            "2026-1",
+            "26-01",
+            "2026-01-01",
+            "２０２６-01",
+        ] {
+            assert!(month_range(bad).is_err(), "{bad:?}");
+        }
+    }
+
     proptest! {
+        /// Consecutive months tile time: each ends where the next starts, and every second of
+        /// a month is in exactly that month (its day says so).
+        #[test]
+        fn months_tile_time(y in 1970u32..2400, m in 1u32..=12, offset in 0u64..31 * 86_400) {
+            let r = month_range(&format!("{y:04}-{m:02}")).unwrap();
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            let next = month_range(&format!("{ny:04}-{nm:02}")).unwrap();
+            prop_assert_eq!(r.end, next.start);
+            let at = r.start + offset;
+            let (dy, dm, _) = turnpike_store::Day::from_unix(at).ymd();
+            prop_assert_eq!(r.contains(&at), (dy, dm) == (y, m));
+        }
+
         /// A valid slug is a lower-case DNS label, so `<slug>.<domain>` is one host.
         #[test]
         fn valid_slugs_are_host_labels(slug in "\\PC{0,40}") {
@@ -410,6 +478,7 @@ mod tests {
             trial_ends_at: 1000,
             whole_sats: true,
             checks_settlement: true,
+            suspended: false,
         };
         assert_eq!(
             payee.invoice_amount(Msat(21_000), 999),

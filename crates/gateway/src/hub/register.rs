@@ -142,7 +142,7 @@ pub async fn register(
         contact: reg.contact,
         payout: serde_json::to_string(&payout).map_err(|e| RegisterError::Payout(e.to_string()))?,
         token_hash: sha256(token.as_bytes()),
-        status: "active".into(),
+        status: super::ACTIVE.into(),
         created_at: now,
         trial_ends_at: now.saturating_add(hub.settings.trial_secs),
     };
