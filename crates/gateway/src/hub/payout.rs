@@ -133,7 +133,10 @@ impl Payout {
                     invoice_key: Some(SecretSource::Inline(invoice_key.clone())),
                     ..LnbitsConfig::new(url.clone())
                 };
-                let backend = LnbitsBackend::new(&config).map_err(|e| e.to_string())?;
+                let mut backend = LnbitsBackend::new(&config).map_err(|e| e.to_string())?;
+                if !policy.allow_insecure {
+                    backend = backend.public_only().map_err(|e| e.to_string())?;
+                }
                 Ok(Connected {
                     backend: Arc::new(backend),
                     whole_sats: true,
