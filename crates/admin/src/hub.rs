@@ -113,8 +113,40 @@ pub async fn me(
             })
         });
         map.insert("fees".into(), fees);
+        let bills = api
+            .store()?
+            .bills(Some(&slug), 20)
+            .await
+            .map_err(|e| AdminError::store(&e))?;
+        map.insert("bills".into(), bills.iter().map(bill_json).collect());
     }
     Ok(Json(body).into_response())
+}
+
+fn bill_json(b: &turnpike_store::BillRecord) -> serde_json::Value {
+    serde_json::json!({
+        "provider": b.provider,
+        "payment_hash": b.payment_hash.to_hex(),
+        "fees_msat": b.fees.0,
+        "amount_msat": b.amount.0,
+        "amount_sats": b.amount.0 / 1000,
+        "invoice": b.bolt11,
+        "created_at": b.created_at,
+        "due_at": b.due_at,
+        "paid_at": b.paid_at,
+    })
+}
+
+/// `GET /api/v1/hub/bills` (operator): the latest 100 bills, newest first.
+pub async fn bills(State(api): State<Api>) -> Result<Response, AdminError> {
+    hub(&api)?;
+    let bills = api
+        .store()?
+        .bills(None, 100)
+        .await
+        .map_err(|e| AdminError::store(&e))?;
+    let rows: Vec<_> = bills.iter().map(bill_json).collect();
+    Ok(Json(serde_json::json!({ "bills": rows })).into_response())
 }
 
 /// `POST /api/v1/hub/providers/{slug}/suspend` (operator): no new payments for its services

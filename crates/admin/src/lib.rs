@@ -109,6 +109,7 @@ pub fn router(api: Api) -> axum::Router {
         .route("/hub/providers/{slug}/suspend", post(hub::suspend))
         .route("/hub/providers/{slug}/reinstate", post(hub::reinstate))
         .route("/hub/fees", get(hub::fees))
+        .route("/hub/bills", get(hub::bills))
         .route("/hub/statement", get(hub::statement))
         .route("/hub/me", get(hub::me))
         .route("/openapi.json", get(openapi));

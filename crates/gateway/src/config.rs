@@ -205,6 +205,27 @@ pub struct HubConfig {
     /// false: a provider's upstream must resolve to public addresses.
     #[serde(default)]
     pub allow_private_upstreams: bool,
+    /// When a provider's fees owed and not yet billed reach this many sats, the hub sends it a
+    /// Lightning invoice for them (default 10000).
+    #[serde(default = "default_bill_threshold_sats")]
+    pub bill_threshold_sats: u64,
+    /// Days a provider has to pay a bill before its services stop taking payments (default
+    /// 14; 0: at once).
+    #[serde(default = "default_bill_grace_days")]
+    pub bill_grace_days: u32,
+    /// Seconds between two looks at fees to bill and bills paid or overdue (default 3600).
+    #[serde(default = "default_billing_interval_secs")]
+    pub billing_interval_secs: u64,
+}
+
+fn default_bill_threshold_sats() -> u64 {
+    10_000
+}
+fn default_bill_grace_days() -> u32 {
+    14
+}
+fn default_billing_interval_secs() -> u64 {
+    3600
 }
 
 fn default_hub_fee() -> String {

@@ -481,6 +481,7 @@ impl Gateway {
         let pruner = self.spawn_pruner();
         let flusher = stats::spawn_flusher(self.state.metrics.clone(), self.state.store.clone());
         let sync = self.spawn_sync();
+        let billing = self.spawn_billing();
         let server = serving::ConnectionServer::new(self.state.clone());
         let mut acceptor = serving::Acceptor::new(&self.state);
         let accept = async {
@@ -499,6 +500,9 @@ impl Gateway {
         pruner.abort();
         self.final_flush(flusher).await;
         sync.abort();
+        if let Some(billing) = billing {
+            billing.abort();
+        }
         Ok(())
     }
 
@@ -515,10 +519,14 @@ impl Gateway {
         let pruner = self.spawn_pruner();
         let flusher = stats::spawn_flusher(self.state.metrics.clone(), self.state.store.clone());
         let sync = self.spawn_sync();
+        let billing = self.spawn_billing();
         let result = workers::serve(&self.state, listener, workers.max(1), shutdown).await;
         self.state.background.drain().await;
         pruner.abort();
         sync.abort();
+        if let Some(billing) = billing {
+            billing.abort();
+        }
         self.final_flush(flusher).await;
         result
     }
@@ -538,6 +546,11 @@ impl Gateway {
                 }
             }
         })
+    }
+
+    /// On a hub: bills providers and checks their bills periodically ([`hub::billing`]).
+    fn spawn_billing(&self) -> Option<tokio::task::JoinHandle<()>> {
+        hub::billing::spawn(self.state.control.clone(), self.state.backend.clone())
     }
 
     /// Stops the periodic flush and adds the last counts (waiting at most

@@ -124,6 +124,27 @@ pub struct FeeTotals {
     pub fees: Msat,
 }
 
+/// A bill: the hub's Lightning invoice to a provider for fees it owes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillRecord {
+    /// The invoice's payment hash.
+    pub payment_hash: turnpike_l402::PaymentHash,
+    /// The provider billed.
+    pub provider: String,
+    /// The exact sum of the fee rows it covers.
+    pub fees: Msat,
+    /// What the invoice asks.
+    pub amount: Msat,
+    /// The invoice.
+    pub bolt11: String,
+    /// When it was issued (unix seconds).
+    pub created_at: u64,
+    /// When the provider is suspended if it is still unpaid (unix seconds).
+    pub due_at: u64,
+    /// When it was seen paid.
+    pub paid_at: Option<u64>,
+}
+
 /// The admin API's durable state. Obligations: every write takes the next change sequence
 /// number in the same transaction, so [`AdminStore::sequence`] grows with every change any
 /// replica makes, and a reader that saw sequence N and reads again sees every change after N.
@@ -195,6 +216,32 @@ pub trait AdminStore: Send + Sync + 'static {
         provider: Option<&str>,
         paid: std::ops::Range<u64>,
     ) -> Result<Vec<FeeTotals>, StoreError>;
+
+    /// Fees owed and not yet billed (payment recognised before `before`), by provider, for
+    /// providers with no unpaid bill.
+    async fn unbilled_fees(&self, before: u64) -> Result<Vec<(String, Msat)>, StoreError>;
+
+    /// Issues `bill` for the provider's unbilled fee rows paid before `before`, in one
+    /// transaction: only if the provider has no unpaid bill and those rows add up to exactly
+    /// `bill.fees` (another replica may have billed them meanwhile). Whether it was stored.
+    async fn open_bill(&self, bill: &BillRecord, before: u64) -> Result<bool, StoreError>;
+
+    /// The unpaid bills of every provider.
+    async fn open_bills(&self) -> Result<Vec<BillRecord>, StoreError>;
+
+    /// The latest `limit` bills of `provider` (or of every provider), newest first.
+    async fn bills(
+        &self,
+        provider: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<BillRecord>, StoreError>;
+
+    /// Marks a bill paid at `now_unix`; whether this was the first time.
+    async fn bill_paid(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+        now_unix: u64,
+    ) -> Result<bool, StoreError>;
 
     /// A trivial query, to tell whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -886,6 +886,52 @@ const FEE_TOTALS: &str = "SELECT provider, COUNT(*), CAST(SUM(price_msat) AS BIG
    FROM hub_fees WHERE paid_at >= $2 AND paid_at < $3 AND ($1 = '' OR provider = $1)
   GROUP BY provider ORDER BY provider";
 
+const UNBILLED_FEES: &str = "SELECT provider, CAST(SUM(fee_msat) AS BIGINT) FROM hub_fees f
+  WHERE paid_at IS NOT NULL AND paid_at < $1 AND bill IS NULL
+    AND NOT EXISTS (SELECT 1 FROM hub_bills b WHERE b.provider = f.provider AND b.paid_at IS NULL)
+  GROUP BY provider ORDER BY provider";
+
+const OPEN_BILL_EXISTS: &str =
+    "SELECT COUNT(*) FROM hub_bills WHERE provider = $1 AND paid_at IS NULL";
+
+const BILL_FEES: &str = "UPDATE hub_fees SET bill = $3
+  WHERE provider = $1 AND paid_at IS NOT NULL AND paid_at < $2 AND bill IS NULL
+  RETURNING fee_msat";
+
+const INSERT_BILL: &str = "INSERT INTO hub_bills
+    (payment_hash, provider, fees_msat, amount_msat, bolt11, created_at, due_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// `$1` a provider's slug ('' = every provider), `$2` 1: unpaid only, `$3` the limit.
+const BILLS: &str = "SELECT payment_hash, provider, fees_msat, amount_msat, bolt11, created_at,
+        due_at, paid_at
+   FROM hub_bills WHERE ($1 = '' OR provider = $1) AND ($2 = 0 OR paid_at IS NULL)
+  ORDER BY created_at DESC, payment_hash DESC LIMIT $3";
+
+const BILL_PAID: &str =
+    "UPDATE hub_bills SET paid_at = $2 WHERE payment_hash = $1 AND paid_at IS NULL";
+
+type BillRow = (Vec<u8>, String, i64, i64, String, i64, i64, Option<i64>);
+
+fn bill_record(row: BillRow) -> Result<crate::BillRecord, StoreError> {
+    let (hash, provider, fees, amount, bolt11, created, due, paid) = row;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("hub_bills.payment_hash"))?;
+    Ok(crate::BillRecord {
+        payment_hash: turnpike_l402::PaymentHash(hash),
+        provider,
+        fees: turnpike_l402::Msat(crate::to_u64(fees, "hub_bills.fees_msat")?),
+        amount: turnpike_l402::Msat(crate::to_u64(amount, "hub_bills.amount_msat")?),
+        bolt11,
+        created_at: crate::to_u64(created, "hub_bills.created_at")?,
+        due_at: crate::to_u64(due, "hub_bills.due_at")?,
+        paid_at: paid
+            .map(|p| crate::to_u64(p, "hub_bills.paid_at"))
+            .transpose()?,
+    })
+}
+
 const SET_PROVIDER_STATUS: &str = "UPDATE hub_providers SET status = $2, seq = $3 WHERE slug = $1";
 
 type ProviderRow = (String, String, String, String, Vec<u8>, String, i64, i64);
@@ -951,6 +997,26 @@ where
         self.sequenced(write, false)
             .await?
             .ok_or(StoreError::Corrupt("a sequenced write vanished"))
+    }
+
+    async fn select_bills(
+        &self,
+        provider: Option<&str>,
+        open_only: bool,
+        limit: u32,
+    ) -> Result<Vec<crate::BillRecord>, StoreError>
+    where
+        String: Codec<DB>,
+        Vec<u8>: Codec<DB>,
+        Option<i64>: Codec<DB>,
+    {
+        let rows: Vec<BillRow> = sqlx::query_as(BILLS)
+            .bind(provider.unwrap_or_default().to_owned())
+            .bind(i64::from(open_only))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(bill_record).collect()
     }
 
     /// Like [`Self::with_next_sequence`], but only when `write` changes a row: otherwise
@@ -1192,6 +1258,85 @@ where
                 })
             })
             .collect()
+    }
+
+    async fn unbilled_fees(
+        &self,
+        before: u64,
+    ) -> Result<Vec<(String, turnpike_l402::Msat)>, StoreError> {
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(UNBILLED_FEES)
+            .bind(to_i64(before))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(provider, fees)| {
+                let fees = crate::to_u64(fees.unwrap_or(0), "hub_fees.fee_msat")?;
+                Ok((provider, turnpike_l402::Msat(fees)))
+            })
+            .collect()
+    }
+
+    async fn open_bill(&self, b: &crate::BillRecord, before: u64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let open: i64 = sqlx::query_scalar(OPEN_BILL_EXISTS)
+            .bind(b.provider.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+        let billed: Vec<i64> = match open {
+            0 => {
+                sqlx::query_scalar(BILL_FEES)
+                    .bind(b.provider.clone())
+                    .bind(to_i64(before))
+                    .bind(b.payment_hash.0.to_vec())
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        let sum = billed
+            .iter()
+            .try_fold(0u64, |acc, f| acc.checked_add(u64::try_from(*f).ok()?));
+        if open != 0 || billed.is_empty() || sum != Some(b.fees.0) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(INSERT_BILL)
+            .bind(b.payment_hash.0.to_vec())
+            .bind(b.provider.clone())
+            .bind(to_i64(b.fees.0))
+            .bind(to_i64(b.amount.0))
+            .bind(b.bolt11.clone())
+            .bind(to_i64(b.created_at))
+            .bind(to_i64(b.due_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn open_bills(&self) -> Result<Vec<crate::BillRecord>, StoreError> {
+        self.select_bills(None, true, u32::MAX).await
+    }
+
+    async fn bills(
+        &self,
+        provider: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<crate::BillRecord>, StoreError> {
+        self.select_bills(provider, false, limit).await
+    }
+
+    async fn bill_paid(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+        now_unix: u64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(BILL_PAID)
+            .bind(hash.0.to_vec())
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

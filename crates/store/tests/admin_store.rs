@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use turnpike_l402::{Msat, PaymentHash, TokenId};
 use turnpike_store::{
-    AdminStore, FeeRecord, FeeTotals, InvoiceRecord, PgStore, ProviderRecord, SqliteStore, Store,
-    TokenQuery,
+    AdminStore, BillRecord, FeeRecord, FeeTotals, InvoiceRecord, PgStore, ProviderRecord,
+    SqliteStore, Store, TokenQuery,
 };
 
 type Both = (Arc<dyn Store>, Arc<dyn AdminStore>);
@@ -355,6 +355,93 @@ async fn providers_and_fees(a: &Both, b: &Both) {
             fees: Msat(520)
         }]
     );
+    bills_cover_exactly_the_unbilled_fees(admin, other).await;
+}
+
+/// Bills: one open bill per provider, covering exactly its unbilled fee rows (paid before the
+/// cutoff); a bill whose sum no longer matches is refused and changes nothing.
+async fn bills_cover_exactly_the_unbilled_fees(
+    admin: &Arc<dyn AdminStore>,
+    other: &Arc<dyn AdminStore>,
+) {
+    let owed = other.unbilled_fees(1000).await.unwrap();
+    assert_eq!(
+        owed,
+        [("alice".to_owned(), Msat(520)), ("bob".to_owned(), Msat(1))]
+    );
+    assert!(
+        other
+            .unbilled_fees(401)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(p, _)| p == "alice")
+    );
+    let bill = |provider: &str, fees: u64| BillRecord {
+        payment_hash: PaymentHash(rand_bytes()),
+        provider: provider.into(),
+        fees: Msat(fees),
+        amount: Msat(fees / 1000 * 1000),
+        bolt11: "lnbcrt1…".into(),
+        created_at: 1000,
+        due_at: 2000,
+        paid_at: None,
+    };
+    // A sum that does not match (another replica billed meanwhile): refused, nothing changed.
+    assert!(!admin.open_bill(&bill("bob", 2), 1000).await.unwrap());
+    assert_eq!(other.unbilled_fees(1000).await.unwrap().len(), 2);
+    let alice_bill = bill("alice", 520);
+    assert!(admin.open_bill(&alice_bill, 1000).await.unwrap());
+    // One open bill per provider: a second is refused.
+    assert!(!other.open_bill(&bill("alice", 520), 1000).await.unwrap());
+    assert_eq!(
+        other.unbilled_fees(1000).await.unwrap(),
+        [("bob".to_owned(), Msat(1))]
+    );
+    assert_eq!(
+        other.open_bills().await.unwrap(),
+        std::slice::from_ref(&alice_bill)
+    );
+    assert!(
+        other
+            .bill_paid(&alice_bill.payment_hash, 1500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !admin
+            .bill_paid(&alice_bill.payment_hash, 1600)
+            .await
+            .unwrap()
+    );
+    assert!(admin.open_bills().await.unwrap().is_empty());
+    let listed = admin.bills(Some("alice"), 10).await.unwrap();
+    assert_eq!(
+        listed,
+        [BillRecord {
+            paid_at: Some(1500),
+            ..alice_bill
+        }]
+    );
+    assert!(admin.bills(Some("bob"), 10).await.unwrap().is_empty());
+    // Billed rows stay owed in statements; only new rows are unbilled.
+    let again = FeeRecord {
+        token_id: TokenId::random(),
+        provider: "alice".into(),
+        service: "alice.api".into(),
+        price: Msat(1000),
+        fee: Msat(20),
+        issued_at: 1700,
+    };
+    admin.record_fee(&again).await.unwrap();
+    admin.fee_paid(&again.token_id, 1800).await.unwrap();
+    let owed = other.unbilled_fees(1900).await.unwrap();
+    assert_eq!(
+        owed,
+        [("alice".to_owned(), Msat(20)), ("bob".to_owned(), Msat(1))]
+    );
+    let totals = other.fee_totals(Some("alice"), 0..u64::MAX).await.unwrap();
+    assert_eq!(totals[0].fees, Msat(540));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -772,3 +772,84 @@ async fn replicas_on_postgres_share_providers_and_the_ledger() {
     drop((a, b));
     common::drop_pg_database(&admin_url, &url).await;
 }
+
+/// Threshold billing: fees owed past `bill_threshold_sats` are billed with a Lightning invoice
+/// on the hub's own backend; unpaid past the grace period the provider takes no new payments
+/// (403, paid tokens still served); once it pays, it is reinstated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
+    let Some(node) = node() else { return };
+    let alice_w = node.wallet("alice", 0).await;
+    let payer = node.wallet("payer", 1_000).await;
+    let (up, _) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let billing = "bill_threshold_sats = 2\nbill_grace_days = 0\nbilling_interval_secs = 1";
+    let hub = start_hub_with(dir.path(), "hub", 0, "", billing);
+    let alice = hub.register("alice", lnbits_payout(&node, &alice_w)).await;
+    let svc = json!({ "name": "alice-api", "upstream": format!("http://{up}"), "price_sats": 50,
+                      "calls_per_payment": 5 });
+    hub.add_service(&alice, svc).await;
+
+    // One payment: 1 sat of fee, under the threshold: no bill.
+    let (_, challenge) = hub.get("gw.example", "/alice/x", None).await;
+    let first = pay(&node, &payer, &challenge).await;
+    assert_eq!(hub.get("gw.example", "/alice/x", Some(&first)).await.0, 200);
+    hub.fees_of("alice", 1).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
+    assert_eq!(me["bills"], json!([]), "{me}");
+
+    // A second: 2 sats owed, billed; due at once (no grace): suspended.
+    let (_, challenge) = hub.get("gw.example", "/alice/x", None).await;
+    let second = pay(&node, &payer, &challenge).await;
+    assert_eq!(
+        hub.get("gw.example", "/alice/x", Some(&second)).await.0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let bill = loop {
+        let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
+        if me["status"] == "suspended" {
+            break me["bills"][0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never billed and suspended: {me}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (&bill["fees_msat"], &bill["amount_msat"]),
+        (&json!(2_000), &json!(2_000))
+    );
+    assert_eq!(bill["paid_at"], Value::Null);
+    let (status, body) = hub.get("gw.example", "/alice/x", None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("provider_suspended"))
+    );
+    assert_eq!(
+        hub.get("gw.example", "/alice/x", Some(&second)).await.0,
+        200
+    );
+    let (_, bills) = hub.operator("GET", "/hub/bills", None).await;
+    assert_eq!(bills["bills"].as_array().map(Vec::len), Some(1), "{bills}");
+
+    // The provider pays its bill (the hub's backend is the dev node here): reinstated.
+    let paid = hub
+        .http
+        .post(format!("http://{}/_turnpike/dev/pay", hub.public))
+        .json(&json!({ "invoice": bill["invoice"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while hub.get("gw.example", "/alice/x", None).await.0 != 402 {
+        assert!(Instant::now() < deadline, "never reinstated");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
+    assert_eq!(me["status"], "active");
+    assert!(me["bills"][0]["paid_at"].is_u64(), "{me}");
+}

@@ -10,6 +10,7 @@
 //! ([`crate::control::Control::sync`]). The request path only reads a service's [`Payee`],
 //! resolved when the service table is built.
 
+pub mod billing;
 pub mod fee;
 pub(crate) mod ledger;
 pub mod payout;
@@ -44,6 +45,12 @@ pub struct HubSettings {
     pub payouts: PayoutPolicy,
     /// Providers' upstreams may be internal.
     pub allow_private_upstreams: bool,
+    /// Unbilled fees from which a provider is billed.
+    pub bill_threshold: Msat,
+    /// Seconds a provider has to pay a bill.
+    pub bill_grace_secs: u64,
+    /// Between two billing runs.
+    pub billing_interval: std::time::Duration,
 }
 
 impl HubSettings {
@@ -61,7 +68,23 @@ impl HubSettings {
             .network
             .parse::<Network>()
             .map_err(|e| invalid("hub.network", e.to_string()))?;
+        let bill_threshold = turnpike_l402::Sats(c.bill_threshold_sats)
+            .to_msat()
+            .filter(|m| m.0 > 0 && c.bill_threshold_sats <= 2_100_000_000_000_000)
+            .ok_or_else(|| invalid("hub.bill_threshold_sats", "must be from 1 to all bitcoin"))?;
+        if c.bill_grace_days > 365 {
+            return Err(invalid("hub.bill_grace_days", "must be at most 365"));
+        }
+        if !(1..=86_400).contains(&c.billing_interval_secs) {
+            return Err(invalid(
+                "hub.billing_interval_secs",
+                "must be between 1 and 86400",
+            ));
+        }
         Ok(HubSettings {
+            bill_threshold,
+            bill_grace_secs: u64::from(c.bill_grace_days) * 86_400,
+            billing_interval: std::time::Duration::from_secs(c.billing_interval_secs),
             domain,
             fee,
             trial_secs: u64::from(c.trial_days) * 86_400,
@@ -467,6 +490,18 @@ mod tests {
             "hub.trial_days"
         );
         assert_eq!(key("domain = \"h.x\"\nnetwork = \"moon\""), "hub.network");
+        assert_eq!(
+            key("domain = \"h.x\"\nbill_threshold_sats = 0"),
+            "hub.bill_threshold_sats"
+        );
+        assert_eq!(
+            key("domain = \"h.x\"\nbill_grace_days = 400"),
+            "hub.bill_grace_days"
+        );
+        assert_eq!(
+            key("domain = \"h.x\"\nbilling_interval_secs = 0"),
+            "hub.billing_interval_secs"
+        );
     }
 
     #[test]

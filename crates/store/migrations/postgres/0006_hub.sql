@@ -19,6 +19,19 @@ CREATE TABLE hub_fees (
     price_msat BIGINT NOT NULL,
     fee_msat   BIGINT NOT NULL,
     issued_at  BIGINT NOT NULL,
-    paid_at    BIGINT
+    paid_at    BIGINT,
+    bill       BYTEA
 );
 CREATE INDEX hub_fees_provider ON hub_fees (provider, paid_at);
+
+CREATE TABLE hub_bills (
+    payment_hash BYTEA  PRIMARY KEY,
+    provider     TEXT   NOT NULL,
+    fees_msat    BIGINT NOT NULL,
+    amount_msat  BIGINT NOT NULL,
+    bolt11       TEXT   NOT NULL,
+    created_at   BIGINT NOT NULL,
+    due_at       BIGINT NOT NULL,
+    paid_at      BIGINT
+);
+CREATE INDEX hub_bills_provider ON hub_bills (provider, paid_at);

@@ -27,6 +27,24 @@ CREATE TABLE hub_fees (
     price_msat INTEGER NOT NULL,
     fee_msat   INTEGER NOT NULL,
     issued_at  INTEGER NOT NULL,
-    paid_at    INTEGER
+    paid_at    INTEGER,
+    bill       BLOB
 ) WITHOUT ROWID;
 CREATE INDEX hub_fees_provider ON hub_fees (provider, paid_at);
+
+-- Bills: when a provider's owed fees not yet billed pass the threshold, the hub issues a
+-- Lightning invoice (on its own backend) for them; each fee row then names its bill (`bill` =
+-- the bill's payment hash). `fees_msat` is the exact sum of the rows; `amount_msat` what the
+-- invoice asks (rounded down to a whole satoshi). Unpaid past `due_at`: the provider is
+-- suspended until it pays.
+CREATE TABLE hub_bills (
+    payment_hash BLOB    PRIMARY KEY NOT NULL,
+    provider     TEXT    NOT NULL,
+    fees_msat    INTEGER NOT NULL,
+    amount_msat  INTEGER NOT NULL,
+    bolt11       TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    due_at       INTEGER NOT NULL,
+    paid_at      INTEGER
+) WITHOUT ROWID;
+CREATE INDEX hub_bills_provider ON hub_bills (provider, paid_at);
