@@ -608,7 +608,13 @@ fn app_with(state: SharedState) -> axum::Router {
         .route("/_turnpike/health", get(health))
         .route(discovery::PATH, get(discovery::handle));
     if state.control.hub().is_some() {
-        app = app.route(hub::register::PATH, post(hub::register::public_register));
+        app = app
+            .route(
+                hub::register::PATH,
+                get(hub::register::page).post(hub::register::public_register),
+            )
+            .route(hub::register::SCRIPT_PATH, get(hub::register::script))
+            .route(hub::register::STYLE_PATH, get(hub::register::style));
     }
     if state.dev.is_some() {
         app = app

@@ -20,8 +20,13 @@ use super::{Hub, Payout, Provider, check_slug};
 use crate::control::Control;
 use crate::error::{ApiError, ErrorCode};
 
-/// Where providers register themselves on the public listener.
+/// Where providers register themselves on the public listener (`GET`: the web page, `POST`:
+/// the JSON API).
 pub const PATH: &str = "/_turnpike/hub/register";
+/// The registration page's script.
+pub const SCRIPT_PATH: &str = "/_turnpike/hub/register.js";
+/// The registration page's style sheet.
+pub const STYLE_PATH: &str = "/_turnpike/hub/register.css";
 
 /// The amount of the test invoice asked of a payout at registration.
 const TEST_INVOICE: Msat = Msat(1000);
@@ -232,11 +237,7 @@ pub async fn public_register(
     headers: http::HeaderMap,
     bytes: axum::body::Bytes,
 ) -> Response {
-    let open = state
-        .control
-        .hub()
-        .is_some_and(|h| h.settings.open_registration);
-    if !open {
+    if !open(&state) {
         return RegisterError::Unavailable.to_api_error().into_response();
     }
     // Each registration asks a payout for an invoice: limited like challenges.
@@ -263,4 +264,55 @@ pub async fn public_register(
         Ok(r) => registered_response(&r),
         Err(e) => e.to_api_error().into_response(),
     }
+}
+
+/// Whether this gateway takes registrations from anyone.
+fn open(state: &crate::AppState) -> bool {
+    state
+        .control
+        .hub()
+        .is_some_and(|h| h.settings.open_registration)
+}
+
+/// One of the page's files, with a strict content security policy (no inline script, nothing
+/// from elsewhere); 404 unless registration is open.
+fn asset(state: &crate::AppState, content_type: &'static str, body: &'static str) -> Response {
+    use http::{HeaderValue, header};
+    if !open(state) {
+        return RegisterError::Unavailable.to_api_error().into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /_turnpike/hub/register`: the registration page.
+pub async fn page(State(state): State<crate::SharedState>) -> Response {
+    let html = include_str!("../../assets/hub/register.html");
+    asset(&state, "text/html; charset=utf-8", html)
+}
+
+/// The registration page's script.
+pub async fn script(State(state): State<crate::SharedState>) -> Response {
+    let js = include_str!("../../assets/hub/register.js");
+    asset(&state, "text/javascript; charset=utf-8", js)
+}
+
+/// The registration page's style sheet.
+pub async fn style(State(state): State<crate::SharedState>) -> Response {
+    let css = include_str!("../../assets/hub/register.css");
+    asset(&state, "text/css; charset=utf-8", css)
 }

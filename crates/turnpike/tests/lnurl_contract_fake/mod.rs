@@ -14,6 +14,7 @@
 //! The invoices are real: each user's wallet is a real LNbits wallet (its invoice key), which
 //! creates them with the description hash and reports them paid. A user can be told to lie
 //! ([`Mode`]): an invoice for another amount, or with another description hash.
+#![allow(dead_code)] // not every test binary uses all of it
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
