@@ -198,7 +198,8 @@ async fn l402_part(
         .retry_after(5)
     })?;
     if let Some(payee) = &service.payee {
-        crate::hub::ledger::record_fee(state, payee, service, token_id, (price, fee), now).await?;
+        let ids = (token_id, invoice.payment_hash);
+        crate::hub::ledger::record_fee(state, payee, service, ids, (price, fee), now).await?;
     }
 
     let challenge = Challenge {

@@ -481,7 +481,7 @@ impl Gateway {
         let pruner = self.spawn_pruner();
         let flusher = stats::spawn_flusher(self.state.metrics.clone(), self.state.store.clone());
         let sync = self.spawn_sync();
-        let billing = self.spawn_billing();
+        let hub_tasks = self.spawn_hub_tasks();
         let server = serving::ConnectionServer::new(self.state.clone());
         let mut acceptor = serving::Acceptor::new(&self.state);
         let accept = async {
@@ -500,9 +500,7 @@ impl Gateway {
         pruner.abort();
         self.final_flush(flusher).await;
         sync.abort();
-        if let Some(billing) = billing {
-            billing.abort();
-        }
+        hub_tasks.iter().for_each(tokio::task::JoinHandle::abort);
         Ok(())
     }
 
@@ -519,14 +517,12 @@ impl Gateway {
         let pruner = self.spawn_pruner();
         let flusher = stats::spawn_flusher(self.state.metrics.clone(), self.state.store.clone());
         let sync = self.spawn_sync();
-        let billing = self.spawn_billing();
+        let hub_tasks = self.spawn_hub_tasks();
         let result = workers::serve(&self.state, listener, workers.max(1), shutdown).await;
         self.state.background.drain().await;
         pruner.abort();
         sync.abort();
-        if let Some(billing) = billing {
-            billing.abort();
-        }
+        hub_tasks.iter().for_each(tokio::task::JoinHandle::abort);
         self.final_flush(flusher).await;
         result
     }
@@ -548,9 +544,17 @@ impl Gateway {
         })
     }
 
-    /// On a hub: bills providers and checks their bills periodically ([`hub::billing`]).
-    fn spawn_billing(&self) -> Option<tokio::task::JoinHandle<()>> {
-        hub::billing::spawn(self.state.control.clone(), self.state.backend.clone())
+    /// On a hub: bills providers and checks their bills periodically ([`hub::billing`]), and
+    /// asks Lightning addresses' LUD-21 `verify` for the fee ledger ([`hub::verify`]).
+    fn spawn_hub_tasks(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let control = &self.state.control;
+        [
+            hub::billing::spawn(control.clone(), self.state.backend.clone()),
+            hub::verify::spawn(control.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// Stops the periodic flush and adds the last counts (waiting at most

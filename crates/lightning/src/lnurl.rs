@@ -152,12 +152,18 @@ struct LnurlError {
     reason: Option<String>,
 }
 
-/// An invoice issued through the address, with its `verify` URL.
+/// An invoice issued through the address, with its `verify` URL and when to look at it next.
 struct Pending {
     verify: reqwest::Url,
     amount: Msat,
     expires_at: u64,
+    next_look: u64,
+    interval: u64,
 }
+
+/// First and longest wait between two looks at an unpaid invoice's `verify` URL, in seconds.
+const VERIFY_FIRST: u64 = 2;
+const VERIFY_LONGEST: u64 = 60;
 
 /// The payee side of a Lightning address (see the module docs).
 pub struct LnAddressBackend {
@@ -343,6 +349,29 @@ impl LnAddressBackend {
         Ok(invoice)
     }
 
+    /// The invoices issued with a LUD-21 `verify` URL that are due for a look at `now`: each
+    /// is looked at with a growing interval (2 s, 4 s, … at most 60 s) until it is settled
+    /// ([`LnAddressBackend::forget`]) or expired (then dropped here).
+    pub fn verify_due(&self, now: u64) -> Vec<PaymentHash> {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, p| p.expires_at > now);
+        let mut due = Vec::new();
+        for (hash, p) in map.iter_mut() {
+            if p.next_look <= now {
+                due.push(*hash);
+                p.next_look = now.saturating_add(p.interval);
+                p.interval = (p.interval * 2).min(VERIFY_LONGEST);
+            }
+        }
+        due
+    }
+
+    /// Stops looking at the invoice `hash` (it was settled).
+    pub fn forget(&self, hash: &PaymentHash) {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(hash);
+    }
+
     fn remember(&self, hash: PaymentHash, pending: Pending) {
         let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_PENDING {
@@ -387,6 +416,8 @@ impl InvoiceBackend for LnAddressBackend {
                     verify,
                     amount: req.amount,
                     expires_at: invoice.expires_at(),
+                    next_look: crate::now_unix().saturating_add(VERIFY_FIRST),
+                    interval: VERIFY_FIRST,
                 },
             );
         }
@@ -489,6 +520,47 @@ mod tests {
         ] {
             assert!(bad.parse::<LightningAddress>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn verify_is_asked_with_a_growing_interval_until_expiry() {
+        let policy = LnurlPolicy {
+            allow_insecure: true,
+            network: Network::Regtest,
+        };
+        let backend = LnAddressBackend::new("a@b.example".parse().unwrap(), policy).unwrap();
+        let (h1, h2) = (PaymentHash([1; 32]), PaymentHash([2; 32]));
+        for h in [h1, h2] {
+            let pending = Pending {
+                verify: reqwest::Url::parse("https://b.example/v").unwrap(),
+                amount: Msat(1000),
+                expires_at: 1000,
+                next_look: 100,
+                interval: VERIFY_FIRST,
+            };
+            backend.remember(h, pending);
+        }
+        let due = |now| {
+            let mut d = backend.verify_due(now);
+            d.sort_by_key(|h| h.0);
+            d
+        };
+        assert!(due(99).is_empty());
+        assert_eq!(due(100), [h1, h2]);
+        assert!(due(101).is_empty());
+        assert_eq!(due(102), [h1, h2]);
+        backend.forget(&h2);
+        assert!(due(105).is_empty());
+        assert_eq!(due(106), [h1]);
+        // 8, 16, 32, then at most 60 s apart.
+        assert_eq!(due(114), [h1]);
+        assert_eq!(due(130), [h1]);
+        assert_eq!(due(162), [h1]);
+        assert!(due(221).is_empty());
+        assert_eq!(due(222), [h1]);
+        // Expired: dropped.
+        assert!(due(1000).is_empty());
+        assert!(backend.pending.lock().unwrap().is_empty());
     }
 
     proptest! {

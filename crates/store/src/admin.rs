@@ -99,6 +99,8 @@ pub struct ProviderRecord {
 pub struct FeeRecord {
     /// The token.
     pub token_id: TokenId,
+    /// Its invoice's payment hash.
+    pub payment_hash: turnpike_l402::PaymentHash,
     /// The provider's slug.
     pub provider: String,
     /// The service it was minted for.
@@ -208,6 +210,14 @@ pub trait AdminStore: Send + Sync + 'static {
     /// Marks the fee of `token` accrued: its payment was recognised at `now_unix`. Whether this
     /// was the first time (false also for a token with no fee record).
     async fn fee_paid(&self, token: &TokenId, now_unix: u64) -> Result<bool, StoreError>;
+
+    /// Marks the fee of the token whose invoice is `hash` accrued: the payee reported the
+    /// invoice settled (LUD-21 `verify`) at `now_unix`. Whether this was the first time.
+    async fn fee_paid_by_hash(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+        now_unix: u64,
+    ) -> Result<bool, StoreError>;
 
     /// The tokens of every provider (or of `provider` only) whose payment was recognised in
     /// `paid` (unix seconds, end excluded), added up, by slug.

@@ -875,8 +875,11 @@ const PROVIDERS: &str = "SELECT slug, name, contact, payout, token_hash, status,
     trial_ends_at FROM hub_providers ORDER BY slug";
 
 const RECORD_FEE: &str = "INSERT INTO hub_fees
-    (token_id, provider, service, price_msat, fee_msat, issued_at)
-    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_id) DO NOTHING";
+    (token_id, provider, service, price_msat, fee_msat, issued_at, payment_hash)
+    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_id) DO NOTHING";
+
+const FEE_PAID_BY_HASH: &str =
+    "UPDATE hub_fees SET paid_at = $2 WHERE payment_hash = $1 AND paid_at IS NULL";
 
 const FEE_PAID: &str = "UPDATE hub_fees SET paid_at = $2 WHERE token_id = $1 AND paid_at IS NULL";
 
@@ -1202,6 +1205,7 @@ where
             .bind(to_i64(f.price.0))
             .bind(to_i64(f.fee.0))
             .bind(to_i64(f.issued_at))
+            .bind(f.payment_hash.0.to_vec())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -1214,6 +1218,19 @@ where
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn fee_paid_by_hash(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+        now_unix: u64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(FEE_PAID_BY_HASH)
+            .bind(hash.0.to_vec())
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn set_provider_status(

@@ -279,6 +279,7 @@ async fn providers_and_fees(a: &Both, b: &Both) {
 
     let fee = |slug: &str, price: u64, fee: u64| FeeRecord {
         token_id: TokenId::random(),
+        payment_hash: PaymentHash(rand_bytes()),
         provider: slug.into(),
         service: format!("{slug}.api"),
         price: Msat(price),
@@ -427,6 +428,7 @@ async fn bills_cover_exactly_the_unbilled_fees(
     // Billed rows stay owed in statements; only new rows are unbilled.
     let again = FeeRecord {
         token_id: TokenId::random(),
+        payment_hash: PaymentHash(rand_bytes()),
         provider: "alice".into(),
         service: "alice.api".into(),
         price: Msat(1000),
@@ -434,7 +436,26 @@ async fn bills_cover_exactly_the_unbilled_fees(
         issued_at: 1700,
     };
     admin.record_fee(&again).await.unwrap();
-    admin.fee_paid(&again.token_id, 1800).await.unwrap();
+    // Reported settled by the payee (by its invoice's hash), then used: owed once.
+    assert!(
+        admin
+            .fee_paid_by_hash(&again.payment_hash, 1800)
+            .await
+            .unwrap()
+    );
+    assert!(!other.fee_paid(&again.token_id, 1850).await.unwrap());
+    assert!(
+        !other
+            .fee_paid_by_hash(&again.payment_hash, 1850)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !other
+            .fee_paid_by_hash(&PaymentHash(rand_bytes()), 1850)
+            .await
+            .unwrap()
+    );
     let owed = other.unbilled_fees(1900).await.unwrap();
     assert_eq!(
         owed,

@@ -564,7 +564,7 @@ async fn the_provider_prefix_cannot_be_bypassed() {
 
 /// A provider paid through a Lightning address only: the invoice comes from its LNURL-pay
 /// callback (checked: exact amount, description hash), the client pays, the call is served,
-/// LUD-21 `verify` reports it settled. A callback that lies about the amount or the
+/// LUD-21 `verify` reports it settled, and makes the fee of a paid token never used owed. A callback that lies about the amount or the
 /// description hash is refused: 503, no invoice handed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lightning_address_provider_is_paid_end_to_end() {
@@ -613,6 +613,14 @@ async fn a_lightning_address_provider_is_paid_end_to_end() {
         (&d["revenue_msat"], &d["fees_msat"]),
         (&json!(50_000), &json!(1_000))
     );
+
+    // A token paid and never used: its fee is owed all the same, once LUD-21 verify (asked in
+    // the background) reports the invoice settled.
+    let (status, unused) = hub.get("gw.example", "/dave/v1/x", None).await;
+    assert_eq!(status, 402);
+    pay(&node, &payer, &unused).await;
+    let d = hub.fees_of("dave", 2).await;
+    assert_eq!(d["fees_msat"], json!(2_000));
 
     for mode in [Mode::WrongAmount, Mode::WrongHash] {
         fake.set_mode("dave", mode);

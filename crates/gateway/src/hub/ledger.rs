@@ -46,7 +46,7 @@ pub(crate) async fn record_fee(
     state: &AppState,
     payee: &Payee,
     service: &Service,
-    token_id: TokenId,
+    (token_id, payment_hash): (TokenId, turnpike_l402::PaymentHash),
     (price, fee): (Msat, Msat),
     now: u64,
 ) -> Result<(), ApiError> {
@@ -64,6 +64,7 @@ pub(crate) async fn record_fee(
         .ok_or_else(|| unavailable(&"no admin store"))?;
     let record = FeeRecord {
         token_id,
+        payment_hash,
         provider: payee.provider.clone(),
         service: service.name.clone(),
         price,

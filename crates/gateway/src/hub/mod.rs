@@ -15,6 +15,7 @@ pub mod fee;
 pub(crate) mod ledger;
 pub mod payout;
 pub mod register;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -179,6 +180,9 @@ pub struct Payee {
     pub checks_settlement: bool,
     /// The provider is suspended: no invoice is created for it.
     pub suspended: bool,
+    /// Its Lightning address, when its invoices can be confirmed through LUD-21 `verify`
+    /// ([`verify`]).
+    pub verifier: Option<Arc<turnpike_lightning::lnurl::LnAddressBackend>>,
 }
 
 impl fmt::Debug for Payee {
@@ -337,6 +341,7 @@ impl Hub {
             whole_sats: connected.whole_sats,
             checks_settlement: connected.checks_settlement,
             suspended: record.status == SUSPENDED,
+            verifier: connected.verifier,
         };
         Ok(Provider {
             payout_json: record.payout.clone(),
@@ -514,6 +519,7 @@ mod tests {
             whole_sats: true,
             checks_settlement: true,
             suspended: false,
+            verifier: None,
         };
         assert_eq!(
             payee.invoice_amount(Msat(21_000), 999),

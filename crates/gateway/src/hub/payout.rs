@@ -50,6 +50,8 @@ pub struct Connected {
     /// The wallet can tell whether an invoice was paid (LNbits; a Lightning address only
     /// through LUD-21 `verify`, asked in the background, never before serving).
     pub checks_settlement: bool,
+    /// A Lightning address whose invoices' LUD-21 `verify` URLs are asked in the background.
+    pub verifier: Option<Arc<LnAddressBackend>>,
 }
 
 impl Payout {
@@ -141,6 +143,7 @@ impl Payout {
                     backend: Arc::new(backend),
                     whole_sats: true,
                     checks_settlement: true,
+                    verifier: None,
                 })
             }
             Payout::LightningAddress { address } => {
@@ -152,10 +155,12 @@ impl Payout {
                     network: policy.network,
                 };
                 let backend = LnAddressBackend::new(address, lnurl).map_err(|e| e.to_string())?;
+                let backend = Arc::new(backend);
                 Ok(Connected {
-                    backend: Arc::new(backend),
+                    backend: backend.clone(),
                     whole_sats: false,
                     checks_settlement: false,
+                    verifier: Some(backend),
                 })
             }
         }

@@ -20,9 +20,11 @@ CREATE TABLE hub_fees (
     fee_msat   BIGINT NOT NULL,
     issued_at  BIGINT NOT NULL,
     paid_at    BIGINT,
-    bill       BYTEA
+    bill       BYTEA,
+    payment_hash BYTEA NOT NULL
 );
 CREATE INDEX hub_fees_provider ON hub_fees (provider, paid_at);
+CREATE INDEX hub_fees_payment_hash ON hub_fees (payment_hash);
 
 CREATE TABLE hub_bills (
     payment_hash BYTEA  PRIMARY KEY,

@@ -19,7 +19,8 @@ CREATE TABLE hub_providers (
 
 -- The fee ledger: one row per token minted for a provider's service, with the price the
 -- provider asked and the fee added to the invoice (0 in the free trial). `paid_at` is set when
--- the token's payment is recognised (its first paid use); only those rows are owed.
+-- the token's payment is recognised (its first paid use, or its invoice reported settled by the
+-- payee's LUD-21 `verify`); only those rows are owed. `payment_hash` is the token's invoice's.
 CREATE TABLE hub_fees (
     token_id   BLOB    PRIMARY KEY NOT NULL,
     provider   TEXT    NOT NULL,
@@ -28,9 +29,11 @@ CREATE TABLE hub_fees (
     fee_msat   INTEGER NOT NULL,
     issued_at  INTEGER NOT NULL,
     paid_at    INTEGER,
-    bill       BLOB
+    bill       BLOB,
+    payment_hash BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX hub_fees_provider ON hub_fees (provider, paid_at);
+CREATE INDEX hub_fees_payment_hash ON hub_fees (payment_hash);
 
 -- Bills: when a provider's owed fees not yet billed pass the threshold, the hub issues a
 -- Lightning invoice (on its own backend) for them; each fee row then names its bill (`bill` =
