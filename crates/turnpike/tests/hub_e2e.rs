@@ -167,22 +167,30 @@ impl Hub {
 
     /// The fee ledger's row of `slug`, once it shows `payments`.
     async fn fees_of(&self, slug: &str, payments: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, body) = self.operator("GET", "/hub/fees", None).await;
-            assert_eq!(status, 200, "{body}");
-            let row = body["providers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|r| r["provider"] == slug)
-                .cloned();
-            if let Some(row) = row.filter(|r| r["payments"] == payments) {
-                return row;
-            }
-            assert!(Instant::now() < deadline, "no fee row for {slug}: {body}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        until(
+            &format!("{payments} payments in {slug}'s fee row"),
+            async || {
+                let (status, body) = self.operator("GET", "/hub/fees", None).await;
+                assert_eq!(status, 200, "{body}");
+                let rows = body["providers"].as_array()?;
+                rows.iter()
+                    .find(|r| r["provider"] == slug && r["payments"] == payments)
+                    .cloned()
+            },
+        )
+        .await
+    }
+}
+
+/// Polls `probe` (every 100 ms, at most 15 s) until it gives a value.
+async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
         }
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -748,26 +756,18 @@ async fn replicas_on_postgres_share_providers_and_the_ledger() {
     let a = start_hub_with(dir.path(), "a", 0, &store, "");
     let b = start_hub_with(dir.path(), "b", 0, &store, "");
     let alice = a.register("alice", lnbits_payout(&node, &alice_w)).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b.call(&alice, "GET", "/hub/me", None).await.0 != 200 {
-        assert!(Instant::now() < deadline, "B never knew alice's token");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until("B knows alice's token", async || {
+        (b.call(&alice, "GET", "/hub/me", None).await.0 == 200).then_some(())
+    })
+    .await;
     let svc =
         json!({ "name": "alice-quote", "upstream": format!("http://{up}"), "price_sats": 50 });
     b.add_service(&alice, svc).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let challenge = loop {
+    let challenge = until("A serves alice's service", async || {
         let (status, body) = a.get("gw.example", "/alice/q", None).await;
-        if status == 402 {
-            break body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "A never served alice's service: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        (status == 402).then_some(body)
+    })
+    .await;
     assert_eq!(challenge["amount_msat"], json!(51_000));
     let credential = pay(&node, &payer, &challenge).await;
     assert_eq!(
@@ -814,28 +814,23 @@ async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
         hub.get("gw.example", "/alice/x", Some(&second)).await.0,
         200
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let bill = loop {
+    let bill = until("billed and suspended", async || {
         let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
-        if me["status"] == "suspended" {
-            break me["bills"][0].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never billed and suspended: {me}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        (me["status"] == "suspended").then(|| me["bills"][0].clone())
+    })
+    .await;
     assert_eq!(
         (&bill["fees_msat"], &bill["amount_msat"]),
         (&json!(2_000), &json!(2_000))
     );
     assert_eq!(bill["paid_at"], Value::Null);
-    let (status, body) = hub.get("gw.example", "/alice/x", None).await;
-    assert_eq!(
-        (status, &body["error"]["code"]),
-        (403, &json!("provider_suspended"))
-    );
+    // The record shows the status a moment before the services are rebuilt with it.
+    let body = until("403 while suspended", async || {
+        let (status, body) = hub.get("gw.example", "/alice/x", None).await;
+        (status == 403).then_some(body)
+    })
+    .await;
+    assert_eq!(body["error"]["code"], json!("provider_suspended"));
     assert_eq!(
         hub.get("gw.example", "/alice/x", Some(&second)).await.0,
         200
@@ -852,12 +847,42 @@ async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
         .await
         .unwrap();
     assert_eq!(paid.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while hub.get("gw.example", "/alice/x", None).await.0 != 402 {
-        assert!(Instant::now() < deadline, "never reinstated");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until("reinstated", async || {
+        (hub.get("gw.example", "/alice/x", None).await.0 == 402).then_some(())
+    })
+    .await;
     let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
     assert_eq!(me["status"], "active");
     assert!(me["bills"][0]["paid_at"].is_u64(), "{me}");
+}
+
+/// A provider's time pass (a token that counts no calls): its fee is owed once, at its first
+/// use, however many calls it makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_pass_owes_its_fee_once() {
+    let Some(node) = node() else { return };
+    let wallet = node.wallet("gina", 0).await;
+    let payer = node.wallet("payer", 1_000).await;
+    let (up, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub(dir.path(), 0);
+    let gina = hub.register("gina", lnbits_payout(&node, &wallet)).await;
+    let svc = json!({ "name": "gina-pass", "upstream": format!("http://{up}"), "price_sats": 50,
+                      "time_pass_secs": 3600 });
+    hub.add_service(&gina, svc).await;
+    let (status, challenge) = hub.get("gw.example", "/gina/a", None).await;
+    assert_eq!((status, &challenge["amount_msat"]), (402, &json!(51_000)));
+    let credential = pay(&node, &payer, &challenge).await;
+    for _ in 0..3 {
+        assert_eq!(
+            hub.get("gw.example", "/gina/a", Some(&credential)).await.0,
+            200
+        );
+    }
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    let row = hub.fees_of("gina", 1).await;
+    assert_eq!(
+        (&row["revenue_msat"], &row["fees_msat"]),
+        (&json!(50_000), &json!(1_000))
+    );
 }

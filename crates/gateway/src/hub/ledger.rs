@@ -74,20 +74,33 @@ pub(crate) async fn record_fee(
     admin.record_fee(&record).await.map_err(|e| unavailable(&e))
 }
 
+/// Where the fee of a provider's token is accrued once its payment is recognised: nowhere for
+/// a service that is not a provider's.
+pub(crate) struct FeeOwed(Option<Arc<dyn turnpike_store::AdminStore>>);
+
+impl FeeOwed {
+    /// For a token of `service`.
+    pub(crate) fn of(state: &AppState, service: &Service) -> FeeOwed {
+        FeeOwed(service.payee.as_ref().and(state.control.store().cloned()))
+    }
+
+    /// The token's payment was recognised at `now`: its fee is owed.
+    pub(crate) async fn accrue(self, token: TokenId, now: u64) {
+        if let Some(admin) = self.0
+            && let Err(e) = admin.fee_paid(&token, now).await
+        {
+            tracing::error!(error = %e, token = %token, "cannot accrue a hub fee");
+        }
+    }
+}
+
 /// A token of a provider's service was used for the first time: its fee is owed (written in
 /// the background).
 pub(crate) fn note_paid(state: &AppState, service: &Service, token: TokenId, now: u64) {
-    if service.payee.is_none() {
-        return;
+    let owed = FeeOwed::of(state, service);
+    if owed.0.is_some() {
+        state.background.spawn(owed.accrue(token, now));
     }
-    let Some(admin) = state.control.store().cloned() else {
-        return;
-    };
-    state.background.spawn(async move {
-        if let Err(e) = admin.fee_paid(&token, now).await {
-            tracing::error!(error = %e, token = %token, "cannot accrue a hub fee");
-        }
-    });
 }
 
 /// The backend to ask whether `service`'s token was paid before its first use: the gateway's,

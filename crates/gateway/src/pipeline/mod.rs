@@ -203,11 +203,7 @@ fn record_pass_use(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken)
     let (store, metrics) = (state.store.clone(), state.metrics.clone());
     let service = ctx.service.metrics.clone();
     let (token_id, amount, now) = (token.token_id, payment_of(state, ctx, token), ctx.now);
-    let fee_owed = ctx
-        .service
-        .payee
-        .is_some()
-        .then(|| state.control.store().cloned());
+    let fee = crate::hub::ledger::FeeOwed::of(state, &ctx.service);
     state.background.spawn(async move {
         let started = Instant::now();
         let recorded = store.record_pass_use(&token_id, service.name(), now).await;
@@ -215,11 +211,7 @@ fn record_pass_use(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken)
         match recorded {
             Ok(true) => {
                 service.payment(amount);
-                if let Some(Some(admin)) = fee_owed
-                    && let Err(e) = admin.fee_paid(&token_id, now).await
-                {
-                    tracing::error!(error = %e, "cannot accrue a hub fee");
-                }
+                fee.accrue(token_id, now).await;
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "cannot record a time pass's first use"),
