@@ -1,6 +1,7 @@
 //! The admin API's state, kept off the request path's [`Store`](crate::Store): services stored
-//! at runtime, revoked tokens, the use of time passes, and read-only listings of tokens and
-//! payments. One [`AdminStore`] implementation serves both databases (`sql.rs`).
+//! at runtime, revoked tokens, the use of time passes, read-only listings of tokens and
+//! payments, and the hub's providers, fee ledger and bills. One [`AdminStore`] implementation
+//! serves both databases (`sql.rs`).
 
 use async_trait::async_trait;
 use turnpike_l402::{Msat, TokenId};
