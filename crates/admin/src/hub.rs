@@ -223,3 +223,23 @@ pub async fn statement(
     }))
     .into_response())
 }
+
+/// `PATCH /api/v1/hub/me` (a provider): `{"payout": {…}}`, checked and tried with a test
+/// invoice as at registration; the provider as now in force.
+pub async fn change_payout(
+    State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    bytes: axum::body::Bytes,
+) -> Result<Response, AdminError> {
+    hub(&api)?;
+    let Caller::Provider(slug) = caller else {
+        return Err(AdminError::new(
+            Code::NotFound,
+            "This route answers a provider's token.",
+        ));
+    };
+    let provider = register::change_payout(&api.control, &slug, &bytes)
+        .await
+        .map_err(register_error)?;
+    Ok(Json(provider.to_json()).into_response())
+}

@@ -111,7 +111,7 @@ pub fn router(api: Api) -> axum::Router {
         .route("/hub/fees", get(hub::fees))
         .route("/hub/bills", get(hub::bills))
         .route("/hub/statement", get(hub::statement))
-        .route("/hub/me", get(hub::me))
+        .route("/hub/me", get(hub::me).patch(hub::change_payout))
         .route("/openapi.json", get(openapi));
     axum::Router::new()
         .route("/", get(index))

@@ -202,6 +202,14 @@ pub trait AdminStore: Send + Sync + 'static {
         status: &str,
     ) -> Result<Option<u64>, StoreError>;
 
+    /// Replaces the payout (JSON) of provider `slug`, taking the next change sequence number;
+    /// `None` when there is no such provider (nothing changed).
+    async fn set_provider_payout(
+        &self,
+        slug: &str,
+        payout: &str,
+    ) -> Result<Option<u64>, StoreError>;
+
     /// Every provider, by slug.
     async fn providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
 

@@ -935,6 +935,8 @@ fn bill_record(row: BillRow) -> Result<crate::BillRecord, StoreError> {
     })
 }
 
+const SET_PROVIDER_PAYOUT: &str = "UPDATE hub_providers SET payout = $2, seq = $3 WHERE slug = $1";
+
 const SET_PROVIDER_STATUS: &str = "UPDATE hub_providers SET status = $2, seq = $3 WHERE slug = $1";
 
 type ProviderRow = (String, String, String, String, Vec<u8>, String, i64, i64);
@@ -1020,6 +1022,24 @@ where
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(bill_record).collect()
+    }
+
+    /// Runs `sql` (`$1` a provider's slug, `$2` a value, `$3` the change's sequence number):
+    /// the change's number, or `None` when there is no such provider.
+    async fn update_provider(
+        &self,
+        sql: &'static str,
+        slug: &str,
+        value: &str,
+    ) -> Result<Option<u64>, StoreError>
+    where
+        String: Codec<DB>,
+    {
+        let (slug, value) = (slug.to_owned(), value.to_owned());
+        self.with_next_sequence_if_changed(move |seq| {
+            sqlx::query(sql).bind(slug).bind(value).bind(seq)
+        })
+        .await
     }
 
     /// Like [`Self::with_next_sequence`], but only when `write` changes a row: otherwise
@@ -1233,19 +1253,22 @@ where
         Ok(done.rows_affected() > 0)
     }
 
+    async fn set_provider_payout(
+        &self,
+        slug: &str,
+        payout: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        self.update_provider(SET_PROVIDER_PAYOUT, slug, payout)
+            .await
+    }
+
     async fn set_provider_status(
         &self,
         slug: &str,
         status: &str,
     ) -> Result<Option<u64>, StoreError> {
-        let (slug, status) = (slug.to_owned(), status.to_owned());
-        self.with_next_sequence_if_changed(move |seq| {
-            sqlx::query(SET_PROVIDER_STATUS)
-                .bind(slug)
-                .bind(status)
-                .bind(seq)
-        })
-        .await
+        self.update_provider(SET_PROVIDER_STATUS, slug, status)
+            .await
     }
 
     async fn fee_totals(

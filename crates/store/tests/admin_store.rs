@@ -274,6 +274,20 @@ async fn providers_and_fees(a: &Both, b: &Both) {
         .await
         .unwrap()
         .unwrap();
+    let seq = admin.set_provider_payout("bob", "{\"x\":1}").await.unwrap();
+    assert_eq!(other.sequence().await.unwrap(), seq.unwrap());
+    assert_eq!(
+        admin.set_provider_payout("nobody", "{}").await.unwrap(),
+        None
+    );
+    let bob = other.providers().await.unwrap().pop().unwrap();
+    assert_eq!(bob.payout, "{\"x\":1}");
+    let original = provider("bob", 3).payout;
+    admin
+        .set_provider_payout("bob", &original)
+        .await
+        .unwrap()
+        .unwrap();
     let all = other.providers().await.unwrap();
     assert_eq!(all, [provider("alice", 1), provider("bob", 3)]);
 

@@ -335,6 +335,42 @@ async fn two_providers_paid_on_their_own_wallets_with_the_fee_in_the_ledger() {
 
     providers_cannot_reach_each_other(&hub, &alice, &bob).await;
     registration_is_checked(&hub, &node).await;
+    a_provider_changes_its_payout(&hub, &node, &alice, (&alice_w, &payer)).await;
+}
+
+/// A provider moves to another wallet: a payout that gives no test invoice is refused and the
+/// old one stays; a good one takes the next invoice at once.
+async fn a_provider_changes_its_payout(
+    hub: &Hub,
+    node: &Node,
+    alice: &str,
+    (old, payer): (&Keys, &Keys),
+) {
+    let bad = json!({ "payout": { "kind": "lnbits", "url": node.url, "invoice_key": "0123456789abcdef0123456789abcdef" } });
+    let (status, err) = hub.call(alice, "PATCH", "/hub/me", Some(bad)).await;
+    assert_eq!(
+        (status, &err["error"]["code"]),
+        (422, &json!("payout_unusable")),
+        "{err}"
+    );
+    let (status, err) = hub
+        .call(alice, "PATCH", "/hub/me", Some(json!({ "name": "x" })))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    let new = node.wallet("alice-new", 0).await;
+    let change = json!({ "payout": lnbits_payout(node, &new) });
+    let (status, body) = hub.call(alice, "PATCH", "/hub/me", Some(change)).await;
+    assert_eq!(
+        (status, &body["payout"]["kind"]),
+        (200, &json!("lnbits")),
+        "{body}"
+    );
+    let (old0, new0) = (balance(node, old).await, balance(node, &new).await);
+    let (status, challenge) = hub.get("gw.example", "/alice/quote", None).await;
+    assert_eq!(status, 402);
+    pay(node, payer, &challenge).await;
+    assert_eq!(balance(node, &new).await, Msat(new0.0 + 22_000));
+    assert_eq!(balance(node, old).await, old0);
 }
 
 /// Alice's token sees and changes only Alice's services: Bob's are 403 and stay as they were.

@@ -162,6 +162,36 @@ pub async fn register(
     Ok(Registered { provider, token })
 }
 
+/// A provider's new payout (`{"payout": {…}}`), checked and tried as at registration, then
+/// stored and in force at once (and on other replicas at their next sync).
+pub async fn change_payout(
+    control: &Control,
+    slug: &str,
+    bytes: &[u8],
+) -> Result<Arc<Provider>, RegisterError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Change {
+        payout: serde_json::Value,
+    }
+    let (hub, store) = match (control.hub(), control.store()) {
+        (Some(hub), Some(store)) => (hub, store),
+        _ => return Err(RegisterError::Unavailable),
+    };
+    let change: Change = serde_json::from_slice(bytes)
+        .map_err(|e| invalid("body", format!("expected {{\"payout\": {{…}}}}: {e}.")))?;
+    let payout = Payout::from_json(change.payout).map_err(|(f, m)| invalid(&f, m))?;
+    try_payout(hub, &payout, slug).await?;
+    let json = serde_json::to_string(&payout).map_err(|e| RegisterError::Payout(e.to_string()))?;
+    if store.set_provider_payout(slug, &json).await?.is_none() {
+        return Err(RegisterError::Unavailable);
+    }
+    control.sync().await?;
+    tracing::info!(provider = %slug, "provider's payout changed");
+    hub.provider(slug)
+        .ok_or_else(|| RegisterError::Payout("the payout could not be connected".into()))
+}
+
 /// Checks the payout with the SSRF guard, then asks it for a test invoice of exactly
 /// [`TEST_INVOICE`].
 async fn try_payout(hub: &Hub, payout: &Payout, slug: &str) -> Result<(), RegisterError> {
