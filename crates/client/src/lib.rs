@@ -13,6 +13,7 @@
 pub mod budget;
 pub mod ledger;
 pub mod spend;
+pub mod x402pay;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use turnpike_lightning::{BackendError, PaymentBackend};
 
 use crate::ledger::{LedgerError, NewPayment, PaymentState, Reservation, StoredToken, now_unix};
 use crate::spend::{Accounting, Quote, Resolution};
+use crate::x402pay::{Rail, X402Receipt, X402Wallet};
 
 /// The most of a 402 answer's body that is read (for a challenge sent as JSON).
 pub const MAX_CHALLENGE_BODY: usize = 64 * 1024;
@@ -81,8 +83,8 @@ pub enum ClientError {
     OverBudget(budget::Refusal),
     /// The payment needs a person's approval, which was not given; nothing was paid.
     #[error(
-        "paying {} sats needs approval (above approve_above) and none was given: nothing was paid",
-        turnpike_l402::Msat(.0.reserve_msat).to_sats_ceil().0
+        "paying {} needs approval (above approve_above) and none was given: nothing was paid",
+        .0.price()
     )]
     NotApproved(Box<Quote>),
     /// The ledger failed; nothing was paid after the failure.
@@ -95,15 +97,71 @@ pub enum ClientError {
          not paying it again"
     )]
     Unresolved(i64),
+    /// An x402 asset's budget refuses the payment; nothing was signed or paid.
+    #[error("{0}")]
+    OverTokenBudget(budget::TokenRefusal),
+    /// The server asks for an x402 payment and the wallet has no `[x402]` settings.
+    #[error(
+        "the server asks for an x402 (stablecoin) payment and this wallet has no x402 key: \
+         nothing was paid"
+    )]
+    X402NotConfigured,
+    /// None of the x402 offers can be paid by this wallet.
+    #[error("no x402 offer this wallet can pay: {0}; nothing was paid")]
+    NoPayableOffer(String),
+    /// The server asks for a Lightning payment and the wallet has no Lightning side.
+    #[error(
+        "the server asks for a Lightning (L402) payment and this wallet has no Lightning \
+         backend (it pays x402 only): nothing was paid"
+    )]
+    NoLightning,
+    /// The x402 part of the 402 is malformed.
+    #[error("the server's x402 challenge is unusable: {0}; nothing was paid")]
+    InvalidX402(String),
     /// The 402 answer had no challenge in its headers and a body larger than the limit.
     #[error("the 402 answer's body is larger than {MAX_CHALLENGE_BODY} bytes")]
     BodyTooLarge,
+}
+
+impl ClientError {
+    /// Whether this error was raised before anything could pay: the other rail of a 402 that
+    /// offers both may be tried.
+    pub fn nothing_paid(&self) -> bool {
+        match self {
+            ClientError::OverBudget(_)
+            | ClientError::OverTokenBudget(_)
+            | ClientError::OverLimit { .. }
+            | ClientError::NotApproved(_)
+            | ClientError::InvalidChallenge(_)
+            | ClientError::HashMismatch { .. }
+            | ClientError::NoAmount
+            | ClientError::InvoiceExpired { .. }
+            | ClientError::X402NotConfigured
+            | ClientError::NoLightning
+            | ClientError::NoPayableOffer(_)
+            | ClientError::InvalidX402(_) => true,
+            ClientError::Payment(e) => spend::surely_not_sent(e),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a refusal by a budget or a limit (rather than a rail not usable).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ClientError::OverBudget(_)
+                | ClientError::OverTokenBudget(_)
+                | ClientError::OverLimit { .. }
+                | ClientError::NotApproved(_)
+        )
+    }
 }
 
 impl From<LedgerError> for ClientError {
     fn from(e: LedgerError) -> ClientError {
         match e {
             LedgerError::OverBudget(r) => ClientError::OverBudget(r),
+            LedgerError::OverTokenBudget(r) => ClientError::OverTokenBudget(r),
             e => ClientError::Ledger(e),
         }
     }
@@ -135,6 +193,31 @@ pub enum Event {
         /// The `Authorization` value sent.
         authorization: String,
     },
+    /// An x402 payment is being sent (the signed payment itself is never reported).
+    X402Paying {
+        /// The asset, `network/address`.
+        asset: String,
+        /// The amount, base units.
+        amount_units: u128,
+        /// The recipient.
+        pay_to: String,
+        /// Whether it is a payment of the same challenge signed earlier, sent again.
+        resent: bool,
+    },
+    /// One rail of a 402 cannot pay (nothing was paid on it); the other is tried if offered.
+    RailCannotPay {
+        /// `l402` or `x402`.
+        rail: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The answer to an x402 payment.
+    X402Answered {
+        /// Whether it settled.
+        settled: bool,
+        /// The transaction, when reported.
+        transaction: Option<String>,
+    },
 }
 
 /// A payment made during a fetch.
@@ -161,6 +244,8 @@ pub struct Fetched {
     pub receipt: Option<Receipt>,
     /// Whether a stored token was used for the final request.
     pub reused_token: bool,
+    /// The x402 payment made (or sent again) for it, if any.
+    pub x402: Option<X402Receipt>,
 }
 
 /// What [`L402Client::quote`] found.
@@ -170,6 +255,19 @@ pub enum Quoted {
     Free(reqwest::Response),
     /// The price of the challenge; nothing was paid.
     Priced(Box<Quote>),
+    /// The price of the x402 offer the wallet would pay; nothing was signed or paid.
+    X402(Box<x402pay::X402Quote>),
+}
+
+impl Quoted {
+    /// Whether a budget or limit would refuse this price.
+    fn refused(&self) -> bool {
+        match self {
+            Quoted::Free(_) => false,
+            Quoted::Priced(q) => q.refusal.is_some(),
+            Quoted::X402(q) => q.refusal.is_some(),
+        }
+    }
 }
 
 /// A request to send.
@@ -208,6 +306,9 @@ pub struct L402Client {
     max_fee: Msat,
     on_event: Option<EventSink>,
     accounting: Option<Accounting>,
+    x402: Option<Arc<X402Wallet>>,
+    prefer: Rail,
+    lightning: bool,
 }
 
 impl std::fmt::Debug for L402Client {
@@ -238,6 +339,9 @@ impl L402Client {
             max_fee: Msat(10_000),
             on_event: None,
             accounting: None,
+            x402: None,
+            prefer: Rail::L402,
+            lightning: true,
         })
     }
 
@@ -246,6 +350,21 @@ impl L402Client {
     pub fn with_accounting(mut self, accounting: Accounting) -> L402Client {
         self.max_fee = accounting.max_fee;
         self.accounting = Some(accounting);
+        self
+    }
+
+    /// Pays x402 challenges with `wallet` too (only under accounting: budgets per asset and the
+    /// ledger are required); `prefer` decides which rail is tried first when a 402 offers both.
+    pub fn with_x402(mut self, wallet: Option<X402Wallet>, prefer: Rail) -> L402Client {
+        self.x402 = wallet.map(Arc::new);
+        self.prefer = prefer;
+        self
+    }
+
+    /// Marks the wallet as having no Lightning side (it pays x402 only): L402 challenges are
+    /// not attempted, nothing is reserved for them.
+    pub fn without_lightning(mut self) -> L402Client {
+        self.lightning = false;
         self
     }
 
@@ -284,12 +403,25 @@ impl L402Client {
         req: &FetchRequest,
         authorization: Option<&str>,
     ) -> Result<reqwest::Response, ClientError> {
+        self.send_with(req, authorization, None).await
+    }
+
+    /// Sends `req` with an `Authorization` and one more header (an x402 payment), if given.
+    pub(crate) async fn send_with(
+        &self,
+        req: &FetchRequest,
+        authorization: Option<&str>,
+        extra: Option<(&'static str, &str)>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut builder = self
             .http
             .request(req.method.clone(), req.url.clone())
             .headers(req.headers.clone());
         if let Some(auth) = authorization {
             builder = builder.header(header::AUTHORIZATION, auth);
+        }
+        if let Some((name, value)) = extra {
+            builder = builder.header(name, value);
         }
         if let Some(body) = &req.body {
             builder = builder.body(body.clone());
@@ -319,10 +451,11 @@ impl L402Client {
                 response: first,
                 receipt: None,
                 reused_token: false,
+                x402: None,
             });
         }
         let (headers, body) = read_402(first).await?;
-        let challenge = read_challenge(&headers, &body)?;
+        let challenge = read_l402_only(&headers, &body)?;
         let invoice = self.check_challenge(&challenge)?;
         self.emit(Event::Challenged {
             invoice: Box::new(invoice.clone()),
@@ -361,6 +494,7 @@ impl L402Client {
                 authorization,
             }),
             reused_token: false,
+            x402: None,
         })
     }
 
@@ -370,7 +504,13 @@ impl L402Client {
         req: FetchRequest,
     ) -> Result<Fetched, ClientError> {
         acc.recovered
-            .get_or_try_init(|| spend::recover(acc, &*self.wallet))
+            .get_or_try_init(|| async {
+                spend::recover(acc, &*self.wallet).await?;
+                match &self.x402 {
+                    Some(x) => x402pay::recover(acc, x).await,
+                    None => Ok(()),
+                }
+            })
             .await?;
         let origin = req.url.origin().ascii_serialization();
         let path = req.url.path().to_owned();
@@ -403,20 +543,31 @@ impl L402Client {
                     response: resp,
                     receipt: None,
                     reused_token: false,
+                    x402: None,
                 });
             }
             let (headers, body) = read_402(resp).await?;
-            let challenge = read_challenge(&headers, &body)?;
-            // `--max-sats` caps the price of one call; the budget adds the fee reserve.
-            let invoice = self.check_challenge(&challenge)?;
-            let service = spend::token_terms(&challenge.macaroon).service;
+            let l402 = read_challenge(&headers, &body);
+            let x402 = x402pay::read_x402(&headers, &body);
+            let l402 = match (l402, &x402) {
+                (Err(e), None) => return Err(e),
+                (l402, _) => l402,
+            };
+            let service = l402
+                .as_ref()
+                .ok()
+                .and_then(|c| spend::token_terms(&c.macaroon).service);
             if let Some(token) = &refused
-                && service.as_deref() == Some(token.service.as_str())
+                && service.as_deref().is_none_or(|s| s == token.service)
             {
-                // A fresh challenge for the token's own service: it is used up or revoked.
+                // A fresh challenge for the token's own service (or for its path, when the
+                // challenge names no service): it is used up or revoked.
                 acc.ledger.drop_token(token.id).await?;
             }
-            let lock = acc.lock_for(&format!("{origin} {}", service.unwrap_or_default()));
+            let lock = acc.lock_for(&format!(
+                "{origin} {}",
+                service.unwrap_or_else(|| path.clone())
+            ));
             let guard = lock.lock().await;
             if acc.cache
                 && let Some(token) = acc.ledger.claim_token(&origin, &path, now_unix()).await?
@@ -440,9 +591,21 @@ impl L402Client {
                     _ => return self.used_token(acc, &token, r).await,
                 }
             }
-            let paid = self
-                .pay_accounted(acc, &req, &origin, &challenge, &invoice)
-                .await?;
+            let paid = match self
+                .pay_some_rail(acc, &req, &origin, l402, x402, &headers)
+                .await?
+            {
+                RailPaid::L402(paid) => paid,
+                RailPaid::X402(done) => {
+                    drop(guard);
+                    return Ok(Fetched {
+                        response: done.response,
+                        receipt: None,
+                        reused_token: false,
+                        x402: Some(done.receipt),
+                    });
+                }
+            };
             drop(guard);
             self.emit(Event::Retrying {
                 authorization: paid.receipt.authorization.clone(),
@@ -459,13 +622,117 @@ impl L402Client {
                 response: r,
                 receipt: Some(paid.receipt),
                 reused_token: false,
+                x402: None,
             });
         }
         Ok(Fetched {
             response: resp,
             receipt: None,
             reused_token: false,
+            x402: None,
         })
+    }
+
+    /// Pays a 402 on one of the rails it offers, the wallet's preferred first; the other is
+    /// tried only when the first failed before anything was paid. With both failing, the
+    /// error told is a budget's refusal if there was one, else the preferred rail's.
+    async fn pay_some_rail(
+        &self,
+        acc: &Accounting,
+        req: &FetchRequest,
+        origin: &str,
+        l402: Result<Challenge, ClientError>,
+        x402: Option<x402pay::ReadX402>,
+        headers: &HeaderMap,
+    ) -> Result<RailPaid, ClientError> {
+        let mut failed: Option<ClientError> = None;
+        for (rail, offer) in self.rails_offered(l402, x402) {
+            let attempt = match offer {
+                Ok(RailOffer::L402(challenge)) => self
+                    .pay_l402(acc, req, origin, &challenge)
+                    .await
+                    .map(RailPaid::L402),
+                Ok(RailOffer::X402(wallet, required, version)) => self
+                    .pay_x402(
+                        acc,
+                        &wallet,
+                        req,
+                        origin,
+                        x402pay::Offered {
+                            required: &required,
+                            version,
+                            headers,
+                        },
+                    )
+                    .await
+                    .map(RailPaid::X402),
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(paid) => return Ok(paid),
+                Err(e) if e.nothing_paid() => {
+                    self.emit(Event::RailCannotPay {
+                        rail: rail.name(),
+                        reason: e.to_string(),
+                    });
+                    if failed.as_ref().is_none_or(|f| rank(&e) < rank(f)) {
+                        failed = Some(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failed.unwrap_or_else(|| {
+            ClientError::InvalidChallenge("the 402 offers no payment this client knows".into())
+        }))
+    }
+
+    /// The rails a 402 offers, in the wallet's order of preference: what each would pay, or
+    /// why it cannot (an x402 offer and no x402 key, an unreadable challenge).
+    fn rails_offered(
+        &self,
+        l402: Result<Challenge, ClientError>,
+        x402: Option<x402pay::ReadX402>,
+    ) -> Vec<(Rail, Result<RailOffer, ClientError>)> {
+        let mut l402 = Some(l402);
+        let mut x402 = x402;
+        self.prefer
+            .order()
+            .into_iter()
+            .filter_map(|rail| match rail {
+                Rail::L402 => l402.take().map(|c| {
+                    let offer = match c {
+                        Ok(_) if !self.lightning => Err(ClientError::NoLightning),
+                        c => c.map(RailOffer::L402),
+                    };
+                    (rail, offer)
+                }),
+                Rail::X402 => x402.take().map(|x| {
+                    let offer = match (x, &self.x402) {
+                        (_, None) => Err(ClientError::X402NotConfigured),
+                        (Err(e), Some(_)) => Err(ClientError::InvalidX402(e)),
+                        (Ok((required, version)), Some(wallet)) => {
+                            Ok(RailOffer::X402(wallet.clone(), required, version))
+                        }
+                    };
+                    (rail, offer)
+                }),
+            })
+            .collect()
+    }
+
+    /// Checks an L402 challenge against `--max-sats` and pays it within the budget.
+    async fn pay_l402(
+        &self,
+        acc: &Accounting,
+        req: &FetchRequest,
+        origin: &str,
+        challenge: &Challenge,
+    ) -> Result<Paid, ClientError> {
+        // `--max-sats` caps the price of one call; the budget adds the fee reserve.
+        let invoice = self.check_challenge(challenge)?;
+        self.pay_accounted(acc, req, origin, challenge, &invoice)
+            .await
     }
 
     async fn used_token(
@@ -480,6 +747,7 @@ impl L402Client {
             response,
             receipt: None,
             reused_token: true,
+            x402: None,
         })
     }
 
@@ -509,8 +777,49 @@ impl L402Client {
             return Ok(Quoted::Free(first));
         }
         let (headers, body) = read_402(first).await?;
-        let challenge = read_challenge(&headers, &body)?;
-        let invoice = self.check_challenge(&challenge)?;
+        let l402 = read_challenge(&headers, &body);
+        let x402 = x402pay::read_x402(&headers, &body);
+        // The rail the wallet would pay on: the preferred one unless its budget refuses.
+        let mut fallback: Option<Result<Quoted, ClientError>> = None;
+        for (_, offer) in self.rails_offered(l402, x402) {
+            let quoted = match offer {
+                Ok(RailOffer::L402(challenge)) => self.quote_l402(&req, &challenge).await,
+                Ok(RailOffer::X402(wallet, required, _)) => {
+                    x402pay::quote(self.accounting.as_ref(), &wallet, &req, &required)
+                        .await
+                        .map(|q| Quoted::X402(Box::new(q)))
+                }
+                Err(e) => Err(e),
+            };
+            match quoted {
+                Ok(q) if !q.refused() => return Ok(q),
+                q => {
+                    let better = match (&fallback, &q) {
+                        (None, _) => true,
+                        (Some(Err(_)), Ok(_)) => true,
+                        (Some(Err(f)), Err(e)) => rank(e) < rank(f),
+                        _ => false,
+                    };
+                    if better {
+                        fallback = Some(q);
+                    }
+                }
+            }
+        }
+        fallback.unwrap_or_else(|| {
+            Err(ClientError::InvalidChallenge(
+                "the 402 offers no payment this client knows".into(),
+            ))
+        })
+    }
+
+    /// The price of an L402 challenge and what the budget says of it.
+    async fn quote_l402(
+        &self,
+        req: &FetchRequest,
+        challenge: &Challenge,
+    ) -> Result<Quoted, ClientError> {
+        let invoice = self.check_challenge(challenge)?;
         let amount = invoice.amount().ok_or(ClientError::NoAmount)?;
         let origin = req.url.origin().ascii_serialization();
         let quote = match &self.accounting {
@@ -519,7 +828,7 @@ impl L402Client {
                     acc,
                     req.url.as_str(),
                     &origin,
-                    &challenge,
+                    challenge,
                     &invoice,
                     amount,
                     None,
@@ -534,6 +843,7 @@ impl L402Client {
                 payment_hash: invoice.payment_hash().to_hex(),
                 needs_approval: false,
                 refusal: None,
+                x402: None,
             },
         };
         Ok(Quoted::Priced(Box::new(quote)))
@@ -755,6 +1065,45 @@ impl L402Client {
         }
         Ok(invoice)
     }
+}
+
+/// The L402 challenge of a 402 answer, for the paths that pay over Lightning only (no wallet,
+/// or a quote): an x402-only challenge says so.
+fn read_l402_only(headers: &HeaderMap, body: &[u8]) -> Result<Challenge, ClientError> {
+    read_challenge(headers, body).map_err(|e| match x402pay::read_x402(headers, body) {
+        Some(_) => ClientError::X402NotConfigured,
+        None => e,
+    })
+}
+
+/// Which error of two rails to tell: a budget's refusal first, then a rail that was offered
+/// but could not pay, last an L402 challenge missing or unreadable.
+fn rank(e: &ClientError) -> u8 {
+    match e {
+        e if e.is_refusal() => 0,
+        ClientError::InvalidChallenge(_) | ClientError::NoLightning => 2,
+        _ => 1,
+    }
+}
+
+/// What a 402 offers on one rail, usable by this client.
+enum RailOffer {
+    /// An L402 challenge.
+    L402(Challenge),
+    /// x402 offers, and the wallet to pay them.
+    X402(
+        Arc<X402Wallet>,
+        turnpike_x402::PaymentRequired,
+        turnpike_x402::X402Version,
+    ),
+}
+
+/// What paying a 402 on one rail did.
+enum RailPaid {
+    /// Paid over Lightning: the request is still to be sent with the credential.
+    L402(Paid),
+    /// Paid over x402: the request was sent with the payment; its answer.
+    X402(x402pay::X402Paid),
 }
 
 /// A payment made under accounting.

@@ -88,6 +88,25 @@ impl Accounting {
     }
 }
 
+/// What paying an x402 challenge would cost, before anything is signed.
+#[derive(Debug, Clone, Serialize)]
+pub struct X402Quote {
+    /// The URL.
+    pub url: String,
+    /// The asset, `network/address`.
+    pub asset: String,
+    /// The amount, base units.
+    pub amount_units: u64,
+    /// The token's decimals.
+    pub decimals: u8,
+    /// The recipient.
+    pub pay_to: String,
+    /// Why the asset's budget would refuse it, if it would.
+    pub refusal: Option<budget::TokenRefusal>,
+    /// Whether the asset's `approve_above` asks a person.
+    pub needs_approval: bool,
+}
+
 /// What a challenge would cost, before anything is paid.
 #[derive(Debug, Clone, Serialize)]
 pub struct Quote {
@@ -105,6 +124,53 @@ pub struct Quote {
     pub needs_approval: bool,
     /// Why the budget would refuse it, if it would.
     pub refusal: Option<budget::Refusal>,
+    /// For an x402 payment (the sats fields are then 0): what it would pay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x402: Option<X402Quote>,
+}
+
+impl Quote {
+    /// The quote of an x402 payment, for an approver.
+    pub fn for_x402(q: X402Quote) -> Quote {
+        Quote {
+            url: q.url.clone(),
+            service: None,
+            amount_msat: 0,
+            reserve_msat: 0,
+            payment_hash: String::new(),
+            needs_approval: q.needs_approval,
+            refusal: None,
+            x402: Some(q),
+        }
+    }
+
+    /// The most it may cost, in words: `N sats`, or `N base units of ASSET`.
+    pub fn price(&self) -> String {
+        match &self.x402 {
+            Some(x) => format!("{} base units of {}", x.amount_units, x.asset),
+            None => format!("{} sats", Msat(self.reserve_msat).to_sats_ceil().0),
+        }
+    }
+
+    /// The question put to a person: what would be paid, to whom, for what.
+    pub fn question(&self) -> String {
+        match &self.x402 {
+            Some(x) => format!(
+                "pay {} base units of {} over x402 to {} for {}",
+                x.amount_units, x.asset, x.pay_to, self.url
+            ),
+            None => format!(
+                "pay up to {} sats ({} sats + fee reserve) for {}{}",
+                Msat(self.reserve_msat).to_sats_ceil().0,
+                Msat(self.amount_msat).to_sats_ceil().0,
+                self.url,
+                self.service
+                    .as_deref()
+                    .map(|s| format!(" (service {s})"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
 }
 
 /// What a token's caveats grant, read without verifying (the client cannot).
@@ -231,7 +297,7 @@ pub(crate) async fn recover(
     acc: &Accounting,
     wallet: &dyn PaymentBackend,
 ) -> Result<(), LedgerError> {
-    for row in acc.ledger.unresolved(&acc.wallet).await? {
+    for row in acc.ledger.unresolved(&acc.wallet, "l402").await? {
         if row.state == crate::ledger::PaymentState::Reserved && process_alive(row.pid) {
             continue;
         }
@@ -254,8 +320,20 @@ pub(crate) async fn store_token_for(
     let Ok(macaroon) = Macaroon::from_base64(&row.macaroon) else {
         return Ok(None);
     };
-    let terms = token_terms(&macaroon);
-    let authorization = Credential { macaroon, preimage }.authorization_value();
+    store_credential(acc, row, Credential { macaroon, preimage }, payer_uses_one).await
+}
+
+/// Keeps a credential bought by the payment of `row` (an L402 token, or the
+/// `Turnpike-Credential` an x402 payment was answered with) for reuse on its origin. Returns
+/// its id (-1 when its caveats name no service, so it is not kept) and `Authorization` value.
+pub(crate) async fn store_credential(
+    acc: &Accounting,
+    row: &PaymentRow,
+    credential: Credential,
+    payer_uses_one: bool,
+) -> Result<Option<(i64, String)>, LedgerError> {
+    let terms = token_terms(&credential.macaroon);
+    let authorization = credential.authorization_value();
     let Some(service) = terms.service.as_deref() else {
         return Ok(Some((-1, authorization)));
     };
@@ -322,6 +400,7 @@ pub(crate) async fn quote(
         payment_hash: invoice.payment_hash().to_hex(),
         needs_approval: budget::needs_approval(&acc.budget, reserve),
         refusal: budget::check(&acc.budget, call_cap, reserve, &spent).err(),
+        x402: None,
     })
 }
 

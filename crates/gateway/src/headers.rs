@@ -14,6 +14,13 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// Set on a response replayed for an idempotent retry.
 pub const IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("turnpike-idempotent-replay");
 
+/// The macaroon-only credential fields, as header names (not re-parsed per request).
+pub(crate) const MACAROON: HeaderName =
+    HeaderName::from_static(turnpike_l402::credential::MACAROON_HEADER);
+/// gRPC-gateway's spelling of [`MACAROON`].
+pub(crate) const GRPC_METADATA_MACAROON: HeaderName =
+    HeaderName::from_static(turnpike_l402::credential::GRPC_METADATA_MACAROON);
+
 /// Fields the proxy sets itself, or that change what the upstream acts on: never the client's.
 pub(crate) fn is_managed(name: &str) -> bool {
     matches!(

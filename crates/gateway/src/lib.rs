@@ -98,7 +98,11 @@ pub struct AppState {
 /// with when their use was last written: a use is written on first sight, then at most once a
 /// minute, so the admin API lists them with their first and last use.
 #[derive(Default)]
-struct PassesSeen(std::sync::Mutex<std::collections::HashMap<turnpike_l402::TokenId, u64>>);
+struct PassesSeen(
+    std::sync::Mutex<
+        std::collections::HashMap<turnpike_l402::TokenId, u64, foldhash::fast::RandomState>,
+    >,
+);
 
 /// Most time passes a worker remembers (then it starts afresh, writing each again once).
 const PASSES_SEEN: usize = 16_384;

@@ -6,6 +6,9 @@
 //! token's first call closes that. The answer is remembered, so later calls need no lookup.
 
 use std::collections::HashSet;
+
+/// Token ids are random (and authenticated before they get here): a fast hash will do.
+type TokenSet = HashSet<TokenId, foldhash::fast::RandomState>;
 use std::sync::Mutex;
 
 use turnpike_l402::TokenId;
@@ -18,19 +21,21 @@ const PER_SHARD: usize = 8192;
 /// Tokens whose invoices were seen settled, in bounded memory.
 #[derive(Debug)]
 pub struct SettledTokens {
-    shards: Vec<Mutex<HashSet<TokenId>>>,
+    shards: Vec<Mutex<TokenSet>>,
 }
 
 impl Default for SettledTokens {
     fn default() -> Self {
         SettledTokens {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashSet::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(TokenSet::default()))
+                .collect(),
         }
     }
 }
 
 impl SettledTokens {
-    fn shard(&self, token: &TokenId) -> &Mutex<HashSet<TokenId>> {
+    fn shard(&self, token: &TokenId) -> &Mutex<TokenSet> {
         &self.shards[usize::from(token.0[0]) % SHARDS]
     }
 

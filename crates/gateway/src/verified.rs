@@ -64,8 +64,11 @@ impl VerifiedMemo {
     pub fn credential_field(headers: &HeaderMap) -> Option<&[u8]> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let only = values.next()?;
-        let [_, macaroon, grpc] = turnpike_l402::credential::CREDENTIAL_FIELDS;
-        if values.next().is_some() || headers.contains_key(macaroon) || headers.contains_key(grpc) {
+        use crate::headers::{GRPC_METADATA_MACAROON, MACAROON};
+        if values.next().is_some()
+            || headers.contains_key(MACAROON)
+            || headers.contains_key(GRPC_METADATA_MACAROON)
+        {
             return None;
         }
         Some(only.as_bytes())

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::hash::{HexError, TokenId};
-use crate::macaroon::hmac_sha256;
+use crate::macaroon::KeyedHmac;
 
 /// Domain separation prefix of the root-key derivation.
 const ROOT_KEY_DOMAIN: &[u8] = b"turnpike-l402-root-key-v1";
@@ -17,7 +17,11 @@ const ISSUED_PREIMAGE_DOMAIN: &[u8] = b"turnpike-issued-preimage-v1";
 /// The gateway's 32-byte master secret. Its `Debug` output is redacted and it has no
 /// `Display`.
 #[derive(Clone)]
-pub struct MasterKey([u8; 32]);
+pub struct MasterKey {
+    key: [u8; 32],
+    /// `key` prepared as an HMAC key (both derivations below are HMACs under it).
+    hmac: KeyedHmac,
+}
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -31,12 +35,15 @@ impl MasterKey {
         use rand::RngCore as _;
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        MasterKey(key)
+        MasterKey::from_bytes(key)
     }
 
     /// A master key from its bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> MasterKey {
-        MasterKey(bytes)
+        MasterKey {
+            key: bytes,
+            hmac: KeyedHmac::new(&bytes),
+        }
     }
 
     /// A master key from 64 hex characters (either case). The error does not echo the input.
@@ -47,18 +54,18 @@ impl MasterKey {
             return Err(HexError);
         }
         hex::decode_to_slice(s, &mut out).map_err(|_| HexError)?;
-        Ok(MasterKey(out))
+        Ok(MasterKey::from_bytes(out))
     }
 
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.key
     }
 
     /// The root key of the token `token_id`:
     /// `HMAC-SHA256(key = master, msg = "turnpike-l402-root-key-v1" || token_id)`.
     pub fn root_key(&self, token_id: &TokenId) -> [u8; 32] {
-        hmac_sha256(&self.0, &[ROOT_KEY_DOMAIN, &token_id.0])
+        self.hmac.mac(&[ROOT_KEY_DOMAIN, &token_id.0])
     }
 
     /// The preimage the gateway issues itself for the token `token_id` when the token was paid
@@ -68,7 +75,7 @@ impl MasterKey {
     /// produce a token whose payment hash matches its id this way. Distinct from the root key
     /// (another domain), which is never handed out.
     pub fn issued_preimage(&self, token_id: &TokenId) -> crate::hash::Preimage {
-        crate::hash::Preimage(hmac_sha256(&self.0, &[ISSUED_PREIMAGE_DOMAIN, &token_id.0]))
+        crate::hash::Preimage(self.hmac.mac(&[ISSUED_PREIMAGE_DOMAIN, &token_id.0]))
     }
 }
 

@@ -1,4 +1,5 @@
-//! `turnpike fetch`: curl-like, paying L402 challenges within a limit.
+//! `turnpike fetch`: curl-like, paying L402 challenges (and x402 ones, from a wallet with an
+//! `[x402]` key) within a limit.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -63,20 +64,26 @@ pub struct FetchArgs {
     url: String,
 }
 
-/// The paying backend and the accounting of wallet `name`.
+/// The paying backend, the accounting and the x402 side of wallet `name`.
 pub async fn wallet_named(
     name: &str,
     url: &reqwest::Url,
     file: Option<&std::path::Path>,
-) -> anyhow::Result<(Arc<dyn PaymentBackend>, Accounting)> {
+) -> anyhow::Result<(
+    Arc<dyn PaymentBackend>,
+    Accounting,
+    crate::wallets::WalletEntry,
+)> {
     let entry = crate::wallets::wallet_entry(name, file)?;
     let backend: Arc<dyn PaymentBackend> = match entry.backend {
-        BackendConfig::Dev(_) => {
+        Some(BackendConfig::Dev(_)) => {
             Arc::new(DevPayWallet::for_origin(url).context("building the dev wallet")?)
         }
-        _ => crate::wallets::connect_entry(name, &entry)?,
+        Some(_) => crate::wallets::connect_entry(name, &entry)?,
+        None => Arc::new(NoWallet::X402_ONLY),
     };
-    Ok((backend, accounting_for(name, &entry).await?))
+    let accounting = accounting_for(name, &entry).await?;
+    Ok((backend, accounting, entry))
 }
 
 /// The accounting of wallet `name`: the default ledger, its budget and fee reserve.
@@ -99,18 +106,17 @@ fn ask_on_terminal(quote: &Quote) -> bool {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
         eprintln!(
-            "turnpike: paying {} sats for {} needs approval, and there is no terminal to ask",
-            turnpike_l402::Msat(quote.reserve_msat).to_sats_ceil().0,
+            "turnpike: paying {} for {} needs approval, and there is no terminal to ask",
+            quote.price(),
             quote.url
         );
         return false;
     }
-    eprint!(
-        "Pay up to {} sats ({} sats + fee reserve) for {}? [y/N] ",
-        turnpike_l402::Msat(quote.reserve_msat).to_sats_ceil().0,
-        turnpike_l402::Msat(quote.amount_msat).to_sats_ceil().0,
-        quote.url
-    );
+    let mut question = quote.question();
+    if let Some(first) = question.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    eprint!("{question}? [y/N] ");
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err() {
         return false;
@@ -118,8 +124,22 @@ fn ask_on_terminal(quote: &Quote) -> bool {
     matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
 }
 
-/// A wallet that refuses to pay: used when no `--wallet` is given.
-struct NoWallet;
+/// A Lightning wallet that refuses to pay: used when no `--wallet` is given, and for a wallet
+/// that pays x402 only.
+pub(crate) struct NoWallet {
+    why: &'static str,
+}
+
+impl NoWallet {
+    /// No `--wallet` given.
+    const NONE_GIVEN: NoWallet = NoWallet {
+        why: "no wallet configured: pass --wallet dev (or another wallet) to pay",
+    };
+    /// A wallet without a Lightning backend.
+    pub(crate) const X402_ONLY: NoWallet = NoWallet {
+        why: "this wallet has no Lightning backend (it pays x402 only)",
+    };
+}
 
 #[async_trait::async_trait]
 impl PaymentBackend for NoWallet {
@@ -131,14 +151,10 @@ impl PaymentBackend for NoWallet {
         _bolt11: &str,
         _max_fee: turnpike_l402::Msat,
     ) -> Result<turnpike_lightning::Payment, turnpike_lightning::BackendError> {
-        Err(turnpike_lightning::BackendError::Rejected(
-            "no wallet configured: pass --wallet dev (or another wallet) to pay".into(),
-        ))
+        Err(turnpike_lightning::BackendError::Rejected(self.why.into()))
     }
     async fn balance(&self) -> Result<turnpike_l402::Msat, turnpike_lightning::BackendError> {
-        Err(turnpike_lightning::BackendError::Unsupported(
-            "no wallet configured",
-        ))
+        Err(turnpike_lightning::BackendError::Unsupported(self.why))
     }
     async fn lookup_payment(
         &self,
@@ -181,7 +197,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)?;
     let mut client = match &args.wallet {
         Some(name) => {
-            let (wallet, mut accounting) =
+            let (wallet, mut accounting, entry) =
                 wallet_named(name, &url, args.wallet_config.as_deref()).await?;
             accounting.cache = !args.no_cache;
             accounting.approver = Some(Arc::new(|quote: Quote| {
@@ -199,9 +215,15 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
                     }
                 }));
             }
-            L402Client::new(wallet, Sats(args.max_sats))?.with_accounting(accounting)
+            let client = L402Client::new(wallet, Sats(args.max_sats))?
+                .with_accounting(accounting)
+                .with_x402(entry.x402_wallet(name)?, entry.prefer());
+            match entry.backend {
+                Some(_) => client,
+                None => client.without_lightning(),
+            }
         }
-        None => L402Client::new(Arc::new(NoWallet), Sats(args.max_sats))?,
+        None => L402Client::new(Arc::new(NoWallet::NONE_GIVEN), Sats(args.max_sats))?,
     };
     if args.verbose {
         client = client.on_event(|event| match event {
@@ -230,6 +252,29 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
             Event::Retrying { authorization } => {
                 eprintln!("> Authorization: {authorization}");
             }
+            Event::X402Paying {
+                asset,
+                amount_units,
+                pay_to,
+                resent,
+            } => {
+                let what = if *resent {
+                    "sending again the x402 payment signed earlier for this challenge"
+                } else {
+                    "paying over x402"
+                };
+                eprintln!("* {what}: {amount_units} base units of {asset} to {pay_to}");
+            }
+            Event::RailCannotPay { rail, reason } => {
+                eprintln!("* the {rail} rail cannot pay: {reason}");
+            }
+            Event::X402Answered {
+                settled,
+                transaction,
+            } => {
+                let tx = transaction.as_deref().unwrap_or("not reported");
+                eprintln!("* x402 settled: {settled}, transaction {tx}");
+            }
         });
     }
     if args.verbose {
@@ -248,6 +293,9 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         Ok(f) => f,
         Err(e) => return refused_or_failed(e, args.json),
     };
+    if let Some(x) = &fetched.x402 {
+        note_unsettled(x);
+    }
     if args.json {
         return print_json(fetched).await;
     }
@@ -270,6 +318,14 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
     }
     drop(out);
+    if let Some(x) = &fetched.x402
+        && args.verbose
+    {
+        eprintln!(
+            "* x402: {} base units of {} (ledger row {}, {:?})",
+            x.amount_units, x.asset, x.ledger_id, x.state
+        );
+    }
     if let Some(receipt) = fetched.receipt
         && args.verbose
     {
@@ -285,18 +341,35 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Says on standard error what became of an x402 payment that did not settle.
+fn note_unsettled(x: &turnpike_client::x402pay::X402Receipt) {
+    use turnpike_client::ledger::PaymentState;
+    match x.state {
+        PaymentState::Paid => {}
+        PaymentState::Failed => eprintln!(
+            "turnpike: the server reported that the x402 payment did not settle (ledger row {}): \
+             released, nothing moved",
+            x.ledger_id
+        ),
+        PaymentState::Reserved | PaymentState::Unknown => eprintln!(
+            "turnpike: the server did not report settling the x402 payment (ledger row {}); it \
+             stays charged to the budget until its outcome is known, and a fetch of the same \
+             challenge sends the same authorisation again rather than a new one",
+            x.ledger_id
+        ),
+    }
+}
+
 /// Prints a refusal (exit 3) or returns other errors.
 fn refused_or_failed(e: ClientError, json: bool) -> anyhow::Result<ExitCode> {
-    let refused = matches!(
-        e,
-        ClientError::OverBudget(_) | ClientError::NotApproved(_) | ClientError::OverLimit { .. }
-    );
+    let refused = e.is_refusal();
     if !refused {
         return Err(e.into());
     }
     if json {
         let detail = match &e {
             ClientError::OverBudget(r) => serde_json::to_value(r).unwrap_or_default(),
+            ClientError::OverTokenBudget(r) => serde_json::to_value(r).unwrap_or_default(),
             _ => serde_json::Value::Null,
         };
         println!(
@@ -349,6 +422,24 @@ async fn dry_run(client: &L402Client, req: FetchRequest, json: bool) -> anyhow::
                 }
             }
         }
+        Quoted::X402(q) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "payment_required": true, "x402_quote": q })
+                );
+            } else {
+                println!(
+                    "would pay {} base units of {} over x402 to {} for {}",
+                    q.amount_units, q.asset, q.pay_to, q.url
+                );
+                match &q.refusal {
+                    Some(r) => println!("the budget would refuse it: {r}"),
+                    None if q.needs_approval => println!("it would need approval (approve_above)"),
+                    None => println!("the budget allows it; nothing was signed (--dry-run)"),
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -394,6 +485,7 @@ async fn print_json(fetched: turnpike_client::Fetched) -> anyhow::Result<ExitCod
             "body": body,
             "body_encoding": encoding,
             "payment": payment,
+            "x402_payment": fetched.x402,
             "reused_token": fetched.reused_token,
         })
     );

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use turnpike_client::budget::{Budget, Spent};
-use turnpike_client::ledger::{Ledger, PaymentRow, now_unix};
+use turnpike_client::ledger::{Ledger, PaymentRow, PaymentState, now_unix};
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
@@ -79,6 +79,18 @@ pub fn left(budget: &Budget, spent: &Spent) -> serde_json::Value {
     })
 }
 
+/// What x402 payments charged per asset (`network/address`), in base units.
+pub fn x402_totals(rows: &[PaymentRow]) -> BTreeMap<String, u64> {
+    let mut by_asset = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.state != PaymentState::Failed) {
+        if let (Some(asset), Some(units)) = (&row.asset, row.amount_units) {
+            let sum: &mut u64 = by_asset.entry(asset.clone()).or_default();
+            *sum = sum.saturating_add(units);
+        }
+    }
+    by_asset
+}
+
 /// What payments charged (paid amounts and fees, open reservations), in msat.
 pub struct Totals {
     /// In all.
@@ -144,6 +156,7 @@ pub async fn spend(
                 "total_msat": total,
                 "by_origin": msat_to_sats(&by_origin),
                 "by_day": msat_to_sats(&by_day),
+                "x402_units_by_asset": x402_totals(&rows),
                 "payments": rows,
                 "budget_left": budget_left,
             })
@@ -163,9 +176,19 @@ pub async fn spend(
     for (day, msat) in &by_day {
         println!("  {day:<40} {:>10} sats", sats(*msat));
     }
+    let x402 = x402_totals(&rows);
+    if !x402.is_empty() {
+        println!("x402, by asset (base units; paid and open):");
+        for (asset, units) in &x402 {
+            println!("  {asset:<60} {units:>10}");
+        }
+    }
     let open: Vec<&PaymentRow> = rows
         .iter()
-        .filter(|r| r.charged_msat() > 0 && r.preimage.is_none())
+        .filter(|r| {
+            matches!(r.state, PaymentState::Reserved | PaymentState::Unknown)
+                && (r.charged_msat() > 0 || r.rail == "x402")
+        })
         .collect();
     if !open.is_empty() {
         println!("{} payments reserved with no outcome yet", open.len());
@@ -245,9 +268,10 @@ pub async fn balance(
     for name in names {
         let entry = crate::wallets::wallet_entry(&name, wallet_file)?;
         let balance = match &entry.backend {
-            turnpike_lightning::config::BackendConfig::Dev(_) => {
+            Some(turnpike_lightning::config::BackendConfig::Dev(_)) => {
                 Err("a dev wallet has no balance of its own".to_owned())
             }
+            None => Err("no Lightning backend (it pays x402 only)".to_owned()),
             _ => match crate::wallets::connect_entry(&name, &entry) {
                 Ok(b) => b.balance().await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

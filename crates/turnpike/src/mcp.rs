@@ -30,9 +30,10 @@ use rmcp::service::{ElicitationMode, RequestContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use turnpike_client::budget::{Budget, Period, Window};
+use turnpike_client::budget::{Budget, Period, TokenBudget, UnitsWindow, Window};
 use turnpike_client::ledger::now_unix;
 use turnpike_client::spend::{Accounting, Approver, Quote};
+use turnpike_client::x402pay::X402Wallet;
 use turnpike_client::{ClientError, FetchRequest, L402Client, Quoted};
 use turnpike_l402::Sats;
 use turnpike_lightning::PaymentBackend;
@@ -85,17 +86,21 @@ struct Shared {
     /// The paying backend (none for a dev wallet: it pays the gateway it calls).
     backend: Option<Arc<dyn PaymentBackend>>,
     accounting: Accounting,
+    /// The wallet's x402 key and assets, if it has them.
+    x402: Option<X402Wallet>,
     allowed: AllowedHosts,
     http: reqwest::Client,
     max_sats: u64,
     max_body: usize,
 }
 
-/// One MCP connection: the shared state and the budget lowered for this connection only.
+/// One MCP connection: the shared state and the budgets lowered for this connection only.
 #[derive(Clone)]
 struct TurnpikeMcp {
     shared: Arc<Shared>,
     lowered: Arc<Mutex<Budget>>,
+    /// Lowers every x402 asset's budget (each keeps its own windows' periods).
+    lowered_x402: Arc<Mutex<TokenBudget>>,
 }
 
 /// The request of `l402_fetch` and `l402_quote`.
@@ -150,6 +155,23 @@ struct FetchOutput {
     payment_hash: Option<String>,
     /// Whether a stored token paid earlier was used instead of paying.
     reused_token: bool,
+    /// The x402 (stablecoin) payment made for this call, if any.
+    x402_payment: Option<X402Output>,
+}
+
+/// An x402 payment made by `l402_fetch`.
+#[derive(Debug, Serialize, JsonSchema)]
+struct X402Output {
+    /// The asset, `network/address`.
+    asset: String,
+    /// The amount in the asset's base units (USDC: millionths), as a decimal string.
+    amount_units: String,
+    /// The recipient.
+    pay_to: String,
+    /// Whether it settled.
+    settled: bool,
+    /// The settlement transaction, when reported.
+    transaction: Option<String>,
 }
 
 /// The result of `l402_quote`.
@@ -173,6 +195,10 @@ struct QuoteOutput {
     needs_approval: bool,
     /// Why the budget would refuse it.
     refusal: Option<String>,
+    /// When the wallet would pay over x402: the asset (`network/address`).
+    x402_asset: Option<String>,
+    /// When the wallet would pay over x402: the amount in the asset's base units.
+    x402_amount_units: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -213,6 +239,24 @@ struct LowerParams {
     /// Above this, ask the person.
     #[serde(default)]
     approve_above: Option<u64>,
+    /// x402: most one payment may cost, in base units of the asset (USDC: 10000 = 0.01), for
+    /// every asset of the wallet.
+    #[serde(default)]
+    x402_max_per_call: Option<u64>,
+    /// x402: most spent on one origin per the asset's per_host window (a day when it has none),
+    /// base units.
+    #[serde(default)]
+    x402_per_host_units: Option<u64>,
+    /// x402: most spent in all per the asset's per_period window (a day when it has none), base
+    /// units.
+    #[serde(default)]
+    x402_per_period_units: Option<u64>,
+    /// x402: most ever spent in each asset, base units.
+    #[serde(default)]
+    x402_total: Option<u64>,
+    /// x402: above this many base units, ask the person.
+    #[serde(default)]
+    x402_approve_above: Option<u64>,
 }
 
 /// The person's answer to an approval request.
@@ -303,8 +347,9 @@ fn tools() -> Vec<Tool> {
     vec![
         tool::<FetchParams>(
             "l402_fetch",
-            "Fetch a URL, paying its L402 (HTTP 402 + Lightning) price from the wallet within \
-             the budget, and return the status, headers and body, with what was paid.",
+            "Fetch a URL, paying its HTTP 402 price from the wallet within the budget (L402 over \
+             Lightning, or x402 in a stablecoin when the wallet has an x402 key), and return the \
+             status, headers and body, with what was paid.",
         )
         .with_output_schema::<FetchOutput>()
         .with_annotations(
@@ -316,8 +361,8 @@ fn tools() -> Vec<Tool> {
         ),
         tool::<RequestParams>(
             "l402_quote",
-            "What a URL would cost: the price of its L402 challenge and whether the budget \
-             allows it. Nothing is paid.",
+            "What a URL would cost: the price of its L402 challenge (or of the x402 offer the \
+             wallet would pay) and whether the budget allows it. Nothing is paid.",
         )
         .with_output_schema::<QuoteOutput>()
         .with_annotations(read_only("Price of a URL")),
@@ -339,8 +384,8 @@ fn tools() -> Vec<Tool> {
         .with_annotations(read_only("Discover a gateway's paid services")),
         tool::<LowerParams>(
             "l402_lower_budget",
-            "Lower the budget for this connection (limits in sats). It can never raise a limit \
-             of the wallet file.",
+            "Lower the budget for this connection: limits in sats, and x402_* limits in base \
+             units of each x402 asset. It can never raise a limit of the wallet file.",
         )
         .with_annotations(
             ToolAnnotations::with_title("Lower the budget for this connection")
@@ -357,6 +402,7 @@ impl TurnpikeMcp {
         TurnpikeMcp {
             shared,
             lowered: Arc::new(Mutex::new(Budget::default())),
+            lowered_x402: Arc::new(Mutex::new(TokenBudget::default())),
         }
     }
 
@@ -367,6 +413,16 @@ impl TurnpikeMcp {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         stricter(&self.shared.entry.budget, &lowered)
+    }
+
+    /// The wallet's x402 side under this connection's lowered x402 limits.
+    fn x402_wallet(&self) -> Option<X402Wallet> {
+        let lowered = *self
+            .lowered_x402
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let wallet = self.shared.x402.as_ref()?;
+        Some(wallet.with_budgets(|b| b.stricter(&lowered)))
     }
 
     fn request(params: RequestParams) -> Result<FetchRequest, String> {
@@ -424,16 +480,8 @@ impl TurnpikeMcp {
             let peer = peer.clone();
             Box::pin(async move {
                 let message = format!(
-                    "Turnpike: pay up to {} sats ({} sats + fee reserve) for {}{}? Your budget asks \
-                     for approval above approve_above.",
-                    quote.reserve_msat.div_ceil(1000),
-                    quote.amount_msat.div_ceil(1000),
-                    quote.url,
-                    quote
-                        .service
-                        .as_deref()
-                        .map(|s| format!(" (service {s})"))
-                        .unwrap_or_default(),
+                    "Turnpike: {}? Your budget asks for approval above approve_above.",
+                    quote.question()
                 );
                 matches!(
                     peer.elicit_with_timeout::<Approval>(message, Some(APPROVAL_TIMEOUT))
@@ -462,22 +510,27 @@ impl TurnpikeMcp {
         accounting.budget = self.budget();
         accounting.approver = approver;
         let cap = max_sats.map_or(s.max_sats, |m| m.min(s.max_sats));
-        Ok(L402Client::new(backend, Sats(cap))
+        let client = L402Client::new(backend, Sats(cap))
             .map_err(|e| chain(&e))?
             .with_http_client(s.http.clone())
-            .with_accounting(accounting))
+            .with_accounting(accounting)
+            .with_x402(self.x402_wallet(), s.entry.prefer());
+        Ok(match s.entry.backend {
+            Some(_) => client,
+            None => client.without_lightning(),
+        })
     }
 
     fn client_error(e: &ClientError, could_ask: bool) -> String {
         match e {
             ClientError::NotApproved(q) if !could_ask => format!(
-                "paying {} sats needs the person's approval (above approve_above) and this MCP \
+                "paying {} needs the person's approval (above approve_above) and this MCP \
                  client cannot ask them (no elicitation support): nothing was paid",
-                q.reserve_msat.div_ceil(1000)
+                q.price()
             ),
             ClientError::NotApproved(q) => format!(
-                "the person did not approve paying {} sats for {}: nothing was paid",
-                q.reserve_msat.div_ceil(1000),
+                "the person did not approve paying {} for {}: nothing was paid",
+                q.price(),
                 q.url
             ),
             e => chain(e),
@@ -504,13 +557,25 @@ impl TurnpikeMcp {
             Err(e) => return tool_error(Self::client_error(&e, could_ask)),
         };
         let receipt = fetched.receipt;
-        let paid_note = receipt.as_ref().map_or_else(String::new, |r| {
-            format!(
+        let x402 = fetched.x402.map(|x| X402Output {
+            asset: x.asset,
+            amount_units: x.amount_units.to_string(),
+            pay_to: x.pay_to,
+            settled: x.settled,
+            transaction: x.transaction,
+        });
+        let paid_note = match (&receipt, &x402) {
+            (Some(r), _) => format!(
                 " (a payment of {} sats was made, payment hash {})",
                 r.amount.to_sats_ceil().0,
                 r.payment_hash.to_hex()
-            )
-        });
+            ),
+            (None, Some(x)) => format!(
+                " (an x402 payment of {} base units of {} was made)",
+                x.amount_units, x.asset
+            ),
+            (None, None) => String::new(),
+        };
         let mut response = fetched.response;
         let status = response.status().as_u16();
         let mut headers: BTreeMap<String, String> = BTreeMap::new();
@@ -558,11 +623,12 @@ impl TurnpikeMcp {
             headers,
             body,
             body_encoding: body_encoding.into(),
-            paid: receipt.is_some(),
+            paid: receipt.is_some() || x402.is_some(),
             paid_sats: receipt.as_ref().map_or(0, |r| r.amount.to_sats_ceil().0),
             fee_msat: receipt.as_ref().map_or(0, |r| r.fee.0),
             payment_hash: receipt.as_ref().map(|r| r.payment_hash.to_hex()),
             reused_token: fetched.reused_token,
+            x402_payment: x402,
         })
     }
 
@@ -589,6 +655,8 @@ impl TurnpikeMcp {
                 allowed: true,
                 needs_approval: false,
                 refusal: None,
+                x402_asset: None,
+                x402_amount_units: None,
             },
             Ok(Quoted::Priced(q)) => QuoteOutput {
                 payment_required: true,
@@ -600,6 +668,21 @@ impl TurnpikeMcp {
                 allowed: q.refusal.is_none(),
                 needs_approval: q.needs_approval,
                 refusal: q.refusal.map(|r| r.to_string()),
+                x402_asset: None,
+                x402_amount_units: None,
+            },
+            Ok(Quoted::X402(q)) => QuoteOutput {
+                payment_required: true,
+                status: None,
+                amount_sats: None,
+                reserve_sats: None,
+                service: None,
+                payment_hash: None,
+                allowed: q.refusal.is_none(),
+                needs_approval: q.needs_approval,
+                refusal: q.refusal.map(|r| r.to_string()),
+                x402_asset: Some(q.asset),
+                x402_amount_units: Some(q.amount_units.to_string()),
             },
             Err(e) => return tool_error(chain(&e)),
         };
@@ -622,6 +705,30 @@ impl TurnpikeMcp {
             Ok(spent) => spent,
             Err(e) => return tool_error(format!("reading the ledger failed: {}", chain(&e))),
         };
+        let mut x402 = Vec::new();
+        for asset in self.x402_wallet().iter().flat_map(|w| w.assets().to_vec()) {
+            let key = asset.key();
+            let spent = s
+                .accounting
+                .ledger
+                .spent_units(&s.wallet, &key, "", &asset.budget, now_unix())
+                .await;
+            let spent = match spent {
+                Ok(spent) => spent,
+                Err(e) => return tool_error(format!("reading the ledger failed: {}", chain(&e))),
+            };
+            let left = |cap: Option<u64>, used: u128| {
+                cap.map(|c| u128::from(c).saturating_sub(used).to_string())
+            };
+            x402.push(serde_json::json!({
+                "asset": key,
+                "decimals": asset.decimals,
+                "budget": asset.budget,
+                "spent_total_units": spent.total.to_string(),
+                "left_in_period_units": left(asset.budget.per_period.map(|w| w.units), spent.period_window),
+                "left_in_total_units": left(asset.budget.total, spent.total),
+            }));
+        }
         CallToolResult::structured(serde_json::json!({
             "wallet": s.wallet,
             "balance_sats": balance.as_ref().ok().map(|m| m.0 / 1000),
@@ -630,6 +737,7 @@ impl TurnpikeMcp {
             "budget": budget,
             "budget_left": crate::ledger_cmd::left(&budget, &spent),
             "max_sats_per_call": s.max_sats,
+            "x402": x402,
         }))
     }
 
@@ -666,6 +774,10 @@ impl TurnpikeMcp {
                     "state": r.state,
                     "http_status": r.http_status,
                     "payment_hash": r.payment_hash,
+                    "rail": r.rail,
+                    "asset": r.asset,
+                    "amount_units": r.amount_units,
+                    "tx_hash": r.tx_hash,
                 })
             })
             .collect();
@@ -676,6 +788,7 @@ impl TurnpikeMcp {
             "total_msat": t.total,
             "by_origin": to_sats(&t.by_origin),
             "by_day": to_sats(&t.by_day),
+            "x402_units_by_asset": crate::ledger_cmd::x402_totals(&rows),
             "payments": payments,
         }))
     }
@@ -746,8 +859,40 @@ impl TurnpikeMcp {
             let current = stricter(file, &lowered);
             *lowered = stricter(&current, &asked);
         }
+        let units = |units: Option<u64>| {
+            units.map(|units| UnitsWindow {
+                units,
+                per: Period::Day,
+            })
+        };
+        let asked_x402 = TokenBudget {
+            max_per_call: params.x402_max_per_call,
+            per_host: units(params.x402_per_host_units),
+            per_period: units(params.x402_per_period_units),
+            total: params.x402_total,
+            approve_above: params.x402_approve_above,
+        };
+        let x402 = {
+            let mut lowered = self
+                .lowered_x402
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *lowered = lowered.stricter(&asked_x402);
+            *lowered
+        };
+        let x402_budgets: Vec<serde_json::Value> = self
+            .x402_wallet()
+            .map(|w| {
+                w.assets()
+                    .iter()
+                    .map(|a| serde_json::json!({"asset": a.key(), "budget": a.budget}))
+                    .collect()
+            })
+            .unwrap_or_default();
         CallToolResult::structured(serde_json::json!({
             "budget": self.budget(),
+            "x402_lowered": x402,
+            "x402_budgets": x402_budgets,
             "note": "limits only ever go down; they last as long as this connection",
         }))
     }
@@ -830,14 +975,20 @@ async fn shared(args: &McpArgs) -> anyhow::Result<Shared> {
             .map(String::as_str),
     );
     let backend = match entry.backend {
-        BackendConfig::Dev(_) => None,
-        _ => {
+        Some(BackendConfig::Dev(_)) => None,
+        Some(_) => {
             let b: Arc<dyn PaymentBackend> = crate::wallets::connect_entry(&args.wallet, &entry)?;
+            Some(b)
+        }
+        None => {
+            let b: Arc<dyn PaymentBackend> = Arc::new(crate::fetch::NoWallet::X402_ONLY);
             Some(b)
         }
     };
     let accounting = crate::fetch::accounting_for(&args.wallet, &entry).await?;
+    let x402 = entry.x402_wallet(&args.wallet)?;
     Ok(Shared {
+        x402,
         wallet: args.wallet.clone(),
         entry,
         backend,

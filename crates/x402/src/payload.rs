@@ -269,6 +269,17 @@ impl PaymentPayload {
         })
     }
 
+    /// Echoes in a v2 payment the server's own JSON of the accepted entry (`entry`, as the
+    /// server wrote it in `PAYMENT-REQUIRED`) instead of this crate's rendering of it: servers
+    /// such as `@x402/express` compare the echo with their offer verbatim (address case
+    /// included). The echo is not signed; a v1 payment has none and is returned unchanged.
+    pub fn with_accepted_json(mut self, entry: Value) -> PaymentPayload {
+        if self.version == X402Version::V2 {
+            self.raw["accepted"] = entry;
+        }
+        self
+    }
+
     /// The header value: standard base64 of the JSON, for `PAYMENT-SIGNATURE` (v2) or
     /// `X-PAYMENT` (v1) according to [`PaymentPayload::version`].
     pub fn to_header(&self) -> String {
@@ -329,5 +340,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(SECP256K1_HALF_ORDER, n >> 1);
+    }
+
+    #[test]
+    fn the_echo_can_be_the_servers_own_json() {
+        let req = crate::requirements::tests::example();
+        let key = crate::PayerKey::from_bytes(&[7; 32]).unwrap();
+        // The server wrote its addresses in lowercase: that exact JSON is echoed.
+        let mut theirs = req.to_json_v2();
+        theirs["payTo"] = json!("0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc");
+        let paid = key
+            .pay(&req, None, X402Version::V2, 1_000, [1; 32])
+            .unwrap()
+            .with_accepted_json(theirs.clone());
+        assert_eq!(paid.raw_json()["accepted"], theirs);
+        let back = PaymentPayload::from_payment_signature(paid.to_header().as_bytes()).unwrap();
+        assert_eq!(back.select(std::slice::from_ref(&req)), Some(&req));
+        assert_eq!(back.signature, paid.signature);
+        // A v1 payment has no echo: unchanged.
+        let v1 = key
+            .pay(&req, None, X402Version::V1, 1_000, [1; 32])
+            .unwrap();
+        let same = v1.clone().with_accepted_json(theirs);
+        assert_eq!(same.raw_json(), v1.raw_json());
     }
 }

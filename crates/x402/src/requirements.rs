@@ -304,15 +304,18 @@ impl PaymentRequired {
         })
     }
 
-    /// Decodes a v1 402 JSON body. The resource is taken from the first usable entry.
+    /// Decodes a v1 402 JSON body. The resource is taken from the first usable entry. An
+    /// `error` that is not a string is ignored.
     pub fn from_v1_body(body: &[u8]) -> Result<PaymentRequired, DecodeError> {
         let json = wire::parse_json(body)?;
         let o = Obj::new("", &json)?;
         expect_version(&o, X402Version::V1)?;
         let (entries, skipped) = parse_accepts(&o, PaymentRequirements::parse_v1)?;
         let resource = entries.first().map(|(_, r)| r.clone()).unwrap_or_default();
+        // v1's `error` is informational, and a server may carry its own error object there
+        // (Turnpike's 402 body does): only a string is kept, nothing else is refused.
         Ok(PaymentRequired {
-            error: o.opt_str("error")?.map(str::to_owned),
+            error: o.opt("error").and_then(Value::as_str).map(str::to_owned),
             resource,
             accepts: entries.into_iter().map(|(a, _)| a).collect(),
             skipped,
@@ -342,10 +345,11 @@ fn parse_accepts<T>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn example() -> PaymentRequirements {
+    /// The offer of payment-schemes.md §3.6 (the test chain's token and payTo).
+    pub(crate) fn example() -> PaymentRequirements {
         PaymentRequirements {
             network: Network::BASE_SEPOLIA,
             amount: TokenAmount::from_base_units(10_000),
@@ -419,6 +423,11 @@ mod tests {
         );
         let back = PaymentRequired::from_v1_body(body.to_string().as_bytes()).unwrap();
         assert_eq!(back, pr);
+        // A server's own error object in `error` (Turnpike's 402 body) does not hide the offers.
+        let mut turnpike = body.clone();
+        turnpike["error"] = json!({"code": "payment_required", "message": "pay"});
+        let back = PaymentRequired::from_v1_body(turnpike.to_string().as_bytes()).unwrap();
+        assert_eq!((back.accepts, back.error), (pr.accepts.clone(), None));
 
         let mut local = example();
         local.network = Network::eip155(31337).unwrap();

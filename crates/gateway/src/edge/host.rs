@@ -115,13 +115,28 @@ fn split_port(raw: &str) -> Result<(&str, Option<&str>), HostError> {
 
 /// A registered name or IPv4 address: letters, digits, `-`, `.`, `_`, `~`; no empty label.
 fn check_name(name: &str) -> Result<(), HostError> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
-        && !name.split('.').any(str::is_empty);
-    if ok { Ok(()) } else { Err(HostError::Invalid) }
+    if name.is_empty() || name.len() > 253 {
+        return Err(HostError::Invalid);
+    }
+    // One pass: allowed bytes only, and no label empty (no leading, double or trailing dot).
+    let mut label_empty = true;
+    for b in name.bytes() {
+        if b == b'.' {
+            if label_empty {
+                return Err(HostError::Invalid);
+            }
+            label_empty = true;
+        } else if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            label_empty = false;
+        } else {
+            return Err(HostError::Invalid);
+        }
+    }
+    if label_empty {
+        Err(HostError::Invalid)
+    } else {
+        Ok(())
+    }
 }
 
 fn check_ip_literal(host: &str) -> Result<(), HostError> {
@@ -203,6 +218,17 @@ mod tests {
                 prop_assert_eq!(again.as_str(), a.as_str());
                 prop_assert!(again.is_unchanged());
             }
+        }
+
+        /// The one-pass check accepts exactly the names the rule describes.
+        #[test]
+        fn name_check_is_the_rule(name in "[a-zA-Z0-9._~/:@-]{0,12}") {
+            let rule = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+                && !name.split('.').any(str::is_empty);
+            prop_assert_eq!(check_name(&name).is_ok(), rule);
         }
     }
 }

@@ -71,6 +71,9 @@ pub fn parse(
     buf: &mut BytesMut,
     request_was_head: bool,
 ) -> Result<Option<ResponseHead>, HeadError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
     match parse_with::<USUAL_HEADERS>(buf, request_was_head) {
         Some(result) => result,
         None => {

@@ -93,10 +93,12 @@ struct Idle {
     expires: Instant,
 }
 
-/// The idle connections of one worker, per upstream.
+/// The idle connections of one worker, per upstream: keyed by the authority's text as
+/// configured (hashed in one pass; `Authority`'s own hash and comparison go byte by byte,
+/// ignoring case, which cost more than the rest of the lookup).
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    idle: Mutex<HashMap<Authority, VecDeque<Idle>, foldhash::fast::RandomState>>,
+    idle: Mutex<HashMap<Box<str>, VecDeque<Idle>, foldhash::fast::RandomState>>,
 }
 
 /// The request's header fields as sent upstream.
@@ -201,7 +203,7 @@ impl Upstreams {
     /// The most recently used idle connection to `authority` that is still open.
     fn checkout(&self, authority: &Authority) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(authority)?;
+        let list = idle.get_mut(authority.as_str())?;
         let now = Instant::now();
         while let Some(Idle { mut conn, expires }) = list.pop_back() {
             if now < expires && still_open(&mut conn.stream) {
@@ -219,7 +221,7 @@ impl Upstreams {
             conn,
         };
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        match idle.get_mut(authority) {
+        match idle.get_mut(authority.as_str()) {
             Some(list) => {
                 // The oldest connections wait at the front: close those past their limit.
                 while list.front().is_some_and(|oldest| oldest.expires <= now) {
@@ -230,7 +232,7 @@ impl Upstreams {
                 }
             }
             None => {
-                idle.insert(authority.clone(), VecDeque::from([entry]));
+                idle.insert(authority.as_str().into(), VecDeque::from([entry]));
             }
         }
     }
@@ -238,7 +240,7 @@ impl Upstreams {
     /// Idle connections held for `authority` (for tests and metrics).
     pub fn idle_count(&self, authority: &Authority) -> usize {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.get(authority).map_or(0, VecDeque::len)
+        idle.get(authority.as_str()).map_or(0, VecDeque::len)
     }
 }
 
