@@ -17,8 +17,12 @@ pub enum Code {
     NotFound,
     /// A method the route does not serve (`405`).
     MethodNotAllowed,
-    /// A service of that name exists (`409`).
+    /// A service of that name (or a provider of that slug) exists (`409`).
     Conflict,
+    /// A hub provider's token asked for what is not its own (`403`); nothing changed.
+    Forbidden,
+    /// A provider's payout did not give a correct test invoice (`422`); nothing was stored.
+    PayoutUnusable,
     /// The store cannot be reached (`503`).
     StoreUnavailable,
 }
@@ -32,6 +36,8 @@ impl Code {
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::Conflict => StatusCode::CONFLICT,
+            Code::Forbidden => StatusCode::FORBIDDEN,
+            Code::PayoutUnusable => StatusCode::UNPROCESSABLE_ENTITY,
             Code::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -45,6 +51,8 @@ impl Code {
             Code::NotFound => "not_found",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::Conflict => "conflict",
+            Code::Forbidden => "forbidden",
+            Code::PayoutUnusable => "payout_unusable",
             Code::StoreUnavailable => "store_unavailable",
         }
     }
@@ -128,6 +136,8 @@ mod tests {
             NotFound,
             MethodNotAllowed,
             Conflict,
+            Forbidden,
+            PayoutUnusable,
             StoreUnavailable,
         ] {
             assert!(code.status().is_client_error() || code.status().is_server_error());

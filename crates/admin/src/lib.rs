@@ -10,6 +10,7 @@
 
 pub mod error;
 mod health;
+mod hub;
 pub mod services;
 mod stats;
 pub mod token_file;
@@ -40,6 +41,26 @@ const PUBLIC: [&str; 4] = [
     "/assets/style.css",
     "/api/v1/openapi.json",
 ];
+
+/// Who is calling: the operator (the admin token), or a hub provider (its own token, scoped
+/// to its own services).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The gateway's admin token: everything.
+    Operator,
+    /// A provider's token: its own services and record only.
+    Provider(Arc<str>),
+}
+
+impl Caller {
+    /// The provider's slug, for a provider's token.
+    pub fn provider(&self) -> Option<&str> {
+        match self {
+            Caller::Operator => None,
+            Caller::Provider(slug) => Some(slug),
+        }
+    }
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -84,6 +105,13 @@ pub fn router(api: Api) -> axum::Router {
         .route("/tokens/{token_id}/revoke", post(tokens::revoke))
         .route("/payments", get(tokens::payments))
         .route("/stats", get(stats::stats))
+        .route("/hub/providers", get(hub::list).post(hub::create))
+        .route("/hub/providers/{slug}/suspend", post(hub::suspend))
+        .route("/hub/providers/{slug}/reinstate", post(hub::reinstate))
+        .route("/hub/fees", get(hub::fees))
+        .route("/hub/bills", get(hub::bills))
+        .route("/hub/statement", get(hub::statement))
+        .route("/hub/me", get(hub::me).patch(hub::change_payout))
         .route("/openapi.json", get(openapi));
     axum::Router::new()
         .route("/", get(index))
@@ -109,29 +137,54 @@ pub async fn serve(
         .await
 }
 
-/// Lets public routes through; every other request needs `Authorization: Bearer <token>`.
-async fn authorize(State(api): State<Api>, req: Request, next: Next) -> Response {
-    if PUBLIC.contains(&req.uri().path()) || bearer_matches(&req, &api.token) {
+/// Lets public routes through; every other request needs `Authorization: Bearer <token>`:
+/// the admin token (the operator), or a hub provider's token, which reaches only the
+/// provider's own routes ([`hub::provider_may`]; others are `403`).
+async fn authorize(State(api): State<Api>, mut req: Request, next: Next) -> Response {
+    if PUBLIC.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    AdminError::new(
-        Code::Unauthorized,
-        "The admin API needs `Authorization: Bearer <admin token>`.",
-    )
-    .into_response()
+    let Some(caller) = caller(&req, &api) else {
+        return AdminError::new(
+            Code::Unauthorized,
+            "The admin API needs `Authorization: Bearer <admin token>`.",
+        )
+        .into_response();
+    };
+    if caller != Caller::Operator && !hub::provider_may(req.uri().path()) {
+        return AdminError::new(
+            Code::Forbidden,
+            "A provider's token reaches only its own services, /api/v1/hub/me and /api/v1/hub/statement.",
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
-/// Whether the request carries exactly one `Authorization: Bearer <token>`. The digests are
-/// compared in constant time, so neither the token's bytes nor its length leak through timing.
-fn bearer_matches(req: &Request, token: &str) -> bool {
-    use sha2::{Digest, Sha256};
+/// The bearer token of a request carrying exactly one `Authorization: Bearer <token>`.
+fn bearer(req: &Request) -> Option<&[u8]> {
     let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
-        return false;
+        return None;
     };
-    let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
-        return false;
-    };
+    value.as_bytes().strip_prefix(b"Bearer ")
+}
+
+/// Who the request's token names: the operator, a provider, or nobody.
+fn caller(req: &Request, api: &Api) -> Option<Caller> {
+    let given = bearer(req)?;
+    if bearer_matches(given, &api.token) {
+        return Some(Caller::Operator);
+    }
+    let provider = api.control.hub()?.provider_by_token(given)?;
+    Some(Caller::Provider(provider.record.slug.as_str().into()))
+}
+
+/// Whether `given` is `token`. The digests are compared in constant time, so neither the
+/// token's bytes nor its length leak through timing.
+fn bearer_matches(given: &[u8], token: &str) -> bool {
+    use sha2::{Digest, Sha256};
     let (given, expected) = (Sha256::digest(given), Sha256::digest(token.as_bytes()));
     !token.is_empty() && bool::from(given.as_slice().ct_eq(expected.as_slice()))
 }

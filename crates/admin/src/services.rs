@@ -11,8 +11,10 @@ use serde_json::{Map, Value};
 use turnpike_gateway::config::{ConfigError, ServiceConfig};
 use turnpike_gateway::control::{ChangeError, Source};
 
-use crate::Api;
 use crate::error::{AdminError, Code};
+use crate::{Api, Caller};
+
+type Who = axum::Extension<Caller>;
 
 /// The marker shown in place of an inline secret.
 fn redacted() -> Value {
@@ -140,6 +142,63 @@ fn not_found(name: &str) -> AdminError {
     AdminError::new(Code::NotFound, format!("No service named {name:?}."))
 }
 
+fn forbidden(name: &str) -> AdminError {
+    AdminError::new(
+        Code::Forbidden,
+        format!("The service {name:?} is not this provider's: nothing was changed."),
+    )
+}
+
+/// The service `name` in force, if the caller may see it: `404` when there is none, `403`
+/// when it is not the calling provider's.
+fn owned(api: &Api, caller: &Caller, name: &str) -> Result<(ServiceConfig, Source), AdminError> {
+    let (config, source) = api.control.service(name).ok_or_else(|| not_found(name))?;
+    match caller.provider() {
+        Some(slug) if config.provider.as_deref() != Some(slug) => Err(forbidden(name)),
+        _ => Ok((config, source)),
+    }
+}
+
+/// A provider's token writes its own services only: `provider` left out is its slug, any
+/// other is `403`.
+fn claim(caller: &Caller, config: &mut ServiceConfig) -> Result<(), AdminError> {
+    let Some(slug) = caller.provider() else {
+        return Ok(());
+    };
+    match config.provider.as_deref() {
+        None => config.provider = Some(slug.to_owned()),
+        Some(p) if p == slug => {}
+        Some(_) => return Err(forbidden(&config.name)),
+    }
+    Ok(())
+}
+
+/// A hub provider's service names an active provider, and its upstream resolves to public
+/// addresses (unless the hub allows private ones, for tests): the hub must not become a way
+/// into its own network.
+async fn check_upstream(api: &Api, config: &ServiceConfig) -> Result<(), AdminError> {
+    let Some(slug) = &config.provider else {
+        return Ok(());
+    };
+    let hub = api.control.hub().ok_or_else(|| {
+        AdminError::field("provider", "This gateway is not a hub (no [hub] section).")
+    })?;
+    if !hub.provider(slug).is_some_and(|p| p.is_active()) {
+        return Err(AdminError::field(
+            "provider",
+            format!("No active provider {slug:?}."),
+        ));
+    }
+    if hub.settings.allow_private_upstreams {
+        return Ok(());
+    }
+    let url = reqwest::Url::parse(&config.upstream)
+        .map_err(|_| AdminError::field("upstream", "Not a URL."))?;
+    turnpike_lightning::net_guard::check_public_url(&url, true)
+        .await
+        .map_err(|m| AdminError::field("upstream", format!("Refused: {m}.")))
+}
+
 /// The JSON body, or `bad_request`.
 fn body(bytes: &[u8]) -> Result<Value, AdminError> {
     serde_json::from_slice(bytes).map_err(|e| {
@@ -151,19 +210,28 @@ fn body(bytes: &[u8]) -> Result<Value, AdminError> {
 }
 
 /// `GET /api/v1/services`.
-pub async fn list(State(api): State<Api>) -> Response {
+pub async fn list(State(api): State<Api>, axum::Extension(caller): Who) -> Response {
     let services: Vec<Value> = api
         .control
         .services()
         .iter()
+        .filter(|(c, _)| {
+            caller
+                .provider()
+                .is_none_or(|p| c.provider.as_deref() == Some(p))
+        })
         .map(|(c, s)| to_json(c, *s))
         .collect();
     Json(serde_json::json!({ "services": services })).into_response()
 }
 
 /// `GET /api/v1/services/{name}`.
-pub async fn get(State(api): State<Api>, Path(name): Path<String>) -> Result<Response, AdminError> {
-    let (config, source) = api.control.service(&name).ok_or_else(|| not_found(&name))?;
+pub async fn get(
+    State(api): State<Api>,
+    axum::Extension(caller): Who,
+    Path(name): Path<String>,
+) -> Result<Response, AdminError> {
+    let (config, source) = owned(&api, &caller, &name)?;
     Ok(Json(to_json(&config, source)).into_response())
 }
 
@@ -173,6 +241,7 @@ async fn store(
     config: ServiceConfig,
     status: StatusCode,
 ) -> Result<Response, AdminError> {
+    check_upstream(api, &config).await?;
     let name = config.name.clone();
     api.control
         .put_service(&name, Some(config))
@@ -185,9 +254,11 @@ async fn store(
 /// `POST /api/v1/services`: 201, or 409 when the name is in force.
 pub async fn create(
     State(api): State<Api>,
+    axum::Extension(caller): Who,
     bytes: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
-    let config = parse(body(&bytes)?, None)?;
+    let mut config = parse(body(&bytes)?, None)?;
+    claim(&caller, &mut config)?;
     if api.control.service(&config.name).is_some() {
         return Err(AdminError::new(
             Code::Conflict,
@@ -203,10 +274,11 @@ pub async fn create(
 /// `PUT /api/v1/services/{name}`: replaces the service (the name in the body, if any, must match).
 pub async fn replace(
     State(api): State<Api>,
+    axum::Extension(caller): Who,
     Path(name): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
-    let (current, _) = api.control.service(&name).ok_or_else(|| not_found(&name))?;
+    let (current, _) = owned(&api, &caller, &name)?;
     let mut value = body(&bytes)?;
     if let Value::Object(map) = &mut value {
         match map.get("name") {
@@ -222,17 +294,19 @@ pub async fn replace(
             }
         }
     }
-    let config = parse(value, Some(&current))?;
+    let mut config = parse(value, Some(&current))?;
+    claim(&caller, &mut config)?;
     store(&api, config, StatusCode::OK).await
 }
 
 /// `PATCH /api/v1/services/{name}`: a JSON merge patch (RFC 7386) of the service.
 pub async fn patch(
     State(api): State<Api>,
+    axum::Extension(caller): Who,
     Path(name): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
-    let (current, _) = api.control.service(&name).ok_or_else(|| not_found(&name))?;
+    let (current, _) = owned(&api, &caller, &name)?;
     let patch = body(&bytes)?;
     if !patch.is_object() {
         return Err(AdminError::new(
@@ -248,16 +322,18 @@ pub async fn patch(
             "A service cannot be renamed: add it under the new name and delete this one.",
         ));
     }
-    let config = parse(value, Some(&current))?;
+    let mut config = parse(value, Some(&current))?;
+    claim(&caller, &mut config)?;
     store(&api, config, StatusCode::OK).await
 }
 
 /// `DELETE /api/v1/services/{name}`: 204 (a config-file service is hidden by a tombstone).
 pub async fn delete(
     State(api): State<Api>,
+    axum::Extension(caller): Who,
     Path(name): Path<String>,
 ) -> Result<Response, AdminError> {
-    api.control.service(&name).ok_or_else(|| not_found(&name))?;
+    owned(&api, &caller, &name)?;
     api.control
         .put_service(&name, None)
         .await

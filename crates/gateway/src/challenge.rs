@@ -136,11 +136,11 @@ async fn l402_part(
     let calls = service.calls;
     let grant = service.grant_text();
     let memo = format!("{}: {grant}", service.name);
+    let (backend, amount, fee) = crate::hub::ledger::invoice_terms(state, service, price, now)?;
     let started = std::time::Instant::now();
-    let invoice = state
-        .backend
+    let invoice = backend
         .create_invoice(CreateInvoice {
-            amount: price,
+            amount,
             memo,
             expiry_secs: state.invoice_expiry_secs,
         })
@@ -150,15 +150,15 @@ async fn l402_part(
         .backend_op(BackendOp::CreateInvoice, started.elapsed());
     let invoice = invoice
         .map_err(|e| {
-            tracing::warn!(service = %service.name, backend = state.backend.name(), error = %e, "cannot create invoice");
+            tracing::warn!(service = %service.name, backend = backend.name(), error = %e, "cannot create invoice");
             ApiError::new(
  ErrorCode::BackendUnavailable,
                 "The Lightning backend cannot issue an invoice right now; paid credentials keep working. Retry later.",
             )
             .retry_after(5)
         })?;
-    if invoice.amount != price {
-        tracing::error!(service = %service.name, asked = %price, got = %invoice.amount, "backend issued an invoice for another amount");
+    if invoice.amount != amount {
+        tracing::error!(service = %service.name, asked = %amount, got = %invoice.amount, "backend issued an invoice for another amount");
         return Err(ApiError::new(
             ErrorCode::BackendError,
             "The Lightning backend issued an invoice for the wrong amount.",
@@ -197,6 +197,10 @@ async fn l402_part(
         )
         .retry_after(5)
     })?;
+    if let Some(payee) = &service.payee {
+        let ids = (token_id, invoice.payment_hash);
+        crate::hub::ledger::record_fee(state, payee, service, ids, (price, fee), now).await?;
+    }
 
     let challenge = Challenge {
         macaroon,
@@ -210,8 +214,12 @@ async fn l402_part(
         ),
         None => String::new(),
     };
+    let with_fee = match fee {
+        turnpike_l402::Msat::ZERO => String::new(),
+        fee => format!(" plus the hub's fee of {fee}"),
+    };
     let message = format!(
-        "{} Pay the Lightning invoice ({} sats for {grant} to {}), then retry with the header `Authorization: L402 <macaroon>:<preimage hex>`.{or_x402}",
+        "{} Pay the Lightning invoice ({} sats{with_fee} for {grant} to {}), then retry with the header `Authorization: L402 <macaroon>:<preimage hex>`.{or_x402}",
         reason.lead(),
         price_sats.0,
         service.name,
@@ -221,6 +229,7 @@ async fn l402_part(
         "service": service.name,
         "price_sats": price_sats.0,
         "price_msat": price.0,
+        "amount_msat": invoice.amount.0,
         "calls": calls,
         "valid_until": valid_until,
         "invoice": challenge.invoice,

@@ -170,6 +170,72 @@ pub struct GatewayConfig {
     pub services: Vec<ServiceConfig>,
     /// Accept the L402 tokens an existing Aperture minted (`[aperture]`).
     pub aperture: Option<ApertureConfig>,
+    /// Host many providers, each paid on its own wallet (`[hub]`).
+    pub hub: Option<HubConfig>,
+}
+
+/// `[hub]`: this gateway hosts providers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Serve as a hub (default true when the section is present).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The hub's domain: a provider's services answer at `<slug>.<domain>`.
+    pub domain: String,
+    /// The platform fee added to each invoice: `"2%"` (default), `"0.5%"`, or a fraction
+    /// `"0.02"`.
+    #[serde(default = "default_hub_fee")]
+    pub fee: String,
+    /// Days from registration without fee (default 14).
+    #[serde(default = "default_trial_days")]
+    pub trial_days: u32,
+    /// Anyone may register as a provider (`POST /_turnpike/hub/register` on the public
+    /// listener); otherwise only the operator registers providers (admin API). Default false.
+    #[serde(default)]
+    pub open_registration: bool,
+    /// The network providers' invoices must be for (default `bitcoin`).
+    #[serde(default = "default_hub_network")]
+    pub network: String,
+    /// Tests and development only: allow payouts over `http` and on internal addresses
+    /// (loopback, private networks). Default false: the SSRF guard refuses them.
+    #[serde(default)]
+    pub allow_insecure_payouts: bool,
+    /// Tests and development only: allow providers' upstreams on internal addresses. Default
+    /// false: a provider's upstream must resolve to public addresses.
+    #[serde(default)]
+    pub allow_private_upstreams: bool,
+    /// When a provider's fees owed and not yet billed reach this many sats, the hub sends it a
+    /// Lightning invoice for them (default 10000).
+    #[serde(default = "default_bill_threshold_sats")]
+    pub bill_threshold_sats: u64,
+    /// Days a provider has to pay a bill before its services stop taking payments (default
+    /// 14; 0: at once).
+    #[serde(default = "default_bill_grace_days")]
+    pub bill_grace_days: u32,
+    /// Seconds between two looks at fees to bill and bills paid or overdue (default 3600).
+    #[serde(default = "default_billing_interval_secs")]
+    pub billing_interval_secs: u64,
+}
+
+fn default_bill_threshold_sats() -> u64 {
+    10_000
+}
+fn default_bill_grace_days() -> u32 {
+    14
+}
+fn default_billing_interval_secs() -> u64 {
+    3600
+}
+
+fn default_hub_fee() -> String {
+    "2%".into()
+}
+fn default_trial_days() -> u32 {
+    14
+}
+fn default_hub_network() -> String {
+    "bitcoin".into()
 }
 
 /// `[aperture]`: tokens minted by an existing Aperture keep working. Their root keys are read
@@ -587,6 +653,11 @@ pub struct ServiceConfig {
     /// Price of one payment over x402, in the `[x402]` token's units: a decimal (`"0.01"`, at
     /// most `decimals` fractional digits) or base units (`"10000u"`, or an integer `10000`).
     pub price_usdc: Option<TokenPrice>,
+    /// The hub provider (its slug) this service belongs to: its invoices are created on the
+    /// provider's wallet and it answers at `<slug>.<hub domain>` and under `/<slug>/`. Set
+    /// through the admin API (a provider's token sets its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// `price_usdc`: `"0.01"` (a decimal amount of the token) or `10000` / `"10000u"` (base units).
@@ -626,6 +697,7 @@ impl ServiceConfig {
             routes: Vec::new(),
             rails: default_rails(),
             price_usdc: None,
+            provider: None,
         }
     }
 }
@@ -694,6 +766,7 @@ impl GatewayConfig {
             x402: None,
             services: Vec::new(),
             aperture: None,
+            hub: None,
         }
     }
 
@@ -774,6 +847,12 @@ impl GatewayConfig {
         }
         self.connections.validate()?;
         self.admin.validate(self.listen)?;
+        if let Some(i) = self.services.iter().position(|s| s.provider.is_some()) {
+            return Err(invalid(
+                format!("services[{i}].provider"),
+                "a provider's services are registered through the admin API, not the config file",
+            ));
+        }
         let limits = [
             ("rate_limits.per_ip", self.rate_limits.per_ip),
             ("rate_limits.per_token", self.rate_limits.per_token),

@@ -126,6 +126,11 @@ impl Control {
         }
     }
 
+    /// The gateway's hub, if it is one.
+    pub fn hub(&self) -> Option<&Arc<crate::hub::Hub>> {
+        self.table.hub()
+    }
+
     /// The admin store, when there is one.
     pub fn store(&self) -> Option<&Arc<dyn AdminStore>> {
         self.admin.as_ref()
@@ -227,6 +232,9 @@ impl Control {
             return Ok(());
         }
         let revoked = admin.revocations_since(overlay.seq).await?;
+        if let Some(hub) = self.table.hub() {
+            hub.load(admin.providers().await?);
+        }
         let stored = admin.stored_services().await?;
         if !revoked.is_empty() {
             self.revoked.rcu(|set| {

@@ -67,6 +67,12 @@ pub enum ErrorCode {
     /// An x402 settlement was sent and not confirmed: the payment may have moved; no call was
     /// served (`502`).
     X402SettlementUnknown,
+    /// The name or slug is taken (`409`).
+    Conflict,
+    /// A provider's payout did not give a correct test invoice; nothing was stored (`422`).
+    PayoutUnusable,
+    /// The hub provider of this service is suspended: no new payment is taken (`403`).
+    ProviderSuspended,
 }
 
 impl ErrorCode {
@@ -80,12 +86,13 @@ impl ErrorCode {
             InvalidCredential | TokenRevoked | PaymentNotSettled => StatusCode::UNAUTHORIZED,
             PaymentRequired => StatusCode::PAYMENT_REQUIRED,
             NoSuchService | NotFound | UnknownInvoice => StatusCode::NOT_FOUND,
-            AlreadyPaid | IdempotencyInFlight => StatusCode::CONFLICT,
+            AlreadyPaid | IdempotencyInFlight | Conflict => StatusCode::CONFLICT,
             InvoiceExpired => StatusCode::GONE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProviderSuspended => StatusCode::FORBIDDEN,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            IdempotencyKeyReused | PayoutUnusable => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             BackendError | UpstreamUnreachable | X402SettlementUnknown => StatusCode::BAD_GATEWAY,
             BackendUnavailable
@@ -130,6 +137,9 @@ impl ErrorCode {
             UpstreamTimeout => "upstream_timeout",
             FacilitatorUnavailable => "facilitator_unavailable",
             X402SettlementUnknown => "settlement_unknown",
+            Conflict => "conflict",
+            PayoutUnusable => "payout_unusable",
+            ProviderSuspended => "provider_suspended",
         }
     }
 }
@@ -226,6 +236,9 @@ mod tests {
             UpstreamTimeout,
             FacilitatorUnavailable,
             X402SettlementUnknown,
+            Conflict,
+            PayoutUnusable,
+            ProviderSuspended,
         ];
         let mut names = std::collections::HashSet::new();
         for code in all {

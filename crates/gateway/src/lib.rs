@@ -22,6 +22,7 @@ pub mod discovery;
 pub mod edge;
 pub mod error;
 pub mod headers;
+pub mod hub;
 pub mod idempotency;
 pub mod keys;
 pub mod metrics;
@@ -361,11 +362,13 @@ impl Gateway {
                 message,
             })?
             .with_header(parts.config.forwarded_header);
-        let services = Arc::new(router::ServiceTable::with(
-            router,
-            metrics.clone(),
-            x402.clone(),
-        ));
+        let hub = match parts.config.hub.as_ref().filter(|h| h.enabled) {
+            Some(c) => Some(Arc::new(hub::Hub::new(hub::HubSettings::parse(c)?))),
+            None => None,
+        };
+        let services = Arc::new(
+            router::ServiceTable::with(router, metrics.clone(), x402.clone()).with_hub(hub),
+        );
         let control = Arc::new(control::Control::new(
             services.clone(),
             parts.config.services.clone(),
@@ -482,6 +485,7 @@ impl Gateway {
         let pruner = self.spawn_pruner();
         let flusher = stats::spawn_flusher(self.state.metrics.clone(), self.state.store.clone());
         let sync = self.spawn_sync();
+        let hub_tasks = self.spawn_hub_tasks();
         let server = serving::ConnectionServer::new(self.state.clone());
         let mut acceptor = serving::Acceptor::new(&self.state);
         let accept = async {
@@ -500,6 +504,7 @@ impl Gateway {
         pruner.abort();
         self.final_flush(flusher).await;
         sync.abort();
+        hub_tasks.iter().for_each(tokio::task::JoinHandle::abort);
         Ok(())
     }
 
@@ -516,10 +521,12 @@ impl Gateway {
         let pruner = self.spawn_pruner();
         let flusher = stats::spawn_flusher(self.state.metrics.clone(), self.state.store.clone());
         let sync = self.spawn_sync();
+        let hub_tasks = self.spawn_hub_tasks();
         let result = workers::serve(&self.state, listener, workers.max(1), shutdown).await;
         self.state.background.drain().await;
         pruner.abort();
         sync.abort();
+        hub_tasks.iter().for_each(tokio::task::JoinHandle::abort);
         self.final_flush(flusher).await;
         result
     }
@@ -539,6 +546,19 @@ impl Gateway {
                 }
             }
         })
+    }
+
+    /// On a hub: bills providers and checks their bills periodically ([`hub::billing`]), and
+    /// asks Lightning addresses' LUD-21 `verify` for the fee ledger ([`hub::verify`]).
+    fn spawn_hub_tasks(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let control = &self.state.control;
+        [
+            hub::billing::spawn(control.clone(), self.state.backend.clone()),
+            hub::verify::spawn(control.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// Stops the periodic flush and adds the last counts (waiting at most
@@ -595,6 +615,15 @@ fn app_with(state: SharedState) -> axum::Router {
     let mut app = axum::Router::new()
         .route("/_turnpike/health", get(health))
         .route(discovery::PATH, get(discovery::handle));
+    if state.control.hub().is_some() {
+        app = app
+            .route(
+                hub::register::PATH,
+                get(hub::register::page).post(hub::register::public_register),
+            )
+            .route(hub::register::SCRIPT_PATH, get(hub::register::script))
+            .route(hub::register::STYLE_PATH, get(hub::register::style));
+    }
     if state.dev.is_some() {
         app = app
             .route(dev_pay::PATH, post(dev_pay::pay))

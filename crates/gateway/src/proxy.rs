@@ -89,14 +89,18 @@ impl Forwarder {
     ) -> Result<Response<Body>, ForwardError> {
         let (parts, body) = req.into_parts();
         let path_and_query = match (
-            service.upstream.base_path.is_empty(),
+            service.upstream.base_path.is_empty() && !service.strip_first_segment,
             parts.uri.path_and_query(),
         ) {
             // The common case, without copying the path.
             (true, Some(pq)) => pq.clone(),
             (_, pq) => {
                 let pq = pq.map_or("/", |p| p.as_str());
-                PathAndQuery::try_from(format!("{}{pq}", service.upstream.base_path))
+                let (slash, pq) = match service.strip_first_segment {
+                    true => without_first_segment(pq),
+                    false => ("", pq),
+                };
+                PathAndQuery::try_from(format!("{}{slash}{pq}", service.upstream.base_path))
                     .map_err(|e| ForwardError::BadRequest(e.to_string()))?
             }
         };
@@ -193,6 +197,18 @@ impl Forwarder {
             e
         });
         Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// A canonical origin-form target without its first path segment (a hub provider's prefix):
+/// `/alice/x?q` is `/x?q`, `/alice?q` is `/` and `?q`. Returned as a `/` to put in front (when
+/// the rest does not start with one) and the rest.
+fn without_first_segment(pq: &str) -> (&'static str, &str) {
+    let rest = pq.strip_prefix('/').unwrap_or(pq);
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => ("", &rest[i..]),
+        Some(i) => ("/", &rest[i..]),
+        None => ("/", ""),
     }
 }
 
@@ -499,6 +515,20 @@ fn format_ipv4(ip: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_providers_prefix_is_removed_whole_segments_only() {
+        let strip = |pq: &str| {
+            let (slash, rest) = without_first_segment(pq);
+            format!("{slash}{rest}")
+        };
+        assert_eq!(strip("/alice/x/y?q=1"), "/x/y?q=1");
+        assert_eq!(strip("/alice"), "/");
+        assert_eq!(strip("/alice/"), "/");
+        assert_eq!(strip("/alice?q=/x"), "/?q=/x");
+        assert_eq!(strip("/alice;p=1/x"), "/x");
+        assert_eq!(strip("/alice.json"), "/");
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {

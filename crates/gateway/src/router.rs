@@ -29,7 +29,7 @@ impl Router {
     /// Parses `[[services]]` tables (each one's routes before it). Errors name the key, as
     /// `services[1].routes[0].path`; names must be unique across services and routes.
     pub fn from_configs(configs: &[ServiceConfig]) -> Result<Router, ConfigError> {
-        Router::parse(configs, None, None)
+        Router::parse(configs, None, None, None)
     }
 
     /// Like [`Router::from_configs`], for a gateway with an `[x402]` section.
@@ -37,13 +37,14 @@ impl Router {
         configs: &[ServiceConfig],
         x402: Option<&crate::x402::settings::X402Settings>,
     ) -> Result<Router, ConfigError> {
-        Router::parse(configs, None, x402)
+        Router::parse(configs, None, x402, None)
     }
 
     fn parse(
         configs: &[ServiceConfig],
         metrics: Option<&Metrics>,
         x402: Option<&crate::x402::settings::X402Settings>,
+        hub: Option<&crate::hub::Hub>,
     ) -> Result<Router, ConfigError> {
         let mut all = Vec::new();
         let mut names = HashSet::new();
@@ -64,7 +65,10 @@ impl Router {
                     });
                 }
             }
-            all.extend(routes);
+            match &c.provider {
+                None => all.extend(routes),
+                Some(slug) => all.extend(provider_routes(routes, slug, hub, c, &within)?),
+            }
         }
         // A name already counted keeps its counters; a new one is registered only when the
         // table is put in force ([`ServiceTable::install`]), so a refused change leaves none.
@@ -94,6 +98,33 @@ impl Router {
     }
 }
 
+/// A hub provider's service and routes, each reachable by the provider's host and path prefix.
+fn provider_routes(
+    routes: Vec<Service>,
+    slug: &str,
+    hub: Option<&crate::hub::Hub>,
+    c: &ServiceConfig,
+    within: &str,
+) -> Result<Vec<Service>, ConfigError> {
+    // A provider that went away (or was suspended, or a gateway no longer a hub): its services
+    // are off, not an error, so one provider cannot block every other change. Writes are
+    // checked for an active provider by the admin API.
+    let Some((hub, provider)) = hub.and_then(|h| Some((h, h.provider(slug)?))) else {
+        tracing::warn!(service = %c.name, provider = %slug, "no such provider: service off");
+        return Ok(Vec::new());
+    };
+    if !provider.is_served() {
+        return Ok(Vec::new());
+    }
+    hub.check_service(c).map_err(|e| e.within(within))?;
+    let payee = provider.payee.clone();
+    let host = hub.settings.host_of(slug);
+    Ok(routes
+        .into_iter()
+        .flat_map(|s| s.for_provider(host.clone(), slug, &payee))
+        .collect())
+}
+
 /// The services in force, replaceable at runtime (SIGHUP, and later the admin API). Reading is
 /// lock-free; a replacement is atomic.
 #[derive(Debug)]
@@ -101,6 +132,7 @@ pub struct ServiceTable {
     current: ArcSwap<Router>,
     metrics: Arc<Metrics>,
     x402: Option<Arc<crate::x402::settings::X402Settings>>,
+    hub: Option<Arc<crate::hub::Hub>>,
 }
 
 impl ServiceTable {
@@ -123,7 +155,19 @@ impl ServiceTable {
             current: ArcSwap::from_pointee(router),
             metrics,
             x402,
+            hub: None,
         }
+    }
+
+    /// This table, its replacements parsed with the gateway's hub (providers' services).
+    pub fn with_hub(mut self, hub: Option<Arc<crate::hub::Hub>>) -> ServiceTable {
+        self.hub = hub;
+        self
+    }
+
+    /// The gateway's hub, if it is one.
+    pub fn hub(&self) -> Option<&Arc<crate::hub::Hub>> {
+        self.hub.as_ref()
     }
 
     /// The registry its services count in.
@@ -147,7 +191,12 @@ impl ServiceTable {
     /// Parses `configs` as this table's replacements are: counting in its registry (counters
     /// kept by name), with its `[x402]` section. Nothing is put in force.
     pub fn parse(&self, configs: &[ServiceConfig]) -> Result<Router, ConfigError> {
-        Router::parse(configs, Some(&self.metrics), self.x402.as_deref())
+        Router::parse(
+            configs,
+            Some(&self.metrics),
+            self.x402.as_deref(),
+            self.hub.as_deref(),
+        )
     }
 
     /// Puts `router` in force; its services' counters join the registry.
@@ -244,6 +293,67 @@ mod tests {
         // A table built without a registry still renders its services' counters.
         let plain = ServiceTable::new(Router::from_configs(&[svc("c", None, None)]).unwrap());
         assert_eq!(plain.metrics().services()[0].name(), "c");
+    }
+
+    fn hub_with(slug: &str, status: &str) -> crate::hub::Hub {
+        let c: crate::config::HubConfig = toml::from_str("domain = \"hub.example\"").unwrap();
+        let hub = crate::hub::Hub::new(crate::hub::HubSettings::parse(&c).unwrap());
+        hub.load(vec![turnpike_store::ProviderRecord {
+            slug: slug.into(),
+            name: "A".into(),
+            contact: "a@x.example".into(),
+            payout: r#"{"kind":"lightning_address","address":"a@x.example"}"#.into(),
+            token_hash: [1; 32],
+            status: status.into(),
+            created_at: 0,
+            trial_ends_at: 0,
+        }]);
+        hub
+    }
+
+    fn provider_svc(name: &str, path: Option<&str>) -> ServiceConfig {
+        ServiceConfig {
+            provider: Some("alice".into()),
+            ..svc(name, None, path)
+        }
+    }
+
+    #[test]
+    fn a_providers_service_answers_at_its_host_and_under_its_prefix() {
+        let hub = hub_with("alice", "active");
+        let r =
+            Router::parse(&[provider_svc("q", Some("/quote"))], None, None, Some(&hub)).unwrap();
+        let get = http::Method::GET;
+        let found = |h: Option<&str>, p: &str| {
+            r.route(&get, h, p)
+                .map(|s| (s.name.clone(), s.strip_first_segment, s.payee.is_some()))
+        };
+        assert_eq!(
+            found(Some("alice.hub.example"), "/quote/x"),
+            Some(("q".into(), false, true))
+        );
+        assert_eq!(
+            found(Some("other.example"), "/alice/quote"),
+            Some(("q".into(), true, true))
+        );
+        assert_eq!(found(Some("bob.hub.example"), "/quote"), None);
+        assert_eq!(found(None, "/quote"), None);
+        assert_eq!(found(None, "/alicequote"), None);
+    }
+
+    #[test]
+    fn a_providers_service_is_off_without_its_provider_and_checked_with_it() {
+        let active = hub_with("alice", "active");
+        let gone = hub_with("bob", "active");
+        let closed = hub_with("alice", "closed");
+        for hub in [None, Some(&gone), Some(&closed)] {
+            let r = Router::parse(&[provider_svc("q", None)], None, None, hub).unwrap();
+            assert!(r.services().is_empty());
+        }
+        let mut bad = provider_svc("q", None);
+        bad.host = Some("evil.example".into());
+        let e = Router::parse(&[svc("a", None, None), bad], None, None, Some(&active)).unwrap_err();
+        assert!(e.to_string().contains("services[1].host"), "{e}");
     }
 
     impl ServiceTable {

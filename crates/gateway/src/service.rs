@@ -10,7 +10,7 @@ use turnpike_l402::{Msat, Sats};
 use crate::config::{ConfigError, FreeTierConfig, PricerConfig, RouteConfig, ServiceConfig};
 
 /// A priced route ready to serve: a service, or one of its routes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Service {
     /// Name used in caveats (`<service>` or `<service>.<route>`).
     pub name: String,
@@ -45,6 +45,12 @@ pub struct Service {
     pub l402: bool,
     /// What it offers over x402 (`"x402"` in `rails`), if anything.
     pub x402: Option<crate::x402::settings::X402Offer>,
+    /// The hub provider paid for it (its invoices are created on the provider's wallet, with
+    /// the platform fee), if it is a provider's.
+    pub payee: Option<std::sync::Arc<crate::hub::Payee>>,
+    /// The first path segment (`/<slug>`) is removed before the upstream (a provider's service
+    /// reached under the hub's path prefix).
+    pub strip_first_segment: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +174,8 @@ impl ServiceRoutes {
             metrics: std::sync::Arc::new(crate::metrics::ServiceMetrics::new(&c.name)),
             l402,
             x402,
+            payee: None,
+            strip_first_segment: false,
         };
         let mut all = Vec::with_capacity(c.routes.len() + 1);
         for (j, r) in c.routes.iter().enumerate() {
@@ -221,7 +229,37 @@ impl Service {
             name,
             l402: true,
             x402: None,
+            payee: None,
+            strip_first_segment: false,
         })
+    }
+
+    /// The two ways a hub provider's service (or route) is reached: by the provider's host
+    /// (`<slug>.<hub domain>`, its path as it is), then by the path prefix `/<slug>` (removed
+    /// before the upstream); both paid to `payee`.
+    pub(crate) fn for_provider(
+        self,
+        host: String,
+        slug: &str,
+        payee: &std::sync::Arc<crate::hub::Payee>,
+    ) -> [Service; 2] {
+        let own = match &self.path {
+            Some(PathMatch::Prefix(p)) => p.as_str(),
+            _ => "",
+        };
+        let by_prefix = Service {
+            host: None,
+            path: Some(PathMatch::Prefix(format!("/{slug}{own}"))),
+            payee: Some(payee.clone()),
+            strip_first_segment: true,
+            ..self.clone()
+        };
+        let by_host = Service {
+            host: Some(HostMatch::Exact(host)),
+            payee: Some(payee.clone()),
+            ..self
+        };
+        [by_host, by_prefix]
     }
 
     /// How one payment is described to people: "1 call", "3 calls", "unlimited calls for 1 h".

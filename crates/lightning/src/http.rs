@@ -46,6 +46,18 @@ pub(crate) fn api_client(
         .build()
 }
 
+/// Like [`api_client`], connecting to public addresses only ([`crate::net_guard::PublicOnly`]):
+/// for a URL a third party gave.
+pub(crate) fn public_api_client(
+    connect: Duration,
+    total: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    builder(connect, total)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(std::sync::Arc::new(crate::net_guard::PublicOnly))
+        .build()
+}
+
 /// Maps a transport error to a [`BackendError`]: timeouts to `Timeout`, body decoding problems to
 /// `InvalidResponse`, everything else (connect, TLS, reset...) to `Unreachable`.
 pub(crate) fn map_transport_error(e: &reqwest::Error) -> BackendError {

@@ -8,7 +8,8 @@
 //! Shipped backends: [`dev::DevBackend`] (an in-process fake node that moves no real money, for
 //! demos and tests; it implements both traits) and [`dev_wallet::DevPayWallet`] (a payer that
 //! settles through a gateway's dev pay endpoint). Real backends (LNbits, LND, Core Lightning,
-//! phoenixd, NWC) implement the same traits.
+//! phoenixd, NWC) implement the same traits, and [`lnurl::LnAddressBackend`] makes a Lightning
+//! address (LUD-16/06/21) a payee. [`net_guard`] is the SSRF guard for URLs a third party gave.
 //!
 //! All amounts are integer millisatoshis ([`Msat`]). The rules every backend applies (checks on
 //! invoice requests, on issued invoices, before paying, on payments, body limits) are in
@@ -27,6 +28,8 @@ pub mod dev_wallet;
 mod http;
 pub mod lnbits;
 pub mod lnd;
+pub mod lnurl;
+pub mod net_guard;
 pub mod nwc;
 pub mod phoenixd;
 pub mod rules;

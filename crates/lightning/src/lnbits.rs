@@ -170,6 +170,17 @@ impl LnbitsBackend {
         })
     }
 
+    /// This backend, connecting to public addresses only (the SSRF guard's resolver, checked
+    /// at every connection): for a wallet URL a third party gave, such as a hub provider's
+    /// payout. (An IP literal in the URL is not resolved: check it once with
+    /// [`crate::net_guard::check_public_url`].)
+    pub fn public_only(mut self) -> Result<LnbitsBackend, BackendError> {
+        let timeout = self.timeout;
+        self.client = http::public_api_client(timeout.min(MAX_CONNECT_TIMEOUT), timeout)
+            .map_err(|e| config_error(format!("cannot build the HTTP client: {e}")))?;
+        Ok(self)
+    }
+
     /// The base URL calls go to (without a trailing slash).
     pub fn url(&self) -> &str {
         &self.base
@@ -1023,6 +1034,33 @@ mod tests {
         assert!(
             matches!(r, Err(BackendError::InvalidResponse(_))),
             "{what}: {r:?}"
+        );
+    }
+
+    /// A name resolving to an internal address is refused at connection time, before
+    /// anything is sent, once the backend is limited to public addresses.
+    #[tokio::test]
+    async fn public_only_refuses_internal_names_at_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = LnbitsConfig {
+            invoice_key: Some(SecretSource::Inline("k".repeat(32))),
+            retries: 0,
+            ..LnbitsConfig::new(format!("http://localhost:{port}"))
+        };
+        let backend = LnbitsBackend::new(&config).unwrap().public_only().unwrap();
+        let req = CreateInvoice {
+            amount: Msat(1000),
+            memo: "x".into(),
+            expiry_secs: 60,
+        };
+        let err = backend.create_invoice(req).await.unwrap_err();
+        assert!(matches!(err, BackendError::Unreachable(_)), "{err}");
+        // Nothing connected to the listener (a connection made would be ready to accept now).
+        let accepted = futures_util::FutureExt::now_or_never(listener.accept());
+        assert!(
+            accepted.is_none(),
+            "a connection reached the internal address"
         );
     }
 

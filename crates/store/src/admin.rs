@@ -1,6 +1,7 @@
 //! The admin API's state, kept off the request path's [`Store`](crate::Store): services stored
-//! at runtime, revoked tokens, the use of time passes, and read-only listings of tokens and
-//! payments. One [`AdminStore`] implementation serves both databases (`sql.rs`).
+//! at runtime, revoked tokens, the use of time passes, read-only listings of tokens and
+//! payments, and the hub's providers, fee ledger and bills. One [`AdminStore`] implementation
+//! serves both databases (`sql.rs`).
 
 use async_trait::async_trait;
 use turnpike_l402::{Msat, TokenId};
@@ -73,6 +74,80 @@ pub struct PaymentRecord {
     pub paid_at: u64,
 }
 
+/// A provider registered on the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRecord {
+    /// Its slug: a DNS label, unique on the hub.
+    pub slug: String,
+    /// Its display name.
+    pub name: String,
+    /// How to reach it (an email address or a URL).
+    pub contact: String,
+    /// Where its invoices are created, as JSON (it may hold an invoice key: never shown).
+    pub payout: String,
+    /// SHA-256 of its admin token.
+    pub token_hash: [u8; 32],
+    /// `active` (or, later, `suspended`).
+    pub status: String,
+    /// When it registered (unix seconds).
+    pub created_at: u64,
+    /// Until when no platform fee is added to its invoices (unix seconds).
+    pub trial_ends_at: u64,
+}
+
+/// A token minted for a provider's service: what the provider asked and the fee added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeeRecord {
+    /// The token.
+    pub token_id: TokenId,
+    /// Its invoice's payment hash.
+    pub payment_hash: turnpike_l402::PaymentHash,
+    /// The provider's slug.
+    pub provider: String,
+    /// The service it was minted for.
+    pub service: String,
+    /// The provider's price.
+    pub price: Msat,
+    /// The platform fee added to the invoice (0 in the trial).
+    pub fee: Msat,
+    /// When it was issued (unix seconds).
+    pub issued_at: u64,
+}
+
+/// What a provider's paid tokens add up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeeTotals {
+    /// The provider's slug.
+    pub provider: String,
+    /// Tokens whose payment was recognised.
+    pub payments: u64,
+    /// The provider's prices of those tokens (what it received).
+    pub revenue: Msat,
+    /// The fees accrued on them.
+    pub fees: Msat,
+}
+
+/// A bill: the hub's Lightning invoice to a provider for fees it owes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillRecord {
+    /// The invoice's payment hash.
+    pub payment_hash: turnpike_l402::PaymentHash,
+    /// The provider billed.
+    pub provider: String,
+    /// The exact sum of the fee rows it covers.
+    pub fees: Msat,
+    /// What the invoice asks.
+    pub amount: Msat,
+    /// The invoice.
+    pub bolt11: String,
+    /// When it was issued (unix seconds).
+    pub created_at: u64,
+    /// When the provider is suspended if it is still unpaid (unix seconds).
+    pub due_at: u64,
+    /// When it was seen paid.
+    pub paid_at: Option<u64>,
+}
+
 /// The admin API's durable state. Obligations: every write takes the next change sequence
 /// number in the same transaction, so [`AdminStore::sequence`] grows with every change any
 /// replica makes, and a reader that saw sequence N and reads again sees every change after N.
@@ -114,6 +189,78 @@ pub trait AdminStore: Send + Sync + 'static {
         service: &str,
         now_unix: u64,
     ) -> Result<(), StoreError>;
+
+    /// Registers a provider (taking the next change sequence number); `None` when its slug or
+    /// token hash is taken (then nothing is stored).
+    async fn create_provider(&self, provider: &ProviderRecord) -> Result<Option<u64>, StoreError>;
+
+    /// Sets the status of provider `slug` (`active`, `suspended`), taking the next change
+    /// sequence number; `None` when there is no such provider (nothing changed).
+    async fn set_provider_status(
+        &self,
+        slug: &str,
+        status: &str,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Replaces the payout (JSON) of provider `slug`, taking the next change sequence number;
+    /// `None` when there is no such provider (nothing changed).
+    async fn set_provider_payout(
+        &self,
+        slug: &str,
+        payout: &str,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Every provider, by slug.
+    async fn providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
+
+    /// Records the fee of a token just minted (again for the same token: nothing changes).
+    async fn record_fee(&self, fee: &FeeRecord) -> Result<(), StoreError>;
+
+    /// Marks the fee of `token` accrued: its payment was recognised at `now_unix`. Whether this
+    /// was the first time (false also for a token with no fee record).
+    async fn fee_paid(&self, token: &TokenId, now_unix: u64) -> Result<bool, StoreError>;
+
+    /// Marks the fee of the token whose invoice is `hash` accrued: the payee reported the
+    /// invoice settled (LUD-21 `verify`) at `now_unix`. Whether this was the first time.
+    async fn fee_paid_by_hash(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+        now_unix: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// The tokens of every provider (or of `provider` only) whose payment was recognised in
+    /// `paid` (unix seconds, end excluded), added up, by slug.
+    async fn fee_totals(
+        &self,
+        provider: Option<&str>,
+        paid: std::ops::Range<u64>,
+    ) -> Result<Vec<FeeTotals>, StoreError>;
+
+    /// Fees owed and not yet billed (payment recognised before `before`), by provider, for
+    /// providers with no unpaid bill.
+    async fn unbilled_fees(&self, before: u64) -> Result<Vec<(String, Msat)>, StoreError>;
+
+    /// Issues `bill` for the provider's unbilled fee rows paid before `before`, in one
+    /// transaction: only if the provider has no unpaid bill and those rows add up to exactly
+    /// `bill.fees` (another replica may have billed them meanwhile). Whether it was stored.
+    async fn open_bill(&self, bill: &BillRecord, before: u64) -> Result<bool, StoreError>;
+
+    /// The unpaid bills of every provider.
+    async fn open_bills(&self) -> Result<Vec<BillRecord>, StoreError>;
+
+    /// The latest `limit` bills of `provider` (or of every provider), newest first.
+    async fn bills(
+        &self,
+        provider: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<BillRecord>, StoreError>;
+
+    /// Marks a bill paid at `now_unix`; whether this was the first time.
+    async fn bill_paid(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+        now_unix: u64,
+    ) -> Result<bool, StoreError>;
 
     /// A trivial query, to tell whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -25,7 +25,10 @@ mod stats;
 use async_trait::async_trait;
 use turnpike_l402::{Msat, PaymentHash, TokenId};
 
-pub use admin::{AdminStore, PaymentRecord, StoredService, TokenQuery, TokenRecord};
+pub use admin::{
+    AdminStore, BillRecord, FeeRecord, FeeTotals, PaymentRecord, ProviderRecord, StoredService,
+    TokenQuery, TokenRecord,
+};
 pub use postgres::PgStore;
 pub use sql::{Codec, Dialect, SqlStore};
 pub use sqlite::SqliteStore;

@@ -84,6 +84,10 @@ macro_rules! migrations {
                 5,
                 include_str!(concat!("../migrations/", $dir, "/0005_x402.sql")),
             ),
+            (
+                6,
+                include_str!(concat!("../migrations/", $dir, "/0006_hub.sql")),
+            ),
         ]
     };
 }
@@ -863,6 +867,96 @@ const NOTE_PASS: &str = "INSERT INTO token_passes (token_id, service, first_used
        SET last_used_at = CASE WHEN excluded.last_used_at > token_passes.last_used_at
                                THEN excluded.last_used_at ELSE token_passes.last_used_at END";
 
+const CREATE_PROVIDER: &str = "INSERT INTO hub_providers
+    (slug, name, contact, payout, token_hash, status, created_at, trial_ends_at, seq)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING";
+
+const PROVIDERS: &str = "SELECT slug, name, contact, payout, token_hash, status, created_at,
+    trial_ends_at FROM hub_providers ORDER BY slug";
+
+const RECORD_FEE: &str = "INSERT INTO hub_fees
+    (token_id, provider, service, price_msat, fee_msat, issued_at, payment_hash)
+    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_id) DO NOTHING";
+
+const FEE_PAID_BY_HASH: &str =
+    "UPDATE hub_fees SET paid_at = $2 WHERE payment_hash = $1 AND paid_at IS NULL";
+
+const FEE_PAID: &str = "UPDATE hub_fees SET paid_at = $2 WHERE token_id = $1 AND paid_at IS NULL";
+
+/// `$1` a provider's slug ('' = every provider).
+const FEE_TOTALS: &str = "SELECT provider, COUNT(*), CAST(SUM(price_msat) AS BIGINT),
+        CAST(SUM(fee_msat) AS BIGINT)
+   FROM hub_fees WHERE paid_at >= $2 AND paid_at < $3 AND ($1 = '' OR provider = $1)
+  GROUP BY provider ORDER BY provider";
+
+const UNBILLED_FEES: &str = "SELECT provider, CAST(SUM(fee_msat) AS BIGINT) FROM hub_fees f
+  WHERE paid_at IS NOT NULL AND paid_at < $1 AND bill IS NULL
+    AND NOT EXISTS (SELECT 1 FROM hub_bills b WHERE b.provider = f.provider AND b.paid_at IS NULL)
+  GROUP BY provider ORDER BY provider";
+
+const OPEN_BILL_EXISTS: &str =
+    "SELECT COUNT(*) FROM hub_bills WHERE provider = $1 AND paid_at IS NULL";
+
+const BILL_FEES: &str = "UPDATE hub_fees SET bill = $3
+  WHERE provider = $1 AND paid_at IS NOT NULL AND paid_at < $2 AND bill IS NULL
+  RETURNING fee_msat";
+
+const INSERT_BILL: &str = "INSERT INTO hub_bills
+    (payment_hash, provider, fees_msat, amount_msat, bolt11, created_at, due_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// `$1` a provider's slug ('' = every provider), `$2` 1: unpaid only, `$3` the limit.
+const BILLS: &str = "SELECT payment_hash, provider, fees_msat, amount_msat, bolt11, created_at,
+        due_at, paid_at
+   FROM hub_bills WHERE ($1 = '' OR provider = $1) AND ($2 = 0 OR paid_at IS NULL)
+  ORDER BY created_at DESC, payment_hash DESC LIMIT $3";
+
+const BILL_PAID: &str =
+    "UPDATE hub_bills SET paid_at = $2 WHERE payment_hash = $1 AND paid_at IS NULL";
+
+type BillRow = (Vec<u8>, String, i64, i64, String, i64, i64, Option<i64>);
+
+fn bill_record(row: BillRow) -> Result<crate::BillRecord, StoreError> {
+    let (hash, provider, fees, amount, bolt11, created, due, paid) = row;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("hub_bills.payment_hash"))?;
+    Ok(crate::BillRecord {
+        payment_hash: turnpike_l402::PaymentHash(hash),
+        provider,
+        fees: turnpike_l402::Msat(crate::to_u64(fees, "hub_bills.fees_msat")?),
+        amount: turnpike_l402::Msat(crate::to_u64(amount, "hub_bills.amount_msat")?),
+        bolt11,
+        created_at: crate::to_u64(created, "hub_bills.created_at")?,
+        due_at: crate::to_u64(due, "hub_bills.due_at")?,
+        paid_at: paid
+            .map(|p| crate::to_u64(p, "hub_bills.paid_at"))
+            .transpose()?,
+    })
+}
+
+const SET_PROVIDER_PAYOUT: &str = "UPDATE hub_providers SET payout = $2, seq = $3 WHERE slug = $1";
+
+const SET_PROVIDER_STATUS: &str = "UPDATE hub_providers SET status = $2, seq = $3 WHERE slug = $1";
+
+type ProviderRow = (String, String, String, String, Vec<u8>, String, i64, i64);
+
+fn provider_record(row: ProviderRow) -> Result<crate::ProviderRecord, StoreError> {
+    let (slug, name, contact, payout, hash, status, created, trial) = row;
+    Ok(crate::ProviderRecord {
+        slug,
+        name,
+        contact,
+        payout,
+        token_hash: hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("hub_providers.token_hash"))?,
+        status,
+        created_at: crate::to_u64(created, "hub_providers.created_at")?,
+        trial_ends_at: crate::to_u64(trial, "hub_providers.trial_ends_at")?,
+    })
+}
+
 type TokenRow = (
     Vec<u8>,
     String,
@@ -905,13 +999,74 @@ where
         &self,
         write: impl FnOnce(i64) -> sqlx::query::Query<'static, DB, <DB as Database>::Arguments>,
     ) -> Result<u64, StoreError> {
+        self.sequenced(write, false)
+            .await?
+            .ok_or(StoreError::Corrupt("a sequenced write vanished"))
+    }
+
+    async fn select_bills(
+        &self,
+        provider: Option<&str>,
+        open_only: bool,
+        limit: u32,
+    ) -> Result<Vec<crate::BillRecord>, StoreError>
+    where
+        String: Codec<DB>,
+        Vec<u8>: Codec<DB>,
+        Option<i64>: Codec<DB>,
+    {
+        let rows: Vec<BillRow> = sqlx::query_as(BILLS)
+            .bind(provider.unwrap_or_default().to_owned())
+            .bind(i64::from(open_only))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(bill_record).collect()
+    }
+
+    /// Runs `sql` (`$1` a provider's slug, `$2` a value, `$3` the change's sequence number):
+    /// the change's number, or `None` when there is no such provider.
+    async fn update_provider(
+        &self,
+        sql: &'static str,
+        slug: &str,
+        value: &str,
+    ) -> Result<Option<u64>, StoreError>
+    where
+        String: Codec<DB>,
+    {
+        let (slug, value) = (slug.to_owned(), value.to_owned());
+        self.with_next_sequence_if_changed(move |seq| {
+            sqlx::query(sql).bind(slug).bind(value).bind(seq)
+        })
+        .await
+    }
+
+    /// Like [`Self::with_next_sequence`], but only when `write` changes a row: otherwise
+    /// nothing is kept (the sequence number included) and the answer is `None`.
+    async fn with_next_sequence_if_changed(
+        &self,
+        write: impl FnOnce(i64) -> sqlx::query::Query<'static, DB, <DB as Database>::Arguments>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.sequenced(write, true).await
+    }
+
+    async fn sequenced(
+        &self,
+        write: impl FnOnce(i64) -> sqlx::query::Query<'static, DB, <DB as Database>::Arguments>,
+        must_change: bool,
+    ) -> Result<Option<u64>, StoreError> {
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
         let seq: i64 = sqlx::query_scalar(NEXT_SEQUENCE)
             .fetch_one(&mut *tx)
             .await?;
-        write(seq).execute(&mut *tx).await?;
+        let done = write(seq).execute(&mut *tx).await?;
+        if must_change && done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         tx.commit().await?;
-        crate::to_u64(seq, "admin_sequence.seq")
+        crate::to_u64(seq, "admin_sequence.seq").map(Some)
     }
 }
 
@@ -1038,6 +1193,190 @@ where
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn create_provider(&self, p: &crate::ProviderRecord) -> Result<Option<u64>, StoreError> {
+        let p = p.clone();
+        self.with_next_sequence_if_changed(move |seq| {
+            sqlx::query(CREATE_PROVIDER)
+                .bind(p.slug)
+                .bind(p.name)
+                .bind(p.contact)
+                .bind(p.payout)
+                .bind(p.token_hash.to_vec())
+                .bind(p.status)
+                .bind(to_i64(p.created_at))
+                .bind(to_i64(p.trial_ends_at))
+                .bind(seq)
+        })
+        .await
+    }
+
+    async fn providers(&self) -> Result<Vec<crate::ProviderRecord>, StoreError> {
+        let rows: Vec<ProviderRow> = sqlx::query_as(PROVIDERS).fetch_all(&self.pool).await?;
+        rows.into_iter().map(provider_record).collect()
+    }
+
+    async fn record_fee(&self, f: &crate::FeeRecord) -> Result<(), StoreError> {
+        sqlx::query(RECORD_FEE)
+            .bind(f.token_id.0.to_vec())
+            .bind(f.provider.clone())
+            .bind(f.service.clone())
+            .bind(to_i64(f.price.0))
+            .bind(to_i64(f.fee.0))
+            .bind(to_i64(f.issued_at))
+            .bind(f.payment_hash.0.to_vec())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn fee_paid(&self, token: &TokenId, now_unix: u64) -> Result<bool, StoreError> {
+        let done = sqlx::query(FEE_PAID)
+            .bind(token.0.to_vec())
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fee_paid_by_hash(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+        now_unix: u64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(FEE_PAID_BY_HASH)
+            .bind(hash.0.to_vec())
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_provider_payout(
+        &self,
+        slug: &str,
+        payout: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        self.update_provider(SET_PROVIDER_PAYOUT, slug, payout)
+            .await
+    }
+
+    async fn set_provider_status(
+        &self,
+        slug: &str,
+        status: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        self.update_provider(SET_PROVIDER_STATUS, slug, status)
+            .await
+    }
+
+    async fn fee_totals(
+        &self,
+        provider: Option<&str>,
+        paid: std::ops::Range<u64>,
+    ) -> Result<Vec<crate::FeeTotals>, StoreError> {
+        let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(FEE_TOTALS)
+            .bind(provider.unwrap_or_default().to_owned())
+            .bind(to_i64(paid.start))
+            .bind(to_i64(paid.end))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(provider, n, revenue, fees)| {
+                Ok(crate::FeeTotals {
+                    provider,
+                    payments: crate::to_u64(n, "hub_fees count")?,
+                    revenue: turnpike_l402::Msat(crate::to_u64(
+                        revenue.unwrap_or(0),
+                        "hub_fees.price_msat",
+                    )?),
+                    fees: turnpike_l402::Msat(crate::to_u64(
+                        fees.unwrap_or(0),
+                        "hub_fees.fee_msat",
+                    )?),
+                })
+            })
+            .collect()
+    }
+
+    async fn unbilled_fees(
+        &self,
+        before: u64,
+    ) -> Result<Vec<(String, turnpike_l402::Msat)>, StoreError> {
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(UNBILLED_FEES)
+            .bind(to_i64(before))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(provider, fees)| {
+                let fees = crate::to_u64(fees.unwrap_or(0), "hub_fees.fee_msat")?;
+                Ok((provider, turnpike_l402::Msat(fees)))
+            })
+            .collect()
+    }
+
+    async fn open_bill(&self, b: &crate::BillRecord, before: u64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let open: i64 = sqlx::query_scalar(OPEN_BILL_EXISTS)
+            .bind(b.provider.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+        let billed: Vec<i64> = match open {
+            0 => {
+                sqlx::query_scalar(BILL_FEES)
+                    .bind(b.provider.clone())
+                    .bind(to_i64(before))
+                    .bind(b.payment_hash.0.to_vec())
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        let sum = billed
+            .iter()
+            .try_fold(0u64, |acc, f| acc.checked_add(u64::try_from(*f).ok()?));
+        if open != 0 || billed.is_empty() || sum != Some(b.fees.0) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(INSERT_BILL)
+            .bind(b.payment_hash.0.to_vec())
+            .bind(b.provider.clone())
+            .bind(to_i64(b.fees.0))
+            .bind(to_i64(b.amount.0))
+            .bind(b.bolt11.clone())
+            .bind(to_i64(b.created_at))
+            .bind(to_i64(b.due_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn open_bills(&self) -> Result<Vec<crate::BillRecord>, StoreError> {
+        self.select_bills(None, true, u32::MAX).await
+    }
+
+    async fn bills(
+        &self,
+        provider: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<crate::BillRecord>, StoreError> {
+        self.select_bills(provider, false, limit).await
+    }
+
+    async fn bill_paid(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+        now_unix: u64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(BILL_PAID)
+            .bind(hash.0.to_vec())
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

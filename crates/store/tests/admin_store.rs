@@ -9,7 +9,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use turnpike_l402::{Msat, PaymentHash, TokenId};
-use turnpike_store::{AdminStore, InvoiceRecord, PgStore, SqliteStore, Store, TokenQuery};
+use turnpike_store::{
+    AdminStore, BillRecord, FeeRecord, FeeTotals, InvoiceRecord, PgStore, ProviderRecord,
+    SqliteStore, Store, TokenQuery,
+};
 
 type Both = (Arc<dyn Store>, Arc<dyn AdminStore>);
 
@@ -44,6 +47,14 @@ async fn postgres() -> Option<(Both, Both, String, String)> {
     };
     let (a, b) = (open().await, open().await);
     Some((a, b, url, schema))
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&pool)
+        .await
+        .unwrap();
 }
 
 fn invoice(token: TokenId, service: &str, calls: Option<u64>, at: u64) -> InvoiceRecord {
@@ -213,6 +224,277 @@ async fn tokens_and_payments_are_listed(both: &Both) {
     admin.ping().await.unwrap();
 }
 
+fn provider(slug: &str, hash: u8) -> ProviderRecord {
+    ProviderRecord {
+        slug: slug.into(),
+        name: format!("{slug} Ltd"),
+        contact: format!("ops@{slug}.example"),
+        payout: "{\"lightning_address\":\"x@y.z\"}".into(),
+        token_hash: [hash; 32],
+        status: "active".into(),
+        created_at: 100,
+        trial_ends_at: 200,
+    }
+}
+
+/// Providers are numbered changes, unique by slug and by token hash; fees are owed only once a
+/// token's payment is recognised, once, and add up per provider.
+async fn providers_and_fees(a: &Both, b: &Both) {
+    let (_, admin) = a;
+    let (_, other) = b;
+    let before = admin.sequence().await.unwrap();
+    let seq = admin.create_provider(&provider("alice", 1)).await.unwrap();
+    assert!(seq.is_some_and(|s| s > before));
+    assert_eq!(other.sequence().await.unwrap(), seq.unwrap());
+    // The same slug, or another slug with the same token hash: refused, nothing changed.
+    assert_eq!(
+        admin.create_provider(&provider("alice", 2)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        admin.create_provider(&provider("bob", 1)).await.unwrap(),
+        None
+    );
+    assert_eq!(admin.sequence().await.unwrap(), seq.unwrap());
+    admin
+        .create_provider(&provider("bob", 3))
+        .await
+        .unwrap()
+        .unwrap();
+    // A status change is a numbered change; an unknown slug changes nothing.
+    let seq = admin.set_provider_status("bob", "suspended").await.unwrap();
+    assert_eq!(other.sequence().await.unwrap(), seq.unwrap());
+    assert_eq!(
+        admin.set_provider_status("nobody", "x").await.unwrap(),
+        None
+    );
+    assert_eq!(other.sequence().await.unwrap(), seq.unwrap());
+    admin
+        .set_provider_status("bob", "active")
+        .await
+        .unwrap()
+        .unwrap();
+    let seq = admin.set_provider_payout("bob", "{\"x\":1}").await.unwrap();
+    assert_eq!(other.sequence().await.unwrap(), seq.unwrap());
+    assert_eq!(
+        admin.set_provider_payout("nobody", "{}").await.unwrap(),
+        None
+    );
+    let bob = other.providers().await.unwrap().pop().unwrap();
+    assert_eq!(bob.payout, "{\"x\":1}");
+    let original = provider("bob", 3).payout;
+    admin
+        .set_provider_payout("bob", &original)
+        .await
+        .unwrap()
+        .unwrap();
+    let all = other.providers().await.unwrap();
+    assert_eq!(all, [provider("alice", 1), provider("bob", 3)]);
+
+    let fee = |slug: &str, price: u64, fee: u64| FeeRecord {
+        token_id: TokenId::random(),
+        payment_hash: PaymentHash(rand_bytes()),
+        provider: slug.into(),
+        service: format!("{slug}.api"),
+        price: Msat(price),
+        fee: Msat(fee),
+        issued_at: 300,
+    };
+    let (a1, a2, b1) = (
+        fee("alice", 21_000, 420),
+        fee("alice", 5_000, 100),
+        fee("bob", 7, 1),
+    );
+    for f in [&a1, &a2, &b1] {
+        admin.record_fee(f).await.unwrap();
+    }
+    // Recorded again: nothing changes.
+    admin.record_fee(&fee("alice", 1, 1)).await.unwrap();
+    admin
+        .record_fee(&FeeRecord {
+            fee: Msat(999),
+            ..a1.clone()
+        })
+        .await
+        .unwrap();
+    assert!(
+        other
+            .fee_totals(None, 0..u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(admin.fee_paid(&a1.token_id, 400).await.unwrap());
+    assert!(!other.fee_paid(&a1.token_id, 401).await.unwrap());
+    assert!(!admin.fee_paid(&TokenId::random(), 401).await.unwrap());
+    assert!(admin.fee_paid(&b1.token_id, 402).await.unwrap());
+    let totals = other.fee_totals(None, 0..u64::MAX).await.unwrap();
+    assert_eq!(
+        totals,
+        [
+            FeeTotals {
+                provider: "alice".into(),
+                payments: 1,
+                revenue: Msat(21_000),
+                fees: Msat(420)
+            },
+            FeeTotals {
+                provider: "bob".into(),
+                payments: 1,
+                revenue: Msat(7),
+                fees: Msat(1)
+            },
+        ]
+    );
+    assert!(admin.fee_paid(&a2.token_id, 403).await.unwrap());
+    // A period counts the payments recognised in it: 400 and 402 in [400, 403), not 403.
+    let period = admin.fee_totals(None, 400..403).await.unwrap();
+    assert_eq!(
+        period.iter().map(|t| t.payments).collect::<Vec<_>>(),
+        [1, 1]
+    );
+    assert!(
+        admin
+            .fee_totals(Some("alice"), 404..u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let alice = admin.fee_totals(Some("alice"), 0..u64::MAX).await.unwrap();
+    assert_eq!(
+        alice,
+        [FeeTotals {
+            provider: "alice".into(),
+            payments: 2,
+            revenue: Msat(26_000),
+            fees: Msat(520)
+        }]
+    );
+    bills_cover_exactly_the_unbilled_fees(admin, other).await;
+}
+
+/// Bills: one open bill per provider, covering exactly its unbilled fee rows (paid before the
+/// cutoff); a bill whose sum no longer matches is refused and changes nothing.
+async fn bills_cover_exactly_the_unbilled_fees(
+    admin: &Arc<dyn AdminStore>,
+    other: &Arc<dyn AdminStore>,
+) {
+    let owed = other.unbilled_fees(1000).await.unwrap();
+    assert_eq!(
+        owed,
+        [("alice".to_owned(), Msat(520)), ("bob".to_owned(), Msat(1))]
+    );
+    assert!(
+        other
+            .unbilled_fees(401)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(p, _)| p == "alice")
+    );
+    let bill = |provider: &str, fees: u64| BillRecord {
+        payment_hash: PaymentHash(rand_bytes()),
+        provider: provider.into(),
+        fees: Msat(fees),
+        amount: Msat(fees / 1000 * 1000),
+        bolt11: "lnbcrt1…".into(),
+        created_at: 1000,
+        due_at: 2000,
+        paid_at: None,
+    };
+    // A sum that does not match (another replica billed meanwhile): refused, nothing changed.
+    assert!(!admin.open_bill(&bill("bob", 2), 1000).await.unwrap());
+    assert_eq!(other.unbilled_fees(1000).await.unwrap().len(), 2);
+    let alice_bill = bill("alice", 520);
+    assert!(admin.open_bill(&alice_bill, 1000).await.unwrap());
+    // One open bill per provider: a second is refused.
+    assert!(!other.open_bill(&bill("alice", 520), 1000).await.unwrap());
+    assert_eq!(
+        other.unbilled_fees(1000).await.unwrap(),
+        [("bob".to_owned(), Msat(1))]
+    );
+    assert_eq!(
+        other.open_bills().await.unwrap(),
+        std::slice::from_ref(&alice_bill)
+    );
+    assert!(
+        other
+            .bill_paid(&alice_bill.payment_hash, 1500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !admin
+            .bill_paid(&alice_bill.payment_hash, 1600)
+            .await
+            .unwrap()
+    );
+    assert!(admin.open_bills().await.unwrap().is_empty());
+    let listed = admin.bills(Some("alice"), 10).await.unwrap();
+    assert_eq!(
+        listed,
+        [BillRecord {
+            paid_at: Some(1500),
+            ..alice_bill
+        }]
+    );
+    assert!(admin.bills(Some("bob"), 10).await.unwrap().is_empty());
+    // Billed rows stay owed in statements; only new rows are unbilled.
+    let again = FeeRecord {
+        token_id: TokenId::random(),
+        payment_hash: PaymentHash(rand_bytes()),
+        provider: "alice".into(),
+        service: "alice.api".into(),
+        price: Msat(1000),
+        fee: Msat(20),
+        issued_at: 1700,
+    };
+    admin.record_fee(&again).await.unwrap();
+    // Reported settled by the payee (by its invoice's hash), then used: owed once.
+    assert!(
+        admin
+            .fee_paid_by_hash(&again.payment_hash, 1800)
+            .await
+            .unwrap()
+    );
+    assert!(!other.fee_paid(&again.token_id, 1850).await.unwrap());
+    assert!(
+        !other
+            .fee_paid_by_hash(&again.payment_hash, 1850)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !other
+            .fee_paid_by_hash(&PaymentHash(rand_bytes()), 1850)
+            .await
+            .unwrap()
+    );
+    let owed = other.unbilled_fees(1900).await.unwrap();
+    assert_eq!(
+        owed,
+        [("alice".to_owned(), Msat(20)), ("bob".to_owned(), Msat(1))]
+    );
+    let totals = other.fee_totals(Some("alice"), 0..u64::MAX).await.unwrap();
+    assert_eq!(totals[0].fees, Msat(540));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_hub_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (sqlite(&dir).await, sqlite(&dir).await);
+    providers_and_fees(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_hub_store() {
+    let Some((a, b, url, schema)) = postgres().await else {
+        return;
+    };
+    providers_and_fees(&a, &b).await;
+    drop_schema(&url, &schema).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_admin_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,18 +511,10 @@ async fn postgres_admin_store() {
         return;
     };
     changes_are_numbered_and_shared(&a, &b).await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    drop_schema(&url, &schema).await;
     let Some((c, _, url, schema)) = postgres().await else {
         return;
     };
     tokens_and_payments_are_listed(&c).await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    drop_schema(&url, &schema).await;
 }

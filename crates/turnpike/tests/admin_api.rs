@@ -90,24 +90,8 @@ fn start(dir: &Path, name: &str, config: &str) -> Gw {
         ),
     )
     .unwrap();
-    let process = Running(
-        std::process::Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    common::wait_healthy(public);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(admin).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "admin listener of {name} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let log = dir.join(format!("{name}.log"));
+    let process = common::serve_with_admin(&path, &log, public, admin);
     let data_dir = config
         .lines()
         .find_map(|l| l.strip_prefix("data_dir = \""))
@@ -611,33 +595,9 @@ async fn tokens_payments_revocation_and_the_cli() {
     assert_eq!(status(&gw.url("/file"), Some(&bundle)).await, 401);
 }
 
-/// A fresh PostgreSQL database, or `None` (test skipped) without `TURNPIKE_TEST_POSTGRES_URL`.
-async fn pg_database() -> Option<(String, String)> {
-    let Ok(admin) = std::env::var("TURNPIKE_TEST_POSTGRES_URL") else {
-        if std::env::var("TURNPIKE_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-            panic!("TURNPIKE_REQUIRE_POSTGRES=1 but TURNPIKE_TEST_POSTGRES_URL is not set");
-        }
-        eprintln!("SKIPPED: PostgreSQL replica test (set TURNPIKE_TEST_POSTGRES_URL to run it)");
-        return None;
-    };
-    let name = format!(
-        "turnpike_admin_{}",
-        &turnpike_l402::TokenId::random().to_hex()[..12]
-    );
-    let pool = sqlx::PgPool::connect(&admin)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    Some((admin.clone(), format!("{base}/{name}")))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_postgres_see_each_others_changes_and_revocations() {
-    let Some((admin_url, url)) = pg_database().await else {
+    let Some((admin_url, url)) = common::pg_database().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -693,13 +653,7 @@ async fn replicas_on_postgres_see_each_others_changes_and_revocations() {
     })
     .await;
     drop((a, b));
-    let pool = sqlx::PgPool::connect(&admin_url).await.unwrap();
-    let name = url.rsplit_once('/').unwrap().1;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&pool)
-    .await;
+    common::drop_pg_database(&admin_url, &url).await;
 }
 
 /// The value of the sample `name{labels}` in Prometheus text, if present.

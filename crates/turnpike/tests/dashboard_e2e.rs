@@ -1,4 +1,5 @@
-//! The admin dashboard in a real headless Chromium (Debian's `chromium`, driven by npm
+//! Pages in a real headless Chromium. The hub's registration page: see the last test. The
+//! admin dashboard in a real headless Chromium (Debian's `chromium`, driven by npm
 //! `playwright-core` from `tests/dashboard/dashboard.mjs`) against the real binary (`turnpike
 //! serve`, dev backend, SQLite in a temp dir): log in with the admin token, add a
 //! service through the editor (a field-named 400 shown first), pay for a call on the public
@@ -35,6 +36,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod common;
+mod lnbits_node;
+mod lnurl_contract_fake;
 
 use common::{Running, counting_upstream, healthy};
 
@@ -107,6 +110,53 @@ fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// Runs the node `script` with `args` (at most [`SCRIPT_TIMEOUT`]); its output, or a panic
+/// with it and the gateway's `log` when it fails.
+fn run_script(script: &Path, args: &[std::ffi::OsString], dir: &Path, log: &Path) -> String {
+    let out_path = dir.join("script.out");
+    let mut child = Running(
+        Command::new("node")
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::options()
+                    .append(true)
+                    .open(&out_path)
+                    .unwrap(),
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    println!("{output}");
+    match status {
+        Some(s) if s.success() => output,
+        Some(s) => panic!(
+            "{} failed ({s}):\n{output}\ngateway log:\n{}",
+            script.display(),
+            log_tail(log)
+        ),
+        None => panic!(
+            "{} did not finish within {} s:\n{output}\ngateway log:\n{}",
+            script.display(),
+            SCRIPT_TIMEOUT.as_secs(),
+            log_tail(log)
+        ),
+    }
+}
+
 #[test]
 fn dashboard_in_chromium_logs_in_adds_a_service_sees_a_payment_and_revokes() {
     let test = "dashboard_in_chromium_logs_in_adds_a_service_sees_a_payment_and_revokes";
@@ -162,54 +212,21 @@ fn dashboard_in_chromium_logs_in_adds_a_service_sees_a_payment_and_revokes() {
         .unwrap_or_else(|| Path::new(REPO).join("target"));
     let screenshot = target.join("test-output/dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
-    let out_path = dir.path().join("script.out");
-    let mut script = Running(
-        Command::new("node")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/dashboard.mjs"))
-            .args(["--admin", &format!("http://{admin}")])
-            .arg("--token-file")
-            .arg(&token_file)
-            .args(["--public", &format!("http://{listen}")])
-            .args(["--upstream", &format!("http://{upstream}")])
-            .arg("--screenshot")
-            .arg(&screenshot)
-            .arg("--env")
-            .arg(&env_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
-            .stderr(Stdio::from(
-                std::fs::File::options()
-                    .append(true)
-                    .open(&out_path)
-                    .unwrap(),
-            ))
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = script.0.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-    println!("{output}");
-    match status {
-        Some(s) if s.success() => {}
-        Some(s) => panic!(
-            "the dashboard script failed ({s}):\n{output}\ngateway log:\n{}",
-            log_tail(&log)
-        ),
-        None => panic!(
-            "the dashboard script did not finish within {} s:\n{output}\ngateway log:\n{}",
-            SCRIPT_TIMEOUT.as_secs(),
-            log_tail(&log)
-        ),
-    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/dashboard.mjs");
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--admin".into(),
+        format!("http://{admin}").into(),
+        "--token-file".into(),
+        token_file.clone().into(),
+        "--public".into(),
+        format!("http://{listen}").into(),
+        "--upstream".into(),
+        format!("http://{upstream}").into(),
+        "--screenshot".into(),
+        screenshot.clone().into(),
+    ];
+    args.extend(["--env".into(), env_dir.into()]);
+    let output = run_script(&script, &args, dir.path(), &log);
     assert!(
         output.contains("dashboard: all expectations held"),
         "the script exited 0 without its closing line:\n{output}"
@@ -228,4 +245,60 @@ fn dashboard_in_chromium_logs_in_adds_a_service_sees_a_payment_and_revokes() {
         1,
         "calls the upstream served"
     );
+}
+
+/// The hub's registration page (`[hub] open_registration`) in Chromium: a provider registers
+/// with only a Lightning address (served by the LNURL-pay contract fake, its wallet a real
+/// LNbits one, which the registration tries with a test invoice), a refused slug first; the
+/// token the page shows opens the provider's record (`tests/dashboard/hub_register.mjs`).
+#[test]
+fn hub_registration_page_in_chromium_registers_a_lightning_address() {
+    let test = "hub_registration_page_in_chromium_registers_a_lightning_address";
+    let Some(env_dir) = browser_env(test) else {
+        return;
+    };
+    let Some(node) = lnbits_node::node() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let wallet = rt.block_on(node.wallet("alice", 0));
+    let fake = rt.block_on(lnurl_contract_fake::LnurlFake::start(&node.url));
+    let address = fake.add_user("alice", &wallet.invoice);
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{listen}\"\ndata_dir = \"data\"\n[admin]\nlisten = \"{admin}\"\n\
+             [backend]\nkind = \"dev\"\n[hub]\ndomain = \"hub.test\"\nopen_registration = true\n\
+             allow_insecure_payouts = true\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("hub.log");
+    let _hub = common::serve_with_admin(&config, &log, listen, admin);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("target"));
+    let screenshot = target.join("test-output/hub-register.png");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/hub_register.mjs");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--public".into(),
+        format!("http://{listen}").into(),
+        "--admin".into(),
+        format!("http://{admin}").into(),
+        "--address".into(),
+        address.into(),
+        "--screenshot".into(),
+        screenshot.into(),
+        "--env".into(),
+        env_dir.into(),
+    ];
+    let output = run_script(&script, &args, dir.path(), &log);
+    assert!(
+        output.contains("hub register: all expectations held"),
+        "the script exited 0 without its closing line:\n{output}"
+    );
+    drop(rt);
 }

@@ -4,6 +4,8 @@
 //! PostgreSQL tests use `TURNPIKE_TEST_POSTGRES_URL` (a fresh database is created per test);
 //! without it they are skipped with a message, unless `TURNPIKE_REQUIRE_POSTGRES=1`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -192,65 +194,16 @@ async fn sqlite_one_single_call_token_under_200_concurrent_requests_serves_once(
     assert_eq!(counts.lock().unwrap()["single"], 1);
 }
 
-struct PgDb {
-    admin: String,
-    name: String,
-}
-
-impl PgDb {
-    async fn create() -> Option<PgDb> {
-        let Ok(admin) = std::env::var("TURNPIKE_TEST_POSTGRES_URL") else {
-            if std::env::var("TURNPIKE_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!("TURNPIKE_REQUIRE_POSTGRES=1 but TURNPIKE_TEST_POSTGRES_URL is not set");
-            }
-            eprintln!(
-                "SKIPPED: PostgreSQL replica test (set TURNPIKE_TEST_POSTGRES_URL to run it)"
-            );
-            return None;
-        };
-        let name = format!(
-            "turnpike_e2e_{}",
-            &turnpike_l402::TokenId::random().to_hex()[..12]
-        );
-        let pool = sqlx::PgPool::connect(&admin)
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&pool)
-            .await
-            .unwrap();
-        Some(PgDb { admin, name })
-    }
-
-    fn url(&self) -> String {
-        let base = self
-            .admin
-            .rsplit_once('/')
-            .map_or(self.admin.as_str(), |(b, _)| b);
-        format!("{base}/{}", self.name)
-    }
-
-    async fn drop_db(self) {
-        let pool = sqlx::PgPool::connect(&self.admin).await.unwrap();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&pool)
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_two_gateway_processes_share_one_token_exactly() {
-    let Some(db) = PgDb::create().await else {
+    let Some((admin_url, url)) = common::pg_database().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let (up, counts) = counting_upstream().await;
     let (a, b) = (free_port(), free_port());
-    let ga = spawn_gateway(dir.path(), "a", &config(dir.path(), &db.url(), up, 1), a);
-    let gb = spawn_gateway(dir.path(), "b", &config(dir.path(), &db.url(), up, 1), b);
+    let ga = spawn_gateway(dir.path(), "a", &config(dir.path(), &url, up, 1), a);
+    let gb = spawn_gateway(dir.path(), "b", &config(dir.path(), &url, up, 1), b);
     let http = client();
 
     // One single-call token, 200 concurrent requests over both processes: exactly one served.
@@ -266,13 +219,13 @@ async fn postgres_two_gateway_processes_share_one_token_exactly() {
     let ga = spawn_gateway(
         dir.path(),
         "a10",
-        &config(dir.path(), &db.url(), up, 10),
+        &config(dir.path(), &url, up, 10),
         free_port(),
     );
     let gb = spawn_gateway(
         dir.path(),
         "b10",
-        &config(dir.path(), &db.url(), up, 10),
+        &config(dir.path(), &url, up, 10),
         free_port(),
     );
     let auth = buy(&http, &gb).await;
@@ -282,7 +235,7 @@ async fn postgres_two_gateway_processes_share_one_token_exactly() {
     );
     assert_eq!(counts.lock().unwrap()["bundle"], 10);
     drop((ga, gb));
-    db.drop_db().await;
+    common::drop_pg_database(&admin_url, &url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -179,6 +179,12 @@ fn payment_of(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> t
         .map_or_else(|| ctx.service.price_msat(), turnpike_l402::Msat)
 }
 
+/// A token's payment was recognised (its first paid use): counted, and its hub fee owed.
+fn paid(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) {
+    ctx.service.metrics.payment(payment_of(state, ctx, token));
+    crate::hub::ledger::note_paid(state, &ctx.service, token.token_id, ctx.now);
+}
+
 /// A time pass (a token that counts no calls, so writes nothing per call): the first time this
 /// process verifies it afresh, its first use is recorded in the store in the background and
 /// counted as a payment if no process recorded it before; later, this worker moves its last use
@@ -198,12 +204,16 @@ fn record_pass_use(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken)
     let (store, metrics) = (state.store.clone(), state.metrics.clone());
     let service = ctx.service.metrics.clone();
     let (token_id, amount, now) = (token.token_id, payment_of(state, ctx, token), ctx.now);
+    let fee = crate::hub::ledger::FeeOwed::of(state, &ctx.service);
     state.background.spawn(async move {
         let started = Instant::now();
         let recorded = store.record_pass_use(&token_id, service.name(), now).await;
         metrics.store_op(StoreOp::RecordPassUse, started.elapsed());
         match recorded {
-            Ok(true) => service.payment(amount),
+            Ok(true) => {
+                service.payment(amount);
+                fee.accrue(token_id, now).await;
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "cannot record a time pass's first use"),
         }
@@ -505,8 +515,11 @@ async fn admit(state: &SharedState, ctx: &RequestCtx, token: &VerifiedToken) -> 
         settled.insert(token.token_id);
         return Ok(());
     }
+    let Some(backend) = crate::hub::ledger::settlement_backend(state, &ctx.service) else {
+        return Ok(());
+    };
     let started = Instant::now();
-    let looked_up = state.backend.lookup_invoice(&token.payment_hash).await;
+    let looked_up = backend.lookup_invoice(&token.payment_hash).await;
     state
         .metrics
         .backend_op(BackendOp::Lookup, started.elapsed());
@@ -586,7 +599,7 @@ async fn charge(
                 first_use,
             } => {
                 if first_use {
-                    ctx.service.metrics.payment(payment_of(state, ctx, token));
+                    paid(state, ctx, token);
                 }
                 remaining
             }
@@ -624,7 +637,7 @@ async fn charge(
             first_use,
         } => {
             if first_use {
-                ctx.service.metrics.payment(payment_of(state, ctx, token));
+                paid(state, ctx, token);
             }
             Ok((
                 req,

@@ -7,7 +7,7 @@
 //! elsewhere the second time (DNS rebinding) and redirects are caught too.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,41 +35,9 @@ impl AllowedHosts {
     }
 }
 
-/// Whether an address is one an agent must not reach unless allowed: loopback, private,
-/// link-local, unspecified, shared (CGNAT), multicast, broadcast, IPv6 unique-local, and IPv4
-/// addresses of those kinds mapped into IPv6.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => internal_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return internal_v4(v4);
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // fc00::/7 unique local
-                || (first & 0xffc0) == 0xfe80 // fe80::/10 link-local
-                || (first & 0xffc0) == 0xfec0 // fec0::/10 site-local (deprecated)
-                || v6 == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0) // NAT64 prefix base
-        }
-    }
-}
-
-fn internal_v4(v4: Ipv4Addr) -> bool {
-    let [a, b, ..] = v4.octets();
-    v4.is_loopback()
-        || v4.is_private()
-        || v4.is_link_local()
-        || v4.is_unspecified()
-        || v4.is_broadcast()
-        || v4.is_multicast()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // 100.64.0.0/10 shared address space
-        || (a == 192 && b == 0 && v4.octets()[2] == 0) // 192.0.0.0/24 protocol assignments
-        || a >= 240
-}
+/// Whether an address is one an agent must not reach unless allowed (the shared SSRF rule).
+pub use turnpike_lightning::net_guard::is_internal;
+use turnpike_lightning::net_guard::resolve;
 
 fn refusal(host: &str, ip: IpAddr) -> String {
     format!(
@@ -106,15 +74,6 @@ pub async fn check_url(url: &reqwest::Url, allowed: &AllowedHosts) -> Result<(),
         return Err(refusal(host, bad.ip()));
     }
     Ok(())
-}
-
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let lookup = tokio::net::lookup_host((host, port));
-    match tokio::time::timeout(Duration::from_secs(10), lookup).await {
-        Ok(Ok(addrs)) => Ok(addrs.collect()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
-    }
 }
 
 /// The HTTP client's resolver: refuses names that resolve to internal addresses unless the
@@ -176,29 +135,6 @@ pub fn http_client(allowed: &AllowedHosts) -> reqwest::Result<reqwest::Client> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn internal_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.0.0.1",
-            "172.16.3.4",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(is_internal(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111", "100.128.0.1"] {
-            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
-        }
-    }
 
     #[tokio::test]
     async fn urls_are_checked_before_anything_is_sent() {

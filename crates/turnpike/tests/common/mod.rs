@@ -115,3 +115,70 @@ pub fn serve_gateway(config: &std::path::Path, listen: SocketAddr) -> Running {
     wait_healthy(listen);
     gateway
 }
+
+/// Starts `turnpike serve --config <config>` (stderr to `log`) and waits until both its public
+/// listener (healthy) and its admin listener answer.
+#[allow(dead_code)] // not every test binary uses it
+pub fn serve_with_admin(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    public: SocketAddr,
+    admin: SocketAddr,
+) -> Running {
+    let process = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_turnpike"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_healthy(public);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(admin).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the admin listener did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    process
+}
+
+/// A fresh PostgreSQL database, or `None` (test skipped) without `TURNPIKE_TEST_POSTGRES_URL`.
+#[allow(dead_code)] // not every test binary uses it
+pub async fn pg_database() -> Option<(String, String)> {
+    let Ok(admin) = std::env::var("TURNPIKE_TEST_POSTGRES_URL") else {
+        if std::env::var("TURNPIKE_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+            panic!("TURNPIKE_REQUIRE_POSTGRES=1 but TURNPIKE_TEST_POSTGRES_URL is not set");
+        }
+        eprintln!("SKIPPED: PostgreSQL test (set TURNPIKE_TEST_POSTGRES_URL to run it)");
+        return None;
+    };
+    let name = format!(
+        "turnpike_admin_{}",
+        &turnpike_l402::TokenId::random().to_hex()[..12]
+    );
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some((admin.clone(), format!("{base}/{name}")))
+}
+
+/// Drops the database `url` made by [`pg_database`] (connected as `admin_url`).
+#[allow(dead_code)] // not every test binary uses it
+pub async fn drop_pg_database(admin_url: &str, url: &str) {
+    let pool = sqlx::PgPool::connect(admin_url).await.unwrap();
+    let name = url.rsplit_once('/').unwrap().1;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await;
+}

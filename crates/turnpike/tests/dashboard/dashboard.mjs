@@ -19,11 +19,11 @@
 // `scripts/dashboard-env.sh install`). Exits 0 when every expectation held, 1 with
 // `FAIL: ...` otherwise, 2 on bad arguments.
 
-import { createRequire } from "node:module";
 import { readFileSync, mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
+import { Failure, fail, watch, withBrowser } from "./browser.mjs";
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
 
@@ -52,8 +52,6 @@ const screenshot = resolve(args.screenshot ?? `${repo}/target/test-output/dashbo
 const chromiumBin = args.chromium ?? process.env.TURNPIKE_CHROMIUM ?? "/usr/bin/chromium";
 const envDir = resolve(args.env ?? process.env.TURNPIKE_DASHBOARD_ENV ?? `${repo}/.dashboard-env`);
 
-class Failure extends Error {}
-const fail = (msg) => { throw new Failure(msg); };
 const ok = (msg) => console.log(`ok: ${msg}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -100,51 +98,16 @@ async function paidCall(url) {
 }
 
 async function main() {
-  const require = createRequire(`${envDir}/`);
-  let chromium;
-  try {
-    ({ chromium } = require("playwright-core"));
-  } catch (e) {
-    fail(`playwright-core is not installed in ${envDir} (run scripts/dashboard-env.sh install): ${e.message}`);
-  }
-  const browser = await chromium.launch({
-    executablePath: chromiumBin,
-    headless: true,
-    // Root in a container has no user namespace for the sandbox.
-    args: process.getuid?.() === 0 ? ["--no-sandbox"] : [],
-  });
-  try {
-    await run(browser);
-  } finally {
-    await browser.close();
-  }
+  await withBrowser(envDir, chromiumBin, run);
 }
 
 async function run(browser) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: "en-US" });
   const page = await context.newPage();
-  const problems = [];
-  const origin = new URL(admin).origin;
-  // Nothing may come from anywhere but the admin listener: refuse and record the rest.
-  await context.route("**/*", (route) => {
-    const u = route.request().url();
-    if (new URL(u).origin === origin) return route.continue();
-    problems.push(`request outside the admin origin: ${u}`);
-    return route.abort();
-  });
-  // Error answers: only the two provoked here (the wrong token's 401, the refused upstream's
-  // 400) are expected; the browser's own favicon request is not the page's.
+  // Nothing may come from anywhere but the admin listener. Error answers: only the two
+  // provoked here (the wrong token's 401, the refused upstream's 400) are expected.
   const provoked = new Set(["GET /api/v1/health 401", "POST /api/v1/services 400"]);
-  page.on("response", (r) => {
-    const u = new URL(r.url());
-    const key = `${r.request().method()} ${u.pathname} ${r.status()}`;
-    if (r.status() >= 400 && u.pathname !== "/favicon.ico" && !provoked.has(key)) problems.push(`error answer: ${key}`);
-  });
-  page.on("console", (m) => {
-    // A failed load is logged too, without its URL: the answers are checked above.
-    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(`console error: ${m.text()}`);
-  });
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  const problems = await watch(context, page, new URL(admin).origin, provoked);
   const byId = (id) => page.getByTestId(id);
   const service = `dash-${randomBytes(4).toString("hex")}`;
   const path = `/${service}`;

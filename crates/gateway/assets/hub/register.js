@@ -1,0 +1,64 @@
+// The hub's registration page: posts the form as JSON to /_turnpike/hub/register and shows the
+// provider's token, or the hub's error next to the form.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+function payout(form) {
+  const kind = form.querySelector("input[name=kind]:checked").value;
+  if (kind === "lnbits") {
+    return { kind, url: $("url").value.trim(), invoice_key: $("invoice_key").value.trim() };
+  }
+  return { kind, address: $("address").value.trim() };
+}
+
+function showKind() {
+  const kind = document.querySelector("input[name=kind]:checked").value;
+  $("lightning_address").hidden = kind !== "lightning_address";
+  $("lnbits").hidden = kind !== "lnbits";
+}
+
+async function submit(event) {
+  event.preventDefault();
+  const form = event.target;
+  const body = {
+    name: $("name").value.trim(),
+    slug: $("slug").value.trim(),
+    contact: $("contact").value.trim(),
+    payout: payout(form),
+  };
+  $("error").hidden = true;
+  $("submit").disabled = true;
+  try {
+    const resp = await fetch("/_turnpike/hub/register", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const answer = await resp.json().catch(() => ({}));
+    if (resp.status !== 201) {
+      const message = answer.error ? answer.error.message : `The hub answered ${resp.status}.`;
+      $("error").textContent = message;
+      $("error").hidden = false;
+      return;
+    }
+    $("token").textContent = answer.token;
+    form.hidden = true;
+    $("done").hidden = false;
+  } finally {
+    $("submit").disabled = false;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("domain").textContent = document.location.hostname;
+  for (const radio of document.querySelectorAll("input[name=kind]")) {
+    radio.addEventListener("change", showKind);
+  }
+  $("slug").addEventListener("input", () => {
+    for (const el of document.querySelectorAll(".slug-echo")) {
+      el.textContent = $("slug").value || "slug";
+    }
+  });
+  $("register").addEventListener("submit", submit);
+});

@@ -1,0 +1,54 @@
+// What the browser tests share: Debian's chromium driven by npm playwright-core (resolved from
+// the env folder), and a watch on a page that records every problem: a request leaving the
+// page's origin (refused), an error answer not in the expected set, a console or page error.
+
+import { createRequire } from "node:module";
+
+export class Failure extends Error {}
+export const fail = (msg) => { throw new Failure(msg); };
+
+// Runs `run(browser)` in a headless chromium, closed afterwards.
+export async function withBrowser(envDir, chromiumBin, run) {
+  const require = createRequire(`${envDir}/`);
+  let chromium;
+  try {
+    ({ chromium } = require("playwright-core"));
+  } catch (e) {
+    fail(`playwright-core is not installed in ${envDir} (run scripts/dashboard-env.sh install): ${e.message}`);
+  }
+  const browser = await chromium.launch({
+    executablePath: chromiumBin,
+    headless: true,
+    // Root in a container has no user namespace for the sandbox.
+    args: process.getuid?.() === 0 ? ["--no-sandbox"] : [],
+  });
+  try {
+    await run(browser);
+  } finally {
+    await browser.close();
+  }
+}
+
+// Watches `page` of `context`: the problems seen, filled as they happen. `expected` holds the
+// error answers provoked on purpose, as "METHOD /path STATUS"; the browser's own favicon
+// request is not the page's.
+export async function watch(context, page, origin, expected) {
+  const problems = [];
+  await context.route("**/*", (route) => {
+    const u = route.request().url();
+    if (new URL(u).origin === origin) return route.continue();
+    problems.push(`request outside the page's origin: ${u}`);
+    return route.abort();
+  });
+  page.on("response", (r) => {
+    const u = new URL(r.url());
+    const key = `${r.request().method()} ${u.pathname} ${r.status()}`;
+    if (r.status() >= 400 && u.pathname !== "/favicon.ico" && !expected.has(key)) problems.push(`error answer: ${key}`);
+  });
+  page.on("console", (m) => {
+    // A failed load is logged too, without its URL: the answers are checked above.
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(`console error: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  return problems;
+}
