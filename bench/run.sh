@@ -43,7 +43,7 @@ if [ "$mode" = smoke ]; then
     rounds=1; round_duration=1
     profile=debug; out="${out:-target/bench/smoke.md}"
 else
-    duration="${BENCH_DURATION:-10}"; warmup=2; tokens_sqlite=400000; tokens_pg=200000; grow_rows=1000000; startup_runs=7
+    duration="${BENCH_DURATION:-10}"; warmup=2; tokens_sqlite=400000; tokens_pg=400000; grow_rows=1000000; startup_runs=7
     wallet_fetches=300; wallet_secs=5
     rounds="${BENCH_ROUNDS:-5}"; round_duration="${BENCH_ROUND_DURATION:-4}"
     profile=release; out="${out:-bench/results.md}"
@@ -170,6 +170,8 @@ url = "$3"
 
 [backend]
 kind = "dev"
+# Scenario f issues a few hundred thousand invoices, none paid.
+max_unpaid = 1000000
 
 [[services]]
 name = "free"

@@ -300,8 +300,12 @@ impl Gateway {
         };
         let (store, admin) = turnpike_store::open_with_admin(&config.store_url()).await?;
         let (backend, dev): (Arc<dyn InvoiceBackend>, _) = match &config.backend {
-            config::BackendConfig::Dev(_) => {
-                let dev = Arc::new(DevBackend::new(secret("dev-node.key")?));
+            config::BackendConfig::Dev(dev) => {
+                let max_unpaid = dev
+                    .max_unpaid
+                    .unwrap_or(turnpike_lightning::dev::DEFAULT_MAX_UNPAID);
+                let dev =
+                    Arc::new(DevBackend::new(secret("dev-node.key")?).with_max_unpaid(max_unpaid));
                 (dev.clone(), Some(dev))
             }
             other => {

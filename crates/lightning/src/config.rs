@@ -38,10 +38,15 @@ pub enum BackendConfig {
     Nwc(NwcConfig),
 }
 
-/// Options of the dev backend (none).
+/// Options of the dev backend.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DevConfig {}
+pub struct DevConfig {
+    /// Most unpaid invoices held in memory at once (default
+    /// [`crate::dev::DEFAULT_MAX_UNPAID`]); past it, new challenges get `503`.
+    #[serde(default)]
+    pub max_unpaid: Option<usize>,
+}
 
 /// A backend could not be set up from its configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
