@@ -60,7 +60,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             capabilities: &[],
             max_price_msat: None,
         };
-        let macaroon = minter.mint_with_token_id(&req, TokenId::random());
+        let macaroon = minter.mint_with_token_id(&req, TokenId::time_ordered());
         let value = Credential { macaroon, preimage }.authorization_value();
         writeln!(writers[n % files], "{value}")?;
     }

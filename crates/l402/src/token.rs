@@ -148,14 +148,14 @@ impl Minter {
         &self.master
     }
 
-    /// Mints a token with a fresh random token id. Caveats, in Aperture's order:
+    /// Mints a token with a fresh token id ([`TokenId::time_ordered`]). Caveats, in Aperture's order:
     /// `services=<svc>:0`, `<svc>_capabilities=..` (if any), `<svc>_calls=N` (if set),
     /// `<svc>_valid_until=T` (if set).
     ///
     /// The request is not validated: a service name that fails [`is_valid_service_name`]
     /// yields a token that never verifies. Use [`Minter::try_mint`] to check it.
     pub fn mint(&self, req: &MintRequest<'_>) -> (Macaroon, TokenId) {
-        let token_id = TokenId::random();
+        let token_id = TokenId::time_ordered();
         (self.mint_with_token_id(req, token_id), token_id)
     }
 
