@@ -64,7 +64,8 @@ bytes32!(
     Preimage
 );
 bytes32!(
-    /// A random 32-byte id naming one L402 token (the last 32 bytes of its identifier).
+    /// An opaque 32-byte id naming one L402 token (the last 32 bytes of its identifier): random, or
+    /// time-ordered with 208 random bits ([`TokenId::time_ordered`]).
     TokenId
 );
 

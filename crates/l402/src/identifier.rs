@@ -27,12 +27,12 @@ pub enum IdentifierError {
 }
 
 /// A decoded L402 identifier: the payment hash of the invoice that pays for the token, and the
-/// token's random id.
+/// token's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Identifier {
     /// The payment hash of the invoice; the credential's preimage must hash to it.
     pub payment_hash: PaymentHash,
-    /// The random token id.
+    /// The token id: opaque, unguessable.
     pub token_id: TokenId,
 }
 

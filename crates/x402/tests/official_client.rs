@@ -66,8 +66,13 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// The chain's facilitator account sends every settlement: two tests settling at once would
+/// race for its transaction nonce (one settlement then reverts). Each test holds the chain.
+static CHAIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The environment, what this crate offers on it, and the 402 challenge carrying the offer.
 struct Setup {
+    _chain: std::sync::MutexGuard<'static, ()>,
     info: Value,
     offered: PaymentRequirements,
     resource: ResourceInfo,
@@ -77,6 +82,10 @@ struct Setup {
 
 fn setup(test: &str) -> Option<Setup> {
     let info = env(test)?;
+    // A test that failed while holding the chain leaves it usable for the others.
+    let chain = CHAIN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // The chain mines only when it gets a transaction: after a long build its latest block
     // can be older than the official client's `validAfter` (now − 600 s), and the facilitator
     // simulates transfers against that block. A fresh block brings its time to now.
@@ -90,6 +99,7 @@ fn setup(test: &str) -> Option<Setup> {
     let payer = parse_address(s(&info, "/payer/address")).unwrap();
     let challenge = PaymentRequired::new(resource.clone(), vec![offered.clone()]);
     Some(Setup {
+        _chain: chain,
         info,
         offered,
         resource,
@@ -376,7 +386,7 @@ fn our_payment_is_accepted_by_the_official_facilitator() {
     let Some(t) = setup("our_payment_is_accepted_by_the_official_facilitator") else {
         return;
     };
-    // Paid to anvil's account #3, so the balance check does not race the other test's.
+    // Paid to anvil's account #3, apart from the other tests' payee.
     let mut offered = t.offered.clone();
     offered.pay_to = parse_address("0x90F79bf6EB2c4f870365E785982E1f101E93b906").unwrap();
     let key = PayerKey::from_hex(s(&t.info, "/payer/private_key")).unwrap();
