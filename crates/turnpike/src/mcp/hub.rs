@@ -1,0 +1,213 @@
+//! The hub's services as tools of `turnpike mcp --hub URL`: the directory read at start, read
+//! again when a listing asked for is older than the TTL (a failed re-read keeps the last good
+//! one), each entry named, described and given its schema by [`super::hub_tools`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::model::{Tool, ToolAnnotations};
+
+use super::directory::{self, DirectoryError, Entry, HubBase, Listing};
+use super::hub_tools;
+
+/// One service of the hub as a tool.
+#[derive(Debug, Clone)]
+pub struct HubTool {
+    pub tool: Tool,
+    pub entry: Entry,
+}
+
+/// The hub's tools by name.
+pub type Tools = BTreeMap<String, HubTool>;
+
+struct State {
+    tools: Arc<Tools>,
+    read_at: Instant,
+}
+
+/// A hub and its tools.
+pub struct Hub {
+    base: HubBase,
+    /// Reaches the hub only: guarded resolver, no redirects.
+    http: reqwest::Client,
+    ttl: Duration,
+    /// Names the hub's tools may not take (the built-in tools').
+    reserved: Vec<String>,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl Hub {
+    /// Reads the directory of `base` once; an error when it cannot be read.
+    pub async fn open(
+        base: HubBase,
+        http: reqwest::Client,
+        ttl: Duration,
+        reserved: Vec<String>,
+    ) -> Result<Hub, DirectoryError> {
+        let listing = directory::read(&http, &base).await?;
+        let tools = Arc::new(build(listing, &reserved));
+        tracing::info!(hub = %base.url(), tools = tools.len(), "hub directory read");
+        Ok(Hub {
+            base,
+            http,
+            ttl,
+            reserved,
+            state: tokio::sync::Mutex::new(State {
+                tools,
+                read_at: Instant::now(),
+            }),
+        })
+    }
+
+    pub fn base(&self) -> &HubBase {
+        &self.base
+    }
+
+    /// The client that reaches the hub (guarded, no redirects).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The tools, the directory read again first when the last reading is older than the TTL;
+    /// `true` when that reading changed them.
+    pub async fn tools(&self) -> (Arc<Tools>, bool) {
+        let mut state = self.state.lock().await;
+        if state.read_at.elapsed() < self.ttl {
+            return (state.tools.clone(), false);
+        }
+        state.read_at = Instant::now();
+        match directory::read(&self.http, &self.base).await {
+            Ok(listing) => {
+                let fresh = build(listing, &self.reserved);
+                let changed = !same(&state.tools, &fresh);
+                if changed {
+                    state.tools = Arc::new(fresh);
+                }
+                (state.tools.clone(), changed)
+            }
+            Err(e) => {
+                tracing::warn!("re-reading the hub's directory failed (the last list stays): {e}");
+                (state.tools.clone(), false)
+            }
+        }
+    }
+}
+
+/// Whether two lists of tools are the same (names and entries).
+fn same(a: &Tools, b: &Tools) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((na, ta), (nb, tb))| na == nb && ta.entry == tb.entry)
+}
+
+/// The tools of a listing: one per id (a repeated id is read once), named without collisions.
+pub fn build(listing: Listing, reserved: &[String]) -> Tools {
+    for s in &listing.skipped {
+        tracing::warn!("a hub directory entry is left out: {s}");
+    }
+    if listing.truncated {
+        tracing::warn!(
+            "the hub lists more than {} services: the rest are left out",
+            directory::MAX_ENTRIES
+        );
+    }
+    let mut seen = HashSet::new();
+    let entries: Vec<Entry> = listing
+        .entries
+        .into_iter()
+        .filter(|e| !e.id.is_empty() && seen.insert(e.id.clone()))
+        .collect();
+    let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+    let reserved: Vec<&str> = reserved.iter().map(String::as_str).collect();
+    let names = hub_tools::assign_names(&ids, &reserved);
+    names
+        .into_iter()
+        .zip(entries)
+        .map(|(name, entry)| {
+            let tool = tool_of(&name, &entry);
+            (name, HubTool { tool, entry })
+        })
+        .collect()
+}
+
+fn tool_of(name: &str, e: &Entry) -> Tool {
+    let title = match &e.route {
+        Some(route) => format!("{}: {} / {route}", e.provider.name, e.service),
+        None => format!("{}: {}", e.provider.name, e.service),
+    };
+    Tool::new(
+        name.to_owned(),
+        hub_tools::description(e),
+        Arc::new(hub_tools::input_schema(e)),
+    )
+    .with_annotations(
+        ToolAnnotations::with_title(title)
+            .read_only(false)
+            .destructive(false)
+            .idempotent(false)
+            .open_world(true),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(id: &str) -> Entry {
+        serde_json::from_value(json!({
+            "id": id, "provider": {"slug": "alice", "name": "Alice"}, "service": "s",
+            "path": "/alice/s", "mode": "per_call", "price_msat": 1000, "amount_msat": 1020,
+            "calls_per_payment": 1,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_listing_becomes_tools_named_without_collisions() {
+        let listing = Listing {
+            entries: vec![
+                entry("alice/s.x"),
+                entry("alice/s_x"),
+                entry("alice/s.x"),
+                entry(""),
+            ],
+            skipped: vec!["bob/y: bad".into()],
+            truncated: false,
+        };
+        let tools = build(listing, &["l402_fetch".into()]);
+        let names: Vec<&str> = tools.keys().map(String::as_str).collect();
+        assert_eq!(names, ["alice__s_x", "alice__s_x_2"]);
+        assert_eq!(tools["alice__s_x"].entry.id, "alice/s.x");
+        assert_eq!(tools["alice__s_x_2"].entry.id, "alice/s_x");
+        let t = &tools["alice__s_x"].tool;
+        assert_eq!(t.name, "alice__s_x");
+        assert!(
+            t.description
+                .as_deref()
+                .unwrap()
+                .contains("Costs 1 sat per call (1.02 sat with fee)")
+        );
+        assert_eq!(t.input_schema["type"], "object");
+        let again = build(
+            Listing {
+                entries: vec![entry("alice/s_x"), entry("alice/s.x")],
+                ..Listing::default()
+            },
+            &["l402_fetch".into()],
+        );
+        assert!(same(&tools, &again));
+        let mut cheaper = entry("alice/s_x");
+        cheaper.price_msat = 500;
+        let changed = build(
+            Listing {
+                entries: vec![cheaper, entry("alice/s.x")],
+                ..Listing::default()
+            },
+            &["l402_fetch".into()],
+        );
+        assert!(!same(&tools, &changed));
+    }
+}
