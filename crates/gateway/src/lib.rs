@@ -25,6 +25,7 @@ pub mod headers;
 pub mod hub;
 pub mod idempotency;
 pub mod keys;
+pub mod metadata;
 pub mod metrics;
 pub mod pipeline;
 pub mod pricer;
