@@ -14,6 +14,8 @@ use crate::config::{ConfigError, FreeTierConfig, PricerConfig, RouteConfig, Serv
 pub struct Service {
     /// Name used in caveats (`<service>` or `<service>.<route>`).
     pub name: String,
+    /// The route's own name (`<route>`), when this is a route of a service.
+    pub route: Option<String>,
     host: Option<HostMatch>,
     path: Option<PathMatch>,
     method: Option<http::Method>,
@@ -166,6 +168,7 @@ impl ServiceRoutes {
         )?;
         let own = Service {
             name: c.name.clone(),
+            route: None,
             host,
             path,
             method: None,
@@ -246,6 +249,7 @@ impl Service {
             upstream_headers: self.upstream_headers.clone(),
             metrics: std::sync::Arc::new(crate::metrics::ServiceMetrics::new(&name)),
             name,
+            route: Some(r.name.clone()),
             l402: true,
             x402: None,
             payee: None,
