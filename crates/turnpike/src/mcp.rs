@@ -113,6 +113,8 @@ struct Shared {
 #[derive(Clone)]
 struct TurnpikeMcp {
     shared: Arc<Shared>,
+    /// The version of the hub's tools this connection was last given or told of (0: none).
+    hub_seen: Arc<std::sync::atomic::AtomicU64>,
     lowered: Arc<Mutex<Budget>>,
     /// Lowers every x402 asset's budget (each keeps its own windows' periods).
     lowered_x402: Arc<Mutex<TokenBudget>>,
@@ -423,6 +425,7 @@ impl TurnpikeMcp {
     fn new(shared: Arc<Shared>) -> TurnpikeMcp {
         TurnpikeMcp {
             shared,
+            hub_seen: Arc::default(),
             lowered: Arc::new(Mutex::new(Budget::default())),
             lowered_x402: Arc::new(Mutex::new(TokenBudget::default())),
         }
@@ -996,11 +999,8 @@ impl ServerHandler for TurnpikeMcp {
     ) -> Result<ListToolsResult, ErrorData> {
         let mut all = tools();
         if let Some(hub) = &self.shared.hub {
-            let (listed, changed) = hub.tools().await;
+            let listed = self.hub_tools(hub, &context.peer).await;
             all.extend(listed.values().map(|t| t.tool.clone()));
-            if changed {
-                notify_list_changed(&context.peer);
-            }
         }
         Ok(ListToolsResult::with_all_items(all))
     }
@@ -1037,10 +1037,7 @@ impl ServerHandler for TurnpikeMcp {
             },
             other => match &self.shared.hub {
                 Some(hub) => {
-                    let (listed, changed) = hub.tools().await;
-                    if changed {
-                        notify_list_changed(&context.peer);
-                    }
+                    let listed = self.hub_tools(hub, &context.peer).await;
                     match listed.get(other) {
                         Some(tool) => {
                             let args = request.arguments.clone().unwrap_or_default();
@@ -1056,14 +1053,24 @@ impl ServerHandler for TurnpikeMcp {
     }
 }
 
-/// Tells the client the tools changed (`notifications/tools/list_changed`), without waiting.
-fn notify_list_changed(peer: &Peer<RoleServer>) {
-    let peer = peer.clone();
-    tokio::spawn(async move {
-        if let Err(e) = peer.notify_tool_list_changed().await {
-            tracing::debug!("telling the client the tools changed failed: {e}");
+impl TurnpikeMcp {
+    /// The hub's tools; when they changed since this connection last saw them, the client is
+    /// told (`notifications/tools/list_changed`, sent without waiting).
+    async fn hub_tools(&self, hub: &hub::Hub, peer: &Peer<RoleServer>) -> Arc<hub::Tools> {
+        let (listed, version) = hub.tools().await;
+        let seen = self
+            .hub_seen
+            .swap(version, std::sync::atomic::Ordering::SeqCst);
+        if seen != 0 && seen != version {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = peer.notify_tool_list_changed().await {
+                    tracing::debug!("telling the client the tools changed failed: {e}");
+                }
+            });
         }
-    });
+        listed
+    }
 }
 
 async fn shared(args: &McpArgs) -> anyhow::Result<Shared> {

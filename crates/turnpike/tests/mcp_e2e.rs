@@ -345,8 +345,8 @@ async fn python_sdk_with_a_hub() {
     let services = [
         (
             &alice,
-            serde_json::json!({"name": "quote", "path": "/quote", "method": "GET", "price_sats": 21,
-                                    "description": "Stock quotes", "input_schema": schema}),
+            serde_json::json!({"name": "quote", "path": "/quote", "price_sats": 21,
+                               "description": "Stock quotes", "input_schema": schema}),
         ),
         (
             &alice,
@@ -358,7 +358,9 @@ async fn python_sdk_with_a_hub() {
         ),
         (
             &bob,
-            serde_json::json!({"name": "data", "path": "/data", "method": "POST", "price_sats": 100}),
+            serde_json::json!({"name": "data", "path": "/data", "price_sats": 100,
+                               "routes": [{"name": "ingest", "path": "/data/ingest",
+                                           "method": "POST", "price_sats": 5}]}),
         ),
     ];
     for (token, mut service) in services {
@@ -404,10 +406,16 @@ async fn python_sdk_with_a_hub() {
         .unwrap_or_else(|e| panic!("summary: {e}: {stdout}"));
     assert_eq!(
         summary["hub_tools"],
-        serde_json::json!(["alice__quote", "alice__x_y", "alice__x_y_2", "bob__data"])
+        serde_json::json!([
+            "alice__quote",
+            "alice__x_y",
+            "alice__x_y_2",
+            "bob__data",
+            "bob__data__ingest"
+        ])
     );
-    // The ledger: three payments (22 + 2 + 2 sats: 21.42 and 1.02 sats, LNbits invoices in
-    // whole sats), none for bob's service; alice's wallet got exactly that, bob's nothing.
+    // The ledger: four payments (22 + 2 + 2 + 6 sats: 21.42, 1.02 and 5.1 sats, LNbits invoices
+    // in whole sats), none for bob's 100-sat service; each wallet got exactly its own.
     let ledger = Ledger::open_in(&dir.path().join("agent-data"))
         .await
         .unwrap();
@@ -417,28 +425,58 @@ async fn python_sdk_with_a_hub() {
         .filter(|r| r.state == PaymentState::Paid)
         .map(|r| r.amount_msat)
         .collect();
-    assert_eq!(paid, vec![22_000, 2_000, 2_000], "{rows:?}");
-    assert_eq!(
-        rows.len(),
-        3,
-        "nothing reserved for bob's service: {rows:?}"
-    );
+    assert_eq!(paid, vec![22_000, 2_000, 2_000, 6_000], "{rows:?}");
+    assert_eq!(rows.len(), 4, "nothing reserved for bob's data: {rows:?}");
     assert_eq!(rows[0].payment_hash, summary["paid_hash"].as_str().unwrap());
     assert_eq!(lnbits_node::balance(&node, &alice_w).await.0, a0.0 + 26_000);
-    assert_eq!(lnbits_node::balance(&node, &bob_w).await, b0);
-    // The upstream saw the three paid calls, and never bob's POST.
+    assert_eq!(lnbits_node::balance(&node, &bob_w).await.0, b0.0 + 6_000);
+    // The upstream saw each paid call once, and never the refused one.
     let seen = seen.lock().unwrap().clone();
     for call in [
         "GET /quote?n=2&symbol=BTC",
         "GET /under/deep/er?a=1&a=2",
         "GET /dot/missing",
+        "POST /data/ingest",
     ] {
-        assert_eq!(
-            seen.iter().filter(|s| *s == call).count(),
-            1,
-            "{call}: {seen:?}"
-        );
+        let times = seen.iter().filter(|s| *s == call).count();
+        assert_eq!(times, 1, "{call}: {seen:?}");
     }
-    assert!(!seen.iter().any(|s| s.starts_with("POST")), "{seen:?}");
+    assert!(!seen.iter().any(|s| s.starts_with("GET /data")), "{seen:?}");
     assert_eq!(summary["notified"], 1);
+}
+
+/// `--hub` is checked at start: a private address without `--allow-host` is refused before any
+/// connection, a hub that does not answer (or has no directory) stops the server with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_cannot_be_read_stops_the_server() {
+    let s = Setup::new();
+    let no_directory = s.base.clone();
+    for (hub, allow, said) in [
+        ("http://10.0.0.1:9", None, "refused"),
+        (
+            "http://user:pw@127.0.0.1:9",
+            Some("127.0.0.1"),
+            "credentials",
+        ),
+        (
+            "http://127.0.0.1:9",
+            Some("127.0.0.1"),
+            "reading the directory",
+        ),
+        (no_directory.as_str(), Some("127.0.0.1"), "404"),
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["mcp", "--wallet", "agent", "--hub", hub])
+            .stdin(Stdio::null());
+        if let Some(host) = allow {
+            cmd.args(["--allow-host", host]);
+        }
+        s.env(&mut cmd, "ledger");
+        let started = std::time::Instant::now();
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{hub}: {err}");
+        assert!(err.contains(said), "{hub}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{hub}");
+    }
 }

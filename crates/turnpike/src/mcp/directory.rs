@@ -269,8 +269,44 @@ async fn read_page(http: &reqwest::Client, url: &reqwest::Url) -> Result<Page, D
     })
 }
 
+/// A peer for tests: a hub whose `/directory` pages a closure makes.
+#[cfg(test)]
+pub mod test_peer {
+    use super::HubBase;
+    use std::sync::{Arc, Mutex};
+
+    /// A hub that need not be honest (an attacker's test peer, not a fake of Turnpike's
+    /// directory): each page as `page` makes it from (limit, offset), which are logged.
+    pub async fn hostile_hub(
+        page: impl Fn(usize, usize) -> axum::response::Response + Clone + Send + Sync + 'static,
+    ) -> (HubBase, Arc<Mutex<Vec<(usize, usize)>>>) {
+        let asked: Arc<Mutex<Vec<(usize, usize)>>> = Default::default();
+        let log = asked.clone();
+        let app = axum::Router::new().route(
+            "/directory",
+            axum::routing::get(
+                move |q: axum::extract::Query<std::collections::HashMap<String, usize>>| {
+                    let (limit, offset) = (q.0["limit"], q.0["offset"]);
+                    log.lock().unwrap().push((limit, offset));
+                    let page = page.clone();
+                    async move { page(limit, offset) }
+                },
+            ),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(axum::serve(l, app).into_future());
+        (HubBase::parse(&format!("http://{addr}")).unwrap(), asked)
+    }
+
+    pub fn json_response(v: serde_json::Value) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(axum::Json(v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_peer::{hostile_hub, json_response};
     use super::*;
     use serde_json::json;
 
@@ -334,37 +370,6 @@ mod tests {
             "path": format!("/p/s{i}"), "mode": "per_call", "price_msat": 1000, "amount_msat": 1020,
             "calls_per_payment": 1,
         })
-    }
-
-    /// A hub that is not honest (an attacker's test peer, not a fake of Turnpike's directory):
-    /// `total` entries in all, pages as `page` makes them from (limit, offset).
-    async fn hostile_hub(
-        page: impl Fn(usize, usize) -> axum::response::Response + Clone + Send + Sync + 'static,
-    ) -> (
-        HubBase,
-        std::sync::Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
-    ) {
-        let asked: std::sync::Arc<std::sync::Mutex<Vec<(usize, usize)>>> = Default::default();
-        let log = asked.clone();
-        let app = axum::Router::new().route(
-            "/directory",
-            axum::routing::get(
-                move |q: axum::extract::Query<std::collections::HashMap<String, usize>>| {
-                    let (limit, offset) = (q.0["limit"], q.0["offset"]);
-                    log.lock().unwrap().push((limit, offset));
-                    let page = page.clone();
-                    async move { page(limit, offset) }
-                },
-            ),
-        );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(axum::serve(l, app).into_future());
-        (HubBase::parse(&format!("http://{addr}")).unwrap(), asked)
-    }
-
-    fn json_response(v: serde_json::Value) -> axum::response::Response {
-        axum::response::IntoResponse::into_response(axum::Json(v))
     }
 
     #[tokio::test]

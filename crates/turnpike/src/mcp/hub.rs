@@ -1,6 +1,8 @@
 //! The hub's services as tools of `turnpike mcp --hub URL`: the directory read at start, read
-//! again when a listing asked for is older than the TTL (a failed re-read keeps the last good
-//! one), each entry named, described and given its schema by [`super::hub_tools`].
+//! again when a listing asked for is older than the TTL (by one caller, the others keep the
+//! last list meanwhile; a failed re-read keeps it too), each entry named, described and given
+//! its schema by [`super::hub_tools`]. Each list that differs from the one before gets the
+//! next version number, so that every connection can tell the list changed since it last saw.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -23,6 +25,8 @@ pub type Tools = BTreeMap<String, HubTool>;
 
 struct State {
     tools: Arc<Tools>,
+    /// 1 for the first list, one more for each that differs from the one before.
+    version: u64,
     read_at: Instant,
 }
 
@@ -34,7 +38,9 @@ pub struct Hub {
     ttl: Duration,
     /// Names the hub's tools may not take (the built-in tools').
     reserved: Vec<String>,
-    state: tokio::sync::Mutex<State>,
+    state: std::sync::Mutex<State>,
+    /// Held by the one caller re-reading the directory.
+    reading: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
@@ -53,10 +59,12 @@ impl Hub {
             http,
             ttl,
             reserved,
-            state: tokio::sync::Mutex::new(State {
+            state: std::sync::Mutex::new(State {
                 tools,
+                version: 1,
                 read_at: Instant::now(),
             }),
+            reading: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -69,28 +77,45 @@ impl Hub {
         &self.http
     }
 
-    /// The tools, the directory read again first when the last reading is older than the TTL;
-    /// `true` when that reading changed them.
-    pub async fn tools(&self) -> (Arc<Tools>, bool) {
-        let mut state = self.state.lock().await;
-        if state.read_at.elapsed() < self.ttl {
-            return (state.tools.clone(), false);
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The tools and their version; when the last reading is older than the TTL, the directory
+    /// is read again first (by this caller, unless another is already at it: then the last
+    /// list is given at once).
+    pub async fn tools(&self) -> (Arc<Tools>, u64) {
+        let current = || {
+            let state = self.state();
+            (state.tools.clone(), state.version)
+        };
+        if self.state().read_at.elapsed() < self.ttl {
+            return current();
         }
+        let Ok(_reading) = self.reading.try_lock() else {
+            return current();
+        };
+        if self.state().read_at.elapsed() < self.ttl {
+            return current();
+        }
+        let read = directory::read(&self.http, &self.base).await;
+        let mut state = self.state();
         state.read_at = Instant::now();
-        match directory::read(&self.http, &self.base).await {
+        match read {
             Ok(listing) => {
                 let fresh = build(listing, &self.reserved);
-                let changed = !same(&state.tools, &fresh);
-                if changed {
+                if !same(&state.tools, &fresh) {
                     state.tools = Arc::new(fresh);
+                    state.version += 1;
                 }
-                (state.tools.clone(), changed)
             }
             Err(e) => {
                 tracing::warn!("re-reading the hub's directory failed (the last list stays): {e}");
-                (state.tools.clone(), false)
             }
         }
+        (state.tools.clone(), state.version)
     }
 }
 
@@ -156,13 +181,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn entry(id: &str) -> Entry {
-        serde_json::from_value(json!({
+    fn entry_json(id: &str) -> serde_json::Value {
+        json!({
             "id": id, "provider": {"slug": "alice", "name": "Alice"}, "service": "s",
             "path": "/alice/s", "mode": "per_call", "price_msat": 1000, "amount_msat": 1020,
             "calls_per_payment": 1,
-        }))
-        .unwrap()
+        })
+    }
+
+    fn entry(id: &str) -> Entry {
+        serde_json::from_value(entry_json(id)).unwrap()
     }
 
     #[test]
@@ -209,5 +237,48 @@ mod tests {
             &["l402_fetch".into()],
         );
         assert!(!same(&tools, &changed));
+    }
+
+    #[tokio::test]
+    async fn a_changed_list_gets_a_new_version_and_a_failed_read_keeps_the_last() {
+        use super::super::directory::test_peer::{hostile_hub, json_response};
+        use std::sync::Mutex;
+        turnpike_lightning::ensure_crypto_provider();
+        let ids: Arc<Mutex<Option<Vec<&'static str>>>> =
+            Arc::new(Mutex::new(Some(vec!["alice/a"])));
+        let served = ids.clone();
+        let (base, asked) = hostile_hub(move |_, offset| match served.lock().unwrap().clone() {
+            Some(ids) => {
+                let entries: Vec<_> = ids.iter().map(|id| entry_json(id)).collect();
+                json_response(json!({"total": ids.len(), "offset": offset, "services": entries}))
+            }
+            None => {
+                axum::response::IntoResponse::into_response(http::StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        })
+        .await;
+        let names = |t: &Tools| t.keys().cloned().collect::<Vec<_>>();
+        // A long TTL: no re-read.
+        let http = reqwest::Client::new();
+        let hub = Hub::open(base.clone(), http.clone(), Duration::from_secs(600), vec![])
+            .await
+            .unwrap();
+        *ids.lock().unwrap() = Some(vec!["alice/a", "alice/b"]);
+        let (t, v) = hub.tools().await;
+        assert_eq!((names(&t), v), (vec!["alice__a".to_owned()], 1));
+        assert_eq!(asked.lock().unwrap().len(), 1);
+        // No TTL: each call re-reads; same list, same version; another list, the next one.
+        let hub = Hub::open(base, http, Duration::ZERO, vec![]).await.unwrap();
+        assert_eq!(hub.tools().await.1, 1);
+        *ids.lock().unwrap() = Some(vec!["alice/a", "alice/c"]);
+        let (t, v) = hub.tools().await;
+        assert_eq!(
+            (names(&t), v),
+            (vec!["alice__a".into(), "alice__c".into()], 2)
+        );
+        *ids.lock().unwrap() = None;
+        let (t, v) = hub.tools().await;
+        assert_eq!((t.len(), v), (2, 2), "a failed read keeps the last list");
+        assert_eq!(asked.lock().unwrap().len(), 5);
     }
 }

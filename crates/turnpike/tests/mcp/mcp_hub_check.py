@@ -5,9 +5,10 @@ Usage: mcp_hub_check.py TURNPIKE_BIN HUB_URL ADMIN_API_URL ALICE_TOKEN UPSTREAM_
 The SDK starts `TURNPIKE_BIN mcp --wallet agent --hub HUB_URL …` over stdio (the environment
 passes through: the wallet file and the agent's LNbits key). The hub (a real `turnpike serve`
 with [hub]) has alice's `quote` (21 sats, GET, with a description and an input schema), `x.y`
-and `x_y` (1 sat each: their tool names collide) and bob's `data` (100 sats, POST, above the
-wallet's max_per_call of 50). The upstream echoes {method, uri, body}, and answers 404 under
-`/missing`. The script exits non-zero on the first failed check and prints one JSON summary
+and `x_y` (1 sat each: their tool names collide), bob's `data` (100 sats, above the wallet's
+max_per_call of 50) and its route `ingest` (5 sats, POST). The upstream echoes {method, uri, body}, and answers 404 under
+`/missing`. LNbits invoices are in whole sats: the hub asks 21 sats + 2 % as 22 sats, and its
+directory lists that. The script exits non-zero on the first failed check and prints one JSON summary
 line on success.
 """
 
@@ -46,20 +47,26 @@ def echoed(result):
     return out, json.loads(out["body"])
 
 
-def add_service(admin, token, service):
+def admin_call(admin, token, method, path, body):
     req = urllib.request.Request(
-        f"{admin}/services",
-        data=json.dumps(service).encode(),
-        method="POST",
+        f"{admin}{path}",
+        data=json.dumps(body).encode(),
+        method=method,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
-        check(resp.status == 201, f"service added: {resp.status}")
+        return resp.status
 
 
-async def run(server, admin, alice_token, upstream):
+def listed_price(hub, service):
+    with urllib.request.urlopen(f"{hub}/directory?provider=alice", timeout=10) as resp:
+        entries = json.loads(resp.read())["services"]
+    return next(e["price_msat"] for e in entries if e["service"] == service)
+
+
+async def run(binary, hub, admin, alice_token, upstream):
     summary = {}
-    async with Client(server, message_handler=on_message) as client:
+    async with Client(server(binary, hub, 1), message_handler=on_message) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         check({"l402_fetch", "l402_spending_report"} <= set(tools), f"built-ins kept: {sorted(tools)}")
         hub_tools = sorted(n for n in tools if not n.startswith("l402_"))
@@ -68,13 +75,15 @@ async def run(server, admin, alice_token, upstream):
         # The provider's registration: description with the price, the input schema.
         quote = tools["alice__quote"]
         check("Stock quotes" in quote.description, quote.description)
-        check("Costs 21 sat per call (21.42 sat with fee)" in quote.description, quote.description)
+        check("Costs 21 sat per call (22 sat with fee)" in quote.description, quote.description)
         schema = quote.input_schema
         check(schema["type"] == "object" and schema["required"] == ["symbol"], f"schema: {schema}")
         check(schema["properties"]["symbol"]["type"] == "string", f"schema: {schema}")
         check("_path" in schema["properties"], f"_path offered: {schema}")
         data = tools["bob__data"]
         check("Costs 100 sat per call (102 sat with fee)" in data.description, data.description)
+        ingest = tools["bob__data__ingest"]
+        check("Costs 5 sat per call (6 sat with fee)" in ingest.description, ingest.description)
         # No schema registered: an open object.
         check(tools["alice__x_y"].input_schema["type"] == "object", "open schema")
         # "alice/x.y" and "alice/x_y" both make "alice__x_y": the first id keeps it.
@@ -100,6 +109,13 @@ async def run(server, admin, alice_token, upstream):
         check(r.structured_content["status"] == 404, f"status: {r.structured_content}")
         check(r.structured_content["paid_sats"] == 2, f"paid: {r.structured_content}")
 
+        # A POST route: the arguments as the JSON body.
+        r = await client.call_tool("bob__data__ingest", {"rows": [1, 2], "meta": {"a": None}})
+        out, echo = echoed(r)
+        check(echo["method"] == "POST" and echo["uri"] == "/data/ingest", f"echo: {echo}")
+        check(json.loads(echo["body"]) == {"rows": [1, 2], "meta": {"a": None}}, f"body: {echo}")
+        check(out["paid_sats"] == 6, f"5.1 sat paid as 6: {out}")
+
         # Above the budget: refused, nothing paid, nothing sent upstream.
         r = await client.call_tool("bob__data", {"rows": [1, 2]})
         check(r.is_error is True, f"over budget is a tool error: {r}")
@@ -114,14 +130,11 @@ async def run(server, admin, alice_token, upstream):
         check(r.is_error is True and "object" in text_of(r), f"object in a query: {text_of(r)}")
 
         rep = await client.call_tool("l402_spending_report", {})
-        check(rep.structured_content["total_sats"] == 26, f"22 + 2 + 2 sats: {rep.structured_content}")
+        check(rep.structured_content["total_sats"] == 32, f"22 + 2 + 2 + 6 sats: {rep.structured_content}")
 
         # A service added on the hub shows after the TTL, with notifications/tools/list_changed.
-        add_service(
-            admin,
-            alice_token,
-            {"name": "fresh", "path": "/fresh", "upstream": upstream, "price_sats": 3},
-        )
+        service = {"name": "fresh", "path": "/fresh", "upstream": upstream, "price_sats": 3}
+        check(admin_call(admin, alice_token, "POST", "/services", service) == 201, "service added")
         await asyncio.sleep(1.5)
         names = {t.name for t in (await client.list_tools()).tools}
         check("alice__fresh" in names, f"new tool listed: {sorted(names)}")
@@ -136,12 +149,30 @@ async def run(server, admin, alice_token, upstream):
         await asyncio.sleep(0.3)
         check(len(CHANGED) == 1, f"one notification: {CHANGED}")
     summary["notified"] = len(CHANGED)
+
+    # The provider raises its price after the agent read the list: the tool pays at most the
+    # price it showed (22 sats), so the 41 sats now asked are refused and nothing is paid.
+    async with Client(server(binary, hub, 600)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        check("(22 sat with fee)" in tools["alice__quote"].description, "the price shown")
+        check(admin_call(admin, alice_token, "PATCH", "/services/quote", {"price_sats": 40}) == 200, "raised")
+        for _ in range(100):
+            if listed_price(hub, "quote") == 40_000:
+                break
+            await asyncio.sleep(0.1)
+        check(listed_price(hub, "quote") == 40_000, "the hub asks 40 sats now")
+        r = await client.call_tool("alice__quote", {"symbol": "BTC"})
+        check(r.is_error is True, f"a raised price is refused: {r}")
+        check("41" in text_of(r) and "nothing was paid" in text_of(r), text_of(r))
+        check("22 sat the hub's directory lists" in text_of(r), text_of(r))
+        rep = await client.call_tool("l402_spending_report", {})
+        check(rep.structured_content["total_sats"] == 32, f"still 32 sats: {rep.structured_content}")
     print(json.dumps(summary))
 
 
-def main():
-    binary, hub, admin, alice_token, upstream = sys.argv[1:6]
-    server = StdioServerParameters(
+def server(binary, hub, ttl_secs):
+    """`turnpike mcp` on the hub, re-reading its directory after `ttl_secs`."""
+    return StdioServerParameters(
         command=binary,
         args=[
             "mcp",
@@ -154,11 +185,15 @@ def main():
             "--max-sats",
             "500",
             "--hub-ttl-secs",
-            "1",
+            str(ttl_secs),
         ],
         env=dict(os.environ),
     )
-    asyncio.run(run(server, admin, alice_token, upstream))
+
+
+def main():
+    binary, hub, admin, alice_token, upstream = sys.argv[1:6]
+    asyncio.run(run(binary, hub, admin, alice_token, upstream))
 
 
 if __name__ == "__main__":
