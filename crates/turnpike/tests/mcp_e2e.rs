@@ -317,7 +317,8 @@ async fn echo_upstream() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<Stri
 
 /// `turnpike mcp --hub` driven by the official SDK against a real hub: the providers' services
 /// are tools with their descriptions, prices and schemas (two colliding names told apart); a
-/// call pays the provider's own wallet within the budget and returns the upstream's answer; a
+/// call pays the provider's own wallet within the budget (approved by the person above
+/// approve_above) and returns the upstream's answer; a
 /// call above the budget pays nothing and reaches nobody; a service added shows after the TTL
 /// with `notifications/tools/list_changed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,7 +372,7 @@ async fn python_sdk_with_a_hub() {
         dir.path().join("wallets.toml"),
         format!(
             "[wallets.agent]\nkind = \"lnbits\"\nurl = \"{}\"\nadmin_key = {{ env = \"AGENT_ADMIN_KEY\" }}\n\n\
-             [wallets.agent.budget]\nmax_per_call = 50\ntotal = 1000\n",
+             [wallets.agent.budget]\nmax_per_call = 50\ntotal = 1000\napprove_above = 20\n",
             node.url
         ),
     )

@@ -158,9 +158,15 @@ pub fn build(listing: Listing, reserved: &[String]) -> Tools {
 }
 
 fn tool_of(name: &str, e: &Entry) -> Tool {
+    let label = |s: &str| hub_tools::clip(s, 60);
     let title = match &e.route {
-        Some(route) => format!("{}: {} / {route}", e.provider.name, e.service),
-        None => format!("{}: {}", e.provider.name, e.service),
+        Some(route) => format!(
+            "{}: {} / {}",
+            label(&e.provider.name),
+            label(&e.service),
+            label(route)
+        ),
+        None => format!("{}: {}", label(&e.provider.name), label(&e.service)),
     };
     Tool::new(
         name.to_owned(),

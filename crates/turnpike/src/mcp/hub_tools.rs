@@ -125,7 +125,7 @@ pub fn price_line(e: &Entry) -> String {
         (_, Some(1), _) => format!("Costs {price} sat per call"),
         (_, Some(n), _) => format!("Costs {price} sat per {n} calls"),
         ("unlimited", None, None) => format!("Costs {price} sat, once, for unlimited calls"),
-        (mode, _, _) => format!("Costs {price} sat ({mode})"),
+        (mode, _, _) => format!("Costs {price} sat ({})", clip(mode, MAX_LABEL)),
     };
     if e.amount_msat != e.price_msat {
         line.push_str(&format!(" ({} sat with fee)", sats_text(e.amount_msat)));
@@ -133,11 +133,30 @@ pub fn price_line(e: &Entry) -> String {
     line
 }
 
-/// The tool description of an entry: its description, its price, its provider.
+/// The most characters of an entry's description shown (the directory's own limit).
+const MAX_DESCRIPTION: usize = 1000;
+/// The most characters of a name (provider, service, id, mode) shown.
+const MAX_LABEL: usize = 100;
+
+/// `text` cut to `max` characters (a hostile hub cannot fill the agent's context).
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// The tool description of an entry: its description, its price, its provider (each of the
+/// hub's texts cut to a bound).
 pub fn description(e: &Entry) -> String {
+    let label = |s: &str| clip(s, MAX_LABEL);
     let what = match &e.description {
-        Some(d) if !d.trim().is_empty() => d.trim().to_owned(),
-        _ => format!("The {} service of {}.", e.service, e.provider.name),
+        Some(d) if !d.trim().is_empty() => clip(d.trim(), MAX_DESCRIPTION),
+        _ => format!(
+            "The {} service of {}.",
+            label(&e.service),
+            label(&e.provider.name)
+        ),
     };
     let health = match e.health.as_ref().map(|h| h.status.as_str()) {
         Some("down") => " The hub's last probe found it down.",
@@ -147,9 +166,9 @@ pub fn description(e: &Entry) -> String {
         "{what}\n\n{}; paid from the wallet within its budget, never above this price. \
          Provider: {} ({}), on the hub as {}.{health}",
         price_line(e),
-        e.provider.name,
-        e.provider.slug,
-        e.id
+        label(&e.provider.name),
+        label(&e.provider.slug),
+        label(&e.id)
     )
 }
 
@@ -401,6 +420,16 @@ mod tests {
         assert!(price_line(&e).starts_with("Costs at most 21 sat per call"));
         let d = description(&entry("alice/quote", "/alice/quote", None));
         assert!(d.contains("The quote service of Alice Data."), "{d}");
+        // A hub's texts are cut to bounds.
+        let mut flood = entry(&"a/".repeat(5000), "/a", None);
+        flood.description = Some("é".repeat(100_000));
+        flood.provider.name = "n".repeat(100_000);
+        flood.mode = "m".repeat(100_000);
+        let flooded = description(&flood);
+        assert!(flooded.chars().count() < 1600, "{}", flooded.len());
+        assert!(flooded.starts_with(&format!("{}…\n\n", "é".repeat(1000))));
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc…");
         assert!(
             d.contains("21.42 sat with fee") && d.contains("alice/quote"),
             "{d}"

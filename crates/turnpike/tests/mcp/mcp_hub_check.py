@@ -6,7 +6,8 @@ The SDK starts `TURNPIKE_BIN mcp --wallet agent --hub HUB_URL …` over stdio (t
 passes through: the wallet file and the agent's LNbits key). The hub (a real `turnpike serve`
 with [hub]) has alice's `quote` (21 sats, GET, with a description and an input schema), `x.y`
 and `x_y` (1 sat each: their tool names collide), bob's `data` (100 sats, above the wallet's
-max_per_call of 50) and its route `ingest` (5 sats, POST). The upstream echoes {method, uri, body}, and answers 404 under
+max_per_call of 50) and its route `ingest` (5 sats, POST); the wallet asks approval above 20
+sats (the first session approves through elicitation). The upstream echoes {method, uri, body}, and answers 404 under
 `/missing`. LNbits invoices are in whole sats: the hub asks 21 sats + 2 % as 22 sats, and its
 directory lists that. The script exits non-zero on the first failed check and prints one JSON summary
 line on success.
@@ -23,6 +24,12 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 CHANGED = []
+ASKED = []
+
+
+async def on_elicit(_context, params):
+    ASKED.append(params.message)
+    return types.ElicitResult(action="accept", content={"approve": True})
 
 
 async def on_message(message):
@@ -66,7 +73,9 @@ def listed_price(hub, service):
 
 async def run(binary, hub, admin, alice_token, upstream):
     summary = {}
-    async with Client(server(binary, hub, 1), message_handler=on_message) as client:
+    async with Client(
+        server(binary, hub, 1), message_handler=on_message, elicitation_callback=on_elicit
+    ) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         check({"l402_fetch", "l402_spending_report"} <= set(tools), f"built-ins kept: {sorted(tools)}")
         hub_tools = sorted(n for n in tools if not n.startswith("l402_"))
@@ -90,8 +99,10 @@ async def run(binary, hub, admin, alice_token, upstream):
         check("alice/x.y" in tools["alice__x_y"].description, tools["alice__x_y"].description)
         check("alice/x_y" in tools["alice__x_y_2"].description, tools["alice__x_y_2"].description)
 
-        # A paid call: the arguments as the query, the upstream's answer back.
+        # A paid call: the arguments as the query, the upstream's answer back. 22 sats is above
+        # the wallet's approve_above of 20: the person is asked (and approves), as for l402_fetch.
         r = await client.call_tool("alice__quote", {"symbol": "BTC", "n": 2})
+        check(len(ASKED) == 1 and "22 sats" in ASKED[0], f"approval asked: {ASKED}")
         out, echo = echoed(r)
         check(echo == {"method": "GET", "uri": "/quote?n=2&symbol=BTC", "body": ""}, f"echo: {echo}")
         check(out["paid"] is True and out["paid_sats"] == 22, f"paid 22 sats: {out}")
@@ -131,6 +142,7 @@ async def run(binary, hub, admin, alice_token, upstream):
 
         rep = await client.call_tool("l402_spending_report", {})
         check(rep.structured_content["total_sats"] == 32, f"22 + 2 + 2 + 6 sats: {rep.structured_content}")
+        check(len(ASKED) == 1, f"nothing below approve_above asked: {ASKED}")
 
         # A service added on the hub shows after the TTL, with notifications/tools/list_changed.
         service = {"name": "fresh", "path": "/fresh", "upstream": upstream, "price_sats": 3}
