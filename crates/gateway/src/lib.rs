@@ -25,6 +25,7 @@ pub mod headers;
 pub mod hub;
 pub mod idempotency;
 pub mod keys;
+pub mod metadata;
 pub mod metrics;
 pub mod pipeline;
 pub mod pricer;
@@ -626,7 +627,8 @@ fn app_with(state: SharedState) -> axum::Router {
                 get(hub::register::page).post(hub::register::public_register),
             )
             .route(hub::register::SCRIPT_PATH, get(hub::register::script))
-            .route(hub::register::STYLE_PATH, get(hub::register::style));
+            .route(hub::register::STYLE_PATH, get(hub::register::style))
+            .route(hub::directory::PATH, get(hub::directory::handle));
     }
     if state.dev.is_some() {
         app = app

@@ -7,8 +7,14 @@
 //! `approve_above` the person is asked through MCP elicitation when the client supports it;
 //! otherwise the payment is refused. URLs reaching private, loopback or link-local addresses are
 //! refused unless allowed. Every failure is a tool error with a plain message.
+//!
+//! With `--hub URL`, each service of the hub's directory is a tool too ([`hub`]): a call
+//! becomes a request on the hub, paid by the same client, budget and ledger as `l402_fetch`.
 
+mod directory;
 mod guard;
+mod hub;
+mod hub_tools;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -77,6 +83,13 @@ pub struct McpArgs {
     /// Most bytes of a response body returned to the agent.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
+    /// A Turnpike hub whose directory's services become tools (a loopback or private hub
+    /// needs --allow-host too).
+    #[arg(long, value_name = "URL")]
+    hub: Option<String>,
+    /// How old the hub's list of services may get before tools/list reads it again, seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    hub_ttl_secs: u64,
 }
 
 /// What every connection shares: the wallet, its accounting, the guard.
@@ -92,12 +105,16 @@ struct Shared {
     http: reqwest::Client,
     max_sats: u64,
     max_body: usize,
+    /// The hub of `--hub`, its services as tools.
+    hub: Option<hub::Hub>,
 }
 
 /// One MCP connection: the shared state and the budgets lowered for this connection only.
 #[derive(Clone)]
 struct TurnpikeMcp {
     shared: Arc<Shared>,
+    /// The version of the hub's tools this connection was last given or told of (0: none).
+    hub_seen: Arc<std::sync::atomic::AtomicU64>,
     lowered: Arc<Mutex<Budget>>,
     /// Lowers every x402 asset's budget (each keeps its own windows' periods).
     lowered_x402: Arc<Mutex<TokenBudget>>,
@@ -344,6 +361,11 @@ fn read_only(title: &str) -> ToolAnnotations {
         .open_world(true)
 }
 
+/// The names of the built-in tools (a hub's tools never take them).
+fn builtin_names() -> Vec<String> {
+    tools().into_iter().map(|t| t.name.into_owned()).collect()
+}
+
 fn tools() -> Vec<Tool> {
     vec![
         tool::<FetchParams>(
@@ -403,6 +425,7 @@ impl TurnpikeMcp {
     fn new(shared: Arc<Shared>) -> TurnpikeMcp {
         TurnpikeMcp {
             shared,
+            hub_seen: Arc::default(),
             lowered: Arc::new(Mutex::new(Budget::default())),
             lowered_x402: Arc::new(Mutex::new(TokenBudget::default())),
         }
@@ -500,6 +523,7 @@ impl TurnpikeMcp {
         url: &reqwest::Url,
         max_sats: Option<u64>,
         approver: Option<Approver>,
+        http: &reqwest::Client,
     ) -> Result<L402Client, String> {
         let s = &self.shared;
         let backend: Arc<dyn PaymentBackend> = match &s.backend {
@@ -514,7 +538,7 @@ impl TurnpikeMcp {
         let cap = max_sats.map_or(s.max_sats, |m| m.min(s.max_sats));
         let client = L402Client::new(backend, Sats(cap))
             .map_err(|e| chain(&e))?
-            .with_http_client(s.http.clone())
+            .with_http_client(http.clone())
             .with_accounting(accounting)
             .with_x402(self.x402_wallet(), s.entry.prefer());
         Ok(match s.entry.backend {
@@ -540,24 +564,37 @@ impl TurnpikeMcp {
     }
 
     async fn fetch(&self, params: FetchParams, peer: &Peer<RoleServer>) -> CallToolResult {
-        let max_sats = params.max_sats;
         let req = match Self::request(params.request) {
             Ok(r) => r,
             Err(e) => return tool_error(e),
         };
-        if let Err(e) = guard::check_url(&req.url, &self.shared.allowed).await {
-            return tool_error(e);
+        match self
+            .pay_and_fetch(req, params.max_sats, peer, &self.shared.http)
+            .await
+        {
+            Ok(out) => structured(&out),
+            Err(e) => tool_error(e),
         }
+    }
+
+    /// Sends `req` through the paying client (the wallet, this connection's budget, approval,
+    /// the ledger) with `http`, paying at most `max_sats` (and --max-sats); the answer, its
+    /// body read up to --max-body-bytes. Every failure is a plain message.
+    async fn pay_and_fetch(
+        &self,
+        req: FetchRequest,
+        max_sats: Option<u64>,
+        peer: &Peer<RoleServer>,
+        http: &reqwest::Client,
+    ) -> Result<FetchOutput, String> {
+        guard::check_url(&req.url, &self.shared.allowed).await?;
         let approver = Self::approver(peer);
         let could_ask = approver.is_some();
-        let client = match self.client(&req.url, max_sats, approver) {
-            Ok(c) => c,
-            Err(e) => return tool_error(e),
-        };
-        let fetched = match client.fetch(req).await {
-            Ok(f) => f,
-            Err(e) => return tool_error(Self::client_error(&e, could_ask)),
-        };
+        let client = self.client(&req.url, max_sats, approver, http)?;
+        let fetched = client
+            .fetch(req)
+            .await
+            .map_err(|e| Self::client_error(&e, could_ask))?;
         let receipt = fetched.receipt;
         let x402 = fetched.x402.map(|x| X402Output {
             asset: x.asset,
@@ -586,7 +623,7 @@ impl TurnpikeMcp {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > self.shared.max_body {
-                        return tool_error(format!(
+                        return Err(format!(
                             "the response body is larger than {} bytes (--max-body-bytes): not \
                              returned{paid_note}",
                             self.shared.max_body
@@ -596,7 +633,7 @@ impl TurnpikeMcp {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    return tool_error(format!(
+                    return Err(format!(
                         "reading the response body failed: {}{paid_note}",
                         chain(&e)
                     ));
@@ -610,7 +647,7 @@ impl TurnpikeMcp {
                 "base64",
             ),
         };
-        structured(&FetchOutput {
+        Ok(FetchOutput {
             status,
             headers,
             body,
@@ -624,6 +661,38 @@ impl TurnpikeMcp {
         })
     }
 
+    /// A call of a hub's tool: the request of the directory's convention, paid as `l402_fetch`
+    /// pays but never above the price the directory lists, through the hub-only client; a tool
+    /// error when the hub answers 400 or above.
+    async fn call_hub(
+        &self,
+        hub: &hub::Hub,
+        tool: &hub::HubTool,
+        args: serde_json::Map<String, serde_json::Value>,
+        peer: &Peer<RoleServer>,
+    ) -> CallToolResult {
+        let req = match hub_tools::request(hub.base(), &tool.entry, args) {
+            Ok(r) => r,
+            Err(e) => return tool_error(format!("{}: {e}; nothing was sent", tool.tool.name)),
+        };
+        let listed = tool.entry.amount_msat.div_ceil(1000);
+        match self
+            .pay_and_fetch(req, Some(listed), peer, hub.http())
+            .await
+        {
+            Ok(out) => {
+                let mut result = structured(&out);
+                result.is_error = Some(out.status >= 400);
+                result
+            }
+            Err(e) => tool_error(format!(
+                "{}: {e} (this tool pays at most the {listed} sat the hub's directory lists, \
+                 and never more than --max-sats)",
+                tool.tool.name
+            )),
+        }
+    }
+
     async fn quote(&self, params: RequestParams) -> CallToolResult {
         let req = match Self::request(params) {
             Ok(r) => r,
@@ -632,7 +701,7 @@ impl TurnpikeMcp {
         if let Err(e) = guard::check_url(&req.url, &self.shared.allowed).await {
             return tool_error(e);
         }
-        let client = match self.client(&req.url, None, None) {
+        let client = match self.client(&req.url, None, None, &self.shared.http) {
             Ok(c) => c,
             Err(e) => return tool_error(e),
         };
@@ -892,12 +961,27 @@ impl TurnpikeMcp {
 
 impl ServerHandler for TurnpikeMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = match self.shared.hub {
+            Some(_) => ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+            None => ServerCapabilities::builder().enable_tools().build(),
+        };
+        let hub = match &self.shared.hub {
+            Some(h) => format!(
+                " The other tools are the paid services of the hub {}: each call pays its \
+                 listed price from the same wallet and budget.",
+                h.base().url()
+            ),
+            None => String::new(),
+        };
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("turnpike", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
                 "Pays for HTTP APIs that answer 402 (L402, Lightning) with wallet {:?}, within \
                  the budget its owner set. Use l402_quote to see a price, l402_fetch to pay and \
-                 fetch, l402_balance and l402_spending_report to see what is left and spent.",
+                 fetch, l402_balance and l402_spending_report to see what is left and spent.{hub}",
                 self.shared.wallet
             ))
     }
@@ -911,9 +995,14 @@ impl ServerHandler for TurnpikeMcp {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools()))
+        let mut all = tools();
+        if let Some(hub) = &self.shared.hub {
+            let listed = self.hub_tools(hub, &context.peer).await;
+            all.extend(listed.values().map(|t| t.tool.clone()));
+        }
+        Ok(ListToolsResult::with_all_items(all))
     }
 
     async fn call_tool(
@@ -946,9 +1035,41 @@ impl ServerHandler for TurnpikeMcp {
                 Ok(p) => self.lower(p),
                 Err(e) => e,
             },
-            other => tool_error(format!("no tool named {other:?}")),
+            other => match &self.shared.hub {
+                Some(hub) => {
+                    let listed = self.hub_tools(hub, &context.peer).await;
+                    match listed.get(other) {
+                        Some(tool) => {
+                            let args = request.arguments.clone().unwrap_or_default();
+                            self.call_hub(hub, tool, args, &context.peer).await
+                        }
+                        None => tool_error(format!("no tool named {other:?}")),
+                    }
+                }
+                None => tool_error(format!("no tool named {other:?}")),
+            },
         };
         Ok(result.into())
+    }
+}
+
+impl TurnpikeMcp {
+    /// The hub's tools; when they changed since this connection last saw them, the client is
+    /// told (`notifications/tools/list_changed`, sent without waiting).
+    async fn hub_tools(&self, hub: &hub::Hub, peer: &Peer<RoleServer>) -> Arc<hub::Tools> {
+        let (listed, version) = hub.tools().await;
+        let seen = self
+            .hub_seen
+            .swap(version, std::sync::atomic::Ordering::SeqCst);
+        if seen != 0 && seen != version {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = peer.notify_tool_list_changed().await {
+                    tracing::debug!("telling the client the tools changed failed: {e}");
+                }
+            });
+        }
+        listed
     }
 }
 
@@ -979,7 +1100,12 @@ async fn shared(args: &McpArgs) -> anyhow::Result<Shared> {
     };
     let accounting = crate::fetch::accounting_for(&args.wallet, &entry).await?;
     let x402 = entry.x402_wallet(&args.wallet)?;
+    let hub = match &args.hub {
+        Some(url) => Some(open_hub(url, &allowed, args.hub_ttl_secs).await?),
+        None => None,
+    };
     Ok(Shared {
+        hub,
         x402,
         wallet: args.wallet.clone(),
         entry,
@@ -990,6 +1116,20 @@ async fn shared(args: &McpArgs) -> anyhow::Result<Shared> {
         max_sats: args.max_sats,
         max_body: args.max_body_bytes,
     })
+}
+
+/// Reads the directory of the hub at `url` (refused like any URL the tools reach).
+async fn open_hub(url: &str, allowed: &AllowedHosts, ttl_secs: u64) -> anyhow::Result<hub::Hub> {
+    let base = directory::HubBase::parse(url)?;
+    guard::check_url(base.url(), allowed)
+        .await
+        .map_err(|e| anyhow::anyhow!("--hub {url}: {e}"))?;
+    let http =
+        guard::http_client_without_redirects(allowed).context("building the hub's HTTP client")?;
+    let hub = hub::Hub::open(base, http, Duration::from_secs(ttl_secs), builtin_names())
+        .await
+        .with_context(|| format!("reading the directory of the hub {url}"))?;
+    Ok(hub)
 }
 
 /// Runs `turnpike mcp`.

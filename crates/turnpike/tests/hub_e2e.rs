@@ -7,192 +7,22 @@
 //! it). Without it: skipped with a message, or a failure under `TURNPIKE_STRICT_TESTS=1`.
 
 mod common;
+mod hub_node;
 mod lnbits_node;
 mod lnurl_contract_fake;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use turnpike_l402::credential::Credential;
 use turnpike_l402::macaroon::Macaroon;
 use turnpike_lightning::{Msat, PaymentBackend};
 
-use common::Running;
+use hub_node::{DOMAIN, Hub, lnbits_payout, start_hub, start_hub_with, until};
 use lnbits_node::{Keys, Node, balance, node};
 use lnurl_contract_fake::{LnurlFake, Mode};
-
-const DOMAIN: &str = "hub.test";
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// A hub: `turnpike serve` with `[hub]` (2 % fee, no trial unless `trial_days`), its admin
-/// listener on a free port.
-struct Hub {
-    _process: Running,
-    public: SocketAddr,
-    admin: SocketAddr,
-    token: String,
-    http: reqwest::Client,
-}
-
-fn start_hub(dir: &Path, trial_days: u32) -> Hub {
-    start_hub_with(dir, "hub", trial_days, "", "")
-}
-
-/// A hub named `name` in `dir` (its data directory `dir/data`, shared by every hub started
-/// in `dir`), with more top-level keys (`top`) and `[hub]` keys (`extra`), as TOML lines.
-fn start_hub_with(dir: &Path, name: &str, trial_days: u32, top: &str, extra: &str) -> Hub {
-    let (public, admin) = (free_port(), free_port());
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen = "{public}"
-data_dir = "data"
-{top}
-[rate_limits]
-challenges_per_ip = {{ requests = 0, per_secs = 1, burst = 1 }}
-[backend]
-kind = "dev"
-[hub]
-domain = "{DOMAIN}"
-fee = "2%"
-trial_days = {trial_days}
-allow_insecure_payouts = true
-allow_private_upstreams = true
-{extra}
-[admin]
-listen = "{admin}"
-sync_interval_secs = 1
-"#
-        ),
-    )
-    .unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let process = common::serve_with_admin(&config, &log, public, admin);
-    let token = std::fs::read_to_string(dir.join("data/admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    Hub {
-        _process: process,
-        public,
-        admin,
-        token,
-        http: reqwest::Client::new(),
-    }
-}
-
-impl Hub {
-    /// An admin call with `token`: (status, JSON body or null).
-    async fn call(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(
-                method.parse().unwrap(),
-                format!("http://{}/api/v1{path}", self.admin),
-            )
-            .bearer_auth(token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn operator(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call(&self.token, method, path, body).await
-    }
-
-    /// `POST /_turnpike/hub/register` on the public listener: (status, JSON body).
-    async fn self_register(&self, body: Value) -> (u16, Value) {
-        let url = format!("http://{}/_turnpike/hub/register", self.public);
-        let resp = self.http.post(url).json(&body).send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Adds a service with a provider's `token`: the service as created.
-    async fn add_service(&self, token: &str, service: Value) -> Value {
-        let (status, body) = self.call(token, "POST", "/services", Some(service)).await;
-        assert_eq!(status, 201, "{body}");
-        body
-    }
-
-    /// Registers a provider (operator); its token.
-    async fn register(&self, slug: &str, payout: Value) -> String {
-        let (status, body) = self
-            .operator(
-                "POST",
-                "/hub/providers",
-                Some(json!({
-                    "name": format!("{slug} APIs"), "slug": slug,
-                    "contact": format!("ops@{slug}.example"), "payout": payout,
-                })),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        assert_eq!(body["slug"], slug);
-        body["token"].as_str().unwrap().to_owned()
-    }
-
-    /// A public GET of `path` with `host` as the Host field.
-    async fn get(&self, host: &str, path: &str, auth: Option<&str>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .get(format!("http://{}{path}", self.public))
-            .header("host", host);
-        if let Some(auth) = auth {
-            req = req.header("authorization", auth);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    /// The fee ledger's row of `slug`, once it shows `payments`.
-    async fn fees_of(&self, slug: &str, payments: u64) -> Value {
-        until(
-            &format!("{payments} payments in {slug}'s fee row"),
-            async || {
-                let (status, body) = self.operator("GET", "/hub/fees", None).await;
-                assert_eq!(status, 200, "{body}");
-                let rows = body["providers"].as_array()?;
-                rows.iter()
-                    .find(|r| r["provider"] == slug && r["payments"] == payments)
-                    .cloned()
-            },
-        )
-        .await
-    }
-}
-
-/// Polls `probe` (every 100 ms, at most 15 s) until it gives a value.
-async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// An upstream recording the paths it was asked for.
 async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
@@ -209,10 +39,6 @@ async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let addr = l.local_addr().unwrap();
     tokio::spawn(axum::serve(l, app).into_future());
     (addr, seen)
-}
-
-fn lnbits_payout(node: &Node, keys: &Keys) -> Value {
-    json!({ "kind": "lnbits", "url": node.url, "invoice_key": keys.invoice })
 }
 
 /// Pays the 402 `challenge` from `payer`: the credential to retry with.

@@ -4,6 +4,8 @@
 //! budget as a tool error, elicitation accepted → paid and declined → not paid, an SSRF target
 //! refused before any connection, the spending report, a lowered budget, discovery. The script is
 //! `tests/mcp/mcp_check.py`; the ledger and the upstream's count are checked here as well.
+//! `turnpike mcp --hub` against a real hub (`turnpike serve` with `[hub]`, providers paid on
+//! their own wallets of a real LNbits, the agent paying from another): `tests/mcp/mcp_hub_check.py`.
 //!
 //! Needs `TURNPIKE_TEST_PYTHON` = a Python with `mcp` (scripts/test-requirements.txt; scripts/
 //! test.sh sets it up). Without it the tests print `SKIPPED` and pass, unless
@@ -20,11 +22,14 @@ use serde_json::Value;
 use turnpike_client::ledger::{Ledger, PaymentState};
 
 mod common;
+mod hub_node;
+mod lnbits_node;
 
 use common::{Running, dev_gateway};
 
 const BIN: &str = env!("CARGO_BIN_EXE_turnpike");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/mcp_check.py");
+const HUB_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/mcp_hub_check.py");
 const SETUP: &str = "set TURNPIKE_TEST_PYTHON to a Python with the MCP SDK, e.g. \
      `python3 -m venv .venv && .venv/bin/pip install -r scripts/test-requirements.txt && \
      export TURNPIKE_TEST_PYTHON=$PWD/.venv/bin/python` (scripts/test.sh does this)";
@@ -280,4 +285,201 @@ async fn http_with_a_token_refuses_requests_without_it() {
     );
     let ok = post(Some("Bearer s3cret-token")).await.unwrap();
     assert_eq!(ok.status(), 200, "{:?}", ok.text().await);
+}
+
+/// An upstream answering `{method, uri, body}` (404 under `/missing`), recording each request as
+/// `METHOD URI BODY` (trimmed).
+async fn echo_upstream() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |method: axum::http::Method, uri: axum::http::Uri, body: String| {
+            let log = log.clone();
+            async move {
+                let line = format!("{method} {uri} {body}");
+                log.lock().unwrap().push(line.trim_end().to_owned());
+                let status = if uri.path().contains("/missing") {
+                    axum::http::StatusCode::NOT_FOUND
+                } else {
+                    axum::http::StatusCode::OK
+                };
+                let echo = serde_json::json!({
+                    "method": method.as_str(), "uri": uri.to_string(), "body": body,
+                });
+                (status, echo.to_string())
+            }
+        },
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(axum::serve(l, app).into_future());
+    (addr, seen)
+}
+
+/// `turnpike mcp --hub` driven by the official SDK against a real hub: the providers' services
+/// are tools with their descriptions, prices and schemas (two colliding names told apart); a
+/// call pays the provider's own wallet within the budget (approved by the person above
+/// approve_above) and returns the upstream's answer; a
+/// call above the budget pays nothing and reaches nobody; a service added shows after the TTL
+/// with `notifications/tools/list_changed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_with_a_hub() {
+    let Some(python) = python("python_sdk_with_a_hub") else {
+        return;
+    };
+    let Some(node) = lnbits_node::node() else {
+        return;
+    };
+    let (alice_w, bob_w) = (node.wallet("alice", 0).await, node.wallet("bob", 0).await);
+    let agent = node.wallet("agent", 1_000).await;
+    let (up, seen) = echo_upstream().await;
+    let upstream = format!("http://{up}");
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_node::start_hub(dir.path(), 0);
+    let alice = hub
+        .register("alice", hub_node::lnbits_payout(&node, &alice_w))
+        .await;
+    let bob = hub
+        .register("bob", hub_node::lnbits_payout(&node, &bob_w))
+        .await;
+    let schema = serde_json::json!({"type": "object", "required": ["symbol"],
+                                    "properties": {"symbol": {"type": "string"}}});
+    let services = [
+        (
+            &alice,
+            serde_json::json!({"name": "quote", "path": "/quote", "price_sats": 21,
+                               "description": "Stock quotes", "input_schema": schema}),
+        ),
+        (
+            &alice,
+            serde_json::json!({"name": "x.y", "path": "/dot", "price_sats": 1}),
+        ),
+        (
+            &alice,
+            serde_json::json!({"name": "x_y", "path": "/under", "price_sats": 1}),
+        ),
+        (
+            &bob,
+            serde_json::json!({"name": "data", "path": "/data", "price_sats": 100,
+                               "routes": [{"name": "ingest", "path": "/data/ingest",
+                                           "method": "POST", "price_sats": 5}]}),
+        ),
+    ];
+    for (token, mut service) in services {
+        service["upstream"] = serde_json::json!(upstream);
+        hub.add_service(token, service).await;
+    }
+    std::fs::write(
+        dir.path().join("wallets.toml"),
+        format!(
+            "[wallets.agent]\nkind = \"lnbits\"\nurl = \"{}\"\nadmin_key = {{ env = \"AGENT_ADMIN_KEY\" }}\n\n\
+             [wallets.agent.budget]\nmax_per_call = 50\ntotal = 1000\napprove_above = 20\n",
+            node.url
+        ),
+    )
+    .unwrap();
+    let (a0, b0) = (
+        lnbits_node::balance(&node, &alice_w).await,
+        lnbits_node::balance(&node, &bob_w).await,
+    );
+    let out = Command::new(&python)
+        .arg(HUB_SCRIPT)
+        .args([
+            BIN,
+            &format!("http://{}", hub.public),
+            &format!("http://{}/api/v1", hub.admin),
+            &alice,
+            &upstream,
+        ])
+        .env("TURNPIKE_DATA_DIR", dir.path().join("agent-data"))
+        .env("TURNPIKE_WALLETS", dir.path().join("wallets.toml"))
+        .env("AGENT_ADMIN_KEY", &agent.admin)
+        .env_remove("TURNPIKE_MCP_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mcp_hub_check.py failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("summary: {e}: {stdout}"));
+    assert_eq!(
+        summary["hub_tools"],
+        serde_json::json!([
+            "alice__quote",
+            "alice__x_y",
+            "alice__x_y_2",
+            "bob__data",
+            "bob__data__ingest"
+        ])
+    );
+    // The ledger: four payments (22 + 2 + 2 + 6 sats: 21.42, 1.02 and 5.1 sats, LNbits invoices
+    // in whole sats), none for bob's 100-sat service; each wallet got exactly its own.
+    let ledger = Ledger::open_in(&dir.path().join("agent-data"))
+        .await
+        .unwrap();
+    let rows = ledger.payments(Some("agent"), None).await.unwrap();
+    let paid: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.state == PaymentState::Paid)
+        .map(|r| r.amount_msat)
+        .collect();
+    assert_eq!(paid, vec![22_000, 2_000, 2_000, 6_000], "{rows:?}");
+    assert_eq!(rows.len(), 4, "nothing reserved for bob's data: {rows:?}");
+    assert_eq!(rows[0].payment_hash, summary["paid_hash"].as_str().unwrap());
+    assert_eq!(lnbits_node::balance(&node, &alice_w).await.0, a0.0 + 26_000);
+    assert_eq!(lnbits_node::balance(&node, &bob_w).await.0, b0.0 + 6_000);
+    // The upstream saw each paid call once, and never the refused one.
+    let seen = seen.lock().unwrap().clone();
+    for call in [
+        "GET /quote?n=2&symbol=BTC",
+        "GET /under/deep/er?a=1&a=2",
+        "GET /dot/missing",
+        r#"POST /data/ingest {"meta":{"a":null},"rows":[1,2]}"#,
+    ] {
+        let times = seen.iter().filter(|s| *s == call).count();
+        assert_eq!(times, 1, "{call}: {seen:?}");
+    }
+    // (The hub's own probes may reach the upstream: the refused call is told by its query.)
+    assert!(!seen.iter().any(|s| s.contains("rows=")), "{seen:?}");
+    assert_eq!(summary["notified"], 1);
+}
+
+/// `--hub` is checked at start: a private address without `--allow-host` is refused before any
+/// connection, a hub that does not answer (or has no directory) stops the server with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_cannot_be_read_stops_the_server() {
+    let s = Setup::new();
+    let no_directory = s.base.clone();
+    for (hub, allow, said) in [
+        ("http://10.0.0.1:9", None, "refused"),
+        (
+            "http://user:pw@127.0.0.1:9",
+            Some("127.0.0.1"),
+            "credentials",
+        ),
+        (
+            "http://127.0.0.1:9",
+            Some("127.0.0.1"),
+            "reading the directory",
+        ),
+        (no_directory.as_str(), Some("127.0.0.1"), "404"),
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["mcp", "--wallet", "agent", "--hub", hub])
+            .stdin(Stdio::null());
+        if let Some(host) = allow {
+            cmd.args(["--allow-host", host]);
+        }
+        s.env(&mut cmd, "ledger");
+        let started = std::time::Instant::now();
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{hub}: {err}");
+        assert!(err.contains(said), "{hub}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{hub}");
+    }
 }

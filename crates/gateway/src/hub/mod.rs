@@ -11,7 +11,9 @@
 //! resolved when the service table is built.
 
 pub mod billing;
+pub mod directory;
 pub mod fee;
+pub mod health;
 pub(crate) mod ledger;
 pub mod payout;
 pub mod register;
@@ -271,6 +273,8 @@ pub struct Hub {
     /// `[hub]`, checked.
     pub settings: HubSettings,
     providers: ArcSwap<Providers>,
+    /// The health of its services, as last read from the store.
+    pub health: health::HealthBoard,
 }
 
 impl Hub {
@@ -279,6 +283,7 @@ impl Hub {
         Hub {
             settings,
             providers: ArcSwap::default(),
+            health: health::HealthBoard::default(),
         }
     }
 

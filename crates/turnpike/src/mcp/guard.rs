@@ -121,15 +121,25 @@ pub fn http_client(allowed: &AllowedHosts) -> reqwest::Result<reqwest::Client> {
             _ => attempt.follow(),
         }
     });
+    guarded_builder(allowed).redirect(policy).build()
+}
+
+/// An HTTP client for one origin (a hub): guarded resolver, and no redirect followed (a 3xx
+/// goes back to the agent as it is).
+pub fn http_client_without_redirects(allowed: &AllowedHosts) -> reqwest::Result<reqwest::Client> {
+    guarded_builder(allowed)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+fn guarded_builder(allowed: &AllowedHosts) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(120))
         .user_agent(concat!("turnpike-mcp/", env!("CARGO_PKG_VERSION")))
-        .redirect(policy)
         .dns_resolver(Arc::new(GuardedResolver {
             allowed: allowed.clone(),
         }))
-        .build()
 }
 
 #[cfg(test)]
