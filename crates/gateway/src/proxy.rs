@@ -395,11 +395,12 @@ impl ForwardingFields {
                 forwarded.push_str("]\"");
             }
         }
-        if let Ok(host) = std::str::from_utf8(routed_host)
-            && !host.is_empty()
+        // (The edge admits only host names, which are ASCII: the UTF-8 check is a backstop.)
+        if !routed_host.is_empty()
+            && (routed_host.is_ascii() || std::str::from_utf8(routed_host).is_ok())
         {
             forwarded.push_str(";host=\"");
-            forwarded.push_str(host);
+            forwarded.push_bytes(routed_host);
             forwarded.push_str("\"");
         }
         forwarded.push_str(";proto=");
@@ -415,11 +416,11 @@ impl ForwardingFields {
     }
 }
 
-/// Text kept on the stack while it fits in 96 bytes, else in a `String`.
+/// Text kept on the stack while it fits in 96 bytes, else on the heap. Only UTF-8 goes in.
 struct InlineText {
     inline: [u8; 96],
     len: usize,
-    spilled: Option<String>,
+    spilled: Option<Vec<u8>>,
 }
 
 impl Default for InlineText {
@@ -434,16 +435,20 @@ impl Default for InlineText {
 
 impl InlineText {
     fn push_str(&mut self, s: &str) {
+        self.push_bytes(s.as_bytes());
+    }
+
+    /// Appends UTF-8 text given as bytes (callers check it is).
+    fn push_bytes(&mut self, s: &[u8]) {
         if let Some(spilled) = &mut self.spilled {
-            spilled.push_str(s);
+            spilled.extend_from_slice(s);
         } else if self.len + s.len() <= self.inline.len() {
-            self.inline[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+            self.inline[self.len..self.len + s.len()].copy_from_slice(s);
             self.len += s.len();
         } else {
-            let mut spilled = String::with_capacity(self.len + s.len() + 32);
-            // Only whole `&str`s are ever copied in, so the inline part is UTF-8.
-            spilled.push_str(std::str::from_utf8(&self.inline[..self.len]).unwrap_or_default());
-            spilled.push_str(s);
+            let mut spilled = Vec::with_capacity(self.len + s.len() + 32);
+            spilled.extend_from_slice(&self.inline[..self.len]);
+            spilled.extend_from_slice(s);
             self.spilled = Some(spilled);
         }
     }
@@ -466,7 +471,7 @@ impl InlineText {
                 let mut buf = [0u8; 15];
                 let len = format_ipv4(v4, &mut buf);
                 // Digits and dots only.
-                self.push_str(std::str::from_utf8(&buf[..len]).unwrap_or_default());
+                self.push_bytes(&buf[..len]);
             }
             IpAddr::V6(v6) => {
                 use std::fmt::Write as _;
@@ -477,7 +482,7 @@ impl InlineText {
 
     fn as_bytes(&self) -> &[u8] {
         match &self.spilled {
-            Some(s) => s.as_bytes(),
+            Some(s) => s,
             None => &self.inline[..self.len],
         }
     }

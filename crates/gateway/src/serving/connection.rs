@@ -297,11 +297,20 @@ impl Watch {
     /// Ends when the connection must close; asks (through `graceful`) for a graceful shutdown
     /// when the server stops while a request is in flight.
     async fn watch(&self, graceful: &AtomicBool) {
+        // Made once: a new timer or cancellation future per request costs a registration each.
+        let mut stop = std::pin::pin!(self.stop.cancelled());
+        let mut hard_stop = std::pin::pin!(self.hard_stop.cancelled());
+        let mut sleep = std::pin::pin!(tokio::time::sleep_until(
+            self.activity.deadline(&self.limits).1
+        ));
         let mut stopping = false;
         loop {
             let (_, deadline) = self.activity.deadline(&self.limits);
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
             tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {
+                () = &mut sleep => {
                     // The phase may have changed while sleeping: look again.
                     let (phase, deadline) = self.activity.deadline(&self.limits);
                     if phase != Phase::Busy && deadline <= Instant::now() {
@@ -310,14 +319,14 @@ impl Watch {
                     }
                 }
                 () = self.activity.head_started.notified() => {}
-                () = self.stop.cancelled(), if !stopping => {
+                () = &mut stop, if !stopping => {
                     stopping = true;
                     if self.activity.deadline(&self.limits).0 != Phase::Busy {
                         return;
                     }
                     graceful.store(true, Ordering::Relaxed);
                 }
-                () = self.hard_stop.cancelled() => return,
+                () = &mut hard_stop => return,
             }
         }
     }
