@@ -425,6 +425,26 @@ async fn the_directory_lists_searches_measures_and_documents_providers() {
     assert_eq!(by_host["services"].as_array().unwrap().len(), 2);
     let (status, _) = get_text(&hub, "gw.example", "/nobody/.well-known/l402.json").await;
     assert_eq!(status, 404);
+    // The hub's own catalogue lists each provider's service once, under its prefix.
+    let (_, root) = get_text(&hub, "gw.example", "/.well-known/l402.json").await;
+    let root: Value = serde_json::from_str(&root).unwrap();
+    let mut paths: Vec<&str> = root["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["resources"].as_array().unwrap())
+        .map(|r| r["path"].as_str().unwrap_or("(any)"))
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/alice/premium",
+            "/alice/quote",
+            "/alice/quote/bulk",
+            "/bob"
+        ]
+    );
 
     // Each provider's OpenAPI document, by prefix and by host, valid OpenAPI 3.1.
     let (status, text) = get_text(&hub, "gw.example", "/alice/.well-known/openapi.json").await;
