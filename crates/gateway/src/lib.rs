@@ -581,9 +581,9 @@ impl Gateway {
             Err(_) => tracing::error!("the last statistics could not be stored in time"),
         }
         let control = &self.state.control;
-        if let (Some(hub), Some(store)) = (control.hub(), control.store()) {
+        if let Some(store) = control.store() {
             let metrics = &self.state.metrics;
-            let last = hub::health::flush::add_traffic(&hub.health, metrics, &**store, unix_now());
+            let last = hub::health::flush::add_traffic(control, metrics, &**store, unix_now());
             if !matches!(
                 tokio::time::timeout(stats::FINAL_FLUSH, last).await,
                 Ok(Ok(()))

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use hub_harness::{
     DOMAIN, Hub, provider_in_store, recording_upstream as upstream, start_hub_with, until,
+    until_within,
 };
 
 fn sqlite_url(dir: &Path) -> String {
@@ -58,9 +59,20 @@ async fn ids(hub: &Hub, query: &str) -> Vec<String> {
         .collect()
 }
 
-/// The entry `id`, once `ready` holds for it.
+/// The entry `id`, once `ready` holds for it (within 15 s).
 async fn entry_when(hub: &Hub, id: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    until(&format!("{id}: {what}"), async || {
+    entry_within(15, hub, id, what, ready).await
+}
+
+/// The entry `id`, once `ready` holds for it (within `secs`).
+async fn entry_within(
+    secs: u64,
+    hub: &Hub,
+    id: &str,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    until_within(secs, &format!("{id}: {what}"), async || {
         let (_, body, _) = directory(hub, "limit=200").await;
         let entries = body["services"].as_array()?.clone();
         entries.into_iter().find(|e| e["id"] == id && ready(e))
@@ -626,4 +638,51 @@ async fn replicas_on_postgres_show_the_same_health() {
     );
     drop((a, b));
     common::drop_pg_database(&admin_url, &url).await;
+}
+
+/// An upstream that never answers within the probe's 10 s is down; probe rounds wait for the
+/// one before (probes every second, yet one at a time: at most one probe per 10 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_is_down_and_probes_do_not_pile_up() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let asked = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = asked.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            "late"
+        }
+    });
+    let slow = common::spawn_app(app);
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub_with(dir.path(), "hub", 0, "", "probe_interval_secs = 1");
+    let alice = provider_in_store(&sqlite_url(dir.path()), "alice", "Alice Data").await;
+    until("the hub knows alice", async || {
+        (hub.call(&alice, "GET", "/hub/me", None).await.0 == 200).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let svc = json!({"name": "slow", "upstream": format!("http://{slow}"), "price_sats": 0});
+    hub.add_service(&alice, svc).await;
+    let down = entry_within(
+        40,
+        &hub,
+        "alice/slow",
+        "down after the probe timed out",
+        |e| e["health"]["status"] == "down",
+    )
+    .await;
+    assert_eq!(down["health"]["uptime_pct"], json!(0.0));
+    let waited = started.elapsed().as_secs();
+    assert!(
+        waited >= 10,
+        "down after {waited} s: before the 10 s timeout"
+    );
+    let probes = asked.load(Ordering::SeqCst);
+    assert!(
+        probes <= waited / 10 + 1,
+        "{probes} probes in {waited} s: they piled up"
+    );
 }

@@ -152,7 +152,7 @@ fn entry(l: &Listed, hub: &Hub, amount: Option<u64>) -> Value {
         "valid_secs": s.lifetime_secs,
         "rails": rails,
         "input_schema": s.meta.input_schema,
-        "health": hub.health.board.get(&s.name).to_json(),
+        "health": hub.health.board.get(&s.health_key()).to_json(),
         "openapi": format!("/{slug}/.well-known/openapi.json"),
         "catalogue": format!("/{slug}/.well-known/l402.json"),
     })
