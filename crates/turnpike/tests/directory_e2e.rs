@@ -497,6 +497,19 @@ async fn the_directory_lists_searches_measures_and_documents_providers() {
         404
     );
 
+    // Nothing public tells where a provider's upstream is.
+    for (host, path) in [
+        ("gw.example", "/directory?limit=200"),
+        ("gw.example", "/.well-known/l402.json"),
+        ("gw.example", "/alice/.well-known/l402.json"),
+        ("gw.example", "/alice/.well-known/openapi.json"),
+    ] {
+        let (status, text) = get_text(&hub, host, path).await;
+        assert_eq!(status, 200, "{path}");
+        for secret in [quote_up.to_string(), weather_up.to_string()] {
+            assert!(!text.contains(&secret), "{path} shows an upstream");
+        }
+    }
     // None of the documents went upstream: it saw the 4 calls, and the probes of `/`.
     let seen = quote_seen.lock().unwrap().clone();
     let calls: Vec<&String> = seen.iter().filter(|p| p.as_str() != "/").collect();
