@@ -137,6 +137,32 @@ impl AppState {
             passes: PassesSeen::default(),
         }
     }
+
+    /// Counts a request of the client behind `peer` (through the trusted proxies of `headers`)
+    /// against `limiter`, if there is one: over it, `429` with `message` and `Retry-After`.
+    pub(crate) fn limit_client(
+        &self,
+        limiter: Option<&rate_limit::RateLimiter<String>>,
+        peer: std::net::SocketAddr,
+        headers: &http::HeaderMap,
+        message: &str,
+    ) -> Result<(), error::ApiError> {
+        let Some(limiter) = limiter else {
+            return Ok(());
+        };
+        let via = proxy::Via::new(&self.trusted_proxies, peer.ip(), headers);
+        let key = client_ip::client_key(via.client);
+        limiter
+            .check(&key, std::time::Instant::now())
+            .map_err(|wait| {
+                let secs = wait.secs_rounded_up();
+                error::ApiError::new(
+                    error::ErrorCode::RateLimited,
+                    format!("{message} Retry in {secs} s."),
+                )
+                .retry_after(secs)
+            })
+    }
 }
 
 impl std::ops::Deref for AppState {

@@ -699,3 +699,25 @@ async fn a_slow_upstream_is_down_and_probes_do_not_pile_up() {
         "{probes} probes in {waited} s: they piled up"
     );
 }
+
+/// `/directory` answers from memory, yet counts against `[rate_limits] per_ip` like any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_is_rate_limited_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit =
+        "probe_interval_secs = 0\n[rate_limits.per_ip]\nrequests = 1\nper_secs = 3600\nburst = 3";
+    let hub = start_hub_with(dir.path(), "hub", 0, "", limit);
+    for _ in 0..3 {
+        assert_eq!(directory(&hub, "").await.0, 200);
+    }
+    let resp = hub
+        .http
+        .get(format!("http://{}/directory", hub.public))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+}

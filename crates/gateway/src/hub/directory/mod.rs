@@ -10,7 +10,7 @@ pub mod query;
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde_json::{Value, json};
@@ -193,12 +193,27 @@ fn refused(e: &QueryError) -> Response {
         .into_response()
 }
 
-/// `GET /directory` (mounted on a hub only).
-pub async fn handle(State(state): State<SharedState>, RawQuery(raw): RawQuery) -> Response {
+/// `GET /directory` (mounted on a hub only; counted against `[rate_limits] per_ip`, as any
+/// request is).
+pub async fn handle(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: http::HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let Some(hub) = state.control.hub() else {
         return crate::error::ApiError::new(crate::error::ErrorCode::NotFound, "Not a hub.")
             .into_response();
     };
+    let limiter = state.limits.per_ip.as_ref();
+    if let Err(e) = state.limit_client(
+        limiter,
+        peer,
+        &headers,
+        "Too many requests from this address.",
+    ) {
+        return e.into_response();
+    }
     let query = match DirectoryQuery::parse(raw.as_deref()) {
         Ok(q) => q,
         Err(e) => return refused(&e),
