@@ -198,6 +198,8 @@ impl ConnectionServer {
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
         let (state, internal) = (self.state.clone(), self.internal.clone());
+        // Without a hub, its paths are the services' like any other.
+        let hub_on = self.state.control.hub().is_some();
         let seen = activity.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             seen.request_started();
@@ -207,7 +209,7 @@ impl ConnectionServer {
                 let path = req.uri().path();
                 let resp = if path.starts_with(INTERNAL_PREFIX)
                     || path == crate::discovery::PATH
-                    || crate::hub::directory::is_hub_path(path)
+                    || (hub_on && crate::hub::directory::documents::is_hub_path(path))
                 {
                     req.extensions_mut().insert(ConnectInfo(peer));
                     match internal.oneshot(req).await {

@@ -626,6 +626,29 @@ async fn free_routes_and_unknown_paths() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// The paths a hub answers itself (its directory, providers' documents) are a plain gateway's
+/// services like any other path.
+#[tokio::test]
+async fn hub_paths_are_forwarded_when_no_hub_runs() {
+    let h = start_with(|up| {
+        vec![ServiceConfig {
+            path: Some("/".into()),
+            ..ServiceConfig::new("root", format!("http://{up}/echo"), 0)
+        }]
+    })
+    .await;
+    for path in [
+        "/directory",
+        "/.well-known/openapi.json",
+        "/alice/.well-known/openapi.json",
+        "/alice/.well-known/l402.json",
+    ] {
+        let resp = reqwest::get(h.url(path)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(json(resp).await["uri"], format!("/echo{path}"), "{path}");
+    }
+}
+
 #[tokio::test]
 async fn request_bodies_and_methods_are_forwarded() {
     let h = start().await;

@@ -7,12 +7,10 @@
 //! it). Without it: skipped with a message, or a failure under `TURNPIKE_STRICT_TESTS=1`.
 
 mod common;
-mod hub_node;
+mod hub_harness;
 mod lnbits_node;
 mod lnurl_contract_fake;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -20,26 +18,9 @@ use turnpike_l402::credential::Credential;
 use turnpike_l402::macaroon::Macaroon;
 use turnpike_lightning::{Msat, PaymentBackend};
 
-use hub_node::{DOMAIN, Hub, lnbits_payout, start_hub, start_hub_with, until};
-use lnbits_node::{Keys, Node, balance, node};
+use hub_harness::{DOMAIN, Hub, start_hub, start_hub_with, until, upstream};
+use lnbits_node::{Keys, Node, balance, lnbits_payout, node};
 use lnurl_contract_fake::{LnurlFake, Mode};
-
-/// An upstream recording the paths it was asked for.
-async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let s = seen.clone();
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-        let s = s.clone();
-        async move {
-            s.lock().unwrap().push(uri.to_string());
-            "{\"ok\":true}"
-        }
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(axum::serve(l, app).into_future());
-    (addr, seen)
-}
 
 /// Pays the 402 `challenge` from `payer`: the credential to retry with.
 async fn pay(node: &Node, payer: &Keys, challenge: &Value) -> String {

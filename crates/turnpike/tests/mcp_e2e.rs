@@ -22,7 +22,7 @@ use serde_json::Value;
 use turnpike_client::ledger::{Ledger, PaymentState};
 
 mod common;
-mod hub_node;
+mod hub_harness;
 mod lnbits_node;
 
 use common::{Running, dev_gateway};
@@ -335,12 +335,12 @@ async fn python_sdk_with_a_hub() {
     let (up, seen) = echo_upstream().await;
     let upstream = format!("http://{up}");
     let dir = tempfile::tempdir().unwrap();
-    let hub = hub_node::start_hub(dir.path(), 0);
+    let hub = hub_harness::start_hub(dir.path(), 0);
     let alice = hub
-        .register("alice", hub_node::lnbits_payout(&node, &alice_w))
+        .register("alice", lnbits_node::lnbits_payout(&node, &alice_w))
         .await;
     let bob = hub
-        .register("bob", hub_node::lnbits_payout(&node, &bob_w))
+        .register("bob", lnbits_node::lnbits_payout(&node, &bob_w))
         .await;
     let schema = serde_json::json!({"type": "object", "required": ["symbol"],
                                     "properties": {"symbol": {"type": "string"}}});

@@ -97,3 +97,8 @@ impl Node {
 pub async fn balance(node: &Node, keys: &Keys) -> Msat {
     node.payer(keys).balance().await.unwrap()
 }
+
+/// The hub payout of an LNbits wallet (its invoice key).
+pub fn lnbits_payout(node: &Node, keys: &Keys) -> Value {
+    json!({ "kind": "lnbits", "url": node.url, "invoice_key": keys.invoice })
+}

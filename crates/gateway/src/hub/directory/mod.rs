@@ -4,11 +4,13 @@
 //! contract the MCP bridge (`turnpike mcp --hub`) and the catalogue page build on
 //! (docs/hub.md).
 
+pub mod documents;
+pub mod openapi;
 pub mod query;
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde_json::{Value, json};
@@ -21,13 +23,6 @@ pub use query::{DirectoryQuery, QueryError};
 
 /// Where the directory is served.
 pub const PATH: &str = "/directory";
-
-/// Whether a request's raw path is one the hub answers itself (never forwarded): the
-/// directory. Only exact spellings: any other goes through the pipeline, canonical form and
-/// payment included.
-pub fn is_hub_path(path: &str) -> bool {
-    path == PATH
-}
 
 /// A provider's service (or route) as listed: the service reached under the provider's path
 /// prefix, and its provider.
@@ -157,7 +152,7 @@ fn entry(l: &Listed, hub: &Hub, amount: Option<u64>) -> Value {
         "valid_secs": s.lifetime_secs,
         "rails": rails,
         "input_schema": s.meta.input_schema,
-        "health": hub.health.get(&s.name).to_json(),
+        "health": hub.health.board.get(&s.health_key()).to_json(),
         "openapi": format!("/{slug}/.well-known/openapi.json"),
         "catalogue": format!("/{slug}/.well-known/l402.json"),
     })
@@ -198,12 +193,27 @@ fn refused(e: &QueryError) -> Response {
         .into_response()
 }
 
-/// `GET /directory` (mounted on a hub only).
-pub async fn handle(State(state): State<SharedState>, RawQuery(raw): RawQuery) -> Response {
+/// `GET /directory` (mounted on a hub only; counted against `[rate_limits] per_ip`, as any
+/// request is).
+pub async fn handle(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: http::HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let Some(hub) = state.control.hub() else {
         return crate::error::ApiError::new(crate::error::ErrorCode::NotFound, "Not a hub.")
             .into_response();
     };
+    let limiter = state.limits.per_ip.as_ref();
+    if let Err(e) = state.limit_client(
+        limiter,
+        peer,
+        &headers,
+        "Too many requests from this address.",
+    ) {
+        return e.into_response();
+    }
     let query = match DirectoryQuery::parse(raw.as_deref()) {
         Ok(q) => q,
         Err(e) => return refused(&e),

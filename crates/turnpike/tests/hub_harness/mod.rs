@@ -1,15 +1,15 @@
-//! A hub for end-to-end tests: `turnpike serve` with `[hub]` (2 % fee) on free loopback ports,
-//! its admin API, providers registered through it, polling until something shows.
-#![allow(dead_code)]
+//! A hub under test: `turnpike serve` with `[hub]` and its admin listener, and the helpers hub
+//! tests share (admin calls, provider registration, public requests, polling, an upstream).
+#![allow(dead_code)] // not every test binary uses all of it
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::common::{self, Running};
-use crate::lnbits_node::{Keys, Node};
 
 pub const DOMAIN: &str = "hub.test";
 
@@ -37,6 +37,7 @@ pub fn start_hub(dir: &Path, trial_days: u32) -> Hub {
 /// A hub named `name` in `dir` (its data directory `dir/data`, shared by every hub started
 /// in `dir`), with more top-level keys (`top`) and `[hub]` keys (`extra`), as TOML lines.
 pub fn start_hub_with(dir: &Path, name: &str, trial_days: u32, top: &str, extra: &str) -> Hub {
+    turnpike_lightning::ensure_crypto_provider();
     let (public, admin) = (free_port(), free_port());
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -170,8 +171,17 @@ impl Hub {
 }
 
 /// Polls `probe` (every 100 ms, at most 15 s) until it gives a value.
-pub async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
+pub async fn until<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> T {
+    until_within(15, what, probe).await
+}
+
+/// Polls `probe` (every 100 ms, at most `secs`) until it gives a value.
+pub async fn until_within<T>(
+    secs: u64,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = probe().await {
             return v;
@@ -181,7 +191,66 @@ pub async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> 
     }
 }
 
-/// The payout of an LNbits wallet (its invoice key).
-pub fn lnbits_payout(node: &Node, keys: &Keys) -> Value {
-    json!({ "kind": "lnbits", "url": node.url, "invoice_key": keys.invoice })
+/// An upstream recording the paths it was asked for.
+pub async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let (addr, seen, _) = recording_upstream(false).await;
+    (addr, seen)
+}
+
+/// An upstream recording the paths it was asked for (a path holding `fail` answers 500), and
+/// its task (abort it to stop the upstream). With `close`, every answer closes its connection,
+/// so a stopped upstream is not reached through a kept-alive one.
+pub async fn recording_upstream(
+    close: bool,
+) -> (
+    SocketAddr,
+    Arc<Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push(uri.to_string());
+            let status = match uri.path().contains("fail") {
+                true => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                false => axum::http::StatusCode::OK,
+            };
+            let connection = if close { "close" } else { "keep-alive" };
+            (status, [("connection", connection)], "{\"ok\":true}")
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (addr, seen, task)
+}
+
+/// Writes the active provider `slug` straight into the hub's store at
+/// `store_url`, paid through a Lightning address of a domain that does not exist (`.invalid`:
+/// its free services are served, a paid one answers 503 and no invoice; registration and
+/// payouts are tested in `hub_e2e.rs`). Its admin token.
+pub async fn provider_in_store(store_url: &str, slug: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let token = format!(
+        "test-token-{slug}-{}",
+        turnpike_l402::TokenId::random().to_hex()
+    );
+    let record = turnpike_store::ProviderRecord {
+        slug: slug.into(),
+        name: name.into(),
+        contact: format!("ops@{slug}.example"),
+        payout: json!({"kind": "lightning_address", "address": format!("{slug}@pay.invalid")})
+            .to_string(),
+        token_hash: Sha256::digest(token.as_bytes()).into(),
+        status: "active".into(),
+        created_at: 0,
+        trial_ends_at: 0,
+    };
+    let (_, admin) = turnpike_store::open_with_admin(store_url).await.unwrap();
+    assert!(admin.create_provider(&record).await.unwrap().is_some());
+    token
 }
