@@ -626,7 +626,10 @@ fn app_with(state: SharedState) -> axum::Router {
                 get(hub::register::page).post(hub::register::public_register),
             )
             .route(hub::register::SCRIPT_PATH, get(hub::register::script))
-            .route(hub::register::STYLE_PATH, get(hub::register::style));
+            .route(hub::register::STYLE_PATH, get(hub::register::style))
+            .route(hub::catalogue::SCRIPT_PATH, get(hub::catalogue::script))
+            .route(hub::catalogue::STYLE_PATH, get(hub::catalogue::style))
+            .route(hub::catalogue::DOM_PATH, get(hub::catalogue::dom_script));
     }
     if state.dev.is_some() {
         app = app

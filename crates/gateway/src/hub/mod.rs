@@ -11,6 +11,7 @@
 //! resolved when the service table is built.
 
 pub mod billing;
+pub mod catalogue;
 pub mod fee;
 pub(crate) mod ledger;
 pub mod payout;

@@ -106,7 +106,7 @@ async function run(browser) {
   const page = await context.newPage();
   // Nothing may come from anywhere but the admin listener. Error answers: only the two
   // provoked here (the wrong token's 401, the refused upstream's 400) are expected.
-  const provoked = new Set(["GET /api/v1/health 401", "POST /api/v1/services 400"]);
+  const provoked = new Set(["GET /api/v1/session 401", "POST /api/v1/services 400"]);
   const problems = await watch(context, page, new URL(admin).origin, provoked);
   const byId = (id) => page.getByTestId(id);
   const service = `dash-${randomBytes(4).toString("hex")}`;
