@@ -658,6 +658,17 @@ pub struct ServiceConfig {
     /// through the admin API (a provider's token sets its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// What the service does (1 to 1000 characters), shown in the hub's directory and as the
+    /// MCP tool's description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Up to 10 tags of 1 to 32 of `[a-z0-9-]`, searchable in the directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The JSON Schema of a call's arguments (`{ type = "object", properties = { … } }`, at
+    /// most 16 KiB as JSON): the MCP tool's input schema and the OpenAPI request schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Value>,
 }
 
 /// `price_usdc`: `"0.01"` (a decimal amount of the token) or `10000` / `"10000u"` (base units).
@@ -698,6 +709,9 @@ impl ServiceConfig {
             rails: default_rails(),
             price_usdc: None,
             provider: None,
+            description: None,
+            tags: Vec::new(),
+            input_schema: None,
         }
     }
 }
@@ -723,6 +737,30 @@ pub struct RouteConfig {
     pub time_pass_secs: Option<u64>,
     /// If set, counted tokens also expire this many seconds after they are issued.
     pub token_lifetime_secs: Option<u64>,
+    /// What this route does (1 to 1000 characters); default: the service's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The JSON Schema of this route's arguments; default: the service's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Value>,
+}
+
+impl RouteConfig {
+    /// A route of `name` at `path` for `price_sats`, per call, every other option unset.
+    pub fn new(name: impl Into<String>, path: impl Into<String>, price_sats: u64) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            path: Some(path.into()),
+            path_regex: None,
+            method: None,
+            price_sats,
+            calls_per_payment: None,
+            time_pass_secs: None,
+            token_lifetime_secs: None,
+            description: None,
+            input_schema: None,
+        }
+    }
 }
 
 fn default_true() -> bool {

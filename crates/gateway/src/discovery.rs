@@ -46,6 +46,15 @@ fn resource(s: &Service) -> Value {
         r.insert("method".into(), json!(method.as_str()));
     }
     r.insert("pricing".into(), pricing);
+    if let Some(d) = &s.meta.description {
+        r.insert("description".into(), json!(d));
+    }
+    if !s.meta.tags.is_empty() {
+        r.insert("tags".into(), json!(s.meta.tags));
+    }
+    if let Some(schema) = &s.meta.input_schema {
+        r.insert("input_schema".into(), schema.clone());
+    }
     r.insert(
         "x-turnpike".into(),
         json!({

@@ -25,6 +25,7 @@ pub mod headers;
 pub mod hub;
 pub mod idempotency;
 pub mod keys;
+pub mod metadata;
 pub mod metrics;
 pub mod pipeline;
 pub mod pricer;
@@ -627,6 +628,7 @@ fn app_with(state: SharedState) -> axum::Router {
             )
             .route(hub::register::SCRIPT_PATH, get(hub::register::script))
             .route(hub::register::STYLE_PATH, get(hub::register::style))
+            .route(hub::directory::PATH, get(hub::directory::handle))
             .route(hub::catalogue::SCRIPT_PATH, get(hub::catalogue::script))
             .route(hub::catalogue::STYLE_PATH, get(hub::catalogue::style))
             .route(hub::catalogue::DOM_PATH, get(hub::catalogue::dom_script));

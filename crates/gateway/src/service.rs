@@ -14,6 +14,8 @@ use crate::config::{ConfigError, FreeTierConfig, PricerConfig, RouteConfig, Serv
 pub struct Service {
     /// Name used in caveats (`<service>` or `<service>.<route>`).
     pub name: String,
+    /// The route's own name (`<route>`), when this is a route of a service.
+    pub route: Option<String>,
     host: Option<HostMatch>,
     path: Option<PathMatch>,
     method: Option<http::Method>,
@@ -51,6 +53,9 @@ pub struct Service {
     /// The first path segment (`/<slug>`) is removed before the upstream (a provider's service
     /// reached under the hub's path prefix).
     pub strip_first_segment: bool,
+    /// Its description, tags and input schema (a route inherits the service's unless it sets
+    /// its own).
+    pub meta: std::sync::Arc<crate::metadata::Metadata>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,8 +161,14 @@ impl ServiceRoutes {
         )?;
         let upstream_headers = upstream_headers(&c.headers)?;
         let (l402, x402) = rails(c, x402)?;
+        let meta = crate::metadata::Metadata::parse(
+            c.description.as_deref(),
+            &c.tags,
+            c.input_schema.as_ref(),
+        )?;
         let own = Service {
             name: c.name.clone(),
+            route: None,
             host,
             path,
             method: None,
@@ -176,6 +187,7 @@ impl ServiceRoutes {
             x402,
             payee: None,
             strip_first_segment: false,
+            meta: std::sync::Arc::new(meta),
         };
         let mut all = Vec::with_capacity(c.routes.len() + 1);
         for (j, r) in c.routes.iter().enumerate() {
@@ -211,6 +223,16 @@ impl Service {
             r.time_pass_secs,
             r.token_lifetime_secs,
         )?;
+        let own = crate::metadata::Metadata::parse(
+            r.description.as_deref(),
+            &[],
+            r.input_schema.as_ref(),
+        )?;
+        let meta = crate::metadata::Metadata {
+            description: own.description.or_else(|| self.meta.description.clone()),
+            tags: self.meta.tags.clone(),
+            input_schema: own.input_schema.or_else(|| self.meta.input_schema.clone()),
+        };
         Ok(Service {
             host: self.host.clone(),
             path: Some(path),
@@ -227,10 +249,12 @@ impl Service {
             upstream_headers: self.upstream_headers.clone(),
             metrics: std::sync::Arc::new(crate::metrics::ServiceMetrics::new(&name)),
             name,
+            route: Some(r.name.clone()),
             l402: true,
             x402: None,
             payee: None,
             strip_first_segment: false,
+            meta: std::sync::Arc::new(meta),
         })
     }
 
@@ -710,6 +734,59 @@ mod tests {
     }
 
     #[test]
+    fn metadata_comes_from_toml_and_routes_inherit_what_they_do_not_set() {
+        let c: ServiceConfig = toml::from_str(
+            r#"
+            name = "quote"
+            path = "/quote"
+            upstream = "http://127.0.0.1:9000"
+            price_sats = 21
+            description = "Stock quotes"
+            tags = ["finance", "stocks"]
+            input_schema = { type = "object", properties = { symbol = { type = "string" } } }
+            [[routes]]
+            name = "bulk"
+            path = "/quote/bulk"
+            price_sats = 100
+            input_schema = { type = "object", properties = { symbols = { type = "array" } } }
+            [[routes]]
+            name = "news"
+            path = "/quote/news"
+            price_sats = 5
+            description = "Headlines"
+            "#,
+        )
+        .unwrap();
+        let s = parse(&c).unwrap();
+        let [bulk, news, own] = [&s[0], &s[1], &s[2]];
+        assert_eq!(own.meta.description.as_deref(), Some("Stock quotes"));
+        assert_eq!(own.meta.tags, ["finance", "stocks"]);
+        assert_eq!(
+            own.meta.input_schema,
+            Some(serde_json::json!({"type": "object",
+                "properties": {"symbol": {"type": "string"}}}))
+        );
+        assert_eq!(bulk.meta.description.as_deref(), Some("Stock quotes"));
+        assert_eq!(bulk.meta.tags, own.meta.tags);
+        assert_eq!(
+            bulk.meta.input_schema.as_ref().unwrap()["properties"]["symbols"]["type"],
+            "array"
+        );
+        assert_eq!(news.meta.description.as_deref(), Some("Headlines"));
+        assert_eq!(news.meta.input_schema, own.meta.input_schema);
+        let mut bad = c.clone();
+        bad.routes[1].input_schema = Some(serde_json::json!({"type": "array"}));
+        assert!(
+            parse(&bad).unwrap_err().contains("routes[1].input_schema"),
+            "{:?}",
+            parse(&bad)
+        );
+        bad.routes[1].input_schema = None;
+        bad.tags = vec!["Finance".into()];
+        assert!(parse(&bad).unwrap_err().contains("tags[0]"));
+    }
+
+    #[test]
     fn a_good_service_is_parsed_once() {
         let s = parse(&svc()).unwrap();
         assert_eq!(s.len(), 1);
@@ -813,6 +890,8 @@ mod tests {
                 calls_per_payment: None,
                 time_pass_secs: None,
                 token_lifetime_secs: None,
+                description: None,
+                input_schema: None,
             },
             RouteConfig {
                 name: "pass".into(),
@@ -823,6 +902,8 @@ mod tests {
                 calls_per_payment: None,
                 time_pass_secs: Some(3600),
                 token_lifetime_secs: None,
+                description: None,
+                input_schema: None,
             },
         ];
         let s = parse(&c).unwrap();
@@ -1113,6 +1194,8 @@ mod tests {
             calls_per_payment: None,
             time_pass_secs: None,
             token_lifetime_secs: None,
+            description: None,
+            input_schema: None,
         };
         let mut c = svc();
         c.routes = vec![route(None, Some("^/weather/[a-z]+/big$"))];

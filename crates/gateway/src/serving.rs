@@ -205,7 +205,10 @@ impl ConnectionServer {
             async move {
                 let mut req = req.map(Body::new);
                 let path = req.uri().path();
-                let resp = if path.starts_with(INTERNAL_PREFIX) || path == crate::discovery::PATH {
+                let resp = if path.starts_with(INTERNAL_PREFIX)
+                    || path == crate::discovery::PATH
+                    || crate::hub::directory::is_hub_path(path)
+                {
                     req.extensions_mut().insert(ConnectInfo(peer));
                     match internal.oneshot(req).await {
                         Ok(resp) => resp,

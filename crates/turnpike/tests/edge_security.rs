@@ -531,6 +531,8 @@ async fn methods_are_matched_in_upper_case_and_connect_is_refused() {
             calls_per_payment: None,
             time_pass_secs: None,
             token_lifetime_secs: None,
+            description: None,
+            input_schema: None,
         }];
         c.services.insert(0, docs);
     })

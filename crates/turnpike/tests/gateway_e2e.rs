@@ -991,6 +991,8 @@ async fn routes_have_their_own_price_and_tokens() {
                 calls_per_payment: None,
                 time_pass_secs: None,
                 token_lifetime_secs: None,
+                description: None,
+                input_schema: None,
             }],
             ..service("llm", "/echo/llm", up, 1, 1)
         }]

@@ -12,7 +12,9 @@
 
 pub mod billing;
 pub mod catalogue;
+pub mod directory;
 pub mod fee;
+pub mod health;
 pub(crate) mod ledger;
 pub mod payout;
 pub mod register;
@@ -272,6 +274,8 @@ pub struct Hub {
     /// `[hub]`, checked.
     pub settings: HubSettings,
     providers: ArcSwap<Providers>,
+    /// The health of its services, as last read from the store.
+    pub health: health::HealthBoard,
 }
 
 impl Hub {
@@ -280,6 +284,7 @@ impl Hub {
         Hub {
             settings,
             providers: ArcSwap::default(),
+            health: health::HealthBoard::default(),
         }
     }
 
