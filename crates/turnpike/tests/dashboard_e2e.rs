@@ -85,6 +85,12 @@ fn browser_env(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// The browser's npm folder and a real LNbits, or `None` (said) when the test is skipped.
+fn browser_and_lnbits(test: &str) -> Option<(PathBuf, lnbits_node::Node)> {
+    let env_dir = browser_env(test)?;
+    Some((env_dir, lnbits_node::node()?))
+}
+
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -253,11 +259,9 @@ fn dashboard_in_chromium_logs_in_adds_a_service_sees_a_payment_and_revokes() {
 /// token the page shows opens the provider's record (`tests/dashboard/hub_register.mjs`).
 #[test]
 fn hub_registration_page_in_chromium_registers_a_lightning_address() {
-    let test = "hub_registration_page_in_chromium_registers_a_lightning_address";
-    let Some(env_dir) = browser_env(test) else {
-        return;
-    };
-    let Some(node) = lnbits_node::node() else {
+    let Some((env_dir, node)) =
+        browser_and_lnbits("hub_registration_page_in_chromium_registers_a_lightning_address")
+    else {
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -301,4 +305,159 @@ fn hub_registration_page_in_chromium_registers_a_lightning_address() {
         "the script exited 0 without its closing line:\n{output}"
     );
     drop(rt);
+}
+
+/// A hub with two providers (each paid on its own real LNbits wallet) and one paid call to
+/// alice's service, for the browser scripts: its process, listeners, the operator's token and
+/// the providers' tokens, and the upstream's count of calls served.
+struct PaidHub {
+    _process: Running,
+    public: SocketAddr,
+    admin: SocketAddr,
+    operator: String,
+    alice: String,
+    bob: String,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What bob's description holds: markup that would run script if a page parsed it as HTML.
+const XSS: &str = "Forecasts <img src=x onerror=\"window.pwned=1;reportXss('img')\"> \
+                   <script>window.pwned=2;reportXss('script')</script>";
+
+fn paid_hub(dir: &Path, node: &lnbits_node::Node, rt: &tokio::runtime::Runtime) -> PaidHub {
+    let (upstream, served) = counting_upstream();
+    let (public, admin) = (free_port(), free_port());
+    let config = dir.join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{public}\"\ndata_dir = \"data\"\n[admin]\nlisten = \"{admin}\"\n\
+             [backend]\nkind = \"dev\"\n[hub]\ndomain = \"hub.test\"\ntrial_days = 0\n\
+             allow_insecure_payouts = true\nallow_private_upstreams = true\n"
+        ),
+    )
+    .unwrap();
+    let process = common::serve_with_admin(&config, &dir.join("hub.log"), public, admin);
+    let operator = std::fs::read_to_string(dir.join("data/admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let call = async |token: &str, path: &str, body: serde_json::Value| {
+        let resp = http
+            .post(format!("http://{admin}/api/v1{path}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{path}");
+        resp.json::<serde_json::Value>().await.unwrap()
+    };
+    let (alice, bob) = rt.block_on(async {
+        let mut tokens = Vec::new();
+        for (slug, service, path, price, tag, description) in [
+            ("alice", "alice-quote", "/quote", 21, "finance", "Stock quotes"),
+            ("bob", "bob-weather", "/weather", 5, "weather", XSS),
+        ] {
+            let wallet = node.wallet(slug, 0).await;
+            let payout = serde_json::json!({ "kind": "lnbits", "url": node.url, "invoice_key": wallet.invoice });
+            let reg = serde_json::json!({ "name": format!("{slug} APIs"), "slug": slug,
+                "contact": format!("ops@{slug}.example"), "payout": payout });
+            let token = call(&operator, "/hub/providers", reg).await["token"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let svc = serde_json::json!({ "name": service, "path": path, "price_sats": price,
+                "upstream": format!("http://{upstream}"), "tags": [tag], "description": description });
+            call(&token, "/services", svc).await;
+            tokens.push(token);
+        }
+        // One paid call to alice's service, through her prefix.
+        let payer = node.wallet("payer", 1_000).await;
+        let url = format!("http://{public}/alice/quote");
+        let challenge: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        let credential = lnbits_node::pay_challenge(node, &payer, &challenge).await;
+        let resp = http.get(&url).header("authorization", credential).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        (tokens.remove(0), tokens.remove(0))
+    });
+    PaidHub {
+        _process: process,
+        public,
+        admin,
+        operator,
+        alice,
+        bob,
+        served,
+    }
+}
+
+/// The hub's dashboards and its public catalogue page in Chromium, on one hub where alice had
+/// one paid call: alice's own view (her revenue, fees, statement, no operator panel), the
+/// operator's (fees per provider and in total, suspend and reinstate;
+/// `tests/dashboard/hub_dashboards.mjs`), and the catalogue (`GET /directory` from a browser:
+/// lists, searches, filters, bob's `<img onerror>` description inert;
+/// `tests/dashboard/catalogue.mjs`). Screenshots: `target/test-output/hub-provider.png`,
+/// `hub-operator.png`, `catalogue.png`.
+#[test]
+fn hub_dashboards_and_catalogue_in_chromium() {
+    let Some((env_dir, node)) = browser_and_lnbits("hub_dashboards_and_catalogue_in_chromium")
+    else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = paid_hub(dir.path(), &node, &rt);
+    let log = dir.path().join("hub.log");
+    let shots = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("target"))
+        .join("test-output");
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--admin".into(),
+        format!("http://{}", hub.admin).into(),
+        "--operator-token".into(),
+        hub.operator.clone().into(),
+        "--alice-token".into(),
+        hub.alice.clone().into(),
+        "--bob-token".into(),
+        hub.bob.clone().into(),
+        "--screenshots".into(),
+        shots.clone().into(),
+        "--env".into(),
+        env_dir.clone().into(),
+    ];
+    let output = run_script(&scripts.join("hub_dashboards.mjs"), &args, dir.path(), &log);
+    assert!(
+        output.contains("hub dashboards: all expectations held"),
+        "the script exited 0 without its closing line:\n{output}"
+    );
+    let args: Vec<std::ffi::OsString> = vec![
+        "--public".into(),
+        format!("http://{}", hub.public).into(),
+        "--screenshot".into(),
+        shots.join("catalogue.png").into(),
+        "--env".into(),
+        env_dir.into(),
+    ];
+    let output = run_script(&scripts.join("catalogue.mjs"), &args, dir.path(), &log);
+    assert!(
+        output.contains("catalogue: all expectations held"),
+        "the script exited 0 without its closing line:\n{output}"
+    );
+    for png in ["hub-provider.png", "hub-operator.png", "catalogue.png"] {
+        let bytes = std::fs::read(shots.join(png)).unwrap_or_default();
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "no screenshot {png}"
+        );
+    }
+    // The one paid call reached the upstream; the pages made none.
+    assert_eq!(
+        hub.served.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "calls the upstream served"
+    );
 }

@@ -16,12 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use turnpike_l402::credential::Credential;
-use turnpike_l402::macaroon::Macaroon;
 use turnpike_lightning::{Msat, PaymentBackend};
 
 use common::Running;
-use lnbits_node::{Keys, Node, balance, node};
+use lnbits_node::{Keys, Node, balance, node, pay_challenge as pay};
 use lnurl_contract_fake::{LnurlFake, Mode};
 
 const DOMAIN: &str = "hub.test";
@@ -213,22 +211,6 @@ async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 
 fn lnbits_payout(node: &Node, keys: &Keys) -> Value {
     json!({ "kind": "lnbits", "url": node.url, "invoice_key": keys.invoice })
-}
-
-/// Pays the 402 `challenge` from `payer`: the credential to retry with.
-async fn pay(node: &Node, payer: &Keys, challenge: &Value) -> String {
-    let invoice = challenge["invoice"].as_str().unwrap();
-    let paid = node
-        .payer(payer)
-        .pay_invoice(invoice, Msat(10_000))
-        .await
-        .unwrap();
-    let macaroon = Macaroon::from_base64(challenge["macaroon"].as_str().unwrap()).unwrap();
-    Credential {
-        macaroon,
-        preimage: paid.preimage,
-    }
-    .authorization_value()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

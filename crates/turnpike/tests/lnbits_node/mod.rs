@@ -97,3 +97,22 @@ impl Node {
 pub async fn balance(node: &Node, keys: &Keys) -> Msat {
     node.payer(keys).balance().await.unwrap()
 }
+
+/// Pays the 402 `challenge` (its JSON body) from `payer`: the `Authorization` value to retry
+/// with.
+pub async fn pay_challenge(node: &Node, payer: &Keys, challenge: &Value) -> String {
+    use turnpike_l402::credential::Credential;
+    use turnpike_l402::macaroon::Macaroon;
+    let invoice = challenge["invoice"].as_str().unwrap();
+    let paid = node
+        .payer(payer)
+        .pay_invoice(invoice, Msat(10_000))
+        .await
+        .unwrap();
+    let macaroon = Macaroon::from_base64(challenge["macaroon"].as_str().unwrap()).unwrap();
+    Credential {
+        macaroon,
+        preimage: paid.preimage,
+    }
+    .authorization_value()
+}

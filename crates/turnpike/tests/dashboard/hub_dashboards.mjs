@@ -1,0 +1,133 @@
+// The hub's dashboards in a real headless Chromium (Debian's `chromium`, through npm
+// `playwright-core`), against a real `turnpike serve` with `[hub]` on which provider `alice`
+// has had one paid call (made by the Rust test over a real LNbits):
+// - alice logs in to the admin dashboard with her own token: she sees her account, her
+//   revenue (the paid call), her fees and this month's statement (and an empty older month),
+//   her own service only, and no operator panel (the page asks for nothing she may not read:
+//   any 403 fails the test);
+// - the operator logs in: the hub's fees per provider and in total, and suspends then
+//   reinstates bob from the page (checked through the API).
+// No request may leave the page's origin and the page must log no error (CSP included).
+//
+//   node hub_dashboards.mjs --admin URL --operator-token T --alice-token T --bob-token T \
+//        [--screenshots DIR] [--chromium BIN] [--env DIR]
+//
+// Exits 0 when every expectation held (printing `hub dashboards: all expectations held`).
+
+import { mkdirSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Failure, fail, parseArgs, until, watch, withBrowser } from "./browser.mjs";
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
+const args = parseArgs(process.argv.slice(2), ["admin", "operator-token", "alice-token", "bob-token"], (msg) => {
+  console.error(`hub_dashboards.mjs: ${msg}\nusage: node hub_dashboards.mjs --admin URL --operator-token T --alice-token T --bob-token T [--screenshots DIR] [--chromium BIN] [--env DIR]`);
+  process.exit(2);
+});
+const admin = args.admin.replace(/\/+$/, "");
+const shots = resolve(args.screenshots ?? `${repo}/target/test-output`);
+const chromiumBin = args.chromium ?? process.env.TURNPIKE_CHROMIUM ?? "/usr/bin/chromium";
+const envDir = resolve(args.env ?? process.env.TURNPIKE_DASHBOARD_ENV ?? `${repo}/.dashboard-env`);
+const ok = (msg) => console.log(`ok: ${msg}`);
+const month = new Date().toISOString().slice(0, 7);
+
+async function logIn(browser, token) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 1000 }, locale: "en-US" });
+  const page = await context.newPage();
+  const problems = await watch(context, page, new URL(admin).origin, new Set());
+  const resp = await page.goto(`${admin}/`);
+  if (resp.status() !== 200) fail(`GET / answered ${resp.status()}`);
+  await page.getByTestId("login-token").fill(token);
+  await page.getByTestId("login-submit").click();
+  await page.getByTestId("services").waitFor({ state: "visible" });
+  return { context, page, problems, byId: (id) => page.getByTestId(id) };
+}
+
+const text = async (locator) => (await locator.textContent()).trim();
+
+async function providerView(browser) {
+  const { context, page, problems, byId } = await logIn(browser, args["alice-token"]);
+  await until("alice's account panel", () => byId("account").isVisible(), 10000);
+  if ((await text(byId("whoami"))) !== "provider: alice") fail(`the badge says ${await text(byId("whoami"))}`);
+  for (const id of ["payments", "tokens", "hub", "health"]) {
+    if (await byId(id).isVisible()) fail(`the operator's panel ${id} is shown to a provider`);
+  }
+  if (await page.locator("#f-host").isVisible()) fail("a provider is offered the host field");
+  ok("a provider's token opens its own view, without the operator's panels");
+
+  // Her revenue: the one paid call, at her price (21 sats), on today's bar; her service only.
+  await until("her paid call in the totals", async () => (await text(byId("total-payments"))) === "1", 15000);
+  if ((await text(byId("total-earned"))) !== "21 sats") fail(`earned: ${await text(byId("total-earned"))}`);
+  if ((await text(byId("total-calls-served"))) !== "1") fail(`calls: ${await text(byId("total-calls-served"))}`);
+  const bars = page.locator('[data-testid="revenue-bar"]');
+  await until("a revenue bar", async () => (await bars.count()) === 1, 10000);
+  if ((await bars.first().getAttribute("data-service")) !== "alice-quote") fail("a bar of another service");
+  const rows = await page.locator('[data-testid="service-row"]').evaluateAll((r) => r.map((e) => e.dataset.service));
+  if (JSON.stringify(rows) !== JSON.stringify(["alice-quote"])) fail(`services shown: ${rows}`);
+  ok("her revenue (1 payment, 21 sats, 1 call, today's bar) and only her service");
+
+  // Her fees: 22 sats paid by the client (LNbits rounds 21.42 up), 1 sat of it the hub's.
+  await until("her fees", async () => (await text(byId("fees-accrued"))) === "1,000 msat", 10000);
+  for (const [id, want] of [["fees-payments", "1"], ["fees-revenue", "21"], ["fees-owed", "1,000 msat"],
+    ["fees-unbilled", "1,000 msat"], ["fees-billed-unpaid", "0 msat"], ["fees-billed-paid", "0 msat"]]) {
+    if ((await text(byId(id))) !== want) fail(`${id}: ${await text(byId(id))}, expected ${want}`);
+  }
+  if ((await text(byId("account-status"))) !== "active") fail("not shown active");
+  if (!(await text(byId("account-trial"))).startsWith("Trial ended")) fail(`trial: ${await text(byId("account-trial"))}`);
+  if (!(await text(byId("bills"))).includes("No bills yet.")) fail("bills shown where there are none");
+  ok("her fees: 1,000 msat accrued, all owed and not yet billed; trial over; no bill");
+
+  // This month's statement, then an older month with nothing in it.
+  await until("this month's statement", async () => (await byId("statement").getAttribute("data-month")) === month, 10000);
+  if ((await text(byId("statement-payments"))) !== "1") fail(`statement payments: ${await text(byId("statement-payments"))}`);
+  if ((await text(byId("statement-fees"))) !== "1 (1,000 msat)") fail(`statement fees: ${await text(byId("statement-fees"))}`);
+  await byId("statement-month").fill("2020-01");
+  await until("the 2020-01 statement", async () => (await byId("statement").getAttribute("data-month")) === "2020-01", 10000);
+  if ((await text(byId("statement-payments"))) !== "0") fail("2020-01 shows payments");
+  await byId("statement-month").fill(month);
+  await until("back to this month", async () => (await text(byId("statement-payments"))) === "1", 10000);
+  ok(`the statement of ${month} (1 payment, 1 sat of fee) and of 2020-01 (nothing)`);
+
+  mkdirSync(shots, { recursive: true });
+  await page.screenshot({ path: `${shots}/hub-provider.png`, fullPage: true });
+  if (problems.length) fail(`the provider's page had problems:\n  ${problems.join("\n  ")}`);
+  ok("no error answer (no 403), no console error, nothing from elsewhere");
+  await context.close();
+}
+
+async function operatorView(browser) {
+  const { context, page, problems, byId } = await logIn(browser, args["operator-token"]);
+  await until("the hub's fees", () => byId("hub").isVisible(), 10000);
+  if (await byId("account").isVisible()) fail("the operator is shown a provider's account");
+  const row = (slug) => page.locator(`[data-testid="hub-provider-row"][data-provider="${slug}"]`);
+  await until("alice's row with her fee", async () => (await row("alice").getAttribute("data-fees-msat")) === "1000", 10000);
+  if ((await row("bob").getAttribute("data-fees-msat")) !== "0") fail("bob shows fees");
+  if ((await text(byId("hub-owed"))) !== "1" || (await text(byId("hub-earned"))) !== "0") {
+    fail(`totals: owed ${await text(byId("hub-owed"))}, earned ${await text(byId("hub-earned"))}`);
+  }
+  if ((await text(byId("hub-accrued"))) !== "1 (1,000 msat)") fail(`accrued: ${await text(byId("hub-accrued"))}`);
+  ok("the operator sees the fees: alice 1,000 msat owed, bob none; 1 sat owed, 0 earned in total");
+
+  await row("bob").getByTestId("provider-suspend").click();
+  await byId("provider-suspend-confirm").click();
+  await until("bob suspended", async () => (await row("bob").getAttribute("data-status")) === "suspended", 10000);
+  const bob = await (await fetch(`${admin}/api/v1/hub/providers`, { headers: { Authorization: `Bearer ${args["operator-token"]}` } })).json();
+  if (bob.providers.find((p) => p.slug === "bob")?.status !== "suspended") fail("the API does not show bob suspended");
+  await page.screenshot({ path: `${shots}/hub-operator.png`, fullPage: true });
+  await row("bob").getByTestId("provider-reinstate").click();
+  await until("bob reinstated", async () => (await row("bob").getAttribute("data-status")) === "active", 10000);
+  ok("the operator suspends bob (after confirming) and reinstates him from the page");
+  if (problems.length) fail(`the operator's page had problems:\n  ${problems.join("\n  ")}`);
+  await context.close();
+}
+
+try {
+  await withBrowser(envDir, chromiumBin, async (browser) => {
+    await providerView(browser);
+    await operatorView(browser);
+  });
+  console.log("hub dashboards: all expectations held");
+} catch (e) {
+  console.error(e instanceof Failure ? `FAIL: ${e.message}` : `FAIL: ${e.stack ?? e}`);
+  process.exit(1);
+}
