@@ -235,9 +235,10 @@ pub async fn get(
     Ok(Json(to_json(&config, source)).into_response())
 }
 
-/// A provider never takes a name (of a service or a route) under which statistics were kept
-/// before, by another provider, the operator or itself: the counts are kept per name, and
-/// its statistics must hold its own traffic only.
+/// A provider never takes a name (of a service or a route: `<service>.<route>`) under which
+/// statistics are kept for a service in force that is not its own, or were kept before (by
+/// another provider, the operator or itself): the counts are kept per name, and its
+/// statistics must hold its own traffic only.
 async fn check_fresh_names(
     api: &Api,
     caller: &Caller,
@@ -247,8 +248,11 @@ async fn check_fresh_names(
         return Ok(());
     };
     let own = crate::stats::own_stat_names(api, slug);
+    let others = crate::stats::others_stat_names(api, slug);
     for name in crate::stats::stat_names(config) {
-        if !own.contains(&name) && crate::stats::has_history(api, &name).await? {
+        if others.contains(&name)
+            || (!own.contains(&name) && crate::stats::has_history(api, &name).await?)
+        {
             let field = if name == config.name {
                 "name"
             } else {

@@ -69,10 +69,19 @@ pub fn stat_names(c: &turnpike_gateway::config::ServiceConfig) -> Vec<String> {
 
 /// The statistics names of the services in force of provider `slug`.
 pub fn own_stat_names(api: &Api, slug: &str) -> BTreeSet<String> {
+    stat_names_where(api, |owner| owner == Some(slug))
+}
+
+/// The statistics names of the services in force that are not provider `slug`'s.
+pub fn others_stat_names(api: &Api, slug: &str) -> BTreeSet<String> {
+    stat_names_where(api, |owner| owner != Some(slug))
+}
+
+fn stat_names_where(api: &Api, owned: impl Fn(Option<&str>) -> bool) -> BTreeSet<String> {
     api.control
         .services()
         .iter()
-        .filter(|(c, _)| c.provider.as_deref() == Some(slug))
+        .filter(|(c, _)| owned(c.provider.as_deref()))
         .flat_map(|(c, _)| stat_names(c))
         .collect()
 }

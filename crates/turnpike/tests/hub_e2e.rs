@@ -449,6 +449,21 @@ async fn a_used_name_is_not_taken_by_another(hub: &Hub, alice: &str, bob: &str) 
     assert_eq!(list["services"].as_array().map(Vec::len), Some(1), "{list}");
     let (_, own) = hub.call(alice, "GET", "/stats", None).await;
     assert!(!own.to_string().contains("bob-data"), "{own}");
+    // Nor a name in use: a route's counts are kept as `<service>.<route>`, so alice may not
+    // add the route `bulk` while bob has a service named `alice-quote.bulk`.
+    let lookalike = json!({ "name": "alice-quote.bulk", "path": "/x", "upstream": "http://127.0.0.1:1", "price_sats": 1 });
+    hub.add_service(bob, lookalike).await;
+    let route = json!({ "routes": [{ "name": "bulk", "path": "/quote/bulk", "price_sats": 1 }] });
+    let (status, err) = hub
+        .call(alice, "PATCH", "/services/alice-quote", Some(route))
+        .await;
+    assert_eq!(
+        (status, &err["error"]["code"]),
+        (409, &json!("conflict")),
+        "{err}"
+    );
+    let (_, svc) = hub.call(alice, "GET", "/services/alice-quote", None).await;
+    assert_eq!(svc["routes"].as_array().map_or(0, Vec::len), 0, "{svc}");
 }
 
 /// A provider moves to another wallet: a payout that gives no test invoice is refused and the
