@@ -397,7 +397,7 @@ fn paid_hub(dir: &Path, node: &lnbits_node::Node, rt: &tokio::runtime::Runtime) 
 /// one paid call: alice's own view (her revenue, fees, statement, no operator panel), the
 /// operator's (fees per provider and in total, suspend and reinstate;
 /// `tests/dashboard/hub_dashboards.mjs`), and the catalogue (`GET /directory` from a browser:
-/// lists, searches, filters, bob's `<img onerror>` description inert;
+/// lists, searches, filters, bob suspended and flagged, his `<img onerror>` description inert;
 /// `tests/dashboard/catalogue.mjs`). Screenshots: `target/test-output/hub-provider.png`,
 /// `hub-operator.png`, `catalogue.png`.
 #[test]
@@ -434,6 +434,20 @@ fn hub_dashboards_and_catalogue_in_chromium() {
         output.contains("hub dashboards: all expectations held"),
         "the script exited 0 without its closing line:\n{output}"
     );
+    // Bob suspended: the catalogue lists him, flagged.
+    let suspended = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!(
+                "http://{}/api/v1/hub/providers/bob/suspend",
+                hub.admin
+            ))
+            .bearer_auth(&hub.operator)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(suspended, 200);
     let args: Vec<std::ffi::OsString> = vec![
         "--public".into(),
         format!("http://{}", hub.public).into(),

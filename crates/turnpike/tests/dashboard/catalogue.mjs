@@ -1,7 +1,8 @@
 // The hub's public catalogue page (`GET /directory` from a browser) in a real headless Chromium
 // (Debian's `chromium`, through npm `playwright-core`), against a real `turnpike serve` with
 // `[hub]` and two providers: alice's "alice-quote" (21 sats, tag finance) and bob's
-// "bob-weather" (5 sats, tag weather), whose description holds HTML markup meant to run script.
+// "bob-weather" (5 sats, tag weather), whose description holds HTML markup meant to run script,
+// and who is suspended.
 // The page lists both with their price including the fee, searches, filters by tag, maximum
 // price and mode, keeps the query in its address, and shows bob's markup as inert text.
 //
@@ -64,6 +65,11 @@ async function run(browser) {
     if (!["up", "down", "unknown"].includes(await el.getAttribute("data-status"))) fail("a health badge without a status");
   }
   ok("both services listed, alice's at 22 sats (21 + 1 sat fee), each with a health badge");
+  // Bob is suspended (by the Rust test, before this script): listed, flagged.
+  if ((await items.nth(1).getByTestId("suspended").count()) !== 1 || (await alice.getByTestId("suspended").count()) !== 0) {
+    fail("the suspended provider is not flagged (or the active one is)");
+  }
+  ok("bob, suspended, is listed with a 'suspended' badge; alice is not");
 
   // The XSS payload is text: shown literally, no element made of it, nothing ran.
   const bob = items.nth(1);

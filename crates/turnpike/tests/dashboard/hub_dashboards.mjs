@@ -6,7 +6,8 @@
 //   her own service only, and no operator panel (the page asks for nothing she may not read:
 //   any 403 fails the test);
 // - the operator logs in: the hub's fees per provider and in total, and suspends then
-//   reinstates bob from the page (checked through the API).
+//   reinstates bob from the page (checked through the API); suspended, bob sees it on his
+//   account.
 // No request may leave the page's origin and the page must log no error (CSP included).
 //
 //   node hub_dashboards.mjs --admin URL --operator-token T --alice-token T --bob-token T \
@@ -95,6 +96,17 @@ async function providerView(browser) {
   await context.close();
 }
 
+// Bob, suspended, logs in: his account says so.
+async function suspendedView(browser) {
+  const { context, problems, byId } = await logIn(browser, args["bob-token"]);
+  await until("bob's account shown suspended", async () => (await text(byId("account-status"))) === "suspended", 10000);
+  if (!(await byId("account-suspended").isVisible())) fail("no notice that his services take no new payments");
+  if ((await text(byId("fees-owed"))) !== "0 msat") fail(`bob owes ${await text(byId("fees-owed"))}`);
+  if (problems.length) fail(`bob's page had problems:\n  ${problems.join("\n  ")}`);
+  await context.close();
+  ok("bob, suspended, sees it on his account, with the notice");
+}
+
 async function operatorView(browser) {
   const { context, page, problems, byId } = await logIn(browser, args["operator-token"]);
   await until("the hub's fees", () => byId("hub").isVisible(), 10000);
@@ -114,6 +126,7 @@ async function operatorView(browser) {
   const bob = await (await fetch(`${admin}/api/v1/hub/providers`, { headers: { Authorization: `Bearer ${args["operator-token"]}` } })).json();
   if (bob.providers.find((p) => p.slug === "bob")?.status !== "suspended") fail("the API does not show bob suspended");
   await page.screenshot({ path: `${shots}/hub-operator.png`, fullPage: true });
+  await suspendedView(browser);
   await row("bob").getByTestId("provider-reinstate").click();
   await until("bob reinstated", async () => (await row("bob").getAttribute("data-status")) === "active", 10000);
   ok("the operator suspends bob (after confirming) and reinstates him from the page");
