@@ -308,7 +308,9 @@ fn hub_registration_page_in_chromium_registers_a_lightning_address() {
 }
 
 /// A hub with two providers (each paid on its own real LNbits wallet) and one paid call to
-/// alice's service, for the browser scripts: its process, listeners, the operator's token and
+/// alice's service (its 1 sat of fee is billed within a second: the threshold is 1 sat, due in
+/// a day; the hub's own backend is the dev one, so the script can pay the bill), for the
+/// browser scripts: its process, listeners, the operator's token and
 /// the providers' tokens, and the upstream's count of calls served.
 struct PaidHub {
     _process: Running,
@@ -333,7 +335,8 @@ fn paid_hub(dir: &Path, node: &lnbits_node::Node, rt: &tokio::runtime::Runtime) 
         format!(
             "listen = \"{public}\"\ndata_dir = \"data\"\n[admin]\nlisten = \"{admin}\"\n\
              [backend]\nkind = \"dev\"\n[hub]\ndomain = \"hub.test\"\ntrial_days = 0\n\
-             allow_insecure_payouts = true\nallow_private_upstreams = true\n"
+             allow_insecure_payouts = true\nallow_private_upstreams = true\n\
+             bill_threshold_sats = 1\nbill_grace_days = 1\nbilling_interval_secs = 1\n"
         ),
     )
     .unwrap();
@@ -394,8 +397,9 @@ fn paid_hub(dir: &Path, node: &lnbits_node::Node, rt: &tokio::runtime::Runtime) 
 }
 
 /// The hub's dashboards and its public catalogue page in Chromium, on one hub where alice had
-/// one paid call: alice's own view (her revenue, fees, statement, no operator panel), the
-/// operator's (fees per provider and in total, suspend and reinstate;
+/// one paid call: alice's own view (her revenue, fees, bill, statement, no operator panel; she
+/// pays the bill), the operator's (fees earned and owed per provider and in total, suspend and
+/// reinstate;
 /// `tests/dashboard/hub_dashboards.mjs`), and the catalogue (`GET /directory` from a browser:
 /// lists, searches, filters, bob suspended and flagged, his `<img onerror>` description inert;
 /// `tests/dashboard/catalogue.mjs`). Screenshots: `target/test-output/hub-provider.png`,
@@ -418,6 +422,8 @@ fn hub_dashboards_and_catalogue_in_chromium() {
     let args: Vec<std::ffi::OsString> = vec![
         "--admin".into(),
         format!("http://{}", hub.admin).into(),
+        "--public".into(),
+        format!("http://{}", hub.public).into(),
         "--operator-token".into(),
         hub.operator.clone().into(),
         "--alice-token".into(),

@@ -2,15 +2,16 @@
 // `playwright-core`), against a real `turnpike serve` with `[hub]` on which provider `alice`
 // has had one paid call (made by the Rust test over a real LNbits):
 // - alice logs in to the admin dashboard with her own token: she sees her account, her
-//   revenue (the paid call), her fees and this month's statement (and an empty older month),
-//   her own service only, and no operator panel (the page asks for nothing she may not read:
-//   any 403 fails the test);
+//   revenue (the paid call), her fees, the bill for them (its invoice, due date) and this
+//   month's statement (and an empty older month), her own service only, and no operator panel
+//   (the page asks for nothing she may not read: any 403 fails the test); she pays the bill
+//   (the hub's dev backend) and sees it paid;
 // - the operator logs in: the hub's fees per provider and in total, and suspends then
 //   reinstates bob from the page (checked through the API); suspended, bob sees it on his
 //   account.
 // No request may leave the page's origin and the page must log no error (CSP included).
 //
-//   node hub_dashboards.mjs --admin URL --operator-token T --alice-token T --bob-token T \
+//   node hub_dashboards.mjs --admin URL --public URL --operator-token T --alice-token T --bob-token T \
 //        [--screenshots DIR] [--chromium BIN] [--env DIR]
 //
 // Exits 0 when every expectation held (printing `hub dashboards: all expectations held`).
@@ -21,11 +22,12 @@ import { fileURLToPath } from "node:url";
 import { Failure, fail, parseArgs, until, watch, withBrowser } from "./browser.mjs";
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
-const args = parseArgs(process.argv.slice(2), ["admin", "operator-token", "alice-token", "bob-token"], (msg) => {
-  console.error(`hub_dashboards.mjs: ${msg}\nusage: node hub_dashboards.mjs --admin URL --operator-token T --alice-token T --bob-token T [--screenshots DIR] [--chromium BIN] [--env DIR]`);
+const args = parseArgs(process.argv.slice(2), ["admin", "public", "operator-token", "alice-token", "bob-token"], (msg) => {
+  console.error(`hub_dashboards.mjs: ${msg}\nusage: node hub_dashboards.mjs --admin URL --public URL --operator-token T --alice-token T --bob-token T [--screenshots DIR] [--chromium BIN] [--env DIR]`);
   process.exit(2);
 });
 const admin = args.admin.replace(/\/+$/, "");
+const pub = args.public.replace(/\/+$/, "");
 const shots = resolve(args.screenshots ?? `${repo}/target/test-output`);
 const chromiumBin = args.chromium ?? process.env.TURNPIKE_CHROMIUM ?? "/usr/bin/chromium";
 const envDir = resolve(args.env ?? process.env.TURNPIKE_DASHBOARD_ENV ?? `${repo}/.dashboard-env`);
@@ -67,16 +69,23 @@ async function providerView(browser) {
   if (JSON.stringify(rows) !== JSON.stringify(["alice-quote"])) fail(`services shown: ${rows}`);
   ok("her revenue (1 payment, 21 sats, 1 call, today's bar) and only her service");
 
-  // Her fees: 22 sats paid by the client (LNbits rounds 21.42 up), 1 sat of it the hub's.
-  await until("her fees", async () => (await text(byId("fees-accrued"))) === "1,000 msat", 10000);
-  for (const [id, want] of [["fees-payments", "1"], ["fees-revenue", "21"], ["fees-owed", "1,000 msat"],
-    ["fees-unbilled", "1,000 msat"], ["fees-billed-unpaid", "0 msat"], ["fees-billed-paid", "0 msat"]]) {
-    if ((await text(byId(id))) !== want) fail(`${id}: ${await text(byId(id))}, expected ${want}`);
-  }
+  // Her fees: 22 sats paid by the client (LNbits rounds 21.42 up), 1 sat of it the hub's,
+  // billed at once (threshold 1 sat), due in a day.
+  const bill = page.locator('[data-testid="bill-row"]');
+  await until("her bill", async () => (await bill.count()) === 1, 15000);
+  const expectFees = async (rows) => {
+    for (const [id, want] of rows) {
+      await until(`${id} showing ${want}`, async () => (await text(byId(id))) === want, 10000);
+    }
+  };
+  await expectFees([["fees-payments", "1"], ["fees-revenue", "21"], ["fees-accrued", "1,000 msat"],
+    ["fees-owed", "1,000 msat"], ["fees-unbilled", "0 msat"], ["fees-billed-unpaid", "1,000 msat"], ["fees-billed-paid", "0 msat"]]);
+  const invoice = await text(bill.getByTestId("bill-invoice"));
+  if (!/^ln[a-z0-9]+$/.test(invoice)) fail(`the bill's invoice: ${invoice}`);
+  if ((await bill.getAttribute("data-paid")) !== "false" || !(await text(bill)).includes("unpaid")) fail("the bill is not shown unpaid");
   if ((await text(byId("account-status"))) !== "active") fail("not shown active");
   if (!(await text(byId("account-trial"))).startsWith("Trial ended")) fail(`trial: ${await text(byId("account-trial"))}`);
-  if (!(await text(byId("bills"))).includes("No bills yet.")) fail("bills shown where there are none");
-  ok("her fees: 1,000 msat accrued, all owed and not yet billed; trial over; no bill");
+  ok("her fees: 1,000 msat accrued and billed; the bill unpaid, with its invoice and due date; trial over");
 
   // This month's statement, then an older month with nothing in it.
   await until("this month's statement", async () => (await byId("statement").getAttribute("data-month")) === month, 10000);
@@ -91,6 +100,14 @@ async function providerView(browser) {
 
   mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: `${shots}/hub-provider.png`, fullPage: true });
+
+  // She pays the bill (the hub's backend is the dev one): shown paid, nothing owed.
+  const paid = await fetch(`${pub}/_turnpike/dev/pay`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ invoice }) });
+  if (paid.status !== 200) fail(`paying the bill: ${paid.status}`);
+  await until("the bill shown paid", async () => (await bill.getAttribute("data-paid")) === "true", 15000);
+  await expectFees([["fees-owed", "0 msat"], ["fees-billed-unpaid", "0 msat"], ["fees-billed-paid", "1,000 msat"]]);
+  if (await bill.getByTestId("bill-invoice").count()) fail("a paid bill still offers its invoice");
+  ok("she pays the bill: shown paid, nothing owed");
   if (problems.length) fail(`the provider's page had problems:\n  ${problems.join("\n  ")}`);
   ok("no error answer (no 403), no console error, nothing from elsewhere");
   await context.close();
@@ -114,11 +131,12 @@ async function operatorView(browser) {
   const row = (slug) => page.locator(`[data-testid="hub-provider-row"][data-provider="${slug}"]`);
   await until("alice's row with her fee", async () => (await row("alice").getAttribute("data-fees-msat")) === "1000", 10000);
   if ((await row("bob").getAttribute("data-fees-msat")) !== "0") fail("bob shows fees");
-  if ((await text(byId("hub-owed"))) !== "1" || (await text(byId("hub-earned"))) !== "0") {
+  if ((await row("alice").getAttribute("data-owed-msat")) !== "0") fail("alice still owes");
+  if ((await text(byId("hub-owed"))) !== "0" || (await text(byId("hub-earned"))) !== "1") {
     fail(`totals: owed ${await text(byId("hub-owed"))}, earned ${await text(byId("hub-earned"))}`);
   }
   if ((await text(byId("hub-accrued"))) !== "1 (1,000 msat)") fail(`accrued: ${await text(byId("hub-accrued"))}`);
-  ok("the operator sees the fees: alice 1,000 msat owed, bob none; 1 sat owed, 0 earned in total");
+  ok("the operator sees the fees: alice's 1,000 msat accrued and paid, bob none; 1 sat earned, 0 owed in total");
 
   await row("bob").getByTestId("provider-suspend").click();
   await byId("provider-suspend-confirm").click();
