@@ -2,7 +2,8 @@
 # Runs Turnpike's whole test suite: formatting, lints, and every test, including the interop
 # test against pymacaroons (an independent macaroon implementation, installed here in a venv),
 # the `turnpike mcp` tests with the official MCP Python SDK (`mcp`, same venv), the metrics test
-# with the official Prometheus client's text-format parser (`prometheus-client`, same venv),
+# with the official Prometheus client's text-format parser (`prometheus-client`, same venv), the
+# hub's per-provider OpenAPI documents with `openapi-spec-validator` (same venv),
 # the LNbits backend's tests against a real LNbits (scripts/lnbits.sh), and the x402 tests
 # against the official x402 client, server middleware (@x402/express) and facilitator on a local
 # chain (scripts/x402-env.sh; Node.js and npm needed), and the admin dashboard's test in Debian's
@@ -15,7 +16,7 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "==> creating the test venv in $venv"
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import pymacaroons, mcp, prometheus_client" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import pymacaroons, mcp, prometheus_client, openapi_spec_validator" 2>/dev/null; then
     echo "==> installing the Python test requirements"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
 fi

@@ -216,6 +216,14 @@ pub struct HubConfig {
     /// Seconds between two looks at fees to bill and bills paid or overdue (default 3600).
     #[serde(default = "default_billing_interval_secs")]
     pub billing_interval_secs: u64,
+    /// Seconds between two health probes of each provider's upstream, for the directory
+    /// (default 60; 0: no probes).
+    #[serde(default = "default_probe_interval_secs")]
+    pub probe_interval_secs: u64,
+}
+
+fn default_probe_interval_secs() -> u64 {
+    60
 }
 
 fn default_bill_threshold_sats() -> u64 {

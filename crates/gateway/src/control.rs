@@ -131,6 +131,11 @@ impl Control {
         self.table.hub()
     }
 
+    /// The service table it changes.
+    pub fn table(&self) -> &Arc<ServiceTable> {
+        &self.table
+    }
+
     /// The admin store, when there is one.
     pub fn store(&self) -> Option<&Arc<dyn AdminStore>> {
         self.admin.as_ref()

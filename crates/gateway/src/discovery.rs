@@ -72,6 +72,11 @@ fn resource(s: &Service) -> Value {
             })),
         }),
     );
+    if let (Some(payee), Some(Value::Object(x))) = (&s.payee, r.get_mut("x-turnpike")) {
+        // A hub provider's service: what the client pays, the platform fee included.
+        let amount = payee.invoice_amount(s.price_msat(), crate::unix_now());
+        x.insert("amount_msat".into(), json!(amount.map(|(a, _)| a.0)));
+    }
     Value::Object(r)
 }
 
@@ -99,7 +104,8 @@ pub fn manifest<'a>(services: impl IntoIterator<Item = &'a Service>) -> Value {
     })
 }
 
-/// `GET /.well-known/l402.json`.
+/// `GET /.well-known/l402.json` (on a hub, a provider's host has its own:
+/// [`crate::hub::directory::documents::well_known_l402`]).
 pub async fn handle(State(state): State<SharedState>) -> Response {
     let router = state.services.load();
     let body = manifest(router.services().iter().map(|s| &**s));

@@ -36,6 +36,7 @@ pub mod service;
 mod serving;
 pub mod settlement;
 pub mod stats;
+pub mod traffic;
 pub mod upstream;
 pub mod verified;
 mod workers;
@@ -563,17 +564,32 @@ impl Gateway {
         ]
         .into_iter()
         .flatten()
+        .chain(hub::health::flush::spawn(
+            control.clone(),
+            self.state.metrics.clone(),
+        ))
         .collect()
     }
 
-    /// Stops the periodic flush and adds the last counts (waiting at most
-    /// [`stats::FINAL_FLUSH`]).
+    /// Stops the periodic flush and adds the last counts, and on a hub the last health counts
+    /// (waiting at most [`stats::FINAL_FLUSH`] for each).
     async fn final_flush(&self, flusher: tokio::task::JoinHandle<()>) {
         flusher.abort();
         match tokio::time::timeout(stats::FINAL_FLUSH, self.flush_stats()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "the last statistics could not be stored"),
             Err(_) => tracing::error!("the last statistics could not be stored in time"),
+        }
+        let control = &self.state.control;
+        if let (Some(hub), Some(store)) = (control.hub(), control.store()) {
+            let metrics = &self.state.metrics;
+            let last = hub::health::flush::add_traffic(&hub.health, metrics, &**store, unix_now());
+            if !matches!(
+                tokio::time::timeout(stats::FINAL_FLUSH, last).await,
+                Ok(Ok(()))
+            ) {
+                tracing::error!("the last health counts could not be stored");
+            }
         }
     }
 
@@ -617,11 +633,15 @@ impl Gateway {
 }
 
 fn app_with(state: SharedState) -> axum::Router {
-    let mut app = axum::Router::new()
-        .route("/_turnpike/health", get(health))
-        .route(discovery::PATH, get(discovery::handle));
-    if state.control.hub().is_some() {
+    let mut app = axum::Router::new().route("/_turnpike/health", get(health));
+    if state.control.hub().is_none() {
+        app = app.route(discovery::PATH, get(discovery::handle));
+    } else {
         app = app
+            .route(
+                discovery::PATH,
+                get(hub::directory::documents::well_known_l402),
+            )
             .route(
                 hub::register::PATH,
                 get(hub::register::page).post(hub::register::public_register),
@@ -629,6 +649,18 @@ fn app_with(state: SharedState) -> axum::Router {
             .route(hub::register::SCRIPT_PATH, get(hub::register::script))
             .route(hub::register::STYLE_PATH, get(hub::register::style))
             .route(hub::directory::PATH, get(hub::directory::handle))
+            .route(
+                "/{slug}/.well-known/l402.json",
+                get(hub::directory::documents::catalogue_by_prefix),
+            )
+            .route(
+                "/{slug}/.well-known/openapi.json",
+                get(hub::directory::documents::openapi_by_prefix),
+            )
+            .route(
+                hub::directory::documents::OPENAPI_SUFFIX,
+                get(hub::directory::documents::openapi_by_host),
+            )
             .route(hub::catalogue::SCRIPT_PATH, get(hub::catalogue::script))
             .route(hub::catalogue::STYLE_PATH, get(hub::catalogue::style))
             .route(hub::catalogue::DOM_PATH, get(hub::catalogue::dom_script));

@@ -161,6 +161,8 @@ pub struct ServiceMetrics {
     /// Time to the upstream's response head (or its failure).
     pub upstream_latency: Histogram,
     upstream_responses: [Counter; UpstreamClass::ALL.len()],
+    /// Calls forwarded, answered below 500, and their latency, for a hub's health figures.
+    pub traffic: crate::traffic::Traffic,
 }
 
 impl ServiceMetrics {
@@ -177,6 +179,7 @@ impl ServiceMetrics {
             rate_limited: Counter::default(),
             upstream_latency: Histogram::default(),
             upstream_responses: Default::default(),
+            traffic: crate::traffic::Traffic::default(),
         }
     }
 

@@ -207,7 +207,7 @@ impl ConnectionServer {
                 let path = req.uri().path();
                 let resp = if path.starts_with(INTERNAL_PREFIX)
                     || path == crate::discovery::PATH
-                    || crate::hub::directory::is_hub_path(path)
+                    || crate::hub::directory::documents::is_hub_path(path)
                 {
                     req.extensions_mut().insert(ConnectInfo(peer));
                     match internal.oneshot(req).await {

@@ -173,8 +173,9 @@ pub struct BillRecord {
 /// The admin API's durable state. Obligations: every write takes the next change sequence
 /// number in the same transaction, so [`AdminStore::sequence`] grows with every change any
 /// replica makes, and a reader that saw sequence N and reads again sees every change after N.
+/// It also keeps the services' health for a hub's directory ([`crate::HealthStore`]).
 #[async_trait]
-pub trait AdminStore: Send + Sync + 'static {
+pub trait AdminStore: crate::HealthStore + Send + Sync + 'static {
     /// The number of the latest change (0: none). One cheap read, for polling replicas.
     async fn sequence(&self) -> Result<u64, StoreError>;
 

@@ -17,6 +17,7 @@
 
 mod admin;
 mod batch;
+mod health;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -29,6 +30,7 @@ pub use admin::{
     AdminStore, BillRecord, FeeRecord, FeeStanding, FeeTotals, PaymentRecord, ProviderRecord,
     StoredService, TokenQuery, TokenRecord,
 };
+pub use health::{HealthCounts, HealthDelta, HealthStore, HealthSummary, ProbeOutcome};
 pub use postgres::PgStore;
 pub use sql::{Codec, Dialect, SqlStore};
 pub use sqlite::SqliteStore;

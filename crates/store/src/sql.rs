@@ -88,6 +88,10 @@ macro_rules! migrations {
                 6,
                 include_str!(concat!("../migrations/", $dir, "/0006_hub.sql")),
             ),
+            (
+                7,
+                include_str!(concat!("../migrations/", $dir, "/0007_health.sql")),
+            ),
         ]
     };
 }

@@ -553,3 +553,86 @@ async fn postgres_admin_store() {
     tokens_and_payments_are_listed(&c).await;
     drop_schema(&url, &schema).await;
 }
+
+/// Health buckets add up across replicas (concurrent adds sum exactly), are summed over the
+/// window asked, keep the last probe only when later, and are pruned by hour.
+async fn health_adds_up_across_replicas(a: &Both, b: &Both) {
+    use turnpike_store::{HealthCounts, HealthDelta, ProbeOutcome};
+    let (_, one) = a;
+    let (_, two) = b;
+    let delta = |hour: u64, forwarded: u64, ok: u64, latency: Vec<(u32, u64)>| HealthDelta {
+        hour,
+        service: "quote".into(),
+        counts: HealthCounts {
+            forwarded,
+            ok,
+            probes: 1,
+            probes_up: 1,
+            latency,
+        },
+    };
+    let probe = |up: bool, at: u64| ProbeOutcome {
+        service: "quote".into(),
+        up,
+        at,
+    };
+    let mut writers = Vec::new();
+    for i in 0..20u64 {
+        let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+        writers.push(tokio::spawn(async move {
+            let d = delta(100, 2, 1, vec![(3, 1), (40, 1)]);
+            store.add_health(&[d], &[]).await.unwrap();
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    one.add_health(&[delta(99, 5, 5, vec![(3, 5)])], &[probe(false, 1000)])
+        .await
+        .unwrap();
+    // An older probe arriving late does not replace the last one.
+    two.add_health(&[], &[probe(true, 900)]).await.unwrap();
+    let window = two.health_since(100).await.unwrap();
+    assert_eq!(window.len(), 1);
+    let q = &window[0];
+    assert_eq!(q.service, "quote");
+    assert_eq!(
+        q.counts,
+        HealthCounts {
+            forwarded: 40,
+            ok: 20,
+            probes: 20,
+            probes_up: 20,
+            latency: vec![(3, 20), (40, 20)],
+        }
+    );
+    assert_eq!(q.last_probe, Some((false, 1000)));
+    let all = one.health_since(0).await.unwrap();
+    assert_eq!(
+        (all[0].counts.forwarded, all[0].counts.latency[0]),
+        (45, (3, 25))
+    );
+    two.add_health(&[], &[probe(true, 1001)]).await.unwrap();
+    assert_eq!(
+        one.health_since(0).await.unwrap()[0].last_probe,
+        Some((true, 1001))
+    );
+    assert_eq!(one.prune_health(100).await.unwrap(), 2);
+    assert_eq!(two.health_since(0).await.unwrap()[0].counts.forwarded, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_health_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (sqlite(&dir).await, sqlite(&dir).await);
+    health_adds_up_across_replicas(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_health_store() {
+    let Some((a, b, url, schema)) = postgres().await else {
+        return;
+    };
+    health_adds_up_across_replicas(&a, &b).await;
+    drop_schema(&url, &schema).await;
+}

@@ -20,20 +20,9 @@ const SCRIPT: &str = concat!(
     "/tests/interop/aperture_fixture.py"
 );
 
+/// The Python with pymacaroons 0.13 (`TURNPIKE_TEST_PYTHON`), or `None`: skipped.
 fn python(test: &str) -> Option<String> {
-    match std::env::var("TURNPIKE_TEST_PYTHON") {
-        Ok(p) if !p.trim().is_empty() => Some(p),
-        _ => {
-            assert!(
-                std::env::var("TURNPIKE_STRICT_TESTS").as_deref() != Ok("1"),
-                "{test}: TURNPIKE_TEST_PYTHON is not set (TURNPIKE_STRICT_TESTS=1)"
-            );
-            eprintln!(
-                "SKIPPED: {test}: set TURNPIKE_TEST_PYTHON to a Python with pymacaroons 0.13"
-            );
-            None
-        }
-    }
+    common::test_python(test)
 }
 
 /// One token of the fixture, as the client holds it.

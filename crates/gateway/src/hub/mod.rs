@@ -55,6 +55,8 @@ pub struct HubSettings {
     pub bill_grace_secs: u64,
     /// Between two billing runs.
     pub billing_interval: std::time::Duration,
+    /// Between two probe rounds of the providers' upstreams (`None`: no probes).
+    pub probe_interval: Option<std::time::Duration>,
 }
 
 impl HubSettings {
@@ -85,7 +87,15 @@ impl HubSettings {
                 "must be between 1 and 86400",
             ));
         }
+        if c.probe_interval_secs > 86_400 {
+            return Err(invalid(
+                "hub.probe_interval_secs",
+                "must be at most 86400 (0: no probes)",
+            ));
+        }
         Ok(HubSettings {
+            probe_interval: (c.probe_interval_secs > 0)
+                .then(|| std::time::Duration::from_secs(c.probe_interval_secs)),
             bill_threshold,
             bill_grace_secs: u64::from(c.bill_grace_days) * 86_400,
             billing_interval: std::time::Duration::from_secs(c.billing_interval_secs),
@@ -274,8 +284,8 @@ pub struct Hub {
     /// `[hub]`, checked.
     pub settings: HubSettings,
     providers: ArcSwap<Providers>,
-    /// The health of its services, as last read from the store.
-    pub health: health::HealthBoard,
+    /// The health of its services, as last read from the store, and what is yet to be added.
+    pub health: health::board::Health,
 }
 
 impl Hub {
@@ -284,7 +294,7 @@ impl Hub {
         Hub {
             settings,
             providers: ArcSwap::default(),
-            health: health::HealthBoard::default(),
+            health: health::board::Health::default(),
         }
     }
 
@@ -513,6 +523,17 @@ mod tests {
             key("domain = \"h.x\"\nbilling_interval_secs = 0"),
             "hub.billing_interval_secs"
         );
+        assert_eq!(
+            key("domain = \"h.x\"\nprobe_interval_secs = 86401"),
+            "hub.probe_interval_secs"
+        );
+        assert_eq!(
+            settings("domain = \"h.x\"\nprobe_interval_secs = 0")
+                .unwrap()
+                .probe_interval,
+            None
+        );
+        assert_eq!(s.probe_interval, Some(std::time::Duration::from_secs(60)));
     }
 
     #[test]

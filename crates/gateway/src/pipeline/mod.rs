@@ -670,7 +670,11 @@ async fn forward(
         Ok(resp) => UpstreamClass::of(resp.status()),
         Err(_) => UpstreamClass::Failed,
     };
-    metrics.upstream(class, started.elapsed());
+    let elapsed = started.elapsed();
+    metrics.upstream(class, elapsed);
+    metrics
+        .traffic
+        .record(result.as_ref().ok().map(|r| r.status()), elapsed);
     let charge = guard.disarm();
     let (resp, given_back) = match result {
         Ok(resp) if ctx.service.refund_on_5xx && resp.status().is_server_error() => {

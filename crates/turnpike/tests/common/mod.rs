@@ -182,3 +182,20 @@ pub async fn drop_pg_database(admin_url: &str, url: &str) {
     .execute(&pool)
     .await;
 }
+
+/// The Python of `TURNPIKE_TEST_PYTHON` (the test venv of `scripts/test.sh`), or `None` (the
+/// test `test` skipped with a message; a failure under `TURNPIKE_STRICT_TESTS=1`).
+#[allow(dead_code)] // not every test binary uses it
+pub fn test_python(test: &str) -> Option<String> {
+    match std::env::var("TURNPIKE_TEST_PYTHON") {
+        Ok(p) if !p.trim().is_empty() => Some(p),
+        _ => {
+            assert!(
+                std::env::var("TURNPIKE_STRICT_TESTS").as_deref() != Ok("1"),
+                "{test}: TURNPIKE_TEST_PYTHON is not set (TURNPIKE_STRICT_TESTS=1)"
+            );
+            eprintln!("SKIPPED: {test}: set TURNPIKE_TEST_PYTHON (see scripts/test.sh)");
+            None
+        }
+    }
+}

@@ -4,6 +4,8 @@
 //! contract the MCP bridge (`turnpike mcp --hub`) and the catalogue page build on
 //! (docs/hub.md).
 
+pub mod documents;
+pub mod openapi;
 pub mod query;
 
 use std::sync::Arc;
@@ -21,13 +23,6 @@ pub use query::{DirectoryQuery, QueryError};
 
 /// Where the directory is served.
 pub const PATH: &str = "/directory";
-
-/// Whether a request's raw path is one the hub answers itself (never forwarded): the
-/// directory. Only exact spellings: any other goes through the pipeline, canonical form and
-/// payment included.
-pub fn is_hub_path(path: &str) -> bool {
-    path == PATH
-}
 
 /// A provider's service (or route) as listed: the service reached under the provider's path
 /// prefix, and its provider.
@@ -157,7 +152,7 @@ fn entry(l: &Listed, hub: &Hub, amount: Option<u64>) -> Value {
         "valid_secs": s.lifetime_secs,
         "rails": rails,
         "input_schema": s.meta.input_schema,
-        "health": hub.health.get(&s.name).to_json(),
+        "health": hub.health.board.get(&s.name).to_json(),
         "openapi": format!("/{slug}/.well-known/openapi.json"),
         "catalogue": format!("/{slug}/.well-known/l402.json"),
     })

@@ -55,6 +55,15 @@ pub fn rfc3339(unix: u64) -> String {
     )
 }
 
+/// A hub's health state: the board the directory reads, and what the flush already added.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// As last read from the store.
+    pub board: HealthBoard,
+    /// Each service's traffic counts as last added to the store (flushes are serialised).
+    pub(crate) flushed: tokio::sync::Mutex<HashMap<String, crate::traffic::TrafficCounts>>,
+}
+
 /// The health of every service, by service name, as last read from the store.
 #[derive(Debug, Default)]
 pub struct HealthBoard {

@@ -1,0 +1,111 @@
+//! Adds what each service's traffic counted since the last successful flush to the store's
+//! hourly buckets (one transaction; the counts added are remembered only once committed, so a
+//! failed flush is retried whole and nothing is added twice), prunes old buckets, and reads
+//! the last 24 hours back into the board.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use turnpike_store::{AdminStore, HealthCounts, HealthDelta, HealthSummary, StoreError};
+
+use super::board::{Health, ServiceHealth};
+use super::{FLUSH_INTERVAL, KEEP_HOURS, WINDOW_HOURS};
+use crate::control::Control;
+use crate::metrics::Metrics;
+
+/// On a hub with a store: every [`FLUSH_INTERVAL`], adds the traffic counted and reads the
+/// board back; every `[hub] probe_interval_secs`, probes the providers' upstreams
+/// ([`super::probe`]).
+pub fn spawn(control: Arc<Control>, metrics: Arc<Metrics>) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(hub) = control.hub() else {
+        return Vec::new();
+    };
+    let mut tasks = Vec::new();
+    if let Some(every) = hub.settings.probe_interval {
+        tasks.push(super::probe::spawn(control.clone(), every));
+    }
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = run_once(&control, &metrics, crate::unix_now()).await {
+                tracing::warn!(error = %e, "cannot add or read service health; will retry");
+            }
+        }
+    }));
+    tasks
+}
+
+/// One flush and read-back at `now` (nothing on a gateway that is not a hub or has no store).
+pub async fn run_once(control: &Control, metrics: &Metrics, now: u64) -> Result<(), StoreError> {
+    let (Some(hub), Some(store)) = (control.hub(), control.store()) else {
+        return Ok(());
+    };
+    add_traffic(&hub.health, metrics, &**store, now).await?;
+    let hour = now / 3600;
+    store.prune_health(hour.saturating_sub(KEEP_HOURS)).await?;
+    let rows = store
+        .health_since(hour.saturating_sub(WINDOW_HOURS - 1))
+        .await?;
+    hub.health.board.replace(board(rows));
+    Ok(())
+}
+
+/// Adds the traffic counted since the last flush to the hour of `now`.
+pub async fn add_traffic(
+    health: &Health,
+    metrics: &Metrics,
+    store: &dyn AdminStore,
+    now: u64,
+) -> Result<(), StoreError> {
+    let mut flushed = health.flushed.lock().await;
+    let current: HashMap<String, _> = metrics
+        .services()
+        .iter()
+        .map(|s| (s.name().to_owned(), s.traffic.counts()))
+        .collect();
+    let deltas: Vec<HealthDelta> = current
+        .iter()
+        .filter_map(|(service, counts)| {
+            let d = match flushed.get(service) {
+                Some(before) => counts.minus(before),
+                None => counts.clone(),
+            };
+            (!d.is_zero()).then(|| HealthDelta {
+                hour: now / 3600,
+                service: service.clone(),
+                counts: HealthCounts {
+                    forwarded: d.forwarded,
+                    ok: d.ok,
+                    latency: d.latency_buckets(),
+                    ..HealthCounts::default()
+                },
+            })
+        })
+        .collect();
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    store.add_health(&deltas, &[]).await?;
+    flushed.extend(current);
+    Ok(())
+}
+
+/// The board of the rows read back.
+fn board(rows: Vec<HealthSummary>) -> HashMap<String, ServiceHealth> {
+    rows.into_iter()
+        .map(|r| {
+            let c = r.counts;
+            let h = ServiceHealth {
+                probes: c.probes,
+                probes_up: c.probes_up,
+                forwarded: c.forwarded,
+                ok: c.ok,
+                median_latency_ms: crate::traffic::median_ms(&c.latency),
+                last_probe: r.last_probe,
+            };
+            (r.service, h)
+        })
+        .collect()
+}
