@@ -36,6 +36,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod common;
+mod hub_harness;
 mod lnbits_node;
 mod lnurl_contract_fake;
 
@@ -310,13 +311,9 @@ fn hub_registration_page_in_chromium_registers_a_lightning_address() {
 /// A hub with two providers (each paid on its own real LNbits wallet) and one paid call to
 /// alice's service (its 1 sat of fee is billed within a second: the threshold is 1 sat, due in
 /// a day; the hub's own backend is the dev one, so the script can pay the bill), for the
-/// browser scripts: its process, listeners, the operator's token and
-/// the providers' tokens, and the upstream's count of calls served.
+/// browser scripts: the hub, the providers' tokens, and the upstream's count of calls served.
 struct PaidHub {
-    _process: Running,
-    public: SocketAddr,
-    admin: SocketAddr,
-    operator: String,
+    hub: hub_harness::Hub,
     alice: String,
     bob: String,
     served: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -327,36 +324,10 @@ const XSS: &str = "Forecasts <img src=x onerror=\"window.pwned=1;reportXss('img'
                    <script>window.pwned=2;reportXss('script')</script>";
 
 fn paid_hub(dir: &Path, node: &lnbits_node::Node, rt: &tokio::runtime::Runtime) -> PaidHub {
+    use serde_json::json;
     let (upstream, served) = counting_upstream();
-    let (public, admin) = (free_port(), free_port());
-    let config = dir.join("hub.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"{public}\"\ndata_dir = \"data\"\n[admin]\nlisten = \"{admin}\"\n\
-             [backend]\nkind = \"dev\"\n[hub]\ndomain = \"hub.test\"\ntrial_days = 0\n\
-             allow_insecure_payouts = true\nallow_private_upstreams = true\n\
-             bill_threshold_sats = 1\nbill_grace_days = 1\nbilling_interval_secs = 1\n"
-        ),
-    )
-    .unwrap();
-    let process = common::serve_with_admin(&config, &dir.join("hub.log"), public, admin);
-    let operator = std::fs::read_to_string(dir.join("data/admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let http = reqwest::Client::new();
-    let call = async |token: &str, path: &str, body: serde_json::Value| {
-        let resp = http
-            .post(format!("http://{admin}/api/v1{path}"))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 201, "{path}");
-        resp.json::<serde_json::Value>().await.unwrap()
-    };
+    let billing = "bill_threshold_sats = 1\nbill_grace_days = 1\nbilling_interval_secs = 1";
+    let hub = hub_harness::start_hub_with(dir, "hub", 0, "", billing);
     let (alice, bob) = rt.block_on(async {
         let mut tokens = Vec::new();
         for (slug, service, path, price, tag, description) in [
@@ -364,32 +335,26 @@ fn paid_hub(dir: &Path, node: &lnbits_node::Node, rt: &tokio::runtime::Runtime) 
             ("bob", "bob-weather", "/weather", 5, "weather", XSS),
         ] {
             let wallet = node.wallet(slug, 0).await;
-            let payout = serde_json::json!({ "kind": "lnbits", "url": node.url, "invoice_key": wallet.invoice });
-            let reg = serde_json::json!({ "name": format!("{slug} APIs"), "slug": slug,
-                "contact": format!("ops@{slug}.example"), "payout": payout });
-            let token = call(&operator, "/hub/providers", reg).await["token"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            let svc = serde_json::json!({ "name": service, "path": path, "price_sats": price,
+            let payout = json!({ "kind": "lnbits", "url": node.url, "invoice_key": wallet.invoice });
+            let token = hub.register(slug, payout).await;
+            let svc = json!({ "name": service, "path": path, "price_sats": price,
                 "upstream": format!("http://{upstream}"), "tags": [tag], "description": description });
-            call(&token, "/services", svc).await;
+            hub.add_service(&token, svc).await;
             tokens.push(token);
         }
         // One paid call to alice's service, through her prefix.
         let payer = node.wallet("payer", 1_000).await;
-        let url = format!("http://{public}/alice/quote");
-        let challenge: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        let (status, challenge) = hub.get("gw.example", "/alice/quote", None).await;
+        assert_eq!(status, 402, "{challenge}");
         let credential = lnbits_node::pay_challenge(node, &payer, &challenge).await;
-        let resp = http.get(&url).header("authorization", credential).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
+        let (status, _) = hub
+            .get("gw.example", "/alice/quote", Some(&credential))
+            .await;
+        assert_eq!(status, 200);
         (tokens.remove(0), tokens.remove(0))
     });
     PaidHub {
-        _process: process,
-        public,
-        admin,
-        operator,
+        hub,
         alice,
         bob,
         served,
@@ -412,7 +377,12 @@ fn hub_dashboards_and_catalogue_in_chromium() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let hub = paid_hub(dir.path(), &node, &rt);
+    let PaidHub {
+        hub,
+        alice,
+        bob,
+        served,
+    } = paid_hub(dir.path(), &node, &rt);
     let log = dir.path().join("hub.log");
     let shots = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -425,11 +395,11 @@ fn hub_dashboards_and_catalogue_in_chromium() {
         "--public".into(),
         format!("http://{}", hub.public).into(),
         "--operator-token".into(),
-        hub.operator.clone().into(),
+        hub.token.clone().into(),
         "--alice-token".into(),
-        hub.alice.clone().into(),
+        alice.into(),
         "--bob-token".into(),
-        hub.bob.clone().into(),
+        bob.into(),
         "--screenshots".into(),
         shots.clone().into(),
         "--env".into(),
@@ -441,19 +411,8 @@ fn hub_dashboards_and_catalogue_in_chromium() {
         "the script exited 0 without its closing line:\n{output}"
     );
     // Bob suspended: the catalogue lists him, flagged.
-    let suspended = rt.block_on(async {
-        reqwest::Client::new()
-            .post(format!(
-                "http://{}/api/v1/hub/providers/bob/suspend",
-                hub.admin
-            ))
-            .bearer_auth(&hub.operator)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert_eq!(suspended, 200);
+    let (suspended, body) = rt.block_on(hub.operator("POST", "/hub/providers/bob/suspend", None));
+    assert_eq!(suspended, 200, "{body}");
     let args: Vec<std::ffi::OsString> = vec![
         "--public".into(),
         format!("http://{}", hub.public).into(),
@@ -476,7 +435,7 @@ fn hub_dashboards_and_catalogue_in_chromium() {
     }
     // The one paid call reached the upstream; the pages made none.
     assert_eq!(
-        hub.served.load(std::sync::atomic::Ordering::SeqCst),
+        served.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "calls the upstream served"
     );
