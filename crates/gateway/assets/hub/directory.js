@@ -127,7 +127,7 @@ function healthBadge(h) {
   const details = [];
   if (typeof h?.success_rate === "number") details.push(`${(h.success_rate * 100).toFixed(1)} % calls succeed`);
   if (typeof h?.median_latency_ms === "number") details.push(`median ${fmt(h.median_latency_ms)} ms`);
-  if (typeof h?.calls_24h === "number") details.push(`${fmt(h.calls_24h)} calls in 24 h`);
+  if (typeof h?.calls_24h === "number") details.push(`${fmt(h.calls_24h)} call${h.calls_24h === 1 ? "" : "s"} in 24 h`);
   if (h?.checked_at) details.push(`checked ${h.checked_at}`);
   badge.title = details.join(", ");
   return [badge, details.length ? el("span", { "data-testid": "health-details", text: details.join(" · ") }) : null];

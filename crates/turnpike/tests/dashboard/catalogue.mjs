@@ -61,10 +61,21 @@ async function run(browser) {
     fail(`alice's price shows ${await price.textContent()}`);
   }
   if (!(await alice.textContent()).includes("the provider's 21 sats + 1 hub fee")) fail("the fee is not shown");
-  for (const el of await page.locator('[data-testid="health"]').all()) {
-    if (!["up", "down", "unknown"].includes(await el.getAttribute("data-status"))) fail("a health badge without a status");
-  }
-  ok("both services listed, alice's at 22 sats (21 + 1 sat fee), each with a health badge");
+  // The hub probes the upstreams every second, and counts real calls: searched again, both
+  // are shown up, and alice's one call is in her figures.
+  const badges = page.locator('[data-testid="health"]');
+  const aliceHealth = alice.getByTestId("health-details");
+  await until("both services shown up, alice's call counted", async () => {
+    await page.getByTestId("search-submit").click();
+    await shows(["alice/alice-quote", "bob/bob-weather"]);
+    const states = await badges.evaluateAll((els) => els.map((e) => e.dataset.status));
+    const details = await aliceHealth.textContent();
+    return states.length === 2 && states.every((s) => s === "up")
+      && details.includes("1 call in 24 h") && details.includes("100.0 % calls succeed");
+  }, 20000);
+  const badge = await badges.first().textContent();
+  if (!/^up · \d+\.\d % up \(24 h\)$/.test(badge)) fail(`alice's health badge says ${badge}`);
+  ok(`both services listed, alice's at 22 sats (21 + 1 sat fee); health badges up (${badge}; ${await aliceHealth.textContent()})`);
   // Bob is suspended (by the Rust test, before this script): listed, flagged.
   if ((await items.nth(1).getByTestId("suspended").count()) !== 1 || (await alice.getByTestId("suspended").count()) !== 0) {
     fail("the suspended provider is not flagged (or the active one is)");
