@@ -108,7 +108,13 @@ pub fn manifest<'a>(services: impl IntoIterator<Item = &'a Service>) -> Value {
 /// [`crate::hub::directory::documents::well_known_l402`]).
 pub async fn handle(State(state): State<SharedState>) -> Response {
     let router = state.services.load();
-    let body = manifest(router.services().iter().map(|s| &**s));
+    // A hub provider's service is matched twice (by its host, under its prefix): listed once,
+    // under the prefix every host reaches.
+    let listed = router
+        .services()
+        .iter()
+        .filter(|s| s.payee.is_none() || s.strip_first_segment);
+    let body = manifest(listed.map(|s| &**s));
     (
         [
             (header::CONTENT_TYPE, "application/json"),

@@ -137,6 +137,32 @@ impl AppState {
             passes: PassesSeen::default(),
         }
     }
+
+    /// Counts a request of the client behind `peer` (through the trusted proxies of `headers`)
+    /// against `limiter`, if there is one: over it, `429` with `message` and `Retry-After`.
+    pub(crate) fn limit_client(
+        &self,
+        limiter: Option<&rate_limit::RateLimiter<String>>,
+        peer: std::net::SocketAddr,
+        headers: &http::HeaderMap,
+        message: &str,
+    ) -> Result<(), error::ApiError> {
+        let Some(limiter) = limiter else {
+            return Ok(());
+        };
+        let via = proxy::Via::new(&self.trusted_proxies, peer.ip(), headers);
+        let key = client_ip::client_key(via.client);
+        limiter
+            .check(&key, std::time::Instant::now())
+            .map_err(|wait| {
+                let secs = wait.secs_rounded_up();
+                error::ApiError::new(
+                    error::ErrorCode::RateLimited,
+                    format!("{message} Retry in {secs} s."),
+                )
+                .retry_after(secs)
+            })
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -581,9 +607,9 @@ impl Gateway {
             Err(_) => tracing::error!("the last statistics could not be stored in time"),
         }
         let control = &self.state.control;
-        if let (Some(hub), Some(store)) = (control.hub(), control.store()) {
+        if let Some(store) = control.store() {
             let metrics = &self.state.metrics;
-            let last = hub::health::flush::add_traffic(&hub.health, metrics, &**store, unix_now());
+            let last = hub::health::flush::add_traffic(control, metrics, &**store, unix_now());
             if !matches!(
                 tokio::time::timeout(stats::FINAL_FLUSH, last).await,
                 Ok(Ok(()))

@@ -286,6 +286,15 @@ impl Service {
         [by_host, by_prefix]
     }
 
+    /// The name its health is kept under (a hub's directory): `<provider>/<name>` for a hub
+    /// provider's (so a name another provider used before starts afresh), its name otherwise.
+    pub fn health_key(&self) -> String {
+        match &self.payee {
+            Some(p) => format!("{}/{}", p.provider, self.name),
+            None => self.name.clone(),
+        }
+    }
+
     /// How one payment is described to people: "1 call", "3 calls", "unlimited calls for 1 h".
     pub fn grant_text(&self) -> String {
         match (self.calls, self.lifetime_secs) {

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use hub_harness::{
     DOMAIN, Hub, provider_in_store, recording_upstream as upstream, start_hub_with, until,
+    until_within,
 };
 
 fn sqlite_url(dir: &Path) -> String {
@@ -58,9 +59,20 @@ async fn ids(hub: &Hub, query: &str) -> Vec<String> {
         .collect()
 }
 
-/// The entry `id`, once `ready` holds for it.
+/// The entry `id`, once `ready` holds for it (within 15 s).
 async fn entry_when(hub: &Hub, id: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    until(&format!("{id}: {what}"), async || {
+    entry_within(15, hub, id, what, ready).await
+}
+
+/// The entry `id`, once `ready` holds for it (within `secs`).
+async fn entry_within(
+    secs: u64,
+    hub: &Hub,
+    id: &str,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    until_within(secs, &format!("{id}: {what}"), async || {
         let (_, body, _) = directory(hub, "limit=200").await;
         let entries = body["services"].as_array()?.clone();
         entries.into_iter().find(|e| e["id"] == id && ready(e))
@@ -425,6 +437,26 @@ async fn the_directory_lists_searches_measures_and_documents_providers() {
     assert_eq!(by_host["services"].as_array().unwrap().len(), 2);
     let (status, _) = get_text(&hub, "gw.example", "/nobody/.well-known/l402.json").await;
     assert_eq!(status, 404);
+    // The hub's own catalogue lists each provider's service once, under its prefix.
+    let (_, root) = get_text(&hub, "gw.example", "/.well-known/l402.json").await;
+    let root: Value = serde_json::from_str(&root).unwrap();
+    let mut paths: Vec<&str> = root["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["resources"].as_array().unwrap())
+        .map(|r| r["path"].as_str().unwrap_or("(any)"))
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/alice/premium",
+            "/alice/quote",
+            "/alice/quote/bulk",
+            "/bob"
+        ]
+    );
 
     // Each provider's OpenAPI document, by prefix and by host, valid OpenAPI 3.1.
     let (status, text) = get_text(&hub, "gw.example", "/alice/.well-known/openapi.json").await;
@@ -465,6 +497,19 @@ async fn the_directory_lists_searches_measures_and_documents_providers() {
         404
     );
 
+    // Nothing public tells where a provider's upstream is.
+    for (host, path) in [
+        ("gw.example", "/directory?limit=200"),
+        ("gw.example", "/.well-known/l402.json"),
+        ("gw.example", "/alice/.well-known/l402.json"),
+        ("gw.example", "/alice/.well-known/openapi.json"),
+    ] {
+        let (status, text) = get_text(&hub, host, path).await;
+        assert_eq!(status, 200, "{path}");
+        for secret in [quote_up.to_string(), weather_up.to_string()] {
+            assert!(!text.contains(&secret), "{path} shows an upstream");
+        }
+    }
     // None of the documents went upstream: it saw the 4 calls, and the probes of `/`.
     let seen = quote_seen.lock().unwrap().clone();
     let calls: Vec<&String> = seen.iter().filter(|p| p.as_str() != "/").collect();
@@ -606,4 +651,73 @@ async fn replicas_on_postgres_show_the_same_health() {
     );
     drop((a, b));
     common::drop_pg_database(&admin_url, &url).await;
+}
+
+/// An upstream that never answers within the probe's 10 s is down; probe rounds wait for the
+/// one before (probes every second, yet one at a time: at most one probe per 10 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_is_down_and_probes_do_not_pile_up() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let asked = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = asked.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            "late"
+        }
+    });
+    let slow = common::spawn_app(app);
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub_with(dir.path(), "hub", 0, "", "probe_interval_secs = 1");
+    let alice = provider_in_store(&sqlite_url(dir.path()), "alice", "Alice Data").await;
+    until("the hub knows alice", async || {
+        (hub.call(&alice, "GET", "/hub/me", None).await.0 == 200).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let svc = json!({"name": "slow", "upstream": format!("http://{slow}"), "price_sats": 0});
+    hub.add_service(&alice, svc).await;
+    let down = entry_within(
+        40,
+        &hub,
+        "alice/slow",
+        "down after the probe timed out",
+        |e| e["health"]["status"] == "down",
+    )
+    .await;
+    assert_eq!(down["health"]["uptime_pct"], json!(0.0));
+    let waited = started.elapsed().as_secs();
+    assert!(
+        waited >= 10,
+        "down after {waited} s: before the 10 s timeout"
+    );
+    let probes = asked.load(Ordering::SeqCst);
+    assert!(
+        probes <= waited / 10 + 1,
+        "{probes} probes in {waited} s: they piled up"
+    );
+}
+
+/// `/directory` answers from memory, yet counts against `[rate_limits] per_ip` like any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_is_rate_limited_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit =
+        "probe_interval_secs = 0\n[rate_limits.per_ip]\nrequests = 1\nper_secs = 3600\nburst = 3";
+    let hub = start_hub_with(dir.path(), "hub", 0, "", limit);
+    for _ in 0..3 {
+        assert_eq!(directory(&hub, "").await.0, 200);
+    }
+    let resp = hub
+        .http
+        .get(format!("http://{}/directory", hub.public))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
 }

@@ -271,20 +271,10 @@ pub async fn public_register(
         return RegisterError::Unavailable.to_api_error().into_response();
     }
     // Each registration asks a payout for an invoice: limited like challenges.
-    let via = crate::proxy::Via::new(&state.trusted_proxies, peer.ip(), &headers);
-    if let Some(limiter) = &state.limits.challenges_per_ip
-        && let Err(wait) = limiter.check(
-            &crate::client_ip::client_key(via.client),
-            std::time::Instant::now(),
-        )
-    {
-        let secs = wait.secs_rounded_up();
-        return ApiError::new(
-            ErrorCode::RateLimited,
-            format!("Too many registrations from this address. Retry in {secs} s."),
-        )
-        .retry_after(secs)
-        .into_response();
+    let limiter = state.limits.challenges_per_ip.as_ref();
+    let message = "Too many registrations from this address.";
+    if let Err(e) = state.limit_client(limiter, peer, &headers, message) {
+        return e.into_response();
     }
     let result = match parse(&bytes) {
         Ok(reg) => register(&state.control, reg, crate::unix_now()).await,

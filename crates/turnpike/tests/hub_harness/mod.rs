@@ -171,8 +171,17 @@ impl Hub {
 }
 
 /// Polls `probe` (every 100 ms, at most 15 s) until it gives a value.
-pub async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
+pub async fn until<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> T {
+    until_within(15, what, probe).await
+}
+
+/// Polls `probe` (every 100 ms, at most `secs`) until it gives a value.
+pub async fn until_within<T>(
+    secs: u64,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = probe().await {
             return v;

@@ -44,8 +44,9 @@ pub fn is_document_path(path: &str) -> bool {
     let Some((slug, doc)) = rest.split_once('/') else {
         return false;
     };
-    let doc = format!("/{doc}");
-    crate::hub::check_slug(slug).is_ok() && (doc == CATALOGUE_SUFFIX || doc == OPENAPI_SUFFIX)
+    // On every request: no allocation, the cheap comparison first.
+    (doc == &CATALOGUE_SUFFIX[1..] || doc == &OPENAPI_SUFFIX[1..])
+        && crate::hub::check_slug(slug).is_ok()
 }
 
 /// The provider whose host `<slug>.<hub domain>` the request is for, if any.

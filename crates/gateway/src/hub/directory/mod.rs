@@ -10,7 +10,7 @@ pub mod query;
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde_json::{Value, json};
@@ -152,7 +152,7 @@ fn entry(l: &Listed, hub: &Hub, amount: Option<u64>) -> Value {
         "valid_secs": s.lifetime_secs,
         "rails": rails,
         "input_schema": s.meta.input_schema,
-        "health": hub.health.board.get(&s.name).to_json(),
+        "health": hub.health.board.get(&s.health_key()).to_json(),
         "openapi": format!("/{slug}/.well-known/openapi.json"),
         "catalogue": format!("/{slug}/.well-known/l402.json"),
     })
@@ -193,10 +193,12 @@ fn refused(e: &QueryError) -> Response {
         .into_response()
 }
 
-/// `GET /directory` (mounted on a hub only): the JSON, or the catalogue page for a browser
-/// (an `Accept` preferring `text/html`, [`crate::hub::catalogue::wants_html`]).
+/// `GET /directory` (mounted on a hub only; counted against `[rate_limits] per_ip`, as any
+/// request is): the JSON, or the catalogue page for a browser (an `Accept` preferring
+/// `text/html`, [`crate::hub::catalogue::wants_html`]).
 pub async fn handle(
     State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: http::HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -204,6 +206,15 @@ pub async fn handle(
         return crate::error::ApiError::new(crate::error::ErrorCode::NotFound, "Not a hub.")
             .into_response();
     };
+    let limiter = state.limits.per_ip.as_ref();
+    if let Err(e) = state.limit_client(
+        limiter,
+        peer,
+        &headers,
+        "Too many requests from this address.",
+    ) {
+        return e.into_response();
+    }
     if crate::hub::catalogue::wants_html(&headers) {
         return crate::hub::catalogue::page();
     }

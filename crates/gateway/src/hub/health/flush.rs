@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use turnpike_store::{AdminStore, HealthCounts, HealthDelta, HealthSummary, StoreError};
 
-use super::board::{Health, ServiceHealth};
+use super::board::ServiceHealth;
 use super::{FLUSH_INTERVAL, KEEP_HOURS, WINDOW_HOURS};
 use crate::control::Control;
 use crate::metrics::Metrics;
@@ -42,7 +42,7 @@ pub async fn run_once(control: &Control, metrics: &Metrics, now: u64) -> Result<
     let (Some(hub), Some(store)) = (control.hub(), control.store()) else {
         return Ok(());
     };
-    add_traffic(&hub.health, metrics, &**store, now).await?;
+    add_traffic(control, metrics, &**store, now).await?;
     let hour = now / 3600;
     store.prune_health(hour.saturating_sub(KEEP_HOURS)).await?;
     let rows = store
@@ -52,14 +52,25 @@ pub async fn run_once(control: &Control, metrics: &Metrics, now: u64) -> Result<
     Ok(())
 }
 
-/// Adds the traffic counted since the last flush to the hour of `now`.
+/// Adds the traffic counted since the last flush to the hour of `now`, each service's under
+/// its [`crate::service::Service::health_key`] (nothing on a gateway that is not a hub).
 pub async fn add_traffic(
-    health: &Health,
+    control: &Control,
     metrics: &Metrics,
     store: &dyn AdminStore,
     now: u64,
 ) -> Result<(), StoreError> {
-    let mut flushed = health.flushed.lock().await;
+    let Some(hub) = control.hub() else {
+        return Ok(());
+    };
+    let keys: HashMap<String, String> = control
+        .table()
+        .load()
+        .services()
+        .iter()
+        .map(|s| (s.name.clone(), s.health_key()))
+        .collect();
+    let mut flushed = hub.health.flushed.lock().await;
     let current: HashMap<String, _> = metrics
         .services()
         .iter()
@@ -67,14 +78,14 @@ pub async fn add_traffic(
         .collect();
     let deltas: Vec<HealthDelta> = current
         .iter()
-        .filter_map(|(service, counts)| {
-            let d = match flushed.get(service) {
+        .filter_map(|(name, counts)| {
+            let d = match flushed.get(name) {
                 Some(before) => counts.minus(before),
                 None => counts.clone(),
             };
             (!d.is_zero()).then(|| HealthDelta {
                 hour: now / 3600,
-                service: service.clone(),
+                service: keys.get(name).unwrap_or(name).clone(),
                 counts: HealthCounts {
                     forwarded: d.forwarded,
                     ok: d.ok,

@@ -85,8 +85,9 @@ fn targets(control: &Control) -> BTreeMap<String, Vec<String>> {
     let router = control.table().load();
     for l in crate::hub::directory::listed(&router, hub) {
         let names = by_url.entry(probe_url(&l.service.upstream)).or_default();
-        if !names.contains(&l.service.name) {
-            names.push(l.service.name.clone());
+        let key = l.service.health_key();
+        if !names.contains(&key) {
+            names.push(key);
         }
     }
     by_url
