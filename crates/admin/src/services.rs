@@ -260,7 +260,9 @@ async fn check_fresh_names(
             };
             return Err(AdminError::new(
                 Code::Conflict,
-                format!("The name {name:?} was used before on this hub; choose another ({field})."),
+                format!(
+                    "The name {name:?} is or was in use on this hub; choose another ({field})."
+                ),
             ));
         }
     }
