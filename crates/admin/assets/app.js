@@ -8,9 +8,9 @@ const TOKEN_KEY = "turnpike.admin_token";
 const REFRESH_MS = 5000;
 const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#2f7ed8", "#e4572e", "#29a35a", "#9b59b6", "#f0a202", "#17a2b8", "#8d6e63", "#d63384"];
-const FORM_KEYS = ["name", "upstream", "host", "path", "price_sats", "calls_per_payment", "time_pass_secs",
+const FORM_KEYS = ["name", "upstream", "host", "path", "description", "tags", "price_sats", "calls_per_payment", "time_pass_secs",
   "token_lifetime_secs", "upstream_timeout_secs", "refund_on_5xx", "allow_encoded_slashes"];
-const OPTIONAL_TEXT = ["host", "path"];
+const OPTIONAL_TEXT = ["host", "path", "description"];
 const OPTIONAL_NUMBERS = ["calls_per_payment", "time_pass_secs", "token_lifetime_secs"];
 const READ_ONLY = ["source"];
 
@@ -489,7 +489,7 @@ function openEditor(service) {
   for (const k of FORM_KEYS) {
     const input = field(k);
     if (input.type === "checkbox") input.checked = s[k] ?? (k === "refund_on_5xx");
-    else input.value = s[k] ?? "";
+    else input.value = Array.isArray(s[k]) ? s[k].join(", ") : s[k] ?? "";
   }
   field("name").readOnly = Boolean(service);
   const adv = advancedPart(s);
@@ -515,7 +515,11 @@ function readForm() {
       continue;
     }
     const v = input.value.trim();
-    if (["price_sats", "upstream_timeout_secs", ...OPTIONAL_NUMBERS].includes(k)) {
+    if (k === "tags") {
+      // Comma-separated; none is no key (the service's tags removed on an edit).
+      const tags = v.split(",").map((t) => t.trim()).filter(Boolean);
+      s.tags = tags.length ? tags : null;
+    } else if (["price_sats", "upstream_timeout_secs", ...OPTIONAL_NUMBERS].includes(k)) {
       if (v === "") s[k] = k === "price_sats" ? undefined : null;
       else if (/^\d+$/.test(v) && Number.isSafeInteger(Number(v))) s[k] = Number(v);
       else {

@@ -34,10 +34,11 @@ const envDir = resolve(args.env ?? process.env.TURNPIKE_DASHBOARD_ENV ?? `${repo
 const ok = (msg) => console.log(`ok: ${msg}`);
 const month = new Date().toISOString().slice(0, 7);
 
-async function logIn(browser, token) {
+// Logs in with `token` in a new context; the error answers in `expected` are provoked on purpose.
+async function logIn(browser, token, expected = new Set()) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 1000 }, locale: "en-US" });
   const page = await context.newPage();
-  const problems = await watch(context, page, new URL(admin).origin, new Set());
+  const problems = await watch(context, page, new URL(admin).origin, expected);
   const resp = await page.goto(`${admin}/`);
   if (resp.status() !== 200) fail(`GET / answered ${resp.status()}`);
   await page.getByTestId("login-token").fill(token);
@@ -49,7 +50,8 @@ async function logIn(browser, token) {
 const text = async (locator) => (await locator.textContent()).trim();
 
 async function providerView(browser) {
-  const { context, page, problems, byId } = await logIn(browser, args["alice-token"]);
+  // The one error answer provoked: a bad tag, refused by the API.
+  const { context, page, problems, byId } = await logIn(browser, args["alice-token"], new Set(["PATCH /api/v1/services/alice-quote 400"]));
   await until("alice's account panel", () => byId("account").isVisible(), 10000);
   if ((await text(byId("whoami"))) !== "provider: alice") fail(`the badge says ${await text(byId("whoami"))}`);
   for (const id of ["payments", "tokens", "hub", "health"]) {
@@ -68,6 +70,21 @@ async function providerView(browser) {
   const rows = await page.locator('[data-testid="service-row"]').evaluateAll((r) => r.map((e) => e.dataset.service));
   if (JSON.stringify(rows) !== JSON.stringify(["alice-quote"])) fail(`services shown: ${rows}`);
   ok("her revenue (1 payment, 21 sats, 1 call, today's bar) and only her service");
+
+  // She edits her service in the editor: its description and tags, a bad tag refused first.
+  await page.getByTestId("service-edit").click();
+  if ((await byId("field-description").inputValue()) !== "Stock quotes" || (await byId("field-tags").inputValue()) !== "finance") {
+    fail("the editor does not show her service's description and tags");
+  }
+  await byId("field-tags").fill("finance, Bad Tag");
+  await byId("service-save").click();
+  await until("the bad tag refused next to the tags field", async () => (await text(byId("error-tags"))).length > 0, 10000);
+  await byId("field-tags").fill("finance, stocks");
+  await byId("service-save").click();
+  await until("her service saved", async () => (await text(byId("notice"))) === "Service alice-quote saved.", 10000);
+  const saved = await (await fetch(`${admin}/api/v1/services/alice-quote`, { headers: { Authorization: `Bearer ${args["alice-token"]}` } })).json();
+  if (JSON.stringify(saved.tags) !== JSON.stringify(["finance", "stocks"]) || saved.description !== "Stock quotes") fail(`saved: ${JSON.stringify(saved)}`);
+  ok("she edits her service's tags in the editor (a bad tag refused next to the field)");
 
   // Her fees: 22 sats paid by the client (LNbits rounds 21.42 up), 1 sat of it the hub's,
   // billed at once (threshold 1 sat), due in a day.
