@@ -17,6 +17,7 @@ const QUERY_METHODS: [&str; 3] = ["GET", "HEAD", "DELETE"];
 pub fn document(hub: &Hub, provider: &Provider, listed: &[Listed], now: u64) -> Value {
     let slug = &provider.record.slug;
     let mut paths = Map::new();
+    let mut ids = std::collections::HashSet::new();
     for l in listed {
         let methods: Vec<String> = match l.service.method() {
             Some(m) => vec![m.as_str().to_owned()],
@@ -29,7 +30,8 @@ pub fn document(hub: &Hub, provider: &Provider, listed: &[Listed], now: u64) -> 
             let key = method.to_ascii_lowercase();
             // Matching order: the first service of a path and method is the one that answers.
             if item.get(&key).is_none() {
-                item[&key] = operation(l, &method, now);
+                let id = unique(&mut ids, operation_id(l, &method));
+                item[&key] = operation(l, &method, id, now);
             }
         }
     }
@@ -76,12 +78,23 @@ pub fn document(hub: &Hub, provider: &Provider, listed: &[Listed], now: u64) -> 
     })
 }
 
-/// One operation of `l` with `method`.
-fn operation(l: &Listed, method: &str, now: u64) -> Value {
+/// `id`, or `id_2`, `id_3`… if taken (two names can read alike once made tool names).
+fn unique(taken: &mut std::collections::HashSet<String>, id: String) -> String {
+    let mut candidate = id.clone();
+    let mut n = 1;
+    while !taken.insert(candidate.clone()) {
+        n += 1;
+        candidate = format!("{id}_{n}");
+    }
+    candidate
+}
+
+/// One operation of `l` with `method`, named `id`.
+fn operation(l: &Listed, method: &str, id: String, now: u64) -> Value {
     let s = &l.service;
     let amount = l.amount_msat(now);
     let mut op = Map::new();
-    op.insert("operationId".into(), json!(operation_id(l, method)));
+    op.insert("operationId".into(), json!(id));
     op.insert(
         "summary".into(),
         json!(s.meta.description.clone().unwrap_or_else(|| s.name.clone())),
@@ -185,4 +198,18 @@ fn query_parameters(schema: &Value) -> Value {
         })
         .unwrap_or_default();
     Value::Array(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_ids_stay_unique() {
+        let mut taken = std::collections::HashSet::new();
+        assert_eq!(unique(&mut taken, "alice__a_b".into()), "alice__a_b");
+        assert_eq!(unique(&mut taken, "alice__a_b".into()), "alice__a_b_2");
+        assert_eq!(unique(&mut taken, "alice__a_b".into()), "alice__a_b_3");
+        assert_eq!(unique(&mut taken, "alice__c".into()), "alice__c");
+    }
 }
