@@ -2,13 +2,15 @@
 // No framework, no build step, no outside resource: strict-CSP compatible (no inline script,
 // no inline handler, no style attribute). Data goes into the DOM as text only, never as HTML.
 
+import { byTestId, el, fmt } from "./dom.js";
+
 const TOKEN_KEY = "turnpike.admin_token";
 const REFRESH_MS = 5000;
 const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#2f7ed8", "#e4572e", "#29a35a", "#9b59b6", "#f0a202", "#17a2b8", "#8d6e63", "#d63384"];
-const FORM_KEYS = ["name", "upstream", "host", "path", "price_sats", "calls_per_payment", "time_pass_secs",
+const FORM_KEYS = ["name", "upstream", "host", "path", "description", "tags", "price_sats", "calls_per_payment", "time_pass_secs",
   "token_lifetime_secs", "upstream_timeout_secs", "refund_on_5xx", "allow_encoded_slashes"];
-const OPTIONAL_TEXT = ["host", "path"];
+const OPTIONAL_TEXT = ["host", "path", "description"];
 const OPTIONAL_NUMBERS = ["calls_per_payment", "time_pass_secs", "token_lifetime_secs"];
 const READ_ONLY = ["source"];
 
@@ -20,23 +22,10 @@ const state = {
   gen: 0, // refreshes started
   rendered: {}, // last JSON rendered per table, to keep focus when nothing changed
   services: [],
+  session: null, // {role: "operator"|"provider", provider, hub}
 };
 
 // ---------- small DOM helpers ----------
-
-const byTestId = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "text") node.textContent = String(v);
-    else if (k === "on") for (const [ev, fn] of Object.entries(v)) node.addEventListener(ev, fn);
-    else node.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
 
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
@@ -45,7 +34,6 @@ function svg(tag, attrs = {}, ...children) {
   return node;
 }
 
-const fmt = (n) => Number(n ?? 0).toLocaleString("en-US");
 const shortId = (hex) => (hex.length > 12 ? `${hex.slice(0, 12)}…` : hex);
 const when = (secs) => (secs ? new Date(secs * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "–");
 
@@ -124,7 +112,7 @@ async function login(ev) {
   }
   let resp;
   try {
-    resp = await fetch("api/v1/health", { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+    resp = await fetch("api/v1/session", { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
   } catch (e) {
     err.textContent = `The gateway did not answer: ${e.message}`;
     return;
@@ -141,18 +129,42 @@ async function login(ev) {
   start(token);
 }
 
-function start(token) {
+async function start(token) {
   state.token = token;
   state.rendered = {};
+  try {
+    state.session = await api("GET", "/session");
+  } catch (e) {
+    if (state.token) logout(`Could not open the dashboard: ${e.message}`);
+    return;
+  }
+  applyRole(state.session);
   document.getElementById("login").hidden = true;
   document.getElementById("app").hidden = false;
   byTestId("logout").hidden = false;
   refresh();
 }
 
+// Shows the panels of the token's role: a hub provider sees its account and its own services
+// and statistics; the operator everything else, and the hub's fees on a hub.
+function applyRole(session) {
+  const provider = session.role === "provider";
+  for (const node of document.querySelectorAll("[data-role]")) {
+    const role = node.dataset.role;
+    node.hidden = role === "provider" ? !provider : role === "operator-hub" ? provider || !session.hub : provider;
+  }
+  byTestId("health").hidden = provider;
+  const who = byTestId("whoami");
+  who.hidden = !provider;
+  who.textContent = provider ? `provider: ${session.provider}` : "";
+  if (provider && !byTestId("statement-month").value) byTestId("statement-month").value = new Date().toISOString().slice(0, 7);
+}
+
 function logout(message = "") {
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
+  state.session = null;
+  state.hub = null;
   clearTimeout(state.timer);
   state.timer = null;
   closeEditor();
@@ -172,9 +184,10 @@ async function refresh() {
   clearTimeout(state.timer);
   if (!state.token) return;
   const gen = ++state.gen;
-  const results = await Promise.allSettled([
-    loadHealth(), loadStats(), loadPayments(), loadServices(), loadTokens(),
-  ]);
+  const loaders = state.session?.role === "provider"
+    ? [loadStats(), loadServices(), loadAccount(), loadStatement()]
+    : [loadHealth(), loadStats(), loadPayments(), loadServices(), loadTokens(), ...(state.session?.hub ? [loadHub()] : [])];
+  const results = await Promise.allSettled(loaders);
   if (!state.token || gen !== state.gen) return; // logged out (401) or a newer refresh runs
   const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
   byTestId("updated").textContent = failed.length
@@ -417,7 +430,9 @@ function setConfirm(c) {
   state.confirm = c;
   renderServices();
   renderTokens();
-  const sel = c ? (c.kind === "delete" ? "service-delete-confirm" : "token-revoke-confirm") : null;
+  renderHub();
+  const confirmOf = { delete: "service-delete-confirm", revoke: "token-revoke-confirm", suspend: "provider-suspend-confirm" };
+  const sel = c ? confirmOf[c.kind] : null;
   if (sel) byTestId(sel)?.focus();
 }
 
@@ -474,7 +489,7 @@ function openEditor(service) {
   for (const k of FORM_KEYS) {
     const input = field(k);
     if (input.type === "checkbox") input.checked = s[k] ?? (k === "refund_on_5xx");
-    else input.value = s[k] ?? "";
+    else input.value = Array.isArray(s[k]) ? s[k].join(", ") : s[k] ?? "";
   }
   field("name").readOnly = Boolean(service);
   const adv = advancedPart(s);
@@ -500,7 +515,11 @@ function readForm() {
       continue;
     }
     const v = input.value.trim();
-    if (["price_sats", "upstream_timeout_secs", ...OPTIONAL_NUMBERS].includes(k)) {
+    if (k === "tags") {
+      // Comma-separated; none is no key (the service's tags removed on an edit).
+      const tags = v.split(",").map((t) => t.trim()).filter(Boolean);
+      s.tags = tags.length ? tags : null;
+    } else if (["price_sats", "upstream_timeout_secs", ...OPTIONAL_NUMBERS].includes(k)) {
       if (v === "") s[k] = k === "price_sats" ? undefined : null;
       else if (/^\d+$/.test(v) && Number.isSafeInteger(Number(v))) s[k] = Number(v);
       else {
@@ -638,6 +657,122 @@ async function revoke(id) {
   refresh();
 }
 
+// ---------- hub: a provider's account ----------
+
+const sats = (msat) => `${fmt(Math.floor((msat ?? 0) / 1000))}`;
+
+async function loadAccount() {
+  const me = await api("GET", "/hub/me");
+  const f = me.fees ?? {};
+  byTestId("account-name").textContent = `${me.name} (${me.slug})`;
+  const status = byTestId("account-status");
+  status.textContent = me.status;
+  status.className = `tag ${me.status === "active" ? "ok" : "suspended"}`;
+  byTestId("account-suspended").hidden = me.status !== "suspended";
+  const now = Date.now() / 1000;
+  byTestId("account-trial").textContent = me.trial_ends_at > now
+    ? `Free trial (no fee) until ${when(me.trial_ends_at)}`
+    : `Trial ended ${when(me.trial_ends_at)}`;
+  byTestId("account-payout").textContent = me.payout?.kind === "lightning_address"
+    ? `Paid to ${me.payout.address}` : `Paid to ${me.payout?.kind ?? "?"}`;
+  byTestId("fees-payments").textContent = fmt(f.payments);
+  byTestId("fees-revenue").textContent = sats(f.revenue_msat);
+  const msatText = (m) => `${fmt(m ?? 0)} msat`;
+  byTestId("fees-accrued").textContent = msatText(f.fees_msat);
+  byTestId("fees-owed").textContent = msatText(f.owed_msat);
+  byTestId("fees-unbilled").textContent = msatText(f.unbilled_msat);
+  byTestId("fees-billed-unpaid").textContent = msatText(f.billed_unpaid_msat);
+  byTestId("fees-billed-paid").textContent = msatText(f.billed_paid_msat);
+  const bills = me.bills ?? [];
+  const rows = bills.map((b) => {
+    const overdue = !b.paid_at && b.due_at < now;
+    const state_ = b.paid_at ? `paid ${when(b.paid_at)}` : overdue ? "overdue" : "unpaid";
+    return el("tr", { "data-testid": "bill-row", "data-paid": String(Boolean(b.paid_at)) },
+      el("td", { text: when(b.created_at) }),
+      el("td", { class: "num", text: fmt(b.amount_sats) }),
+      el("td", { text: when(b.due_at) }),
+      el("td", {}, el("span", { class: `tag ${b.paid_at ? "ok" : overdue ? "suspended" : ""}`, text: state_ })),
+      el("td", {}, b.paid_at ? "" : el("code", { class: "invoice", "data-testid": "bill-invoice", text: b.invoice })));
+  });
+  fillTable("bills", JSON.stringify(bills), rows.length ? rows : [emptyRow(5, "No bills yet.")]);
+}
+
+async function loadStatement() {
+  const month = byTestId("statement-month").value;
+  const err = byTestId("statement-error");
+  if (!/^\d{4}-\d{2}$/.test(month)) {
+    err.textContent = "Choose a month.";
+    return;
+  }
+  let s;
+  try {
+    s = await api("GET", `/hub/statement?month=${encodeURIComponent(month)}`);
+  } catch (e) {
+    err.textContent = `Statement unavailable: ${e.message}`;
+    throw e;
+  }
+  if (byTestId("statement-month").value !== month) return; // changed meanwhile
+  err.textContent = "";
+  const row = s.providers?.[0] ?? { payments: 0, revenue_msat: 0, fees_msat: 0 };
+  byTestId("statement").dataset.month = s.month;
+  byTestId("statement-payments").textContent = fmt(row.payments);
+  byTestId("statement-revenue").textContent = sats(row.revenue_msat);
+  byTestId("statement-fees").textContent = `${sats(row.fees_msat)} (${fmt(row.fees_msat)} msat)`;
+}
+
+// ---------- hub: the operator's view of fees and providers ----------
+
+async function loadHub() {
+  state.hub = await api("GET", "/hub/fees");
+  const t = state.hub.totals ?? {};
+  byTestId("hub-earned").textContent = sats(t.earned_msat);
+  byTestId("hub-owed").textContent = sats(t.owed_msat);
+  byTestId("hub-unbilled").textContent = sats(t.unbilled_msat);
+  byTestId("hub-billed-unpaid").textContent = sats(t.billed_unpaid_msat);
+  byTestId("hub-accrued").textContent = `${sats(t.fees_msat)} (${fmt(t.fees_msat)} msat)`;
+  byTestId("hub-revenue").textContent = sats(t.revenue_msat);
+  renderHub();
+}
+
+function renderHub() {
+  if (!state.hub) return;
+  const pending = state.confirm;
+  const providers = state.hub.providers ?? [];
+  const rows = providers.map((p) => {
+    const confirming = pending?.kind === "suspend" && pending.id === p.provider;
+    let actions = [];
+    if (p.status === "active") {
+      actions = confirming
+        ? [el("button", { type: "button", class: "danger", "data-testid": "provider-suspend-confirm", "aria-label": `Really suspend ${p.provider}`, text: "Really suspend", on: { click: () => setStatus(p.provider, "suspend") } }),
+          el("button", { type: "button", class: "quiet", "data-testid": "provider-suspend-cancel", text: "Keep", on: { click: () => setConfirm(null) } })]
+        : [el("button", { type: "button", class: "quiet", "data-testid": "provider-suspend", "aria-label": `Suspend ${p.provider}`, text: "Suspend", on: { click: () => setConfirm({ kind: "suspend", id: p.provider }) } })];
+    } else if (p.status === "suspended") {
+      actions = [el("button", { type: "button", "data-testid": "provider-reinstate", "aria-label": `Reinstate ${p.provider}`, text: "Reinstate", on: { click: () => setStatus(p.provider, "reinstate") } })];
+    }
+    return el("tr", { "data-testid": "hub-provider-row", "data-provider": p.provider, "data-status": p.status ?? "", "data-fees-msat": p.fees_msat, "data-owed-msat": p.owed_msat },
+      el("td", { title: p.name ?? "", text: p.name ? `${p.name} (${p.provider})` : p.provider }),
+      el("td", {}, el("span", { class: `tag ${p.status === "active" ? "ok" : "suspended"}`, text: p.status ?? "gone" })),
+      el("td", { class: "num", text: fmt(p.payments) }),
+      el("td", { class: "num", text: sats(p.revenue_msat) }),
+      el("td", { class: "num", title: `${fmt(p.fees_msat)} msat`, text: sats(p.fees_msat) }),
+      el("td", { class: "num", text: sats(p.earned_msat) }),
+      el("td", { class: "num", title: `${fmt(p.owed_msat)} msat`, text: sats(p.owed_msat) }),
+      el("td", { class: "actions" }, ...actions));
+  });
+  fillTable("hub-providers", JSON.stringify([providers, pending]), rows.length ? rows : [emptyRow(8, "No providers yet.")]);
+}
+
+async function setStatus(slug, action) {
+  setConfirm(null);
+  try {
+    await api("POST", `/hub/providers/${encodeURIComponent(slug)}/${action}`);
+    notice(`Provider ${slug} ${action === "suspend" ? "suspended" : "reinstated"}.`);
+  } catch (e) {
+    notice(`Could not ${action} ${slug}: ${e.message}`, true);
+  }
+  refresh();
+}
+
 // ---------- wiring ----------
 
 function init() {
@@ -646,6 +781,9 @@ function init() {
   byTestId("service-add").addEventListener("click", () => openEditor(null));
   byTestId("service-cancel").addEventListener("click", closeEditor);
   form().addEventListener("submit", saveService);
+  const statement = byTestId("statement-form");
+  statement.addEventListener("submit", (ev) => { ev.preventDefault(); loadStatement().catch(() => {}); });
+  statement.addEventListener("change", () => loadStatement().catch(() => {}));
   const filters = byTestId("token-filters");
   filters.addEventListener("submit", (ev) => { ev.preventDefault(); refresh(); });
   filters.addEventListener("change", () => refresh());

@@ -7,17 +7,39 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use turnpike_gateway::hub::Hub;
 use turnpike_gateway::hub::register::{self, RegisterError};
+use turnpike_l402::Msat;
+use turnpike_store::FeeStanding;
 
 use crate::error::{AdminError, Code};
 use crate::{Api, Caller};
 
-/// Paths a provider's token may use (its own services, its own record); every other private
-/// route is the operator's.
+/// Paths a provider's token may use (its own services, statistics and record); every other
+/// private route is the operator's.
 pub fn provider_may(path: &str) -> bool {
     path == "/api/v1/services"
         || path.starts_with("/api/v1/services/")
+        || path == "/api/v1/session"
+        || path == "/api/v1/stats"
         || path == "/api/v1/hub/me"
         || path == "/api/v1/hub/statement"
+}
+
+/// `GET /api/v1/session`: who the token is (`operator` or `provider`, with its slug) and
+/// whether this gateway is a hub, so a page shows the right panels.
+pub async fn session(
+    State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Response {
+    let role = match caller {
+        Caller::Operator => "operator",
+        Caller::Provider(_) => "provider",
+    };
+    Json(serde_json::json!({
+        "role": role,
+        "provider": caller.provider(),
+        "hub": api.control.hub().is_some(),
+    }))
+    .into_response()
 }
 
 fn hub(api: &Api) -> Result<&std::sync::Arc<Hub>, AdminError> {
@@ -59,19 +81,97 @@ pub async fn create(
     Ok(register::registered_response(&done))
 }
 
-/// `GET /api/v1/hub/fees` (operator): what each provider's paid tokens add up to.
+/// `GET /api/v1/hub/fees` (operator): every provider (its name and status) with what its paid
+/// tokens add up to and where its fees stand (unbilled, billed unpaid, paid, earned), and the
+/// totals of the hub.
 pub async fn fees(State(api): State<Api>) -> Result<Response, AdminError> {
-    hub(&api)?;
-    let totals = api
+    let hub = hub(&api)?;
+    let standing = api
         .store()?
-        .fee_totals(None, 0..u64::MAX)
+        .fee_standing(None)
         .await
         .map_err(|e| AdminError::store(&e))?;
-    let rows: Vec<_> = totals.iter().map(fee_json).collect();
-    Ok(Json(serde_json::json!({ "providers": rows })).into_response())
+    let mut by_slug: std::collections::BTreeMap<String, FeeStanding> = standing
+        .into_iter()
+        .map(|s| (s.provider.clone(), s))
+        .collect();
+    let mut rows = Vec::new();
+    let mut total = zero("");
+    for p in hub.providers() {
+        let slug = &p.record.slug;
+        let s = by_slug.remove(slug).unwrap_or_else(|| zero(slug));
+        total = add(&total, &s);
+        let mut row = fee_json(&s);
+        if let serde_json::Value::Object(map) = &mut row {
+            map.insert("name".into(), p.record.name.clone().into());
+            map.insert("status".into(), p.record.status.clone().into());
+        }
+        rows.push(row);
+    }
+    // Fees of a provider no longer in force (its payout cannot be connected) still count.
+    for s in by_slug.into_values() {
+        total = add(&total, &s);
+        rows.push(fee_json(&s));
+    }
+    let mut totals = fee_json(&total);
+    if let serde_json::Value::Object(map) = &mut totals {
+        map.remove("provider");
+    }
+    Ok(Json(serde_json::json!({ "providers": rows, "totals": totals })).into_response())
 }
 
-fn fee_json(t: &turnpike_store::FeeTotals) -> serde_json::Value {
+/// No payment, no fee.
+fn zero(slug: &str) -> FeeStanding {
+    FeeStanding {
+        provider: slug.into(),
+        payments: 0,
+        revenue: Msat::ZERO,
+        fees: Msat::ZERO,
+        unbilled: Msat::ZERO,
+        billed_unpaid: Msat::ZERO,
+        billed_paid: Msat::ZERO,
+        earned: Msat::ZERO,
+    }
+}
+
+/// The sums of `a` and `b` (saturating: totals shown, never charged).
+fn add(a: &FeeStanding, b: &FeeStanding) -> FeeStanding {
+    let sum = |x: Msat, y: Msat| Msat(x.0.saturating_add(y.0));
+    FeeStanding {
+        provider: a.provider.clone(),
+        payments: a.payments.saturating_add(b.payments),
+        revenue: sum(a.revenue, b.revenue),
+        fees: sum(a.fees, b.fees),
+        unbilled: sum(a.unbilled, b.unbilled),
+        billed_unpaid: sum(a.billed_unpaid, b.billed_unpaid),
+        billed_paid: sum(a.billed_paid, b.billed_paid),
+        earned: sum(a.earned, b.earned),
+    }
+}
+
+fn fee_json(s: &FeeStanding) -> serde_json::Value {
+    let mut row = totals_json(&turnpike_store::FeeTotals {
+        provider: s.provider.clone(),
+        payments: s.payments,
+        revenue: s.revenue,
+        fees: s.fees,
+    });
+    if let serde_json::Value::Object(map) = &mut row {
+        let owed = s.unbilled.0.saturating_add(s.billed_unpaid.0);
+        for (key, msat) in [
+            ("unbilled_msat", s.unbilled.0),
+            ("billed_unpaid_msat", s.billed_unpaid.0),
+            ("billed_paid_msat", s.billed_paid.0),
+            ("owed_msat", owed),
+            ("earned_msat", s.earned.0),
+        ] {
+            map.insert(key.into(), msat.into());
+        }
+    }
+    row
+}
+
+fn totals_json(t: &turnpike_store::FeeTotals) -> serde_json::Value {
     serde_json::json!({
         "provider": t.provider,
         "payments": t.payments,
@@ -97,22 +197,15 @@ pub async fn me(
     let provider = hub
         .provider(&slug)
         .ok_or_else(|| AdminError::new(Code::NotFound, "No such provider."))?;
-    let totals = api
+    let standing = api
         .store()?
-        .fee_totals(Some(&slug), 0..u64::MAX)
+        .fee_standing(Some(&slug))
         .await
         .map_err(|e| AdminError::store(&e))?;
     let mut body = provider.to_json();
     if let serde_json::Value::Object(map) = &mut body {
-        let fees = totals.first().map(fee_json).unwrap_or_else(|| {
-            fee_json(&turnpike_store::FeeTotals {
-                provider: slug.to_string(),
-                payments: 0,
-                revenue: turnpike_l402::Msat::ZERO,
-                fees: turnpike_l402::Msat::ZERO,
-            })
-        });
-        map.insert("fees".into(), fees);
+        let fees = standing.first().cloned().unwrap_or_else(|| zero(&slug));
+        map.insert("fees".into(), fee_json(&fees));
         let bills = api
             .store()?
             .bills(Some(&slug), 20)
@@ -217,7 +310,7 @@ pub async fn statement(
         .fee_totals(caller.provider(), period.clone())
         .await
         .map_err(|e| AdminError::store(&e))?;
-    let rows: Vec<_> = totals.iter().map(fee_json).collect();
+    let rows: Vec<_> = totals.iter().map(totals_json).collect();
     Ok(Json(serde_json::json!({
         "month": q.month, "from": period.start, "to": period.end, "providers": rows,
     }))

@@ -35,9 +35,10 @@ use crate::error::{AdminError, Code};
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// Routes served without the admin token (they hold no data).
-const PUBLIC: [&str; 4] = [
+const PUBLIC: [&str; 5] = [
     "/",
     "/assets/app.js",
+    "/assets/dom.js",
     "/assets/style.css",
     "/api/v1/openapi.json",
 ];
@@ -105,6 +106,7 @@ pub fn router(api: Api) -> axum::Router {
         .route("/tokens/{token_id}/revoke", post(tokens::revoke))
         .route("/payments", get(tokens::payments))
         .route("/stats", get(stats::stats))
+        .route("/session", get(hub::session))
         .route("/hub/providers", get(hub::list).post(hub::create))
         .route("/hub/providers/{slug}/suspend", post(hub::suspend))
         .route("/hub/providers/{slug}/reinstate", post(hub::reinstate))
@@ -116,6 +118,7 @@ pub fn router(api: Api) -> axum::Router {
     axum::Router::new()
         .route("/", get(index))
         .route("/assets/app.js", get(app_js))
+        .route("/assets/dom.js", get(dom_js))
         .route("/assets/style.css", get(style_css))
         .route("/metrics", get(stats::metrics))
         .nest("/api/v1", v1)
@@ -154,7 +157,7 @@ async fn authorize(State(api): State<Api>, mut req: Request, next: Next) -> Resp
     if caller != Caller::Operator && !hub::provider_may(req.uri().path()) {
         return AdminError::new(
             Code::Forbidden,
-            "A provider's token reaches only its own services, /api/v1/hub/me and /api/v1/hub/statement.",
+            "A provider's token reaches only its own services and statistics, /api/v1/session, /api/v1/hub/me and /api/v1/hub/statement.",
         )
         .into_response();
     }
@@ -230,6 +233,14 @@ async fn app_js() -> Response {
     asset(
         "text/javascript; charset=utf-8",
         include_bytes!("../assets/app.js"),
+    )
+}
+
+/// The DOM helpers `app.js` imports, shared with the hub's catalogue page.
+async fn dom_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        turnpike_gateway::hub::catalogue::DOM_SCRIPT.as_bytes(),
     )
 }
 

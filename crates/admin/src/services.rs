@@ -235,13 +235,49 @@ pub async fn get(
     Ok(Json(to_json(&config, source)).into_response())
 }
 
+/// A provider never takes a name (of a service or a route: `<service>.<route>`) under which
+/// statistics are kept for a service in force that is not its own, or were kept before (by
+/// another provider, the operator or itself): the counts are kept per name, and its
+/// statistics must hold its own traffic only.
+async fn check_fresh_names(
+    api: &Api,
+    caller: &Caller,
+    config: &ServiceConfig,
+) -> Result<(), AdminError> {
+    let Some(slug) = caller.provider() else {
+        return Ok(());
+    };
+    let own = crate::stats::own_stat_names(api, slug);
+    let others = crate::stats::others_stat_names(api, slug);
+    for name in crate::stats::stat_names(config) {
+        if others.contains(&name)
+            || (!own.contains(&name) && crate::stats::has_history(api, &name).await?)
+        {
+            let field = if name == config.name {
+                "name"
+            } else {
+                "routes"
+            };
+            return Err(AdminError::new(
+                Code::Conflict,
+                format!(
+                    "The name {name:?} is or was in use on this hub; choose another ({field})."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Stores `config` and answers it as now in force.
 async fn store(
     api: &Api,
+    caller: &Caller,
     config: ServiceConfig,
     status: StatusCode,
 ) -> Result<Response, AdminError> {
     check_upstream(api, &config).await?;
+    check_fresh_names(api, caller, &config).await?;
     let name = config.name.clone();
     api.control
         .put_service(&name, Some(config))
@@ -268,7 +304,7 @@ pub async fn create(
             ),
         ));
     }
-    store(&api, config, StatusCode::CREATED).await
+    store(&api, &caller, config, StatusCode::CREATED).await
 }
 
 /// `PUT /api/v1/services/{name}`: replaces the service (the name in the body, if any, must match).
@@ -296,7 +332,7 @@ pub async fn replace(
     }
     let mut config = parse(value, Some(&current))?;
     claim(&caller, &mut config)?;
-    store(&api, config, StatusCode::OK).await
+    store(&api, &caller, config, StatusCode::OK).await
 }
 
 /// `PATCH /api/v1/services/{name}`: a JSON merge patch (RFC 7386) of the service.
@@ -324,7 +360,7 @@ pub async fn patch(
     }
     let mut config = parse(value, Some(&current))?;
     claim(&caller, &mut config)?;
-    store(&api, config, StatusCode::OK).await
+    store(&api, &caller, config, StatusCode::OK).await
 }
 
 /// `DELETE /api/v1/services/{name}`: 204 (a config-file service is hidden by a tombstone).

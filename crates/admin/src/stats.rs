@@ -1,6 +1,7 @@
 //! `GET /api/v1/stats` (daily totals from the store) and `GET /metrics` (Prometheus text).
+//! A hub provider's token gets the statistics of its own services only.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -9,16 +10,18 @@ use http::{HeaderValue, header};
 use turnpike_gateway::stats::StatsReport;
 use turnpike_store::Day;
 
-use crate::Api;
-use crate::error::AdminError;
+use crate::error::{AdminError, Code};
 use crate::tokens::only;
+use crate::{Api, Caller};
 
 /// Longest range one query may span, in days.
 const MAX_DAYS: u32 = 366;
 
-/// The statistics of `from..=to` (default: the last 30 days), of one `service` or all.
+/// The statistics of `from..=to` (default: the last 30 days), of one `service` or all; a
+/// provider's token sees its own services only (another's named in `service` is `403`).
 pub async fn stats(
     State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<StatsReport>, AdminError> {
     only(&params, &["from", "to", "service"])?;
@@ -36,12 +39,64 @@ pub async fn stats(
         ));
     }
     let service = params.get("service").map(String::as_str);
-    let report = api
+    let own = caller.provider().map(|slug| own_stat_names(&api, slug));
+    if let (Some(own), Some(service)) = (&own, service)
+        && !own.contains(service)
+    {
+        return Err(AdminError::new(
+            Code::Forbidden,
+            format!("The service {service:?} is not this provider's."),
+        ));
+    }
+    let mut report = api
         .gateway
         .stats(from, to, service)
         .await
         .map_err(|e| AdminError::store(&e))?;
+    if let Some(own) = own {
+        report = report.retain_services(|s| own.contains(s));
+    }
     Ok(Json(report))
+}
+
+/// The names a service's counts are kept under: its own, and `<service>.<route>` for each
+/// route.
+pub fn stat_names(c: &turnpike_gateway::config::ServiceConfig) -> Vec<String> {
+    std::iter::once(c.name.clone())
+        .chain(c.routes.iter().map(|r| format!("{}.{}", c.name, r.name)))
+        .collect()
+}
+
+/// The statistics names of the services in force of provider `slug`.
+pub fn own_stat_names(api: &Api, slug: &str) -> BTreeSet<String> {
+    stat_names_where(api, |owner| owner == Some(slug))
+}
+
+/// The statistics names of the services in force that are not provider `slug`'s.
+pub fn others_stat_names(api: &Api, slug: &str) -> BTreeSet<String> {
+    stat_names_where(api, |owner| owner != Some(slug))
+}
+
+fn stat_names_where(api: &Api, owned: impl Fn(Option<&str>) -> bool) -> BTreeSet<String> {
+    api.control
+        .services()
+        .iter()
+        .filter(|(c, _)| owned(c.provider.as_deref()))
+        .flat_map(|(c, _)| stat_names(c))
+        .collect()
+}
+
+/// Whether any statistics were ever kept under `name` (checked before a provider takes a
+/// name, so it never sees counts made under that name by another).
+pub async fn has_history(api: &Api, name: &str) -> Result<bool, AdminError> {
+    let today = Day::from_unix(turnpike_gateway::unix_now());
+    let first = Day::from_unix(0);
+    let report = api
+        .gateway
+        .stats(first, today, Some(name))
+        .await
+        .map_err(|e| AdminError::store(&e))?;
+    Ok(!report.days.is_empty())
 }
 
 fn day(params: &HashMap<String, String>, key: &str) -> Result<Option<Day>, AdminError> {

@@ -13,9 +13,10 @@ use turnpike_l402::root_key::MasterKey;
 use turnpike_lightning::dev::DevBackend;
 
 /// Documented, served by the metrics branch once merged.
-const PUBLIC: [&str; 4] = [
+const PUBLIC: [&str; 5] = [
     "/",
     "/assets/app.js",
+    "/assets/dom.js",
     "/assets/style.css",
     "/api/v1/openapi.json",
 ];

@@ -686,7 +686,10 @@ fn app_with(state: SharedState) -> axum::Router {
             .route(
                 hub::directory::documents::OPENAPI_SUFFIX,
                 get(hub::directory::documents::openapi_by_host),
-            );
+            )
+            .route(hub::catalogue::SCRIPT_PATH, get(hub::catalogue::script))
+            .route(hub::catalogue::STYLE_PATH, get(hub::catalogue::style))
+            .route(hub::catalogue::DOM_PATH, get(hub::catalogue::dom_script));
     }
     if state.dev.is_some() {
         app = app

@@ -142,6 +142,37 @@ pub struct StatsReport {
     pub totals: CountsReport,
 }
 
+impl CountsReport {
+    /// The counts back in the store's form.
+    fn counts(&self) -> StatCounts {
+        StatCounts {
+            earned_msat: self.earned_msat,
+            challenges: self.challenges,
+            payments: self.payments,
+            calls_served: self.calls_served,
+            calls_refunded: self.calls_refunded,
+            free_calls: self.free_calls,
+            rate_limited: self.rate_limited,
+        }
+    }
+}
+
+impl StatsReport {
+    /// The report with the rows of the services `keep` accepts only, totals added up again.
+    pub fn retain_services(self, keep: impl Fn(&str) -> bool) -> StatsReport {
+        let days: Vec<DayReport> = self.days.into_iter().filter(|d| keep(&d.service)).collect();
+        let totals = days
+            .iter()
+            .fold(StatCounts::default(), |t, d| t.plus(&d.counts.counts()))
+            .into();
+        StatsReport {
+            days,
+            totals,
+            ..self
+        }
+    }
+}
+
 /// How many days `/api/v1/stats` covers when no range is given: today and the 29 before.
 pub const DEFAULT_DAYS: u32 = 30;
 
@@ -219,6 +250,37 @@ mod tests {
                     "payments": 3, "calls_served": 10, "calls_refunded": 1, "free_calls": 2,
                     "rate_limited": 0}
             })
+        );
+    }
+
+    #[test]
+    fn a_report_narrowed_to_some_services_adds_up_only_theirs() {
+        let row = |service: &str, earned_msat: u64, calls_served: u64| DayReport {
+            day: "2026-12-02".into(),
+            service: service.into(),
+            counts: StatCounts {
+                earned_msat,
+                calls_served,
+                ..StatCounts::default()
+            }
+            .into(),
+        };
+        let report = StatsReport {
+            from: "2026-12-01".into(),
+            to: "2026-12-02".into(),
+            days: vec![row("a", 1500, 1), row("b", 7000, 3), row("a.r", 600, 2)],
+            totals: StatCounts::default().into(),
+        };
+        let mine = report.retain_services(|s| s == "a" || s == "a.r");
+        assert_eq!(mine.days.len(), 2);
+        assert_eq!(mine.from, "2026-12-01");
+        assert_eq!(
+            (
+                mine.totals.earned_msat,
+                mine.totals.earned_sats,
+                mine.totals.calls_served
+            ),
+            (2100, 2, 3)
         );
     }
 

@@ -127,6 +127,28 @@ pub struct FeeTotals {
     pub fees: Msat,
 }
 
+/// Where a provider's fees stand: accrued (its paid tokens), how much of that is not yet
+/// billed, billed and unpaid, billed and paid, and what the paid bills brought the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeeStanding {
+    /// The provider's slug.
+    pub provider: String,
+    /// Tokens whose payment was recognised.
+    pub payments: u64,
+    /// The provider's prices of those tokens.
+    pub revenue: Msat,
+    /// The fees accrued on them: `unbilled + billed_unpaid + billed_paid`.
+    pub fees: Msat,
+    /// Fees not yet on a bill.
+    pub unbilled: Msat,
+    /// Fees on a bill not yet paid.
+    pub billed_unpaid: Msat,
+    /// Fees on a paid bill.
+    pub billed_paid: Msat,
+    /// What the paid bills asked (each rounded down to a whole satoshi): the hub's earnings.
+    pub earned: Msat,
+}
+
 /// A bill: the hub's Lightning invoice to a provider for fees it owes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillRecord {
@@ -236,6 +258,10 @@ pub trait AdminStore: crate::HealthStore + Send + Sync + 'static {
         provider: Option<&str>,
         paid: std::ops::Range<u64>,
     ) -> Result<Vec<FeeTotals>, StoreError>;
+
+    /// Where the fees of every provider (or of `provider` only) stand, by slug: every provider
+    /// with a recognised payment or a bill.
+    async fn fee_standing(&self, provider: Option<&str>) -> Result<Vec<FeeStanding>, StoreError>;
 
     /// Fees owed and not yet billed (payment recognised before `before`), by provider, for
     /// providers with no unpaid bill.

@@ -27,8 +27,8 @@ use async_trait::async_trait;
 use turnpike_l402::{Msat, PaymentHash, TokenId};
 
 pub use admin::{
-    AdminStore, BillRecord, FeeRecord, FeeTotals, PaymentRecord, ProviderRecord, StoredService,
-    TokenQuery, TokenRecord,
+    AdminStore, BillRecord, FeeRecord, FeeStanding, FeeTotals, PaymentRecord, ProviderRecord,
+    StoredService, TokenQuery, TokenRecord,
 };
 pub use health::{HealthCounts, HealthDelta, HealthStore, HealthSummary, ProbeOutcome};
 pub use postgres::PgStore;

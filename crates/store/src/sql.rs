@@ -893,6 +893,27 @@ const FEE_TOTALS: &str = "SELECT provider, COUNT(*), CAST(SUM(price_msat) AS BIG
    FROM hub_fees WHERE paid_at >= $2 AND paid_at < $3 AND ($1 = '' OR provider = $1)
   GROUP BY provider ORDER BY provider";
 
+/// `$1` a provider's slug ('' = every provider). Fee rows by the state of their bill, and the
+/// amounts of the paid bills (a provider with bills but no paid token has only those).
+const FEE_STANDING: &str = "SELECT p.provider,
+        (SELECT COUNT(*) FROM hub_fees f WHERE f.provider = p.provider AND f.paid_at IS NOT NULL),
+        (SELECT CAST(COALESCE(SUM(f.price_msat), 0) AS BIGINT) FROM hub_fees f
+          WHERE f.provider = p.provider AND f.paid_at IS NOT NULL),
+        (SELECT CAST(COALESCE(SUM(f.fee_msat), 0) AS BIGINT) FROM hub_fees f
+          WHERE f.provider = p.provider AND f.paid_at IS NOT NULL AND f.bill IS NULL),
+        (SELECT CAST(COALESCE(SUM(f.fee_msat), 0) AS BIGINT) FROM hub_fees f JOIN hub_bills b
+             ON b.payment_hash = f.bill
+          WHERE f.provider = p.provider AND b.paid_at IS NULL),
+        (SELECT CAST(COALESCE(SUM(f.fee_msat), 0) AS BIGINT) FROM hub_fees f JOIN hub_bills b
+             ON b.payment_hash = f.bill
+          WHERE f.provider = p.provider AND b.paid_at IS NOT NULL),
+        (SELECT CAST(COALESCE(SUM(b.amount_msat), 0) AS BIGINT) FROM hub_bills b
+          WHERE b.provider = p.provider AND b.paid_at IS NOT NULL)
+   FROM (SELECT provider FROM hub_fees WHERE paid_at IS NOT NULL
+         UNION SELECT provider FROM hub_bills) p
+  WHERE $1 = '' OR p.provider = $1
+  ORDER BY p.provider";
+
 const UNBILLED_FEES: &str = "SELECT provider, CAST(SUM(fee_msat) AS BIGINT) FROM hub_fees f
   WHERE paid_at IS NOT NULL AND paid_at < $1 AND bill IS NULL
     AND NOT EXISTS (SELECT 1 FROM hub_bills b WHERE b.provider = f.provider AND b.paid_at IS NULL)
@@ -1299,6 +1320,41 @@ where
                         fees.unwrap_or(0),
                         "hub_fees.fee_msat",
                     )?),
+                })
+            })
+            .collect()
+    }
+
+    async fn fee_standing(
+        &self,
+        provider: Option<&str>,
+    ) -> Result<Vec<crate::FeeStanding>, StoreError> {
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(FEE_STANDING)
+            .bind(provider.unwrap_or_default().to_owned())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(provider, n, revenue, unbilled, unpaid, paid, earned)| {
+                let msat = |v, what| crate::to_u64(v, what).map(turnpike_l402::Msat);
+                let (unbilled, billed_unpaid, billed_paid) = (
+                    msat(unbilled, "hub_fees.fee_msat")?,
+                    msat(unpaid, "hub_fees.fee_msat")?,
+                    msat(paid, "hub_fees.fee_msat")?,
+                );
+                let fees = unbilled
+                    .0
+                    .checked_add(billed_unpaid.0)
+                    .and_then(|f| f.checked_add(billed_paid.0))
+                    .ok_or(StoreError::Corrupt("hub_fees.fee_msat sum"))?;
+                Ok(crate::FeeStanding {
+                    provider,
+                    payments: crate::to_u64(n, "hub_fees count")?,
+                    revenue: msat(revenue, "hub_fees.price_msat")?,
+                    fees: turnpike_l402::Msat(fees),
+                    unbilled,
+                    billed_unpaid,
+                    billed_paid,
+                    earned: msat(earned, "hub_bills.amount_msat")?,
                 })
             })
             .collect()

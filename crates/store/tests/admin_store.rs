@@ -477,6 +477,41 @@ async fn bills_cover_exactly_the_unbilled_fees(
     );
     let totals = other.fee_totals(Some("alice"), 0..u64::MAX).await.unwrap();
     assert_eq!(totals[0].fees, Msat(540));
+    fees_stand_by_their_bills(admin, other, bill("bob", 1)).await;
+}
+
+/// Where fees stand: alice's 520 msat on a paid bill (which asked 0: rounded down), 20 not yet
+/// billed; bob's 1 msat on a bill still open. One provider's standing holds only its own.
+async fn fees_stand_by_their_bills(
+    admin: &Arc<dyn AdminStore>,
+    other: &Arc<dyn AdminStore>,
+    bob_bill: BillRecord,
+) {
+    use turnpike_store::FeeStanding;
+    assert!(admin.open_bill(&bob_bill, 1000).await.unwrap());
+    let totals = other.fee_totals(None, 0..u64::MAX).await.unwrap();
+    // The payments and revenue are the ledger's totals; the fees as [unbilled, unpaid, paid].
+    let standing = |t: &FeeTotals, [unbilled, billed_unpaid, billed_paid]: [u64; 3]| FeeStanding {
+        provider: t.provider.clone(),
+        payments: t.payments,
+        revenue: t.revenue,
+        fees: t.fees,
+        unbilled: Msat(unbilled),
+        billed_unpaid: Msat(billed_unpaid),
+        billed_paid: Msat(billed_paid),
+        earned: Msat(0),
+    };
+    let alice = standing(&totals[0], [20, 0, 520]);
+    let bob = standing(&totals[1], [0, 1, 0]);
+    let all = other.fee_standing(None).await.unwrap();
+    assert_eq!((alice.fees, bob.fees), (Msat(540), Msat(1)));
+    assert_eq!(all, [alice.clone(), bob.clone()]);
+    assert_eq!(admin.fee_standing(Some("bob")).await.unwrap(), [bob]);
+    assert!(admin.fee_standing(Some("carol")).await.unwrap().is_empty());
+    // Paid, a bill counts what it asked as earned.
+    assert!(other.bill_paid(&bob_bill.payment_hash, 1900).await.unwrap());
+    let bob = &admin.fee_standing(Some("bob")).await.unwrap()[0];
+    assert_eq!((bob.billed_unpaid, bob.billed_paid), (Msat(0), Msat(1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -226,6 +226,7 @@ async fn runtime_services_charge_at_once_are_validated_and_survive_a_restart() {
     let public = [
         "/",
         "/assets/app.js",
+        "/assets/dom.js",
         "/assets/style.css",
         "/api/v1/openapi.json",
     ];

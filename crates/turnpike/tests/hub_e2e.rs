@@ -14,29 +14,11 @@ mod lnurl_contract_fake;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use turnpike_l402::credential::Credential;
-use turnpike_l402::macaroon::Macaroon;
 use turnpike_lightning::{Msat, PaymentBackend};
 
 use hub_harness::{DOMAIN, Hub, start_hub, start_hub_with, until, upstream};
-use lnbits_node::{Keys, Node, balance, lnbits_payout, node};
+use lnbits_node::{Keys, Node, balance, lnbits_payout, node, pay_challenge as pay};
 use lnurl_contract_fake::{LnurlFake, Mode};
-
-/// Pays the 402 `challenge` from `payer`: the credential to retry with.
-async fn pay(node: &Node, payer: &Keys, challenge: &Value) -> String {
-    let invoice = challenge["invoice"].as_str().unwrap();
-    let paid = node
-        .payer(payer)
-        .pay_invoice(invoice, Msat(10_000))
-        .await
-        .unwrap();
-    let macaroon = Macaroon::from_base64(challenge["macaroon"].as_str().unwrap()).unwrap();
-    Credential {
-        macaroon,
-        preimage: paid.preimage,
-    }
-    .authorization_value()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_providers_paid_on_their_own_wallets_with_the_fee_in_the_ledger() {
@@ -112,7 +94,10 @@ async fn two_providers_paid_on_their_own_wallets_with_the_fee_in_the_ledger() {
         "{all}"
     );
     let (_, own) = hub.call(&alice, "GET", &path, None).await;
-    assert_eq!(own["providers"], json!([a]));
+    assert_eq!(own["providers"].as_array().map(Vec::len), Some(1), "{own}");
+    for key in ["provider", "payments", "revenue_msat", "fees_msat"] {
+        assert_eq!(own["providers"][0][key], a[key], "{key}");
+    }
     let (_, none) = hub
         .operator("GET", "/hub/statement?month=1999-01", None)
         .await;
@@ -141,8 +126,151 @@ async fn two_providers_paid_on_their_own_wallets_with_the_fee_in_the_ledger() {
     );
 
     providers_cannot_reach_each_other(&hub, &alice, &bob).await;
+    dashboards_see_only_their_own_figures(&hub, &alice, &bob).await;
     registration_is_checked(&hub, &node).await;
     a_provider_changes_its_payout(&hub, &node, &alice, (&alice_w, &payer)).await;
+    a_used_name_is_not_taken_by_another(&hub, &alice, &bob).await;
+}
+
+/// What the dashboards read: a provider's `/api/v1/stats` holds its own services only (another's
+/// named is 403); the operator's holds all; `/api/v1/session` says who is calling; the fees
+/// stand per provider and in total (nothing billed yet: all owed, unbilled).
+async fn dashboards_see_only_their_own_figures(hub: &Hub, alice: &str, bob: &str) {
+    let services = |stats: &Value| -> Vec<String> {
+        let mut v: Vec<String> = stats["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["service"].as_str().unwrap().to_owned())
+            .collect();
+        v.dedup();
+        v
+    };
+    let (status, own) = hub.call(alice, "GET", "/stats", None).await;
+    assert_eq!(
+        (status, services(&own)),
+        (200, vec!["alice-quote".into()]),
+        "{own}"
+    );
+    // Alice's one paid call, at her price (the fee the client paid on top is the hub's).
+    assert_eq!(
+        (&own["totals"]["payments"], &own["totals"]["earned_msat"]),
+        (&json!(1), &json!(21_000)),
+        "{own}"
+    );
+    assert!(own["totals"]["calls_served"].as_u64() >= Some(1), "{own}");
+    let (status, theirs) = hub.call(bob, "GET", "/stats", None).await;
+    assert_eq!((status, services(&theirs)), (200, vec!["bob-data".into()]));
+    assert_eq!(theirs["totals"]["earned_msat"], json!(100_000), "{theirs}");
+    let (status, err) = hub
+        .call(alice, "GET", "/stats?service=bob-data", None)
+        .await;
+    assert_eq!((status, &err["error"]["code"]), (403, &json!("forbidden")));
+    let (status, one) = hub
+        .call(alice, "GET", "/stats?service=alice-quote", None)
+        .await;
+    assert_eq!((status, &one["totals"]), (200, &own["totals"]));
+    let (_, all) = hub.operator("GET", "/stats", None).await;
+    let mut names = services(&all);
+    names.sort();
+    assert_eq!(names, ["alice-quote", "bob-data"]);
+
+    let (status, who) = hub.call(alice, "GET", "/session", None).await;
+    assert_eq!(
+        (status, who),
+        (
+            200,
+            json!({ "role": "provider", "provider": "alice", "hub": true })
+        )
+    );
+    let (_, who) = hub.operator("GET", "/session", None).await;
+    assert_eq!(
+        who,
+        json!({ "role": "operator", "provider": null, "hub": true })
+    );
+
+    let (status, fees) = hub.operator("GET", "/hub/fees", None).await;
+    assert_eq!(status, 200, "{fees}");
+    let t = &fees["totals"];
+    assert_eq!(
+        [
+            &t["payments"],
+            &t["revenue_msat"],
+            &t["fees_msat"],
+            &t["owed_msat"],
+            &t["unbilled_msat"],
+            &t["earned_msat"]
+        ],
+        [
+            &json!(2),
+            &json!(121_000),
+            &json!(3_000),
+            &json!(3_000),
+            &json!(3_000),
+            &json!(0)
+        ],
+        "{fees}"
+    );
+    let row = |slug: &str| {
+        fees["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["provider"] == slug)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            &row("bob")["status"],
+            &row("bob")["name"],
+            &row("bob")["owed_msat"]
+        ),
+        (&json!("active"), &json!("bob APIs"), &json!(2_000))
+    );
+    let (_, me) = hub.call(alice, "GET", "/hub/me", None).await;
+    assert_eq!(
+        (
+            &me["fees"]["owed_msat"],
+            &me["fees"]["unbilled_msat"],
+            &me["fees"]["billed_paid_msat"]
+        ),
+        (&json!(1_000), &json!(1_000), &json!(0)),
+        "{me}"
+    );
+}
+
+/// Statistics are kept per name: a provider cannot take a name under which another (or the
+/// operator) had traffic, so its dashboard never shows their counts.
+async fn a_used_name_is_not_taken_by_another(hub: &Hub, alice: &str, bob: &str) {
+    let (status, _) = hub.call(bob, "DELETE", "/services/bob-data", None).await;
+    assert_eq!(status, 204);
+    let taken = json!({ "name": "bob-data", "path": "/data", "upstream": "http://127.0.0.1:1", "price_sats": 1 });
+    let (status, err) = hub.call(alice, "POST", "/services", Some(taken)).await;
+    assert_eq!(
+        (status, &err["error"]["code"]),
+        (409, &json!("conflict")),
+        "{err}"
+    );
+    let (_, list) = hub.call(alice, "GET", "/services", None).await;
+    assert_eq!(list["services"].as_array().map(Vec::len), Some(1), "{list}");
+    let (_, own) = hub.call(alice, "GET", "/stats", None).await;
+    assert!(!own.to_string().contains("bob-data"), "{own}");
+    // Nor a name in use: a route's counts are kept as `<service>.<route>`, so alice may not
+    // add the route `bulk` while bob has a service named `alice-quote.bulk`.
+    let lookalike = json!({ "name": "alice-quote.bulk", "path": "/x", "upstream": "http://127.0.0.1:1", "price_sats": 1 });
+    hub.add_service(bob, lookalike).await;
+    let route = json!({ "routes": [{ "name": "bulk", "path": "/quote/bulk", "price_sats": 1 }] });
+    let (status, err) = hub
+        .call(alice, "PATCH", "/services/alice-quote", Some(route))
+        .await;
+    assert_eq!(
+        (status, &err["error"]["code"]),
+        (409, &json!("conflict")),
+        "{err}"
+    );
+    let (_, svc) = hub.call(alice, "GET", "/services/alice-quote", None).await;
+    assert_eq!(svc["routes"].as_array().map_or(0, Vec::len), 0, "{svc}");
 }
 
 /// A provider moves to another wallet: a payout that gives no test invoice is refused and the
@@ -251,7 +379,8 @@ async fn providers_cannot_reach_each_other(hub: &Hub, alice: &str, bob: &str) {
         "/payments",
         "/hub/providers",
         "/hub/fees",
-        "/stats",
+        "/hub/bills",
+        "/health",
     ] {
         let (status, _) = hub.call(alice, "GET", path, None).await;
         assert_eq!(status, 403, "{path}");
@@ -680,6 +809,12 @@ async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
     );
     let (_, bills) = hub.operator("GET", "/hub/bills", None).await;
     assert_eq!(bills["bills"].as_array().map(Vec::len), Some(1), "{bills}");
+    let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
+    assert_eq!(
+        (&me["fees"]["billed_unpaid_msat"], &me["fees"]["owed_msat"]),
+        (&json!(2_000), &json!(2_000)),
+        "{me}"
+    );
 
     // The provider pays its bill (the hub's backend is the dev node here): reinstated.
     let paid = hub
@@ -697,6 +832,18 @@ async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
     let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
     assert_eq!(me["status"], "active");
     assert!(me["bills"][0]["paid_at"].is_u64(), "{me}");
+    // Paid: nothing owed; the hub earned what the bill asked.
+    assert_eq!(
+        (&me["fees"]["billed_paid_msat"], &me["fees"]["owed_msat"]),
+        (&json!(2_000), &json!(0)),
+        "{me}"
+    );
+    let (_, fees) = hub.operator("GET", "/hub/fees", None).await;
+    assert_eq!(
+        (&fees["totals"]["earned_msat"], &fees["totals"]["owed_msat"]),
+        (&json!(2_000), &json!(0)),
+        "{fees}"
+    );
 }
 
 /// A provider's time pass (a token that counts no calls): its fee is owed once, at its first

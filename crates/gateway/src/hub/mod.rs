@@ -11,6 +11,7 @@
 //! resolved when the service table is built.
 
 pub mod billing;
+pub mod catalogue;
 pub mod directory;
 pub mod fee;
 pub mod health;

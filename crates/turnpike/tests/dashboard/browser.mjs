@@ -52,3 +52,33 @@ export async function watch(context, page, origin, expected) {
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   return problems;
 }
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Polls `probe` (returning a truthy value when satisfied) until `ms` have passed: its value.
+export async function until(what, probe, ms = 20000) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) fail(`${what}: not seen within ${ms / 1000} s${last ? ` (last error: ${last.message})` : ""}`);
+    await sleep(250);
+  }
+}
+
+// `--key value` pairs into an object; `usage(message)` (which exits) on a stray word or a
+// missing `required` key.
+export function parseArgs(argv, required, usage) {
+  const out = {};
+  for (let i = 0; i < argv.length; i += 2) {
+    if (!argv[i].startsWith("--") || i + 1 >= argv.length) usage(`bad argument ${argv[i]}`);
+    out[argv[i].slice(2)] = argv[i + 1];
+  }
+  for (const k of required) if (!out[k]) usage(`--${k} is required`);
+  return out;
+}

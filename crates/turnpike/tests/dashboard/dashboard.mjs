@@ -23,7 +23,7 @@ import { readFileSync, mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
-import { Failure, fail, watch, withBrowser } from "./browser.mjs";
+import { Failure, fail, until, watch, withBrowser } from "./browser.mjs";
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
 
@@ -53,24 +53,6 @@ const chromiumBin = args.chromium ?? process.env.TURNPIKE_CHROMIUM ?? "/usr/bin/
 const envDir = resolve(args.env ?? process.env.TURNPIKE_DASHBOARD_ENV ?? `${repo}/.dashboard-env`);
 
 const ok = (msg) => console.log(`ok: ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// Polls `probe` (returning a truthy value when satisfied) until `ms` have passed.
-async function until(what, probe, ms = 20000) {
-  const deadline = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) fail(`${what}: not seen within ${ms / 1000} s${last ? ` (last error: ${last.message})` : ""}`);
-    await sleep(250);
-  }
-}
-
 async function apiGet(path) {
   const r = await fetch(`${admin}/api/v1${path}`, { headers: { Authorization: `Bearer ${token}` } });
   if (!r.ok) fail(`GET /api/v1${path} answered ${r.status}: ${await r.text()}`);
@@ -106,7 +88,7 @@ async function run(browser) {
   const page = await context.newPage();
   // Nothing may come from anywhere but the admin listener. Error answers: only the two
   // provoked here (the wrong token's 401, the refused upstream's 400) are expected.
-  const provoked = new Set(["GET /api/v1/health 401", "POST /api/v1/services 400"]);
+  const provoked = new Set(["GET /api/v1/session 401", "POST /api/v1/services 400"]);
   const problems = await watch(context, page, new URL(admin).origin, provoked);
   const byId = (id) => page.getByTestId(id);
   const service = `dash-${randomBytes(4).toString("hex")}`;

@@ -102,3 +102,22 @@ pub async fn balance(node: &Node, keys: &Keys) -> Msat {
 pub fn lnbits_payout(node: &Node, keys: &Keys) -> Value {
     json!({ "kind": "lnbits", "url": node.url, "invoice_key": keys.invoice })
 }
+
+/// Pays the 402 `challenge` (its JSON body) from `payer`: the `Authorization` value to retry
+/// with.
+pub async fn pay_challenge(node: &Node, payer: &Keys, challenge: &Value) -> String {
+    use turnpike_l402::credential::Credential;
+    use turnpike_l402::macaroon::Macaroon;
+    let invoice = challenge["invoice"].as_str().unwrap();
+    let paid = node
+        .payer(payer)
+        .pay_invoice(invoice, Msat(10_000))
+        .await
+        .unwrap();
+    let macaroon = Macaroon::from_base64(challenge["macaroon"].as_str().unwrap()).unwrap();
+    Credential {
+        macaroon,
+        preimage: paid.preimage,
+    }
+    .authorization_value()
+}

@@ -194,7 +194,8 @@ fn refused(e: &QueryError) -> Response {
 }
 
 /// `GET /directory` (mounted on a hub only; counted against `[rate_limits] per_ip`, as any
-/// request is).
+/// request is): the JSON, or the catalogue page for a browser (an `Accept` preferring
+/// `text/html`, [`crate::hub::catalogue::wants_html`]).
 pub async fn handle(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -213,6 +214,9 @@ pub async fn handle(
         "Too many requests from this address.",
     ) {
         return e.into_response();
+    }
+    if crate::hub::catalogue::wants_html(&headers) {
+        return crate::hub::catalogue::page();
     }
     let query = match DirectoryQuery::parse(raw.as_deref()) {
         Ok(q) => q,
