@@ -3,6 +3,7 @@
 //! last list meanwhile; a failed re-read keeps it too), each entry named, described and given
 //! its schema by [`super::hub_tools`]. Each list that differs from the one before gets the
 //! next version number, so that every connection can tell the list changed since it last saw.
+//! A call reaches a tool only as the connection was shown it ([`resolve`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
