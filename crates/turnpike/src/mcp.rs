@@ -355,6 +355,31 @@ fn parse<T: for<'de> Deserialize<'de>>(
         .map_err(|e| tool_error(format!("invalid arguments for {}: {e}", request.name)))
 }
 
+/// Why a response body was not read whole.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("reading the body failed: {0}")]
+    Read(#[source] reqwest::Error),
+}
+
+/// The body of `resp`, at most `max` bytes: a larger one (announced or streamed) is refused
+/// without reading the rest.
+async fn read_bounded(resp: &mut reqwest::Response, max: usize) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// An error and its causes on one line.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
@@ -648,28 +673,17 @@ impl TurnpikeMcp {
         let mut response = fetched.response;
         let status = response.status().as_u16();
         let headers = agent_headers(response.headers());
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > self.shared.max_body {
-                        return Err(format!(
-                            "the response body is larger than {} bytes (--max-body-bytes): not \
-                             returned{paid_note}",
-                            self.shared.max_body
-                        ));
-                    }
-                    body.extend_from_slice(&chunk);
+        let body = read_bounded(&mut response, self.shared.max_body)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge(max) => format!(
+                    "the response body is larger than {max} bytes (--max-body-bytes): not \
+                     returned{paid_note}"
+                ),
+                BodyError::Read(e) => {
+                    format!("reading the response body failed: {}{paid_note}", chain(&e))
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(format!(
-                        "reading the response body failed: {}{paid_note}",
-                        chain(&e)
-                    ));
-                }
-            }
-        }
+            })?;
         let (body, body_encoding) = match String::from_utf8(body) {
             Ok(text) => (text, "text"),
             Err(e) => (
@@ -906,19 +920,15 @@ impl TurnpikeMcp {
                 resp.status()
             ));
         }
-        let mut body = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(c)) if body.len() + c.len() > MAX_MANIFEST => {
-                    return tool_error(format!(
-                        "{manifest_url} is larger than {MAX_MANIFEST} bytes"
-                    ));
-                }
-                Ok(Some(c)) => body.extend_from_slice(&c),
-                Ok(None) => break,
-                Err(e) => return tool_error(format!("reading {manifest_url}: {}", chain(&e))),
+        let body = match read_bounded(&mut resp, MAX_MANIFEST).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge(max)) => {
+                return tool_error(format!("{manifest_url} is larger than {max} bytes"));
             }
-        }
+            Err(BodyError::Read(e)) => {
+                return tool_error(format!("reading {manifest_url}: {}", chain(&e)));
+            }
+        };
         match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(manifest) => CallToolResult::structured(serde_json::json!({
                 "url": manifest_url.as_str(),
@@ -1405,6 +1415,41 @@ mod tests {
         let err = hub.fetch(FetchRequest::get(url)).await.unwrap_err();
         assert!(err.nothing_paid(), "{err}");
         assert_eq!(seen.lock().unwrap().len(), 1, "nothing more sent: {err}");
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_its_bound_announced_or_streamed() {
+        turnpike_lightning::ensure_crypto_provider();
+        let app = axum::Router::new()
+            .route("/small", axum::routing::get(|| async { "0123456789" }))
+            .route(
+                "/stream",
+                axum::routing::get(|| async {
+                    let chunks =
+                        (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from("abcd")));
+                    axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, app).into_future());
+        let http = reqwest::Client::new();
+        let get = |path: &str| http.get(format!("{base}{path}")).send();
+        let mut r = get("/small").await.unwrap();
+        assert_eq!(read_bounded(&mut r, 10).await.unwrap(), b"0123456789");
+        let mut r = get("/small").await.unwrap();
+        assert!(matches!(
+            read_bounded(&mut r, 9).await,
+            Err(BodyError::TooLarge(9))
+        ));
+        let mut r = get("/stream").await.unwrap();
+        assert!(r.content_length().is_none());
+        assert!(matches!(
+            read_bounded(&mut r, 15).await,
+            Err(BodyError::TooLarge(15))
+        ));
+        let mut r = get("/stream").await.unwrap();
+        assert_eq!(read_bounded(&mut r, 16).await.unwrap().len(), 16);
     }
 
     #[test]

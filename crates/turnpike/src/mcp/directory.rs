@@ -254,23 +254,14 @@ async fn read_page(http: &reqwest::Client, url: &reqwest::Url) -> Result<Page, D
             hint,
         });
     }
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_PAGE_BYTES as u64)
-    {
-        return Err(DirectoryError::TooLarge {
-            url: url.to_string(),
-        });
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(fetch_err)? {
-        if body.len() + chunk.len() > MAX_PAGE_BYTES {
-            return Err(DirectoryError::TooLarge {
+    let body = crate::mcp::read_bounded(&mut resp, MAX_PAGE_BYTES)
+        .await
+        .map_err(|e| match e {
+            crate::mcp::BodyError::TooLarge(_) => DirectoryError::TooLarge {
                 url: url.to_string(),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
+            },
+            crate::mcp::BodyError::Read(e) => fetch_err(e),
+        })?;
     serde_json::from_slice(&body).map_err(|e| DirectoryError::NotADirectory {
         url: url.to_string(),
         message: e.to_string(),
