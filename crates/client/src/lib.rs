@@ -69,6 +69,15 @@ pub enum ClientError {
         /// Limit in force.
         limit: Sats,
     },
+    /// The invoice asks more than the exact amount this client may pay (for instance the
+    /// amount a directory listed); nothing was paid.
+    #[error("the invoice asks {amount}, above the {limit} this call may pay: nothing was paid")]
+    OverAmount {
+        /// The invoice's amount.
+        amount: Msat,
+        /// The most this client pays.
+        limit: Msat,
+    },
     /// The invoice already expired; nothing was paid.
     #[error("the invoice expired at {expires_at} (unix time): nothing was paid")]
     InvoiceExpired {
@@ -149,6 +158,7 @@ impl ClientError {
             ClientError::OverBudget(_)
             | ClientError::OverTokenBudget(_)
             | ClientError::OverLimit { .. }
+            | ClientError::OverAmount { .. }
             | ClientError::NotApproved(_)
             | ClientError::Declined(_)
             | ClientError::InvalidChallenge(_)
@@ -172,6 +182,7 @@ impl ClientError {
             ClientError::OverBudget(_)
                 | ClientError::OverTokenBudget(_)
                 | ClientError::OverLimit { .. }
+                | ClientError::OverAmount { .. }
                 | ClientError::NotApproved(_)
                 | ClientError::Declined(_)
         )
@@ -330,6 +341,8 @@ pub struct L402Client {
     http: reqwest::Client,
     wallet: Arc<dyn PaymentBackend>,
     max_price: Sats,
+    /// The most one payment may be, exactly (none: `max_price` only).
+    max_amount: Option<Msat>,
     max_fee: Msat,
     on_event: Option<EventSink>,
     accounting: Option<Accounting>,
@@ -363,6 +376,7 @@ impl L402Client {
             http,
             wallet,
             max_price,
+            max_amount: None,
             max_fee: Msat(10_000),
             on_event: None,
             accounting: None,
@@ -405,6 +419,13 @@ impl L402Client {
     /// The accounting in use, if any.
     pub fn accounting(&self) -> Option<&Accounting> {
         self.accounting.as_ref()
+    }
+
+    /// Refuses any invoice above `limit` msat, exactly (`max_price` is in whole sats): for a
+    /// price known in advance to the msat, such as the amount a hub's directory lists.
+    pub fn with_max_amount(mut self, limit: Msat) -> L402Client {
+        self.max_amount = Some(limit);
+        self
     }
 
     /// Sets the highest routing fee accepted per payment (default 10 sats).
@@ -1048,15 +1069,16 @@ impl L402Client {
     /// within the limit, not expired. Returns the decoded invoice.
     pub fn check_challenge(&self, challenge: &Challenge) -> Result<Invoice, ClientError> {
         let invoice = self.check_challenge_terms(challenge)?;
-        let price = invoice
-            .amount()
-            .ok_or(ClientError::NoAmount)?
-            .to_sats_ceil();
+        let amount = invoice.amount().ok_or(ClientError::NoAmount)?;
+        let price = amount.to_sats_ceil();
         if price > self.max_price {
             return Err(ClientError::OverLimit {
                 price,
                 limit: self.max_price,
             });
+        }
+        if let Some(limit) = self.max_amount.filter(|limit| amount > *limit) {
+            return Err(ClientError::OverAmount { amount, limit });
         }
         Ok(invoice)
     }
@@ -1259,6 +1281,70 @@ mod tests {
                 budget::Budget::default(),
                 Msat(0),
             ))
+    }
+
+    /// A challenge whose invoice (dev backend) asks `amount`.
+    async fn challenge_of(amount: Msat) -> Challenge {
+        use turnpike_lightning::InvoiceBackend as _;
+        let node = turnpike_lightning::DevBackend::new([7; 32]);
+        let invoice = node
+            .create_invoice(turnpike_lightning::CreateInvoice {
+                amount,
+                memo: "t".into(),
+                expiry_secs: 600,
+            })
+            .await
+            .unwrap();
+        let minter = turnpike_l402::token::Minter::new(
+            turnpike_l402::root_key::MasterKey::from_bytes([1; 32]),
+        );
+        let (macaroon, _) = minter.mint(&turnpike_l402::token::MintRequest {
+            payment_hash: invoice.payment_hash,
+            service: "s",
+            calls: Some(1),
+            valid_until: None,
+            capabilities: &[],
+            max_price_msat: None,
+        });
+        Challenge {
+            macaroon,
+            invoice: invoice.bolt11,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exact_amount_limit_refuses_even_a_msat_more() {
+        let url: reqwest::Url = "http://127.0.0.1:1/".parse().unwrap();
+        let wallet = turnpike_lightning::DevPayWallet::new(url).unwrap();
+        // 21.42 sats listed: the whole-sat limit (22) alone would let 21.999 through.
+        let client = L402Client::new(Arc::new(wallet), Sats(22))
+            .unwrap()
+            .with_max_amount(Msat(21_420));
+        assert!(
+            client
+                .check_challenge(&challenge_of(Msat(21_420)).await)
+                .is_ok()
+        );
+        assert!(
+            client
+                .check_challenge(&challenge_of(Msat(20_000)).await)
+                .is_ok()
+        );
+        let err = client
+            .check_challenge(&challenge_of(Msat(21_421)).await)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::OverAmount {
+                    amount: Msat(21_421),
+                    limit: Msat(21_420)
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.nothing_paid() && err.is_refusal());
+        assert!(err.to_string().contains("nothing was paid"), "{err}");
     }
 
     #[tokio::test]

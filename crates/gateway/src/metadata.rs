@@ -15,6 +15,20 @@ pub const TAGS_MAX: usize = 10;
 pub const TAG_MAX_LEN: usize = 32;
 /// Largest `input_schema`, serialised as JSON, in bytes.
 pub const INPUT_SCHEMA_MAX_BYTES: usize = 16 * 1024;
+/// The most levels of arrays and objects in an `input_schema`: a deeper one, once inside a
+/// `/directory` page or an MCP `tools/list` answer, would pass the 128 levels common JSON
+/// parsers (serde_json's among them) take, and fail the whole page or list.
+pub const INPUT_SCHEMA_MAX_DEPTH: usize = 32;
+
+/// The levels of arrays and objects in `v` (0 for a scalar).
+pub fn json_depth(v: &Value) -> usize {
+    let inner = match v {
+        Value::Array(items) => items.iter().map(json_depth).max(),
+        Value::Object(map) => map.values().map(json_depth).max(),
+        _ => return 0,
+    };
+    1 + inner.unwrap_or(0)
+}
 
 /// A service's (or route's) checked metadata.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -92,7 +106,8 @@ pub fn check_tag(t: &str) -> Result<(), String> {
     }
 }
 
-/// A JSON Schema of an object (`"type": "object"`), at most 16 KiB as JSON, whose
+/// A JSON Schema of an object (`"type": "object"`), at most 16 KiB as JSON and 32 levels deep,
+/// whose
 /// `properties` (if any) is an object of schemas and `required` (if any) a list of names.
 pub fn check_input_schema(s: &Value) -> Result<(), String> {
     let Value::Object(map) = s else {
@@ -104,6 +119,11 @@ pub fn check_input_schema(s: &Value) -> Result<(), String> {
     if s.to_string().len() > INPUT_SCHEMA_MAX_BYTES {
         return Err(format!(
             "is larger than {INPUT_SCHEMA_MAX_BYTES} bytes as JSON"
+        ));
+    }
+    if json_depth(s) > INPUT_SCHEMA_MAX_DEPTH {
+        return Err(format!(
+            "is nested deeper than {INPUT_SCHEMA_MAX_DEPTH} levels of objects and arrays"
         ));
     }
     match map.get("properties") {
@@ -137,6 +157,16 @@ mod tests {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_schema_is_at_most_32_levels_deep() {
+        let deep = |levels: usize| json!({"type": "object", "x": (1..levels).fold(json!(1), |v, _| json!([v]))});
+        assert_eq!(json_depth(&deep(32)), 32);
+        assert!(check_input_schema(&deep(32)).is_ok());
+        let e = check_input_schema(&deep(33)).unwrap_err();
+        assert!(e.contains("deeper than 32"), "{e}");
+        assert_eq!((json_depth(&json!(1)), json_depth(&json!([]))), (0, 1));
     }
 
     #[test]
@@ -194,6 +224,7 @@ mod tests {
             json!({"type": "object", "properties": {"a": 1}}),
             json!({"type": "object", "required": "a"}),
             json!({"type": "object", "description": "x".repeat(INPUT_SCHEMA_MAX_BYTES)}),
+            json!({"type": "object", "x": (0..32).fold(json!(1), |v, _| json!([v]))}),
         ] {
             assert_eq!(
                 key(Metadata::parse(None, &[], Some(&bad))),

@@ -115,6 +115,8 @@ struct TurnpikeMcp {
     shared: Arc<Shared>,
     /// The version of the hub's tools this connection was last given or told of (0: none).
     hub_seen: Arc<std::sync::atomic::AtomicU64>,
+    /// The hub's tools this connection was last given by `tools/list`: its calls reach those.
+    hub_shown: Arc<Mutex<Option<Arc<hub::Tools>>>>,
     lowered: Arc<Mutex<Budget>>,
     /// Lowers every x402 asset's budget (each keeps its own windows' periods).
     lowered_x402: Arc<Mutex<TokenBudget>>,
@@ -315,6 +317,24 @@ fn stricter(a: &Budget, b: &Budget) -> Budget {
     }
 }
 
+/// What bounds the payment of one call, besides the budget and --max-sats.
+#[derive(Debug, Clone, Copy, Default)]
+struct Limit {
+    /// Sats (a tool's `max_sats`; it can only lower --max-sats).
+    max_sats: Option<u64>,
+    /// The amount a hub's directory listed, msat: see [`for_listed_amount`].
+    listed_msat: Option<u64>,
+}
+
+/// `client` for a hub's tool listed at `listed` msat: it pays over Lightning only (an x402
+/// price, in a stablecoin, cannot be held to a listed amount in msat; a hub's providers are
+/// paid over Lightning) and never an invoice above `listed`, to the msat.
+fn for_listed_amount(client: L402Client, listed: u64) -> L402Client {
+    client
+        .with_x402(None, turnpike_client::x402pay::Rail::L402)
+        .with_max_amount(turnpike_l402::Msat(listed))
+}
+
 /// A tool error with a plain message.
 fn tool_error(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
@@ -333,6 +353,31 @@ fn parse<T: for<'de> Deserialize<'de>>(
     let args = serde_json::Value::Object(request.arguments.clone().unwrap_or_default());
     serde_json::from_value(args)
         .map_err(|e| tool_error(format!("invalid arguments for {}: {e}", request.name)))
+}
+
+/// Why a response body was not read whole.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("reading the body failed: {0}")]
+    Read(#[source] reqwest::Error),
+}
+
+/// The body of `resp`, at most `max` bytes: a larger one (announced or streamed) is refused
+/// without reading the rest.
+async fn read_bounded(resp: &mut reqwest::Response, max: usize) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// An error and its causes on one line.
@@ -426,6 +471,7 @@ impl TurnpikeMcp {
         TurnpikeMcp {
             shared,
             hub_seen: Arc::default(),
+            hub_shown: Arc::default(),
             lowered: Arc::new(Mutex::new(Budget::default())),
             lowered_x402: Arc::new(Mutex::new(TokenBudget::default())),
         }
@@ -517,11 +563,12 @@ impl TurnpikeMcp {
         }))
     }
 
-    /// A client for `url` paying with the wallet under this connection's budget.
+    /// A client for `url` paying with the wallet under this connection's budget, within
+    /// `limit`.
     fn client(
         &self,
         url: &reqwest::Url,
-        max_sats: Option<u64>,
+        limit: Limit,
         approver: Option<Approver>,
         http: &reqwest::Client,
     ) -> Result<L402Client, String> {
@@ -535,15 +582,19 @@ impl TurnpikeMcp {
         let mut accounting = s.accounting.clone();
         accounting.budget = self.budget();
         accounting.approver = approver;
-        let cap = max_sats.map_or(s.max_sats, |m| m.min(s.max_sats));
+        let cap = limit.max_sats.map_or(s.max_sats, |m| m.min(s.max_sats));
         let client = L402Client::new(backend, Sats(cap))
             .map_err(|e| chain(&e))?
             .with_http_client(http.clone())
             .with_accounting(accounting)
             .with_x402(self.x402_wallet(), s.entry.prefer());
-        Ok(match s.entry.backend {
+        let client = match s.entry.backend {
             Some(_) => client,
             None => client.without_lightning(),
+        };
+        Ok(match limit.listed_msat {
+            Some(listed) => for_listed_amount(client, listed),
+            None => client,
         })
     }
 
@@ -568,8 +619,12 @@ impl TurnpikeMcp {
             Ok(r) => r,
             Err(e) => return tool_error(e),
         };
+        let limit = Limit {
+            max_sats: params.max_sats,
+            listed_msat: None,
+        };
         match self
-            .pay_and_fetch(req, params.max_sats, peer, &self.shared.http)
+            .pay_and_fetch(req, limit, peer, &self.shared.http)
             .await
         {
             Ok(out) => structured(&out),
@@ -578,19 +633,19 @@ impl TurnpikeMcp {
     }
 
     /// Sends `req` through the paying client (the wallet, this connection's budget, approval,
-    /// the ledger) with `http`, paying at most `max_sats` (and --max-sats); the answer, its
+    /// the ledger) with `http`, paying within `limit` (and --max-sats); the answer, its
     /// body read up to --max-body-bytes. Every failure is a plain message.
     async fn pay_and_fetch(
         &self,
         req: FetchRequest,
-        max_sats: Option<u64>,
+        limit: Limit,
         peer: &Peer<RoleServer>,
         http: &reqwest::Client,
     ) -> Result<FetchOutput, String> {
         guard::check_url(&req.url, &self.shared.allowed).await?;
         let approver = Self::approver(peer);
         let could_ask = approver.is_some();
-        let client = self.client(&req.url, max_sats, approver, http)?;
+        let client = self.client(&req.url, limit, approver, http)?;
         let fetched = client
             .fetch(req)
             .await
@@ -618,28 +673,17 @@ impl TurnpikeMcp {
         let mut response = fetched.response;
         let status = response.status().as_u16();
         let headers = agent_headers(response.headers());
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > self.shared.max_body {
-                        return Err(format!(
-                            "the response body is larger than {} bytes (--max-body-bytes): not \
-                             returned{paid_note}",
-                            self.shared.max_body
-                        ));
-                    }
-                    body.extend_from_slice(&chunk);
+        let body = read_bounded(&mut response, self.shared.max_body)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge(max) => format!(
+                    "the response body is larger than {max} bytes (--max-body-bytes): not \
+                     returned{paid_note}"
+                ),
+                BodyError::Read(e) => {
+                    format!("reading the response body failed: {}{paid_note}", chain(&e))
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(format!(
-                        "reading the response body failed: {}{paid_note}",
-                        chain(&e)
-                    ));
-                }
-            }
-        }
+            })?;
         let (body, body_encoding) = match String::from_utf8(body) {
             Ok(text) => (text, "text"),
             Err(e) => (
@@ -662,8 +706,8 @@ impl TurnpikeMcp {
     }
 
     /// A call of a hub's tool: the request of the directory's convention, paid as `l402_fetch`
-    /// pays but never above the price the directory lists, through the hub-only client; a tool
-    /// error when the hub answers 400 or above.
+    /// pays but never above the amount the directory lists (to the msat, over Lightning only),
+    /// through the hub-only client; a tool error when the hub answers 400 or above.
     async fn call_hub(
         &self,
         hub: &hub::Hub,
@@ -676,19 +720,20 @@ impl TurnpikeMcp {
             Err(e) => return tool_error(format!("{}: {e}; nothing was sent", tool.tool.name)),
         };
         let listed = tool.entry.amount_msat.div_ceil(1000);
-        match self
-            .pay_and_fetch(req, Some(listed), peer, hub.http())
-            .await
-        {
+        let limit = Limit {
+            max_sats: Some(listed),
+            listed_msat: Some(tool.entry.amount_msat),
+        };
+        match self.pay_and_fetch(req, limit, peer, hub.http()).await {
             Ok(out) => {
                 let mut result = structured(&out);
                 result.is_error = Some(out.status >= 400);
                 result
             }
             Err(e) => tool_error(format!(
-                "{}: {e} (this tool pays at most the {listed} sat the hub's directory lists, \
-                 and never more than --max-sats)",
-                tool.tool.name
+                "{}: {e} (this tool pays at most the {listed} sat the hub's directory lists \
+                 ({} msat), over Lightning only, and never more than --max-sats)",
+                tool.tool.name, tool.entry.amount_msat
             )),
         }
     }
@@ -701,7 +746,7 @@ impl TurnpikeMcp {
         if let Err(e) = guard::check_url(&req.url, &self.shared.allowed).await {
             return tool_error(e);
         }
-        let client = match self.client(&req.url, None, None, &self.shared.http) {
+        let client = match self.client(&req.url, Limit::default(), None, &self.shared.http) {
             Ok(c) => c,
             Err(e) => return tool_error(e),
         };
@@ -875,19 +920,15 @@ impl TurnpikeMcp {
                 resp.status()
             ));
         }
-        let mut body = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(c)) if body.len() + c.len() > MAX_MANIFEST => {
-                    return tool_error(format!(
-                        "{manifest_url} is larger than {MAX_MANIFEST} bytes"
-                    ));
-                }
-                Ok(Some(c)) => body.extend_from_slice(&c),
-                Ok(None) => break,
-                Err(e) => return tool_error(format!("reading {manifest_url}: {}", chain(&e))),
+        let body = match read_bounded(&mut resp, MAX_MANIFEST).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge(max)) => {
+                return tool_error(format!("{manifest_url} is larger than {max} bytes"));
             }
-        }
+            Err(BodyError::Read(e)) => {
+                return tool_error(format!("reading {manifest_url}: {}", chain(&e)));
+            }
+        };
         match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(manifest) => CallToolResult::structured(serde_json::json!({
                 "url": manifest_url.as_str(),
@@ -1001,6 +1042,10 @@ impl ServerHandler for TurnpikeMcp {
         if let Some(hub) = &self.shared.hub {
             let listed = self.hub_tools(hub, &context.peer).await;
             all.extend(listed.values().map(|t| t.tool.clone()));
+            *self
+                .hub_shown
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(listed);
         }
         Ok(ListToolsResult::with_all_items(all))
     }
@@ -1037,14 +1082,8 @@ impl ServerHandler for TurnpikeMcp {
             },
             other => match &self.shared.hub {
                 Some(hub) => {
-                    let listed = self.hub_tools(hub, &context.peer).await;
-                    match listed.get(other) {
-                        Some(tool) => {
-                            let args = request.arguments.clone().unwrap_or_default();
-                            self.call_hub(hub, tool, args, &context.peer).await
-                        }
-                        None => tool_error(format!("no tool named {other:?}")),
-                    }
+                    let args = request.arguments.clone().unwrap_or_default();
+                    self.call_listed(hub, other, args, &context.peer).await
                 }
                 None => tool_error(format!("no tool named {other:?}")),
             },
@@ -1054,6 +1093,26 @@ impl ServerHandler for TurnpikeMcp {
 }
 
 impl TurnpikeMcp {
+    /// A call of the hub's tool `name`, as this connection was shown it ([`hub::resolve`]).
+    async fn call_listed(
+        &self,
+        hub: &hub::Hub,
+        name: &str,
+        args: serde_json::Map<String, serde_json::Value>,
+        peer: &Peer<RoleServer>,
+    ) -> CallToolResult {
+        let current = self.hub_tools(hub, peer).await;
+        let shown = self
+            .hub_shown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match hub::resolve(shown.as_deref(), &current, name) {
+            Ok(tool) => self.call_hub(hub, tool, args, peer).await,
+            Err(e) => tool_error(e.to_string()),
+        }
+    }
+
     /// The hub's tools; when they changed since this connection last saw them, the client is
     /// told (`notifications/tools/list_changed`, sent without waiting).
     async fn hub_tools(&self, hub: &hub::Hub, peer: &Peer<RoleServer>) -> Arc<hub::Tools> {
@@ -1273,6 +1332,124 @@ mod tests {
         );
         assert_eq!(shown["vary"], "a, b");
         assert!(!format!("{shown:?}").contains("mac:pre"));
+    }
+
+    /// A hub that asks an x402 payment of 5 USDC for everything, and logs the payments sent.
+    async fn x402_hub() -> (reqwest::Url, Arc<Mutex<Vec<String>>>) {
+        use turnpike_x402::{Address, Network, PaymentRequired, PaymentRequirements};
+        let required = PaymentRequired::new(
+            turnpike_x402::ResourceInfo {
+                url: "http://hub/alice/quote".into(),
+                description: String::new(),
+                mime_type: String::new(),
+            },
+            vec![PaymentRequirements {
+                network: Network::eip155(84532).unwrap(),
+                amount: turnpike_x402::TokenAmount::from_base_units(5_000_000),
+                asset: Address::from([1; 20]),
+                pay_to: Address::from([0xee; 20]),
+                max_timeout_seconds: 600,
+                extra: turnpike_x402::TokenDomain {
+                    name: "USDC".into(),
+                    version: "2".into(),
+                },
+            }],
+        )
+        .to_header();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |headers: http::HeaderMap| {
+            let (log, required) = (log.clone(), required.clone());
+            async move {
+                if let Some(p) = headers.get("payment-signature") {
+                    log.lock().unwrap().push(format!("{p:?}"));
+                }
+                (
+                    http::StatusCode::PAYMENT_REQUIRED,
+                    [("payment-required", required)],
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/alice/quote", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, app).into_future());
+        (url.parse().unwrap(), seen)
+    }
+
+    /// A client of a wallet with Lightning (never reached) and an x402 key for USDC on Base
+    /// Sepolia, without limits of its own.
+    async fn x402_client(url: &reqwest::Url, dir: &std::path::Path) -> L402Client {
+        use turnpike_client::x402pay::{PayableAsset, Rail};
+        let key = turnpike_x402::PayerKey::from_hex(
+            "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+        )
+        .unwrap();
+        let usdc = PayableAsset {
+            network: turnpike_x402::Network::eip155(84532).unwrap(),
+            asset: turnpike_x402::Address::from([1; 20]),
+            decimals: 6,
+            budget: TokenBudget::default(),
+            rpc_url: None,
+        };
+        let wallet = X402Wallet::new(key, vec![usdc]).unwrap();
+        let ledger = turnpike_client::ledger::Ledger::open_in(dir).await.unwrap();
+        let accounting = Accounting::new(ledger, "w", Budget::default(), turnpike_l402::Msat(0));
+        L402Client::new(Arc::new(DevPayWallet::new(url.clone()).unwrap()), Sats(100))
+            .unwrap()
+            .with_accounting(accounting)
+            .with_x402(Some(wallet), Rail::X402)
+    }
+
+    #[tokio::test]
+    async fn a_hub_tool_never_pays_x402_whatever_the_hub_asks() {
+        turnpike_lightning::ensure_crypto_provider();
+        let (url, seen) = x402_hub().await;
+        let dir = tempfile::tempdir().unwrap();
+        // l402_fetch's client pays it (5 USDC, within the asset's budget)...
+        let fetch = x402_client(&url, dir.path()).await;
+        let _ = fetch.fetch(FetchRequest::get(url.clone())).await;
+        assert_eq!(seen.lock().unwrap().len(), 1, "the control pays");
+        // ...a hub tool listed at 21.42 sats does not: nothing is signed or sent.
+        let dir = tempfile::tempdir().unwrap();
+        let hub = for_listed_amount(x402_client(&url, dir.path()).await, 21_420);
+        let err = hub.fetch(FetchRequest::get(url)).await.unwrap_err();
+        assert!(err.nothing_paid(), "{err}");
+        assert_eq!(seen.lock().unwrap().len(), 1, "nothing more sent: {err}");
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_its_bound_announced_or_streamed() {
+        turnpike_lightning::ensure_crypto_provider();
+        let app = axum::Router::new()
+            .route("/small", axum::routing::get(|| async { "0123456789" }))
+            .route(
+                "/stream",
+                axum::routing::get(|| async {
+                    let chunks =
+                        (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from("abcd")));
+                    axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, app).into_future());
+        let http = reqwest::Client::new();
+        let get = |path: &str| http.get(format!("{base}{path}")).send();
+        let mut r = get("/small").await.unwrap();
+        assert_eq!(read_bounded(&mut r, 10).await.unwrap(), b"0123456789");
+        let mut r = get("/small").await.unwrap();
+        assert!(matches!(
+            read_bounded(&mut r, 9).await,
+            Err(BodyError::TooLarge(9))
+        ));
+        let mut r = get("/stream").await.unwrap();
+        assert!(r.content_length().is_none());
+        assert!(matches!(
+            read_bounded(&mut r, 15).await,
+            Err(BodyError::TooLarge(15))
+        ));
+        let mut r = get("/stream").await.unwrap();
+        assert_eq!(read_bounded(&mut r, 16).await.unwrap().len(), 16);
     }
 
     #[test]

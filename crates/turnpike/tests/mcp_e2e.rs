@@ -321,7 +321,8 @@ async fn echo_upstream() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<Stri
 /// call pays the provider's own wallet within the budget (approved by the person above
 /// approve_above) and returns the upstream's answer; a
 /// call above the budget pays nothing and reaches nobody; a service added shows after the TTL
-/// with `notifications/tools/list_changed`.
+/// with `notifications/tools/list_changed`; a call of a tool whose price changed since the
+/// agent listed the tools is refused with nothing sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_with_a_hub() {
     let Some(python) = python("python_sdk_with_a_hub") else {
@@ -445,6 +446,8 @@ async fn python_sdk_with_a_hub() {
     }
     // (The hub's own probes may reach the upstream: the refused call is told by its query.)
     assert!(!seen.iter().any(|s| s.contains("rows=")), "{seen:?}");
+    // Nor the call refused because the tool changed since the agent listed the tools.
+    assert!(!seen.iter().any(|s| s.contains("symbol=ETH")), "{seen:?}");
     assert_eq!(summary["notified"], 1);
 }
 

@@ -136,13 +136,14 @@ pub struct Entry {
     pub health: Option<Health>,
 }
 
-/// A page of the directory, its entries still unparsed.
+/// A page of the directory, its entries still unparsed (as raw text: each is parsed alone, so
+/// that one too deeply nested for the parser is left out alone instead of failing the page).
 #[derive(Debug, Deserialize)]
 struct Page {
     total: usize,
     #[serde(default)]
     offset: Option<usize>,
-    services: Vec<serde_json::Value>,
+    services: Vec<Box<serde_json::value::RawValue>>,
 }
 
 /// What was read from the directory.
@@ -157,8 +158,15 @@ pub struct Listing {
 
 impl Listing {
     /// Adds the entries of one page, parsing each alone.
-    fn add_page(&mut self, services: Vec<serde_json::Value>) {
-        for (i, raw) in services.into_iter().enumerate() {
+    fn add_page(&mut self, services: Vec<Box<serde_json::value::RawValue>>) {
+        for (i, text) in services.into_iter().enumerate() {
+            let raw: serde_json::Value = match serde_json::from_str(text.get()) {
+                Ok(raw) => raw,
+                Err(err) => {
+                    self.skipped.push(format!("#{i}: {err}"));
+                    continue;
+                }
+            };
             let id = raw
                 .get("id")
                 .and_then(|v| v.as_str())
@@ -246,23 +254,14 @@ async fn read_page(http: &reqwest::Client, url: &reqwest::Url) -> Result<Page, D
             hint,
         });
     }
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_PAGE_BYTES as u64)
-    {
-        return Err(DirectoryError::TooLarge {
-            url: url.to_string(),
-        });
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(fetch_err)? {
-        if body.len() + chunk.len() > MAX_PAGE_BYTES {
-            return Err(DirectoryError::TooLarge {
+    let body = crate::mcp::read_bounded(&mut resp, MAX_PAGE_BYTES)
+        .await
+        .map_err(|e| match e {
+            crate::mcp::BodyError::TooLarge(_) => DirectoryError::TooLarge {
                 url: url.to_string(),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
+            },
+            crate::mcp::BodyError::Read(e) => fetch_err(e),
+        })?;
     serde_json::from_slice(&body).map_err(|e| DirectoryError::NotADirectory {
         url: url.to_string(),
         message: e.to_string(),
@@ -350,11 +349,12 @@ mod tests {
         suspended["id"] = json!("bob/x");
         suspended["provider"] = json!({"slug": "bob", "name": "Bob", "suspended": true});
         let mut listing = Listing::default();
+        let raw = |v: serde_json::Value| serde_json::value::to_raw_value(&v).unwrap();
         listing.add_page(vec![
-            good,
-            json!({"id": "carol/y", "price_msat": "lots"}),
-            suspended,
-            json!(7),
+            raw(good),
+            raw(json!({"id": "carol/y", "price_msat": "lots"})),
+            raw(suspended),
+            raw(json!(7)),
         ]);
         assert_eq!(listing.entries.len(), 1);
         assert_eq!(listing.entries[0].amount_msat, 21_420);
@@ -414,6 +414,48 @@ mod tests {
         .await;
         let e = read(&http, &base).await.unwrap_err();
         assert!(e.to_string().contains("asked offset 200"), "{e}");
+    }
+
+    /// `levels` arrays nested in one another, as JSON text.
+    fn nested(levels: usize) -> String {
+        format!("{}{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[tokio::test]
+    async fn one_deeply_nested_entry_does_not_fail_the_page() {
+        turnpike_lightning::ensure_crypto_provider();
+        let http = reqwest::Client::new();
+        // A schema a hub's admin API takes (its JSON parser's 128 levels: the schema is one
+        // level below the body's root, as in an entry) but that is too deep inside a page,
+        // and one no parser of 128 levels takes even alone.
+        let (base, _) = hostile_hub(|_, offset| {
+            let deep = |id: &str, levels: usize| {
+                let mut e = entry_json(0).to_string();
+                e.pop();
+                format!(
+                    "{e},\"id\":\"{id}\",\"input_schema\":{{\"type\":\"object\",\"x\":{}}}}}",
+                    nested(levels)
+                )
+            };
+            let page = format!(
+                "{{\"total\":4,\"offset\":{offset},\"services\":[{},{},{},{}]}}",
+                entry_json(1),
+                deep("p/deep", 125),
+                deep("p/deeper", 5000),
+                entry_json(2)
+            );
+            axum::response::IntoResponse::into_response(page)
+        })
+        .await;
+        let listing = read(&http, &base).await.unwrap();
+        let ids: Vec<&str> = listing.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["p/s1", "p/deep", "p/s2"]);
+        assert_eq!(listing.skipped.len(), 1, "{:?}", listing.skipped);
+        assert!(
+            listing.skipped[0].starts_with("#2: "),
+            "{:?}",
+            listing.skipped
+        );
     }
 
     #[tokio::test]

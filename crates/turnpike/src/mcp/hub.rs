@@ -3,6 +3,7 @@
 //! last list meanwhile; a failed re-read keeps it too), each entry named, described and given
 //! its schema by [`super::hub_tools`]. Each list that differs from the one before gets the
 //! next version number, so that every connection can tell the list changed since it last saw.
+//! A call reaches a tool only as the connection was shown it ([`resolve`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -117,6 +118,56 @@ impl Hub {
         }
         (state.tools.clone(), state.version)
     }
+}
+
+/// Why a call of a hub tool is refused before anything is sent.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no tool named {0:?}")]
+    Unknown(String),
+    #[error(
+        "the hub's list changed since the tools were listed: {0:?} now names another service, \
+         another price or path, or none; nothing was sent: list the tools again"
+    )]
+    Changed(String),
+}
+
+/// The tool a call of `name` reaches: the one this connection was shown (`shown`; before its
+/// first listing, the current one), and only while the hub's current list gives that name to
+/// the same service on the same terms. So a re-read of the directory between the agent's
+/// listing and its call never makes the call reach another service, nor pay another price,
+/// than the one the agent was shown.
+pub fn resolve<'a>(
+    shown: Option<&Tools>,
+    current: &'a Tools,
+    name: &str,
+) -> Result<&'a HubTool, ResolveError> {
+    let now = current.get(name);
+    let Some(shown) = shown else {
+        return now.ok_or_else(|| ResolveError::Unknown(name.to_owned()));
+    };
+    match (shown.get(name), now) {
+        (None, None) => Err(ResolveError::Unknown(name.to_owned())),
+        (Some(seen), Some(now)) if same_terms(&seen.entry, &now.entry) => Ok(now),
+        _ => Err(ResolveError::Changed(name.to_owned())),
+    }
+}
+
+/// Whether two entries are the same service called and paid the same way.
+fn same_terms(a: &Entry, b: &Entry) -> bool {
+    let terms = |e: &Entry| {
+        (
+            e.id.clone(),
+            e.path.clone(),
+            e.method.clone(),
+            e.mode.clone(),
+            e.price_msat,
+            e.amount_msat,
+            e.calls_per_payment,
+            e.valid_secs,
+        )
+    };
+    terms(a) == terms(b)
 }
 
 /// Whether two lists of tools are the same (names and entries).
@@ -243,6 +294,69 @@ mod tests {
             &["l402_fetch".into()],
         );
         assert!(!same(&tools, &changed));
+    }
+
+    #[test]
+    fn a_call_reaches_only_the_service_and_price_the_agent_was_shown() {
+        let reserved = ["l402_fetch".to_owned()];
+        let list = |entries: Vec<Entry>| {
+            build(
+                Listing {
+                    entries,
+                    ..Listing::default()
+                },
+                &reserved,
+            )
+        };
+        let shown = list(vec![entry("alice/s_x"), entry("alice/t")]);
+        // Unchanged (a new health or description does not matter): the current tool.
+        let mut redescribed = entry("alice/t");
+        redescribed.description = Some("new words".into());
+        let same = list(vec![entry("alice/s_x"), redescribed]);
+        let t = resolve(Some(&shown), &same, "alice__t").unwrap();
+        assert_eq!(t.entry.description.as_deref(), Some("new words"));
+        // The price rose after the listing: refused, whatever the hub lists now.
+        let mut dearer = entry("alice/t");
+        dearer.amount_msat = 40_800;
+        let raised = list(vec![entry("alice/s_x"), dearer]);
+        assert_eq!(
+            resolve(Some(&shown), &raised, "alice__t").unwrap_err(),
+            ResolveError::Changed("alice__t".into())
+        );
+        // A newcomer whose id sorts first takes the plain name: the name the agent was shown
+        // for alice/s_x does not reach alice/s.x.
+        let shifted = list(vec![
+            entry("alice/s_x"),
+            entry("alice/s.x"),
+            entry("alice/t"),
+        ]);
+        assert_eq!(shifted["alice__s_x"].entry.id, "alice/s.x");
+        assert!(matches!(
+            resolve(Some(&shown), &shifted, "alice__s_x"),
+            Err(ResolveError::Changed(_))
+        ));
+        // Gone from the hub, or never shown: refused; unknown everywhere: unknown.
+        let gone = list(vec![entry("alice/t")]);
+        assert!(matches!(
+            resolve(Some(&shown), &gone, "alice__s_x"),
+            Err(ResolveError::Changed(_))
+        ));
+        assert!(matches!(
+            resolve(Some(&shown), &shifted, "alice__s_x_2"),
+            Err(ResolveError::Changed(_))
+        ));
+        assert_eq!(
+            resolve(Some(&shown), &shown, "bob__x").unwrap_err(),
+            ResolveError::Unknown("bob__x".into())
+        );
+        // Before any listing, the current list.
+        assert_eq!(
+            resolve(None, &raised, "alice__t")
+                .unwrap()
+                .entry
+                .amount_msat,
+            40_800
+        );
     }
 
     #[tokio::test]

@@ -71,6 +71,16 @@ def listed_price(hub, service):
     return next(e["price_msat"] for e in entries if e["service"] == service)
 
 
+async def set_quote_price(hub, admin, alice_token, sats):
+    """Alice sets the price of `quote`; returns once the hub's directory lists it."""
+    check(admin_call(admin, alice_token, "PATCH", "/services/quote", {"price_sats": sats}) == 200, "priced")
+    for _ in range(100):
+        if listed_price(hub, "quote") == sats * 1000:
+            return
+        await asyncio.sleep(0.1)
+    check(False, f"the hub lists quote at {sats} sats")
+
+
 async def run(binary, hub, admin, alice_token, upstream):
     summary = {}
     async with Client(
@@ -167,16 +177,27 @@ async def run(binary, hub, admin, alice_token, upstream):
     async with Client(server(binary, hub, 600)) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         check("(22 sat with fee)" in tools["alice__quote"].description, "the price shown")
-        check(admin_call(admin, alice_token, "PATCH", "/services/quote", {"price_sats": 40}) == 200, "raised")
-        for _ in range(100):
-            if listed_price(hub, "quote") == 40_000:
-                break
-            await asyncio.sleep(0.1)
-        check(listed_price(hub, "quote") == 40_000, "the hub asks 40 sats now")
+        await set_quote_price(hub, admin, alice_token, 40)
         r = await client.call_tool("alice__quote", {"symbol": "BTC"})
         check(r.is_error is True, f"a raised price is refused: {r}")
         check("41" in text_of(r) and "nothing was paid" in text_of(r), text_of(r))
         check("22 sat the hub's directory lists" in text_of(r), text_of(r))
+        rep = await client.call_tool("l402_spending_report", {})
+        check(rep.structured_content["total_sats"] == 32, f"still 32 sats: {rep.structured_content}")
+
+    # A call made after the TTL re-reads the directory: when it shows the tool changed since the
+    # agent listed the tools (here its price), the call is refused with nothing sent, until the
+    # agent lists them again.
+    async with Client(server(binary, hub, 1)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        check("(41 sat with fee)" in tools["alice__quote"].description, "the raised price shown")
+        await set_quote_price(hub, admin, alice_token, 21)
+        await asyncio.sleep(1.2)
+        r = await client.call_tool("alice__quote", {"symbol": "ETH"})
+        check(r.is_error is True, f"a changed tool is refused: {r}")
+        check("list the tools again" in text_of(r) and "nothing was sent" in text_of(r), text_of(r))
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        check("(22 sat with fee)" in tools["alice__quote"].description, "the new price shown")
         rep = await client.call_tool("l402_spending_report", {})
         check(rep.structured_content["total_sats"] == 32, f"still 32 sats: {rep.structured_content}")
     print(json.dumps(summary))
