@@ -34,6 +34,7 @@ pub mod nwc;
 pub mod phoenixd;
 pub mod rules;
 pub mod secret;
+pub mod spend_rights;
 
 pub use dev::DevBackend;
 pub use dev_wallet::DevPayWallet;

@@ -61,6 +61,20 @@ pub async fn check_public_url(url: &reqwest::Url, allow_http: bool) -> Result<()
         "http" if allow_http => {}
         other => return Err(format!("only https URLs are accepted, not {other}:")),
     }
+    check_public_host(url).await
+}
+
+/// Checks a nostr relay's URL before connecting to it: `wss`, and a host that resolves only
+/// to public addresses.
+pub async fn check_public_relay(url: &reqwest::Url) -> Result<(), String> {
+    match url.scheme() {
+        "wss" => check_public_host(url).await,
+        other => Err(format!("only wss relays are accepted, not {other}:")),
+    }
+}
+
+/// Checks that a URL's host is, or resolves only to, public addresses.
+async fn check_public_host(url: &reqwest::Url) -> Result<(), String> {
     let host = url
         .host_str()
         .ok_or_else(|| "the URL has no host".to_owned())?;
@@ -153,5 +167,20 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn relays_must_be_wss_and_public() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        for bad in [
+            "ws://1.1.1.1/",
+            "wss://127.0.0.1:7777/",
+            "wss://[::1]/",
+            "wss://localhost/",
+            "https://1.1.1.1/",
+        ] {
+            assert!(check_public_relay(&url(bad)).await.is_err(), "{bad}");
+        }
+        assert!(check_public_relay(&url("wss://1.1.1.1/")).await.is_ok());
     }
 }

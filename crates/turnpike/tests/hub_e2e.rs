@@ -7,6 +7,8 @@
 //! it). Without it: skipped with a message, or a failure under `TURNPIKE_STRICT_TESTS=1`.
 
 mod common;
+#[path = "hub_payouts/mod.rs"]
+mod hub_payouts;
 mod lnbits_node;
 mod lnurl_contract_fake;
 
@@ -51,6 +53,11 @@ fn start_hub(dir: &Path, trial_days: u32) -> Hub {
 /// in `dir`), with more top-level keys (`top`) and `[hub]` keys (`extra`), as TOML lines.
 fn start_hub_with(dir: &Path, name: &str, trial_days: u32, top: &str, extra: &str) -> Hub {
     let (public, admin) = (free_port(), free_port());
+    let insecure = if extra.contains("allow_insecure_payouts") {
+        ""
+    } else {
+        "allow_insecure_payouts = true"
+    };
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
@@ -66,7 +73,7 @@ kind = "dev"
 domain = "{DOMAIN}"
 fee = "2%"
 trial_days = {trial_days}
-allow_insecure_payouts = true
+{insecure}
 allow_private_upstreams = true
 {extra}
 [admin]
@@ -117,6 +124,19 @@ impl Hub {
 
     async fn operator(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call(&self.token, method, path, body).await
+    }
+
+    /// The operator's registration `body` is refused with `status` (and `field`, if given):
+    /// the error.
+    async fn refuses(&self, body: Value, status: u16, field: Option<&str>) -> Value {
+        let (got, err) = self
+            .operator("POST", "/hub/providers", Some(body.clone()))
+            .await;
+        assert_eq!(got, status, "{body} → {err}");
+        if let Some(field) = field {
+            assert_eq!(err["error"]["field"], field, "{err}");
+        }
+        err
     }
 
     /// `POST /_turnpike/hub/register` on the public listener: (status, JSON body).
@@ -491,13 +511,7 @@ async fn registration_is_checked(hub: &Hub, node: &Node) {
         ),
     ];
     for (body, status, field) in cases {
-        let (got, err) = hub
-            .operator("POST", "/hub/providers", Some(body.clone()))
-            .await;
-        assert_eq!(got, status, "{body} → {err}");
-        if let Some(field) = field {
-            assert_eq!(err["error"]["field"], field, "{err}");
-        }
+        hub.refuses(body, status, field).await;
     }
     assert_eq!(hub.operator("GET", "/hub/providers", None).await.1, before);
 }

@@ -193,7 +193,8 @@ pub async fn change_payout(
 }
 
 /// Checks the payout with the SSRF guard, then asks it for a test invoice of exactly
-/// [`TEST_INVOICE`].
+/// [`TEST_INVOICE`], then makes sure its credential cannot spend
+/// ([`Payout::check_cannot_spend`]).
 async fn try_payout(hub: &Hub, payout: &Payout, slug: &str) -> Result<(), RegisterError> {
     let policy = hub.settings.payouts;
     payout
@@ -216,7 +217,10 @@ async fn try_payout(hub: &Hub, payout: &Payout, slug: &str) -> Result<(), Regist
             issued.amount
         )));
     }
-    Ok(())
+    tokio::time::timeout(TEST_TIMEOUT, payout.check_cannot_spend(&connected))
+        .await
+        .map_err(|_| RegisterError::Payout("no answer in time".into()))?
+        .map_err(RegisterError::Payout)
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
