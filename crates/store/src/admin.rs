@@ -114,6 +114,26 @@ pub struct FeeRecord {
     pub issued_at: u64,
 }
 
+/// A LUD-21 `verify` URL of an invoice issued for a Lightning-address provider, asked by the
+/// replicas' background verifier until the invoice is settled or expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyRecord {
+    /// The invoice's payment hash (its token's fee row has the same).
+    pub payment_hash: turnpike_l402::PaymentHash,
+    /// The provider's slug.
+    pub provider: String,
+    /// The `verify` URL the provider's LNURL service gave.
+    pub url: String,
+    /// The invoice's amount.
+    pub amount: Msat,
+    /// When the invoice expires (unix seconds): the row is dropped then.
+    pub expires_at: u64,
+    /// When it is due a look (unix seconds).
+    pub next_at: u64,
+    /// The wait after that look, in seconds.
+    pub wait_secs: u64,
+}
+
 /// What a provider's paid tokens add up to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeeTotals {
@@ -227,6 +247,27 @@ pub trait AdminStore: Send + Sync + 'static {
         hash: &turnpike_l402::PaymentHash,
         now_unix: u64,
     ) -> Result<bool, StoreError>;
+
+    /// Keeps the `verify` URL of an invoice just issued (again for the same invoice: nothing
+    /// changes).
+    async fn record_verify(&self, verify: &VerifyRecord) -> Result<(), StoreError>;
+
+    /// Drops the `verify` URLs of invoices expired at `now_unix`, then returns at most
+    /// `limit` of those due a look at `now_unix`, the most overdue first.
+    async fn verify_due(&self, now_unix: u64, limit: u32) -> Result<Vec<VerifyRecord>, StoreError>;
+
+    /// Takes the look at `hash`'s `verify` URL: moves its `next_at` from `seen_next_at` (what
+    /// the caller read) to `next.0`, its wait to `next.1`. Whether this caller took it (false:
+    /// another replica did first).
+    async fn claim_verify(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+        seen_next_at: u64,
+        next: (u64, u64),
+    ) -> Result<bool, StoreError>;
+
+    /// Stops asking `hash`'s `verify` URL (settled, expired or unknown to the payee).
+    async fn forget_verify(&self, hash: &turnpike_l402::PaymentHash) -> Result<(), StoreError>;
 
     /// The tokens of every provider (or of `provider` only) whose payment was recognised in
     /// `paid` (unix seconds, end excluded), added up, by slug.

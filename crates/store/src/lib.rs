@@ -27,7 +27,7 @@ use turnpike_l402::{Msat, PaymentHash, TokenId};
 
 pub use admin::{
     AdminStore, BillRecord, FeeRecord, FeeTotals, PaymentRecord, ProviderRecord, StoredService,
-    TokenQuery, TokenRecord,
+    TokenQuery, TokenRecord, VerifyRecord,
 };
 pub use postgres::PgStore;
 pub use sql::{Codec, Dialect, SqlStore};

@@ -831,6 +831,70 @@ async fn replicas_on_postgres_share_providers_and_the_ledger() {
     common::drop_pg_database(&admin_url, &url).await;
 }
 
+/// LUD-21 `verify` URLs live in the store, not in the memory of the replica that issued the
+/// invoice: a hub stopped before its invoice is paid picks the URL up again when it restarts
+/// (SQLite), and a replica that stops leaves it to the other (PostgreSQL). Either way the fee of
+/// the paid, never used token is owed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_urls_survive_a_restart_and_are_shared_by_replicas() {
+    let Some(node) = node() else { return };
+    let erin_w = node.wallet("erin", 0).await;
+    let payer = node.wallet("payer", 10_000).await;
+    let fake = LnurlFake::start(&node.url).await;
+    let address = fake.add_user("erin", &erin_w.invoice);
+    let (up, _seen) = upstream().await;
+    let svc = json!({ "name": "erin-api", "upstream": format!("http://{up}"), "price_sats": 50 });
+    let payout = json!({ "kind": "lightning_address", "address": address });
+    /// A challenge of erin's service on `hub`.
+    async fn challenge(hub: &Hub) -> Value {
+        until("erin's service is served", async || {
+            let (status, body) = hub.get("gw.example", "/erin/x", None).await;
+            (status == 402).then_some(body)
+        })
+        .await
+    }
+    /// Erin's fee row shows one payment, and still one a few verifier ticks later.
+    async fn owed_once(hub: &Hub) {
+        let row = hub.fees_of("erin", 1).await;
+        assert_eq!(row["fees_msat"], json!(1_000));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let row = hub.fees_of("erin", 1).await;
+        assert_eq!(row["payments"], json!(1));
+    }
+
+    // One hub on SQLite, stopped between the challenge and the payment.
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub(dir.path(), 0);
+    let erin = hub.register("erin", payout.clone()).await;
+    hub.add_service(&erin, svc.clone()).await;
+    let unused = challenge(&hub).await;
+    drop(hub);
+    pay(&node, &payer, &unused).await;
+    let hub = start_hub(dir.path(), 0);
+    owed_once(&hub).await;
+    drop(hub);
+
+    // Two replicas on PostgreSQL: A issues the invoice and stops; B hears it settled.
+    let Some((admin_url, url)) = common::pg_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("[store]\nurl = \"{url}\"");
+    let a = start_hub_with(dir.path(), "a", 0, &store, "");
+    let erin = a.register("erin", payout).await;
+    a.add_service(&erin, svc).await;
+    let b = start_hub_with(dir.path(), "b", 0, &store, "");
+    let unused = challenge(&a).await;
+    drop(a);
+    pay(&node, &payer, &unused).await;
+    owed_once(&b).await;
+    // A back: nothing is owed twice.
+    let a = start_hub_with(dir.path(), "a", 0, &store, "");
+    owed_once(&a).await;
+    drop((a, b));
+    common::drop_pg_database(&admin_url, &url).await;
+}
+
 /// Threshold billing: fees owed past `bill_threshold_sats` are billed with a Lightning invoice
 /// on the hub's own backend; unpaid past the grace period the provider takes no new payments
 /// (403, paid tokens still served); once it pays, it is reinstated.
