@@ -216,6 +216,11 @@ pub struct HubConfig {
     /// Seconds between two looks at fees to bill and bills paid or overdue (default 3600).
     #[serde(default = "default_billing_interval_secs")]
     pub billing_interval_secs: u64,
+    /// Seconds a bill's invoice lives (default: the grace period plus 7 days, at least 10
+    /// minutes, at most 30 days; 1 to 2592000). An invoice that expires unpaid is reissued for
+    /// the same bill.
+    #[serde(default)]
+    pub bill_expiry_secs: Option<u64>,
 }
 
 fn default_bill_threshold_sats() -> u64 {

@@ -286,6 +286,15 @@ pub trait AdminStore: Send + Sync + 'static {
     /// `bill.fees` (another replica may have billed them meanwhile). Whether it was stored.
     async fn open_bill(&self, bill: &BillRecord, before: u64) -> Result<bool, StoreError>;
 
+    /// Moves the unpaid bill `old` (its invoice expired unpaid) to a new invoice `new` (payment
+    /// hash, BOLT11), its fee rows with it, in one transaction: same provider, fees, amount and
+    /// due date. Whether it moved (false: paid, or already moved by another replica).
+    async fn reissue_bill(
+        &self,
+        old: &turnpike_l402::PaymentHash,
+        new: (&turnpike_l402::PaymentHash, &str),
+    ) -> Result<bool, StoreError>;
+
     /// The unpaid bills of every provider.
     async fn open_bills(&self) -> Result<Vec<BillRecord>, StoreError>;
 

@@ -931,6 +931,13 @@ const BILLS: &str = "SELECT payment_hash, provider, fees_msat, amount_msat, bolt
    FROM hub_bills WHERE ($1 = '' OR provider = $1) AND ($2 = 0 OR paid_at IS NULL)
   ORDER BY created_at DESC, payment_hash DESC LIMIT $3";
 
+/// Moves an unpaid bill (`$1`) to a new invoice (`$2`, `$3`).
+const REISSUE_BILL: &str = "UPDATE hub_bills SET payment_hash = $2, bolt11 = $3
+  WHERE payment_hash = $1 AND paid_at IS NULL";
+
+/// Its fee rows follow it.
+const MOVE_BILLED_FEES: &str = "UPDATE hub_fees SET bill = $2 WHERE bill = $1";
+
 const BILL_PAID: &str =
     "UPDATE hub_bills SET paid_at = $2 WHERE payment_hash = $1 AND paid_at IS NULL";
 
@@ -1441,6 +1448,31 @@ where
             .bind(b.bolt11.clone())
             .bind(to_i64(b.created_at))
             .bind(to_i64(b.due_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn reissue_bill(
+        &self,
+        old: &turnpike_l402::PaymentHash,
+        new: (&turnpike_l402::PaymentHash, &str),
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let moved = sqlx::query(REISSUE_BILL)
+            .bind(old.0.to_vec())
+            .bind(new.0.0.to_vec())
+            .bind(new.1.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        if moved.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(MOVE_BILLED_FEES)
+            .bind(old.0.to_vec())
+            .bind(new.0.0.to_vec())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -417,6 +417,34 @@ async fn bills_cover_exactly_the_unbilled_fees(
         other.open_bills().await.unwrap(),
         std::slice::from_ref(&alice_bill)
     );
+    // Its invoice expired unpaid: reissued by one replica (the other finds it moved), the
+    // same bill on a new invoice; still one open bill, its rows still billed.
+    let new_hash = PaymentHash(rand_bytes());
+    assert!(
+        other
+            .reissue_bill(&alice_bill.payment_hash, (&new_hash, "lnbcrt1new"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !admin
+            .reissue_bill(&alice_bill.payment_hash, (&PaymentHash(rand_bytes()), "x"))
+            .await
+            .unwrap()
+    );
+    let alice_bill = BillRecord {
+        payment_hash: new_hash,
+        bolt11: "lnbcrt1new".into(),
+        ..alice_bill
+    };
+    assert_eq!(
+        admin.open_bills().await.unwrap(),
+        std::slice::from_ref(&alice_bill)
+    );
+    assert_eq!(
+        other.unbilled_fees(1000).await.unwrap(),
+        [("bob".to_owned(), Msat(1))]
+    );
     assert!(
         other
             .bill_paid(&alice_bill.payment_hash, 1500)
@@ -430,6 +458,13 @@ async fn bills_cover_exactly_the_unbilled_fees(
             .unwrap()
     );
     assert!(admin.open_bills().await.unwrap().is_empty());
+    // A paid bill is never reissued.
+    assert!(
+        !other
+            .reissue_bill(&alice_bill.payment_hash, (&PaymentHash(rand_bytes()), "x"))
+            .await
+            .unwrap()
+    );
     let listed = admin.bills(Some("alice"), 10).await.unwrap();
     assert_eq!(
         listed,

@@ -895,26 +895,30 @@ async fn verify_urls_survive_a_restart_and_are_shared_by_replicas() {
     common::drop_pg_database(&admin_url, &url).await;
 }
 
-/// Threshold billing: fees owed past `bill_threshold_sats` are billed with a Lightning invoice
-/// on the hub's own backend; unpaid past the grace period the provider takes no new payments
-/// (403, paid tokens still served); once it pays, it is reinstated.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
-    let Some(node) = node() else { return };
+/// A hub in `dir` billing from 2 sats of fees every second, due at once (no grace), with
+/// `extra` `[hub]` keys: alice (an LNbits provider, 50 sats a call, 5 calls a payment) is paid
+/// once (1 sat of fee: no bill yet), then again: billed 2 sats and suspended. The hub, her
+/// token, the bill, and the second payment's credential.
+async fn billed_and_suspended(
+    dir: &Path,
+    node: &Node,
+    extra: &str,
+) -> (Hub, String, Value, String) {
+    let billing =
+        format!("bill_threshold_sats = 2\nbill_grace_days = 0\nbilling_interval_secs = 1\n{extra}");
+    let owned = start_hub_with(dir, "hub", 0, "", &billing);
+    let hub = &owned;
     let alice_w = node.wallet("alice", 0).await;
     let payer = node.wallet("payer", 1_000).await;
     let (up, _) = upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let billing = "bill_threshold_sats = 2\nbill_grace_days = 0\nbilling_interval_secs = 1";
-    let hub = start_hub_with(dir.path(), "hub", 0, "", billing);
-    let alice = hub.register("alice", lnbits_payout(&node, &alice_w)).await;
+    let alice = hub.register("alice", lnbits_payout(node, &alice_w)).await;
     let svc = json!({ "name": "alice-api", "upstream": format!("http://{up}"), "price_sats": 50,
                       "calls_per_payment": 5 });
     hub.add_service(&alice, svc).await;
 
     // One payment: 1 sat of fee, under the threshold: no bill.
     let (_, challenge) = hub.get("gw.example", "/alice/x", None).await;
-    let first = pay(&node, &payer, &challenge).await;
+    let first = pay(node, &payer, &challenge).await;
     assert_eq!(hub.get("gw.example", "/alice/x", Some(&first)).await.0, 200);
     hub.fees_of("alice", 1).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -923,7 +927,7 @@ async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
 
     // A second: 2 sats owed, billed; due at once (no grace): suspended.
     let (_, challenge) = hub.get("gw.example", "/alice/x", None).await;
-    let second = pay(&node, &payer, &challenge).await;
+    let second = pay(node, &payer, &challenge).await;
     assert_eq!(
         hub.get("gw.example", "/alice/x", Some(&second)).await.0,
         200
@@ -937,6 +941,44 @@ async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
         (&bill["fees_msat"], &bill["amount_msat"]),
         (&json!(2_000), &json!(2_000))
     );
+    (owned, alice, bill, second)
+}
+
+impl Hub {
+    /// Pays `invoice` with the hub's dev backend (the hub's own backend in these tests): the
+    /// status.
+    async fn dev_pay(&self, invoice: &Value) -> u16 {
+        self.http
+            .post(format!("http://{}/_turnpike/dev/pay", self.public))
+            .json(&json!({ "invoice": invoice }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Alice, her bill paid, is reinstated: a 402 again, active, her bill paid.
+    async fn reinstated(&self, alice: &str) -> Value {
+        until("reinstated", async || {
+            (self.get("gw.example", "/alice/x", None).await.0 == 402).then_some(())
+        })
+        .await;
+        let (_, me) = self.call(alice, "GET", "/hub/me", None).await;
+        assert_eq!(me["status"], "active");
+        assert!(me["bills"][0]["paid_at"].is_u64(), "{me}");
+        me
+    }
+}
+
+/// Threshold billing: fees owed past `bill_threshold_sats` are billed with a Lightning invoice
+/// on the hub's own backend; unpaid past the grace period the provider takes no new payments
+/// (403, paid tokens still served); once it pays, it is reinstated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
+    let Some(node) = node() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, alice, bill, second) = billed_and_suspended(dir.path(), &node, "").await;
     assert_eq!(bill["paid_at"], Value::Null);
     // The record shows the status a moment before the services are rebuilt with it.
     let body = until("403 while suspended", async || {
@@ -953,21 +995,49 @@ async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
     assert_eq!(bills["bills"].as_array().map(Vec::len), Some(1), "{bills}");
 
     // The provider pays its bill (the hub's backend is the dev node here): reinstated.
-    let paid = hub
-        .http
-        .post(format!("http://{}/_turnpike/dev/pay", hub.public))
-        .json(&json!({ "invoice": bill["invoice"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paid.status(), 200);
-    until("reinstated", async || {
-        (hub.get("gw.example", "/alice/x", None).await.0 == 402).then_some(())
+    assert_eq!(hub.dev_pay(&bill["invoice"]).await, 200);
+    hub.reinstated(&alice).await;
+}
+
+/// A bill whose invoice expired unpaid is reissued (`bill_expiry_secs = 3`): the same bill
+/// (fees, amount, due date) on a new invoice, still one open bill; the old invoice can no
+/// longer be paid, the new one can, and paying it reinstates the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_bill_is_reissued_and_can_still_be_paid() {
+    let Some(node) = node() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, alice, first, _) =
+        billed_and_suspended(dir.path(), &node, "bill_expiry_secs = 3").await;
+    let reissued = until("the bill reissued", async || {
+        let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
+        let bill = me["bills"][0].clone();
+        (bill["invoice"] != first["invoice"]).then_some(bill)
     })
     .await;
-    let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
-    assert_eq!(me["status"], "active");
-    assert!(me["bills"][0]["paid_at"].is_u64(), "{me}");
+    for same in ["fees_msat", "amount_msat", "due_at", "created_at"] {
+        assert_eq!(reissued[same], first[same], "{same}");
+    }
+    assert_eq!(reissued["paid_at"], Value::Null);
+    let (_, bills) = hub.operator("GET", "/hub/bills", None).await;
+    assert_eq!(bills["bills"].as_array().map(Vec::len), Some(1), "{bills}");
+    assert_ne!(
+        hub.dev_pay(&first["invoice"]).await,
+        200,
+        "the expired invoice"
+    );
+    // Each invoice lives 3 s: pay whichever is current.
+    until("the current bill paid", async || {
+        let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
+        (hub.dev_pay(&me["bills"][0]["invoice"]).await == 200).then_some(())
+    })
+    .await;
+    hub.reinstated(&alice).await;
+    let (_, bills) = hub.operator("GET", "/hub/bills", None).await;
+    assert_eq!(bills["bills"].as_array().map(Vec::len), Some(1), "{bills}");
+    // Paid: never reissued again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, again) = hub.operator("GET", "/hub/bills", None).await;
+    assert_eq!(again, bills);
 }
 
 /// A provider's time pass (a token that counts no calls): its fee is owed once, at its first
