@@ -553,3 +553,53 @@ async fn spending_methods_come_from_get_info() {
         .unwrap();
     assert!(none.is_empty(), "{none:?}");
 }
+
+/// A TCP forwarder to `target` counting its open connections.
+async fn counting_forwarder(target: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let counter = counter.clone();
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (format!("ws://{addr}"), open)
+}
+
+/// A backend dropped closes its relay connections (the relay pool ends with its last handle):
+/// a hub replaces a provider's backend when its record changes, and the old one must not keep
+/// connections and reconnect forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_backend_closes_its_relay_connections() {
+    use std::sync::atomic::Ordering;
+    let (_relay, url, _recorder) = relay().await;
+    let network = Arc::new(Network::default());
+    let wallet = Wallet::start(&url, network.clone(), 1, Knobs::default()).await;
+    network.set_balance(1, 1_000);
+    let target = url
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (forwarded, open) = counting_forwarder(target).await;
+    let backend = wallet.backend(&forwarded, CALL);
+    assert_eq!(backend.balance().await.unwrap(), Msat(1_000));
+    assert_eq!(open.load(Ordering::SeqCst), 1);
+    drop(backend);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) != 0 {
+        assert!(Instant::now() < deadline, "the connection stays open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -65,8 +65,9 @@ pub async fn run_once(control: &Control, now: u64) -> Result<u32, StoreError> {
             .provider(&row.provider)
             .and_then(|p| p.payee.verifier.clone());
         let Some(verifier) = verifier else {
-            // Gone, or paid elsewhere now: no Lightning address to ask through.
-            store.forget_verify(&hash).await?;
+            // Not known here yet (registered on another replica moments ago), gone, or paid
+            // elsewhere now: nothing to ask through on this replica. The row stays for the
+            // others and is dropped at its expiry.
             continue;
         };
         let v = Verify {
@@ -132,5 +133,34 @@ mod tests {
             looks.push(row.next_at);
         }
         assert_eq!(looks, [102, 104, 108, 116, 132, 164, 224, 284]);
+    }
+
+    /// A replica that does not know the provider (registered on another replica a moment ago)
+    /// takes the look but leaves the row for the others.
+    #[tokio::test]
+    async fn a_row_of_a_provider_unknown_here_stays() {
+        use turnpike_store::AdminStore;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store: Arc<dyn AdminStore> =
+            Arc::new(turnpike_store::SqliteStore::open(&url).await.unwrap());
+        let settings = toml::from_str("domain = \"hub.example\"").unwrap();
+        let hub = super::super::Hub::new(super::super::HubSettings::parse(&settings).unwrap());
+        let table = crate::router::ServiceTable::new(crate::router::Router::new(Vec::new()))
+            .with_hub(Some(Arc::new(hub)));
+        let control = Control::new(Arc::new(table), Vec::new(), Some(store.clone()));
+        let v = Verify {
+            url: "https://pay.example/verify/1".into(),
+            amount: Msat(1000),
+            expires_at: 10_000,
+        };
+        store
+            .record_verify(&first_look("alice", PaymentHash([1; 32]), v, 100))
+            .await
+            .unwrap();
+        assert_eq!(run_once(&control, 102).await.unwrap(), 0);
+        let left = store.verify_due(104, 10).await.unwrap();
+        assert_eq!(left.len(), 1, "kept");
+        assert_eq!((left[0].next_at, left[0].wait_secs), (104, 4), "looked at");
     }
 }
