@@ -87,6 +87,9 @@ where
     let invoice = Invoice::parse(bolt11).unwrap();
     assert_eq!(invoice.amount(), Some(Msat(amount)));
     let macaroon = Macaroon::from_base64(challenge["macaroon"].as_str().unwrap()).unwrap();
+    // Minted over the hash of the wallet's invoice.
+    let minted = turnpike_l402::identifier::Identifier::decode(macaroon.identifier()).unwrap();
+    assert_eq!(minted.payment_hash, invoice.payment_hash());
     // Unpaid: not served.
     let forged = Credential {
         macaroon: macaroon.clone(),
@@ -130,6 +133,15 @@ where
 impl Case<'_> {
     fn payout_kind(&self) -> Value {
         self.payout["kind"].clone()
+    }
+}
+
+/// The hub's log in `dir` (`hub.log`) shows none of `secrets`.
+fn no_secret_in_the_log(dir: &std::path::Path, secrets: &[&str]) {
+    let log = std::fs::read_to_string(dir.join("hub.log")).unwrap();
+    assert!(!log.is_empty());
+    for secret in secrets {
+        assert!(!log.contains(secret), "a secret in the log");
     }
 }
 
@@ -190,6 +202,7 @@ async fn an_lnd_provider_is_paid_on_its_own_node() {
         preimage_of(&checker, bolt11).await
     })
     .await;
+    no_secret_in_the_log(dir.path(), &[&macaroon, lnd_fake::MACAROON_HEX, &unknown]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,6 +242,7 @@ async fn a_cln_provider_is_paid_on_its_own_node() {
         preimage_of(&checker, bolt11).await
     })
     .await;
+    no_secret_in_the_log(dir.path(), &[&rune, cln_fake::RUNE, &stranger]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,6 +275,14 @@ async fn a_phoenixd_provider_is_paid_on_its_own_wallet() {
         preimage_of(&checker, bolt11).await
     })
     .await;
+    no_secret_in_the_log(
+        dir.path(),
+        &[
+            phoenixd_fake::PASSWORD,
+            phoenixd_fake::LIMITED_PASSWORD,
+            "wrong-password",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,6 +354,8 @@ async fn an_nwc_provider_is_paid_on_its_own_wallet() {
         before + 22_000,
         "paid on the provider's wallet"
     );
+    let secrets = [&provider, &spender, &nobody].map(|w| w.client.secret_key().to_secret_hex());
+    no_secret_in_the_log(dir.path(), &secrets.each_ref().map(String::as_str));
 }
 
 /// A hub without `allow_insecure_payouts`: http wallets, wallets and relays on internal
