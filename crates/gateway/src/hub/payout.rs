@@ -312,7 +312,8 @@ impl Payout {
             Wallet::Nwc(wallet) => match wallet.spending_methods().await {
                 Ok(methods) if methods.is_empty() => Ok(()),
                 Ok(methods) => Err(format!(
-                    "this NWC connection may {}: create one allowed make_invoice and                      lookup_invoice only",
+                    "this NWC connection may {}: create one allowed make_invoice and \
+                     lookup_invoice only",
                     methods.join(", ")
                 )),
                 Err(e) => Err(format!(
@@ -321,7 +322,8 @@ impl Payout {
             },
             Wallet::Phoenixd(wallet) => match wallet.can_pay().await {
                 Ok(false) => Ok(()),
-                Ok(true) => Err("this is phoenixd's full-access password, which can pay:                                  give http-password-limited-access"
+                Ok(true) => Err("this is phoenixd's full-access password, which can pay: \
+                                 give http-password-limited-access"
                     .into()),
                 Err(e) => Err(format!("cannot tell what this password may do ({e})")),
             },

@@ -73,6 +73,9 @@ pub enum RegisterError {
     /// The payout did not give a correct test invoice.
     #[error("the payout did not give a test invoice: {0}")]
     Payout(String),
+    /// The payout's credential can spend (or its wallet does not say it cannot).
+    #[error("the payout's credential must not be able to spend: {0}")]
+    CanSpend(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -220,7 +223,7 @@ async fn try_payout(hub: &Hub, payout: &Payout, slug: &str) -> Result<(), Regist
     tokio::time::timeout(TEST_TIMEOUT, payout.check_cannot_spend(&connected))
         .await
         .map_err(|_| RegisterError::Payout("no answer in time".into()))?
-        .map_err(RegisterError::Payout)
+        .map_err(RegisterError::CanSpend)
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -245,7 +248,7 @@ impl RegisterError {
                 ApiError::new(ErrorCode::BadRequest, format!("{field}: {message}"))
             }
             RegisterError::Taken(_) => ApiError::new(ErrorCode::Conflict, self.to_string()),
-            RegisterError::Payout(_) => {
+            RegisterError::Payout(_) | RegisterError::CanSpend(_) => {
                 ApiError::new(ErrorCode::PayoutUnusable, format!("{self}."))
             }
             RegisterError::Store(e) => {
