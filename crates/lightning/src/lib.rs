@@ -32,6 +32,7 @@ pub mod lnurl;
 pub mod net_guard;
 pub mod nwc;
 pub mod phoenixd;
+pub mod relay_guard;
 pub mod rules;
 pub mod secret;
 pub mod spend_rights;

@@ -75,6 +75,12 @@ pub async fn check_public_relay(url: &reqwest::Url) -> Result<(), String> {
 
 /// Checks that a URL's host is, or resolves only to, public addresses.
 async fn check_public_host(url: &reqwest::Url) -> Result<(), String> {
+    public_addrs(url).await.map(drop)
+}
+
+/// The addresses of a URL's host (its port, or the scheme's), resolved once: all public, at
+/// least one, else why not.
+pub async fn public_addrs(url: &reqwest::Url) -> Result<Vec<SocketAddr>, String> {
     let host = url
         .host_str()
         .ok_or_else(|| "the URL has no host".to_owned())?;
@@ -92,7 +98,7 @@ async fn check_public_host(url: &reqwest::Url) -> Result<(), String> {
             bad.ip()
         )),
         None if addrs.is_empty() => Err(format!("{host} resolves to no address")),
-        None => Ok(()),
+        None => Ok(addrs),
     }
 }
 

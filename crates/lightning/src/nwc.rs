@@ -55,17 +55,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nostr::nips::{nip04, nip44};
-use nostr::util::BoxedFuture;
 use nostr::{
     Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, RelayUrl, SecretKey,
     SubscriptionId, Tag, TagKind, Timestamp, Url,
 };
-use nostr_relay_pool::ConnectionMode;
 use nostr_relay_pool::relay::ReqExitPolicy;
-use nostr_relay_pool::transport::error::TransportError;
-use nostr_relay_pool::transport::websocket::{
-    DefaultWebsocketTransport, WebSocketSink, WebSocketStream, WebSocketTransport,
-};
 use nostr_relay_pool::{
     Relay, RelayOptions, RelayPool, RelayPoolNotification, RelayStatus, SubscribeOptions,
 };
@@ -267,7 +261,7 @@ pub struct NwcBackend {
     timeout: Duration,
     payment_timeout: Duration,
     pool: OnceCell<RelayPool>,
-    /// Relays are reached only if `wss` and public ([`PublicRelays`]).
+    /// Relays are reached only if `wss` and public ([`crate::relay_guard::PublicRelays`]).
     public_only: bool,
     /// Serialises connecting and subscribing.
     connect_lock: Mutex<()>,
@@ -327,7 +321,9 @@ impl NwcBackend {
     }
 
     /// Reaches the relays only if they are `wss` and resolve to public addresses, checked at
-    /// each connection (for a URI a third party gave: a hub provider's payout).
+    /// each connection, connecting to the addresses checked
+    /// ([`crate::relay_guard::PublicRelays`]; for a URI a third party gave: a hub provider's
+    /// payout).
     pub fn public_only(mut self) -> Self {
         self.public_only = true;
         self
@@ -392,7 +388,7 @@ impl NwcBackend {
             .get_or_try_init(|| async {
                 let pool = if self.public_only {
                     RelayPool::builder()
-                        .websocket_transport(PublicRelays)
+                        .websocket_transport(crate::relay_guard::PublicRelays)
                         .build()
                 } else {
                     RelayPool::new()
@@ -1102,34 +1098,6 @@ struct InfoResult {
     pubkey: Option<String>,
     #[serde(default)]
     network: Option<String>,
-}
-
-/// A websocket transport that connects only to `wss` relays on public addresses
-/// ([`crate::net_guard::check_public_relay`], at every connection and reconnection).
-#[derive(Debug, Clone, Copy)]
-struct PublicRelays;
-
-impl WebSocketTransport for PublicRelays {
-    fn support_ping(&self) -> bool {
-        DefaultWebsocketTransport.support_ping()
-    }
-
-    fn connect<'a>(
-        &'a self,
-        url: &'a Url,
-        mode: &'a ConnectionMode,
-        timeout: Duration,
-    ) -> BoxedFuture<'a, Result<(WebSocketSink, WebSocketStream), TransportError>> {
-        Box::pin(async move {
-            let checked = reqwest::Url::parse(url.as_str()).map_err(TransportError::backend)?;
-            crate::net_guard::check_public_relay(&checked)
-                .await
-                .map_err(|m| {
-                    TransportError::backend(std::io::Error::other(format!("refused: {m}")))
-                })?;
-            DefaultWebsocketTransport.connect(url, mode, timeout).await
-        })
-    }
 }
 
 #[cfg(test)]
