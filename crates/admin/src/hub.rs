@@ -55,7 +55,9 @@ fn register_error(e: RegisterError) -> AdminError {
     match e {
         RegisterError::Invalid { field, message } => AdminError::field(field, message),
         RegisterError::Taken(_) => AdminError::new(Code::Conflict, format!("{e}.")),
-        RegisterError::Payout(_) => AdminError::new(Code::PayoutUnusable, format!("{e}.")),
+        RegisterError::Payout(_) | RegisterError::CanSpend(_) => {
+            AdminError::new(Code::PayoutUnusable, format!("{e}."))
+        }
         RegisterError::Store(e) => AdminError::store(&e),
         RegisterError::Unavailable => AdminError::new(Code::NotFound, format!("{e}.")),
     }

@@ -220,6 +220,11 @@ pub struct HubConfig {
     /// (default 60; 0: no probes).
     #[serde(default = "default_probe_interval_secs")]
     pub probe_interval_secs: u64,
+    /// Seconds a bill's invoice lives (default: the grace period plus 7 days, at least 10
+    /// minutes, at most 30 days; 1 to 2592000). An invoice that expires unpaid is reissued for
+    /// the same bill.
+    #[serde(default)]
+    pub bill_expiry_secs: Option<u64>,
 }
 
 fn default_probe_interval_secs() -> u64 {

@@ -153,6 +153,25 @@ impl ClnBackend {
     pub fn new(config: &ClnConfig) -> Result<Self, ClnConfigError> {
         let settings =
             http::node_settings!(config, "clnrest", "rune", config.tls_cert_path.as_deref());
+        Self::build(config, settings)
+    }
+
+    /// Builds the backend from values (a hub provider's payout): clnrest at `url`, the rune,
+    /// default timeouts, the certificate checked against the usual trusted authorities; with
+    /// `public_only`, it connects to public addresses only ([`crate::net_guard::PublicOnly`]).
+    pub fn from_values(url: &str, rune: &str, public_only: bool) -> Result<Self, ClnConfigError> {
+        let config = ClnConfig {
+            url: url.to_owned(),
+            rune: SecretSource::Inline(rune.to_owned()),
+            tls_cert_path: None,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            retries: DEFAULT_RETRIES,
+            payment_timeout_secs: DEFAULT_PAYMENT_TIMEOUT_SECS,
+        };
+        http::node_from_values!(config, "clnrest", "rune", None, public_only)
+    }
+
+    fn build(config: &ClnConfig, settings: http::NodeSettings<'_>) -> Result<Self, ClnConfigError> {
         let base = NodeHttp::check(&settings)?;
         let rune = config
             .rune

@@ -625,15 +625,20 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCertVerifier {
 
 /// A reqwest client for a node backend: connect timeout `connect`, no overall timeout (callers
 /// bound each call with [`with_retries`]), and, when `pinned_cert` (a PEM file's bytes and its
-/// path) is given, TLS that trusts only that certificate ([`PinnedCertVerifier`]).
+/// path) is given, TLS that trusts only that certificate ([`PinnedCertVerifier`]); with
+/// `public_only`, connecting only to public addresses ([`crate::net_guard::PublicOnly`]).
 pub(crate) fn node_client(
     connect: Duration,
     pinned_cert: Option<(&[u8], &str)>,
+    public_only: bool,
 ) -> Result<reqwest::Client, String> {
     ensure_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .connect_timeout(connect)
         .redirect(reqwest::redirect::Policy::none());
+    if public_only {
+        builder = builder.dns_resolver(std::sync::Arc::new(crate::net_guard::PublicOnly));
+    }
     if let Some((pem, path)) = pinned_cert {
         let verifier = PinnedCertVerifier::from_pem(pem, path)?;
         let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
@@ -657,11 +662,22 @@ pub(crate) struct NodeSettings<'a> {
     /// What its credential is called, e.g. `"macaroon"`.
     pub(crate) credential: &'static str,
     pub(crate) url: &'a str,
-    /// A certificate to pin (PEM file), when the backend takes one.
-    pub(crate) tls_cert_path: Option<&'a std::path::Path>,
+    /// A certificate to pin, when the backend takes one.
+    pub(crate) tls_cert: Option<PinnedCert<'a>>,
+    /// Connect to public addresses only (a URL a third party gave: a hub provider's node).
+    pub(crate) public_only: bool,
     pub(crate) timeout_secs: u64,
     pub(crate) retries: u32,
     pub(crate) payment_timeout_secs: u64,
+}
+
+/// Where a node backend's certificate to pin comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PinnedCert<'a> {
+    /// A PEM file (`tls_cert_path`).
+    File(&'a std::path::Path),
+    /// PEM text given as a value (a hub provider's payout).
+    Pem(&'a str),
 }
 
 /// The [`NodeSettings`] of a node backend's configuration `$config`: every node configuration
@@ -672,7 +688,8 @@ macro_rules! node_settings {
             service: $service,
             credential: $credential,
             url: &$config.url,
-            tls_cert_path: $cert,
+            tls_cert: $cert.map(crate::http::PinnedCert::File),
+            public_only: false,
             timeout_secs: $config.timeout_secs,
             retries: $config.retries,
             payment_timeout_secs: $config.payment_timeout_secs,
@@ -680,6 +697,20 @@ macro_rules! node_settings {
     };
 }
 pub(crate) use node_settings;
+
+/// Builds a node backend from values (a hub provider's payout) with `Self::build(&config,
+/// settings)`: `$config` is its configuration (secrets inline), `$cert` a [`PinnedCert`] to pin,
+/// and it connects to public addresses only when `$public_only`.
+macro_rules! node_from_values {
+    ($config:expr, $service:literal, $credential:literal, $cert:expr, $public_only:expr) => {{
+        let config = $config;
+        let mut settings = crate::http::node_settings!(config, $service, $credential, None);
+        settings.tls_cert = $cert;
+        settings.public_only = $public_only;
+        Self::build(&config, settings)
+    }};
+}
+pub(crate) use node_from_values;
 
 /// Why a node backend's connection could not be set up; each backend maps it onto its own
 /// configuration error (see `node_setup_error!`).
@@ -745,24 +776,26 @@ impl NodeHttp {
         settings: &NodeSettings<'_>,
         connect: Duration,
     ) -> Result<NodeHttp, NodeSetupError> {
-        let pem = match settings.tls_cert_path {
-            Some(path) => {
-                if base.scheme() != "https" {
-                    return Err(NodeSetupError::TlsCert(
-                        "a certificate to pin is given but the url is not https".into(),
-                    ));
-                }
+        if settings.tls_cert.is_some() && base.scheme() != "https" {
+            return Err(NodeSetupError::TlsCert(
+                "a certificate to pin is given but the url is not https".into(),
+            ));
+        }
+        let pem = match settings.tls_cert {
+            Some(PinnedCert::File(path)) => {
                 let pem = std::fs::read(path).map_err(|e| {
                     NodeSetupError::TlsCert(format!("cannot read {}: {e}", path.display()))
                 })?;
                 Some((pem, path.display().to_string()))
             }
+            Some(PinnedCert::Pem(text)) => Some((text.as_bytes().to_vec(), "tls_cert".to_owned())),
             None => None,
         };
         let client = node_client(
             connect,
             pem.as_ref()
                 .map(|(pem, path)| (pem.as_slice(), path.as_str())),
+            settings.public_only,
         )
         .map_err(|e| {
             if pem.is_some() && e.contains("PEM") {
@@ -785,7 +818,7 @@ impl NodeHttp {
             timeout: Duration::from_secs(settings.timeout_secs),
             payment_timeout: Duration::from_secs(settings.payment_timeout_secs),
             retries: settings.retries,
-            pinned: settings.tls_cert_path.is_some(),
+            pinned: settings.tls_cert.is_some(),
         })
     }
 

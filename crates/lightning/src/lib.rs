@@ -32,8 +32,10 @@ pub mod lnurl;
 pub mod net_guard;
 pub mod nwc;
 pub mod phoenixd;
+pub mod relay_guard;
 pub mod rules;
 pub mod secret;
+pub mod spend_rights;
 
 pub use dev::DevBackend;
 pub use dev_wallet::DevPayWallet;

@@ -144,6 +144,33 @@ impl LndBackend {
             "macaroon",
             config.tls_cert_path.as_deref()
         );
+        Self::build(config, settings)
+    }
+
+    /// Builds the backend from values rather than files (a hub provider's payout): the macaroon
+    /// as hex, lnd's `tls.cert` as PEM text (pinned exactly as with `tls_cert_path`), default
+    /// timeouts; with `public_only`, it connects to public addresses only
+    /// ([`crate::net_guard::PublicOnly`]).
+    pub fn from_values(
+        url: &str,
+        macaroon_hex: &str,
+        tls_cert_pem: Option<&str>,
+        public_only: bool,
+    ) -> Result<Self, LndConfigError> {
+        let config = LndConfig {
+            url: url.to_owned(),
+            macaroon: Some(SecretSource::Inline(macaroon_hex.to_owned())),
+            macaroon_file: None,
+            tls_cert_path: None,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            retries: DEFAULT_RETRIES,
+            payment_timeout_secs: DEFAULT_PAYMENT_TIMEOUT_SECS,
+        };
+        let cert = tls_cert_pem.map(http::PinnedCert::Pem);
+        http::node_from_values!(config, "lnd REST", "macaroon", cert, public_only)
+    }
+
+    fn build(config: &LndConfig, settings: http::NodeSettings<'_>) -> Result<Self, LndConfigError> {
         let base = NodeHttp::check(&settings)?;
         let macaroon_hex = match (&config.macaroon, &config.macaroon_file) {
             (Some(source), None) => {

@@ -7,10 +7,12 @@
 //! - Each invoice: `GET <callback>?amount=<msat>` answers `{pr, routes}`. The invoice is checked
 //!   before use: its amount is exactly the one asked, its description hash is
 //!   `sha256(metadata)` (LUD-06), its network is the expected one, it has not expired.
-//! - When the answer carries a LUD-21 `verify` URL, [`InvoiceBackend::lookup_invoice`] asks it
-//!   whether the invoice was settled (`{status, settled, preimage}`; the preimage is checked
-//!   against the payment hash). Without one, the invoice is unknown to this backend: the
-//!   client's preimage is the proof of payment.
+//! - When the answer carries a LUD-21 `verify` URL ([`LnAddressBackend::verify_of`], to keep
+//!   it where every replica finds it), [`LnAddressBackend::verify`] asks it whether the
+//!   invoice was settled (`{status, settled, preimage}`; the preimage is checked against the
+//!   payment hash); [`InvoiceBackend::lookup_invoice`] does so for invoices this process
+//!   issued. Without one, the invoice is unknown to this backend: the client's preimage is the
+//!   proof of payment.
 //!
 //! Every URL the LNURL service hands out is checked by the SSRF guard ([`crate::net_guard`]):
 //! `https` only, public addresses only, no redirects. [`LnurlPolicy::allow_insecure`] lifts
@@ -152,18 +154,17 @@ struct LnurlError {
     reason: Option<String>,
 }
 
-/// An invoice issued through the address, with its `verify` URL and when to look at it next.
-struct Pending {
-    verify: reqwest::Url,
-    amount: Msat,
-    expires_at: u64,
-    next_look: u64,
-    interval: u64,
+/// The LUD-21 `verify` URL of an invoice issued through the address, and what it was issued
+/// for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verify {
+    /// The URL (checked like every URL the LNURL service gives).
+    pub url: String,
+    /// The invoice's amount.
+    pub amount: Msat,
+    /// When the invoice expires (unix seconds).
+    pub expires_at: u64,
 }
-
-/// First and longest wait between two looks at an unpaid invoice's `verify` URL, in seconds.
-const VERIFY_FIRST: u64 = 2;
-const VERIFY_LONGEST: u64 = 60;
 
 /// The payee side of a Lightning address (see the module docs).
 pub struct LnAddressBackend {
@@ -171,7 +172,8 @@ pub struct LnAddressBackend {
     policy: LnurlPolicy,
     http: reqwest::Client,
     pay_request: tokio::sync::Mutex<Option<(PayRequest, Instant)>>,
-    pending: Mutex<HashMap<PaymentHash, Pending>>,
+    /// The `verify` URLs of the invoices this process issued.
+    issued: Mutex<HashMap<PaymentHash, Verify>>,
 }
 
 impl fmt::Debug for LnAddressBackend {
@@ -205,7 +207,7 @@ impl LnAddressBackend {
             policy,
             http,
             pay_request: tokio::sync::Mutex::new(None),
-            pending: Mutex::new(HashMap::new()),
+            issued: Mutex::new(HashMap::new()),
         })
     }
 
@@ -349,40 +351,88 @@ impl LnAddressBackend {
         Ok(invoice)
     }
 
-    /// The invoices issued with a LUD-21 `verify` URL that are due for a look at `now`: each
-    /// is looked at with a growing interval (2 s, 4 s, … at most 60 s) until it is settled
-    /// ([`LnAddressBackend::forget`]) or expired (then dropped here).
-    pub fn verify_due(&self, now: u64) -> Vec<PaymentHash> {
-        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, p| p.expires_at > now);
-        let mut due = Vec::new();
-        for (hash, p) in map.iter_mut() {
-            if p.next_look <= now {
-                due.push(*hash);
-                p.next_look = now.saturating_add(p.interval);
-                p.interval = (p.interval * 2).min(VERIFY_LONGEST);
-            }
-        }
-        due
+    /// The `verify` URL of the invoice `hash`, when this process issued it with one.
+    pub fn verify_of(&self, hash: &PaymentHash) -> Option<Verify> {
+        let map = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(hash).cloned()
     }
 
-    /// Stops looking at the invoice `hash` (it was settled).
-    pub fn forget(&self, hash: &PaymentHash) {
-        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(hash);
-    }
-
-    fn remember(&self, hash: PaymentHash, pending: Pending) {
-        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+    fn remember(&self, hash: PaymentHash, verify: Verify) {
+        let mut map = self.issued.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_PENDING {
             let now = crate::now_unix();
-            map.retain(|_, p| p.expires_at.saturating_add(86_400) > now);
+            map.retain(|_, v| v.expires_at.saturating_add(86_400) > now);
             if map.len() >= MAX_PENDING {
                 map.clear();
             }
         }
-        map.insert(hash, pending);
+        map.insert(hash, verify);
     }
+
+    /// Asks the LUD-21 `verify` URL of the invoice `hash` (issued by this process or another
+    /// replica) whether it was settled: the preimage it reports is checked against the hash,
+    /// and an answer about another invoice is refused.
+    pub async fn verify(
+        &self,
+        hash: &PaymentHash,
+        v: &Verify,
+    ) -> Result<InvoiceStatus, BackendError> {
+        let url = self.service_url(&v.url, "verify")?;
+        let answer: VerifyWire = match self.get_json(&url, "LNURL verify").await {
+            Err(BackendError::Rejected(m)) if m.to_ascii_lowercase().contains("not found") => {
+                return Err(BackendError::UnknownInvoice);
+            }
+            other => other?,
+        };
+        verify_answer(hash, v, answer)
+    }
+}
+
+/// What a LUD-21 `verify` answer says of the invoice `hash`.
+fn verify_answer(
+    hash: &PaymentHash,
+    v: &Verify,
+    answer: VerifyWire,
+) -> Result<InvoiceStatus, BackendError> {
+    if answer
+        .status
+        .as_deref()
+        .is_some_and(|s| !s.eq_ignore_ascii_case("OK"))
+    {
+        let reason = answer.reason.unwrap_or_default();
+        return Err(BackendError::Rejected(format!("LNURL verify: {reason}")));
+    }
+    if let Some(pr) = &answer.pr
+        && Invoice::parse(pr).map(|i| i.payment_hash()).ok() != Some(*hash)
+    {
+        return Err(BackendError::InvalidResponse(
+            "LNURL verify answered about another invoice".into(),
+        ));
+    }
+    let state = match (answer.settled, answer.preimage.as_deref()) {
+        (true, Some(hex)) => {
+            let preimage = hex.parse::<Preimage>().map_err(|_| {
+                BackendError::InvalidResponse("LNURL verify: malformed preimage".into())
+            })?;
+            crate::rules::check_preimage(hash, &preimage, "LNURL verify")?;
+            InvoiceState::Settled {
+                preimage,
+                settled_at: crate::now_unix(),
+            }
+        }
+        (true, None) => {
+            return Err(BackendError::InvalidResponse(
+                "LNURL verify: settled without a preimage".into(),
+            ));
+        }
+        (false, _) if crate::now_unix() >= v.expires_at => InvoiceState::Expired,
+        (false, _) => InvoiceState::Pending,
+    };
+    Ok(InvoiceStatus {
+        payment_hash: *hash,
+        amount: v.amount,
+        state,
+    })
 }
 
 #[async_trait]
@@ -409,15 +459,13 @@ impl InvoiceBackend for LnAddressBackend {
         let invoice = self.check_invoice(&answer.pr, req.amount, &p)?;
         let hash = invoice.payment_hash();
         if let Some(verify) = answer.verify.as_deref() {
-            let verify = self.service_url(verify, "verify")?;
+            let url = self.service_url(verify, "verify")?;
             self.remember(
                 hash,
-                Pending {
-                    verify,
+                Verify {
+                    url: url.to_string(),
                     amount: req.amount,
                     expires_at: invoice.expires_at(),
-                    next_look: crate::now_unix().saturating_add(VERIFY_FIRST),
-                    interval: VERIFY_FIRST,
                 },
             );
         }
@@ -430,58 +478,10 @@ impl InvoiceBackend for LnAddressBackend {
     }
 
     /// Asks the invoice's LUD-21 `verify` URL; an invoice issued without one (or by another
-    /// process) is [`BackendError::UnknownInvoice`].
+    /// process) is [`BackendError::UnknownInvoice`] (see [`LnAddressBackend::verify`]).
     async fn lookup_invoice(&self, hash: &PaymentHash) -> Result<InvoiceStatus, BackendError> {
-        let (verify, amount, expires_at) = {
-            let map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let p = map.get(hash).ok_or(BackendError::UnknownInvoice)?;
-            (p.verify.clone(), p.amount, p.expires_at)
-        };
-        let answer: VerifyWire = match self.get_json(&verify, "LNURL verify").await {
-            Err(BackendError::Rejected(m)) if m.to_ascii_lowercase().contains("not found") => {
-                return Err(BackendError::UnknownInvoice);
-            }
-            other => other?,
-        };
-        if answer
-            .status
-            .as_deref()
-            .is_some_and(|s| !s.eq_ignore_ascii_case("OK"))
-        {
-            let reason = answer.reason.unwrap_or_default();
-            return Err(BackendError::Rejected(format!("LNURL verify: {reason}")));
-        }
-        if let Some(pr) = &answer.pr
-            && Invoice::parse(pr).map(|i| i.payment_hash()).ok() != Some(*hash)
-        {
-            return Err(BackendError::InvalidResponse(
-                "LNURL verify answered about another invoice".into(),
-            ));
-        }
-        let state = match (answer.settled, answer.preimage.as_deref()) {
-            (true, Some(hex)) => {
-                let preimage = hex.parse::<Preimage>().map_err(|_| {
-                    BackendError::InvalidResponse("LNURL verify: malformed preimage".into())
-                })?;
-                crate::rules::check_preimage(hash, &preimage, "LNURL verify")?;
-                InvoiceState::Settled {
-                    preimage,
-                    settled_at: crate::now_unix(),
-                }
-            }
-            (true, None) => {
-                return Err(BackendError::InvalidResponse(
-                    "LNURL verify: settled without a preimage".into(),
-                ));
-            }
-            (false, _) if crate::now_unix() >= expires_at => InvoiceState::Expired,
-            (false, _) => InvoiceState::Pending,
-        };
-        Ok(InvoiceStatus {
-            payment_hash: *hash,
-            amount,
-            state,
-        })
+        let v = self.verify_of(hash).ok_or(BackendError::UnknownInvoice)?;
+        self.verify(hash, &v).await
     }
 }
 
@@ -520,47 +520,6 @@ mod tests {
         ] {
             assert!(bad.parse::<LightningAddress>().is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn verify_is_asked_with_a_growing_interval_until_expiry() {
-        let policy = LnurlPolicy {
-            allow_insecure: true,
-            network: Network::Regtest,
-        };
-        let backend = LnAddressBackend::new("a@b.example".parse().unwrap(), policy).unwrap();
-        let (h1, h2) = (PaymentHash([1; 32]), PaymentHash([2; 32]));
-        for h in [h1, h2] {
-            let pending = Pending {
-                verify: reqwest::Url::parse("https://b.example/v").unwrap(),
-                amount: Msat(1000),
-                expires_at: 1000,
-                next_look: 100,
-                interval: VERIFY_FIRST,
-            };
-            backend.remember(h, pending);
-        }
-        let due = |now| {
-            let mut d = backend.verify_due(now);
-            d.sort_by_key(|h| h.0);
-            d
-        };
-        assert!(due(99).is_empty());
-        assert_eq!(due(100), [h1, h2]);
-        assert!(due(101).is_empty());
-        assert_eq!(due(102), [h1, h2]);
-        backend.forget(&h2);
-        assert!(due(105).is_empty());
-        assert_eq!(due(106), [h1]);
-        // 8, 16, 32, then at most 60 s apart.
-        assert_eq!(due(114), [h1]);
-        assert_eq!(due(130), [h1]);
-        assert_eq!(due(162), [h1]);
-        assert!(due(221).is_empty());
-        assert_eq!(due(222), [h1]);
-        // Expired: dropped.
-        assert!(due(1000).is_empty());
-        assert!(backend.pending.lock().unwrap().is_empty());
     }
 
     proptest! {

@@ -61,6 +61,26 @@ pub async fn check_public_url(url: &reqwest::Url, allow_http: bool) -> Result<()
         "http" if allow_http => {}
         other => return Err(format!("only https URLs are accepted, not {other}:")),
     }
+    check_public_host(url).await
+}
+
+/// Checks a nostr relay's URL before connecting to it: `wss`, and a host that resolves only
+/// to public addresses.
+pub async fn check_public_relay(url: &reqwest::Url) -> Result<(), String> {
+    match url.scheme() {
+        "wss" => check_public_host(url).await,
+        other => Err(format!("only wss relays are accepted, not {other}:")),
+    }
+}
+
+/// Checks that a URL's host is, or resolves only to, public addresses.
+async fn check_public_host(url: &reqwest::Url) -> Result<(), String> {
+    public_addrs(url).await.map(drop)
+}
+
+/// The addresses of a URL's host (its port, or the scheme's), resolved once: all public, at
+/// least one, else why not.
+pub async fn public_addrs(url: &reqwest::Url) -> Result<Vec<SocketAddr>, String> {
     let host = url
         .host_str()
         .ok_or_else(|| "the URL has no host".to_owned())?;
@@ -78,7 +98,7 @@ pub async fn check_public_url(url: &reqwest::Url, allow_http: bool) -> Result<()
             bad.ip()
         )),
         None if addrs.is_empty() => Err(format!("{host} resolves to no address")),
-        None => Ok(()),
+        None => Ok(addrs),
     }
 }
 
@@ -153,5 +173,20 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn relays_must_be_wss_and_public() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        for bad in [
+            "ws://1.1.1.1/",
+            "wss://127.0.0.1:7777/",
+            "wss://[::1]/",
+            "wss://localhost/",
+            "https://1.1.1.1/",
+        ] {
+            assert!(check_public_relay(&url(bad)).await.is_err(), "{bad}");
+        }
+        assert!(check_public_relay(&url("wss://1.1.1.1/")).await.is_ok());
     }
 }

@@ -261,6 +261,8 @@ pub struct NwcBackend {
     timeout: Duration,
     payment_timeout: Duration,
     pool: OnceCell<RelayPool>,
+    /// Relays are reached only if `wss` and public ([`crate::relay_guard::PublicRelays`]).
+    public_only: bool,
     /// Serialises connecting and subscribing.
     connect_lock: Mutex<()>,
     encryption: OnceLock<Encryption>,
@@ -304,6 +306,7 @@ impl NwcBackend {
             timeout: Duration::from_secs(config.timeout_secs),
             payment_timeout: Duration::from_secs(config.payment_timeout_secs),
             pool: OnceCell::new(),
+            public_only: false,
             connect_lock: Mutex::new(()),
             encryption: OnceLock::new(),
         })
@@ -315,6 +318,37 @@ impl NwcBackend {
         self.timeout = call;
         self.payment_timeout = payment;
         self
+    }
+
+    /// Reaches the relays only if they are `wss` and resolve to public addresses, checked at
+    /// each connection, connecting to the addresses checked
+    /// ([`crate::relay_guard::PublicRelays`]; for a URI a third party gave: a hub provider's
+    /// payout).
+    pub fn public_only(mut self) -> Self {
+        self.public_only = true;
+        self
+    }
+
+    /// The spending methods this connection may use, as its `get_info` answer lists them
+    /// (`pay_invoice`, `multi_pay_invoice`, `pay_keysend`, `multi_pay_keysend`); an error when
+    /// the wallet service does not say (no `get_info`, or no `methods` in it).
+    pub async fn spending_methods(&self) -> Result<Vec<String>, BackendError> {
+        const SPENDING: [&str; 4] = [
+            "pay_invoice",
+            "multi_pay_invoice",
+            "pay_keysend",
+            "multi_pay_keysend",
+        ];
+        let info = self
+            .call_as::<InfoResult>("get_info", json!({}), self.timeout)
+            .await?;
+        let methods = info.methods.ok_or_else(|| {
+            BackendError::InvalidResponse("nwc get_info: no methods listed".into())
+        })?;
+        Ok(methods
+            .into_iter()
+            .filter(|m| SPENDING.contains(&m.as_str()))
+            .collect())
     }
 
     /// The wallet service's public key (hex), from the URI.
@@ -352,7 +386,13 @@ impl NwcBackend {
     async fn pool(&self) -> Result<&RelayPool, BackendError> {
         self.pool
             .get_or_try_init(|| async {
-                let pool = RelayPool::new();
+                let pool = if self.public_only {
+                    RelayPool::builder()
+                        .websocket_transport(crate::relay_guard::PublicRelays)
+                        .build()
+                } else {
+                    RelayPool::new()
+                };
                 for url in &self.relays {
                     // Answers are checked here (author, signature, tags), not by the pool.
                     pool.add_relay(url.clone(), RelayOptions::default())
@@ -1051,6 +1091,9 @@ struct BalanceResult {
 struct InfoResult {
     #[serde(default)]
     alias: Option<String>,
+    /// The methods this connection may use (NIP-47 `get_info`).
+    #[serde(default)]
+    methods: Option<Vec<String>>,
     #[serde(default)]
     pubkey: Option<String>,
     #[serde(default)]

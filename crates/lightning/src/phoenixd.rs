@@ -114,6 +114,31 @@ impl PhoenixdBackend {
     /// (use [`Diagnose::info`] to check the connection).
     pub fn new(config: &PhoenixdConfig) -> Result<Self, PhoenixdConfigError> {
         let settings = http::node_settings!(config, "phoenixd", "password", None);
+        Self::build(config, settings)
+    }
+
+    /// Builds the backend from values (a hub provider's payout): phoenixd at `url`, its
+    /// password, default timeouts; with `public_only`, it connects to public addresses only
+    /// ([`crate::net_guard::PublicOnly`]).
+    pub fn from_values(
+        url: &str,
+        password: &str,
+        public_only: bool,
+    ) -> Result<Self, PhoenixdConfigError> {
+        let config = PhoenixdConfig {
+            url: url.to_owned(),
+            password: SecretSource::Inline(password.to_owned()),
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            retries: DEFAULT_RETRIES,
+            payment_timeout_secs: DEFAULT_PAYMENT_TIMEOUT_SECS,
+        };
+        http::node_from_values!(config, "phoenixd", "password", None, public_only)
+    }
+
+    fn build(
+        config: &PhoenixdConfig,
+        settings: http::NodeSettings<'_>,
+    ) -> Result<Self, PhoenixdConfigError> {
         let base = NodeHttp::check(&settings)?;
         let password = config
             .password
@@ -172,6 +197,36 @@ impl PhoenixdBackend {
             )
         });
         http::within(deadline, what, attempts).await
+    }
+
+    /// Whether the password may pay (`http-password`) or not (`http-password-limited-access`),
+    /// asked without paying anything: `POST /payinvoice` with no invoice at all, which phoenixd
+    /// refuses with `401` for the limited-access password (authentication comes first) and with
+    /// `400` (a missing parameter) for the full-access one.
+    pub async fn can_pay(&self) -> Result<bool, BackendError> {
+        let url = self
+            .http
+            .base
+            .join("payinvoice")
+            .map_err(|e| BackendError::Rejected(format!("cannot build the URL: {e}")))?;
+        let probe = self
+            .http
+            .client
+            .post(url)
+            .basic_auth("", Some(self.password.expose()))
+            .form(&[("probe", "no invoice")])
+            .send();
+        let resp = tokio::time::timeout(self.http.timeout, probe)
+            .await
+            .map_err(|_| BackendError::Timeout)?
+            .map_err(|e| http::map_transport_error(&e))?;
+        match resp.status() {
+            StatusCode::UNAUTHORIZED => Ok(false),
+            StatusCode::BAD_REQUEST => Ok(true),
+            other => Err(BackendError::InvalidResponse(format!(
+                "phoenixd answered {other} to a payment without an invoice"
+            ))),
+        }
     }
 
     async fn spendable(&self) -> Result<Msat, BackendError> {

@@ -516,3 +516,28 @@ async fn payments_are_looked_up_by_hash() {
         Err(BackendError::InvalidResponse(_))
     ));
 }
+
+/// A hub payout's lnd: built from values (the invoice macaroon as hex, `tls.cert` as PEM
+/// text, pinned); it creates and looks up invoices, and lnd refuses it a payment.
+#[tokio::test]
+async fn an_invoice_macaroon_from_values_makes_invoices_but_cannot_pay() {
+    let fake = LndFake::start().await;
+    let macaroon = contract_fakes::lnd::invoice_macaroon_hex();
+    turnpike_lightning::spend_rights::check_invoice_macaroon(&macaroon).unwrap();
+    let lnd = LndBackend::from_values(&fake.url(), &macaroon, Some(&fake.identity.cert_pem), false)
+        .unwrap();
+    let issued = lnd.create_invoice(req(21_000, "x", 600)).await.unwrap();
+    assert_eq!(issued.amount, Msat(21_000));
+    let remote = fake.remote_invoice(1_000);
+    let err = lnd.pay_invoice(&remote, Msat(10_000)).await.unwrap_err();
+    assert!(format!("{err}").contains("permission denied"), "{err:?}");
+    // Another certificate than the node's: the pin fails.
+    let other = contract_fakes::lnd_style_certificate().cert_pem;
+    let pinned_wrong =
+        LndBackend::from_values(&fake.url(), &macaroon, Some(&other), false).unwrap();
+    let err = pinned_wrong
+        .create_invoice(req(1_000, "x", 600))
+        .await
+        .unwrap_err();
+    assert!(format!("{err}").contains("does not match"), "{err:?}");
+}

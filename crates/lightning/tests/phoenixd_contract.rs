@@ -392,3 +392,33 @@ async fn payments_are_looked_up_by_hash() {
         Err(BackendError::InvalidResponse(_))
     ));
 }
+
+#[tokio::test]
+async fn can_pay_tells_the_passwords_apart_without_paying() {
+    let fake = PhoenixdFake::start().await;
+    let full = PhoenixdBackend::from_values(&fake.url(), contract_fakes::phoenixd::PASSWORD, false)
+        .unwrap();
+    let limited = PhoenixdBackend::from_values(&fake.url(), LIMITED_PASSWORD, false).unwrap();
+    assert!(full.can_pay().await.unwrap());
+    assert!(!limited.can_pay().await.unwrap());
+    assert_eq!(fake.payments_sent(), 0);
+    // The limited password still makes invoices.
+    let issued = limited.create_invoice(req(1_000, "x", 60)).await.unwrap();
+    assert_eq!(issued.amount, Msat(1_000));
+}
+
+#[tokio::test]
+async fn a_public_only_backend_refuses_internal_addresses_when_connecting() {
+    let fake = PhoenixdFake::start().await;
+    let url = fake.url().replace("127.0.0.1", "localhost");
+    let backend = PhoenixdBackend::from_values(&url, LIMITED_PASSWORD, true).unwrap();
+    let err = backend
+        .create_invoice(req(1_000, "x", 60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BackendError::Unreachable(m) if m.contains("internal")),
+        "{err:?}"
+    );
+    assert_eq!(fake.requests(), 0);
+}

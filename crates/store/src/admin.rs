@@ -114,6 +114,26 @@ pub struct FeeRecord {
     pub issued_at: u64,
 }
 
+/// A LUD-21 `verify` URL of an invoice issued for a Lightning-address provider, asked by the
+/// replicas' background verifier until the invoice is settled or expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyRecord {
+    /// The invoice's payment hash (its token's fee row has the same).
+    pub payment_hash: turnpike_l402::PaymentHash,
+    /// The provider's slug.
+    pub provider: String,
+    /// The `verify` URL the provider's LNURL service gave.
+    pub url: String,
+    /// The invoice's amount.
+    pub amount: Msat,
+    /// When the invoice expires (unix seconds): the row is dropped then.
+    pub expires_at: u64,
+    /// When it is due a look (unix seconds).
+    pub next_at: u64,
+    /// The wait after that look, in seconds.
+    pub wait_secs: u64,
+}
+
 /// What a provider's paid tokens add up to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeeTotals {
@@ -251,6 +271,27 @@ pub trait AdminStore: crate::HealthStore + Send + Sync + 'static {
         now_unix: u64,
     ) -> Result<bool, StoreError>;
 
+    /// Keeps the `verify` URL of an invoice just issued (again for the same invoice: nothing
+    /// changes).
+    async fn record_verify(&self, verify: &VerifyRecord) -> Result<(), StoreError>;
+
+    /// Drops the `verify` URLs of invoices expired at `now_unix`, then returns at most
+    /// `limit` of those due a look at `now_unix`, the most overdue first.
+    async fn verify_due(&self, now_unix: u64, limit: u32) -> Result<Vec<VerifyRecord>, StoreError>;
+
+    /// Takes the look at `hash`'s `verify` URL: moves its `next_at` from `seen_next_at` (what
+    /// the caller read) to `next.0`, its wait to `next.1`. Whether this caller took it (false:
+    /// another replica did first).
+    async fn claim_verify(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+        seen_next_at: u64,
+        next: (u64, u64),
+    ) -> Result<bool, StoreError>;
+
+    /// Stops asking `hash`'s `verify` URL (settled, expired or unknown to the payee).
+    async fn forget_verify(&self, hash: &turnpike_l402::PaymentHash) -> Result<(), StoreError>;
+
     /// The tokens of every provider (or of `provider` only) whose payment was recognised in
     /// `paid` (unix seconds, end excluded), added up, by slug.
     async fn fee_totals(
@@ -271,6 +312,15 @@ pub trait AdminStore: crate::HealthStore + Send + Sync + 'static {
     /// transaction: only if the provider has no unpaid bill and those rows add up to exactly
     /// `bill.fees` (another replica may have billed them meanwhile). Whether it was stored.
     async fn open_bill(&self, bill: &BillRecord, before: u64) -> Result<bool, StoreError>;
+
+    /// Moves the unpaid bill `old` (its invoice expired unpaid) to a new invoice `new` (payment
+    /// hash, BOLT11), its fee rows with it, in one transaction: same provider, fees, amount and
+    /// due date. Whether it moved (false: paid, or already moved by another replica).
+    async fn reissue_bill(
+        &self,
+        old: &turnpike_l402::PaymentHash,
+        new: (&turnpike_l402::PaymentHash, &str),
+    ) -> Result<bool, StoreError>;
 
     /// The unpaid bills of every provider.
     async fn open_bills(&self) -> Result<Vec<BillRecord>, StoreError>;

@@ -28,7 +28,7 @@ use turnpike_l402::{Msat, PaymentHash, TokenId};
 
 pub use admin::{
     AdminStore, BillRecord, FeeRecord, FeeStanding, FeeTotals, PaymentRecord, ProviderRecord,
-    StoredService, TokenQuery, TokenRecord,
+    StoredService, TokenQuery, TokenRecord, VerifyRecord,
 };
 pub use health::{HealthCounts, HealthDelta, HealthStore, HealthSummary, ProbeOutcome};
 pub use postgres::PgStore;

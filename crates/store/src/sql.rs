@@ -92,6 +92,10 @@ macro_rules! migrations {
                 7,
                 include_str!(concat!("../migrations/", $dir, "/0007_health.sql")),
             ),
+            (
+                8,
+                include_str!(concat!("../migrations/", $dir, "/0008_hub_verify.sql")),
+            ),
         ]
     };
 }
@@ -885,6 +889,22 @@ const RECORD_FEE: &str = "INSERT INTO hub_fees
 const FEE_PAID_BY_HASH: &str =
     "UPDATE hub_fees SET paid_at = $2 WHERE payment_hash = $1 AND paid_at IS NULL";
 
+const RECORD_VERIFY: &str = "INSERT INTO hub_verify
+    (payment_hash, provider, url, amount_msat, expires_at, next_at, wait_secs)
+    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (payment_hash) DO NOTHING";
+
+const FORGET_EXPIRED_VERIFY: &str = "DELETE FROM hub_verify WHERE expires_at <= $1";
+
+const VERIFY_DUE: &str = "SELECT payment_hash, provider, url, amount_msat, expires_at, next_at,
+        wait_secs
+   FROM hub_verify WHERE next_at <= $1 AND expires_at > $1 ORDER BY next_at LIMIT $2";
+
+/// Taken only by the replica that still sees `next_at` as `$2`.
+const CLAIM_VERIFY: &str =
+    "UPDATE hub_verify SET next_at = $3, wait_secs = $4 WHERE payment_hash = $1 AND next_at = $2";
+
+const FORGET_VERIFY: &str = "DELETE FROM hub_verify WHERE payment_hash = $1";
+
 const FEE_PAID: &str = "UPDATE hub_fees SET paid_at = $2 WHERE token_id = $1 AND paid_at IS NULL";
 
 /// `$1` a provider's slug ('' = every provider).
@@ -936,6 +956,13 @@ const BILLS: &str = "SELECT payment_hash, provider, fees_msat, amount_msat, bolt
    FROM hub_bills WHERE ($1 = '' OR provider = $1) AND ($2 = 0 OR paid_at IS NULL)
   ORDER BY created_at DESC, payment_hash DESC LIMIT $3";
 
+/// Moves an unpaid bill (`$1`) to a new invoice (`$2`, `$3`).
+const REISSUE_BILL: &str = "UPDATE hub_bills SET payment_hash = $2, bolt11 = $3
+  WHERE payment_hash = $1 AND paid_at IS NULL";
+
+/// Its fee rows follow it.
+const MOVE_BILLED_FEES: &str = "UPDATE hub_fees SET bill = $2 WHERE bill = $1";
+
 const BILL_PAID: &str =
     "UPDATE hub_bills SET paid_at = $2 WHERE payment_hash = $1 AND paid_at IS NULL";
 
@@ -979,6 +1006,24 @@ fn provider_record(row: ProviderRow) -> Result<crate::ProviderRecord, StoreError
         status,
         created_at: crate::to_u64(created, "hub_providers.created_at")?,
         trial_ends_at: crate::to_u64(trial, "hub_providers.trial_ends_at")?,
+    })
+}
+
+type VerifyRow = (Vec<u8>, String, String, i64, i64, i64, i64);
+
+fn verify_record(row: VerifyRow) -> Result<crate::VerifyRecord, StoreError> {
+    let (hash, provider, url, amount, expires, next, wait) = row;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("hub_verify.payment_hash"))?;
+    Ok(crate::VerifyRecord {
+        payment_hash: turnpike_l402::PaymentHash(hash),
+        provider,
+        url,
+        amount: turnpike_l402::Msat(crate::to_u64(amount, "hub_verify.amount_msat")?),
+        expires_at: crate::to_u64(expires, "hub_verify.expires_at")?,
+        next_at: crate::to_u64(next, "hub_verify.next_at")?,
+        wait_secs: crate::to_u64(wait, "hub_verify.wait_secs")?,
     })
 }
 
@@ -1278,6 +1323,61 @@ where
         Ok(done.rows_affected() > 0)
     }
 
+    async fn record_verify(&self, v: &crate::VerifyRecord) -> Result<(), StoreError> {
+        sqlx::query(RECORD_VERIFY)
+            .bind(v.payment_hash.0.to_vec())
+            .bind(v.provider.clone())
+            .bind(v.url.clone())
+            .bind(to_i64(v.amount.0))
+            .bind(to_i64(v.expires_at))
+            .bind(to_i64(v.next_at))
+            .bind(to_i64(v.wait_secs))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn verify_due(
+        &self,
+        now_unix: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::VerifyRecord>, StoreError> {
+        sqlx::query(FORGET_EXPIRED_VERIFY)
+            .bind(to_i64(now_unix))
+            .execute(&self.pool)
+            .await?;
+        let rows: Vec<VerifyRow> = sqlx::query_as(VERIFY_DUE)
+            .bind(to_i64(now_unix))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(verify_record).collect()
+    }
+
+    async fn claim_verify(
+        &self,
+        hash: &turnpike_l402::PaymentHash,
+        seen_next_at: u64,
+        (next_at, wait_secs): (u64, u64),
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(CLAIM_VERIFY)
+            .bind(hash.0.to_vec())
+            .bind(to_i64(seen_next_at))
+            .bind(to_i64(next_at))
+            .bind(to_i64(wait_secs))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn forget_verify(&self, hash: &turnpike_l402::PaymentHash) -> Result<(), StoreError> {
+        sqlx::query(FORGET_VERIFY)
+            .bind(hash.0.to_vec())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn set_provider_payout(
         &self,
         slug: &str,
@@ -1408,6 +1508,31 @@ where
             .bind(b.bolt11.clone())
             .bind(to_i64(b.created_at))
             .bind(to_i64(b.due_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn reissue_bill(
+        &self,
+        old: &turnpike_l402::PaymentHash,
+        new: (&turnpike_l402::PaymentHash, &str),
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let moved = sqlx::query(REISSUE_BILL)
+            .bind(old.0.to_vec())
+            .bind(new.0.0.to_vec())
+            .bind(new.1.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        if moved.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(MOVE_BILLED_FEES)
+            .bind(old.0.to_vec())
+            .bind(new.0.0.to_vec())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use turnpike_l402::{Msat, PaymentHash, TokenId};
 use turnpike_store::{
     AdminStore, BillRecord, FeeRecord, FeeTotals, InvoiceRecord, PgStore, ProviderRecord,
-    SqliteStore, Store, TokenQuery,
+    SqliteStore, Store, TokenQuery, VerifyRecord,
 };
 
 type Both = (Arc<dyn Store>, Arc<dyn AdminStore>);
@@ -417,6 +417,34 @@ async fn bills_cover_exactly_the_unbilled_fees(
         other.open_bills().await.unwrap(),
         std::slice::from_ref(&alice_bill)
     );
+    // Its invoice expired unpaid: reissued by one replica (the other finds it moved), the
+    // same bill on a new invoice; still one open bill, its rows still billed.
+    let new_hash = PaymentHash(rand_bytes());
+    assert!(
+        other
+            .reissue_bill(&alice_bill.payment_hash, (&new_hash, "lnbcrt1new"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !admin
+            .reissue_bill(&alice_bill.payment_hash, (&PaymentHash(rand_bytes()), "x"))
+            .await
+            .unwrap()
+    );
+    let alice_bill = BillRecord {
+        payment_hash: new_hash,
+        bolt11: "lnbcrt1new".into(),
+        ..alice_bill
+    };
+    assert_eq!(
+        admin.open_bills().await.unwrap(),
+        std::slice::from_ref(&alice_bill)
+    );
+    assert_eq!(
+        other.unbilled_fees(1000).await.unwrap(),
+        [("bob".to_owned(), Msat(1))]
+    );
     assert!(
         other
             .bill_paid(&alice_bill.payment_hash, 1500)
@@ -430,6 +458,13 @@ async fn bills_cover_exactly_the_unbilled_fees(
             .unwrap()
     );
     assert!(admin.open_bills().await.unwrap().is_empty());
+    // A paid bill is never reissued.
+    assert!(
+        !other
+            .reissue_bill(&alice_bill.payment_hash, (&PaymentHash(rand_bytes()), "x"))
+            .await
+            .unwrap()
+    );
     let listed = admin.bills(Some("alice"), 10).await.unwrap();
     assert_eq!(
         listed,
@@ -514,11 +549,96 @@ async fn fees_stand_by_their_bills(
     assert_eq!((bob.billed_unpaid, bob.billed_paid), (Msat(0), Msat(1)));
 }
 
+/// LUD-21 `verify` URLs are shared by replicas: recorded on one, due on the other; a look is
+/// taken by one replica only; expired ones are dropped; a settled one makes its fee owed once.
+async fn verify_urls_are_shared(a: &Both, b: &Both) {
+    let (one, other) = (&a.1, &b.1);
+    let row = |expires_at: u64| VerifyRecord {
+        payment_hash: PaymentHash(rand_bytes()),
+        provider: "alice".into(),
+        url: "https://pay.example/verify/1".into(),
+        amount: Msat(21_420),
+        expires_at,
+        next_at: 102,
+        wait_secs: 2,
+    };
+    let (live, short) = (row(1_000), row(150));
+    one.record_verify(&live).await.unwrap();
+    one.record_verify(&short).await.unwrap();
+    // Again: nothing changes.
+    one.record_verify(&VerifyRecord {
+        url: "https://elsewhere.example/".into(),
+        ..live.clone()
+    })
+    .await
+    .unwrap();
+    assert!(
+        other.verify_due(101, 10).await.unwrap().is_empty(),
+        "not due yet"
+    );
+    let mut due = other.verify_due(102, 10).await.unwrap();
+    due.sort_by_key(|v| v.expires_at);
+    assert_eq!(due, [short.clone(), live.clone()]);
+    // One look: the replica that moves next_at first takes it; the other sees it taken.
+    assert!(
+        other
+            .claim_verify(&live.payment_hash, 102, (104, 4))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !one.claim_verify(&live.payment_hash, 102, (104, 4))
+            .await
+            .unwrap()
+    );
+    assert!(one.verify_due(103, 10).await.unwrap() == [short.clone()]);
+    // Expired: dropped.
+    let due = one.verify_due(200, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].payment_hash, live.payment_hash);
+    assert_eq!((due[0].next_at, due[0].wait_secs), (104, 4));
+    assert!(
+        !other
+            .claim_verify(&short.payment_hash, 102, (300, 4))
+            .await
+            .unwrap(),
+        "gone"
+    );
+    // Settled: the fee is owed once, whichever replica hears it, and the URL is forgotten.
+    let fee = FeeRecord {
+        token_id: TokenId::random(),
+        payment_hash: live.payment_hash,
+        provider: "alice".into(),
+        service: "alice.api".into(),
+        price: Msat(21_000),
+        fee: Msat(420),
+        issued_at: 100,
+    };
+    one.record_fee(&fee).await.unwrap();
+    assert!(
+        other
+            .fee_paid_by_hash(&live.payment_hash, 210)
+            .await
+            .unwrap()
+    );
+    assert!(!one.fee_paid_by_hash(&live.payment_hash, 211).await.unwrap());
+    other.forget_verify(&live.payment_hash).await.unwrap();
+    assert!(one.verify_due(300, 10).await.unwrap().is_empty());
+    // A limit bounds a run.
+    for _ in 0..5 {
+        one.record_verify(&row(10_000)).await.unwrap();
+    }
+    assert_eq!(other.verify_due(400, 3).await.unwrap().len(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_hub_store() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (sqlite(&dir).await, sqlite(&dir).await);
     providers_and_fees(&a, &b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (sqlite(&dir).await, sqlite(&dir).await);
+    verify_urls_are_shared(&a, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -527,6 +647,11 @@ async fn postgres_hub_store() {
         return;
     };
     providers_and_fees(&a, &b).await;
+    drop_schema(&url, &schema).await;
+    let Some((a, b, url, schema)) = postgres().await else {
+        return;
+    };
+    verify_urls_are_shared(&a, &b).await;
     drop_schema(&url, &schema).await;
 }
 

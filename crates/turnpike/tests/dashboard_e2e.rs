@@ -36,6 +36,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod common;
+#[allow(dead_code)]
+#[path = "../../lightning/tests/contract_fakes/mod.rs"]
+mod contract_fakes;
 mod hub_harness;
 mod lnbits_node;
 mod lnurl_contract_fake;
@@ -257,7 +260,8 @@ fn dashboard_in_chromium_logs_in_adds_a_service_sees_a_payment_and_revokes() {
 /// The hub's registration page (`[hub] open_registration`) in Chromium: a provider registers
 /// with only a Lightning address (served by the LNURL-pay contract fake, its wallet a real
 /// LNbits one, which the registration tries with a test invoice), a refused slug first; the
-/// token the page shows opens the provider's record (`tests/dashboard/hub_register.mjs`).
+/// token the page shows opens the provider's record; then a provider on phoenixd (its contract
+/// fake), the full-access password refused (`tests/dashboard/hub_register.mjs`).
 #[test]
 fn hub_registration_page_in_chromium_registers_a_lightning_address() {
     let Some((env_dir, node)) =
@@ -269,6 +273,7 @@ fn hub_registration_page_in_chromium_registers_a_lightning_address() {
     let wallet = rt.block_on(node.wallet("alice", 0));
     let fake = rt.block_on(lnurl_contract_fake::LnurlFake::start(&node.url));
     let address = fake.add_user("alice", &wallet.invoice);
+    let phoenixd = rt.block_on(contract_fakes::phoenixd::PhoenixdFake::start());
     let dir = tempfile::tempdir().unwrap();
     let (listen, admin) = (free_port(), free_port());
     let config = dir.path().join("hub.toml");
@@ -295,6 +300,12 @@ fn hub_registration_page_in_chromium_registers_a_lightning_address() {
         format!("http://{admin}").into(),
         "--address".into(),
         address.into(),
+        "--phoenixd".into(),
+        phoenixd.url().into(),
+        "--phoenixd-full".into(),
+        contract_fakes::phoenixd::PASSWORD.into(),
+        "--phoenixd-limited".into(),
+        contract_fakes::phoenixd::LIMITED_PASSWORD.into(),
         "--screenshot".into(),
         screenshot.into(),
         "--env".into(),

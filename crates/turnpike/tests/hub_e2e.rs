@@ -8,9 +8,12 @@
 
 mod common;
 mod hub_harness;
+#[path = "hub_payouts/mod.rs"]
+mod hub_payouts;
 mod lnbits_node;
 mod lnurl_contract_fake;
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -427,13 +430,7 @@ async fn registration_is_checked(hub: &Hub, node: &Node) {
         ),
     ];
     for (body, status, field) in cases {
-        let (got, err) = hub
-            .operator("POST", "/hub/providers", Some(body.clone()))
-            .await;
-        assert_eq!(got, status, "{body} → {err}");
-        if let Some(field) = field {
-            assert_eq!(err["error"]["field"], field, "{err}");
-        }
+        hub.refuses(body, status, field).await;
     }
     assert_eq!(hub.operator("GET", "/hub/providers", None).await.1, before);
 }
@@ -753,26 +750,94 @@ async fn replicas_on_postgres_share_providers_and_the_ledger() {
     common::drop_pg_database(&admin_url, &url).await;
 }
 
-/// Threshold billing: fees owed past `bill_threshold_sats` are billed with a Lightning invoice
-/// on the hub's own backend; unpaid past the grace period the provider takes no new payments
-/// (403, paid tokens still served); once it pays, it is reinstated.
+/// LUD-21 `verify` URLs live in the store, not in the memory of the replica that issued the
+/// invoice: a hub stopped before its invoice is paid picks the URL up again when it restarts
+/// (SQLite), and a replica that stops leaves it to the other (PostgreSQL). Either way the fee of
+/// the paid, never used token is owed exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
+async fn verify_urls_survive_a_restart_and_are_shared_by_replicas() {
     let Some(node) = node() else { return };
+    let erin_w = node.wallet("erin", 0).await;
+    let payer = node.wallet("payer", 10_000).await;
+    let fake = LnurlFake::start(&node.url).await;
+    let address = fake.add_user("erin", &erin_w.invoice);
+    let (up, _seen) = upstream().await;
+    let svc = json!({ "name": "erin-api", "upstream": format!("http://{up}"), "price_sats": 50 });
+    let payout = json!({ "kind": "lightning_address", "address": address });
+    /// A challenge of erin's service on `hub`.
+    async fn challenge(hub: &Hub) -> Value {
+        until("erin's service is served", async || {
+            let (status, body) = hub.get("gw.example", "/erin/x", None).await;
+            (status == 402).then_some(body)
+        })
+        .await
+    }
+    /// Erin's fee row shows one payment, and still one a few verifier ticks later.
+    async fn owed_once(hub: &Hub) {
+        let row = hub.fees_of("erin", 1).await;
+        assert_eq!(row["fees_msat"], json!(1_000));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let row = hub.fees_of("erin", 1).await;
+        assert_eq!(row["payments"], json!(1));
+    }
+
+    // One hub on SQLite, stopped between the challenge and the payment.
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub(dir.path(), 0);
+    let erin = hub.register("erin", payout.clone()).await;
+    hub.add_service(&erin, svc.clone()).await;
+    let unused = challenge(&hub).await;
+    drop(hub);
+    pay(&node, &payer, &unused).await;
+    let hub = start_hub(dir.path(), 0);
+    owed_once(&hub).await;
+    drop(hub);
+
+    // Two replicas on PostgreSQL: A issues the invoice and stops; B hears it settled.
+    let Some((admin_url, url)) = common::pg_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("[store]\nurl = \"{url}\"");
+    let a = start_hub_with(dir.path(), "a", 0, &store, "");
+    let erin = a.register("erin", payout).await;
+    a.add_service(&erin, svc).await;
+    let b = start_hub_with(dir.path(), "b", 0, &store, "");
+    let unused = challenge(&a).await;
+    drop(a);
+    pay(&node, &payer, &unused).await;
+    owed_once(&b).await;
+    // A back: nothing is owed twice.
+    let a = start_hub_with(dir.path(), "a", 0, &store, "");
+    owed_once(&a).await;
+    drop((a, b));
+    common::drop_pg_database(&admin_url, &url).await;
+}
+
+/// A hub in `dir` billing from 2 sats of fees every second, due at once (no grace), with
+/// `extra` `[hub]` keys: alice (an LNbits provider, 50 sats a call, 5 calls a payment) is paid
+/// once (1 sat of fee: no bill yet), then again: billed 2 sats and suspended. The hub, her
+/// token, the bill, and the second payment's credential.
+async fn billed_and_suspended(
+    dir: &Path,
+    node: &Node,
+    extra: &str,
+) -> (Hub, String, Value, String) {
+    let billing =
+        format!("bill_threshold_sats = 2\nbill_grace_days = 0\nbilling_interval_secs = 1\n{extra}");
+    let owned = start_hub_with(dir, "hub", 0, "", &billing);
+    let hub = &owned;
     let alice_w = node.wallet("alice", 0).await;
     let payer = node.wallet("payer", 1_000).await;
     let (up, _) = upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let billing = "bill_threshold_sats = 2\nbill_grace_days = 0\nbilling_interval_secs = 1";
-    let hub = start_hub_with(dir.path(), "hub", 0, "", billing);
-    let alice = hub.register("alice", lnbits_payout(&node, &alice_w)).await;
+    let alice = hub.register("alice", lnbits_payout(node, &alice_w)).await;
     let svc = json!({ "name": "alice-api", "upstream": format!("http://{up}"), "price_sats": 50,
                       "calls_per_payment": 5 });
     hub.add_service(&alice, svc).await;
 
     // One payment: 1 sat of fee, under the threshold: no bill.
     let (_, challenge) = hub.get("gw.example", "/alice/x", None).await;
-    let first = pay(&node, &payer, &challenge).await;
+    let first = pay(node, &payer, &challenge).await;
     assert_eq!(hub.get("gw.example", "/alice/x", Some(&first)).await.0, 200);
     hub.fees_of("alice", 1).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -781,7 +846,7 @@ async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
 
     // A second: 2 sats owed, billed; due at once (no grace): suspended.
     let (_, challenge) = hub.get("gw.example", "/alice/x", None).await;
-    let second = pay(&node, &payer, &challenge).await;
+    let second = pay(node, &payer, &challenge).await;
     assert_eq!(
         hub.get("gw.example", "/alice/x", Some(&second)).await.0,
         200
@@ -795,6 +860,17 @@ async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
         (&bill["fees_msat"], &bill["amount_msat"]),
         (&json!(2_000), &json!(2_000))
     );
+    (owned, alice, bill, second)
+}
+
+/// Threshold billing: fees owed past `bill_threshold_sats` are billed with a Lightning invoice
+/// on the hub's own backend; unpaid past the grace period the provider takes no new payments
+/// (403, paid tokens still served); once it pays, it is reinstated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
+    let Some(node) = node() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, alice, bill, second) = billed_and_suspended(dir.path(), &node, "").await;
     assert_eq!(bill["paid_at"], Value::Null);
     // The record shows the status a moment before the services are rebuilt with it.
     let body = until("403 while suspended", async || {
@@ -817,21 +893,8 @@ async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
     );
 
     // The provider pays its bill (the hub's backend is the dev node here): reinstated.
-    let paid = hub
-        .http
-        .post(format!("http://{}/_turnpike/dev/pay", hub.public))
-        .json(&json!({ "invoice": bill["invoice"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paid.status(), 200);
-    until("reinstated", async || {
-        (hub.get("gw.example", "/alice/x", None).await.0 == 402).then_some(())
-    })
-    .await;
-    let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
-    assert_eq!(me["status"], "active");
-    assert!(me["bills"][0]["paid_at"].is_u64(), "{me}");
+    assert_eq!(hub.dev_pay(&bill["invoice"]).await, 200);
+    let me = hub.reinstated(&alice).await;
     // Paid: nothing owed; the hub earned what the bill asked.
     assert_eq!(
         (&me["fees"]["billed_paid_msat"], &me["fees"]["owed_msat"]),
@@ -844,6 +907,47 @@ async fn fees_past_the_threshold_are_billed_and_an_unpaid_bill_suspends() {
         (&json!(2_000), &json!(0)),
         "{fees}"
     );
+}
+
+/// A bill whose invoice expired unpaid is reissued (`bill_expiry_secs = 3`): the same bill
+/// (fees, amount, due date) on a new invoice, still one open bill; the old invoice can no
+/// longer be paid, the new one can, and paying it reinstates the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_bill_is_reissued_and_can_still_be_paid() {
+    let Some(node) = node() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, alice, first, _) =
+        billed_and_suspended(dir.path(), &node, "bill_expiry_secs = 3").await;
+    let reissued = until("the bill reissued", async || {
+        let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
+        let bill = me["bills"][0].clone();
+        (bill["invoice"] != first["invoice"]).then_some(bill)
+    })
+    .await;
+    for same in ["fees_msat", "amount_msat", "due_at", "created_at"] {
+        assert_eq!(reissued[same], first[same], "{same}");
+    }
+    assert_eq!(reissued["paid_at"], Value::Null);
+    let (_, bills) = hub.operator("GET", "/hub/bills", None).await;
+    assert_eq!(bills["bills"].as_array().map(Vec::len), Some(1), "{bills}");
+    assert_ne!(
+        hub.dev_pay(&first["invoice"]).await,
+        200,
+        "the expired invoice"
+    );
+    // Each invoice lives 3 s: pay whichever is current.
+    until("the current bill paid", async || {
+        let (_, me) = hub.call(&alice, "GET", "/hub/me", None).await;
+        (hub.dev_pay(&me["bills"][0]["invoice"]).await == 200).then_some(())
+    })
+    .await;
+    hub.reinstated(&alice).await;
+    let (_, bills) = hub.operator("GET", "/hub/bills", None).await;
+    assert_eq!(bills["bills"].as_array().map(Vec::len), Some(1), "{bills}");
+    // Paid: never reissued again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, again) = hub.operator("GET", "/hub/bills", None).await;
+    assert_eq!(again, bills);
 }
 
 /// A provider's time pass (a token that counts no calls): its fee is owed once, at its first

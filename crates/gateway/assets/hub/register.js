@@ -4,18 +4,33 @@
 
 const $ = (id) => document.getElementById(id);
 
+const KINDS = ["lightning_address", "lnbits", "nwc", "lnd", "cln", "phoenixd"];
+
 function payout(form) {
   const kind = form.querySelector("input[name=kind]:checked").value;
-  if (kind === "lnbits") {
-    return { kind, url: $("url").value.trim(), invoice_key: $("invoice_key").value.trim() };
+  const v = (id) => $(id).value.trim();
+  switch (kind) {
+    case "lnbits":
+      return { kind, url: v("url"), invoice_key: v("invoice_key") };
+    case "nwc":
+      return { kind, uri: v("nwc_uri") };
+    case "lnd": {
+      const p = { kind, url: v("lnd_url"), macaroon: v("lnd_macaroon") };
+      if (v("lnd_tls_cert")) p.tls_cert = v("lnd_tls_cert");
+      return p;
+    }
+    case "cln":
+      return { kind, url: v("cln_url"), rune: v("cln_rune") };
+    case "phoenixd":
+      return { kind, url: v("phoenixd_url"), password: $("phoenixd_password").value };
+    default:
+      return { kind, address: v("address") };
   }
-  return { kind, address: $("address").value.trim() };
 }
 
 function showKind() {
   const kind = document.querySelector("input[name=kind]:checked").value;
-  $("lightning_address").hidden = kind !== "lightning_address";
-  $("lnbits").hidden = kind !== "lnbits";
+  for (const k of KINDS) $(k).hidden = k !== kind;
 }
 
 async function submit(event) {

@@ -7,8 +7,12 @@
 //!    replicas running together bill each row once;
 //! 2. asks the hub's backend about every unpaid bill: a paid one is marked paid (and its
 //!    provider, if suspended and the bill was overdue, takes payments again unless another
-//!    bill is overdue); an unpaid one past its due time suspends its provider (no new
-//!    payments; tokens already paid keep working).
+//!    bill is overdue); one whose invoice expired unpaid is **reissued**: a new invoice (living
+//!    `bill_expiry_secs` again) for the same bill, same fee rows, same amount and same due
+//!    date, so the provider can still pay it and be reinstated (the store moves the bill only
+//!    if it is still unpaid on its old invoice: one replica reissues it, and each provider
+//!    keeps at most one open bill); an unpaid one past its due time suspends its provider (no
+//!    new payments; tokens already paid keep working).
 //!
 //! A run that changed a provider's status syncs the gateway at once; other replicas follow
 //! within `[admin] sync_interval_secs`.
@@ -16,7 +20,9 @@
 use std::sync::Arc;
 
 use turnpike_l402::Msat;
-use turnpike_lightning::{CreateInvoice, InvoiceBackend};
+use turnpike_lightning::{
+    BackendError, CreateInvoice, InvoiceBackend, InvoiceState, IssuedInvoice,
+};
 use turnpike_store::{AdminStore, BillRecord, StoreError};
 
 use super::{ACTIVE, Hub, SUSPENDED};
@@ -33,10 +39,9 @@ pub struct Run {
     pub suspended: u32,
     /// Providers reinstated once their overdue bills were paid.
     pub reinstated: u32,
+    /// Bills whose invoice expired unpaid, put on a new invoice.
+    pub reissued: u32,
 }
-
-/// The longest a bill's invoice lives (some backends refuse longer expiries).
-const MAX_BILL_EXPIRY_SECS: u64 = 30 * 86_400;
 
 /// One billing run at `now` (see the module docs), on `control`'s hub with the hub's
 /// `backend`. Nothing happens on a gateway that is not a hub.
@@ -72,31 +77,15 @@ struct Cx<'a> {
 }
 
 async fn bill_providers(cx: &Cx<'_>, run: &mut Run) -> Result<(), StoreError> {
-    let (store, backend, now) = (cx.store, cx.backend, cx.now);
+    let (store, now) = (cx.store, cx.now);
     let settings = &cx.hub.settings;
     for (provider, fees) in store.unbilled_fees(now).await? {
         let amount = Msat(fees.0 - fees.0 % 1000);
         if fees < settings.bill_threshold || amount == Msat::ZERO {
             continue;
         }
-        let expiry = (settings.bill_grace_secs + 7 * 86_400).clamp(600, MAX_BILL_EXPIRY_SECS);
-        let issued = backend
-            .create_invoice(CreateInvoice {
-                amount,
-                memo: format!("Turnpike hub: platform fees of {provider}"),
-                expiry_secs: u32::try_from(expiry).unwrap_or(u32::MAX),
-            })
-            .await;
-        let issued = match issued {
-            Ok(i) if i.amount == amount => i,
-            Ok(i) => {
-                tracing::error!(%provider, asked = %amount, got = %i.amount, "bill invoice for another amount");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(%provider, error = %e, "cannot issue a bill; will retry");
-                continue;
-            }
+        let Some(issued) = bill_invoice(cx, &provider, amount).await else {
+            continue;
         };
         let bill = BillRecord {
             payment_hash: issued.payment_hash,
@@ -116,13 +105,69 @@ async fn bill_providers(cx: &Cx<'_>, run: &mut Run) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A Lightning invoice on the hub's backend for `provider`'s bill of `amount` (logged and
+/// `None` when it cannot be had: the next run tries again).
+async fn bill_invoice(cx: &Cx<'_>, provider: &str, amount: Msat) -> Option<IssuedInvoice> {
+    let issued = cx
+        .backend
+        .create_invoice(CreateInvoice {
+            amount,
+            memo: format!("Turnpike hub: platform fees of {provider}"),
+            expiry_secs: cx.hub.settings.bill_expiry_secs,
+        })
+        .await;
+    match issued {
+        Ok(i) if i.amount == amount => Some(i),
+        Ok(i) => {
+            tracing::error!(%provider, asked = %amount, got = %i.amount, "bill invoice for another amount");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%provider, error = %e, "cannot issue a bill invoice; will retry");
+            None
+        }
+    }
+}
+
+/// Whether `bill`'s invoice has expired by its own terms at `now`.
+fn expired(bill: &BillRecord, now: u64) -> bool {
+    turnpike_l402::bolt11::Invoice::parse(&bill.bolt11).is_ok_and(|i| i.is_expired(now))
+}
+
+/// Puts `bill`, whose invoice expired unpaid, on a new invoice; whether it moved.
+async fn reissue(cx: &Cx<'_>, bill: &BillRecord) -> Result<bool, StoreError> {
+    let Some(issued) = bill_invoice(cx, &bill.provider, bill.amount).await else {
+        return Ok(false);
+    };
+    let moved = cx
+        .store
+        .reissue_bill(&bill.payment_hash, (&issued.payment_hash, &issued.bolt11))
+        .await?;
+    if moved {
+        tracing::info!(provider = %bill.provider, amount = %bill.amount, "bill's invoice expired unpaid: reissued");
+    }
+    Ok(moved)
+}
+
 async fn check_bills(cx: &Cx<'_>, run: &mut Run) -> Result<(), StoreError> {
     let (hub, store, now) = (cx.hub, cx.store, cx.now);
     let open = store.open_bills().await?;
     let (mut unpaid, mut paid_overdue) = (Vec::new(), Vec::new());
     for bill in &open {
-        match cx.backend.lookup_invoice(&bill.payment_hash).await {
-            Ok(status) if status.state.is_settled() => {
+        let state = cx
+            .backend
+            .lookup_invoice(&bill.payment_hash)
+            .await
+            .map(|s| s.state);
+        // Expired unpaid, or unknown to the backend (another node now, or one that forgot it)
+        // and expired by its own terms: it can no longer be paid.
+        let lapsed = match &state {
+            Ok(InvoiceState::Expired | InvoiceState::Canceled) => true,
+            Err(BackendError::UnknownInvoice) => expired(bill, now),
+            _ => false,
+        };
+        match state {
+            Ok(s) if s.is_settled() => {
                 if store.bill_paid(&bill.payment_hash, now).await? {
                     run.paid += 1;
                 }
@@ -130,8 +175,14 @@ async fn check_bills(cx: &Cx<'_>, run: &mut Run) -> Result<(), StoreError> {
                     paid_overdue.push(bill.provider.as_str());
                 }
             }
+            _ if lapsed => {
+                if reissue(cx, bill).await? {
+                    run.reissued += 1;
+                }
+                unpaid.push(bill);
+            }
             Ok(_) => unpaid.push(bill),
-            // Unknown to the backend now: its state cannot be told, nothing is decided.
+            // Otherwise its state cannot be told: nothing is decided.
             Err(e) => {
                 tracing::warn!(provider = %bill.provider, error = %e, "cannot check a bill");
             }

@@ -71,7 +71,23 @@ pub(crate) async fn record_fee(
         fee,
         issued_at: now,
     };
-    admin.record_fee(&record).await.map_err(|e| unavailable(&e))
+    admin
+        .record_fee(&record)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    // A LUD-21 `verify` URL is kept in the store: any replica's verifier asks it.
+    if let Some(v) = payee
+        .verifier
+        .as_ref()
+        .and_then(|b| b.verify_of(&payment_hash))
+    {
+        let row = super::verify::first_look(&payee.provider, payment_hash, v, now);
+        admin
+            .record_verify(&row)
+            .await
+            .map_err(|e| unavailable(&e))?;
+    }
+    Ok(())
 }
 
 /// Where the fee of a provider's token is accrued once its payment is recognised: nowhere for

@@ -57,7 +57,12 @@ pub struct HubSettings {
     pub billing_interval: std::time::Duration,
     /// Between two probe rounds of the providers' upstreams (`None`: no probes).
     pub probe_interval: Option<std::time::Duration>,
+    /// How long a bill's invoice lives, in seconds.
+    pub bill_expiry_secs: u32,
 }
+
+/// The longest a bill's invoice lives (some backends refuse longer expiries).
+const MAX_BILL_EXPIRY_SECS: u64 = 30 * 86_400;
 
 impl HubSettings {
     /// Checks `[hub]`, naming the key at fault.
@@ -93,11 +98,23 @@ impl HubSettings {
                 "must be at most 86400 (0: no probes)",
             ));
         }
+        let grace = u64::from(c.bill_grace_days) * 86_400;
+        let bill_expiry_secs = match c.bill_expiry_secs {
+            Some(s) if (1..=MAX_BILL_EXPIRY_SECS).contains(&s) => s,
+            Some(_) => {
+                return Err(invalid(
+                    "hub.bill_expiry_secs",
+                    "must be between 1 and 2592000 (30 days)",
+                ));
+            }
+            None => (grace + 7 * 86_400).clamp(600, MAX_BILL_EXPIRY_SECS),
+        };
         Ok(HubSettings {
             probe_interval: (c.probe_interval_secs > 0)
                 .then(|| std::time::Duration::from_secs(c.probe_interval_secs)),
+            bill_expiry_secs: u32::try_from(bill_expiry_secs).unwrap_or(u32::MAX),
             bill_threshold,
-            bill_grace_secs: u64::from(c.bill_grace_days) * 86_400,
+            bill_grace_secs: grace,
             billing_interval: std::time::Duration::from_secs(c.billing_interval_secs),
             domain,
             fee,
@@ -498,6 +515,13 @@ mod tests {
         assert_eq!(s.fee.ppm(), 20_000);
         assert_eq!(s.trial_secs, 14 * 86_400);
         assert!(!s.payouts.allow_insecure && !s.open_registration);
+        assert_eq!(s.bill_expiry_secs, 21 * 86_400, "grace + 7 days");
+        let short = settings("domain = \"h.x\"\nbill_grace_days = 0").unwrap();
+        assert_eq!(short.bill_expiry_secs, 7 * 86_400);
+        let long = settings("domain = \"h.x\"\nbill_grace_days = 60").unwrap();
+        assert_eq!(long.bill_expiry_secs, 30 * 86_400, "at most 30 days");
+        let set = settings("domain = \"h.x\"\nbill_expiry_secs = 5").unwrap();
+        assert_eq!(set.bill_expiry_secs, 5);
         let key = |t: &str| match settings(t).unwrap_err() {
             ConfigError::Invalid { key, .. } => key,
             other => panic!("{other}"),
@@ -534,6 +558,14 @@ mod tests {
             None
         );
         assert_eq!(s.probe_interval, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(
+            key("domain = \"h.x\"\nbill_expiry_secs = 0"),
+            "hub.bill_expiry_secs"
+        );
+        assert_eq!(
+            key("domain = \"h.x\"\nbill_expiry_secs = 2592001"),
+            "hub.bill_expiry_secs"
+        );
     }
 
     #[test]

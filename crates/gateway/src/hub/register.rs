@@ -73,6 +73,9 @@ pub enum RegisterError {
     /// The payout did not give a correct test invoice.
     #[error("the payout did not give a test invoice: {0}")]
     Payout(String),
+    /// The payout's credential can spend (or its wallet does not say it cannot).
+    #[error("the payout's credential must not be able to spend: {0}")]
+    CanSpend(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -193,7 +196,8 @@ pub async fn change_payout(
 }
 
 /// Checks the payout with the SSRF guard, then asks it for a test invoice of exactly
-/// [`TEST_INVOICE`].
+/// [`TEST_INVOICE`], then makes sure its credential cannot spend
+/// ([`Payout::check_cannot_spend`]).
 async fn try_payout(hub: &Hub, payout: &Payout, slug: &str) -> Result<(), RegisterError> {
     let policy = hub.settings.payouts;
     payout
@@ -216,7 +220,10 @@ async fn try_payout(hub: &Hub, payout: &Payout, slug: &str) -> Result<(), Regist
             issued.amount
         )));
     }
-    Ok(())
+    tokio::time::timeout(TEST_TIMEOUT, payout.check_cannot_spend(&connected))
+        .await
+        .map_err(|_| RegisterError::Payout("no answer in time".into()))?
+        .map_err(RegisterError::CanSpend)
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -241,7 +248,7 @@ impl RegisterError {
                 ApiError::new(ErrorCode::BadRequest, format!("{field}: {message}"))
             }
             RegisterError::Taken(_) => ApiError::new(ErrorCode::Conflict, self.to_string()),
-            RegisterError::Payout(_) => {
+            RegisterError::Payout(_) | RegisterError::CanSpend(_) => {
                 ApiError::new(ErrorCode::PayoutUnusable, format!("{self}."))
             }
             RegisterError::Store(e) => {

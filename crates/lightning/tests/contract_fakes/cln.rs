@@ -46,6 +46,17 @@ use super::{Common, Fault, Gate, Node, Remote, TlsIdentity, lock, now};
 /// The fake's rune.
 pub const RUNE: &str = "zFMd1fjhrAYxUeFA54TjloZqOt8JrA_i_nYwIgXkag49MA==";
 
+/// The methods of [`invoice_rune`].
+pub const INVOICE_METHODS: &[&str] = &["invoice", "listinvoices"];
+
+/// A rune restricted to `invoice` and `listinvoices`, which the fake also accepts (for those
+/// methods only; it checks no hash).
+pub fn invoice_rune() -> String {
+    turnpike_lightning::spend_rights::test_credentials::cln_rune(
+        "=1&method=invoice|method=listinvoices",
+    )
+}
+
 /// Routing fee the fake network charges per payment, msat.
 pub const ROUTE_FEE_MSAT: u64 = 1_000;
 
@@ -318,7 +329,14 @@ async fn call_rpc_method(
     // clnrest's verify_rune: no header is 403, a rune checkrune refuses is 401.
     match headers.get("rune").and_then(|v| v.to_str().ok()) {
         None => return rpc_error(StatusCode::FORBIDDEN, 1501, "Not authorized: Missing rune"),
-        Some(r) if r != RUNE => {
+        Some(r) if r == invoice_rune() && !INVOICE_METHODS.contains(&method.as_str()) => {
+            return rpc_error(
+                StatusCode::UNAUTHORIZED,
+                1502,
+                "Not permitted: method is not equal to invoice",
+            );
+        }
+        Some(r) if r != RUNE && r != invoice_rune() => {
             return rpc_error(
                 StatusCode::UNAUTHORIZED,
                 1501,

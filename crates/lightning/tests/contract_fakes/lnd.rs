@@ -263,11 +263,33 @@ fn stream_error(status: StatusCode, code: i64, message: &str) -> Response {
     )
 }
 
-/// lnd's macaroon interceptor: `Err((code, message))` as lnd reports it.
-fn check_macaroon(headers: &HeaderMap) -> Result<(), (i64, &'static str)> {
+/// The permissions of lnd's `invoice.macaroon`.
+pub const INVOICE_PERMISSIONS: &[&str] = &[
+    "address:read",
+    "address:write",
+    "invoices:read",
+    "invoices:write",
+    "onchain:read",
+];
+
+/// An invoice macaroon (hex) the fake also accepts, for invoice calls only (its identifier
+/// lists [`INVOICE_PERMISSIONS`]; the fake does not check signatures).
+pub fn invoice_macaroon_hex() -> String {
+    turnpike_lightning::spend_rights::test_credentials::lnd_macaroon(INVOICE_PERMISSIONS)
+}
+
+/// lnd's macaroon interceptor: `Err((code, message))` as lnd reports it. The invoice macaroon
+/// passes only for invoice calls (`invoices`).
+fn check_macaroon(headers: &HeaderMap, invoices: bool) -> Result<(), (i64, &'static str)> {
+    let invoice_macaroon = |v: &axum::http::HeaderValue| {
+        v.as_bytes()
+            .eq_ignore_ascii_case(invoice_macaroon_hex().as_bytes())
+    };
     match headers.get("grpc-metadata-macaroon") {
         None => Err((2, "expected 1 macaroon, got 0")),
         Some(v) if v.as_bytes().eq_ignore_ascii_case(MACAROON_HEX.as_bytes()) => Ok(()),
+        Some(v) if invoice_macaroon(v) && invoices => Ok(()),
+        Some(v) if invoice_macaroon(v) => Err((2, "verification failed: permission denied")),
         Some(v) if hex::decode(v.as_bytes()).is_err() => {
             Err((2, "unable to decode macaroon: encoding/hex: invalid byte"))
         }
@@ -278,12 +300,12 @@ fn check_macaroon(headers: &HeaderMap) -> Result<(), (i64, &'static str)> {
     }
 }
 
-/// Gate + macaroon check for a unary call.
-async fn admit(lnd: &Lnd, headers: &HeaderMap) -> Result<Fault, Response> {
+/// Gate + macaroon check for a unary call (an invoice call when `invoices`).
+async fn admit(lnd: &Lnd, headers: &HeaderMap, invoices: bool) -> Result<Fault, Response> {
     match lnd.common.gate().await {
         Gate::Unavailable => Err(super::unavailable()),
         Gate::Serve(fault) => {
-            check_macaroon(headers)
+            check_macaroon(headers, invoices)
                 .map_err(|(code, msg)| rpc_error(StatusCode::INTERNAL_SERVER_ERROR, code, msg))?;
             Ok(fault)
         }
@@ -349,7 +371,7 @@ fn invoice_json(hash: &PaymentHash, inv: &FakeInvoice, fault: Fault, now: u64) -
 }
 
 async fn add_invoice(State(lnd): State<Arc<Lnd>>, headers: HeaderMap, body: String) -> Response {
-    let fault = match admit(&lnd, &headers).await {
+    let fault = match admit(&lnd, &headers, true).await {
         Ok(f) => f,
         Err(resp) => return resp,
     };
@@ -440,7 +462,7 @@ async fn lookup_invoice(
     headers: HeaderMap,
     UrlPath(r_hash_str): UrlPath<String>,
 ) -> Response {
-    let fault = match admit(&lnd, &headers).await {
+    let fault = match admit(&lnd, &headers, true).await {
         Ok(f) => f,
         Err(resp) => return resp,
     };
@@ -509,7 +531,7 @@ async fn send_payment_v2(
         Gate::Unavailable => return super::unavailable(),
         Gate::Serve(f) => f,
     };
-    if let Err((code, msg)) = check_macaroon(&headers) {
+    if let Err((code, msg)) = check_macaroon(&headers, false) {
         return stream_error(StatusCode::INTERNAL_SERVER_ERROR, code, msg);
     }
     let Ok(req) = serde_json::from_str::<Value>(&body) else {
@@ -628,7 +650,7 @@ async fn track_payment_v2(
         Gate::Unavailable => return super::unavailable(),
         Gate::Serve(f) => f,
     };
-    if let Err((code, msg)) = check_macaroon(&headers) {
+    if let Err((code, msg)) = check_macaroon(&headers, false) {
         return stream_error(StatusCode::INTERNAL_SERVER_ERROR, code, msg);
     }
     // grpc-gateway decodes a `bytes` path parameter as standard, then URL-safe, base64.
@@ -679,7 +701,7 @@ async fn track_payment_v2(
 }
 
 async fn channel_balance(State(lnd): State<Arc<Lnd>>, headers: HeaderMap) -> Response {
-    let fault = match admit(&lnd, &headers).await {
+    let fault = match admit(&lnd, &headers, false).await {
         Ok(f) => f,
         Err(resp) => return resp,
     };
@@ -705,7 +727,7 @@ async fn channel_balance(State(lnd): State<Arc<Lnd>>, headers: HeaderMap) -> Res
 }
 
 async fn get_info(State(lnd): State<Arc<Lnd>>, headers: HeaderMap) -> Response {
-    let fault = match admit(&lnd, &headers).await {
+    let fault = match admit(&lnd, &headers, false).await {
         Ok(f) => f,
         Err(resp) => return resp,
     };

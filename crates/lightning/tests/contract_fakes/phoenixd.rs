@@ -118,7 +118,7 @@ impl PhoenixdFake {
     /// A backend configuration for this fake with the full-access password.
     pub fn config(&self) -> PhoenixdConfig {
         PhoenixdConfig {
-            url: format!("http://127.0.0.1:{}", self.addr.port()),
+            url: self.url(),
             password: SecretSource::Inline(PASSWORD.to_owned()),
             timeout_secs: 5,
             retries: 2,
@@ -129,6 +129,16 @@ impl PhoenixdFake {
     /// Sets how the fake misbehaves.
     pub fn set_fault(&self, fault: Fault) {
         self.phoenixd.common.set_fault(fault);
+    }
+
+    /// The base URL (`http://127.0.0.1:<port>`).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Outgoing payments recorded (paid, pending or failed).
+    pub fn payments_sent(&self) -> usize {
+        lock(&self.phoenixd.ledger).outgoing.len()
     }
 
     /// API requests received so far.

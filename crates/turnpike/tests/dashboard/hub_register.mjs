@@ -2,11 +2,14 @@
 // gateway with `[hub] open_registration = true`) in a real headless Chromium (Debian's
 // `chromium`, through npm `playwright-core`): a slug the hub refuses first (its message shown,
 // nothing registered), then a provider registered with only a Lightning address; the token the
-// page shows then opens the provider's own record on the admin API. No request may leave the
+// page shows then opens the provider's own record on the admin API. With `--phoenixd`, a second
+// provider registers with a phoenixd wallet: the full-access password refused (it can pay),
+// the limited one taken, its record showing the password redacted. No request may leave the
 // page's origin and the page must log no error (a CSP violation included).
 //
 //   node crates/turnpike/tests/dashboard/hub_register.mjs --public http://127.0.0.1:8080 \
 //        --admin http://127.0.0.1:8403 --address alice@127.0.0.1:9000 \
+//        [--phoenixd URL --phoenixd-full PW --phoenixd-limited PW] \
 //        [--screenshot target/test-output/hub-register.png] [--chromium BIN] [--env DIR]
 //
 // Exits 0 when every expectation held (printing `hub register: all expectations held`), 1 with
@@ -48,7 +51,7 @@ async function run(browser) {
   const context = await browser.newContext({ viewport: { width: 900, height: 900 }, locale: "en-US" });
   const page = await context.newPage();
   // The one error answer provoked: the refused slug.
-  const provoked = new Set(["POST /_turnpike/hub/register 400"]);
+  const provoked = new Set(["POST /_turnpike/hub/register 400", "POST /_turnpike/hub/register 422"]);
   const problems = await watch(context, page, new URL(pub).origin, provoked);
 
   const resp = await page.goto(`${pub}/_turnpike/hub/register`);
@@ -84,8 +87,40 @@ async function run(browser) {
   if (record.slug !== "alice" || record.payout?.kind !== "lightning_address") fail(`unexpected record: ${JSON.stringify(record)}`);
   ok("the token opens the provider's own record");
 
+  if (args.phoenixd) await phoenixd(page);
+
   if (problems.length) fail(`the page had problems:\n  ${problems.join("\n  ")}`);
   ok("no console error, no page error, no request outside the page's origin");
+}
+
+/// A second provider on a phoenixd wallet: the full-access password is refused, the limited one
+/// taken; the record shows the password redacted.
+async function phoenixd(page) {
+  await page.goto(`${pub}/_turnpike/hub/register`);
+  await page.fill("#name", "Bob APIs");
+  await page.fill("#slug", "bob");
+  await page.fill("#contact", "ops@bob.example");
+  await page.check("input[name=kind][value=phoenixd]");
+  if (!(await page.locator("#phoenixd_url").isVisible()) || (await page.locator("#address").isVisible())) {
+    fail("choosing phoenixd does not show its fields (and only them)");
+  }
+  await page.fill("#phoenixd_url", args.phoenixd);
+  await page.fill("#phoenixd_password", args["phoenixd-full"]);
+  await page.click("#submit");
+  await page.locator("#error").waitFor({ state: "visible", timeout: 30000 });
+  const message = await page.locator("#error").textContent();
+  if (!message.includes("full-access")) fail(`the full-access password is not refused as such: ${message}`);
+  ok(`phoenixd's full-access password is refused: ${message}`);
+  await page.fill("#phoenixd_password", args["phoenixd-limited"]);
+  await page.click("#submit");
+  await page.locator("#done").waitFor({ state: "visible", timeout: 30000 });
+  const token = (await page.locator("#token").textContent()).trim();
+  const me = await fetch(`${admin}/api/v1/hub/me`, { headers: { Authorization: `Bearer ${token}` } });
+  const record = await me.json();
+  const text = JSON.stringify(record);
+  if (record.payout?.kind !== "phoenixd" || record.payout?.password?.redacted !== true) fail(`unexpected record: ${text}`);
+  if (text.includes(args["phoenixd-limited"])) fail("the password is shown");
+  ok("registered with phoenixd's limited-access password; the record shows it redacted");
 }
 
 try {

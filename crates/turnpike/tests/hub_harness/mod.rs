@@ -39,6 +39,11 @@ pub fn start_hub(dir: &Path, trial_days: u32) -> Hub {
 pub fn start_hub_with(dir: &Path, name: &str, trial_days: u32, top: &str, extra: &str) -> Hub {
     turnpike_lightning::ensure_crypto_provider();
     let (public, admin) = (free_port(), free_port());
+    let insecure = if extra.contains("allow_insecure_payouts") {
+        ""
+    } else {
+        "allow_insecure_payouts = true"
+    };
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
@@ -54,7 +59,7 @@ kind = "dev"
 domain = "{DOMAIN}"
 fee = "2%"
 trial_days = {trial_days}
-allow_insecure_payouts = true
+{insecure}
 allow_private_upstreams = true
 {extra}
 [admin]
@@ -105,6 +110,45 @@ impl Hub {
 
     pub async fn operator(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call(&self.token, method, path, body).await
+    }
+
+    /// The operator's registration `body` is refused with `status` (and `field`, if given):
+    /// the error.
+    pub async fn refuses(&self, body: Value, status: u16, field: Option<&str>) -> Value {
+        let (got, err) = self
+            .operator("POST", "/hub/providers", Some(body.clone()))
+            .await;
+        assert_eq!(got, status, "{body} → {err}");
+        if let Some(field) = field {
+            assert_eq!(err["error"]["field"], field, "{err}");
+        }
+        err
+    }
+
+    /// Pays `invoice` with the hub's dev backend (the hub's own backend in these tests): the
+    /// status.
+    pub async fn dev_pay(&self, invoice: &Value) -> u16 {
+        self.http
+            .post(format!("http://{}/_turnpike/dev/pay", self.public))
+            .json(&serde_json::json!({ "invoice": invoice }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Provider `token` (slug `alice`), its bill paid, is reinstated: a 402 again on
+    /// `/alice/x`, active, its bill paid. Its record.
+    pub async fn reinstated(&self, token: &str) -> Value {
+        until("reinstated", async || {
+            (self.get("gw.example", "/alice/x", None).await.0 == 402).then_some(())
+        })
+        .await;
+        let (_, me) = self.call(token, "GET", "/hub/me", None).await;
+        assert_eq!(me["status"], "active");
+        assert!(me["bills"][0]["paid_at"].is_u64(), "{me}");
+        me
     }
 
     /// `POST /_turnpike/hub/register` on the public listener: (status, JSON body).
