@@ -88,7 +88,8 @@ const RUNE_BLACKLISTED: i64 = 1503;
 ///
 /// A rune for the gateway only needs `invoice`, `listinvoices` and `getinfo`, e.g.
 /// `lightning-cli createrune restrictions='[["method=invoice","method=listinvoices","method=getinfo"]]'`;
-/// a payer needs `pay`, `listfunds` and `getinfo`.
+/// a payer needs `pay`, `listfunds` and `getinfo`. CLN's `retry_for` is set a little below
+/// `payment_timeout_secs`; a payment unresolved then: look at `lightning-cli listpays`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClnConfig {
@@ -102,19 +103,9 @@ pub struct ClnConfig {
     /// `https` URL is verified against the usual trusted authorities.
     #[serde(default)]
     pub tls_cert_path: Option<PathBuf>,
-    /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
-    /// seconds.
-    #[serde(default = "rules::default_timeout_secs")]
-    pub timeout_secs: u64,
-    /// How many times a call that is safe to repeat is retried after a transient failure. A
-    /// payment is retried only when the connection could not be established.
-    #[serde(default = "rules::default_retries")]
-    pub retries: u32,
-    /// Time allowed for a payment, in seconds (CLN's `retry_for` is set a little below it). A
-    /// payment still unresolved when it expires gives [`BackendError::Timeout`]; its outcome is
-    /// then unknown (look at `lightning-cli listpays`).
-    #[serde(default = "rules::default_payment_timeout_secs")]
-    pub payment_timeout_secs: u64,
+    /// Call timeouts and retries (`timeout_secs`, `retries`, `payment_timeout_secs`).
+    #[serde(flatten)]
+    pub limits: rules::CallLimits,
 }
 
 /// Why a [`ClnBackend`] could not be set up from its configuration.
@@ -164,9 +155,7 @@ impl ClnBackend {
             url: url.to_owned(),
             rune: SecretSource::Inline(rune.to_owned()),
             tls_cert_path: None,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-            retries: DEFAULT_RETRIES,
-            payment_timeout_secs: DEFAULT_PAYMENT_TIMEOUT_SECS,
+            limits: rules::CallLimits::default(),
         };
         http::node_from_values!(config, "clnrest", "rune", None, public_only)
     }
@@ -185,12 +174,7 @@ impl ClnBackend {
         Ok(ClnBackend { http, rune })
     }
 
-    /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
-    /// For tests and embedding; the configuration has whole seconds.
-    pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
-        self.http.set_timeouts(call, payment);
-        self
-    }
+    http::with_timeouts_method!();
 
     /// Calls `method` with the parameters `params` makes (called once per attempt, so each
     /// attempt may differ, e.g. by invoice label).
@@ -627,7 +611,11 @@ mod tests {
             serde_json::from_str(r#"{"url": "http://127.0.0.1:3010", "rune": "s3cretrune"}"#)
                 .unwrap();
         assert_eq!(
-            (c.timeout_secs, c.retries, c.payment_timeout_secs),
+            (
+                c.limits.timeout_secs,
+                c.limits.retries,
+                c.limits.payment_timeout_secs
+            ),
             (10, 2, 60)
         );
         let b = ClnBackend::new(&c).unwrap();

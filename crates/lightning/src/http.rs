@@ -681,7 +681,7 @@ pub(crate) enum PinnedCert<'a> {
 }
 
 /// The [`NodeSettings`] of a node backend's configuration `$config`: every node configuration
-/// has the fields `url`, `timeout_secs`, `retries` and `payment_timeout_secs`.
+/// has the fields `url` and `limits` ([`crate::rules::CallLimits`]).
 macro_rules! node_settings {
     ($config:expr, $service:literal, $credential:literal, $cert:expr) => {
         crate::http::NodeSettings {
@@ -690,13 +690,30 @@ macro_rules! node_settings {
             url: &$config.url,
             tls_cert: $cert.map(crate::http::PinnedCert::File),
             public_only: false,
-            timeout_secs: $config.timeout_secs,
-            retries: $config.retries,
-            payment_timeout_secs: $config.payment_timeout_secs,
+            timeout_secs: $config.limits.timeout_secs,
+            retries: $config.limits.retries,
+            payment_timeout_secs: $config.limits.payment_timeout_secs,
         }
     };
 }
 pub(crate) use node_settings;
+
+/// The `with_timeouts` method of a node backend whose [`NodeHttp`] is its field `http`.
+macro_rules! with_timeouts_method {
+    () => {
+        /// Replaces the timeouts: `call` for each call (retries included), `payment` for a
+        /// payment. For tests and embedding; the configuration has whole seconds.
+        pub fn with_timeouts(
+            mut self,
+            call: std::time::Duration,
+            payment: std::time::Duration,
+        ) -> Self {
+            self.http.set_timeouts(call, payment);
+            self
+        }
+    };
+}
+pub(crate) use with_timeouts_method;
 
 /// Builds a node backend from values (a hub provider's payout) with `Self::build(&config,
 /// settings)`: `$config` is its configuration (secrets inline), `$cert` a [`PinnedCert`] to pin,

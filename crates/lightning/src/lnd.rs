@@ -70,6 +70,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Exactly one of `macaroon` and `macaroon_file` must be given. The gateway needs the invoice
 /// macaroon (`invoice.macaroon`: create and look up invoices); a payer needs a macaroon that may
 /// send payments (`admin.macaroon`, or one baked with `offchain:read offchain:write info:read`).
+/// lnd is told to stop looking for a route before `payment_timeout_secs`; a payment unresolved
+/// then has an unknown outcome: look at lnd.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LndConfig {
@@ -89,19 +91,9 @@ pub struct LndConfig {
     /// a proxy with a public certificate).
     #[serde(default)]
     pub tls_cert_path: Option<PathBuf>,
-    /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
-    /// seconds.
-    #[serde(default = "rules::default_timeout_secs")]
-    pub timeout_secs: u64,
-    /// How many times a call that is safe to repeat is retried after a transient failure. A
-    /// payment is retried only when the connection could not be established.
-    #[serde(default = "rules::default_retries")]
-    pub retries: u32,
-    /// Time allowed for a payment, in seconds. lnd is told to stop looking for a route before
-    /// then; a payment still unresolved when it expires gives [`BackendError::Timeout`] (its
-    /// outcome is then unknown: look at lnd).
-    #[serde(default = "rules::default_payment_timeout_secs")]
-    pub payment_timeout_secs: u64,
+    /// Call timeouts and retries (`timeout_secs`, `retries`, `payment_timeout_secs`).
+    #[serde(flatten)]
+    pub limits: rules::CallLimits,
 }
 
 /// Why an [`LndBackend`] could not be set up from its configuration.
@@ -162,9 +154,7 @@ impl LndBackend {
             macaroon: Some(SecretSource::Inline(macaroon_hex.to_owned())),
             macaroon_file: None,
             tls_cert_path: None,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-            retries: DEFAULT_RETRIES,
-            payment_timeout_secs: DEFAULT_PAYMENT_TIMEOUT_SECS,
+            limits: rules::CallLimits::default(),
         };
         let cert = tls_cert_pem.map(http::PinnedCert::Pem);
         http::node_from_values!(config, "lnd REST", "macaroon", cert, public_only)
@@ -218,12 +208,7 @@ impl LndBackend {
         Ok(LndBackend { http, macaroon })
     }
 
-    /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
-    /// For tests and embedding; the configuration has whole seconds.
-    pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
-        self.http.set_timeouts(call, payment);
-        self
-    }
+    http::with_timeouts_method!();
 
     fn url(&self, path: &str) -> Result<Url, BackendError> {
         self.http
@@ -803,9 +788,9 @@ mod tests {
     #[test]
     fn config_defaults_and_unknown_fields() {
         let c = config(r#"{"url": "https://127.0.0.1:8080", "macaroon": "0201"}"#).unwrap();
-        assert_eq!(c.timeout_secs, 10);
-        assert_eq!(c.retries, 2);
-        assert_eq!(c.payment_timeout_secs, 60);
+        assert_eq!(c.limits.timeout_secs, 10);
+        assert_eq!(c.limits.retries, 2);
+        assert_eq!(c.limits.payment_timeout_secs, 60);
         assert!(config(r#"{"url": "https://x", "macaroon": "01", "macaron": "01"}"#).is_err());
         let backend = LndBackend::new(&c).unwrap();
         let dbg = format!("{backend:?} {c:?}");

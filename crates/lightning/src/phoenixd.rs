@@ -59,7 +59,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 ///
 /// The gateway can use the limited-access password (`http-password-limited-access`); paying
-/// needs the full-access one.
+/// needs the full-access one. A payment unresolved after `payment_timeout_secs`: see
+/// `GET /payments/outgoing`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhoenixdConfig {
@@ -67,18 +68,9 @@ pub struct PhoenixdConfig {
     pub url: String,
     /// The API password (basic auth, empty user name).
     pub password: SecretSource,
-    /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
-    /// seconds.
-    #[serde(default = "rules::default_timeout_secs")]
-    pub timeout_secs: u64,
-    /// How many times a call that is safe to repeat is retried after a transient failure. A
-    /// payment is retried only when the connection could not be established.
-    #[serde(default = "rules::default_retries")]
-    pub retries: u32,
-    /// Time allowed for a payment, in seconds. A payment still unresolved when it expires gives
-    /// [`BackendError::Timeout`]; its outcome is then unknown (see `GET /payments/outgoing`).
-    #[serde(default = "rules::default_payment_timeout_secs")]
-    pub payment_timeout_secs: u64,
+    /// Call timeouts and retries (`timeout_secs`, `retries`, `payment_timeout_secs`).
+    #[serde(flatten)]
+    pub limits: rules::CallLimits,
 }
 
 /// Why a [`PhoenixdBackend`] could not be set up from its configuration.
@@ -128,9 +120,7 @@ impl PhoenixdBackend {
         let config = PhoenixdConfig {
             url: url.to_owned(),
             password: SecretSource::Inline(password.to_owned()),
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-            retries: DEFAULT_RETRIES,
-            payment_timeout_secs: DEFAULT_PAYMENT_TIMEOUT_SECS,
+            limits: rules::CallLimits::default(),
         };
         http::node_from_values!(config, "phoenixd", "password", None, public_only)
     }
@@ -148,12 +138,7 @@ impl PhoenixdBackend {
         Ok(PhoenixdBackend { http, password })
     }
 
-    /// Replaces the timeouts: `call` for each call (retries included), `payment` for a payment.
-    /// For tests and embedding; the configuration has whole seconds.
-    pub fn with_timeouts(mut self, call: Duration, payment: Duration) -> Self {
-        self.http.set_timeouts(call, payment);
-        self
-    }
+    http::with_timeouts_method!();
 
     /// One API call. `form` is sent form-encoded (POST); `None` makes a GET. `not_found` is the
     /// error for a `404` (phoenixd's answer to a lookup of an unknown payment).
@@ -598,7 +583,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (c.timeout_secs, c.retries, c.payment_timeout_secs),
+            (
+                c.limits.timeout_secs,
+                c.limits.retries,
+                c.limits.payment_timeout_secs
+            ),
             (10, 2, 60)
         );
         let b = PhoenixdBackend::new(&c).unwrap();
@@ -611,7 +600,10 @@ mod tests {
             .is_err()
         );
         let bad = PhoenixdConfig {
-            retries: 11,
+            limits: crate::rules::CallLimits {
+                retries: 11,
+                ..c.limits
+            },
             ..c.clone()
         };
         assert!(matches!(

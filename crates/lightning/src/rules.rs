@@ -267,6 +267,35 @@ pub(crate) fn sats_field(backend: &str, sats: u64, field: &str) -> Result<Msat, 
         .ok_or_else(|| BackendError::InvalidResponse(format!("{backend}: {field} overflows")))
 }
 
+/// How long a node backend's calls may take and how often a call that is safe to repeat is
+/// retried: the `timeout_secs`, `retries` and `payment_timeout_secs` keys of LND, Core Lightning
+/// and phoenixd (written once here, flattened into each backend's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct CallLimits {
+    /// Time allowed for each call (invoice, lookup, balance, info), retries included, in
+    /// seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// How many times a call that is safe to repeat is retried after a transient failure. A
+    /// payment is retried only when the connection could not be established.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Time allowed for a payment, in seconds. A payment still unresolved when it expires gives
+    /// [`crate::BackendError::Timeout`]: its outcome is then unknown (look at the node).
+    #[serde(default = "default_payment_timeout_secs")]
+    pub payment_timeout_secs: u64,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits {
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            retries: DEFAULT_RETRIES,
+            payment_timeout_secs: DEFAULT_PAYMENT_TIMEOUT_SECS,
+        }
+    }
+}
+
 /// [`DEFAULT_TIMEOUT_SECS`], for `#[serde(default = ...)]`.
 pub(crate) fn default_timeout_secs() -> u64 {
     DEFAULT_TIMEOUT_SECS

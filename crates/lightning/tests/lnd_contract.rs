@@ -460,8 +460,8 @@ fn the_config_reads_from_toml_like_input() {
             "tls_cert_path": "/home/lnd/.lnd/tls.cert", "retries": 1}"#,
     )
     .unwrap();
-    assert_eq!(config.retries, 1);
-    assert_eq!(config.timeout_secs, 10);
+    assert_eq!(config.limits.retries, 1);
+    assert_eq!(config.limits.timeout_secs, 10);
     assert!(
         serde_json::from_str::<LndConfig>(r#"{"url": "https://x", "macaroon": "01", "cert": "x"}"#)
             .is_err()

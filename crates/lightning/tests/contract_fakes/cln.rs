@@ -166,9 +166,11 @@ impl ClnFake {
                 .certs
                 .as_ref()
                 .map(|(_, server)| server.write_pem(dir, "server.pem")),
-            timeout_secs: 5,
-            retries: 2,
-            payment_timeout_secs: 10,
+            limits: turnpike_lightning::rules::CallLimits {
+                timeout_secs: 5,
+                retries: 2,
+                payment_timeout_secs: 10,
+            },
         }
     }
 

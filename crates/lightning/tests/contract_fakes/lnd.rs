@@ -151,9 +151,11 @@ impl LndFake {
             macaroon: Some(SecretSource::Inline(MACAROON_HEX.to_owned())),
             macaroon_file: None,
             tls_cert_path: Some(self.cert_path(dir)),
-            timeout_secs: 5,
-            retries: 2,
-            payment_timeout_secs: 10,
+            limits: turnpike_lightning::rules::CallLimits {
+                timeout_secs: 5,
+                retries: 2,
+                payment_timeout_secs: 10,
+            },
         }
     }
 

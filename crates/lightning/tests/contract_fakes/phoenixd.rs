@@ -120,9 +120,11 @@ impl PhoenixdFake {
         PhoenixdConfig {
             url: self.url(),
             password: SecretSource::Inline(PASSWORD.to_owned()),
-            timeout_secs: 5,
-            retries: 2,
-            payment_timeout_secs: 10,
+            limits: turnpike_lightning::rules::CallLimits {
+                timeout_secs: 5,
+                retries: 2,
+                payment_timeout_secs: 10,
+            },
         }
     }
 
