@@ -227,6 +227,8 @@ fn dashboard_in_chromium_logs_in_adds_a_service_sees_a_payment_and_revokes() {
         token_file.clone().into(),
         "--public".into(),
         format!("http://{listen}").into(),
+        "--domain".into(),
+        "hub.example.com".into(),
         "--upstream".into(),
         format!("http://{upstream}").into(),
         "--screenshot".into(),
@@ -287,6 +289,18 @@ fn hub_newcomer_registers_a_lightning_address_an_agent_pays_and_both_dashboards_
     .unwrap();
     let log = dir.path().join("hub.log");
     let _hub = common::serve_with_admin(&config, &log, listen, admin);
+    // The hub says where newcomers go.
+    let said = std::fs::read_to_string(&log).unwrap();
+    for place in [
+        format!("http://{listen}/_turnpike/hub/register"),
+        format!("http://{admin}/"),
+        format!("http://{listen}/directory"),
+    ] {
+        assert!(
+            said.contains(&place),
+            "the hub's log does not say {place}:\n{said}"
+        );
+    }
     let operator = std::fs::read_to_string(dir.path().join("hub-data/admin.token"))
         .expect("the README's data_dir holds the admin token")
         .trim()
@@ -304,6 +318,8 @@ fn hub_newcomer_registers_a_lightning_address_an_agent_pays_and_both_dashboards_
         admin_url.clone().into(),
         "--address".into(),
         address.into(),
+        "--domain".into(),
+        "hub.example.com".into(),
         "--upstream".into(),
         format!("http://{upstream}").into(),
         "--screenshot".into(),

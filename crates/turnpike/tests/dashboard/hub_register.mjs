@@ -4,8 +4,9 @@
 // nothing registered), then a provider registered with only a Lightning address; the token the
 // page shows then opens the provider's own record on the admin API. No request may leave the
 // page's origin and the page must log no error (a CSP violation included).
-// With `--upstream URL` the newcomer goes on as README's "Run a hub" says: logs in to the
-// admin dashboard with that token and puts the API at URL behind the hub in the service
+// `--domain D`: the page must show D as the hub's domain. With `--upstream URL` the newcomer
+// goes on as README's "Run a hub" says: follows the page's link to the admin dashboard (it
+// must be `--admin`), logs in with that token and puts the API at URL behind the hub in the service
 // editor (`quote`, path `/quote`, 50 sats a call), then prints `provider token: <hex>`.
 //
 // `--phase dashboards --provider-token T --operator-token T` (after the Rust test paid one
@@ -58,11 +59,11 @@ async function main() {
 
 // Logs in to the admin dashboard with `token` in a new context (nothing from elsewhere, no
 // error answer, no console error).
-async function logIn(browser, token) {
+async function logIn(browser, token, url = `${admin}/`) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 1000 }, locale: "en-US" });
   const page = await context.newPage();
   const problems = await watch(context, page, new URL(admin).origin, new Set());
-  const resp = await page.goto(`${admin}/`);
+  const resp = await page.goto(url);
   if (resp.status() !== 200) fail(`the dashboard answered ${resp.status()}`);
   await page.getByTestId("login-token").fill(token);
   await page.getByTestId("login-submit").click();
@@ -72,9 +73,10 @@ async function logIn(browser, token) {
 
 const text = async (locator) => (await locator.textContent()).trim();
 
-// The provider puts its API behind the hub from the dashboard's service editor.
-async function addService(browser, token) {
-  const { context, page, problems, byId } = await logIn(browser, token);
+// The provider follows the page's link to the dashboard and puts its API behind the hub in
+// the service editor.
+async function addService(browser, token, dashboardUrl) {
+  const { context, page, problems, byId } = await logIn(browser, token, dashboardUrl);
   if ((await text(byId("whoami"))) !== "provider: alice") fail(`the badge says ${await text(byId("whoami"))}`);
   await byId("service-add").click();
   if (await page.locator("#f-host").isVisible()) fail("a provider is offered the host field");
@@ -145,11 +147,18 @@ async function run(browser) {
 
   await page.fill("#slug", "alice");
   if ((await page.locator(".slug-echo").first().textContent()) !== "alice") fail("the slug is not echoed in the address shown");
+  if (args.domain && (await page.locator("#domain").textContent()) !== args.domain) {
+    fail(`the page shows the domain ${await page.locator("#domain").textContent()}, not the hub's ${args.domain}`);
+  }
   await page.click("#submit");
   await page.locator("#done").waitFor({ state: "visible", timeout: 30000 });
   const token = (await page.locator("#token").textContent()).trim();
   if (!/^[0-9a-f]{64}$/.test(token)) fail(`the page shows no token: ${token}`);
   ok("registered with only a Lightning address; the page shows the token");
+  // Where to log in with it: the hub's dashboard, linked when `[hub] dashboard_url` is set.
+  const link = page.locator("#done a#dashboard");
+  const dashboardUrl = (await link.count()) ? await link.getAttribute("href") : null;
+  if (args.upstream && dashboardUrl?.replace(/\/+$/, "") !== admin) fail(`the page links the dashboard at ${dashboardUrl}, not ${admin}`);
   mkdirSync(dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot, fullPage: true });
 
@@ -163,7 +172,7 @@ async function run(browser) {
   ok("no console error, no page error, no request outside the page's origin");
   await context.close();
   if (args.upstream) {
-    await addService(browser, token);
+    await addService(browser, token, dashboardUrl);
     console.log(`provider token: ${token}`);
   }
 }
