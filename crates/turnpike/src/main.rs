@@ -159,16 +159,21 @@ fn init_logging(default: &str) {
 
 /// Says where a hub's newcomers go: the registration page (or that the operator registers
 /// providers), the dashboard linked from it, the directory.
-fn log_hub(hub: &turnpike_gateway::config::HubConfig, listen: std::net::SocketAddr) {
+fn log_hub(
+    hub: &turnpike_gateway::config::HubConfig,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+) {
     let register = if hub.open_registration {
         format!("http://{listen}/_turnpike/hub/register")
     } else {
         "closed (open_registration = false): the operator registers providers".to_owned()
     };
-    let dashboard = hub
-        .dashboard_url
-        .as_deref()
-        .unwrap_or("the admin listener's /");
+    let dashboard = match (&hub.dashboard_url, admin) {
+        (Some(url), _) => url.clone(),
+        (None, Some(addr)) => format!("http://{addr}/ (set [hub] dashboard_url to link it)"),
+        (None, None) => "none: [admin] is off, so providers cannot log in".to_owned(),
+    };
     tracing::info!(
         register,
         dashboard,
@@ -218,7 +223,7 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let admin = start_admin(&gateway, &admin, &data_dir, listener.local_addr()?).await?;
     tracing::info!(%listen, services, workers, "turnpike gateway listening");
     if let Some(hub) = hub {
-        log_hub(&hub, listen);
+        log_hub(&hub, listen, admin.as_ref().map(|a| a.addr));
     }
     let reloader = tokio::spawn(reload_on_sighup(config_path, gateway.control()));
     let served = gateway

@@ -264,13 +264,18 @@ fn dashboard_in_chromium_logs_in_adds_a_service_sees_a_payment_and_revokes() {
 /// logs in to the dashboard with the token the page showed and puts an API behind the hub in
 /// the service editor (`tests/dashboard/hub_register.mjs`); an agent finds it in `/directory`
 /// and pays for a call with `turnpike fetch` from its own LNbits wallet (the provider's wallet
-/// gets exactly `ceil(50 sats × 1.02)`); the provider's dashboard and the operator's then show
-/// the payment and its fee (`hub_register.mjs --phase dashboards`).
+/// gets exactly `ceil(50 sats × 1.02)`), and `turnpike mcp --hub` (the official MCP Python SDK)
+/// lists it as a tool with its price and pays for a second call; the provider's dashboard and
+/// the operator's then show both payments and their fees (`hub_register.mjs --phase
+/// dashboards`).
 #[test]
 fn hub_newcomer_registers_a_lightning_address_an_agent_pays_and_both_dashboards_show_it() {
     let test =
         "hub_newcomer_registers_a_lightning_address_an_agent_pays_and_both_dashboards_show_it";
     let Some((env_dir, node)) = browser_and_lnbits(test) else {
+        return;
+    };
+    let Some(python) = common::test_python(test) else {
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -375,6 +380,31 @@ fn hub_newcomer_registers_a_lightning_address_an_agent_pays_and_both_dashboards_
         before.0 + 51_000,
         "the provider's own wallet got it all"
     );
+
+    // Another agent: `turnpike mcp --hub` as README says, driven by the official MCP Python
+    // SDK: the API is a tool with its price; calling it pays the provider's wallet.
+    let called = agent_env.mcp(&python, &public_url, "alice__quote", r#"{"symbol":"ETH"}"#);
+    let description = called["tools"]["alice__quote"].as_str().unwrap_or_default();
+    assert!(
+        description.contains("Costs 50 sat per call (51 sat with fee)")
+            && description.contains("Stock quotes"),
+        "{called}"
+    );
+    assert_eq!(
+        (
+            &called["is_error"],
+            &called["structured"]["status"],
+            &called["structured"]["paid_sats"]
+        ),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!(200),
+            &serde_json::json!(51)
+        ),
+        "{called}"
+    );
+    let after_mcp = rt.block_on(lnbits_node::balance(&node, &wallet));
+    assert_eq!(after_mcp.0, after.0 + 51_000, "the provider's wallet again");
     let calls: Vec<String> = seen
         .lock()
         .unwrap()
@@ -384,8 +414,8 @@ fn hub_newcomer_registers_a_lightning_address_an_agent_pays_and_both_dashboards_
         .collect();
     assert_eq!(
         calls,
-        ["/quote?symbol=BTC"],
-        "the upstream saw the one paid call, without the prefix"
+        ["/quote?symbol=BTC", "/quote?symbol=ETH"],
+        "the upstream saw the two paid calls, without the prefix"
     );
 
     // Both dashboards show it.
@@ -457,11 +487,31 @@ impl AgentEnv {
         }
     }
 
-    /// `turnpike fetch --wallet agent --json ARGS…`: its JSON answer (it must exit 0).
+    /// `turnpike mcp --wallet agent --hub HUB --allow-host 127.0.0.1` through the official MCP
+    /// Python SDK (`tests/mcp/mcp_call.py`): the tools listed, then `tool` called with
+    /// `arguments`; the script's JSON line.
+    fn mcp(&self, python: &str, hub: &str, tool: &str, arguments: &str) -> serde_json::Value {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/mcp_call.py");
+        let mut cmd = Command::new(python);
+        cmd.args([script, BIN, tool, arguments, "--wallet", "agent"])
+            .args(["--hub", hub, "--allow-host", "127.0.0.1"])
+            .env("TURNPIKE_TEST_LIST_TOOLS", "1")
+            .env_remove("TURNPIKE_MCP_TOKEN");
+        self.run(cmd)
+    }
+
+    /// `turnpike fetch --wallet agent --json ARGS…`: its JSON answer.
     fn fetch(&self, args: &[&str]) -> serde_json::Value {
-        let out = Command::new(BIN)
-            .args(["fetch", "--wallet", "agent", "--json"])
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(["fetch", "--wallet", "agent", "--json"])
+            .args(args);
+        self.run(cmd)
+    }
+
+    /// Runs `cmd` with the agent's wallet file, key and ledger: the JSON of its last line of
+    /// output (it must exit 0).
+    fn run(&self, mut cmd: Command) -> serde_json::Value {
+        let out = cmd
             .env("TURNPIKE_WALLETS", &self.wallets)
             .env("TURNPIKE_DATA_DIR", &self.data)
             .env("AGENT_ADMIN_KEY", &self.admin_key)
@@ -471,11 +521,12 @@ impl AgentEnv {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "turnpike fetch {args:?} failed ({}):\n{stdout}\n{}",
+            "{cmd:?} failed ({}):\n{stdout}\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+        let line = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
     }
 }
 

@@ -9,9 +9,9 @@
 // must be `--admin`), logs in with that token and puts the API at URL behind the hub in the service
 // editor (`quote`, path `/quote`, 50 sats a call), then prints `provider token: <hex>`.
 //
-// `--phase dashboards --provider-token T --operator-token T` (after the Rust test paid one
-// call): the provider's dashboard shows the payment (50 sats, 1 call) and its fee (1,000 msat),
-// the operator's shows the same fee against the provider.
+// `--phase dashboards --provider-token T --operator-token T` (after the Rust test's agents paid
+// two calls): the provider's dashboard shows the payments (2, 100 sats, 2 calls) and their fee
+// (2,000 msat), the operator's shows the same fee against the provider.
 //
 //   node crates/turnpike/tests/dashboard/hub_register.mjs --public http://127.0.0.1:8080 \
 //        --admin http://127.0.0.1:8403 --address alice@127.0.0.1:9000 [--upstream URL] \
@@ -99,25 +99,25 @@ async function addService(browser, token, dashboardUrl) {
   await context.close();
 }
 
-// After one paid call: the provider's dashboard and the operator's both show it.
+// After two paid calls: the provider's dashboard and the operator's both show them.
 async function views(browser) {
   const provider = await logIn(browser, args["provider-token"]);
   const p = provider.byId;
-  await until("the payment in the provider's totals", async () => (await text(p("total-payments"))) === "1", 20000);
-  if ((await text(p("total-earned"))) !== "50 sats") fail(`earned: ${await text(p("total-earned"))}`);
-  if ((await text(p("total-calls-served"))) !== "1") fail(`calls: ${await text(p("total-calls-served"))}`);
-  await until("the provider's fee", async () => (await text(p("fees-accrued"))) === "1,000 msat", 20000);
-  if ((await text(p("fees-revenue"))) !== "50") fail(`fees revenue: ${await text(p("fees-revenue"))}`);
+  await until("the payment in the provider's totals", async () => (await text(p("total-payments"))) === "2", 20000);
+  if ((await text(p("total-earned"))) !== "100 sats") fail(`earned: ${await text(p("total-earned"))}`);
+  if ((await text(p("total-calls-served"))) !== "2") fail(`calls: ${await text(p("total-calls-served"))}`);
+  await until("the provider's fee", async () => (await text(p("fees-accrued"))) === "2,000 msat", 20000);
+  if ((await text(p("fees-revenue"))) !== "100") fail(`fees revenue: ${await text(p("fees-revenue"))}`);
   if (provider.problems.length) fail(`the provider's dashboard had problems:\n  ${provider.problems.join("\n  ")}`);
-  ok("the provider's dashboard shows the paid call (1 payment, 50 sats, 1 call) and its 1,000 msat fee");
+  ok("the provider's dashboard shows the paid calls (2 payments, 100 sats, 2 calls) and their 2,000 msat fee");
   await provider.context.close();
 
   const operator = await logIn(browser, args["operator-token"]);
   const row = operator.page.locator('[data-testid="hub-provider-row"][data-provider="alice"]');
-  await until("alice's fee on the operator's dashboard", async () => (await row.getAttribute("data-fees-msat")) === "1000", 20000);
-  if ((await text(operator.byId("hub-accrued"))) !== "1 (1,000 msat)") fail(`accrued: ${await text(operator.byId("hub-accrued"))}`);
+  await until("alice's fee on the operator's dashboard", async () => (await row.getAttribute("data-fees-msat")) === "2000", 20000);
+  if ((await text(operator.byId("hub-accrued"))) !== "2 (2,000 msat)") fail(`accrued: ${await text(operator.byId("hub-accrued"))}`);
   if (operator.problems.length) fail(`the operator's dashboard had problems:\n  ${operator.problems.join("\n  ")}`);
-  ok("the operator's dashboard shows alice's 1,000 msat fee");
+  ok("the operator's dashboard shows alice's 2,000 msat fee");
   await operator.context.close();
 }
 
