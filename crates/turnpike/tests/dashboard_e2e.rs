@@ -256,6 +256,194 @@ fn dashboard_in_chromium_logs_in_adds_a_service_sees_a_payment_and_revokes() {
     );
 }
 
+/// The hub's registration page (`[hub] open_registration`) in Chromium: a provider registers
+/// with only a Lightning address (served by the LNURL-pay contract fake, its wallet a real
+/// LNbits one, which the registration tries with a test invoice), a refused slug first; the
+/// token the page shows opens the provider's record (`tests/dashboard/hub_register.mjs`).
+#[test]
+fn hub_registration_page_in_chromium_registers_a_lightning_address() {
+    let Some((env_dir, node)) =
+        browser_and_lnbits("hub_registration_page_in_chromium_registers_a_lightning_address")
+    else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let wallet = rt.block_on(node.wallet("alice", 0));
+    let fake = rt.block_on(lnurl_contract_fake::LnurlFake::start(&node.url));
+    let address = fake.add_user("alice", &wallet.invoice);
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{listen}\"\ndata_dir = \"data\"\n[admin]\nlisten = \"{admin}\"\n\
+             [backend]\nkind = \"dev\"\n[hub]\ndomain = \"hub.test\"\nopen_registration = true\n\
+             allow_insecure_payouts = true\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("hub.log");
+    let _hub = common::serve_with_admin(&config, &log, listen, admin);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("target"));
+    let screenshot = target.join("test-output/hub-register.png");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/hub_register.mjs");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--public".into(),
+        format!("http://{listen}").into(),
+        "--admin".into(),
+        format!("http://{admin}").into(),
+        "--address".into(),
+        address.into(),
+        "--screenshot".into(),
+        screenshot.into(),
+        "--env".into(),
+        env_dir.into(),
+    ];
+    let output = run_script(&script, &args, dir.path(), &log);
+    assert!(
+        output.contains("hub register: all expectations held"),
+        "the script exited 0 without its closing line:\n{output}"
+    );
+    drop(rt);
+}
+
+/// A hub with two providers (each paid on its own real LNbits wallet) and one paid call to
+/// alice's service (its 1 sat of fee is billed within a second: the threshold is 1 sat, due in
+/// a day; the hub's own backend is the dev one, so the script can pay the bill), for the
+/// browser scripts (the upstreams are probed every second): the hub, the providers' tokens,
+/// and the paths the upstream was asked for.
+struct PaidHub {
+    hub: hub_harness::Hub,
+    alice: String,
+    bob: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// What bob's description holds: markup that would run script if a page parsed it as HTML.
+const XSS: &str = "Forecasts <img src=x onerror=\"window.pwned=1;reportXss('img')\"> \
+                   <script>window.pwned=2;reportXss('script')</script>";
+
+fn paid_hub(dir: &Path, node: &lnbits_node::Node, rt: &tokio::runtime::Runtime) -> PaidHub {
+    use serde_json::json;
+    let (upstream, seen) = rt.block_on(hub_harness::upstream());
+    let extra = "bill_threshold_sats = 1\nbill_grace_days = 1\nbilling_interval_secs = 1\n\
+                 probe_interval_secs = 1";
+    let hub = hub_harness::start_hub_with(dir, "hub", 0, "", extra);
+    let (alice, bob) = rt.block_on(async {
+        let mut tokens = Vec::new();
+        for (slug, service, path, price, tag, description) in [
+            ("alice", "alice-quote", "/quote", 21, "finance", "Stock quotes"),
+            ("bob", "bob-weather", "/weather", 5, "weather", XSS),
+        ] {
+            let wallet = node.wallet(slug, 0).await;
+            let payout = json!({ "kind": "lnbits", "url": node.url, "invoice_key": wallet.invoice });
+            let token = hub.register(slug, payout).await;
+            let svc = json!({ "name": service, "path": path, "price_sats": price,
+                "upstream": format!("http://{upstream}"), "tags": [tag], "description": description });
+            hub.add_service(&token, svc).await;
+            tokens.push(token);
+        }
+        // One paid call to alice's service, through her prefix.
+        let payer = node.wallet("payer", 1_000).await;
+        let (status, challenge) = hub.get("gw.example", "/alice/quote", None).await;
+        assert_eq!(status, 402, "{challenge}");
+        let credential = lnbits_node::pay_challenge(node, &payer, &challenge).await;
+        let (status, _) = hub
+            .get("gw.example", "/alice/quote", Some(&credential))
+            .await;
+        assert_eq!(status, 200);
+        (tokens.remove(0), tokens.remove(0))
+    });
+    PaidHub {
+        hub,
+        alice,
+        bob,
+        seen,
+    }
+}
+
+/// The hub's dashboards and its public catalogue page in Chromium, on one hub where alice had
+/// one paid call: alice's own view (her revenue, fees, bill, statement, no operator panel; she
+/// pays the bill), the operator's (fees earned and owed per provider and in total, suspend and
+/// reinstate;
+/// `tests/dashboard/hub_dashboards.mjs`), and the catalogue (`GET /directory` from a browser:
+/// lists, searches, filters, bob suspended and flagged, his `<img onerror>` description inert;
+/// `tests/dashboard/catalogue.mjs`). Screenshots: `target/test-output/hub-provider.png`,
+/// `hub-operator.png`, `catalogue.png`.
+#[test]
+fn hub_dashboards_and_catalogue_in_chromium() {
+    let Some((env_dir, node)) = browser_and_lnbits("hub_dashboards_and_catalogue_in_chromium")
+    else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let PaidHub {
+        hub,
+        alice,
+        bob,
+        seen,
+    } = paid_hub(dir.path(), &node, &rt);
+    let log = dir.path().join("hub.log");
+    let shots = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("target"))
+        .join("test-output");
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--admin".into(),
+        format!("http://{}", hub.admin).into(),
+        "--public".into(),
+        format!("http://{}", hub.public).into(),
+        "--operator-token".into(),
+        hub.token.clone().into(),
+        "--alice-token".into(),
+        alice.into(),
+        "--bob-token".into(),
+        bob.into(),
+        "--screenshots".into(),
+        shots.clone().into(),
+        "--env".into(),
+        env_dir.clone().into(),
+    ];
+    let output = run_script(&scripts.join("hub_dashboards.mjs"), &args, dir.path(), &log);
+    assert!(
+        output.contains("hub dashboards: all expectations held"),
+        "the script exited 0 without its closing line:\n{output}"
+    );
+    // Bob suspended: the catalogue lists him, flagged.
+    let (suspended, body) = rt.block_on(hub.operator("POST", "/hub/providers/bob/suspend", None));
+    assert_eq!(suspended, 200, "{body}");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--public".into(),
+        format!("http://{}", hub.public).into(),
+        "--screenshot".into(),
+        shots.join("catalogue.png").into(),
+        "--env".into(),
+        env_dir.into(),
+    ];
+    let output = run_script(&scripts.join("catalogue.mjs"), &args, dir.path(), &log);
+    assert!(
+        output.contains("catalogue: all expectations held"),
+        "the script exited 0 without its closing line:\n{output}"
+    );
+    for png in ["hub-provider.png", "hub-operator.png", "catalogue.png"] {
+        let bytes = std::fs::read(shots.join(png)).unwrap_or_default();
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "no screenshot {png}"
+        );
+    }
+    // The one paid call reached the upstream (as `/quote`); the pages made none; the rest
+    // are the probes (`GET /`).
+    let seen = seen.lock().unwrap().clone();
+    let calls: Vec<&String> = seen.iter().filter(|p| p.as_str() != "/").collect();
+    assert_eq!(calls, ["/quote"], "what reached the upstream");
+}
+
 /// Issue 14's "done means", in one flow, as README's "Run a hub" tells a newcomer: the hub runs
 /// on the README's own config block (read from README.md; only the ports replaced and its two
 /// "trying it on one machine" lines switched on, plus `trial_days = 0` so the fee shows); a
@@ -528,138 +716,4 @@ impl AgentEnv {
         let line = stdout.lines().last().unwrap_or_default();
         serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
     }
-}
-
-/// A hub with two providers (each paid on its own real LNbits wallet) and one paid call to
-/// alice's service (its 1 sat of fee is billed within a second: the threshold is 1 sat, due in
-/// a day; the hub's own backend is the dev one, so the script can pay the bill), for the
-/// browser scripts (the upstreams are probed every second): the hub, the providers' tokens,
-/// and the paths the upstream was asked for.
-struct PaidHub {
-    hub: hub_harness::Hub,
-    alice: String,
-    bob: String,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-/// What bob's description holds: markup that would run script if a page parsed it as HTML.
-const XSS: &str = "Forecasts <img src=x onerror=\"window.pwned=1;reportXss('img')\"> \
-                   <script>window.pwned=2;reportXss('script')</script>";
-
-fn paid_hub(dir: &Path, node: &lnbits_node::Node, rt: &tokio::runtime::Runtime) -> PaidHub {
-    use serde_json::json;
-    let (upstream, seen) = rt.block_on(hub_harness::upstream());
-    let extra = "bill_threshold_sats = 1\nbill_grace_days = 1\nbilling_interval_secs = 1\n\
-                 probe_interval_secs = 1";
-    let hub = hub_harness::start_hub_with(dir, "hub", 0, "", extra);
-    let (alice, bob) = rt.block_on(async {
-        let mut tokens = Vec::new();
-        for (slug, service, path, price, tag, description) in [
-            ("alice", "alice-quote", "/quote", 21, "finance", "Stock quotes"),
-            ("bob", "bob-weather", "/weather", 5, "weather", XSS),
-        ] {
-            let wallet = node.wallet(slug, 0).await;
-            let payout = json!({ "kind": "lnbits", "url": node.url, "invoice_key": wallet.invoice });
-            let token = hub.register(slug, payout).await;
-            let svc = json!({ "name": service, "path": path, "price_sats": price,
-                "upstream": format!("http://{upstream}"), "tags": [tag], "description": description });
-            hub.add_service(&token, svc).await;
-            tokens.push(token);
-        }
-        // One paid call to alice's service, through her prefix.
-        let payer = node.wallet("payer", 1_000).await;
-        let (status, challenge) = hub.get("gw.example", "/alice/quote", None).await;
-        assert_eq!(status, 402, "{challenge}");
-        let credential = lnbits_node::pay_challenge(node, &payer, &challenge).await;
-        let (status, _) = hub
-            .get("gw.example", "/alice/quote", Some(&credential))
-            .await;
-        assert_eq!(status, 200);
-        (tokens.remove(0), tokens.remove(0))
-    });
-    PaidHub {
-        hub,
-        alice,
-        bob,
-        seen,
-    }
-}
-
-/// The hub's dashboards and its public catalogue page in Chromium, on one hub where alice had
-/// one paid call: alice's own view (her revenue, fees, bill, statement, no operator panel; she
-/// pays the bill), the operator's (fees earned and owed per provider and in total, suspend and
-/// reinstate;
-/// `tests/dashboard/hub_dashboards.mjs`), and the catalogue (`GET /directory` from a browser:
-/// lists, searches, filters, bob suspended and flagged, his `<img onerror>` description inert;
-/// `tests/dashboard/catalogue.mjs`). Screenshots: `target/test-output/hub-provider.png`,
-/// `hub-operator.png`, `catalogue.png`.
-#[test]
-fn hub_dashboards_and_catalogue_in_chromium() {
-    let Some((env_dir, node)) = browser_and_lnbits("hub_dashboards_and_catalogue_in_chromium")
-    else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let PaidHub {
-        hub,
-        alice,
-        bob,
-        seen,
-    } = paid_hub(dir.path(), &node, &rt);
-    let log = dir.path().join("hub.log");
-    let shots = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(REPO).join("target"))
-        .join("test-output");
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard");
-    let args: Vec<std::ffi::OsString> = vec![
-        "--admin".into(),
-        format!("http://{}", hub.admin).into(),
-        "--public".into(),
-        format!("http://{}", hub.public).into(),
-        "--operator-token".into(),
-        hub.token.clone().into(),
-        "--alice-token".into(),
-        alice.into(),
-        "--bob-token".into(),
-        bob.into(),
-        "--screenshots".into(),
-        shots.clone().into(),
-        "--env".into(),
-        env_dir.clone().into(),
-    ];
-    let output = run_script(&scripts.join("hub_dashboards.mjs"), &args, dir.path(), &log);
-    assert!(
-        output.contains("hub dashboards: all expectations held"),
-        "the script exited 0 without its closing line:\n{output}"
-    );
-    // Bob suspended: the catalogue lists him, flagged.
-    let (suspended, body) = rt.block_on(hub.operator("POST", "/hub/providers/bob/suspend", None));
-    assert_eq!(suspended, 200, "{body}");
-    let args: Vec<std::ffi::OsString> = vec![
-        "--public".into(),
-        format!("http://{}", hub.public).into(),
-        "--screenshot".into(),
-        shots.join("catalogue.png").into(),
-        "--env".into(),
-        env_dir.into(),
-    ];
-    let output = run_script(&scripts.join("catalogue.mjs"), &args, dir.path(), &log);
-    assert!(
-        output.contains("catalogue: all expectations held"),
-        "the script exited 0 without its closing line:\n{output}"
-    );
-    for png in ["hub-provider.png", "hub-operator.png", "catalogue.png"] {
-        let bytes = std::fs::read(shots.join(png)).unwrap_or_default();
-        assert!(
-            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
-            "no screenshot {png}"
-        );
-    }
-    // The one paid call reached the upstream (as `/quote`); the pages made none; the rest
-    // are the probes (`GET /`).
-    let seen = seen.lock().unwrap().clone();
-    let calls: Vec<&String> = seen.iter().filter(|p| p.as_str() != "/").collect();
-    assert_eq!(calls, ["/quote"], "what reached the upstream");
 }

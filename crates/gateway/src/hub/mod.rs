@@ -558,23 +558,6 @@ mod tests {
             None
         );
         assert_eq!(s.probe_interval, Some(std::time::Duration::from_secs(60)));
-        assert_eq!(s.dashboard_url, None);
-        for bad in [
-            "admin.hub.example.com",
-            "/dashboard",
-            "ftp://admin.hub.example.com/",
-            "javascript:alert(1)",
-            "https://user:pw@admin.hub.example.com/",
-            "https://",
-        ] {
-            let text = format!("domain = \"h.x\"\ndashboard_url = \"{bad}\"");
-            assert_eq!(key(&text), "hub.dashboard_url", "{bad}");
-        }
-        let good = "domain = \"h.x\"\ndashboard_url = \"https://admin.h.x:8443/\"";
-        assert_eq!(
-            settings(good).unwrap().dashboard_url.as_deref(),
-            Some("https://admin.h.x:8443/")
-        );
     }
 
     #[test]

@@ -51,6 +51,33 @@ mod tests {
     }
 
     #[test]
+    fn dashboard_url_must_be_an_absolute_http_url_without_credentials() {
+        assert_eq!(settings("").dashboard_url, None);
+        for bad in [
+            "admin.hub.example.com",
+            "/dashboard",
+            "ftp://admin.hub.example.com/",
+            "javascript:alert(1)",
+            "https://user:pw@admin.hub.example.com/",
+            "https://",
+            "https://admin.hub.example.com/\"><script>",
+        ] {
+            let text = format!("domain = \"h.x\"\ndashboard_url = '{bad}'");
+            match HubSettings::parse(&toml::from_str::<HubConfig>(&text).unwrap()) {
+                Err(crate::config::ConfigError::Invalid { key, .. }) => {
+                    assert_eq!(key, "hub.dashboard_url", "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let good = settings("dashboard_url = \"https://admin.h.x:8443/\"");
+        assert_eq!(
+            good.dashboard_url.as_deref(),
+            Some("https://admin.h.x:8443/")
+        );
+    }
+
+    #[test]
     fn the_page_names_the_hubs_domain_and_links_the_dashboard() {
         let page = render(&settings(
             "dashboard_url = \"https://admin.hub.example.com/\"",
