@@ -4,24 +4,27 @@
 // nothing registered), then a provider registered with only a Lightning address; the token the
 // page shows then opens the provider's own record on the admin API. No request may leave the
 // page's origin and the page must log no error (a CSP violation included).
-// `--domain D`: the page must show D as the hub's domain. With `--upstream URL` the newcomer
-// goes on as README's "Run a hub" says: follows the page's link to the admin dashboard (it
-// must be `--admin`), logs in with that token and puts the API at URL behind the hub in the service
-// editor (`quote`, path `/quote`, 50 sats a call), then prints `provider token: <hex>`.
-//
-// `--phase dashboards --provider-token T --operator-token T` (after the Rust test's agents paid
-// two calls): the provider's dashboard shows the payments (2, 100 sats, 2 calls) and their fee
-// (2,000 msat), the operator's shows the same fee against the provider.
 //
 //   node crates/turnpike/tests/dashboard/hub_register.mjs --public http://127.0.0.1:8080 \
-//        --admin http://127.0.0.1:8403 --address alice@127.0.0.1:9000 [--upstream URL] \
+//        --admin http://127.0.0.1:8403 --address alice@127.0.0.1:9000 \
 //        [--screenshot target/test-output/hub-register.png] [--chromium BIN] [--env DIR]
+//
+// Exits 0 when every expectation held (printing `hub register: all expectations held`), 1 with
+// `FAIL: ...` otherwise, 2 on bad arguments.
+//
+// The newcomer's path (README's "Run a hub"): with `--domain D` the page must show D as the
+// hub's domain; with `--upstream URL` the newcomer goes on: follows the page's link to the
+// admin dashboard (it must be `--admin`), logs in with the token and puts the API at URL
+// behind the hub in the service editor (`quote`, path `/quote`, 50 sats a call), then prints
+// `provider token: <hex>`. `--phase dashboards --provider-token T --operator-token T` (after
+// the Rust test's agents paid two calls): the provider's dashboard shows the payments (2, 100
+// sats, 2 calls) and their fee (2,000 msat), the operator's the same fee against the provider;
+// it prints `hub newcomer dashboards: all expectations held`.
+//
+//   node crates/turnpike/tests/dashboard/hub_register.mjs --public URL --admin URL \
+//        --address A --domain D --upstream URL [--screenshot PNG] [--chromium BIN] [--env DIR]
 //   node crates/turnpike/tests/dashboard/hub_register.mjs --phase dashboards --public URL \
 //        --admin URL --provider-token T --operator-token T [--chromium BIN] [--env DIR]
-//
-// Exits 0 when every expectation held (printing `hub register: all expectations held` or
-// `hub newcomer dashboards: all expectations held`), 1 with
-// `FAIL: ...` otherwise, 2 on bad arguments.
 
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
