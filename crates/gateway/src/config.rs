@@ -194,6 +194,10 @@ pub struct HubConfig {
     /// listener); otherwise only the operator registers providers (admin API). Default false.
     #[serde(default)]
     pub open_registration: bool,
+    /// Where providers reach the dashboard (the admin listener as they see it, e.g. behind a
+    /// TLS proxy): linked from the registration page once a provider has its token. Optional.
+    #[serde(default)]
+    pub dashboard_url: Option<String>,
     /// The network providers' invoices must be for (default `bitcoin`).
     #[serde(default = "default_hub_network")]
     pub network: String,

@@ -157,6 +157,31 @@ fn init_logging(default: &str) {
         .init();
 }
 
+/// Says where a hub's newcomers go: the registration page (or that the operator registers
+/// providers), the dashboard linked from it, the directory.
+fn log_hub(
+    hub: &turnpike_gateway::config::HubConfig,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+) {
+    let register = if hub.open_registration {
+        format!("http://{listen}/_turnpike/hub/register")
+    } else {
+        "closed (open_registration = false): the operator registers providers".to_owned()
+    };
+    let dashboard = match (&hub.dashboard_url, admin) {
+        (Some(url), _) => url.clone(),
+        (None, Some(addr)) => format!("http://{addr}/ (set [hub] dashboard_url to link it)"),
+        (None, None) => "none: [admin] is off, so providers cannot log in".to_owned(),
+    };
+    tracing::info!(
+        register,
+        dashboard,
+        directory = %format_args!("http://{listen}/directory"),
+        "hub: providers register, then log in to the dashboard; agents search the directory"
+    );
+}
+
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -187,6 +212,7 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let services = config.services.len();
     let workers = config.worker_threads();
     let (admin, data_dir) = (config.admin.clone(), config.data_dir.clone());
+    let hub = config.hub.clone().filter(|h| h.enabled);
     raise_file_limit(config.connections.max);
     let gateway = turnpike_gateway::Gateway::from_config(config)
         .await
@@ -196,6 +222,9 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     let admin = start_admin(&gateway, &admin, &data_dir, listener.local_addr()?).await?;
     tracing::info!(%listen, services, workers, "turnpike gateway listening");
+    if let Some(hub) = hub {
+        log_hub(&hub, listen, admin.as_ref().map(|a| a.addr));
+    }
     let reloader = tokio::spawn(reload_on_sighup(config_path, gateway.control()));
     let served = gateway
         .serve_on_workers(listener, workers, shutdown_signal())

@@ -230,6 +230,8 @@ fn dashboard_in_chromium_logs_in_adds_a_service_sees_a_payment_and_revokes() {
         token_file.clone().into(),
         "--public".into(),
         format!("http://{listen}").into(),
+        "--domain".into(),
+        "hub.example.com".into(),
         "--upstream".into(),
         format!("http://{upstream}").into(),
         "--screenshot".into(),
@@ -451,4 +453,278 @@ fn hub_dashboards_and_catalogue_in_chromium() {
     let seen = seen.lock().unwrap().clone();
     let calls: Vec<&String> = seen.iter().filter(|p| p.as_str() != "/").collect();
     assert_eq!(calls, ["/quote"], "what reached the upstream");
+}
+
+/// Issue 14's "done means", in one flow, as README's "Run a hub" tells a newcomer: the hub runs
+/// on the README's own config block (read from README.md; only the ports replaced and its two
+/// "trying it on one machine" lines switched on, plus `trial_days = 0` so the fee shows); a
+/// provider registers on the registration page in Chromium with only a Lightning address
+/// (served by the LNURL-pay contract fake, its wallet a real LNbits one; a refused slug first),
+/// logs in to the dashboard with the token the page showed and puts an API behind the hub in
+/// the service editor (`tests/dashboard/hub_register.mjs`); an agent finds it in `/directory`
+/// and pays for a call with `turnpike fetch` from its own LNbits wallet (the provider's wallet
+/// gets exactly `ceil(50 sats × 1.02)`), and `turnpike mcp --hub` (the official MCP Python SDK)
+/// lists it as a tool with its price and pays for a second call; the provider's dashboard and
+/// the operator's then show both payments and their fees (`hub_register.mjs --phase
+/// dashboards`).
+#[test]
+fn hub_newcomer_registers_a_lightning_address_an_agent_pays_and_both_dashboards_show_it() {
+    let test =
+        "hub_newcomer_registers_a_lightning_address_an_agent_pays_and_both_dashboards_show_it";
+    let Some((env_dir, node)) = browser_and_lnbits(test) else {
+        return;
+    };
+    let Some(python) = common::test_python(test) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let wallet = rt.block_on(node.wallet("alice", 0));
+    let agent = rt.block_on(node.wallet("agent", 1_000));
+    let fake = rt.block_on(lnurl_contract_fake::LnurlFake::start(&node.url));
+    let address = fake.add_user("alice", &wallet.invoice);
+    let (upstream, seen) = rt.block_on(hub_harness::upstream());
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        readme_hub_config(listen, admin) + "trial_days = 0\n",
+    )
+    .unwrap();
+    let log = dir.path().join("hub.log");
+    let _hub = common::serve_with_admin(&config, &log, listen, admin);
+    // The hub says where newcomers go.
+    let said = std::fs::read_to_string(&log).unwrap();
+    for place in [
+        format!("http://{listen}/_turnpike/hub/register"),
+        format!("http://{admin}/"),
+        format!("http://{listen}/directory"),
+    ] {
+        assert!(
+            said.contains(&place),
+            "the hub's log does not say {place}:\n{said}"
+        );
+    }
+    let operator = std::fs::read_to_string(dir.path().join("hub-data/admin.token"))
+        .expect("the README's data_dir holds the admin token")
+        .trim()
+        .to_owned();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("target"));
+    let screenshot = target.join("test-output/hub-register.png");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/hub_register.mjs");
+    let (public_url, admin_url) = (format!("http://{listen}"), format!("http://{admin}"));
+    let args: Vec<std::ffi::OsString> = vec![
+        "--public".into(),
+        public_url.clone().into(),
+        "--admin".into(),
+        admin_url.clone().into(),
+        "--address".into(),
+        address.into(),
+        "--domain".into(),
+        "hub.example.com".into(),
+        "--upstream".into(),
+        format!("http://{upstream}").into(),
+        "--screenshot".into(),
+        screenshot.into(),
+        "--env".into(),
+        env_dir.clone().into(),
+    ];
+    let output = run_script(&script, &args, dir.path(), &log);
+    assert!(
+        output.contains("hub register: all expectations held"),
+        "the script exited 0 without its closing line:\n{output}"
+    );
+    let provider = output
+        .lines()
+        .find_map(|l| l.strip_prefix("provider token: "))
+        .expect("the script prints the provider's token")
+        .trim()
+        .to_owned();
+
+    // The agent: finds the API in the directory, then pays for a call, with `turnpike fetch`.
+    let agent_env = AgentEnv::new(dir.path(), &node.url, &agent.admin);
+    let found = agent_env.fetch(&[&format!("{public_url}/directory?q=quote")]);
+    assert_eq!(found["payment"], serde_json::Value::Null, "{found}");
+    let listing: serde_json::Value =
+        serde_json::from_str(found["body"].as_str().unwrap_or_default()).unwrap();
+    let entry = &listing["services"][0];
+    assert_eq!(
+        (
+            &listing["total"],
+            &entry["id"],
+            &entry["path"],
+            &entry["amount_msat"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!("alice/quote"),
+            &serde_json::json!("/alice/quote"),
+            &serde_json::json!(51_000)
+        ),
+        "{listing}"
+    );
+    let before = rt.block_on(lnbits_node::balance(&node, &wallet));
+    let url = format!("{public_url}{}?symbol=BTC", entry["path"].as_str().unwrap());
+    let paid = agent_env.fetch(&["--max-sats", "100", &url]);
+    assert_eq!(
+        (&paid["status"], &paid["payment"]["amount_msat"]),
+        (&serde_json::json!(200), &serde_json::json!(51_000)),
+        "{paid}"
+    );
+    let after = rt.block_on(lnbits_node::balance(&node, &wallet));
+    assert_eq!(
+        after.0,
+        before.0 + 51_000,
+        "the provider's own wallet got it all"
+    );
+
+    // Another agent: `turnpike mcp --hub` as README says, driven by the official MCP Python
+    // SDK: the API is a tool with its price; calling it pays the provider's wallet.
+    let called = agent_env.mcp(&python, &public_url, "alice__quote", r#"{"symbol":"ETH"}"#);
+    let description = called["tools"]["alice__quote"].as_str().unwrap_or_default();
+    assert!(
+        description.contains("Costs 50 sat per call (51 sat with fee)")
+            && description.contains("Stock quotes"),
+        "{called}"
+    );
+    assert_eq!(
+        (
+            &called["is_error"],
+            &called["structured"]["status"],
+            &called["structured"]["paid_sats"]
+        ),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!(200),
+            &serde_json::json!(51)
+        ),
+        "{called}"
+    );
+    let after_mcp = rt.block_on(lnbits_node::balance(&node, &wallet));
+    assert_eq!(after_mcp.0, after.0 + 51_000, "the provider's wallet again");
+    let calls: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.as_str() != "/")
+        .cloned()
+        .collect();
+    assert_eq!(
+        calls,
+        ["/quote?symbol=BTC", "/quote?symbol=ETH"],
+        "the upstream saw the two paid calls, without the prefix"
+    );
+
+    // Both dashboards show it.
+    let args: Vec<std::ffi::OsString> = vec![
+        "--phase".into(),
+        "dashboards".into(),
+        "--public".into(),
+        public_url.into(),
+        "--admin".into(),
+        admin_url.into(),
+        "--provider-token".into(),
+        provider.into(),
+        "--operator-token".into(),
+        operator.into(),
+        "--env".into(),
+        env_dir.into(),
+    ];
+    let output = run_script(&script, &args, dir.path(), &log);
+    assert!(
+        output.contains("hub newcomer dashboards: all expectations held"),
+        "the script exited 0 without its closing line:\n{output}"
+    );
+    drop(rt);
+}
+
+/// The first TOML block of README.md's "Run a hub" section, with its listeners on `listen` and
+/// `admin` and its commented `allow_*` lines (for one machine) switched on.
+fn readme_hub_config(listen: SocketAddr, admin: SocketAddr) -> String {
+    let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
+    let section = readme
+        .split_once("\n## Run a hub")
+        .expect("README.md has a \"Run a hub\" section")
+        .1;
+    let block = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the section has a TOML block")
+        .0;
+    assert!(block.contains("127.0.0.1:8402") && block.contains("127.0.0.1:8403"));
+    block
+        .replace("127.0.0.1:8402", &listen.to_string())
+        .replace("127.0.0.1:8403", &admin.to_string())
+        .replace("# allow_", "allow_")
+}
+
+/// An agent's `turnpike fetch` with its own LNbits wallet (`agent`, from a wallet file), its
+/// ledger in a directory of its own.
+struct AgentEnv {
+    wallets: PathBuf,
+    data: PathBuf,
+    admin_key: String,
+}
+
+impl AgentEnv {
+    fn new(dir: &Path, lnbits: &str, admin_key: &str) -> AgentEnv {
+        let wallets = dir.join("wallets.toml");
+        std::fs::write(
+            &wallets,
+            format!(
+                "[wallets.agent]\nkind = \"lnbits\"\nurl = \"{lnbits}\"\n\
+                 admin_key = {{ env = \"AGENT_ADMIN_KEY\" }}\n"
+            ),
+        )
+        .unwrap();
+        AgentEnv {
+            wallets,
+            data: dir.join("agent-data"),
+            admin_key: admin_key.to_owned(),
+        }
+    }
+
+    /// `turnpike mcp --wallet agent --hub HUB --allow-host 127.0.0.1` through the official MCP
+    /// Python SDK (`tests/mcp/mcp_call.py`): the tools listed, then `tool` called with
+    /// `arguments`; the script's JSON line.
+    fn mcp(&self, python: &str, hub: &str, tool: &str, arguments: &str) -> serde_json::Value {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/mcp_call.py");
+        let mut cmd = Command::new(python);
+        cmd.args([script, BIN, tool, arguments, "--wallet", "agent"])
+            .args(["--hub", hub, "--allow-host", "127.0.0.1"])
+            .env("TURNPIKE_TEST_LIST_TOOLS", "1")
+            .env_remove("TURNPIKE_MCP_TOKEN");
+        self.run(cmd)
+    }
+
+    /// `turnpike fetch --wallet agent --json ARGS…`: its JSON answer.
+    fn fetch(&self, args: &[&str]) -> serde_json::Value {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["fetch", "--wallet", "agent", "--json"])
+            .args(args);
+        self.run(cmd)
+    }
+
+    /// Runs `cmd` with the agent's wallet file, key and ledger: the JSON of its last line of
+    /// output (it must exit 0).
+    fn run(&self, mut cmd: Command) -> serde_json::Value {
+        let out = cmd
+            .env("TURNPIKE_WALLETS", &self.wallets)
+            .env("TURNPIKE_DATA_DIR", &self.data)
+            .env("AGENT_ADMIN_KEY", &self.admin_key)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
 }

@@ -66,7 +66,6 @@ async function submit(event) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("domain").textContent = document.location.hostname;
   for (const radio of document.querySelectorAll("input[name=kind]")) {
     radio.addEventListener("change", showKind);
   }

@@ -18,6 +18,7 @@ pub mod health;
 pub(crate) mod ledger;
 pub mod payout;
 pub mod register;
+pub mod register_page;
 pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,6 +46,8 @@ pub struct HubSettings {
     pub trial_secs: u64,
     /// Anyone may register.
     pub open_registration: bool,
+    /// Where providers reach the dashboard (an absolute http or https URL), if said.
+    pub dashboard_url: Option<String>,
     /// How payouts may be reached.
     pub payouts: PayoutPolicy,
     /// Providers' upstreams may be internal.
@@ -92,6 +95,12 @@ impl HubSettings {
                 "must be between 1 and 86400",
             ));
         }
+        let dashboard_url = c
+            .dashboard_url
+            .as_deref()
+            .map(check_dashboard_url)
+            .transpose()
+            .map_err(|m| invalid("hub.dashboard_url", m))?;
         if c.probe_interval_secs > 86_400 {
             return Err(invalid(
                 "hub.probe_interval_secs",
@@ -120,6 +129,7 @@ impl HubSettings {
             fee,
             trial_secs: u64::from(c.trial_days) * 86_400,
             open_registration: c.open_registration,
+            dashboard_url,
             payouts: PayoutPolicy {
                 allow_insecure: c.allow_insecure_payouts,
                 network,
@@ -132,6 +142,20 @@ impl HubSettings {
     pub fn host_of(&self, slug: &str) -> String {
         format!("{slug}.{}", self.domain)
     }
+}
+
+/// `[hub] dashboard_url`: an absolute `http`/`https` URL with a host and no user name or
+/// password (it is shown to every provider as a link).
+fn check_dashboard_url(url: &str) -> Result<String, &'static str> {
+    let message = "must be an absolute http or https URL without user:password@, \
+                   e.g. https://admin.hub.example.com/";
+    let uri: http::Uri = url.parse().map_err(|_| message)?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    if !scheme_ok || authority.is_empty() || authority.contains('@') {
+        return Err(message);
+    }
+    Ok(url.to_owned())
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {

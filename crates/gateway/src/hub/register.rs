@@ -303,7 +303,11 @@ fn open(state: &crate::AppState) -> bool {
 
 /// One of the page's files, with a strict content security policy (no inline script, nothing
 /// from elsewhere); 404 unless registration is open.
-fn asset(state: &crate::AppState, content_type: &'static str, body: &'static str) -> Response {
+fn asset(
+    state: &crate::AppState,
+    content_type: &'static str,
+    body: impl Into<axum::body::Body>,
+) -> Response {
     use http::{HeaderValue, header};
     if !open(state) {
         return RegisterError::Unavailable.to_api_error().into_response();
@@ -321,14 +325,18 @@ fn asset(state: &crate::AppState, content_type: &'static str, body: &'static str
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        body,
+        body.into(),
     )
         .into_response()
 }
 
-/// `GET /_turnpike/hub/register`: the registration page.
+/// `GET /_turnpike/hub/register`: the registration page, filled in for this hub.
 pub async fn page(State(state): State<crate::SharedState>) -> Response {
-    let html = include_str!("../../assets/hub/register.html");
+    let html = state
+        .control
+        .hub()
+        .map(|hub| super::register_page::render(&hub.settings))
+        .unwrap_or_default();
     asset(&state, "text/html; charset=utf-8", html)
 }
 

@@ -8,7 +8,9 @@ calls TOOL with the JSON arguments and prints one JSON line: {"is_error", "text"
 "structured", "asked"}; with --calls, the calls are made in order in one session (one
 connection) and the line is {"results": [{"is_error", "text", "structured"}, …], "asked"}.
 With TURNPIKE_TEST_ELICIT=accept (or decline) the client supports elicitation and answers
-every approval request so; "asked" lists the messages it was shown.
+every approval request so; "asked" lists the messages it was shown. With
+TURNPIKE_TEST_LIST_TOOLS=1 the client first lists the tools, as an agent finds them, and the
+line also has "tools": {name: description}.
 """
 
 import asyncio
@@ -39,12 +41,16 @@ async def run(server, calls, single):
     options = {}
     if os.environ.get("TURNPIKE_TEST_ELICIT"):
         options["elicitation_callback"] = on_elicit
+    listed = {}
     async with Client(server, **options) as client:
+        if os.environ.get("TURNPIKE_TEST_LIST_TOOLS") == "1":
+            listed = {t.name: t.description for t in (await client.list_tools()).tools}
         results = [summary(await client.call_tool(c["tool"], c["arguments"])) for c in calls]
+    extra = {"tools": listed} if listed else {}
     if single:
-        print(json.dumps({**results[0], "asked": ASKED}))
+        print(json.dumps({**results[0], "asked": ASKED, **extra}))
     else:
-        print(json.dumps({"results": results, "asked": ASKED}))
+        print(json.dumps({"results": results, "asked": ASKED, **extra}))
 
 
 def main():
