@@ -29,18 +29,37 @@ fn sqlite_url(dir: &Path) -> String {
 
 /// `GET /directory?<query>` on the hub's public listener: (status, body, CORS header).
 async fn directory(hub: &Hub, query: &str) -> (u16, Value, Option<String>) {
+    public_request(
+        hub,
+        "GET",
+        &format!("/directory?{query}"),
+        "access-control-allow-origin",
+    )
+    .await
+}
+
+/// `method path` on the hub's public listener: (status, JSON body or null, the `header`).
+async fn public_request(
+    hub: &Hub,
+    method: &str,
+    path: &str,
+    header: &str,
+) -> (u16, Value, Option<String>) {
     let resp = hub
         .http
-        .get(format!("http://{}/directory?{query}", hub.public))
+        .request(
+            method.parse().unwrap(),
+            format!("http://{}{path}", hub.public),
+        )
         .send()
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let cors = resp
+    let value = resp
         .headers()
-        .get("access-control-allow-origin")
+        .get(header)
         .map(|v| v.to_str().unwrap().to_owned());
-    (status, resp.json().await.unwrap_or(Value::Null), cors)
+    (status, resp.json().await.unwrap_or(Value::Null), value)
 }
 
 /// The ids of the entries a search answers.
@@ -720,4 +739,30 @@ async fn the_directory_is_rate_limited_per_client() {
     assert!(resp.headers().contains_key("retry-after"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
+}
+
+/// The paths the hub answers itself refuse another method with a JSON error, like every other
+/// refusal (never an empty body), and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_paths_refuse_other_methods_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub_with(dir.path(), "hub", 0, "", "probe_interval_secs = 0");
+    for (method, path) in [
+        ("POST", "/directory"),
+        ("DELETE", "/directory"),
+        ("PUT", "/alice/.well-known/l402.json"),
+        ("POST", "/alice/.well-known/openapi.json"),
+        ("POST", "/.well-known/openapi.json"),
+        ("POST", "/.well-known/l402.json"),
+        ("POST", "/_turnpike/hub/directory.js"),
+    ] {
+        let (status, body, allow) = public_request(&hub, method, path, "allow").await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (405, &json!("method_not_allowed")),
+            "{method} {path}: {body}"
+        );
+        assert!(allow.is_some_and(|a| a.contains("GET")), "{method} {path}");
+    }
+    assert_eq!(directory(&hub, "").await.0, 200);
 }
