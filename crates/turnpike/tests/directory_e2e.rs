@@ -115,14 +115,18 @@ fn quote_service(up: SocketAddr) -> Value {
 
 /// A GET of `path` on the public listener with `host`: (status, body text).
 async fn get_text(hub: &Hub, host: &str, path: &str) -> (u16, String) {
-    let resp = hub
-        .http
+    let resp = get_on(hub, host, path).await;
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// A GET of `path` on the public listener with `host`.
+async fn get_on(hub: &Hub, host: &str, path: &str) -> reqwest::Response {
+    hub.http
         .get(format!("http://{}{path}", hub.public))
         .header("host", host)
         .send()
         .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
+        .unwrap()
 }
 
 /// A GET of `path` exactly as written (no client normalises it: raw HTTP/1.1 over TCP) with
@@ -543,6 +547,17 @@ async fn the_directory_lists_searches_measures_and_documents_providers() {
     );
 }
 
+/// A hub without probes, with the provider alice (known to it): the hub and alice's token.
+async fn hub_with_alice(dir: &Path) -> (Hub, String) {
+    let hub = start_hub_with(dir, "hub", 0, "", "probe_interval_secs = 0");
+    let alice = provider_in_store(&sqlite_url(dir), "alice", "Alice Data").await;
+    until("the hub knows alice", async || {
+        (hub.call(&alice, "GET", "/hub/me", None).await.0 == 200).then_some(())
+    })
+    .await;
+    (hub, alice)
+}
+
 /// A provider whose service covers every path (`/`, paid): the document paths in 36
 /// spellings are each either the hub's document (only the exact spellings) or answered as the
 /// paid service itself is without payment (the pipeline matched and gated them; here 503, no
@@ -551,13 +566,8 @@ async fn the_directory_lists_searches_measures_and_documents_providers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn document_paths_are_no_way_around_payment() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = start_hub_with(dir.path(), "hub", 0, "", "probe_interval_secs = 0");
+    let (hub, alice) = hub_with_alice(dir.path()).await;
     let (up, seen, _task) = upstream(false).await;
-    let alice = provider_in_store(&sqlite_url(dir.path()), "alice", "Alice Data").await;
-    until("the hub knows alice", async || {
-        (hub.call(&alice, "GET", "/hub/me", None).await.0 == 200).then_some(())
-    })
-    .await;
     let all = json!({"name": "all", "upstream": format!("http://{up}"), "price_sats": 21});
     hub.add_service(&alice, all).await;
     let paid = until("alice's service is matched", async || {
@@ -765,4 +775,43 @@ async fn hub_paths_refuse_other_methods_as_json() {
         assert!(allow.is_some_and(|a| a.contains("GET")), "{method} {path}");
     }
     assert_eq!(directory(&hub, "").await.0, 200);
+}
+
+/// A page a provider serves through the hub runs in an opaque origin (`Content-Security-Policy:
+/// sandbox` without `allow-same-origin`), under its prefix on the hub's own origin and on its
+/// host alike: its script cannot open and read the hub's registration page (payout secrets, the
+/// new provider's token), the catalogue or another provider's pages. The operator's own
+/// services are answered as their upstream gave them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_pages_run_sandboxed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, alice) = hub_with_alice(dir.path()).await;
+    let (up, _, _task) = upstream(false).await;
+    let free = |name: &str| {
+        json!({"name": name, "path": format!("/{name}"), "upstream": format!("http://{up}"),
+            "price_sats": 0})
+    };
+    hub.add_service(&alice, free("page")).await;
+    let (status, body) = hub.operator("POST", "/services", Some(free("own"))).await;
+    assert_eq!(status, 201, "{body}");
+    let policies = async |host: &str, path: &str| {
+        let resp = get_on(&hub, host, path).await;
+        let mut csp = Vec::new();
+        for v in resp.headers().get_all("content-security-policy") {
+            csp.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        }
+        (resp.status().as_u16(), csp)
+    };
+    let alice_host = format!("alice.{DOMAIN}");
+    for (host, path) in [
+        ("gw.example", "/alice/page"),
+        (alice_host.as_str(), "/page"),
+    ] {
+        let (status, csp) = policies(host, path).await;
+        assert_eq!(status, 200, "{host}{path}");
+        assert_eq!(csp.len(), 1, "{host}{path}: {csp:?}");
+        assert!(csp[0].starts_with("sandbox "), "{csp:?}");
+        assert!(!csp[0].contains("allow-same-origin"), "{csp:?}");
+    }
+    assert_eq!(policies("gw.example", "/own").await, (200, vec![]));
 }

@@ -18,6 +18,7 @@ pub mod health;
 pub(crate) mod ledger;
 pub mod payout;
 pub mod register;
+pub mod sandbox;
 pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
