@@ -558,8 +558,10 @@ impl Gateway {
         self.state.background.drain().await;
         pruner.abort();
         sync.abort();
-        hub_tasks.iter().for_each(tokio::task::JoinHandle::abort);
+        // The last health counts first, as `serve` does: a health flush stopped after its
+        // transaction committed but before it noted what it added would be added again.
         self.final_flush(flusher).await;
+        hub_tasks.iter().for_each(tokio::task::JoinHandle::abort);
         result
     }
 
