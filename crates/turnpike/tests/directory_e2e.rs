@@ -19,8 +19,8 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use hub_harness::{
-    DOMAIN, Hub, provider_in_store, recording_upstream as upstream, start_hub_with, until,
-    until_within,
+    DOMAIN, Hub, provider_in_store, recording_upstream as upstream, start_hub_in_env,
+    start_hub_with, until, until_within,
 };
 
 fn sqlite_url(dir: &Path) -> String {
@@ -549,7 +549,12 @@ async fn the_directory_lists_searches_measures_and_documents_providers() {
 
 /// A hub without probes, with the provider alice (known to it): the hub and alice's token.
 async fn hub_with_alice(dir: &Path) -> (Hub, String) {
-    let hub = start_hub_with(dir, "hub", 0, "", "probe_interval_secs = 0");
+    hub_with_alice_in(dir, "probe_interval_secs = 0", &[]).await
+}
+
+/// [`hub_with_alice`] with `[hub]` keys `extra` and the process's environment `envs`.
+async fn hub_with_alice_in(dir: &Path, extra: &str, envs: &[(&str, &str)]) -> (Hub, String) {
+    let hub = start_hub_in_env(dir, "hub", 0, "", extra, envs);
     let alice = provider_in_store(&sqlite_url(dir), "alice", "Alice Data").await;
     until("the hub knows alice", async || {
         (hub.call(&alice, "GET", "/hub/me", None).await.0 == 200).then_some(())
@@ -814,4 +819,38 @@ async fn providers_pages_run_sandboxed() {
         assert!(!csp[0].contains("allow-same-origin"), "{csp:?}");
     }
     assert_eq!(policies("gw.example", "/own").await, (200, vec![]));
+}
+
+/// The probe goes straight to the upstream, like the calls it stands for, never through a
+/// proxy named in the environment (`HTTP_PROXY`, `ALL_PROXY`…): such a proxy would resolve the
+/// upstream's name again, past the SSRF guard's check when connecting, and the probe would
+/// measure the proxy. Here the proxy accepts and never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_ignores_proxies_from_the_environment() {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = reached.clone();
+    let _proxy_task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = proxy.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let envs: Vec<(&str, &str)> = ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"]
+        .into_iter()
+        .map(|k| (k, proxy_url.as_str()))
+        .chain([("NO_PROXY", ""), ("no_proxy", "")])
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, alice) = hub_with_alice_in(dir.path(), "probe_interval_secs = 1", &envs).await;
+    let (up, _, _task) = upstream(false).await;
+    let svc = json!({"name": "quote", "upstream": format!("http://{up}"), "price_sats": 0});
+    hub.add_service(&alice, svc).await;
+    entry_when(&hub, "alice/quote", "probed up", |e| {
+        e["health"]["status"] == "up"
+    })
+    .await;
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
