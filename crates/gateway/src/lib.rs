@@ -558,8 +558,10 @@ impl Gateway {
         self.state.background.drain().await;
         pruner.abort();
         sync.abort();
-        hub_tasks.iter().for_each(tokio::task::JoinHandle::abort);
+        // The last health counts first, as `serve` does: a health flush stopped after its
+        // transaction committed but before it noted what it added would be added again.
         self.final_flush(flusher).await;
+        hub_tasks.iter().for_each(tokio::task::JoinHandle::abort);
         result
     }
 
@@ -696,11 +698,23 @@ fn app_with(state: SharedState) -> axum::Router {
             .route(dev_pay::PATH, post(dev_pay::pay))
             .route(dev_pay::LOOKUP_PATH, get(dev_pay::lookup));
     }
-    app.fallback(pipeline::handle).with_state(state)
+    app.fallback(pipeline::handle)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
 }
 
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// A path the gateway answers itself (`/directory`, a provider's documents, its pages' files,
+/// `/.well-known/l402.json`…) asked with a method it does not answer: `405`, as a JSON error
+/// like any other.
+async fn method_not_allowed() -> error::ApiError {
+    error::ApiError::new(
+        error::ErrorCode::MethodNotAllowed,
+        "This path does not answer this method.",
+    )
 }
 
 /// Seconds since the Unix epoch.

@@ -109,9 +109,11 @@ impl TrafficCounts {
         }
     }
 
-    /// Nothing counted.
+    /// Nothing counted. Every counter is looked at: they are read one by one while calls go
+    /// on, so a delta can hold a call's `ok` (or latency) before its `forwarded`, and one taken
+    /// for nothing would be marked flushed and lost.
     pub fn is_zero(&self) -> bool {
-        self.forwarded == 0 && self.latency.iter().all(|n| *n == 0)
+        self.forwarded == 0 && self.ok == 0 && self.latency.iter().all(|n| *n == 0)
     }
 
     /// The non-empty buckets, as `(bucket, calls)`.
@@ -187,6 +189,17 @@ mod tests {
         assert_eq!((c.forwarded, c.ok), (4, 2));
         assert_eq!(c.latency_buckets(), [(3, 2), (7, 1)]);
         assert!(c.minus(&c).is_zero());
+    }
+
+    #[test]
+    fn a_delta_holding_only_an_ok_is_not_nothing() {
+        // Read while a call is being recorded: its `ok` seen, its `forwarded` not yet.
+        let torn = TrafficCounts {
+            ok: 1,
+            ..TrafficCounts::default()
+        };
+        assert!(!torn.is_zero());
+        assert!(TrafficCounts::default().is_zero());
     }
 
     proptest! {

@@ -75,7 +75,8 @@ pub trait HealthStore: Send + Sync + 'static {
     /// Every service's counts summed over hours `from_hour..`, with its last probe, by name.
     async fn health_since(&self, from_hour: u64) -> Result<Vec<HealthSummary>, StoreError>;
 
-    /// Deletes the buckets of hours before `before_hour`; how many rows went.
+    /// Deletes the buckets of hours before `before_hour`, and the last probes made before it
+    /// (of services no longer probed); how many rows went.
     async fn prune_health(&self, before_hour: u64) -> Result<u64, StoreError>;
 }
 
@@ -107,6 +108,8 @@ const LAST_PROBES: &str = "SELECT service, up, checked_at FROM health_probe ORDE
 
 const PRUNE_HOURLY: &str = "DELETE FROM health_hourly WHERE hour < $1";
 const PRUNE_LATENCY: &str = "DELETE FROM health_latency WHERE hour < $1";
+/// `$1` the first second kept: a service not probed since is no longer probed at all.
+const PRUNE_PROBES: &str = "DELETE FROM health_probe WHERE checked_at < $1";
 
 #[async_trait]
 impl<DB: Dialect> HealthStore for SqlStore<DB>
@@ -202,9 +205,14 @@ where
     async fn prune_health(&self, before_hour: u64) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
         let mut gone = 0;
-        for sql in [PRUNE_HOURLY, PRUNE_LATENCY] {
+        let first_second = before_hour.saturating_mul(3600);
+        for (sql, before) in [
+            (PRUNE_HOURLY, before_hour),
+            (PRUNE_LATENCY, before_hour),
+            (PRUNE_PROBES, first_second),
+        ] {
             let done = sqlx::query(sql)
-                .bind(to_i64(before_hour))
+                .bind(to_i64(before))
                 .execute(&mut *tx)
                 .await?;
             gone += crate::sql::RowsAffected::rows_affected(&done);

@@ -19,8 +19,8 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use hub_harness::{
-    DOMAIN, Hub, provider_in_store, recording_upstream as upstream, start_hub_with, until,
-    until_within,
+    DOMAIN, Hub, provider_in_store, recording_upstream as upstream, start_hub_in_env,
+    start_hub_with, until, until_within,
 };
 
 fn sqlite_url(dir: &Path) -> String {
@@ -29,18 +29,37 @@ fn sqlite_url(dir: &Path) -> String {
 
 /// `GET /directory?<query>` on the hub's public listener: (status, body, CORS header).
 async fn directory(hub: &Hub, query: &str) -> (u16, Value, Option<String>) {
+    public_request(
+        hub,
+        "GET",
+        &format!("/directory?{query}"),
+        "access-control-allow-origin",
+    )
+    .await
+}
+
+/// `method path` on the hub's public listener: (status, JSON body or null, the `header`).
+async fn public_request(
+    hub: &Hub,
+    method: &str,
+    path: &str,
+    header: &str,
+) -> (u16, Value, Option<String>) {
     let resp = hub
         .http
-        .get(format!("http://{}/directory?{query}", hub.public))
+        .request(
+            method.parse().unwrap(),
+            format!("http://{}{path}", hub.public),
+        )
         .send()
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let cors = resp
+    let value = resp
         .headers()
-        .get("access-control-allow-origin")
+        .get(header)
         .map(|v| v.to_str().unwrap().to_owned());
-    (status, resp.json().await.unwrap_or(Value::Null), cors)
+    (status, resp.json().await.unwrap_or(Value::Null), value)
 }
 
 /// The ids of the entries a search answers.
@@ -96,14 +115,18 @@ fn quote_service(up: SocketAddr) -> Value {
 
 /// A GET of `path` on the public listener with `host`: (status, body text).
 async fn get_text(hub: &Hub, host: &str, path: &str) -> (u16, String) {
-    let resp = hub
-        .http
+    let resp = get_on(hub, host, path).await;
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// A GET of `path` on the public listener with `host`.
+async fn get_on(hub: &Hub, host: &str, path: &str) -> reqwest::Response {
+    hub.http
         .get(format!("http://{}{path}", hub.public))
         .header("host", host)
         .send()
         .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
+        .unwrap()
 }
 
 /// A GET of `path` exactly as written (no client normalises it: raw HTTP/1.1 over TCP) with
@@ -524,6 +547,22 @@ async fn the_directory_lists_searches_measures_and_documents_providers() {
     );
 }
 
+/// A hub without probes, with the provider alice (known to it): the hub and alice's token.
+async fn hub_with_alice(dir: &Path) -> (Hub, String) {
+    hub_with_alice_in(dir, "probe_interval_secs = 0", &[]).await
+}
+
+/// [`hub_with_alice`] with `[hub]` keys `extra` and the process's environment `envs`.
+async fn hub_with_alice_in(dir: &Path, extra: &str, envs: &[(&str, &str)]) -> (Hub, String) {
+    let hub = start_hub_in_env(dir, "hub", 0, "", extra, envs);
+    let alice = provider_in_store(&sqlite_url(dir), "alice", "Alice Data").await;
+    until("the hub knows alice", async || {
+        (hub.call(&alice, "GET", "/hub/me", None).await.0 == 200).then_some(())
+    })
+    .await;
+    (hub, alice)
+}
+
 /// A provider whose service covers every path (`/`, paid): the document paths in 36
 /// spellings are each either the hub's document (only the exact spellings) or answered as the
 /// paid service itself is without payment (the pipeline matched and gated them; here 503, no
@@ -532,13 +571,8 @@ async fn the_directory_lists_searches_measures_and_documents_providers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn document_paths_are_no_way_around_payment() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = start_hub_with(dir.path(), "hub", 0, "", "probe_interval_secs = 0");
+    let (hub, alice) = hub_with_alice(dir.path()).await;
     let (up, seen, _task) = upstream(false).await;
-    let alice = provider_in_store(&sqlite_url(dir.path()), "alice", "Alice Data").await;
-    until("the hub knows alice", async || {
-        (hub.call(&alice, "GET", "/hub/me", None).await.0 == 200).then_some(())
-    })
-    .await;
     let all = json!({"name": "all", "upstream": format!("http://{up}"), "price_sats": 21});
     hub.add_service(&alice, all).await;
     let paid = until("alice's service is matched", async || {
@@ -720,4 +754,103 @@ async fn the_directory_is_rate_limited_per_client() {
     assert!(resp.headers().contains_key("retry-after"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
+}
+
+/// The paths the hub answers itself refuse another method with a JSON error, like every other
+/// refusal (never an empty body), and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_paths_refuse_other_methods_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub_with(dir.path(), "hub", 0, "", "probe_interval_secs = 0");
+    for (method, path) in [
+        ("POST", "/directory"),
+        ("DELETE", "/directory"),
+        ("PUT", "/alice/.well-known/l402.json"),
+        ("POST", "/alice/.well-known/openapi.json"),
+        ("POST", "/.well-known/openapi.json"),
+        ("POST", "/.well-known/l402.json"),
+        ("POST", "/_turnpike/hub/directory.js"),
+    ] {
+        let (status, body, allow) = public_request(&hub, method, path, "allow").await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (405, &json!("method_not_allowed")),
+            "{method} {path}: {body}"
+        );
+        assert!(allow.is_some_and(|a| a.contains("GET")), "{method} {path}");
+    }
+    assert_eq!(directory(&hub, "").await.0, 200);
+}
+
+/// A page a provider serves through the hub runs in an opaque origin (`Content-Security-Policy:
+/// sandbox` without `allow-same-origin`), under its prefix on the hub's own origin and on its
+/// host alike: its script cannot open and read the hub's registration page (payout secrets, the
+/// new provider's token), the catalogue or another provider's pages. The operator's own
+/// services are answered as their upstream gave them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_pages_run_sandboxed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, alice) = hub_with_alice(dir.path()).await;
+    let (up, _, _task) = upstream(false).await;
+    let free = |name: &str| {
+        json!({"name": name, "path": format!("/{name}"), "upstream": format!("http://{up}"),
+            "price_sats": 0})
+    };
+    hub.add_service(&alice, free("page")).await;
+    let (status, body) = hub.operator("POST", "/services", Some(free("own"))).await;
+    assert_eq!(status, 201, "{body}");
+    let policies = async |host: &str, path: &str| {
+        let resp = get_on(&hub, host, path).await;
+        let mut csp = Vec::new();
+        for v in resp.headers().get_all("content-security-policy") {
+            csp.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        }
+        (resp.status().as_u16(), csp)
+    };
+    let alice_host = format!("alice.{DOMAIN}");
+    for (host, path) in [
+        ("gw.example", "/alice/page"),
+        (alice_host.as_str(), "/page"),
+    ] {
+        let (status, csp) = policies(host, path).await;
+        assert_eq!(status, 200, "{host}{path}");
+        assert_eq!(csp.len(), 1, "{host}{path}: {csp:?}");
+        assert!(csp[0].starts_with("sandbox "), "{csp:?}");
+        assert!(!csp[0].contains("allow-same-origin"), "{csp:?}");
+    }
+    assert_eq!(policies("gw.example", "/own").await, (200, vec![]));
+}
+
+/// The probe goes straight to the upstream, like the calls it stands for, never through a
+/// proxy named in the environment (`HTTP_PROXY`, `ALL_PROXY`…): such a proxy would resolve the
+/// upstream's name again, past the SSRF guard's check when connecting, and the probe would
+/// measure the proxy. Here the proxy accepts and never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_ignores_proxies_from_the_environment() {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = reached.clone();
+    let _proxy_task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = proxy.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let envs: Vec<(&str, &str)> = ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"]
+        .into_iter()
+        .map(|k| (k, proxy_url.as_str()))
+        .chain([("NO_PROXY", ""), ("no_proxy", "")])
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, alice) = hub_with_alice_in(dir.path(), "probe_interval_secs = 1", &envs).await;
+    let (up, _, _task) = upstream(false).await;
+    let svc = json!({"name": "quote", "upstream": format!("http://{up}"), "price_sats": 0});
+    hub.add_service(&alice, svc).await;
+    entry_when(&hub, "alice/quote", "probed up", |e| {
+        e["health"]["status"] == "up"
+    })
+    .await;
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

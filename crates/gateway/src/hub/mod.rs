@@ -19,6 +19,7 @@ pub(crate) mod ledger;
 pub mod payout;
 pub mod register;
 pub mod register_page;
+pub mod sandbox;
 pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};

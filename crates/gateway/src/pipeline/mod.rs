@@ -675,6 +675,7 @@ async fn forward(
     metrics
         .traffic
         .record(result.as_ref().ok().map(|r| r.status()), elapsed);
+    let result = result.map(|resp| crate::hub::sandbox::confine(&ctx.service, resp));
     let charge = guard.disarm();
     let (resp, given_back) = match result {
         Ok(resp) if ctx.service.refund_on_5xx && resp.status().is_server_error() => {

@@ -125,10 +125,22 @@ pub fn serve_with_admin(
     public: SocketAddr,
     admin: SocketAddr,
 ) -> Running {
+    serve_with_admin_in_env(config, log, public, admin, &[])
+}
+
+/// [`serve_with_admin`] with more environment variables (`envs`) for the process.
+pub fn serve_with_admin_in_env(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    public: SocketAddr,
+    admin: SocketAddr,
+    envs: &[(&str, &str)],
+) -> Running {
     let process = Running(
         std::process::Command::new(env!("CARGO_BIN_EXE_turnpike"))
             .args(["serve", "--config"])
             .arg(config)
+            .envs(envs.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()

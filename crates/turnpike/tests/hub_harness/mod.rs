@@ -37,6 +37,18 @@ pub fn start_hub(dir: &Path, trial_days: u32) -> Hub {
 /// A hub named `name` in `dir` (its data directory `dir/data`, shared by every hub started
 /// in `dir`), with more top-level keys (`top`) and `[hub]` keys (`extra`), as TOML lines.
 pub fn start_hub_with(dir: &Path, name: &str, trial_days: u32, top: &str, extra: &str) -> Hub {
+    start_hub_in_env(dir, name, trial_days, top, extra, &[])
+}
+
+/// [`start_hub_with`], the process given more environment variables (`envs`).
+pub fn start_hub_in_env(
+    dir: &Path,
+    name: &str,
+    trial_days: u32,
+    top: &str,
+    extra: &str,
+    envs: &[(&str, &str)],
+) -> Hub {
     turnpike_lightning::ensure_crypto_provider();
     let (public, admin) = (free_port(), free_port());
     let insecure = if extra.contains("allow_insecure_payouts") {
@@ -70,7 +82,7 @@ sync_interval_secs = 1
     )
     .unwrap();
     let log = dir.join(format!("{name}.log"));
-    let process = common::serve_with_admin(&config, &log, public, admin);
+    let process = common::serve_with_admin_in_env(&config, &log, public, admin, envs);
     let token = std::fs::read_to_string(dir.join("data/admin.token"))
         .unwrap()
         .trim()

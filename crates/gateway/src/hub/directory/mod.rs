@@ -187,8 +187,25 @@ fn refused(e: &QueryError) -> Response {
         [
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
             (header::CACHE_CONTROL, "no-store"),
+            (header::VARY, "Accept"),
         ],
         axum::Json(body),
+    )
+        .into_response()
+}
+
+/// The JSON answer. `Vary: Accept`: the same URL is the catalogue page for a browser, so a
+/// cache between the hub and its clients must not hand this to a browser (nor the page to a
+/// program).
+fn answer(body: &Value) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (header::CACHE_CONTROL, "max-age=5"),
+            (header::VARY, "Accept"),
+        ],
+        body.to_string(),
     )
         .into_response()
 }
@@ -222,16 +239,12 @@ pub async fn handle(
         Ok(q) => q,
         Err(e) => return refused(&e),
     };
-    let body = search(&state.services.load(), hub, &query, crate::unix_now());
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-            (header::CACHE_CONTROL, "max-age=5"),
-        ],
-        body.to_string(),
-    )
-        .into_response()
+    answer(&search(
+        &state.services.load(),
+        hub,
+        &query,
+        crate::unix_now(),
+    ))
 }
 
 #[cfg(test)]
@@ -325,6 +338,18 @@ mod tests {
         assert_eq!(ids("max_price_msat=21419").1, ["bob/weather"]);
         assert_eq!(ids("limit=1&offset=1"), (3, vec!["alice/quote".to_owned()]));
         assert_eq!(ids("offset=3"), (3, vec![]));
+    }
+
+    #[test]
+    fn json_answers_vary_with_accept_like_the_page() {
+        let refusal = DirectoryQuery::parse(Some("limit=0")).unwrap_err();
+        for resp in [answer(&json!({"total": 0})), refused(&refusal)] {
+            assert_eq!(resp.headers()[header::VARY], "Accept");
+        }
+        assert_eq!(
+            crate::hub::catalogue::page().headers()[header::VARY],
+            "Accept"
+        );
     }
 
     #[test]

@@ -31,7 +31,9 @@ impl ServiceHealth {
             Some((false, _)) => "down",
             None => "unknown",
         };
-        let ratio = |n: u64, d: u64| (d > 0).then(|| n as f64 / d as f64);
+        // A part is never more than its whole: counters are read one by one while calls go
+        // on, so a flush can hold a call's `ok` before its `forwarded`.
+        let ratio = |n: u64, d: u64| (d > 0).then(|| n.min(d) as f64 / d as f64);
         json!({
             "status": status,
             "uptime_pct": ratio(self.probes_up, self.probes).map(|r| (r * 1000.0).round() / 10.0),
@@ -96,6 +98,22 @@ mod tests {
             ServiceHealth::default().to_json(),
             json!({"status": "unknown", "uptime_pct": null, "success_rate": null,
                 "median_latency_ms": null, "calls_24h": 0, "checked_at": null})
+        );
+    }
+
+    #[test]
+    fn a_rate_is_never_above_one() {
+        let h = ServiceHealth {
+            probes: 1,
+            probes_up: 2,
+            forwarded: 1,
+            ok: 2,
+            ..ServiceHealth::default()
+        };
+        let v = h.to_json();
+        assert_eq!(
+            (&v["success_rate"], &v["uptime_pct"]),
+            (&json!(1.0), &json!(100.0))
         );
     }
 

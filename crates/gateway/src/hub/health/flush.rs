@@ -48,7 +48,7 @@ pub async fn run_once(control: &Control, metrics: &Metrics, now: u64) -> Result<
     let rows = store
         .health_since(hour.saturating_sub(WINDOW_HOURS - 1))
         .await?;
-    hub.health.board.replace(board(rows));
+    hub.health.board.replace(board(rows, now));
     Ok(())
 }
 
@@ -103,8 +103,11 @@ pub async fn add_traffic(
     Ok(())
 }
 
-/// The board of the rows read back.
-fn board(rows: Vec<HealthSummary>) -> HashMap<String, ServiceHealth> {
+/// The board of the rows read back at `now`. A last probe older than the window the figures
+/// cover is not shown (`status` "unknown", as `uptime_pct` is null then): probes may have been
+/// turned off, or the service may no longer be probed, and an old "up" is no news.
+fn board(rows: Vec<HealthSummary>, now: u64) -> HashMap<String, ServiceHealth> {
+    let since = (now / 3600).saturating_sub(WINDOW_HOURS - 1) * 3600;
     rows.into_iter()
         .map(|r| {
             let c = r.counts;
@@ -114,9 +117,37 @@ fn board(rows: Vec<HealthSummary>) -> HashMap<String, ServiceHealth> {
                 forwarded: c.forwarded,
                 ok: c.ok,
                 median_latency_ms: crate::traffic::median_ms(&c.latency),
-                last_probe: r.last_probe,
+                last_probe: r.last_probe.filter(|(_, at)| *at >= since),
             };
             (r.service, h)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(last_probe: Option<(bool, u64)>) -> HealthSummary {
+        HealthSummary {
+            service: "alice/quote".into(),
+            last_probe,
+            ..HealthSummary::default()
+        }
+    }
+
+    #[test]
+    fn a_probe_older_than_the_window_is_no_status() {
+        let now = 100 * 3600 + 1800;
+        let since = (100 - (WINDOW_HOURS - 1)) * 3600;
+        let status = |at: u64| board(vec![row(Some((true, at)))], now)["alice/quote"].to_json();
+        assert_eq!(status(now)["status"], "up");
+        assert_eq!(status(since)["status"], "up");
+        let stale = status(since - 1);
+        assert_eq!(
+            (&stale["status"], &stale["checked_at"]),
+            (&serde_json::json!("unknown"), &serde_json::Value::Null)
+        );
+        assert_eq!(board(vec![row(None)], now)["alice/quote"].last_probe, None);
+    }
 }

@@ -38,10 +38,13 @@ pub struct Prober {
 
 impl Prober {
     /// A prober; `guarded`: public addresses only (checked before sending and again when
-    /// connecting). Redirects are not followed (a redirect is an answer below 500).
+    /// connecting). Redirects are not followed (a redirect is an answer below 500). Never
+    /// through a proxy of the environment (`HTTP_PROXY`…): it would resolve the name again,
+    /// past the guard, and the probe would measure it rather than the way calls go.
     pub fn new(guarded: bool) -> Result<Prober, reqwest::Error> {
         turnpike_lightning::ensure_crypto_provider();
         let mut builder = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(PROBE_TIMEOUT)
             .connect_timeout(PROBE_TIMEOUT)
