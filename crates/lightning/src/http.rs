@@ -52,10 +52,10 @@ pub(crate) fn public_api_client(
     connect: Duration,
     total: Duration,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    builder(connect, total)
-        .redirect(reqwest::redirect::Policy::none())
-        .dns_resolver(std::sync::Arc::new(crate::net_guard::PublicOnly))
-        .build()
+    crate::net_guard::public_only(
+        builder(connect, total).redirect(reqwest::redirect::Policy::none()),
+    )
+    .build()
 }
 
 /// Maps a transport error to a [`BackendError`]: timeouts to `Timeout`, body decoding problems to
@@ -637,7 +637,7 @@ pub(crate) fn node_client(
         .connect_timeout(connect)
         .redirect(reqwest::redirect::Policy::none());
     if public_only {
-        builder = builder.dns_resolver(std::sync::Arc::new(crate::net_guard::PublicOnly));
+        builder = crate::net_guard::public_only(builder);
     }
     if let Some((pem, path)) = pinned_cert {
         let verifier = PinnedCertVerifier::from_pem(pem, path)?;

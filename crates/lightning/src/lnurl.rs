@@ -197,7 +197,7 @@ impl LnAddressBackend {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("turnpike/", env!("CARGO_PKG_VERSION")));
         if !policy.allow_insecure {
-            builder = builder.dns_resolver(std::sync::Arc::new(crate::net_guard::PublicOnly));
+            builder = crate::net_guard::public_only(builder);
         }
         let http = builder
             .build()

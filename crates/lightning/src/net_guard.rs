@@ -106,6 +106,15 @@ pub async fn public_addrs(url: &reqwest::Url) -> Result<Vec<SocketAddr>, String>
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PublicOnly;
 
+/// Makes `builder` connect to public addresses only: names are resolved through [`PublicOnly`],
+/// and no proxy from the environment (`HTTP_PROXY`, `ALL_PROXY`) is used, since a proxy would
+/// resolve the name again, past the check.
+pub fn public_only(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    builder
+        .no_proxy()
+        .dns_resolver(std::sync::Arc::new(PublicOnly))
+}
+
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
@@ -127,6 +136,33 @@ impl reqwest::dns::Resolve for PublicOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A proxy (here a configured one; `HTTP_PROXY` and the like are the same to reqwest) would
+    /// resolve the name itself, past the check: a guarded client never uses one.
+    #[tokio::test]
+    async fn a_guarded_client_uses_no_proxy() {
+        crate::ensure_crypto_provider();
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+        let reached = |client: reqwest::Client| {
+            let proxy = &proxy;
+            async move {
+                let call = tokio::spawn(async move {
+                    let _ = client.get("http://payee.example/x").send().await;
+                });
+                let accepted =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), proxy.accept())
+                        .await
+                        .is_ok();
+                call.abort();
+                accepted
+            }
+        };
+        let with_proxy =
+            || reqwest::Client::builder().proxy(reqwest::Proxy::all(&proxy_url).unwrap());
+        assert!(reached(with_proxy().build().unwrap()).await, "the control");
+        assert!(!reached(public_only(with_proxy()).build().unwrap()).await);
+    }
 
     #[test]
     fn internal_addresses_are_recognised() {

@@ -50,7 +50,7 @@ impl Prober {
             .connect_timeout(PROBE_TIMEOUT)
             .user_agent("turnpike-hub-probe");
         if guarded {
-            builder = builder.dns_resolver(Arc::new(turnpike_lightning::net_guard::PublicOnly));
+            builder = turnpike_lightning::net_guard::public_only(builder);
         }
         Ok(Prober {
             client: builder.build()?,
