@@ -614,7 +614,8 @@ pub use turnpike_lightning::config::DevConfig as DevBackendConfig;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    /// Service name, used in token caveats: letters, digits, `_`, `-`, `.` (1 to 64).
+    /// Service name, used in token caveats: letters, digits, `_`, `-`, `.` (1 to 64; not dots
+    /// alone).
     pub name: String,
     /// Match requests for this host only (exact, case-insensitive, or `*.example.com`).
     pub host: Option<String>,

@@ -562,13 +562,16 @@ fn rails(
 }
 
 fn check_name(name: &str) -> Result<(), String> {
-    if turnpike_l402::caveat::is_valid_service_name(name) {
-        Ok(())
-    } else {
-        Err(format!(
+    if !turnpike_l402::caveat::is_valid_service_name(name) {
+        return Err(format!(
             "{name:?} must be 1 to 64 letters, digits, '_', '-' or '.'"
-        ))
+        ));
     }
+    // `.` and `..` are path segments: `/api/v1/services/..` could not name the service.
+    if name.bytes().all(|b| b == b'.') {
+        return Err(format!("{name:?} must hold a letter, a digit, '_' or '-'"));
+    }
+    Ok(())
 }
 
 /// What one payment buys, checked.
@@ -739,6 +742,25 @@ mod tests {
         ServiceConfig {
             path: Some("/weather".into()),
             ..ServiceConfig::new("weather", "http://127.0.0.1:9000/base/", 5)
+        }
+    }
+
+    #[test]
+    fn names_of_dots_alone_are_refused_as_they_are_path_segments() {
+        for bad in [".", "..", "..."] {
+            let c = ServiceConfig {
+                name: bad.into(),
+                ..svc()
+            };
+            let err = parse(&c).unwrap_err();
+            assert!(err.contains("name"), "{bad}: {err}");
+        }
+        for good in ["a.b", ".well", "v1..2", "_"] {
+            let c = ServiceConfig {
+                name: good.into(),
+                ..svc()
+            };
+            assert!(parse(&c).is_ok(), "{good}");
         }
     }
 
